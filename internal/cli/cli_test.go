@@ -1,0 +1,1146 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/prototext"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/spear-go/spear/api/spearlet"
+)
+
+// fakeServer is an in-process FunctionService that records every request
+// and answers through per-method hooks (Unimplemented when a hook is nil).
+type fakeServer struct {
+	spearlet.UnimplementedFunctionServiceServer
+
+	mu    sync.Mutex
+	calls []rpcCall
+
+	invoke     func(context.Context, *spearlet.InvokeFunctionRequest) (*spearlet.InvokeFunctionResponse, error)
+	stream     func(*spearlet.InvokeFunctionRequest, grpc.ServerStreamingServer[spearlet.StreamExecutionResult]) error
+	status     func(context.Context, *spearlet.GetExecutionStatusRequest) (*spearlet.GetExecutionStatusResponse, error)
+	cancel     func(context.Context, *spearlet.CancelExecutionRequest) (*spearlet.CancelExecutionResponse, error)
+	listTasks  func(context.Context, *spearlet.ListTasksRequest) (*spearlet.ListTasksResponse, error)
+	getTask    func(context.Context, *spearlet.GetTaskRequest) (*spearlet.GetTaskResponse, error)
+	deleteTask func(context.Context, *spearlet.DeleteTaskRequest) (*spearlet.DeleteTaskResponse, error)
+	listExecs  func(context.Context, *spearlet.ListExecutionsRequest) (*spearlet.ListExecutionsResponse, error)
+	health     func(context.Context, *spearlet.GetHealthRequest) (*spearlet.GetHealthResponse, error)
+	stats      func(context.Context, *spearlet.GetStatsRequest) (*spearlet.GetStatsResponse, error)
+	register   func(context.Context, *spearlet.RegisterTaskRequest) (*spearlet.RegisterTaskResponse, error)
+	upload     func(context.Context, *spearlet.UploadArtifactRequest) (*spearlet.UploadArtifactResponse, error)
+}
+
+// rpcCall is one recorded request.
+type rpcCall struct {
+	method string
+	req    proto.Message
+}
+
+func (f *fakeServer) record(method string, req proto.Message) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls = append(f.calls, rpcCall{method, proto.Clone(req)})
+}
+
+func (f *fakeServer) recorded() []rpcCall {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]rpcCall(nil), f.calls...)
+}
+
+func handle[Req proto.Message, Resp any](ctx context.Context, f *fakeServer, method string, req Req,
+	hook func(context.Context, Req) (Resp, error)) (Resp, error) {
+	f.record(method, req)
+	if hook == nil {
+		var zero Resp
+		return zero, status.Errorf(codes.Unimplemented, "fake: %s not set up", method)
+	}
+	return hook(ctx, req)
+}
+
+func (f *fakeServer) InvokeFunction(ctx context.Context, r *spearlet.InvokeFunctionRequest) (*spearlet.InvokeFunctionResponse, error) {
+	return handle(ctx, f, "InvokeFunction", r, f.invoke)
+}
+
+func (f *fakeServer) StreamFunction(r *spearlet.InvokeFunctionRequest, s grpc.ServerStreamingServer[spearlet.StreamExecutionResult]) error {
+	f.record("StreamFunction", r)
+	if f.stream == nil {
+		return status.Error(codes.Unimplemented, "fake: StreamFunction not set up")
+	}
+	return f.stream(r, s)
+}
+
+func (f *fakeServer) GetExecutionStatus(ctx context.Context, r *spearlet.GetExecutionStatusRequest) (*spearlet.GetExecutionStatusResponse, error) {
+	return handle(ctx, f, "GetExecutionStatus", r, f.status)
+}
+
+func (f *fakeServer) CancelExecution(ctx context.Context, r *spearlet.CancelExecutionRequest) (*spearlet.CancelExecutionResponse, error) {
+	return handle(ctx, f, "CancelExecution", r, f.cancel)
+}
+
+func (f *fakeServer) ListTasks(ctx context.Context, r *spearlet.ListTasksRequest) (*spearlet.ListTasksResponse, error) {
+	return handle(ctx, f, "ListTasks", r, f.listTasks)
+}
+
+func (f *fakeServer) GetTask(ctx context.Context, r *spearlet.GetTaskRequest) (*spearlet.GetTaskResponse, error) {
+	return handle(ctx, f, "GetTask", r, f.getTask)
+}
+
+func (f *fakeServer) DeleteTask(ctx context.Context, r *spearlet.DeleteTaskRequest) (*spearlet.DeleteTaskResponse, error) {
+	return handle(ctx, f, "DeleteTask", r, f.deleteTask)
+}
+
+func (f *fakeServer) ListExecutions(ctx context.Context, r *spearlet.ListExecutionsRequest) (*spearlet.ListExecutionsResponse, error) {
+	return handle(ctx, f, "ListExecutions", r, f.listExecs)
+}
+
+func (f *fakeServer) GetHealth(ctx context.Context, r *spearlet.GetHealthRequest) (*spearlet.GetHealthResponse, error) {
+	return handle(ctx, f, "GetHealth", r, f.health)
+}
+
+func (f *fakeServer) GetStats(ctx context.Context, r *spearlet.GetStatsRequest) (*spearlet.GetStatsResponse, error) {
+	return handle(ctx, f, "GetStats", r, f.stats)
+}
+
+func (f *fakeServer) RegisterTask(ctx context.Context, r *spearlet.RegisterTaskRequest) (*spearlet.RegisterTaskResponse, error) {
+	return handle(ctx, f, "RegisterTask", r, f.register)
+}
+
+func (f *fakeServer) UploadArtifact(ctx context.Context, r *spearlet.UploadArtifactRequest) (*spearlet.UploadArtifactResponse, error) {
+	return handle(ctx, f, "UploadArtifact", r, f.upload)
+}
+
+// startFake serves f on 127.0.0.1:0 and returns its address.
+func startFake(t *testing.T, f *fakeServer) string {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer()
+	spearlet.RegisterFunctionServiceServer(srv, f)
+	go func() { _ = srv.Serve(lis) }()
+	t.Cleanup(srv.Stop)
+	return lis.Addr().String()
+}
+
+type runResult struct {
+	code           int
+	stdout, stderr string
+}
+
+// runCLI runs the CLI against addr (passed through SPEAR_ADDR).
+func runCLI(ctx context.Context, addr, stdin string, args ...string) runResult {
+	var stdout, errb bytes.Buffer
+	getenv := func(k string) string {
+		if k == "SPEAR_ADDR" {
+			return addr
+		}
+		return ""
+	}
+	code := newApp(strings.NewReader(stdin), &stdout, &errb, getenv).run(ctx, args)
+	return runResult{code: code, stdout: stdout.String(), stderr: errb.String()}
+}
+
+func execResult(st spearlet.ExecutionStatus, out, code, msg string) *spearlet.ExecutionResult {
+	r := &spearlet.ExecutionResult{Status: st, ErrorCode: code, ErrorMessage: msg, ExecutionTimeMs: 12}
+	if out != "" {
+		r.Result = bytesAny([]byte(out))
+	}
+	return r
+}
+
+func syncReply(st spearlet.ExecutionStatus, out, code, msg string) func(context.Context, *spearlet.InvokeFunctionRequest) (*spearlet.InvokeFunctionResponse, error) {
+	return func(context.Context, *spearlet.InvokeFunctionRequest) (*spearlet.InvokeFunctionResponse, error) {
+		return &spearlet.InvokeFunctionResponse{
+			Success:     st == spearlet.ExecutionStatus_EXECUTION_STATUS_COMPLETED,
+			ExecutionId: "exec-1",
+			TaskId:      "t1",
+			Result:      execResult(st, out, code, msg),
+		}, nil
+	}
+}
+
+// invokeReq is the request `spear invoke t1 --mode MODE [--input IN]` sends
+// with no other flags; in is nil for no --input.
+func invokeReq(mode spearlet.ExecutionMode, in []byte) *spearlet.InvokeFunctionRequest {
+	r := &spearlet.InvokeFunctionRequest{
+		InvocationType: spearlet.InvocationType_INVOCATION_TYPE_EXISTING_TASK,
+		TaskId:         "t1",
+		ExecutionMode:  mode,
+		Wait:           mode == spearlet.ExecutionMode_EXECUTION_MODE_SYNC,
+		Context:        &spearlet.ExecutionContext{},
+	}
+	if in != nil {
+		r.Parameters = []*spearlet.FunctionParameter{{Name: "input", Value: bytesAny(in)}}
+	}
+	return r
+}
+
+const (
+	stPending   = spearlet.ExecutionStatus_EXECUTION_STATUS_PENDING
+	stRunning   = spearlet.ExecutionStatus_EXECUTION_STATUS_RUNNING
+	stCompleted = spearlet.ExecutionStatus_EXECUTION_STATUS_COMPLETED
+	stFailed    = spearlet.ExecutionStatus_EXECUTION_STATUS_FAILED
+	stCancelled = spearlet.ExecutionStatus_EXECUTION_STATUS_CANCELLED
+	stTimeout   = spearlet.ExecutionStatus_EXECUTION_STATUS_TIMEOUT
+
+	modeSync   = spearlet.ExecutionMode_EXECUTION_MODE_SYNC
+	modeAsync  = spearlet.ExecutionMode_EXECUTION_MODE_ASYNC
+	modeStream = spearlet.ExecutionMode_EXECUTION_MODE_STREAM
+)
+
+type cliCase struct {
+	name  string
+	args  []string
+	stdin string
+	setup func(f *fakeServer)
+
+	code      int
+	stdout    *string  // exact stdout, when set
+	stdoutHas []string // substrings of stdout
+	stderrHas []string // substrings of stderr
+	calls     []rpcCall
+	// callsSet: compare calls even when empty (no RPC expected).
+	callsSet bool
+	check    func(t *testing.T, f *fakeServer, r runResult)
+}
+
+func str(s string) *string { return &s }
+
+func runCases(t *testing.T, cases []cliCase) {
+	t.Helper()
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			f := &fakeServer{}
+			if tc.setup != nil {
+				tc.setup(f)
+			}
+			addr := startFake(t, f)
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			r := runCLI(ctx, addr, tc.stdin, tc.args...)
+			if r.code != tc.code {
+				t.Errorf("exit code = %d, want %d\nstdout:\n%s\nstderr:\n%s", r.code, tc.code, r.stdout, r.stderr)
+			}
+			if tc.stdout != nil && r.stdout != *tc.stdout {
+				t.Errorf("stdout = %q, want %q", r.stdout, *tc.stdout)
+			}
+			for _, s := range tc.stdoutHas {
+				if !strings.Contains(r.stdout, s) {
+					t.Errorf("stdout lacks %q:\n%s", s, r.stdout)
+				}
+			}
+			for _, s := range tc.stderrHas {
+				if !strings.Contains(r.stderr, s) {
+					t.Errorf("stderr lacks %q:\n%s", s, r.stderr)
+				}
+			}
+			if tc.calls != nil || tc.callsSet {
+				compareCalls(t, f.recorded(), tc.calls)
+			}
+			if tc.check != nil {
+				tc.check(t, f, r)
+			}
+		})
+	}
+}
+
+func compareCalls(t *testing.T, got, want []rpcCall) {
+	t.Helper()
+	if len(got) != len(want) {
+		t.Errorf("got %d RPCs %v, want %d %v", len(got), methods(got), len(want), methods(want))
+		return
+	}
+	for i := range want {
+		if got[i].method != want[i].method || !proto.Equal(got[i].req, want[i].req) {
+			t.Errorf("RPC %d:\n got %s {%s}\nwant %s {%s}", i,
+				got[i].method, prototext.Format(got[i].req), want[i].method, prototext.Format(want[i].req))
+		}
+	}
+}
+
+func methods(calls []rpcCall) []string {
+	var m []string
+	for _, c := range calls {
+		m = append(m, c.method)
+	}
+	return m
+}
+
+func TestInvoke(t *testing.T) {
+	dir := t.TempDir()
+	inFile := filepath.Join(dir, "in.bin")
+	if err := os.WriteFile(inFile, []byte{0, 1, 2, 'x'}, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	full := invokeReq(modeSync, []byte("hello"))
+	full.FunctionName = "main"
+	full.Context = &spearlet.ExecutionContext{
+		ExecutionId: "my-exec",
+		Environment: map[string]string{"A": "1", "B": "x=y"},
+		TimeoutMs:   5000,
+		MaxRetries:  2,
+	}
+
+	runCases(t, []cliCase{
+		{
+			name: "sync completed sends every field",
+			args: []string{"invoke", "t1", "--input", "hello", "--function", "main", "--timeout-ms", "5000",
+				"-e", "A=1", "--env", "B=x=y", "--retries", "2", "--execution-id", "my-exec"},
+			setup:  func(f *fakeServer) { f.invoke = syncReply(stCompleted, "HELLO\n", "", "") },
+			code:   0,
+			stdout: str("HELLO\n"),
+			calls:  []rpcCall{{"InvokeFunction", full}},
+		},
+		{
+			name:      "sync failed",
+			args:      []string{"invoke", "t1", "--input", "x"},
+			setup:     func(f *fakeServer) { f.invoke = syncReply(stFailed, "partial", "EXIT_NONZERO", "exit status 3") },
+			code:      1,
+			stdout:    str("partial"),
+			stderrHas: []string{"execution exec-1 failed: EXIT_NONZERO: exit status 3"},
+			calls:     []rpcCall{{"InvokeFunction", invokeReq(modeSync, []byte("x"))}},
+		},
+		{
+			name:      "sync timeout",
+			args:      []string{"invoke", "t1", "--timeout-ms", "100"},
+			setup:     func(f *fakeServer) { f.invoke = syncReply(stTimeout, "", "EXECUTION_TIMEOUT", "exceeded 100ms") },
+			code:      124,
+			stderrHas: []string{"timed out: EXECUTION_TIMEOUT: exceeded 100ms"},
+		},
+		{
+			name:      "sync cancelled",
+			args:      []string{"invoke", "t1"},
+			setup:     func(f *fakeServer) { f.invoke = syncReply(stCancelled, "", "CANCELLED", "by user") },
+			code:      130,
+			stderrHas: []string{"was cancelled"},
+		},
+		{
+			name:   "input from stdin",
+			args:   []string{"invoke", "t1", "--input", "-"},
+			stdin:  "from stdin\n",
+			setup:  func(f *fakeServer) { f.invoke = syncReply(stCompleted, "ok", "", "") },
+			stdout: str("ok"),
+			calls:  []rpcCall{{"InvokeFunction", invokeReq(modeSync, []byte("from stdin\n"))}},
+		},
+		{
+			name:  "input from file",
+			args:  []string{"invoke", "t1", "-i", "@" + inFile},
+			setup: func(f *fakeServer) { f.invoke = syncReply(stCompleted, "ok", "", "") },
+			calls: []rpcCall{{"InvokeFunction", invokeReq(modeSync, []byte{0, 1, 2, 'x'})}},
+		},
+		{
+			name:  "no input sends no parameter",
+			args:  []string{"invoke", "t1"},
+			setup: func(f *fakeServer) { f.invoke = syncReply(stCompleted, "", "", "") },
+			calls: []rpcCall{{"InvokeFunction", invokeReq(modeSync, nil)}},
+		},
+		{
+			name:      "missing input file is a usage error",
+			args:      []string{"invoke", "t1", "--input", "@" + filepath.Join(dir, "nope")},
+			code:      2,
+			stderrHas: []string{"--input"},
+			callsSet:  true,
+		},
+		{
+			name: "rejected invocation",
+			args: []string{"invoke", "t1"},
+			setup: func(f *fakeServer) {
+				f.invoke = func(context.Context, *spearlet.InvokeFunctionRequest) (*spearlet.InvokeFunctionResponse, error) {
+					return &spearlet.InvokeFunctionResponse{Success: false, Message: "no such task",
+						Result: &spearlet.ExecutionResult{ErrorCode: "TASK_NOT_FOUND"}}, nil
+				}
+			},
+			code:      1,
+			stderrHas: []string{"invocation rejected: TASK_NOT_FOUND: no such task"},
+		},
+		{
+			name: "rpc error with error code in trailer",
+			args: []string{"invoke", "t1"},
+			setup: func(f *fakeServer) {
+				f.invoke = func(ctx context.Context, _ *spearlet.InvokeFunctionRequest) (*spearlet.InvokeFunctionResponse, error) {
+					_ = grpc.SetTrailer(ctx, metadata.Pairs("spear-error-code", "TASK_NOT_FOUND"))
+					return nil, status.Error(codes.NotFound, `task "t1" not found`)
+				}
+			},
+			code:      2,
+			stdout:    str(""),
+			stderrHas: []string{`error: NotFound: task "t1" not found (error_code: TASK_NOT_FOUND)`},
+		},
+		{
+			name: "rpc error with error code in status details",
+			args: []string{"invoke", "t1"},
+			setup: func(f *fakeServer) {
+				f.invoke = func(context.Context, *spearlet.InvokeFunctionRequest) (*spearlet.InvokeFunctionResponse, error) {
+					st, err := status.New(codes.ResourceExhausted, "queue full").
+						WithDetails(&errdetails.ErrorInfo{Reason: "QUEUE_FULL", Domain: "spear"})
+					if err != nil {
+						return nil, err
+					}
+					return nil, st.Err()
+				}
+			},
+			code:      2,
+			stderrHas: []string{"error: ResourceExhausted: queue full (error_code: QUEUE_FULL)"},
+		},
+		{
+			name: "async",
+			args: []string{"invoke", "t1", "--mode", "async", "--input", "in"},
+			setup: func(f *fakeServer) {
+				f.invoke = func(context.Context, *spearlet.InvokeFunctionRequest) (*spearlet.InvokeFunctionResponse, error) {
+					return &spearlet.InvokeFunctionResponse{Success: true, ExecutionId: "exec-9", TaskId: "t1",
+						Result:                &spearlet.ExecutionResult{Status: stPending},
+						StatusEndpoint:        "/api/v1/executions/exec-9/status",
+						EstimatedCompletionMs: 1500}, nil
+				}
+			},
+			stdoutHas: []string{"exec-9", "/api/v1/executions/exec-9/status", "1.5s", "pending"},
+			calls:     []rpcCall{{"InvokeFunction", invokeReq(modeAsync, []byte("in"))}},
+		},
+		{
+			name: "async json",
+			args: []string{"--json", "invoke", "t1", "-m", "async"},
+			setup: func(f *fakeServer) {
+				f.invoke = func(context.Context, *spearlet.InvokeFunctionRequest) (*spearlet.InvokeFunctionResponse, error) {
+					return &spearlet.InvokeFunctionResponse{Success: true, ExecutionId: "exec-9",
+						StatusEndpoint: "/api/v1/executions/exec-9/status", EstimatedCompletionMs: 1500}, nil
+				}
+			},
+			check: func(t *testing.T, _ *fakeServer, r runResult) {
+				var got struct {
+					ExecutionID    string `json:"executionId"`
+					StatusEndpoint string `json:"statusEndpoint"`
+				}
+				if err := json.Unmarshal([]byte(r.stdout), &got); err != nil {
+					t.Fatalf("stdout is not one JSON object: %v\n%s", err, r.stdout)
+				}
+				if got.ExecutionID != "exec-9" || got.StatusEndpoint == "" {
+					t.Errorf("json = %+v", got)
+				}
+			},
+		},
+		{
+			name:      "bad mode is a usage error",
+			args:      []string{"invoke", "t1", "--mode", "later"},
+			code:      2,
+			stderrHas: []string{"--mode"},
+			callsSet:  true,
+		},
+		{
+			name:      "bad env is a usage error",
+			args:      []string{"invoke", "t1", "--env", "NOEQUALS"},
+			code:      2,
+			stderrHas: []string{"KEY=VALUE"},
+			callsSet:  true,
+		},
+		{
+			name:      "missing task is a usage error",
+			args:      []string{"invoke"},
+			code:      2,
+			stderrHas: []string{"accepts 1 arg", "spear invoke --help"},
+			callsSet:  true,
+		},
+	})
+}
+
+// jsonHas checks that stdout is one JSON object with the given values at
+// dotted paths.
+func jsonHas(want map[string]any) func(t *testing.T, _ *fakeServer, r runResult) {
+	return func(t *testing.T, _ *fakeServer, r runResult) {
+		t.Helper()
+		var obj map[string]any
+		if err := json.Unmarshal([]byte(r.stdout), &obj); err != nil {
+			t.Fatalf("stdout is not one JSON object: %v\n%s", err, r.stdout)
+		}
+		for path, v := range want {
+			var cur any = obj
+			for _, k := range strings.Split(path, ".") {
+				m, _ := cur.(map[string]any)
+				cur = m[k]
+			}
+			if cur != v {
+				t.Errorf("%s = %v, want %v\n%s", path, cur, v, r.stdout)
+			}
+		}
+	}
+}
+
+// notifyWriter records writes and reports each one on a channel.
+type notifyWriter struct {
+	mu     sync.Mutex
+	buf    bytes.Buffer
+	writes chan string
+}
+
+func (w *notifyWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	w.buf.Write(p)
+	w.mu.Unlock()
+	w.writes <- string(p)
+	return len(p), nil
+}
+
+func TestInvokeStreamWritesChunksAsTheyArrive(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		final     *spearlet.StreamExecutionResult
+		code      int
+		stderrHas string
+	}{
+		{"completed", &spearlet.StreamExecutionResult{Status: stCompleted}, 0, ""},
+		{"failed", &spearlet.StreamExecutionResult{Status: stFailed, ErrorCode: "EXIT_NONZERO", ErrorMessage: "exit status 1"}, 1, "failed: EXIT_NONZERO: exit status 1"},
+		{"timeout", &spearlet.StreamExecutionResult{Status: stTimeout, ErrorCode: "EXECUTION_TIMEOUT"}, 124, "timed out"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := &notifyWriter{writes: make(chan string, 16)}
+			chunks := []string{"one\n", "two\n", "three\n"}
+			f := &fakeServer{}
+			f.stream = func(_ *spearlet.InvokeFunctionRequest, s grpc.ServerStreamingServer[spearlet.StreamExecutionResult]) error {
+				for i, c := range chunks {
+					if err := s.Send(&spearlet.StreamExecutionResult{ExecutionId: "exec-s", Status: stRunning,
+						ChunkData: bytesAny([]byte(c)), Sequence: int64(i)}); err != nil {
+						return err
+					}
+					// Send the next chunk only once the CLI has written this one:
+					// a CLI that buffers until the end would stall here.
+					select {
+					case got := <-w.writes:
+						if got != c {
+							return status.Errorf(codes.Internal, "CLI wrote %q, want %q", got, c)
+						}
+					case <-time.After(5 * time.Second):
+						return status.Errorf(codes.DeadlineExceeded, "CLI did not write chunk %d while streaming", i)
+					}
+				}
+				final := proto.Clone(tc.final).(*spearlet.StreamExecutionResult)
+				final.ExecutionId, final.IsFinal = "exec-s", true
+				return s.Send(final)
+			}
+			addr := startFake(t, f)
+			var errb bytes.Buffer
+			getenv := func(string) string { return addr }
+			code := newApp(strings.NewReader(""), w, &errb, getenv).run(context.Background(),
+				[]string{"invoke", "t1", "--mode", "stream", "--input", "go", "--timeout-ms", "8000"})
+			if code != tc.code {
+				t.Errorf("exit code = %d, want %d; stderr: %s", code, tc.code, errb.String())
+			}
+			if got := w.buf.String(); got != strings.Join(chunks, "") {
+				t.Errorf("stdout = %q", got)
+			}
+			if !strings.Contains(errb.String(), tc.stderrHas) {
+				t.Errorf("stderr = %q, want it to contain %q", errb.String(), tc.stderrHas)
+			}
+			want := invokeReq(modeStream, []byte("go"))
+			want.Context.TimeoutMs = 8000
+			compareCalls(t, f.recorded(), []rpcCall{{"StreamFunction", want}})
+		})
+	}
+}
+
+func TestInvokeStreamJSONAndErrors(t *testing.T) {
+	runCases(t, []cliCase{
+		{
+			name: "json lines",
+			args: []string{"--json", "invoke", "t1", "-m", "stream"},
+			setup: func(f *fakeServer) {
+				f.stream = func(_ *spearlet.InvokeFunctionRequest, s grpc.ServerStreamingServer[spearlet.StreamExecutionResult]) error {
+					_ = s.Send(&spearlet.StreamExecutionResult{ExecutionId: "e", ChunkData: bytesAny([]byte("a"))})
+					return s.Send(&spearlet.StreamExecutionResult{ExecutionId: "e", IsFinal: true, Status: stCompleted})
+				}
+			},
+			check: func(t *testing.T, _ *fakeServer, r runResult) {
+				lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
+				if len(lines) != 2 {
+					t.Fatalf("want 2 JSON lines, got %q", r.stdout)
+				}
+				for _, l := range lines {
+					var m map[string]any
+					if err := json.Unmarshal([]byte(l), &m); err != nil || m["executionId"] != "e" {
+						t.Errorf("line %q: %v %v", l, m, err)
+					}
+				}
+			},
+		},
+		{
+			name: "stream without final message",
+			args: []string{"invoke", "t1", "-m", "stream"},
+			setup: func(f *fakeServer) {
+				f.stream = func(_ *spearlet.InvokeFunctionRequest, s grpc.ServerStreamingServer[spearlet.StreamExecutionResult]) error {
+					return s.Send(&spearlet.StreamExecutionResult{ChunkData: bytesAny([]byte("a"))})
+				}
+			},
+			code:      1,
+			stdout:    str("a"),
+			stderrHas: []string{"without a final status"},
+		},
+		{
+			name: "stream rpc error after a chunk",
+			args: []string{"invoke", "t1", "-m", "stream"},
+			setup: func(f *fakeServer) {
+				f.stream = func(_ *spearlet.InvokeFunctionRequest, s grpc.ServerStreamingServer[spearlet.StreamExecutionResult]) error {
+					_ = s.Send(&spearlet.StreamExecutionResult{ChunkData: bytesAny([]byte("a"))})
+					s.SetTrailer(metadata.Pairs("spear-error-code", "NODE_SHUTTING_DOWN"))
+					return status.Error(codes.Unavailable, "draining")
+				}
+			},
+			code:      2,
+			stdout:    str("a"),
+			stderrHas: []string{"error: Unavailable: draining (error_code: NODE_SHUTTING_DOWN)"},
+		},
+	})
+}
+
+func TestTask(t *testing.T) {
+	dir := t.TempDir()
+	wasm := filepath.Join(dir, "fn.wasm")
+	content := []byte("\x00asm\x01\x00\x00\x00")
+	if err := os.WriteFile(wasm, content, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(content)
+	checksum := "sha256:" + hex.EncodeToString(sum[:])
+	relAbs, err := filepath.Abs(filepath.Join("bin", "fn"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	registerEcho := func(f *fakeServer) {
+		f.register = func(_ context.Context, r *spearlet.RegisterTaskRequest) (*spearlet.RegisterTaskResponse, error) {
+			return &spearlet.RegisterTaskResponse{Created: true, Task: &spearlet.TaskInfo{
+				TaskId: r.GetTaskName(), TaskName: r.GetTaskName(), ArtifactSpec: r.GetArtifactSpec(),
+				CreatedAt: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC).UnixMilli()}}, nil
+		}
+	}
+	page := func(ids ...string) []*spearlet.TaskInfo {
+		var ts []*spearlet.TaskInfo
+		for _, id := range ids {
+			ts = append(ts, &spearlet.TaskInfo{TaskId: id, TaskName: "name-" + id, ExecutionCount: 3,
+				LastStatus: stCompleted, ArtifactSpec: &spearlet.ArtifactSpec{ArtifactType: "process"}})
+		}
+		return ts
+	}
+	pages := func(f *fakeServer) {
+		f.listTasks = func(_ context.Context, r *spearlet.ListTasksRequest) (*spearlet.ListTasksResponse, error) {
+			switch r.GetStartAfter() {
+			case "":
+				return &spearlet.ListTasksResponse{Tasks: page("a", "b"), HasMore: true, NextStartAfter: "b"}, nil
+			case "b":
+				return &spearlet.ListTasksResponse{Tasks: page("c", "d"), HasMore: true, NextStartAfter: "d"}, nil
+			default:
+				return &spearlet.ListTasksResponse{Tasks: page("e")}, nil
+			}
+		}
+	}
+	listReq := func(after string) *spearlet.ListTasksRequest {
+		return &spearlet.ListTasksRequest{Prefix: "x", Limit: 2, StartAfter: after, IncludeDetails: true}
+	}
+
+	runCases(t, []cliCase{
+		{
+			name: "create --upload uploads then registers the returned location",
+			args: []string{"task", "create", "hello", "--upload", wasm, "--description", "says hi",
+				"--meta", "team=core", "--meta", "tier=1"},
+			setup: func(f *fakeServer) {
+				f.upload = func(_ context.Context, r *spearlet.UploadArtifactRequest) (*spearlet.UploadArtifactResponse, error) {
+					return &spearlet.UploadArtifactResponse{Location: "artifact:" + r.GetChecksum(),
+						Checksum: r.GetChecksum(), SizeBytes: int64(len(r.GetContent()))}, nil
+				}
+				registerEcho(f)
+			},
+			stdoutHas: []string{"registered task hello", "artifact:" + checksum, "wasm"},
+			stderrHas: []string{"uploaded"},
+			calls: []rpcCall{
+				{"UploadArtifact", &spearlet.UploadArtifactRequest{Name: "fn.wasm", Content: content, Checksum: checksum}},
+				{"RegisterTask", &spearlet.RegisterTaskRequest{
+					TaskName: "hello", TaskDescription: "says hi",
+					ArtifactSpec: &spearlet.ArtifactSpec{ArtifactType: "wasm", Location: "artifact:" + checksum, Checksum: checksum},
+					Metadata:     map[string]string{"team": "core", "tier": "1"},
+				}},
+			},
+		},
+		{
+			name:  "create --location makes a relative path absolute, type process",
+			args:  []string{"task", "create", "fn", "--location", filepath.Join("bin", "fn"), "--checksum", "sha256:abc", "--id", "fn-1"},
+			setup: registerEcho,
+			calls: []rpcCall{{"RegisterTask", &spearlet.RegisterTaskRequest{
+				TaskId: "fn-1", TaskName: "fn",
+				ArtifactSpec: &spearlet.ArtifactSpec{ArtifactType: "process", Location: relAbs, Checksum: "sha256:abc"},
+			}}},
+		},
+		{
+			name:  "create docker keeps the image reference",
+			args:  []string{"task", "create", "img", "--location", "alpine:3.20", "--type", "docker"},
+			setup: registerEcho,
+			calls: []rpcCall{{"RegisterTask", &spearlet.RegisterTaskRequest{
+				TaskName: "img", ArtifactSpec: &spearlet.ArtifactSpec{ArtifactType: "docker", Location: "alpine:3.20"},
+			}}},
+		},
+		{
+			name: "create already registered, json",
+			args: []string{"task", "create", "fn", "--location", "/bin/true", "--json"},
+			setup: func(f *fakeServer) {
+				f.register = func(context.Context, *spearlet.RegisterTaskRequest) (*spearlet.RegisterTaskResponse, error) {
+					return &spearlet.RegisterTaskResponse{Created: false, Task: &spearlet.TaskInfo{TaskId: "fn"}}, nil
+				}
+			},
+			check: jsonHas(map[string]any{"created": false, "task.taskId": "fn"}),
+		},
+		{
+			name:      "create --upload with a wrong --checksum uploads nothing",
+			args:      []string{"task", "create", "x", "--upload", wasm, "--checksum", "sha256:00"},
+			code:      2,
+			stderrHas: []string{"does not match"},
+			callsSet:  true,
+		},
+		{
+			name:      "create needs --location or --upload",
+			args:      []string{"task", "create", "x"},
+			code:      2,
+			stderrHas: []string{"location", "upload"},
+			callsSet:  true,
+		},
+		{
+			name:      "create with both --location and --upload",
+			args:      []string{"task", "create", "x", "--location", "/a", "--upload", wasm},
+			code:      2,
+			callsSet:  true,
+			stderrHas: []string{"none of the others"},
+		},
+		{
+			name:      "create with a bad type",
+			args:      []string{"task", "create", "x", "--location", "/a", "--type", "jar"},
+			code:      2,
+			callsSet:  true,
+			stderrHas: []string{"--type"},
+		},
+		{
+			name:      "list --all follows pagination",
+			args:      []string{"task", "list", "--prefix", "x", "--limit", "2", "--all"},
+			setup:     pages,
+			stdoutHas: []string{"TASK ID", "name-a", "name-c", "name-e", "completed"},
+			calls:     []rpcCall{{"ListTasks", listReq("")}, {"ListTasks", listReq("b")}, {"ListTasks", listReq("d")}},
+			check: func(t *testing.T, _ *fakeServer, r runResult) {
+				lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
+				if len(lines) != 6 {
+					t.Errorf("want header + 5 rows, got:\n%s", r.stdout)
+				}
+				if strings.Contains(r.stderr, "more tasks") {
+					t.Errorf("unexpected more hint: %s", r.stderr)
+				}
+			},
+		},
+		{
+			name:      "list without --all shows one page",
+			args:      []string{"task", "list", "--prefix", "x", "--limit", "2"},
+			setup:     pages,
+			stdoutHas: []string{"name-a", "name-b"},
+			stderrHas: []string{"--all"},
+			calls:     []rpcCall{{"ListTasks", listReq("")}},
+		},
+		{
+			name:  "list --all --json merges pages",
+			args:  []string{"task", "list", "--prefix", "x", "--limit", "2", "--all", "--json"},
+			setup: pages,
+			check: func(t *testing.T, _ *fakeServer, r runResult) {
+				var got struct {
+					Tasks []struct {
+						TaskID string `json:"taskId"`
+					} `json:"tasks"`
+					HasMore bool `json:"hasMore"`
+				}
+				if err := json.Unmarshal([]byte(r.stdout), &got); err != nil {
+					t.Fatalf("%v: %s", err, r.stdout)
+				}
+				if len(got.Tasks) != 5 || got.HasMore {
+					t.Errorf("got %+v", got)
+				}
+			},
+		},
+		{
+			name: "get with executions",
+			args: []string{"task", "get", "t1", "--executions", "3"},
+			setup: func(f *fakeServer) {
+				f.getTask = func(context.Context, *spearlet.GetTaskRequest) (*spearlet.GetTaskResponse, error) {
+					return &spearlet.GetTaskResponse{Found: true,
+						Task: &spearlet.TaskInfo{TaskId: "t1", TaskName: "hello", Metadata: map[string]string{"k": "v"},
+							ArtifactSpec: &spearlet.ArtifactSpec{ArtifactType: "process", Location: "/bin/cat"}},
+						Executions: []*spearlet.ExecutionInfo{{ExecutionId: "exec-7", TaskId: "t1", Status: stFailed,
+							ExecutionMode: modeAsync, ErrorCode: "EXIT_NONZERO", ExecutionTimeMs: 1500,
+							StartedAt: timestamppb.New(time.Unix(1700000000, 0))}}}, nil
+				}
+			},
+			stdoutHas: []string{"/bin/cat", "k=v", "exec-7", "failed", "async", "EXIT_NONZERO", "1.5s",
+				time.Unix(1700000000, 0).Local().Format(time.RFC3339)},
+			calls: []rpcCall{{"GetTask", &spearlet.GetTaskRequest{TaskId: "t1", IncludeExecutions: true, ExecutionLimit: 3}}},
+		},
+		{
+			name: "get not found",
+			args: []string{"task", "get", "nope"},
+			setup: func(f *fakeServer) {
+				f.getTask = func(context.Context, *spearlet.GetTaskRequest) (*spearlet.GetTaskResponse, error) {
+					return &spearlet.GetTaskResponse{Found: false}, nil
+				}
+			},
+			code:      1,
+			stderrHas: []string{"task nope not found"},
+		},
+		{
+			name: "delete --force --cleanup",
+			args: []string{"task", "delete", "t1", "--force", "--cleanup"},
+			setup: func(f *fakeServer) {
+				f.deleteTask = func(context.Context, *spearlet.DeleteTaskRequest) (*spearlet.DeleteTaskResponse, error) {
+					return &spearlet.DeleteTaskResponse{Success: true, Deleted: true, CleanedExecutions: 4}, nil
+				}
+			},
+			stdout: str("deleted task t1 (cleaned 4 executions)\n"),
+			calls:  []rpcCall{{"DeleteTask", &spearlet.DeleteTaskRequest{TaskId: "t1", Force: true, CleanupExecutions: true}}},
+		},
+		{
+			name: "delete refused",
+			args: []string{"task", "delete", "t1"},
+			setup: func(f *fakeServer) {
+				f.deleteTask = func(context.Context, *spearlet.DeleteTaskRequest) (*spearlet.DeleteTaskResponse, error) {
+					return &spearlet.DeleteTaskResponse{Success: false, Message: "2 executions running"}, nil
+				}
+			},
+			code:      1,
+			stderrHas: []string{"not deleted: 2 executions running"},
+		},
+		{
+			name: "delete rpc error",
+			args: []string{"task", "delete", "t1"},
+			setup: func(f *fakeServer) {
+				f.deleteTask = func(context.Context, *spearlet.DeleteTaskRequest) (*spearlet.DeleteTaskResponse, error) {
+					return nil, status.Error(codes.FailedPrecondition, "task has running executions")
+				}
+			},
+			code:      2,
+			stderrHas: []string{"error: FailedPrecondition: task has running executions"},
+		},
+	})
+}
+
+// statusSequence answers GetExecutionStatus with each result in turn,
+// repeating the last one.
+func statusSequence(results ...*spearlet.ExecutionResult) func(context.Context, *spearlet.GetExecutionStatusRequest) (*spearlet.GetExecutionStatusResponse, error) {
+	var mu sync.Mutex
+	i := 0
+	return func(context.Context, *spearlet.GetExecutionStatusRequest) (*spearlet.GetExecutionStatusResponse, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		r := results[min(i, len(results)-1)]
+		i++
+		return &spearlet.GetExecutionStatusResponse{Found: true, Result: r}, nil
+	}
+}
+
+func TestExec(t *testing.T) {
+	waitReq := &spearlet.GetExecutionStatusRequest{ExecutionId: "exec-1", IncludeResult: true}
+	wantPolls := func(n int) func(t *testing.T, f *fakeServer, r runResult) {
+		return func(t *testing.T, f *fakeServer, r runResult) {
+			calls := f.recorded()
+			if len(calls) != n {
+				t.Errorf("got %d polls, want %d", len(calls), n)
+			}
+			for _, c := range calls {
+				if c.method != "GetExecutionStatus" || !proto.Equal(c.req, waitReq) {
+					t.Errorf("unexpected poll %s {%s}", c.method, prototext.Format(c.req))
+				}
+			}
+		}
+	}
+	runCases(t, []cliCase{
+		{
+			name: "get --logs",
+			args: []string{"exec", "get", "exec-1", "--logs"},
+			setup: func(f *fakeServer) {
+				f.status = func(context.Context, *spearlet.GetExecutionStatusRequest) (*spearlet.GetExecutionStatusResponse, error) {
+					r := execResult(stCompleted, "line1\nline2\n", "", "")
+					r.Attempts, r.ExitCode = 2, 0
+					return &spearlet.GetExecutionStatusResponse{Found: true, Result: r, Logs: []string{"log-a", "log-b"}}, nil
+				}
+			},
+			stdoutHas: []string{"status:", "completed", "attempts:", "  line1\n  line2\n", "logs:\n  log-a\n  log-b\n"},
+			calls:     []rpcCall{{"GetExecutionStatus", &spearlet.GetExecutionStatusRequest{ExecutionId: "exec-1", IncludeResult: true, IncludeLogs: true}}},
+		},
+		{
+			name: "get not found",
+			args: []string{"exec", "get", "nope"},
+			setup: func(f *fakeServer) {
+				f.status = func(context.Context, *spearlet.GetExecutionStatusRequest) (*spearlet.GetExecutionStatusResponse, error) {
+					return &spearlet.GetExecutionStatusResponse{Found: false}, nil
+				}
+			},
+			code:      1,
+			stderrHas: []string{"execution nope not found"},
+		},
+		{
+			name: "list with filters",
+			args: []string{"exec", "list", "--task", "t1", "--status", "failed", "--limit", "5"},
+			setup: func(f *fakeServer) {
+				f.listExecs = func(context.Context, *spearlet.ListExecutionsRequest) (*spearlet.ListExecutionsResponse, error) {
+					return &spearlet.ListExecutionsResponse{Executions: []*spearlet.ExecutionInfo{
+						{ExecutionId: "exec-1", TaskId: "t1", Status: stFailed, ExecutionMode: modeSync, ErrorMessage: "boom"},
+						{ExecutionId: "exec-2", TaskId: "t1", Status: stFailed, ExecutionMode: modeStream, ErrorCode: "EXIT_NONZERO"},
+					}}, nil
+				}
+			},
+			stdoutHas: []string{"EXECUTION ID", "exec-1", "exec-2", "failed", "sync", "stream", "boom", "EXIT_NONZERO"},
+			calls: []rpcCall{{"ListExecutions", &spearlet.ListExecutionsRequest{TaskId: "t1", Limit: 5,
+				StatusFilter: stFailed}}},
+		},
+		{
+			name:      "list with a bad status",
+			args:      []string{"exec", "list", "--status", "done"},
+			code:      2,
+			stderrHas: []string{"--status"},
+			callsSet:  true,
+		},
+		{
+			name: "cancel",
+			args: []string{"exec", "cancel", "exec-1", "--reason", "no longer needed", "--force"},
+			setup: func(f *fakeServer) {
+				f.cancel = func(context.Context, *spearlet.CancelExecutionRequest) (*spearlet.CancelExecutionResponse, error) {
+					return &spearlet.CancelExecutionResponse{Success: true, FinalStatus: stCancelled}, nil
+				}
+			},
+			stdout: str("execution exec-1: cancelled\n"),
+			calls: []rpcCall{{"CancelExecution", &spearlet.CancelExecutionRequest{ExecutionId: "exec-1",
+				Reason: "no longer needed", Force: true}}},
+		},
+		{
+			name: "cancel refused",
+			args: []string{"exec", "cancel", "exec-1"},
+			setup: func(f *fakeServer) {
+				f.cancel = func(context.Context, *spearlet.CancelExecutionRequest) (*spearlet.CancelExecutionResponse, error) {
+					return &spearlet.CancelExecutionResponse{Success: false, Message: "already completed", FinalStatus: stCompleted}, nil
+				}
+			},
+			code:      1,
+			stderrHas: []string{"not cancelled: already completed"},
+		},
+		{
+			name: "wait polls until completed",
+			args: []string{"exec", "wait", "exec-1", "--poll", "1ms"},
+			setup: func(f *fakeServer) {
+				f.status = statusSequence(execResult(stPending, "", "", ""), execResult(stRunning, "", "", ""),
+					execResult(stRunning, "", "", ""), execResult(stCompleted, "result!", "", ""))
+			},
+			stdout:    str("result!"),
+			stderrHas: []string{"exec-1: pending", "exec-1: running", "exec-1: completed"},
+			check: func(t *testing.T, f *fakeServer, r runResult) {
+				wantPolls(4)(t, f, r)
+				if n := strings.Count(r.stderr, "running"); n != 1 {
+					t.Errorf("status change printed %d times, want once:\n%s", n, r.stderr)
+				}
+			},
+		},
+		{
+			name: "wait failed",
+			args: []string{"exec", "wait", "exec-1", "--poll", "1ms"},
+			setup: func(f *fakeServer) {
+				f.status = statusSequence(execResult(stRunning, "", "", ""), execResult(stFailed, "", "EXIT_NONZERO", "exit status 2"))
+			},
+			code:      1,
+			stderrHas: []string{"execution exec-1 failed: EXIT_NONZERO: exit status 2"},
+			check:     wantPolls(2),
+		},
+		{
+			name: "wait timeout",
+			args: []string{"exec", "wait", "exec-1", "--poll", "1ms"},
+			setup: func(f *fakeServer) {
+				f.status = statusSequence(execResult(stTimeout, "", "EXECUTION_TIMEOUT", ""))
+			},
+			code:  124,
+			check: wantPolls(1),
+		},
+		{
+			name: "wait json",
+			args: []string{"exec", "wait", "exec-1", "--poll", "1ms", "--json"},
+			setup: func(f *fakeServer) {
+				f.status = statusSequence(execResult(stPending, "", "", ""), execResult(stCompleted, "out", "", ""))
+			},
+			check: jsonHas(map[string]any{"found": true, "result.status": "EXECUTION_STATUS_COMPLETED"}),
+		},
+		{
+			name: "wait rpc error",
+			args: []string{"exec", "wait", "exec-1", "--poll", "1ms"},
+			setup: func(f *fakeServer) {
+				f.status = func(context.Context, *spearlet.GetExecutionStatusRequest) (*spearlet.GetExecutionStatusResponse, error) {
+					return nil, status.Error(codes.Unavailable, "node down")
+				}
+			},
+			code:      2,
+			stderrHas: []string{"error: Unavailable: node down"},
+		},
+	})
+}
+
+func TestExecWaitInterrupted(t *testing.T) {
+	f := &fakeServer{status: statusSequence(execResult(stRunning, "", "", ""))}
+	addr := startFake(t, f)
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(100*time.Millisecond, cancel)
+	r := runCLI(ctx, addr, "", "exec", "wait", "exec-1", "--poll", "5ms")
+	if r.code != ExitCancelled {
+		t.Errorf("exit code = %d, want %d; stderr: %s", r.code, ExitCancelled, r.stderr)
+	}
+	if len(f.recorded()) < 2 {
+		t.Errorf("want several polls, got %d", len(f.recorded()))
+	}
+}
+
+func TestNode(t *testing.T) {
+	runCases(t, []cliCase{
+		{
+			name: "health",
+			args: []string{"health"},
+			setup: func(f *fakeServer) {
+				f.health = func(context.Context, *spearlet.GetHealthRequest) (*spearlet.GetHealthResponse, error) {
+					return &spearlet.GetHealthResponse{Status: "healthy", UptimeSeconds: 90,
+						Details: &spearlet.HealthDetails{ActiveTasks: 3, RunningExecutions: 1, SystemInfo: map[string]string{"go": "1.26"}}}, nil
+				}
+			},
+			stdoutHas: []string{"healthy", "1m30s", "active tasks:", "go:"},
+			calls:     []rpcCall{{"GetHealth", &spearlet.GetHealthRequest{IncludeDetails: true}}},
+		},
+		{
+			name: "health unhealthy",
+			args: []string{"health"},
+			setup: func(f *fakeServer) {
+				f.health = func(context.Context, *spearlet.GetHealthRequest) (*spearlet.GetHealthResponse, error) {
+					return &spearlet.GetHealthResponse{Status: "unhealthy", Message: "store down"}, nil
+				}
+			},
+			code:      1,
+			stdoutHas: []string{"unhealthy", "store down"},
+		},
+		{
+			name: "stats",
+			args: []string{"stats", "--hours", "24"},
+			setup: func(f *fakeServer) {
+				f.stats = func(context.Context, *spearlet.GetStatsRequest) (*spearlet.GetStatsResponse, error) {
+					return &spearlet.GetStatsResponse{
+						ServiceStats: &spearlet.ServiceStats{UptimeSeconds: 60, TotalTasks: 2, TotalExecutions: 10},
+						TaskStats: &spearlet.TaskStats{ActiveTasks: 1, TasksByType: map[string]int32{"wasm": 1, "process": 1},
+							MostActiveTasks: []*spearlet.TaskInfo{{TaskId: "hot", ExecutionCount: 9}}},
+						ExecutionStats: &spearlet.ExecutionStats{CompletedExecutions: 9, FailedExecutions: 1, SuccessRatePercent: 90},
+					}, nil
+				}
+			},
+			stdoutHas: []string{"Service", "Tasks", "Executions", "process=1, wasm=1", "hot", "90.0%"},
+			calls:     []rpcCall{{"GetStats", &spearlet.GetStatsRequest{IncludeTaskStats: true, IncludeExecutionStats: true, TimeRangeHours: 24}}},
+		},
+		{
+			name:      "unimplemented method is an rpc error",
+			args:      []string{"stats"},
+			code:      2,
+			stderrHas: []string{"error: Unimplemented:"},
+		},
+	})
+}
+
+func TestAddrFlagAndUnreachableNode(t *testing.T) {
+	f := &fakeServer{health: func(context.Context, *spearlet.GetHealthRequest) (*spearlet.GetHealthResponse, error) {
+		return &spearlet.GetHealthResponse{Status: "healthy"}, nil
+	}}
+	addr := startFake(t, f)
+
+	// A closed port: nothing listens there.
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := lis.Addr().String()
+	_ = lis.Close()
+
+	ctx := context.Background()
+	if r := runCLI(ctx, dead, "", "--addr", addr, "health"); r.code != 0 {
+		t.Errorf("--addr should override SPEAR_ADDR: code %d, stderr %s", r.code, r.stderr)
+	}
+	r := runCLI(ctx, dead, "", "--timeout", "2s", "health")
+	if r.code != ExitUsage || !strings.HasPrefix(r.stderr, "error: Unavailable:") {
+		t.Errorf("unreachable node: code %d, stderr %q", r.code, r.stderr)
+	}
+}
+
+func TestMainUsesEnvAddr(t *testing.T) {
+	f := &fakeServer{health: func(context.Context, *spearlet.GetHealthRequest) (*spearlet.GetHealthResponse, error) {
+		return &spearlet.GetHealthResponse{Status: "degraded"}, nil
+	}}
+	t.Setenv("SPEAR_ADDR", startFake(t, f))
+	var out, errb bytes.Buffer
+	if code := Main(context.Background(), []string{"health", "--json"}, &out, &errb); code != 0 {
+		t.Fatalf("code %d: %s", code, errb.String())
+	}
+	var got map[string]any
+	if err := json.Unmarshal(out.Bytes(), &got); err != nil || got["status"] != "degraded" {
+		t.Errorf("stdout %q: %v", out.String(), err)
+	}
+}
+
+func TestHelpDocumentsExitCodes(t *testing.T) {
+	for _, args := range [][]string{{"--help"}, {"invoke", "--help"}, {"exec", "wait", "--help"}} {
+		r := runCLI(context.Background(), "127.0.0.1:1", "", args...)
+		if r.code != 0 {
+			t.Errorf("%v: code %d", args, r.code)
+		}
+		for _, want := range []string{"124", "130"} {
+			if !strings.Contains(r.stdout, want) {
+				t.Errorf("%v help lacks exit code %s:\n%s", args, want, r.stdout)
+			}
+		}
+	}
+}
+
+func TestHelpers(t *testing.T) {
+	if got := statusName(stCompleted); got != "completed" {
+		t.Errorf("statusName = %q", got)
+	}
+	for _, name := range []string{"pending", "running", "completed", "failed", "cancelled", "timeout"} {
+		s, ok := parseStatus(name)
+		if !ok || statusName(s) != name {
+			t.Errorf("parseStatus(%q) = %v, %v", name, s, ok)
+		}
+	}
+	if _, ok := parseStatus("unknown"); ok {
+		t.Error("parseStatus(unknown) should fail")
+	}
+	for st, want := range map[spearlet.ExecutionStatus]int{stCompleted: 0, stFailed: 1, stTimeout: 124, stCancelled: 130} {
+		if code, terminal := outcome(st); code != want || !terminal {
+			t.Errorf("outcome(%v) = %d, %v", st, code, terminal)
+		}
+	}
+	if _, terminal := outcome(stRunning); terminal {
+		t.Error("running is not terminal")
+	}
+	err := newRPCError(status.Error(codes.NotFound, "gone"), metadata.Pairs("spear-error-code", "TASK_NOT_FOUND"))
+	var re *rpcError
+	if !errors.As(err, &re) || err.Error() != "NotFound: gone (error_code: TASK_NOT_FOUND)" {
+		t.Errorf("rpc error = %v", err)
+	}
+	if got := fmt.Sprint(fmtBytes(1536)); got != "1.5 KiB" {
+		t.Errorf("fmtBytes = %q", got)
+	}
+}

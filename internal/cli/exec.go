@@ -1,0 +1,318 @@
+package cli
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/spf13/cobra"
+
+	"github.com/spear-go/spear/api/spearlet"
+)
+
+const statusNames = "pending, running, completed, failed, cancelled or timeout"
+
+func (a *app) newExecCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "exec",
+		Short: "Inspect, list, cancel and wait for executions",
+		Args:  cobra.NoArgs,
+	}
+	cmd.AddCommand(a.newExecGetCmd(), a.newExecListCmd(), a.newExecCancelCmd(), a.newExecWaitCmd())
+	return cmd
+}
+
+func (a *app) newExecGetCmd() *cobra.Command {
+	var logs bool
+	cmd := &cobra.Command{
+		Use:   "get ID",
+		Short: "Show an execution's status and result",
+		Long:  "Show an execution's status and result. Exits 1 when it is not found.",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			resp, err := call(cmd.Context(), a.timeout, c.GetExecutionStatus, &spearlet.GetExecutionStatusRequest{
+				ExecutionId:   args[0],
+				IncludeResult: true,
+				IncludeLogs:   logs,
+			})
+			if err != nil {
+				return err
+			}
+			if a.json {
+				if err := a.printJSON(resp); err != nil {
+					return err
+				}
+			}
+			if !resp.GetFound() {
+				return failf("execution %s not found%s", args[0], suffix(resp.GetMessage()))
+			}
+			if a.json {
+				return nil
+			}
+			return a.printExecution(args[0], resp)
+		},
+	}
+	cmd.Flags().BoolVar(&logs, "logs", false, "include the execution's logs")
+	return cmd
+}
+
+func (a *app) printExecution(id string, resp *spearlet.GetExecutionStatusResponse) error {
+	res := resp.GetResult()
+	var kv kvList
+	kv.add("execution id", id)
+	kv.add("status", statusName(res.GetStatus()))
+	kv.add("error code", res.GetErrorCode())
+	kv.add("error", res.GetErrorMessage())
+	if _, terminal := outcome(res.GetStatus()); terminal && res.GetStatus() != spearlet.ExecutionStatus_EXECUTION_STATUS_CANCELLED {
+		kv.add("exit code", strconv.Itoa(int(res.GetExitCode())))
+	}
+	if res.GetAttempts() > 0 {
+		kv.add("attempts", strconv.Itoa(int(res.GetAttempts())))
+	}
+	kv.add("started", fmtTimestamp(res.GetStartedAt()))
+	kv.add("completed", fmtTimestamp(res.GetCompletedAt()))
+	kv.add("duration", fmtMillis(res.GetExecutionTimeMs()))
+	kv.add("memory", fmtBytes(res.GetMemoryUsedBytes()))
+	kv.add("metrics", fmtMap(res.GetMetrics()))
+	out, err := anyBytes(res.GetResult())
+	if err != nil {
+		return err
+	}
+	binary := len(out) > 0 && !utf8.Valid(out)
+	if binary {
+		kv.add("output", fmt.Sprintf("%d bytes (binary)", len(out)))
+	}
+	kv.print(a.stdout)
+	if len(out) > 0 && !binary {
+		fmt.Fprintln(a.stdout, "output:")
+		printIndented(a, string(out))
+	}
+	if len(resp.GetLogs()) > 0 {
+		fmt.Fprintln(a.stdout, "logs:")
+		for _, l := range resp.GetLogs() {
+			printIndented(a, l)
+		}
+	}
+	return nil
+}
+
+func printIndented(a *app, s string) {
+	for _, line := range strings.Split(strings.TrimSuffix(s, "\n"), "\n") {
+		fmt.Fprintln(a.stdout, "  "+line)
+	}
+}
+
+type execListOpts struct {
+	task, status string
+	limit        int32
+	all          bool
+}
+
+func (a *app) newExecListCmd() *cobra.Command {
+	var o execListOpts
+	cmd := &cobra.Command{
+		Use:   "list",
+		Short: "List executions",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return a.execList(cmd, &o)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.task, "task", "", "only executions of this task")
+	f.StringVar(&o.status, "status", "", "only executions with this status: "+statusNames)
+	f.Int32Var(&o.limit, "limit", 0, "maximum executions per page (0: node default)")
+	f.BoolVar(&o.all, "all", false, "follow pagination and list every execution")
+	return cmd
+}
+
+func (a *app) execList(cmd *cobra.Command, o *execListOpts) error {
+	req := &spearlet.ListExecutionsRequest{TaskId: o.task, Limit: o.limit}
+	if o.status != "" {
+		s, ok := parseStatus(o.status)
+		if !ok {
+			return usageErrorf("--status %q: want %s", o.status, statusNames)
+		}
+		req.StatusFilter = s
+	}
+	if o.limit < 0 {
+		return usageErrorf("--limit must not be negative")
+	}
+	c, err := a.client()
+	if err != nil {
+		return err
+	}
+	all := &spearlet.ListExecutionsResponse{}
+	seen := map[string]bool{}
+	for {
+		resp, err := call(cmd.Context(), a.timeout, c.ListExecutions, req)
+		if err != nil {
+			return err
+		}
+		all.Executions = append(all.Executions, resp.GetExecutions()...)
+		all.HasMore, all.NextStartAfter = resp.GetHasMore(), resp.GetNextStartAfter()
+		if !o.all || !resp.GetHasMore() {
+			break
+		}
+		next := resp.GetNextStartAfter()
+		if next == "" || seen[next] {
+			return failf("node reported more executions but no new next_start_after (%q)", next)
+		}
+		seen[next] = true
+		req.StartAfter = next
+	}
+	if a.json {
+		return a.printJSON(all)
+	}
+	if err := a.printExecutions(all.GetExecutions()); err != nil {
+		return err
+	}
+	if all.GetHasMore() {
+		fmt.Fprintf(a.stderr, "more executions after %q; use --all to list them\n", all.GetNextStartAfter())
+	}
+	return nil
+}
+
+// printExecutions prints an execution table.
+func (a *app) printExecutions(execs []*spearlet.ExecutionInfo) error {
+	tw := newTable(a.stdout)
+	row(tw, "EXECUTION ID", "TASK", "FUNCTION", "MODE", "STATUS", "CREATED", "DURATION", "ERROR")
+	for _, e := range execs {
+		created := fmtTimestamp(e.GetCreatedAt())
+		if created == "" {
+			created = fmtTimestamp(e.GetStartedAt())
+		}
+		errText := e.GetErrorCode()
+		if errText == "" {
+			errText = truncate(e.GetErrorMessage(), 40)
+		}
+		row(tw, e.GetExecutionId(), orDash(e.GetTaskId()), orDash(e.GetFunctionName()), modeName(e.GetExecutionMode()),
+			statusName(e.GetStatus()), orDash(created), orDash(fmtMillis(e.GetExecutionTimeMs())), orDash(errText))
+	}
+	return tw.Flush()
+}
+
+func (a *app) newExecCancelCmd() *cobra.Command {
+	var reason string
+	var force bool
+	cmd := &cobra.Command{
+		Use:   "cancel ID",
+		Short: "Cancel a queued or running execution",
+		Long:  "Cancel a queued or running execution. Exits 1 when the node did not cancel it.",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			resp, err := call(cmd.Context(), a.timeout, c.CancelExecution, &spearlet.CancelExecutionRequest{
+				ExecutionId: args[0],
+				Reason:      reason,
+				Force:       force,
+			})
+			if err != nil {
+				return err
+			}
+			if a.json {
+				if err := a.printJSON(resp); err != nil {
+					return err
+				}
+			}
+			if !resp.GetSuccess() {
+				return failf("execution %s not cancelled%s", args[0], suffix(resp.GetMessage()))
+			}
+			if !a.json {
+				fmt.Fprintf(a.stdout, "execution %s: %s%s\n", args[0], statusName(resp.GetFinalStatus()), suffix(resp.GetMessage()))
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&reason, "reason", "", "reason recorded with the cancellation")
+	cmd.Flags().BoolVar(&force, "force", false, "kill the function immediately instead of stopping it gracefully")
+	return cmd
+}
+
+func (a *app) newExecWaitCmd() *cobra.Command {
+	var poll time.Duration
+	cmd := &cobra.Command{
+		Use:   "wait ID",
+		Short: "Wait for an execution to finish and print its output",
+		Long: `Poll an execution until it reaches a terminal status, showing progress on
+stderr, then print its output (raw, or the status response with --json).
+
+Exit codes: 0 COMPLETED, 1 FAILED (or not found), 2 usage or RPC error,
+124 TIMEOUT, 130 CANCELLED (or interrupted).`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if poll <= 0 {
+				return usageErrorf("--poll must be positive")
+			}
+			return a.execWait(cmd, args[0], poll)
+		},
+	}
+	cmd.Flags().DurationVar(&poll, "poll", 100*time.Millisecond, "polling interval")
+	return cmd
+}
+
+func (a *app) execWait(cmd *cobra.Command, id string, poll time.Duration) error {
+	c, err := a.client()
+	if err != nil {
+		return err
+	}
+	ctx := cmd.Context()
+	tty := isTerminal(a.stderr)
+	spinner := []rune(`|/-\`)
+	start := time.Now()
+	last := spearlet.ExecutionStatus(-1)
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	for i := 0; ; i++ {
+		select {
+		case <-ctx.Done():
+			if tty {
+				fmt.Fprint(a.stderr, "\r\033[K")
+			}
+			return ctx.Err()
+		case <-timer.C:
+		}
+		resp, err := call(ctx, a.timeout, c.GetExecutionStatus, &spearlet.GetExecutionStatusRequest{
+			ExecutionId:   id,
+			IncludeResult: true,
+		})
+		if tty {
+			fmt.Fprint(a.stderr, "\r\033[K")
+		}
+		if err != nil {
+			return err
+		}
+		if !resp.GetFound() {
+			return failf("execution %s not found%s", id, suffix(resp.GetMessage()))
+		}
+		res := resp.GetResult()
+		st := res.GetStatus()
+		elapsed := fmtElapsed(time.Since(start))
+		_, terminal := outcome(st)
+		if st != last {
+			fmt.Fprintf(a.stderr, "%s: %s (%s)\n", id, statusName(st), elapsed)
+			last = st
+		}
+		if terminal {
+			if a.json {
+				if err := a.printJSON(resp); err != nil {
+					return err
+				}
+			}
+			return a.finishExecution(id, res)
+		}
+		if tty {
+			fmt.Fprintf(a.stderr, "%c %s %s", spinner[i%len(spinner)], statusName(st), elapsed)
+		}
+		timer.Reset(poll)
+	}
+}

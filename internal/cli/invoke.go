@@ -1,0 +1,278 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
+
+	"github.com/spear-go/spear/api/spearlet"
+)
+
+// invokeMargin is added to the execution timeout to get the deadline of a
+// sync or stream invocation, leaving room for queueing and transport.
+const invokeMargin = 10 * time.Second
+
+type invokeOpts struct {
+	mode      string
+	input     string
+	function  string
+	timeoutMs int64
+	env       []string
+	retries   int32
+	execID    string
+}
+
+func (a *app) newInvokeCmd() *cobra.Command {
+	var o invokeOpts
+	cmd := &cobra.Command{
+		Use:   "invoke TASK",
+		Short: "Invoke a registered task",
+		Long: `Invoke the registered task TASK.
+
+The input (--input) is passed to the function's stdin: "@FILE" reads a file,
+"-" reads stdin, anything else is sent literally. Without --input the
+function gets no input.
+
+Modes:
+  sync    wait for the result; print the output raw to stdout and a failure
+          (error code and message) to stderr
+  async   return at once; print the execution id, status endpoint and
+          completion estimate (follow it with "spear exec wait ID")
+  stream  print output chunks as the function produces them
+
+The deadline of sync and stream calls is --timeout-ms plus a margin of 10s
+(without --timeout-ms: --timeout if given, else none; the node applies its
+default execution timeout).
+
+Exit codes (sync, stream):
+  0    COMPLETED
+  1    FAILED (or the node rejected the invocation)
+  2    usage or RPC error
+  124  TIMEOUT
+  130  CANCELLED (or interrupted)
+async exits 0 once the invocation is accepted.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return a.invoke(cmd, args[0], &o)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVarP(&o.mode, "mode", "m", "sync", "execution mode: sync, async or stream")
+	f.StringVarP(&o.input, "input", "i", "", `function input: @FILE, "-" for stdin, or literal text`)
+	f.StringVar(&o.function, "function", "", "function name within the task")
+	f.Int64Var(&o.timeoutMs, "timeout-ms", 0, "execution timeout in milliseconds (0: node default)")
+	f.StringArrayVarP(&o.env, "env", "e", nil, "environment variable KEY=VALUE (repeatable)")
+	f.Int32Var(&o.retries, "retries", 0, "maximum retries (async executions)")
+	f.StringVar(&o.execID, "execution-id", "", "execution id to use (idempotency key)")
+	return cmd
+}
+
+func (a *app) invoke(cmd *cobra.Command, taskID string, o *invokeOpts) error {
+	var mode spearlet.ExecutionMode
+	switch o.mode {
+	case "sync":
+		mode = spearlet.ExecutionMode_EXECUTION_MODE_SYNC
+	case "async":
+		mode = spearlet.ExecutionMode_EXECUTION_MODE_ASYNC
+	case "stream":
+		mode = spearlet.ExecutionMode_EXECUTION_MODE_STREAM
+	default:
+		return usageErrorf("--mode %q: want sync, async or stream", o.mode)
+	}
+	if o.timeoutMs < 0 {
+		return usageErrorf("--timeout-ms must not be negative")
+	}
+	if o.retries < 0 {
+		return usageErrorf("--retries must not be negative")
+	}
+	env, err := parseKVs("env", o.env)
+	if err != nil {
+		return err
+	}
+	req := &spearlet.InvokeFunctionRequest{
+		InvocationType: spearlet.InvocationType_INVOCATION_TYPE_EXISTING_TASK,
+		TaskId:         taskID,
+		FunctionName:   o.function,
+		ExecutionMode:  mode,
+		Wait:           mode == spearlet.ExecutionMode_EXECUTION_MODE_SYNC,
+		Context: &spearlet.ExecutionContext{
+			ExecutionId: o.execID,
+			Environment: env,
+			TimeoutMs:   o.timeoutMs,
+			MaxRetries:  o.retries,
+		},
+	}
+	if cmd.Flags().Changed("input") {
+		in, err := a.readInput(o.input)
+		if err != nil {
+			return err
+		}
+		req.Parameters = []*spearlet.FunctionParameter{{Name: "input", Value: bytesAny(in)}}
+	}
+
+	c, err := a.client()
+	if err != nil {
+		return err
+	}
+	ctx := cmd.Context()
+	switch mode {
+	case spearlet.ExecutionMode_EXECUTION_MODE_ASYNC:
+		return a.invokeAsync(ctx, c, req)
+	case spearlet.ExecutionMode_EXECUTION_MODE_STREAM:
+		return a.invokeStream(ctx, c, req, a.executionDeadline(cmd, o.timeoutMs))
+	default:
+		return a.invokeSync(ctx, c, req, a.executionDeadline(cmd, o.timeoutMs))
+	}
+}
+
+// readInput resolves --input: "@FILE", "-" (stdin) or literal text.
+func (a *app) readInput(v string) ([]byte, error) {
+	switch {
+	case v == "-":
+		b, err := io.ReadAll(a.stdin)
+		if err != nil {
+			return nil, usageErrorf("reading stdin: %v", err)
+		}
+		return b, nil
+	case strings.HasPrefix(v, "@"):
+		b, err := os.ReadFile(v[1:])
+		if err != nil {
+			return nil, usageErrorf("--input: %v", err)
+		}
+		return b, nil
+	default:
+		return []byte(v), nil
+	}
+}
+
+// executionDeadline is the RPC timeout of a sync or stream invocation.
+func (a *app) executionDeadline(cmd *cobra.Command, timeoutMs int64) time.Duration {
+	if timeoutMs > 0 {
+		return time.Duration(timeoutMs)*time.Millisecond + invokeMargin
+	}
+	if cmd.Flags().Changed("timeout") {
+		return a.timeout
+	}
+	return 0
+}
+
+func (a *app) invokeSync(ctx context.Context, c spearlet.FunctionServiceClient, req *spearlet.InvokeFunctionRequest, timeout time.Duration) error {
+	resp, err := call(ctx, timeout, c.InvokeFunction, req)
+	if err != nil {
+		return err
+	}
+	if a.json {
+		if err := a.printJSON(resp); err != nil {
+			return err
+		}
+	}
+	res := resp.GetResult()
+	if _, terminal := outcome(res.GetStatus()); terminal {
+		return a.finishExecution(resp.GetExecutionId(), res)
+	}
+	if !resp.GetSuccess() {
+		return a.rejected(resp)
+	}
+	return failf("execution %s is %s, not finished; follow it with: spear exec wait %s",
+		resp.GetExecutionId(), statusName(res.GetStatus()), resp.GetExecutionId())
+}
+
+// rejected reports an invocation the node did not accept.
+func (a *app) rejected(resp *spearlet.InvokeFunctionResponse) error {
+	msg := "invocation rejected"
+	if c := resp.GetResult().GetErrorCode(); c != "" {
+		msg += ": " + c
+	}
+	m := resp.GetResult().GetErrorMessage()
+	if m == "" {
+		m = resp.GetMessage()
+	}
+	return failf("%s%s", msg, suffix(m))
+}
+
+func (a *app) invokeAsync(ctx context.Context, c spearlet.FunctionServiceClient, req *spearlet.InvokeFunctionRequest) error {
+	resp, err := call(ctx, a.timeout, c.InvokeFunction, req)
+	if err != nil {
+		return err
+	}
+	if a.json {
+		if err := a.printJSON(resp); err != nil {
+			return err
+		}
+	}
+	if !resp.GetSuccess() {
+		return a.rejected(resp)
+	}
+	if a.json {
+		return nil
+	}
+	var kv kvList
+	kv.add("execution id", resp.GetExecutionId())
+	kv.add("task id", resp.GetTaskId())
+	kv.add("status", statusName(resp.GetResult().GetStatus()))
+	kv.add("status endpoint", resp.GetStatusEndpoint())
+	kv.add("estimated completion", fmtMillis(resp.GetEstimatedCompletionMs()))
+	kv.print(a.stdout)
+	return nil
+}
+
+func (a *app) invokeStream(ctx context.Context, c spearlet.FunctionServiceClient, req *spearlet.InvokeFunctionRequest, timeout time.Duration) error {
+	var cancel context.CancelFunc
+	if timeout > 0 {
+		ctx, cancel = context.WithTimeout(ctx, timeout)
+	} else {
+		ctx, cancel = context.WithCancel(ctx)
+	}
+	defer cancel()
+	stream, err := c.StreamFunction(ctx, req)
+	if err != nil {
+		return newRPCError(err, nil)
+	}
+	return a.readStream(stream)
+}
+
+// readStream writes chunks as they arrive and returns the final outcome.
+func (a *app) readStream(stream grpc.ServerStreamingClient[spearlet.StreamExecutionResult]) error {
+	for {
+		msg, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return failf("stream ended without a final status")
+		}
+		if err != nil {
+			return newRPCError(err, stream.Trailer())
+		}
+		if a.json {
+			if err := a.printJSON(msg); err != nil {
+				return err
+			}
+		} else {
+			out, err := anyBytes(msg.GetChunkData())
+			if err != nil {
+				return err
+			}
+			if err := writeFlush(a.stdout, out); err != nil {
+				return err
+			}
+		}
+		if !msg.GetIsFinal() {
+			continue
+		}
+		code, _ := outcome(msg.GetStatus())
+		if code != ExitOK {
+			a.reportFailure(msg.GetExecutionId(), msg.GetStatus(), msg.GetErrorCode(), msg.GetErrorMessage())
+		}
+		return exitWith(code)
+	}
+}
+
+// fmtElapsed formats an elapsed time for progress lines.
+func fmtElapsed(d time.Duration) string {
+	return fmt.Sprintf("%.1fs", d.Seconds())
+}

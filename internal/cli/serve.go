@@ -1,0 +1,108 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/spear-go/spear/internal/config"
+	"github.com/spear-go/spear/internal/node"
+	"github.com/spear-go/spear/internal/store"
+)
+
+// newServeCmd returns `spear serve`, which runs a spearlet node until
+// SIGINT or SIGTERM.
+func (a *app) newServeCmd() *cobra.Command {
+	var (
+		cfg                     node.Config
+		configFile, sync, level string
+		format                  string
+	)
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run a spearlet node",
+		Long: `Run a spearlet node: gRPC (h2c), Connect/JSON and HTTP on one address, state in
+NATS JetStream (embedded under --data-dir unless --nats-url is given).
+
+Every flag can also be set with an environment variable SPEAR_<FLAG> (for
+example SPEAR_DATA_DIR) or a key in the YAML --config file; flags win over the
+environment, which wins over the file.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if configFile == "" {
+				configFile = a.getenv(config.EnvName("config"))
+			}
+			if err := config.Resolve(cmd.Flags(), a.getenv, configFile); err != nil {
+				return usageErrorf("%v", err)
+			}
+			policy, err := store.ParseSyncPolicy(sync)
+			if err != nil {
+				return usageErrorf("--sync: %v", err)
+			}
+			cfg.Sync = policy
+			logger, err := newLogger(a, level, format)
+			if err != nil {
+				return usageErrorf("%v", err)
+			}
+			cfg.Logger = logger
+			a.started = true
+			return serve(cmd.Context(), cfg)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&configFile, "config", "", "YAML config file (keys are flag names)")
+	f.StringVar(&cfg.Listen, "listen", "127.0.0.1:50052", "address serving gRPC, Connect/JSON and HTTP")
+	f.StringVar(&cfg.DataDir, "data-dir", "spear-data", "directory holding all the node's state")
+	f.StringVar(&cfg.NodeID, "node-id", "", "node id (default: generated once and kept in the data dir)")
+	f.StringVar(&cfg.NATSURL, "nats-url", "", "external NATS server URL (default: embedded server)")
+	f.StringVar(&cfg.NATSListen, "nats-listen", "", "let the embedded NATS server accept clients on HOST:PORT (other nodes, tools)")
+	f.StringVar(&sync, "sync", "interval", "embedded JetStream disk sync: interval (survives a process crash) or always (fsync every write; survives power loss, ~15x slower acceptance)")
+	f.StringVar(&cfg.Docker, "docker", "auto", "docker runtime: auto (if an engine answers), on, off")
+	f.StringVar(&cfg.DockerHost, "docker-host", "", "Docker Engine API address (default: DOCKER_HOST or the local socket)")
+	f.IntVar(&cfg.Workers, "workers", 0, "executions that run at once (default: max(4, 2 x CPUs))")
+	f.DurationVar(&cfg.DefaultTimeout, "default-timeout", 5*time.Minute, "execution timeout when the invocation names none")
+	f.DurationVar(&cfg.MaxTimeout, "max-timeout", time.Hour, "cap on any execution timeout")
+	f.DurationVar(&cfg.Retention, "retention", 24*time.Hour, "how long execution records are kept")
+	f.DurationVar(&cfg.AckWait, "ack-wait", 30*time.Second, "a queued execution whose node stops signalling progress for this long is run again elsewhere")
+	f.DurationVar(&cfg.ShutdownGrace, "shutdown-grace", 30*time.Second, "on SIGTERM, how long running executions may finish")
+	f.IntVar(&cfg.MaxMessageBytes, "max-message-bytes", 64<<20, "largest request or response message")
+	f.IntVar(&cfg.MaxInputBytes, "max-input-bytes", 32<<20, "largest function input")
+	f.Int64Var(&cfg.MaxOutputBytes, "max-output-bytes", 32<<20, "largest function output; beyond it the execution fails with OUTPUT_TOO_LARGE")
+	f.StringVar(&cfg.Samples, "samples", "", "directory of sample functions to register at start-up")
+	f.StringVar(&level, "log-level", "info", "debug, info, warn or error")
+	f.StringVar(&format, "log-format", "text", "text or json")
+	return cmd
+}
+
+func newLogger(a *app, level, format string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch strings.ToLower(format) {
+	case "text":
+		return slog.New(slog.NewTextHandler(a.stderr, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(a.stderr, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format %q: want text or json", format)
+}
+
+func serve(ctx context.Context, cfg node.Config) error {
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	n, err := node.Start(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	<-ctx.Done()
+	n.Shutdown(context.Background())
+	return nil
+}

@@ -1,0 +1,366 @@
+package cli
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/spear-go/spear/api/spearlet"
+)
+
+func (a *app) newTaskCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "task",
+		Short: "Register, list, inspect and delete tasks",
+		Args:  cobra.NoArgs,
+	}
+	cmd.AddCommand(a.newTaskCreateCmd(), a.newTaskListCmd(), a.newTaskGetCmd(), a.newTaskDeleteCmd())
+	return cmd
+}
+
+type taskCreateOpts struct {
+	id, location, upload, typ, description, checksum, version string
+	meta                                                      []string
+}
+
+func (a *app) newTaskCreateCmd() *cobra.Command {
+	var o taskCreateOpts
+	cmd := &cobra.Command{
+		Use:   "create NAME (--location PATH | --upload PATH)",
+		Short: "Register a task",
+		Long: `Register a task named NAME.
+
+--location names an artifact the node can reach (a path, file:// URI, image
+reference or uploaded artifact id); a relative path is made absolute.
+--upload reads a local file, uploads it to the node with its sha256 checksum
+and registers the task with the location the node returns.
+
+--type defaults to "wasm" when the artifact ends in .wasm, else "process".`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return a.taskCreate(cmd, args[0], &o)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.location, "location", "", "artifact location (path, file:// URI, image reference, artifact id)")
+	f.StringVar(&o.upload, "upload", "", "local artifact file to upload")
+	f.StringVar(&o.typ, "type", "", "artifact type: process, wasm or docker (default from the file name)")
+	f.StringVar(&o.description, "description", "", "task description")
+	f.StringVar(&o.checksum, "checksum", "", "expected artifact checksum, sha256:<hex>")
+	f.StringVar(&o.version, "version", "", "artifact version")
+	f.StringVar(&o.id, "id", "", "task id (default: derived by the node from NAME)")
+	f.StringArrayVar(&o.meta, "meta", nil, "task metadata KEY=VALUE (repeatable)")
+	cmd.MarkFlagsMutuallyExclusive("location", "upload")
+	cmd.MarkFlagsOneRequired("location", "upload")
+	return cmd
+}
+
+func (a *app) taskCreate(cmd *cobra.Command, name string, o *taskCreateOpts) error {
+	meta, err := parseKVs("meta", o.meta)
+	if err != nil {
+		return err
+	}
+	typ := o.typ
+	source := o.location
+	if o.upload != "" {
+		source = o.upload
+	}
+	if typ == "" {
+		typ = "process"
+		if strings.HasSuffix(strings.ToLower(source), ".wasm") {
+			typ = "wasm"
+		}
+	}
+	switch typ {
+	case "process", "wasm", "docker":
+	default:
+		return usageErrorf("--type %q: want process, wasm or docker", typ)
+	}
+	if o.checksum != "" && !strings.HasPrefix(o.checksum, "sha256:") {
+		return usageErrorf("--checksum %q: want sha256:<hex>", o.checksum)
+	}
+
+	c, err := a.client()
+	if err != nil {
+		return err
+	}
+	ctx := cmd.Context()
+	spec := &spearlet.ArtifactSpec{
+		ArtifactType: typ,
+		Version:      o.version,
+		Checksum:     o.checksum,
+	}
+	if o.upload != "" {
+		content, err := os.ReadFile(o.upload)
+		if err != nil {
+			return usageErrorf("--upload: %v", err)
+		}
+		sum := sha256.Sum256(content)
+		checksum := "sha256:" + hex.EncodeToString(sum[:])
+		if o.checksum != "" && !strings.EqualFold(o.checksum, checksum) {
+			return usageErrorf("--checksum %s does not match %s (%s)", o.checksum, o.upload, checksum)
+		}
+		up, err := call(ctx, a.timeout, c.UploadArtifact, &spearlet.UploadArtifactRequest{
+			Name:     filepath.Base(o.upload),
+			Content:  content,
+			Checksum: checksum,
+		})
+		if err != nil {
+			return err
+		}
+		if up.GetLocation() == "" {
+			return failf("upload of %s: node returned no location", o.upload)
+		}
+		if !a.json {
+			fmt.Fprintf(a.stderr, "uploaded %s (%d bytes, %s) as %s\n", o.upload, len(content), checksum, up.GetLocation())
+		}
+		spec.Location = up.GetLocation()
+		spec.Checksum = up.GetChecksum()
+		if spec.Checksum == "" {
+			spec.Checksum = checksum
+		}
+	} else {
+		loc, err := absLocation(o.location, typ)
+		if err != nil {
+			return err
+		}
+		spec.Location = loc
+	}
+
+	resp, err := call(ctx, a.timeout, c.RegisterTask, &spearlet.RegisterTaskRequest{
+		TaskId:          o.id,
+		TaskName:        name,
+		TaskDescription: o.description,
+		ArtifactSpec:    spec,
+		Metadata:        meta,
+	})
+	if err != nil {
+		return err
+	}
+	if a.json {
+		return a.printJSON(resp)
+	}
+	t := resp.GetTask()
+	if resp.GetCreated() {
+		fmt.Fprintf(a.stdout, "registered task %s\n", t.GetTaskId())
+	} else {
+		fmt.Fprintf(a.stdout, "task %s already registered (unchanged)\n", t.GetTaskId())
+	}
+	a.printTask(t)
+	return nil
+}
+
+// absLocation makes a relative filesystem location absolute; URIs, uploaded
+// artifact ids and docker image references are left alone.
+func absLocation(loc, typ string) (string, error) {
+	if typ == "docker" || strings.Contains(loc, "://") || strings.HasPrefix(loc, "artifact:") || filepath.IsAbs(loc) {
+		return loc, nil
+	}
+	abs, err := filepath.Abs(loc)
+	if err != nil {
+		return "", usageErrorf("--location %q: %v", loc, err)
+	}
+	return abs, nil
+}
+
+func (a *app) printTask(t *spearlet.TaskInfo) {
+	var kv kvList
+	spec := t.GetArtifactSpec()
+	kv.add("task id", t.GetTaskId())
+	kv.add("name", t.GetTaskName())
+	kv.add("description", t.GetDescription())
+	kv.add("type", spec.GetArtifactType())
+	kv.add("location", spec.GetLocation())
+	kv.add("version", spec.GetVersion())
+	kv.add("checksum", spec.GetChecksum())
+	kv.add("created", fmtUnixMillis(t.GetCreatedAt()))
+	kv.add("updated", fmtUnixMillis(t.GetUpdatedAt()))
+	kv.add("executions", strconv.Itoa(int(t.GetExecutionCount())))
+	if t.GetLastStatus() != spearlet.ExecutionStatus_EXECUTION_STATUS_UNKNOWN {
+		kv.add("last status", statusName(t.GetLastStatus()))
+	}
+	kv.add("metadata", fmtMap(t.GetMetadata()))
+	kv.print(a.stdout)
+}
+
+type taskListOpts struct {
+	prefix string
+	limit  int32
+	all    bool
+}
+
+func (a *app) newTaskListCmd() *cobra.Command {
+	var o taskListOpts
+	cmd := &cobra.Command{
+		Use:   "list",
+		Short: "List tasks",
+		Long: `List tasks. Without --all, one page of at most --limit tasks is shown;
+with --all, pages (of --limit tasks) are followed until the end.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return a.taskList(cmd, &o)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.prefix, "prefix", "", "only tasks whose id starts with this prefix")
+	f.Int32Var(&o.limit, "limit", 0, "maximum tasks per page (0: node default)")
+	f.BoolVar(&o.all, "all", false, "follow pagination and list every task")
+	return cmd
+}
+
+func (a *app) taskList(cmd *cobra.Command, o *taskListOpts) error {
+	if o.limit < 0 {
+		return usageErrorf("--limit must not be negative")
+	}
+	c, err := a.client()
+	if err != nil {
+		return err
+	}
+	all := &spearlet.ListTasksResponse{}
+	req := &spearlet.ListTasksRequest{Prefix: o.prefix, Limit: o.limit, IncludeDetails: true}
+	seen := map[string]bool{}
+	for {
+		resp, err := call(cmd.Context(), a.timeout, c.ListTasks, req)
+		if err != nil {
+			return err
+		}
+		all.Tasks = append(all.Tasks, resp.GetTasks()...)
+		all.HasMore, all.NextStartAfter = resp.GetHasMore(), resp.GetNextStartAfter()
+		if !o.all || !resp.GetHasMore() {
+			break
+		}
+		next := resp.GetNextStartAfter()
+		if next == "" || seen[next] {
+			return failf("node reported more tasks but no new next_start_after (%q)", next)
+		}
+		seen[next] = true
+		req.StartAfter = next
+	}
+	if a.json {
+		return a.printJSON(all)
+	}
+	tw := newTable(a.stdout)
+	row(tw, "TASK ID", "NAME", "TYPE", "EXECUTIONS", "LAST STATUS", "CREATED")
+	for _, t := range all.GetTasks() {
+		last := ""
+		if t.GetLastStatus() != spearlet.ExecutionStatus_EXECUTION_STATUS_UNKNOWN {
+			last = statusName(t.GetLastStatus())
+		}
+		row(tw, t.GetTaskId(), orDash(t.GetTaskName()), orDash(t.GetArtifactSpec().GetArtifactType()),
+			strconv.Itoa(int(t.GetExecutionCount())), orDash(last), orDash(fmtUnixMillis(t.GetCreatedAt())))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if all.GetHasMore() {
+		fmt.Fprintf(a.stderr, "more tasks after %q; use --all to list them\n", all.GetNextStartAfter())
+	}
+	return nil
+}
+
+func (a *app) newTaskGetCmd() *cobra.Command {
+	var executions int32
+	cmd := &cobra.Command{
+		Use:   "get ID",
+		Short: "Show a task (and optionally its recent executions)",
+		Long:  "Show a task. Exits 1 when the task is not found.",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if executions < 0 {
+				return usageErrorf("--executions must not be negative")
+			}
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			resp, err := call(cmd.Context(), a.timeout, c.GetTask, &spearlet.GetTaskRequest{
+				TaskId:            args[0],
+				IncludeExecutions: executions > 0,
+				ExecutionLimit:    executions,
+			})
+			if err != nil {
+				return err
+			}
+			if a.json {
+				if err := a.printJSON(resp); err != nil {
+					return err
+				}
+			}
+			if !resp.GetFound() {
+				return failf("task %s not found%s", args[0], suffix(resp.GetMessage()))
+			}
+			if a.json {
+				return nil
+			}
+			a.printTask(resp.GetTask())
+			if len(resp.GetExecutions()) > 0 {
+				fmt.Fprintln(a.stdout)
+				return a.printExecutions(resp.GetExecutions())
+			}
+			return nil
+		},
+	}
+	cmd.Flags().Int32Var(&executions, "executions", 0, "also show up to N recent executions")
+	return cmd
+}
+
+func (a *app) newTaskDeleteCmd() *cobra.Command {
+	var force, cleanup bool
+	cmd := &cobra.Command{
+		Use:   "delete ID",
+		Short: "Delete a task",
+		Long:  "Delete a task. Exits 1 when the node did not delete it.",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			resp, err := call(cmd.Context(), a.timeout, c.DeleteTask, &spearlet.DeleteTaskRequest{
+				TaskId:            args[0],
+				Force:             force,
+				CleanupExecutions: cleanup,
+			})
+			if err != nil {
+				return err
+			}
+			if a.json {
+				if err := a.printJSON(resp); err != nil {
+					return err
+				}
+			}
+			if !resp.GetSuccess() {
+				return failf("task %s not deleted%s", args[0], suffix(resp.GetMessage()))
+			}
+			if a.json {
+				return nil
+			}
+			msg := "deleted task " + args[0]
+			if !resp.GetDeleted() {
+				msg = "task " + args[0] + " was not present"
+			}
+			if cleanup {
+				msg += fmt.Sprintf(" (cleaned %d executions)", resp.GetCleanedExecutions())
+			}
+			fmt.Fprintln(a.stdout, msg)
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&force, "force", false, "delete even if the task has active executions")
+	cmd.Flags().BoolVar(&cleanup, "cleanup", false, "also delete the task's execution records")
+	return cmd
+}
+
+// suffix returns ": msg", or "" when msg is empty.
+func suffix(msg string) string {
+	if msg == "" {
+		return ""
+	}
+	return ": " + msg
+}

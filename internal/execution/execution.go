@@ -1,0 +1,172 @@
+// Package execution defines an execution's record: its mode, status and
+// outcome, as stored durably and reported through the API.
+package execution
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"regexp"
+	"time"
+
+	"github.com/spear-go/spear/internal/errdefs"
+)
+
+// Status is an execution's state. The zero value means unknown. Values equal
+// the wire enum spearlet.ExecutionStatus.
+type Status int32
+
+// Statuses.
+const (
+	StatusUnknown Status = iota
+	StatusPending
+	StatusRunning
+	StatusCompleted
+	StatusFailed
+	StatusCancelled
+	StatusTimeout
+)
+
+// Terminal reports whether s is a final state.
+func (s Status) Terminal() bool { return s >= StatusCompleted && s <= StatusTimeout }
+
+func (s Status) String() string {
+	switch s {
+	case StatusPending:
+		return "PENDING"
+	case StatusRunning:
+		return "RUNNING"
+	case StatusCompleted:
+		return "COMPLETED"
+	case StatusFailed:
+		return "FAILED"
+	case StatusCancelled:
+		return "CANCELLED"
+	case StatusTimeout:
+		return "TIMEOUT"
+	default:
+		return "UNKNOWN"
+	}
+}
+
+// Mode is how an execution was invoked. The zero value means unknown. Values
+// equal the wire enum spearlet.ExecutionMode.
+type Mode int32
+
+// Modes.
+const (
+	ModeUnknown Mode = iota
+	ModeSync
+	ModeAsync
+	ModeStream
+)
+
+func (m Mode) String() string {
+	switch m {
+	case ModeSync:
+		return "sync"
+	case ModeAsync:
+		return "async"
+	case ModeStream:
+		return "stream"
+	default:
+		return "unknown"
+	}
+}
+
+// Stable error codes recorded on executions.
+const (
+	CodeFunctionFailed   = "FUNCTION_FAILED"   // non-zero exit
+	CodeExecutionTimeout = "EXECUTION_TIMEOUT" // the run's deadline passed
+	CodeCancelled        = "CANCELLED"         // cancelled by a caller
+	CodeOutputTooLarge   = "OUTPUT_TOO_LARGE"  // output exceeded the limit
+	CodeRuntimeError     = "RUNTIME_ERROR"     // the function could not be run
+	CodeNodeShutdown     = "NODE_SHUTDOWN"     // sync/stream work cut by shutdown
+)
+
+// Spec is what to run: everything needed to start (or restart, after a
+// crash) an execution. Async specs travel in the durable queue.
+type Spec struct {
+	ExecutionID string            `json:"id"`
+	TaskID      string            `json:"task"`
+	Function    string            `json:"fn,omitempty"`
+	Mode        Mode              `json:"mode"`
+	Input       []byte            `json:"in,omitempty"`
+	Env         map[string]string `json:"env,omitempty"`
+	TimeoutMs   int64             `json:"timeout_ms,omitempty"`
+	MaxRetries  int32             `json:"max_retries,omitempty"`
+	Priority    int32             `json:"prio,omitempty"`
+	Metadata    map[string]string `json:"meta,omitempty"`
+	CreatedAt   time.Time         `json:"created"`
+}
+
+// LogLine is one line of standard error.
+type LogLine struct {
+	Time time.Time `json:"t"`
+	Line string    `json:"l"`
+}
+
+// Record is an execution's durable record.
+type Record struct {
+	ID          string            `json:"id"`
+	TaskID      string            `json:"task"`
+	Function    string            `json:"fn,omitempty"`
+	Mode        Mode              `json:"mode"`
+	Status      Status            `json:"status"`
+	Priority    int32             `json:"prio,omitempty"`
+	TimeoutMs   int64             `json:"timeout_ms,omitempty"`
+	MaxRetries  int32             `json:"max_retries,omitempty"`
+	Attempts    int32             `json:"attempts,omitempty"`
+	Metadata    map[string]string `json:"meta,omitempty"`
+	CreatedAt   time.Time         `json:"created"`
+	StartedAt   time.Time         `json:"started,omitzero"`
+	CompletedAt time.Time         `json:"completed,omitzero"`
+	// Node is the id of the node that last ran (or runs) the execution.
+	Node            string    `json:"node,omitempty"`
+	Output          []byte    `json:"out,omitempty"`
+	Logs            []LogLine `json:"logs,omitempty"`
+	ExitCode        int32     `json:"exit"`
+	ErrorCode       string    `json:"err_code,omitempty"`
+	ErrorMessage    string    `json:"err,omitempty"`
+	DurationMs      int64     `json:"dur_ms,omitempty"`
+	MemoryUsedBytes int64     `json:"mem,omitempty"`
+}
+
+// NewRecord returns the PENDING record of spec.
+func NewRecord(spec *Spec) *Record {
+	return &Record{
+		ID:         spec.ExecutionID,
+		TaskID:     spec.TaskID,
+		Function:   spec.Function,
+		Mode:       spec.Mode,
+		Status:     StatusPending,
+		Priority:   spec.Priority,
+		TimeoutMs:  spec.TimeoutMs,
+		MaxRetries: spec.MaxRetries,
+		Metadata:   spec.Metadata,
+		CreatedAt:  spec.CreatedAt,
+		ExitCode:   -1,
+	}
+}
+
+var idPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,128}$`)
+
+// ValidateID checks a caller-supplied execution id. Ids are used as NATS
+// subject tokens and KV keys.
+func ValidateID(id string) error {
+	if !idPattern.MatchString(id) {
+		return errdefs.New(errdefs.ErrInvalidArgument, "INVALID_EXECUTION_ID",
+			"execution id %q: want 1-128 characters of A-Z, a-z, 0-9, '_' or '-'", id)
+	}
+	return nil
+}
+
+// NewID returns a new execution id: 12 hex digits of Unix milliseconds then
+// 10 random hex digits, so ids sort by creation time.
+func NewID(now time.Time) string {
+	var b [5]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic(fmt.Sprintf("crypto/rand: %v", err)) // never fails on Linux
+	}
+	return fmt.Sprintf("%012x%s", now.UnixMilli(), hex.EncodeToString(b[:]))
+}

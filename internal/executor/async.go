@@ -1,0 +1,300 @@
+package executor
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"time"
+
+	"github.com/spear-go/spear/internal/errdefs"
+	"github.com/spear-go/spear/internal/execution"
+	"github.com/spear-go/spear/internal/store"
+)
+
+// Submit durably accepts an async execution: once it returns nil the
+// execution is in the JetStream queue and will reach a terminal state, on
+// this node or another, even if this node dies. It returns the PENDING
+// record and an estimate of when the execution will be done.
+func (m *Manager) Submit(ctx context.Context, spec *execution.Spec) (*execution.Record, time.Duration, error) {
+	if _, err := m.registry.Get(ctx, spec.TaskID); err != nil {
+		return nil, 0, err
+	}
+	m.mu.Lock()
+	draining := m.draining
+	m.mu.Unlock()
+	if draining {
+		return nil, 0, errdefs.New(errdefs.ErrUnavailable, "NODE_SHUTTING_DOWN", "the node is shutting down")
+	}
+	// Estimate before enqueueing, so the execution does not count itself as
+	// work ahead of it.
+	estimate := m.estimate(ctx, spec.TaskID)
+	// The queue message is the source of truth: the worker creates the
+	// record if it finds none, so a crash between these two writes loses
+	// nothing.
+	if err := m.store.Enqueue(ctx, spec); err != nil {
+		return nil, 0, err
+	}
+	rec := execution.NewRecord(spec)
+	if _, err := m.store.CreateRecord(ctx, rec); err != nil && !errors.Is(err, errdefs.ErrAlreadyExists) {
+		// The execution is queued and will run; its record will be
+		// written by the worker.
+		m.log.Warn("writing pending record", "execution", spec.ExecutionID, "err", err)
+	}
+	return rec, estimate, nil
+}
+
+// estimate is the expected time until an async execution of taskID
+// finishes: the task's typical duration times the rounds of work ahead of it
+// (queued executions, spread over the pool's workers), plus its own run.
+func (m *Manager) estimate(ctx context.Context, taskID string) time.Duration {
+	typical, ok := m.stats.typical(taskID)
+	if !ok {
+		// Nothing was ever measured on this node: the only honest basis is
+		// a prior; it is replaced by measurements after the first run.
+		typical = 100 * time.Millisecond
+	}
+	ahead := m.queuedAhead(ctx)
+	rounds := 1 + ahead/int64(m.opts.Workers)
+	return time.Duration(rounds) * typical
+}
+
+// queuedAhead counts executions that will run before a newly queued one:
+// those waiting in the durable queue and those this node holds.
+func (m *Manager) queuedAhead(ctx context.Context) int64 {
+	waiting := m.queueWaiting.Load()
+	now := m.opts.Now().UnixNano()
+	if last := m.queueCheckedAt.Load(); now-last > int64(100*time.Millisecond) && m.queueCheckedAt.CompareAndSwap(last, now) {
+		if w, _, err := m.store.QueueDepth(ctx); err == nil {
+			waiting = w
+			m.queueWaiting.Store(w)
+		}
+	}
+	m.mu.Lock()
+	inFlight := int64(m.asyncInFlight)
+	m.mu.Unlock()
+	_, slotWaiters := m.slots.state()
+	return waiting + max(inFlight, int64(slotWaiters))
+}
+
+// dispatch takes async work from the durable queue while this node has free
+// slots, so queued work waits in JetStream, not in memory.
+func (m *Manager) dispatch(ctx context.Context) {
+	backoff := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		free, waiting := m.slots.state()
+		m.mu.Lock()
+		want := free - waiting - m.asyncStarting
+		draining := m.draining
+		m.mu.Unlock()
+		if draining {
+			return
+		}
+		if want <= 0 {
+			select {
+			case <-ctx.Done():
+				return
+			case <-m.slots.freed:
+			case <-time.After(time.Second):
+			}
+			continue
+		}
+		err := m.store.Fetch(ctx, want, time.Second, func(d *store.Delivery) {
+			m.mu.Lock()
+			m.asyncInFlight++
+			m.asyncStarting++
+			m.mu.Unlock()
+			m.wg.Add(1)
+			go m.runDelivery(d)
+		})
+		if err != nil && ctx.Err() == nil {
+			m.log.Warn("fetching from the queue", "err", err)
+			select {
+			case <-ctx.Done():
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, 5*time.Second)
+			continue
+		}
+		backoff = 100 * time.Millisecond
+	}
+}
+
+// runDelivery runs one execution taken from the queue, and acks it once its
+// terminal state is durable.
+func (m *Manager) runDelivery(d *store.Delivery) {
+	started := false
+	defer func() {
+		m.mu.Lock()
+		m.asyncInFlight--
+		if !started {
+			m.asyncStarting--
+		}
+		m.mu.Unlock()
+		m.wg.Done()
+	}()
+	ctx := m.baseCtx
+	spec := d.Spec
+	rec, rev, err := m.store.GetRecord(ctx, spec.ExecutionID)
+	if errors.Is(err, errdefs.ErrNotFound) {
+		rec = execution.NewRecord(spec)
+		rev, err = m.store.CreateRecord(ctx, rec)
+		if errors.Is(err, errdefs.ErrAlreadyExists) {
+			rec, rev, err = m.store.GetRecord(ctx, spec.ExecutionID)
+		}
+	}
+	if err != nil {
+		m.log.Warn("reading queued execution", "execution", spec.ExecutionID, "err", err)
+		_ = d.Nak(time.Second)
+		return
+	}
+	if rec.Status.Terminal() { // cancelled while queued, or a duplicate
+		_ = d.Ack(ctx)
+		return
+	}
+	_, art, err := m.registry.Artifact(ctx, spec.TaskID)
+	var rtErr error
+	if err == nil {
+		_, rtErr = m.runtime(art.Type)
+	}
+	l := &live{rec: rec, done: make(chan struct{})}
+	if err := m.addLive(l); err != nil {
+		if errors.Is(err, errdefs.ErrUnavailable) { // shutting down
+			_ = d.Nak(0)
+		}
+		return // already running here (a redelivery): that run acks it
+	}
+	runCtx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	go m.heartbeat(runCtx, d)
+
+	if err != nil || rtErr != nil {
+		m.classify(l, runCtx, errors.Join(err, rtErr))
+		m.complete(l, d, 0)
+		return
+	}
+	if !l.setCancel(cancel) {
+		m.complete(l, d, 0)
+		return
+	}
+	m.mu.Lock()
+	m.asyncStarting--
+	started = true
+	m.mu.Unlock()
+	if err := m.slots.acquire(runCtx, spec.Priority); err != nil {
+		m.classify(l, runCtx, err)
+		if errors.Is(context.Cause(runCtx), errShutdown) {
+			m.requeue(l, d, 0)
+			return
+		}
+		m.complete(l, d, 0)
+		return
+	}
+	// Claim it: a cancel that reached the store first wins.
+	l.mu.Lock()
+	claim := *l.rec
+	l.mu.Unlock()
+	claim.Status, claim.Node, claim.StartedAt = execution.StatusRunning, m.opts.NodeID, m.opts.Now()
+	claim.Attempts++
+	if _, err := m.store.UpdateRecord(ctx, &claim, rev); err != nil {
+		m.slots.release()
+		cur, _, gerr := m.store.GetRecord(ctx, spec.ExecutionID)
+		if gerr == nil && cur.Status.Terminal() {
+			l.mu.Lock()
+			l.rec = cur
+			l.mu.Unlock()
+			_ = d.Ack(ctx)
+			close(l.done)
+			m.forget(spec.ExecutionID)
+			return
+		}
+		m.requeue(l, d, time.Second)
+		return
+	}
+	wait := m.opts.Now().Sub(spec.CreatedAt)
+	m.execute(runCtx, l, m.runtimes[art.Type], art, spec, nil)
+	m.slots.release()
+	if errors.Is(context.Cause(runCtx), errShutdown) {
+		m.requeue(l, d, 0)
+		return
+	}
+	r := l.final()
+	if retryable(r) && r.Attempts <= spec.MaxRetries {
+		m.requeue(l, d, backoff(r.Attempts))
+		return
+	}
+	m.complete(l, d, wait)
+}
+
+func retryable(r *execution.Record) bool {
+	switch r.Status {
+	case execution.StatusFailed:
+		return r.ErrorCode != execution.CodeOutputTooLarge
+	case execution.StatusTimeout:
+		return true
+	}
+	return false
+}
+
+// backoff is the delay before retry n (from 1): exponential with full
+// jitter, capped at 30 s.
+func backoff(n int32) time.Duration {
+	d := min(100*time.Millisecond<<min(n-1, 10), 30*time.Second)
+	return d/2 + rand.N(d/2+1)
+}
+
+// complete stores the terminal record, then acks the queue message.
+func (m *Manager) complete(l *live, d *store.Delivery, wait time.Duration) {
+	ctx := context.WithoutCancel(m.baseCtx)
+	rec := l.final()
+	for attempt := 0; ; attempt++ {
+		_, err := m.store.PutRecord(ctx, rec)
+		if err == nil {
+			break
+		}
+		if attempt == 4 {
+			// Not acked: the execution will be delivered again and its
+			// outcome recorded then.
+			m.log.Error("storing final record", "execution", rec.ID, "err", err)
+			close(l.done)
+			m.forget(rec.ID)
+			return
+		}
+		time.Sleep(time.Duration(50<<attempt) * time.Millisecond)
+	}
+	if err := d.Ack(ctx); err != nil {
+		m.log.Warn("acking finished execution", "execution", rec.ID, "err", err)
+	}
+	m.finish(l, wait)
+	m.forget(rec.ID)
+}
+
+// requeue puts the execution back to PENDING and returns it to the queue,
+// to be delivered again after delay.
+func (m *Manager) requeue(l *live, d *store.Delivery, delay time.Duration) {
+	ctx := context.WithoutCancel(m.baseCtx)
+	l.mu.Lock()
+	l.rec.Status = execution.StatusPending
+	rec := *l.rec
+	l.mu.Unlock()
+	if _, err := m.store.PutRecord(ctx, &rec); err != nil {
+		m.log.Warn("storing requeued record", "execution", rec.ID, "err", err)
+	}
+	_ = d.Nak(delay)
+	close(l.done)
+	m.forget(rec.ID)
+}
+
+// heartbeat tells JetStream the execution is in progress until ctx ends,
+// so a long run is not handed to another worker.
+func (m *Manager) heartbeat(ctx context.Context, d *store.Delivery) {
+	t := time.NewTicker(m.store.AckWait() / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			_ = d.InProgress()
+		}
+	}
+}

@@ -1,0 +1,117 @@
+package executor
+
+import (
+	"bytes"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/spear-go/spear/internal/execution"
+)
+
+// outputSink collects a function's standard output up to a limit and passes
+// each chunk on as it arrives.
+type outputSink struct {
+	mu       sync.Mutex
+	buf      bytes.Buffer
+	limit    int64
+	onChunk  func([]byte) // may be nil
+	overflow func()       // called once when the limit is passed
+	over     bool
+}
+
+func (o *outputSink) Write(p []byte) (int, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.over {
+		return len(p), nil
+	}
+	if int64(o.buf.Len()+len(p)) > o.limit {
+		o.over = true
+		o.overflow()
+		return len(p), nil
+	}
+	o.buf.Write(p)
+	if o.onChunk != nil {
+		o.onChunk(p)
+	}
+	return len(p), nil
+}
+
+func (o *outputSink) bytes() []byte {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return bytes.Clone(o.buf.Bytes())
+}
+
+// logSink splits standard error into timestamped lines, keeping the last
+// ones within a byte budget.
+type logSink struct {
+	mu      sync.Mutex
+	now     func() time.Time
+	partial []byte
+	lines   []execution.LogLine
+	size    int
+	limit   int
+	dropped int
+}
+
+func (l *logSink) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.partial = append(l.partial, p...)
+	for {
+		i := bytes.IndexByte(l.partial, '\n')
+		if i < 0 {
+			break
+		}
+		l.add(string(l.partial[:i]))
+		l.partial = l.partial[i+1:]
+	}
+	if len(l.partial) > l.limit { // one endless line
+		l.add(string(l.partial))
+		l.partial = nil
+	}
+	return len(p), nil
+}
+
+func (l *logSink) add(line string) {
+	line = strings.ToValidUTF8(line, "\uFFFD")
+	l.lines = append(l.lines, execution.LogLine{Time: l.now(), Line: line})
+	l.size += len(line)
+	for l.size > l.limit && len(l.lines) > 1 {
+		l.size -= len(l.lines[0].Line)
+		l.lines = l.lines[1:]
+		l.dropped++
+	}
+}
+
+// result returns the kept lines, flushing an unterminated last line.
+func (l *logSink) result() []execution.LogLine {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.partial) > 0 {
+		l.add(string(l.partial))
+		l.partial = nil
+	}
+	return append([]execution.LogLine(nil), l.lines...)
+}
+
+// tail returns the end of the kept log, at most n bytes, for error
+// messages.
+func tail(lines []execution.LogLine, n int) string {
+	start, size := len(lines), 0
+	for start > 0 && size+len(lines[start-1].Line)+1 <= n {
+		start--
+		size += len(lines[start].Line) + 1
+	}
+	if start == len(lines) && start > 0 { // the last line alone is too long
+		s := lines[start-1].Line
+		return strings.ToValidUTF8(s[len(s)-n:], "")
+	}
+	parts := make([]string, 0, len(lines)-start)
+	for _, l := range lines[start:] {
+		parts = append(parts, l.Line)
+	}
+	return strings.Join(parts, "\n")
+}

@@ -1,0 +1,293 @@
+// Package executor runs executions: a bounded pool of run slots shared by
+// sync, stream and async work, the async dispatcher that takes durable work
+// from the JetStream queue, cancellation, deadlines, retries and the live
+// view of what runs on this node.
+package executor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/spear-go/spear/internal/errdefs"
+	"github.com/spear-go/spear/internal/execution"
+	"github.com/spear-go/spear/internal/registry"
+	spearrt "github.com/spear-go/spear/internal/runtime"
+	"github.com/spear-go/spear/internal/store"
+)
+
+// Options configures a Manager.
+type Options struct {
+	NodeID string
+	// Shared says other nodes may use the same store: cancel requests for
+	// executions not live here are then asked of them.
+	Shared bool
+	// Workers is the number of executions that run at once.
+	Workers int
+	// DefaultTimeout bounds an execution that names no timeout;
+	// MaxTimeout caps any timeout.
+	DefaultTimeout time.Duration
+	MaxTimeout     time.Duration
+	// MaxOutputBytes cuts a function's output; the execution then fails
+	// with OUTPUT_TOO_LARGE.
+	MaxOutputBytes int64
+	// MaxLogBytes is how much of standard error is kept.
+	MaxLogBytes int
+	// Now is the clock.
+	Now    func() time.Time
+	Logger *slog.Logger
+	// Hooks observe executions (metrics); may be nil.
+	Hooks Hooks
+}
+
+// Hooks observe what the manager does.
+type Hooks interface {
+	// Finished is called once per terminal execution.
+	Finished(r *execution.Record, runtime spearrt.Type, queueWait time.Duration)
+}
+
+// Errors the run context may end with, telling how the run was stopped.
+var (
+	errTimeout        = errors.New("execution timeout")
+	errCancelled      = errors.New("cancelled")
+	errOutputTooLarge = errors.New("output too large")
+	errShutdown       = errors.New("node shutting down")
+)
+
+// Manager runs executions.
+type Manager struct {
+	opts     Options
+	log      *slog.Logger
+	store    *store.Store
+	registry *registry.Registry
+	runtimes map[spearrt.Type]spearrt.Runtime
+	slots    *slots
+	stats    *stats
+	persist  *persister
+
+	mu   sync.Mutex
+	live map[string]*live
+	// asyncInFlight counts deliveries taken from the queue and not yet
+	// finished.
+	asyncInFlight int
+	// asyncStarting counts deliveries not yet waiting for a slot.
+	asyncStarting int
+	draining      bool
+	// queueWaiting caches the queue's depth for estimates, refreshed at
+	// most every 100 ms (queueCheckedAt, Unix nanoseconds).
+	queueWaiting   atomic.Int64
+	queueCheckedAt atomic.Int64
+
+	baseCtx    context.Context
+	baseCancel context.CancelCauseFunc
+	wg         sync.WaitGroup // async runs and background loops
+	cancelSub  *nats.Subscription
+	shared     bool
+	started    time.Time
+}
+
+// live is an execution that runs, or waits for a slot, on this node.
+type live struct {
+	mu     sync.Mutex
+	rec    *execution.Record
+	cancel context.CancelCauseFunc // nil until the run context exists
+	// cancelCause is recorded when a cancel arrives before the run starts.
+	cancelCause error
+	force       bool
+	output      *outputSink
+	logs        *logSink
+	// done is closed when the execution reaches a terminal state (or goes
+	// back to the queue).
+	done chan struct{}
+}
+
+func (l *live) snapshot() *execution.Record {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	r := *l.rec
+	if l.output != nil && r.Status == execution.StatusRunning {
+		r.Output = l.output.bytes()
+	}
+	if l.logs != nil && !r.Status.Terminal() {
+		r.Logs = l.logs.result()
+	}
+	return &r
+}
+
+// New returns a Manager. Call Start to begin taking async work.
+func New(opts Options, st *store.Store, reg *registry.Registry, runtimes map[spearrt.Type]spearrt.Runtime) *Manager {
+	if opts.Workers <= 0 {
+		opts.Workers = max(4, 2*runtime.NumCPU())
+	}
+	if opts.DefaultTimeout <= 0 {
+		opts.DefaultTimeout = 5 * time.Minute
+	}
+	if opts.MaxTimeout <= 0 {
+		opts.MaxTimeout = time.Hour
+	}
+	if opts.MaxOutputBytes <= 0 {
+		opts.MaxOutputBytes = 32 << 20
+	}
+	if opts.MaxLogBytes <= 0 {
+		opts.MaxLogBytes = 64 << 10
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	m := &Manager{
+		opts: opts, log: opts.Logger, store: st, registry: reg, runtimes: runtimes,
+		slots: newSlots(opts.Workers), live: map[string]*live{}, started: opts.Now(), shared: opts.Shared,
+	}
+	m.stats = newStats(opts.Now)
+	m.persist = newPersister(st, opts.Logger, m.forget)
+	m.baseCtx, m.baseCancel = context.WithCancelCause(context.Background())
+	return m
+}
+
+// Start loads history, answers cancel requests from other nodes and starts
+// the async dispatcher.
+func (m *Manager) Start(ctx context.Context) error {
+	all, err := m.store.AllTaskStats(ctx)
+	if err != nil {
+		return err
+	}
+	m.stats.load(all)
+	sub, err := m.store.Conn().Subscribe(store.CancelSubjectBase+"*", m.onCancelRequest)
+	if err != nil {
+		return fmt.Errorf("subscribe to cancel requests: %w", err)
+	}
+	m.cancelSub = sub
+	m.wg.Add(3)
+	go func() { defer m.wg.Done(); m.persist.run(m.baseCtx) }()
+	go func() { defer m.wg.Done(); m.stats.flushLoop(m.baseCtx, m.store, m.log) }()
+	go func() { defer m.wg.Done(); m.dispatch(m.baseCtx) }()
+	return nil
+}
+
+// Workers is the size of the run pool.
+func (m *Manager) Workers() int { return m.opts.Workers }
+
+// Shutdown stops taking async work, lets running executions finish until ctx
+// ends, then stops the rest: async ones go back to the durable queue, sync
+// and stream ones end FAILED with NODE_SHUTDOWN.
+func (m *Manager) Shutdown(ctx context.Context) {
+	m.mu.Lock()
+	m.draining = true
+	m.mu.Unlock()
+	if m.cancelSub != nil {
+		_ = m.cancelSub.Unsubscribe()
+	}
+	done := make(chan struct{})
+	go func() {
+		for {
+			m.mu.Lock()
+			n := len(m.live)
+			m.mu.Unlock()
+			if n == 0 {
+				close(done)
+				return
+			}
+			select {
+			case <-ctx.Done():
+				close(done)
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}()
+	<-done
+	m.baseCancel(errShutdown)
+	m.mu.Lock()
+	for _, l := range m.live {
+		l.stop(errShutdown, true)
+	}
+	m.mu.Unlock()
+	m.wg.Wait()
+	m.persist.flush(context.Background())
+	m.stats.flush(context.Background(), m.store, m.log)
+}
+
+// Live returns a snapshot of the live executions' records.
+func (m *Manager) Live() []*execution.Record {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]*execution.Record, 0, len(m.live))
+	for _, l := range m.live {
+		out = append(out, l.snapshot())
+	}
+	return out
+}
+
+// Counts returns how many executions run and wait for a slot on this node.
+func (m *Manager) Counts() (running, waiting int) {
+	free, waiting := m.slots.state()
+	return m.opts.Workers - free, waiting
+}
+
+// Uptime is how long the manager has existed.
+func (m *Manager) Uptime() time.Duration { return m.opts.Now().Sub(m.started) }
+
+// TaskStats returns a task's execution count and last status.
+func (m *Manager) TaskStats(taskID string) (count int64, last execution.Status) {
+	return m.stats.task(taskID)
+}
+
+// Get returns the record of execution id: live from this node if it runs
+// here, otherwise from the store.
+func (m *Manager) Get(ctx context.Context, id string) (*execution.Record, error) {
+	if err := execution.ValidateID(id); err != nil {
+		return nil, err
+	}
+	m.mu.Lock()
+	l := m.live[id]
+	m.mu.Unlock()
+	if l != nil {
+		return l.snapshot(), nil
+	}
+	r, _, err := m.store.GetRecord(ctx, id)
+	return r, err
+}
+
+func (m *Manager) addLive(l *live) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.draining {
+		return errdefs.New(errdefs.ErrUnavailable, "NODE_SHUTTING_DOWN", "the node is shutting down")
+	}
+	if _, ok := m.live[l.rec.ID]; ok {
+		return errdefs.New(errdefs.ErrAlreadyExists, "EXECUTION_EXISTS", "execution %q is already running", l.rec.ID)
+	}
+	m.live[l.rec.ID] = l
+	return nil
+}
+
+// forget drops a finished execution from the live table once its record is
+// durable.
+func (m *Manager) forget(id string) {
+	m.mu.Lock()
+	delete(m.live, id)
+	m.mu.Unlock()
+}
+
+// stop cancels a live execution with cause.
+func (l *live) stop(cause error, force bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.cancelCause == nil {
+		l.cancelCause = cause
+		l.force = force
+	}
+	if l.cancel != nil {
+		l.cancel(cause)
+	}
+}

@@ -1,0 +1,79 @@
+package executor
+
+import (
+	"context"
+	"time"
+
+	"github.com/spear-go/spear/internal/execution"
+	"github.com/spear-go/spear/internal/store"
+)
+
+// List returns execution records from the store, oldest first.
+func (m *Manager) List(ctx context.Context, f store.ListFilter) ([]*execution.Record, bool, error) {
+	return m.store.ListRecords(ctx, f)
+}
+
+// Wait blocks until execution id is terminal or ctx ends, and returns its
+// latest record.
+func (m *Manager) Wait(ctx context.Context, id string) (*execution.Record, error) {
+	poll := 10 * time.Millisecond
+	for {
+		m.mu.Lock()
+		l := m.live[id]
+		m.mu.Unlock()
+		if l != nil {
+			select {
+			case <-l.done:
+			case <-ctx.Done():
+				return l.snapshot(), nil
+			}
+		}
+		r, err := m.Get(ctx, id)
+		if err != nil || r.Status.Terminal() {
+			return r, err
+		}
+		select {
+		case <-ctx.Done():
+			return r, nil
+		case <-time.After(poll):
+		}
+		poll = min(2*poll, 250*time.Millisecond)
+	}
+}
+
+// LiveOfTask counts the executions of a task live on this node.
+func (m *Manager) LiveOfTask(taskID string) int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	n := 0
+	for _, l := range m.live {
+		if l.rec.TaskID == taskID {
+			n++
+		}
+	}
+	return n
+}
+
+// Finished returns the executions this node saw finish since since (within
+// a bounded window) and the total number of executions recorded for all
+// tasks.
+func (m *Manager) Finished(since time.Time) ([]Finished, int64) {
+	recent := m.stats.finished(since)
+	return recent, m.stats.totalAll()
+}
+
+// QueueDepth is the number of async executions waiting in the durable
+// queue (for every node), refreshed from the store.
+func (m *Manager) QueueDepth(ctx context.Context) (int64, error) {
+	w, _, err := m.store.QueueDepth(ctx)
+	if err == nil {
+		m.queueWaiting.Store(w)
+	}
+	return w, err
+}
+
+// ForgetTask drops a deleted task's stats.
+func (m *Manager) ForgetTask(ctx context.Context, taskID string) error {
+	m.stats.forgetTask(taskID)
+	return m.store.DeleteTaskStats(ctx, taskID)
+}

@@ -1,0 +1,238 @@
+package executor
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/spear-go/spear/internal/errdefs"
+	"github.com/spear-go/spear/internal/execution"
+	spearrt "github.com/spear-go/spear/internal/runtime"
+)
+
+// Chunk is one piece of a function's output, in order from Seq 0.
+type Chunk struct {
+	Seq  int64
+	Data []byte
+}
+
+// Run runs spec now (sync and stream modes): it waits for a slot, runs the
+// function and returns the final record. onChunk, if set, receives output as
+// the function writes it, from the goroutine reading it. The caller's ctx
+// bounds the wait and the run: when it ends the execution is stopped. An
+// error means no execution was created (unknown task, bad input, node
+// shutting down); every outcome of the function itself is in the record.
+func (m *Manager) Run(ctx context.Context, spec *execution.Spec, onChunk func(Chunk)) (*execution.Record, error) {
+	_, art, err := m.registry.Artifact(ctx, spec.TaskID)
+	if err != nil {
+		return nil, err
+	}
+	rt, err := m.runtime(art.Type)
+	if err != nil {
+		return nil, err
+	}
+	l := &live{rec: execution.NewRecord(spec), done: make(chan struct{})}
+	if err := m.addLive(l); err != nil {
+		return nil, err
+	}
+	runCtx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	if !l.setCancel(cancel) {
+		m.finish(l, 0)
+		m.persist.add(ctx, l.final())
+		return l.final(), nil
+	}
+	// Node shutdown stops sync work too, once the grace period is over.
+	stopOnShutdown := context.AfterFunc(m.baseCtx, func() { cancel(context.Cause(m.baseCtx)) })
+	defer stopOnShutdown()
+
+	if err := m.slots.acquire(runCtx, spec.Priority); err != nil {
+		m.classify(l, runCtx, err)
+		m.finish(l, 0)
+		m.persist.add(ctx, l.final())
+		return l.final(), nil
+	}
+	wait := m.opts.Now().Sub(spec.CreatedAt)
+	m.execute(runCtx, l, rt, art, spec, onChunk)
+	m.slots.release()
+	m.finish(l, wait)
+	rec := l.final()
+	m.persist.add(ctx, rec)
+	return rec, nil
+}
+
+func (m *Manager) runtime(t spearrt.Type) (spearrt.Runtime, error) {
+	rt, ok := m.runtimes[t]
+	if !ok {
+		return nil, errdefs.New(errdefs.ErrFailedPrecondition, "RUNTIME_UNAVAILABLE", "this node has no %s runtime", t)
+	}
+	return rt, nil
+}
+
+// setCancel installs the run's cancel function; it reports false when a
+// cancel arrived before (the execution must not start).
+func (l *live) setCancel(cancel context.CancelCauseFunc) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.cancel = cancel
+	if l.cancelCause != nil {
+		cancel(l.cancelCause)
+		l.rec.Status = execution.StatusCancelled
+		l.rec.ErrorCode = execution.CodeCancelled
+		l.rec.ErrorMessage = l.cancelCause.Error()
+		return false
+	}
+	return true
+}
+
+func (l *live) final() *execution.Record {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.rec
+}
+
+// timeout is the run's deadline: the execution's own, or the default,
+// capped by the node's maximum.
+func (m *Manager) timeout(spec *execution.Spec) time.Duration {
+	d := m.opts.DefaultTimeout
+	if spec.TimeoutMs > 0 {
+		d = time.Duration(spec.TimeoutMs) * time.Millisecond
+	}
+	return min(d, m.opts.MaxTimeout)
+}
+
+// execute runs the function once and fills l's record with the outcome.
+func (m *Manager) execute(ctx context.Context, l *live, rt spearrt.Runtime, art spearrt.Artifact, spec *execution.Spec, onChunk func(Chunk)) {
+	timeout := m.timeout(spec)
+	ctx, cancel := context.WithTimeoutCause(ctx, timeout, fmt.Errorf("%w of %v", errTimeout, timeout))
+	defer cancel()
+
+	var seq int64
+	out := &outputSink{limit: m.opts.MaxOutputBytes, overflow: func() {
+		l.stop(fmt.Errorf("%w: more than %d bytes", errOutputTooLarge, m.opts.MaxOutputBytes), true)
+	}}
+	if onChunk != nil {
+		out.onChunk = func(p []byte) {
+			onChunk(Chunk{Seq: seq, Data: bytes.Clone(p)})
+			seq++
+		}
+	}
+	logs := &logSink{now: m.opts.Now, limit: m.opts.MaxLogBytes}
+	start := m.opts.Now()
+	l.mu.Lock()
+	l.output, l.logs = out, logs
+	l.rec.Status = execution.StatusRunning
+	l.rec.StartedAt = start
+	l.rec.Attempts++
+	l.rec.Node = m.opts.NodeID
+	l.rec.CompletedAt = time.Time{}
+	l.rec.ErrorCode, l.rec.ErrorMessage = "", ""
+	l.mu.Unlock()
+
+	env := spec.Env
+	inv := &spearrt.Invocation{
+		ExecutionID: spec.ExecutionID,
+		Artifact:    art,
+		Function:    spec.Function,
+		Input:       bytes.NewReader(spec.Input),
+		Env:         env,
+		Stdout:      out,
+		Stderr:      logs,
+	}
+	res, err := rt.Run(ctx, inv)
+	end := m.opts.Now()
+
+	l.mu.Lock()
+	r := l.rec
+	r.CompletedAt = end
+	r.DurationMs = end.Sub(start).Milliseconds()
+	r.Output = out.bytes()
+	r.Logs = logs.result()
+	r.MemoryUsedBytes = res.MemoryUsedBytes
+	r.ExitCode = -1
+	if err == nil {
+		r.ExitCode = int32(res.ExitCode)
+	}
+	out.mu.Lock()
+	overflowed := out.over
+	out.mu.Unlock()
+	l.mu.Unlock()
+
+	switch {
+	case overflowed:
+		m.classify(l, ctx, fmt.Errorf("%w: more than %d bytes", errOutputTooLarge, m.opts.MaxOutputBytes))
+	case err != nil:
+		m.classify(l, ctx, err)
+	case res.ExitCode == 0:
+		l.mu.Lock()
+		r.Status = execution.StatusCompleted
+		l.mu.Unlock()
+	default:
+		l.mu.Lock()
+		r.Status = execution.StatusFailed
+		r.ErrorCode = execution.CodeFunctionFailed
+		r.ErrorMessage = fmt.Sprintf("exit status %d", res.ExitCode)
+		if t := tail(r.Logs, 1024); t != "" {
+			r.ErrorMessage += ": " + t
+		}
+		l.mu.Unlock()
+	}
+}
+
+// classify records why a run or a wait for a slot ended with err.
+func (m *Manager) classify(l *live, ctx context.Context, err error) {
+	cause := err
+	if ctx.Err() != nil {
+		cause = context.Cause(ctx)
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	r := l.rec
+	if r.CompletedAt.IsZero() {
+		r.CompletedAt = m.opts.Now()
+	}
+	set := func(s execution.Status, code, msg string) { r.Status, r.ErrorCode, r.ErrorMessage = s, code, msg }
+	switch {
+	case errors.Is(cause, errOutputTooLarge):
+		set(execution.StatusFailed, execution.CodeOutputTooLarge, "output exceeded the limit: "+cause.Error())
+	case errors.Is(cause, errTimeout):
+		set(execution.StatusTimeout, execution.CodeExecutionTimeout, "the execution exceeded its "+cause.Error())
+	case errors.Is(cause, errCancelled):
+		set(execution.StatusCancelled, execution.CodeCancelled, cause.Error())
+	case errors.Is(cause, errShutdown):
+		set(execution.StatusFailed, execution.CodeNodeShutdown, "the node shut down before the execution finished")
+	case errors.Is(cause, context.DeadlineExceeded):
+		set(execution.StatusTimeout, execution.CodeExecutionTimeout, "the caller's deadline passed")
+	case errors.Is(cause, context.Canceled):
+		set(execution.StatusCancelled, "CALLER_CANCELLED", "the caller went away")
+	default:
+		code := errdefs.Code(cause)
+		if code == "INTERNAL" {
+			code = execution.CodeRuntimeError
+		}
+		set(execution.StatusFailed, code, cause.Error())
+	}
+}
+
+// finish records a terminal execution's stats and wakes those waiting for
+// it.
+func (m *Manager) finish(l *live, queueWait time.Duration) {
+	r := l.final()
+	m.stats.record(r)
+	if m.opts.Hooks != nil {
+		m.opts.Hooks.Finished(r, m.runtimeOf(r.TaskID), queueWait)
+	}
+	m.log.Debug("execution finished", "execution", r.ID, "task", r.TaskID, "mode", r.Mode.String(),
+		"status", r.Status.String(), "error_code", r.ErrorCode, "duration_ms", r.DurationMs)
+	close(l.done)
+}
+
+func (m *Manager) runtimeOf(taskID string) spearrt.Type {
+	_, art, err := m.registry.Artifact(context.Background(), taskID)
+	if err != nil {
+		return ""
+	}
+	return art.Type
+}

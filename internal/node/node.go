@@ -1,0 +1,273 @@
+// Package node wires a spearlet node together: the store, the runtimes, the
+// registry, the executor, the metrics and the server. It is the one place
+// where components are assembled.
+package node
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/spear-go/spear/internal/executor"
+	"github.com/spear-go/spear/internal/metrics"
+	"github.com/spear-go/spear/internal/registry"
+	spearrt "github.com/spear-go/spear/internal/runtime"
+	"github.com/spear-go/spear/internal/runtime/docker"
+	"github.com/spear-go/spear/internal/runtime/process"
+	"github.com/spear-go/spear/internal/runtime/wasm"
+	"github.com/spear-go/spear/internal/server"
+	"github.com/spear-go/spear/internal/store"
+)
+
+// Config is everything a node needs.
+type Config struct {
+	Listen     string
+	DataDir    string
+	NodeID     string
+	NATSURL    string
+	NATSListen string
+	Sync       store.SyncPolicy
+	// Docker is "auto" (use the engine if it answers), "on" or "off".
+	Docker     string
+	DockerHost string
+	Workers    int
+
+	DefaultTimeout time.Duration
+	MaxTimeout     time.Duration
+	Retention      time.Duration
+	AckWait        time.Duration
+	ShutdownGrace  time.Duration
+
+	MaxMessageBytes int
+	MaxInputBytes   int
+	MaxOutputBytes  int64
+
+	// Samples is a directory of sample functions to register at start-up.
+	Samples string
+	Logger  *slog.Logger
+}
+
+// Node is a running spearlet.
+type Node struct {
+	cfg      Config
+	log      *slog.Logger
+	store    *store.Store
+	runtimes map[spearrt.Type]spearrt.Runtime
+	mgr      *executor.Manager
+	server   *server.Server
+	listener net.Listener
+	cancel   context.CancelFunc
+}
+
+// Start brings a node up and starts serving; Addr tells where.
+func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.DataDir == "" {
+		return nil, errors.New("node: a data directory is required")
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
+		return nil, fmt.Errorf("data dir: %w", err)
+	}
+	if cfg.NodeID == "" {
+		if cfg.NodeID, err = persistentID(filepath.Join(cfg.DataDir, "node-id")); err != nil {
+			return nil, err
+		}
+	}
+	log := cfg.Logger.With("node", cfg.NodeID)
+	n := &Node{cfg: cfg, log: log}
+	defer func() {
+		if err != nil {
+			n.close()
+		}
+	}()
+	bg, cancel := context.WithCancel(context.Background())
+	n.cancel = cancel
+
+	n.store, err = store.Open(ctx, store.Options{
+		DataDir: cfg.DataDir, URL: cfg.NATSURL, Sync: cfg.Sync, Listen: cfg.NATSListen,
+		Retention: cfg.Retention, AckWait: cfg.AckWait, Logger: log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	if n.runtimes, err = n.openRuntimes(ctx); err != nil {
+		return nil, err
+	}
+	reg := registry.New(n.store, n.runtimes, time.Now, log)
+	if err := reg.Watch(bg); err != nil {
+		return nil, err
+	}
+	var mgr *executor.Manager
+	m := metrics.New(metrics.Gauges{
+		Running: func() float64 { r, _ := mgr.Counts(); return float64(r) },
+		Waiting: func() float64 { _, w := mgr.Counts(); return float64(w) },
+		Queued: func() float64 {
+			q, _ := mgr.QueueDepth(context.Background())
+			return float64(q)
+		},
+	})
+	mgr = executor.New(executor.Options{
+		NodeID: cfg.NodeID, Workers: cfg.Workers, Shared: cfg.NATSURL != "" || cfg.NATSListen != "",
+		DefaultTimeout: cfg.DefaultTimeout, MaxTimeout: cfg.MaxTimeout, MaxOutputBytes: cfg.MaxOutputBytes,
+		Logger: log, Hooks: m,
+	}, n.store, reg, n.runtimes)
+	n.mgr = mgr
+	if d, ok := n.runtimes[spearrt.TypeDocker].(*docker.Runtime); ok {
+		// Containers of executions that died with an earlier run of this
+		// node; nothing is live yet.
+		if removed, err := d.Reconcile(ctx, func(string) bool { return false }); err != nil {
+			log.Warn("reconciling containers", "err", err)
+		} else if removed > 0 {
+			log.Info("removed orphaned containers", "count", removed)
+		}
+	}
+	if err := mgr.Start(ctx); err != nil {
+		return nil, err
+	}
+	storeMode := "embedded"
+	if cfg.NATSURL != "" {
+		storeMode = "external"
+	}
+	svc := server.NewService(server.ServiceOptions{
+		NodeID: cfg.NodeID, MaxInputBytes: cfg.MaxInputBytes, Logger: log,
+		SystemInfo: map[string]string{"store": storeMode, "runtimes": runtimeNames(n.runtimes), "sync": syncName(cfg.Sync)},
+	}, mgr, reg, n.store)
+	n.server = server.New(svc, server.Options{MaxMessageBytes: cfg.MaxMessageBytes, Metrics: m.Handler(), Logger: log})
+	n.listener, err = net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", cfg.Listen, err)
+	}
+	go func() {
+		if err := n.server.Serve(n.listener); err != nil {
+			log.Error("server stopped", "err", err)
+		}
+	}()
+	if cfg.Samples != "" {
+		registerSamples(ctx, reg, cfg.Samples, n.runtimes, log)
+	}
+	log.Info("spearlet serving", "addr", n.listener.Addr().String(), "data_dir", cfg.DataDir,
+		"store", storeMode, "runtimes", runtimeNames(n.runtimes), "workers", mgr.Workers())
+	return n, nil
+}
+
+// Addr is the address the node serves on.
+func (n *Node) Addr() string { return n.listener.Addr().String() }
+
+// Shutdown stops accepting calls, lets running work finish within the
+// grace period, leaves queued async work in the durable queue and closes
+// everything.
+func (n *Node) Shutdown(ctx context.Context) {
+	grace := n.cfg.ShutdownGrace
+	if grace <= 0 {
+		grace = 30 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(ctx, grace)
+	defer cancel()
+	n.log.Info("shutting down", "grace", grace)
+	done := make(chan struct{})
+	go func() { n.server.Shutdown(ctx); close(done) }()
+	n.mgr.Shutdown(ctx)
+	<-done
+	n.close()
+	n.log.Info("stopped")
+}
+
+func (n *Node) close() {
+	if n.cancel != nil {
+		n.cancel()
+	}
+	for _, rt := range n.runtimes {
+		if c, ok := rt.(spearrt.Closer); ok {
+			_ = c.Close(context.Background())
+		}
+	}
+	if n.store != nil {
+		n.store.Close()
+	}
+}
+
+func (n *Node) openRuntimes(ctx context.Context) (map[spearrt.Type]spearrt.Runtime, error) {
+	rts := map[spearrt.Type]spearrt.Runtime{
+		spearrt.TypeProcess: process.New(process.Options{Logger: n.log}),
+	}
+	w, err := wasm.New(ctx, wasm.Options{CacheDir: filepath.Join(n.cfg.DataDir, "wasm-cache"), Logger: n.log})
+	if err != nil {
+		return nil, err
+	}
+	rts[spearrt.TypeWasm] = w
+	switch n.cfg.Docker {
+	case "off":
+	case "", "auto", "on":
+		d, err := docker.New(ctx, docker.Options{Host: n.cfg.DockerHost, NodeID: n.cfg.NodeID, Logger: n.log})
+		if err != nil {
+			return nil, err
+		}
+		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		err = d.Ping(pctx)
+		cancel()
+		if err != nil {
+			_ = d.Close(ctx)
+			if n.cfg.Docker == "on" {
+				return nil, fmt.Errorf("docker runtime: %w", err)
+			}
+			n.log.Info("no Docker engine answers; the docker runtime is off", "err", err)
+			break
+		}
+		rts[spearrt.TypeDocker] = d
+	default:
+		return nil, fmt.Errorf("docker %q: want auto, on or off", n.cfg.Docker)
+	}
+	return rts, nil
+}
+
+func runtimeNames(rts map[spearrt.Type]spearrt.Runtime) string {
+	var names []string
+	for _, t := range []spearrt.Type{spearrt.TypeProcess, spearrt.TypeWasm, spearrt.TypeDocker} {
+		if rts[t] != nil {
+			names = append(names, string(t))
+		}
+	}
+	return strings.Join(names, ",")
+}
+
+func syncName(p store.SyncPolicy) string {
+	if p == store.SyncAlways {
+		return "always"
+	}
+	return "interval"
+}
+
+// persistentID reads the node id kept in path, creating one on first start.
+func persistentID(path string) (string, error) {
+	if b, err := os.ReadFile(path); err == nil && len(strings.TrimSpace(string(b))) > 0 {
+		return strings.TrimSpace(string(b)), nil
+	}
+	var b [6]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", err
+	}
+	host, _ := os.Hostname()
+	id := "node-" + hex.EncodeToString(b[:])
+	if host != "" {
+		id = strings.Map(func(r rune) rune {
+			if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' {
+				return r
+			}
+			return '-'
+		}, host) + "-" + hex.EncodeToString(b[:3])
+	}
+	if err := os.WriteFile(path, []byte(id+"\n"), 0o644); err != nil {
+		return "", fmt.Errorf("node id: %w", err)
+	}
+	return id, nil
+}

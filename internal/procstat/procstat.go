@@ -1,0 +1,114 @@
+// Package procstat reads the node's own resource use from the operating
+// system (Linux /proc): resident memory, CPU time and the machine's memory.
+package procstat
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// RSS returns the process's resident set size in bytes.
+func RSS() (int64, error) { return statusField("/proc/self/status", "VmRSS:") }
+
+// MemTotal returns the machine's memory in bytes.
+func MemTotal() (int64, error) { return statusField("/proc/meminfo", "MemTotal:") }
+
+func statusField(path, key string) (int64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		line := sc.Text()
+		if rest, ok := strings.CutPrefix(line, key); ok {
+			fields := strings.Fields(rest)
+			if len(fields) == 0 {
+				break
+			}
+			kb, err := strconv.ParseInt(fields[0], 10, 64)
+			if err != nil {
+				return 0, err
+			}
+			return kb * 1024, nil
+		}
+	}
+	return 0, fmt.Errorf("%s: no %s line", path, key)
+}
+
+// OpenFDs counts the process's open file descriptors.
+func OpenFDs() (int, error) {
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return 0, err
+	}
+	return len(ents), nil
+}
+
+// cpuTime returns the process's user+system CPU time.
+func cpuTime() (time.Duration, error) {
+	b, err := os.ReadFile("/proc/self/stat")
+	if err != nil {
+		return 0, err
+	}
+	// Fields after the command name, which is in parentheses.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("/proc/self/stat: unexpected format")
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return 0, fmt.Errorf("/proc/self/stat: too few fields")
+	}
+	utime, err1 := strconv.ParseInt(f[11], 10, 64)
+	stime, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, fmt.Errorf("/proc/self/stat: bad cpu times")
+	}
+	const clkTck = 100 // USER_HZ on Linux
+	return time.Duration(utime+stime) * time.Second / clkTck, nil
+}
+
+// CPU measures the process's CPU use between successive calls.
+type CPU struct {
+	mu       sync.Mutex
+	lastAt   time.Time
+	lastUsed time.Duration
+	cores    int
+}
+
+// NewCPU starts measuring; cores is the number of CPUs the percentage is
+// relative to (100% = all cores busy).
+func NewCPU(cores int) *CPU {
+	used, _ := cpuTime()
+	return &CPU{lastAt: time.Now(), lastUsed: used, cores: max(cores, 1)}
+}
+
+// Percent returns the CPU use since the previous call (or since NewCPU), in
+// percent of all cores. Calls closer than 100 ms apart return the previous
+// window's figure over a longer window.
+func (c *CPU) Percent() (float64, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	used, err := cpuTime()
+	if err != nil {
+		return 0, err
+	}
+	now := time.Now()
+	elapsed := now.Sub(c.lastAt)
+	if elapsed <= 0 {
+		return 0, nil
+	}
+	pct := float64(used-c.lastUsed) / float64(elapsed) / float64(c.cores) * 100
+	if elapsed >= 100*time.Millisecond {
+		c.lastAt, c.lastUsed = now, used
+	}
+	return pct, nil
+}

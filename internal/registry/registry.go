@@ -1,0 +1,320 @@
+// Package registry registers tasks, validates their artifacts, and resolves a
+// task to what its runtime runs. Tasks are stored durably; resolved tasks are
+// cached in memory and the cache follows changes made by any node.
+package registry
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"maps"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"github.com/spear-go/spear/internal/errdefs"
+	"github.com/spear-go/spear/internal/runtime"
+	"github.com/spear-go/spear/internal/store"
+	"github.com/spear-go/spear/internal/task"
+)
+
+// Registration is a request to register a task.
+type Registration struct {
+	ID          string
+	Name        string
+	Description string
+	Artifact    task.Artifact
+	Metadata    map[string]string
+}
+
+// Registry is the set of registered tasks.
+type Registry struct {
+	store    *store.Store
+	runtimes map[runtime.Type]runtime.Runtime
+	now      func() time.Time
+	log      *slog.Logger
+
+	mu    sync.Mutex
+	cache map[string]*entry
+}
+
+type entry struct {
+	task     *task.Task
+	artifact runtime.Artifact
+}
+
+// New returns a registry over st. runtimes are the runtimes this node has;
+// tasks of other types can be registered only if their type is known.
+func New(st *store.Store, runtimes map[runtime.Type]runtime.Runtime, now func() time.Time, log *slog.Logger) *Registry {
+	return &Registry{store: st, runtimes: runtimes, now: now, log: log, cache: map[string]*entry{}}
+}
+
+// Watch keeps the cache coherent with changes made by other nodes until ctx
+// ends.
+func (r *Registry) Watch(ctx context.Context) error {
+	return r.store.WatchTasks(ctx, func(id string) {
+		r.mu.Lock()
+		delete(r.cache, id)
+		r.mu.Unlock()
+	})
+}
+
+var (
+	checksumPattern = regexp.MustCompile(`^sha256:[0-9a-fA-F]{64}$`)
+	idUnsafe        = regexp.MustCompile(`[^A-Za-z0-9_-]+`)
+)
+
+// Register validates reg and stores the task. Registering the same id with
+// the same artifact again returns the existing task and created=false; with
+// a different artifact it fails with TASK_EXISTS.
+func (r *Registry) Register(ctx context.Context, reg Registration) (*task.Task, bool, error) {
+	id, err := taskID(reg)
+	if err != nil {
+		return nil, false, err
+	}
+	if reg.Name == "" {
+		reg.Name = id
+	}
+	for _, s := range []string{reg.Name, reg.Description} {
+		if !utf8.ValidString(s) {
+			return nil, false, errdefs.New(errdefs.ErrInvalidArgument, "INVALID_UTF8", "task name and description must be valid UTF-8")
+		}
+	}
+	art, err := r.resolve(ctx, id, reg.Artifact)
+	if err != nil {
+		return nil, false, err
+	}
+	a := reg.Artifact
+	if a.Checksum == "" {
+		a.Checksum = art.Digest
+	}
+	now := r.now()
+	t := &task.Task{
+		ID: id, Name: reg.Name, Description: reg.Description, Artifact: a,
+		Metadata: reg.Metadata, CreatedAt: now, UpdatedAt: now,
+	}
+	if err := r.store.CreateTask(ctx, t); err != nil {
+		if !errors.Is(err, errdefs.ErrAlreadyExists) {
+			return nil, false, err
+		}
+		old, gerr := r.store.GetTask(ctx, id)
+		if gerr != nil {
+			return nil, false, gerr
+		}
+		if !sameArtifact(old.Artifact, a) {
+			return nil, false, errdefs.New(errdefs.ErrAlreadyExists, "TASK_EXISTS",
+				"task %q already exists with another artifact; delete it first or use another name", id)
+		}
+		return old, false, nil
+	}
+	r.mu.Lock()
+	r.cache[id] = &entry{task: t, artifact: art}
+	r.mu.Unlock()
+	return t, true, nil
+}
+
+func sameArtifact(a, b task.Artifact) bool {
+	return a.Type == b.Type && a.Location == b.Location && a.Version == b.Version &&
+		strings.EqualFold(a.Checksum, b.Checksum) && maps.Equal(a.Metadata, b.Metadata)
+}
+
+func taskID(reg Registration) (string, error) {
+	if reg.ID != "" {
+		return reg.ID, task.ValidateID(reg.ID)
+	}
+	if reg.Name == "" {
+		return "", errdefs.New(errdefs.ErrInvalidArgument, "MISSING_TASK_NAME", "a new task needs a task_name (or task_id)")
+	}
+	if task.ValidateID(reg.Name) == nil {
+		return reg.Name, nil
+	}
+	if !utf8.ValidString(reg.Name) {
+		return "", errdefs.New(errdefs.ErrInvalidArgument, "INVALID_UTF8", "task name must be valid UTF-8")
+	}
+	base := strings.Trim(idUnsafe.ReplaceAllString(reg.Name, "-"), "-")
+	if len(base) > 100 {
+		base = base[:100]
+	}
+	sum := sha256.Sum256([]byte(reg.Name))
+	if base == "" {
+		base = "task"
+	}
+	return base + "-" + hex.EncodeToString(sum[:4]), nil
+}
+
+// Get returns task id.
+func (r *Registry) Get(ctx context.Context, id string) (*task.Task, error) {
+	e, err := r.entry(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	return e.task, nil
+}
+
+// Artifact returns the task and what its runtime runs.
+func (r *Registry) Artifact(ctx context.Context, id string) (*task.Task, runtime.Artifact, error) {
+	e, err := r.entry(ctx, id)
+	if err != nil {
+		return nil, runtime.Artifact{}, err
+	}
+	return e.task, e.artifact, nil
+}
+
+func (r *Registry) entry(ctx context.Context, id string) (*entry, error) {
+	if err := task.ValidateID(id); err != nil {
+		return nil, err
+	}
+	r.mu.Lock()
+	e := r.cache[id]
+	r.mu.Unlock()
+	if e != nil {
+		return e, nil
+	}
+	t, err := r.store.GetTask(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	art, err := r.resolve(ctx, id, t.Artifact)
+	if err != nil {
+		return nil, fmt.Errorf("task %q: %w", id, err)
+	}
+	e = &entry{task: t, artifact: art}
+	r.mu.Lock()
+	r.cache[id] = e
+	r.mu.Unlock()
+	return e, nil
+}
+
+// List returns tasks whose id starts with prefix, after startAfter, at most
+// limit, and whether more exist.
+func (r *Registry) List(ctx context.Context, prefix, startAfter string, limit int) ([]*task.Task, bool, error) {
+	all, err := r.store.ListTasks(ctx)
+	if err != nil {
+		return nil, false, err
+	}
+	var out []*task.Task
+	for _, t := range all {
+		if !strings.HasPrefix(t.ID, prefix) || t.ID <= startAfter {
+			continue
+		}
+		if len(out) == limit {
+			return out, true, nil
+		}
+		out = append(out, t)
+	}
+	return out, false, nil
+}
+
+// Delete removes task id.
+func (r *Registry) Delete(ctx context.Context, id string) error {
+	if _, err := r.Get(ctx, id); err != nil {
+		return err
+	}
+	if err := r.store.DeleteTask(ctx, id); err != nil {
+		return err
+	}
+	r.mu.Lock()
+	delete(r.cache, id)
+	r.mu.Unlock()
+	return nil
+}
+
+// resolve validates an artifact spec and turns it into what the runtime
+// runs.
+func (r *Registry) resolve(ctx context.Context, id string, a task.Artifact) (runtime.Artifact, error) {
+	switch a.Type {
+	case runtime.TypeProcess, runtime.TypeWasm, runtime.TypeDocker:
+	case "":
+		return runtime.Artifact{}, errdefs.New(errdefs.ErrInvalidArgument, "MISSING_ARTIFACT_TYPE",
+			"artifact_spec.artifact_type is required: process, wasm or docker")
+	default:
+		return runtime.Artifact{}, errdefs.New(errdefs.ErrInvalidArgument, "UNKNOWN_ARTIFACT_TYPE",
+			"artifact_type %q is not one of process, wasm, docker", a.Type)
+	}
+	if a.Location == "" {
+		return runtime.Artifact{}, errdefs.New(errdefs.ErrInvalidArgument, "MISSING_ARTIFACT_LOCATION",
+			"artifact_spec.location is required")
+	}
+	if a.Checksum != "" && !checksumPattern.MatchString(a.Checksum) {
+		return runtime.Artifact{}, errdefs.New(errdefs.ErrInvalidArgument, "INVALID_CHECKSUM",
+			"checksum %q: want sha256:<64 hex digits>", a.Checksum)
+	}
+	art := runtime.Artifact{TaskID: id, Type: a.Type, Location: a.Location, Metadata: a.Metadata}
+	if a.Type != runtime.TypeDocker {
+		path, err := r.localPath(ctx, a.Location)
+		if err != nil {
+			return runtime.Artifact{}, err
+		}
+		digest, err := fileDigest(path)
+		if err != nil {
+			return runtime.Artifact{}, err
+		}
+		if a.Checksum != "" && !strings.EqualFold(a.Checksum, digest) {
+			return runtime.Artifact{}, errdefs.New(errdefs.ErrInvalidArgument, "CHECKSUM_MISMATCH",
+				"artifact %s: checksum %s given, file is %s", a.Location, a.Checksum, digest)
+		}
+		art.Location, art.Digest = path, digest
+	}
+	rt, ok := r.runtimes[a.Type]
+	if !ok {
+		return runtime.Artifact{}, errdefs.New(errdefs.ErrFailedPrecondition, "RUNTIME_UNAVAILABLE",
+			"this node has no %s runtime", a.Type)
+	}
+	if v, ok := rt.(runtime.Validator); ok {
+		if err := v.Validate(ctx, art); err != nil {
+			return runtime.Artifact{}, err
+		}
+	}
+	return art, nil
+}
+
+// localPath turns a location into a local file path: an absolute path, a
+// file:// URI, or an uploaded artifact.
+func (r *Registry) localPath(ctx context.Context, loc string) (string, error) {
+	if digest, ok := strings.CutPrefix(loc, store.ArtifactScheme); ok {
+		return r.store.MaterializeArtifact(ctx, digest)
+	}
+	path := loc
+	if strings.HasPrefix(loc, "file:") {
+		u, err := url.Parse(loc)
+		if err != nil || (u.Host != "" && u.Host != "localhost") {
+			return "", errdefs.New(errdefs.ErrInvalidArgument, "INVALID_ARTIFACT_LOCATION",
+				"location %q: want file:///absolute/path", loc)
+		}
+		path = u.Path
+	}
+	if !filepath.IsAbs(path) {
+		return "", errdefs.New(errdefs.ErrInvalidArgument, "INVALID_ARTIFACT_LOCATION",
+			"location %q: want an absolute path, a file:// URI or an uploaded artifact (%ssha256:...)", loc, store.ArtifactScheme)
+	}
+	st, err := os.Stat(path)
+	if err != nil {
+		return "", errdefs.New(errdefs.ErrFailedPrecondition, "ARTIFACT_NOT_FOUND", "artifact %s: %v", path, err)
+	}
+	if !st.Mode().IsRegular() {
+		return "", errdefs.New(errdefs.ErrFailedPrecondition, "ARTIFACT_NOT_FOUND", "artifact %s is not a regular file", path)
+	}
+	return filepath.Clean(path), nil
+}
+
+func fileDigest(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", errdefs.New(errdefs.ErrFailedPrecondition, "ARTIFACT_NOT_FOUND", "artifact %s: %v", path, err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", errdefs.New(errdefs.ErrFailedPrecondition, "ARTIFACT_UNREADABLE", "artifact %s: %v", path, err)
+	}
+	return "sha256:" + hex.EncodeToString(h.Sum(nil)), nil
+}

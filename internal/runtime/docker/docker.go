@@ -1,0 +1,521 @@
+// Package docker is the Spear runtime that runs functions as containers on a
+// local Docker engine.
+//
+// Each Run creates one container from inv.Artifact.Location (an image that
+// must already be present on the engine: there is no registry), attaches to
+// its standard streams, starts it, feeds inv.Input to its standard input,
+// streams standard output and error frame by frame, waits for it to exit and
+// removes it. Every container carries the labels io.spear.managed=true,
+// io.spear.execution=<execution id> and io.spear.node=<node id>, so that
+// Reconcile can remove what a crashed node left behind.
+//
+// Containers are locked down by default: no network, read-only root file
+// system, no privileges, no new privileges, a PID limit and no log driver
+// (output only travels over the attach stream). Artifact metadata relaxes
+// or tunes this:
+//
+//	network          "true" keeps the engine's default network
+//	writable_rootfs  "true" makes the root file system writable
+//	memory_bytes     memory limit in bytes when inv.MemoryLimitBytes is 0
+//	cpu_shares       relative CPU weight (cgroup cpu.shares)
+//	pids_limit       maximum number of processes (default 256)
+package docker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"maps"
+	"slices"
+	"strconv"
+	"time"
+
+	cerrdefs "github.com/containerd/errdefs"
+	"github.com/moby/moby/api/pkg/stdcopy"
+	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/client"
+
+	"github.com/spear-go/spear/internal/errdefs"
+	"github.com/spear-go/spear/internal/runtime"
+)
+
+// Labels set on every container this runtime creates.
+const (
+	LabelManaged   = "io.spear.managed"
+	LabelExecution = "io.spear.execution"
+	LabelNode      = "io.spear.node"
+)
+
+// Artifact metadata keys understood by this runtime.
+const (
+	MetaNetwork        = "network"
+	MetaWritableRootfs = "writable_rootfs"
+	MetaMemoryBytes    = "memory_bytes"
+	MetaCPUShares      = "cpu_shares"
+	MetaPidsLimit      = "pids_limit"
+)
+
+// DefaultPidsLimit is the PID limit of a container when the artifact
+// metadata does not set pids_limit.
+const DefaultPidsLimit = 256
+
+// cleanupTimeout bounds the kill and remove calls made after a run, which
+// use a context detached from the run's (it may be over already).
+const cleanupTimeout = 10 * time.Second
+
+// createTimeout bounds container creation. Creation is not cancelled by the
+// run's context, so that a container the engine creates is never unknown to
+// us (and so never left behind).
+const createTimeout = 30 * time.Second
+
+// Options configures a Runtime.
+type Options struct {
+	// Host is the engine address (unix:///var/run/docker.sock,
+	// tcp://host:2375, ...). "" takes it from the environment (DOCKER_HOST,
+	// DOCKER_TLS_VERIFY, DOCKER_CERT_PATH, DOCKER_API_VERSION), defaulting
+	// to the local socket.
+	Host string
+	// NodeID labels the containers of this node (io.spear.node); Reconcile
+	// only touches containers with this label value.
+	NodeID string
+	// Logger receives cleanup failures. nil discards them.
+	Logger *slog.Logger
+	// OnColdStart, when set, is called once per successful container start
+	// with the time from Run's entry until the container was running
+	// (create, attach, wait registration and start). It must be fast and
+	// safe for concurrent use.
+	OnColdStart func(d time.Duration)
+	// MemorySampleInterval, when > 0, makes Run sample the container's
+	// memory with one-shot stats requests every interval while it runs,
+	// and report the largest sample (the cgroup's peak, max_usage, where
+	// the engine reports it, as on cgroup v1; else the current usage) as
+	// Result.MemoryUsedBytes. The engine has no peak once the container has
+	// exited, so a function that ends before the first sample reports 0,
+	// as does every function when this is 0 (the default: no extra
+	// requests).
+	MemorySampleInterval time.Duration
+}
+
+// Runtime runs functions in Docker containers. It is safe for concurrent
+// use.
+type Runtime struct {
+	cli         *client.Client
+	nodeID      string
+	log         *slog.Logger
+	onColdStart func(time.Duration)
+	memInterval time.Duration
+}
+
+var (
+	_ runtime.Runtime   = (*Runtime)(nil)
+	_ runtime.Validator = (*Runtime)(nil)
+	_ runtime.Closer    = (*Runtime)(nil)
+)
+
+// New returns a Runtime talking to the engine at opts.Host. It does not
+// contact the engine (so a node can start while the engine is down); use
+// Ping to check that it answers. The API version is negotiated on the first
+// request.
+func New(_ context.Context, opts Options) (*Runtime, error) {
+	clientOpts := []client.Opt{client.FromEnv}
+	if opts.Host != "" {
+		clientOpts = append(clientOpts, client.WithHost(opts.Host))
+	}
+	cli, err := client.New(clientOpts...)
+	if err != nil {
+		return nil, fmt.Errorf("docker: new client: %w: %w", errdefs.ErrInvalidArgument, err)
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Runtime{
+		cli:         cli,
+		nodeID:      opts.NodeID,
+		log:         log.With("runtime", string(runtime.TypeDocker)),
+		onColdStart: opts.OnColdStart,
+		memInterval: opts.MemorySampleInterval,
+	}, nil
+}
+
+// Type returns runtime.TypeDocker.
+func (r *Runtime) Type() runtime.Type { return runtime.TypeDocker }
+
+// Close releases the engine client's idle connections.
+func (r *Runtime) Close(context.Context) error {
+	return r.cli.Close()
+}
+
+// Ping checks that the engine answers (and negotiates the API version). The
+// error wraps errdefs.ErrUnavailable.
+func (r *Runtime) Ping(ctx context.Context) error {
+	if _, err := r.cli.Ping(ctx, client.PingOptions{NegotiateAPIVersion: true}); err != nil {
+		return fmt.Errorf("docker: ping engine: %w: %w", errdefs.ErrUnavailable, err)
+	}
+	return nil
+}
+
+// Validate checks that a names an image present on the engine and that its
+// metadata is valid. A missing image is a FailedPrecondition with code
+// IMAGE_NOT_FOUND.
+func (r *Runtime) Validate(ctx context.Context, a runtime.Artifact) error {
+	if a.Type != "" && a.Type != runtime.TypeDocker {
+		return fmt.Errorf("docker: artifact type %q: %w", a.Type, errdefs.ErrInvalidArgument)
+	}
+	if a.Location == "" {
+		return fmt.Errorf("docker: empty image reference: %w", errdefs.ErrInvalidArgument)
+	}
+	if _, err := parseLimits(a.Metadata); err != nil {
+		return err
+	}
+	if _, err := r.cli.ImageInspect(ctx, a.Location); err != nil {
+		return r.engineError(ctx, "inspect image", a.Location, err)
+	}
+	return nil
+}
+
+// limits are the resource settings parsed from artifact metadata.
+type limits struct {
+	memory    int64
+	cpuShares int64
+	pids      int64
+}
+
+func parseLimits(md map[string]string) (limits, error) {
+	l := limits{pids: DefaultPidsLimit}
+	for key, dst := range map[string]*int64{
+		MetaMemoryBytes: &l.memory,
+		MetaCPUShares:   &l.cpuShares,
+		MetaPidsLimit:   &l.pids,
+	} {
+		s, ok := md[key]
+		if !ok || s == "" {
+			continue
+		}
+		v, err := strconv.ParseInt(s, 10, 64)
+		if err != nil || v < 0 {
+			return limits{}, errdefs.New(errdefs.ErrInvalidArgument, "INVALID_ARTIFACT_METADATA",
+				"docker: artifact metadata %s=%q: not a non-negative integer", key, s)
+		}
+		*dst = v
+	}
+	return l, nil
+}
+
+// containerConfig builds the create request for inv.
+func (r *Runtime) containerConfig(inv *runtime.Invocation) (*container.Config, *container.HostConfig, error) {
+	a := inv.Artifact
+	if a.Location == "" {
+		return nil, nil, fmt.Errorf("docker: empty image reference: %w", errdefs.ErrInvalidArgument)
+	}
+	lim, err := parseLimits(a.Metadata)
+	if err != nil {
+		return nil, nil, err
+	}
+	if inv.MemoryLimitBytes > 0 {
+		lim.memory = inv.MemoryLimitBytes
+	}
+
+	fn := inv.Function
+	if fn == "" {
+		fn = runtime.DefaultFunction
+	}
+	env := make([]string, 0, len(inv.Env)+2)
+	for _, k := range slices.Sorted(maps.Keys(inv.Env)) {
+		if k == "SPEAR_FUNCTION_NAME" || k == "SPEAR_EXECUTION_ID" {
+			continue
+		}
+		env = append(env, k+"="+inv.Env[k])
+	}
+	env = append(env, "SPEAR_FUNCTION_NAME="+fn, "SPEAR_EXECUTION_ID="+inv.ExecutionID)
+
+	cfg := &container.Config{
+		Image:        a.Location,
+		Env:          env,
+		AttachStdin:  true,
+		AttachStdout: true,
+		AttachStderr: true,
+		OpenStdin:    true,
+		StdinOnce:    true,
+		Labels: map[string]string{
+			LabelManaged:   "true",
+			LabelExecution: inv.ExecutionID,
+			LabelNode:      r.nodeID,
+		},
+	}
+	if fn != runtime.DefaultFunction {
+		cfg.Cmd = []string{fn}
+	}
+
+	hc := &container.HostConfig{
+		NetworkMode:    "none",
+		ReadonlyRootfs: a.Metadata[MetaWritableRootfs] != "true",
+		Privileged:     false,
+		AutoRemove:     false,
+		SecurityOpt:    []string{"no-new-privileges:true"},
+		LogConfig:      container.LogConfig{Type: "none"},
+	}
+	if a.Metadata[MetaNetwork] == "true" {
+		hc.NetworkMode = ""
+	}
+	hc.Memory = lim.memory
+	if lim.memory > 0 {
+		hc.MemorySwap = lim.memory // no swap on top of the limit
+	}
+	hc.CPUShares = lim.cpuShares
+	if lim.pids > 0 {
+		pids := lim.pids
+		hc.PidsLimit = &pids
+	}
+	return cfg, hc, nil
+}
+
+// Run runs inv in a new container and removes the container before
+// returning, whatever the outcome.
+//
+// inv.Input is copied to the container's standard input by a goroutine that
+// may outlive Run when inv.Input blocks; it stops at the first read or
+// write error. inv.Stdout and inv.Stderr are never written once Run
+// returns.
+func (r *Runtime) Run(ctx context.Context, inv *runtime.Invocation) (runtime.Result, error) {
+	start := time.Now()
+	if err := ctx.Err(); err != nil {
+		return runtime.Result{}, fmt.Errorf("docker: run %s: %w", inv.ExecutionID, err)
+	}
+	cfg, hc, err := r.containerConfig(inv)
+	if err != nil {
+		return runtime.Result{}, err
+	}
+
+	// Create with a context the caller cannot cancel: if the caller gave
+	// up mid-request the engine could still create the container and we
+	// would not know its ID.
+	cctx, ccancel := context.WithTimeout(context.WithoutCancel(ctx), createTimeout)
+	created, err := r.cli.ContainerCreate(cctx, client.ContainerCreateOptions{Config: cfg, HostConfig: hc})
+	ccancel()
+	if err != nil {
+		return runtime.Result{}, r.engineError(ctx, "create container", cfg.Image, err)
+	}
+	id := created.ID
+	defer r.remove(ctx, id, inv.ExecutionID)
+	if err := ctx.Err(); err != nil {
+		return runtime.Result{}, fmt.Errorf("docker: run %s: %w", inv.ExecutionID, err)
+	}
+
+	// Attach before start so no output is lost.
+	att, err := r.cli.ContainerAttach(ctx, id, client.ContainerAttachOptions{
+		Stream: true, Stdin: true, Stdout: true, Stderr: true,
+	})
+	if err != nil {
+		return runtime.Result{}, r.engineError(ctx, "attach container", "", err)
+	}
+	defer att.Close()
+
+	// Register the wait before start, so that the exit cannot be missed.
+	wctx, wcancel := context.WithCancel(ctx)
+	defer wcancel()
+	wait := r.cli.ContainerWait(wctx, id, client.ContainerWaitOptions{Condition: container.WaitConditionNextExit})
+	waitC, waitErrC := wait.Result, wait.Error
+	defer func() {
+		// ContainerWait's goroutine sends on an unbuffered channel: drain
+		// it (wctx is cancelled by then, so it ends promptly).
+		if waitC != nil {
+			go func() {
+				select {
+				case <-waitC:
+				case <-waitErrC:
+				}
+			}()
+		}
+	}()
+
+	if _, err := r.cli.ContainerStart(ctx, id, client.ContainerStartOptions{}); err != nil {
+		return runtime.Result{}, r.engineError(ctx, "start container", "", err)
+	}
+	if r.onColdStart != nil {
+		r.onColdStart(time.Since(start))
+	}
+
+	memPeak := r.sampleMemory(wctx, id)
+
+	go func() {
+		if inv.Input != nil {
+			_, _ = io.Copy(att.Conn, inv.Input)
+		}
+		_ = att.CloseWrite()
+	}()
+	outDone := make(chan error, 1)
+	go func() {
+		_, err := stdcopy.StdCopy(inv.Stdout, inv.Stderr, att.Reader)
+		outDone <- err
+	}()
+	// stopOutput ends the output copy and waits for it, so that nothing
+	// writes to inv.Stdout or inv.Stderr after Run returns.
+	stopOutput := func() {
+		if outDone != nil {
+			att.Close()
+			<-outDone
+			outDone = nil
+		}
+	}
+	defer stopOutput()
+
+	var (
+		exit    container.WaitResponse
+		exited  bool
+		outErr  error
+		outOpen = true
+	)
+	for !exited || outOpen {
+		select {
+		case <-ctx.Done():
+			r.kill(ctx, id, inv.ExecutionID)
+			stopOutput()
+			return runtime.Result{}, fmt.Errorf("docker: run %s: %w", inv.ExecutionID, ctx.Err())
+		case exit = <-waitC:
+			exited, waitC = true, nil
+		case err := <-waitErrC:
+			waitC = nil
+			if ctx.Err() != nil {
+				continue // reported by the ctx.Done case
+			}
+			return runtime.Result{}, r.engineError(ctx, "wait container", "", err)
+		case outErr = <-outDone:
+			outOpen, outDone = false, nil
+			if outErr != nil {
+				return runtime.Result{}, fmt.Errorf("docker: run %s: streaming output: %w: %w",
+					inv.ExecutionID, errdefs.ErrUnavailable, outErr)
+			}
+		}
+	}
+	if exit.Error != nil && exit.Error.Message != "" {
+		return runtime.Result{}, fmt.Errorf("docker: run %s: wait: %w: %s",
+			inv.ExecutionID, errdefs.ErrInternal, exit.Error.Message)
+	}
+	wcancel()
+	return runtime.Result{ExitCode: int(exit.StatusCode), MemoryUsedBytes: memPeak()}, nil
+}
+
+// sampleMemory starts sampling the memory of container id every
+// r.memInterval until ctx ends, and returns a function that waits for the
+// sampler to stop (so ctx must be over) and returns the largest sample, or
+// 0 without sampling.
+func (r *Runtime) sampleMemory(ctx context.Context, id string) func() int64 {
+	if r.memInterval <= 0 {
+		return func() int64 { return 0 }
+	}
+	var peak int64
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(r.memInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			res, err := r.cli.ContainerStats(ctx, id, client.ContainerStatsOptions{})
+			if err != nil {
+				continue // exited, gone, or ctx over
+			}
+			var st container.StatsResponse
+			err = json.NewDecoder(res.Body).Decode(&st)
+			_ = res.Body.Close()
+			if err != nil {
+				continue
+			}
+			peak = max(peak, int64(st.MemoryStats.MaxUsage), int64(st.MemoryStats.Usage))
+		}
+	}()
+	return func() int64 {
+		<-done
+		return peak
+	}
+}
+
+// kill sends SIGKILL to a container, ignoring "not running".
+func (r *Runtime) kill(ctx context.Context, id, execID string) {
+	kctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+	defer cancel()
+	if _, err := r.cli.ContainerKill(kctx, id, client.ContainerKillOptions{Signal: "SIGKILL"}); err != nil &&
+		!cerrdefs.IsNotFound(err) && !cerrdefs.IsConflict(err) {
+		r.log.Warn("kill container", "container", id, "execution", execID, "err", err)
+	}
+}
+
+// remove force-removes a container with a detached, bounded context.
+func (r *Runtime) remove(ctx context.Context, id, execID string) {
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+	defer cancel()
+	if err := r.removeContainer(rctx, id); err != nil {
+		r.log.Error("remove container", "container", id, "execution", execID, "err", err)
+	}
+}
+
+func (r *Runtime) removeContainer(ctx context.Context, id string) error {
+	_, err := r.cli.ContainerRemove(ctx, id, client.ContainerRemoveOptions{Force: true, RemoveVolumes: true})
+	if err == nil || cerrdefs.IsNotFound(err) {
+		return nil
+	}
+	// "removal already in progress" is a conflict: someone else removes it.
+	if cerrdefs.IsConflict(err) {
+		return nil
+	}
+	return err
+}
+
+// Reconcile removes the containers of this node (labels io.spear.managed=true
+// and io.spear.node=NodeID) whose execution is not live. It is meant for node
+// start-up, to clean up after a crash. It returns how many containers it
+// removed; failures to remove individual containers are joined into err.
+func (r *Runtime) Reconcile(ctx context.Context, live func(executionID string) bool) (removed int, err error) {
+	f := make(client.Filters).Add("label", LabelManaged+"=true")
+	list, err := r.cli.ContainerList(ctx, client.ContainerListOptions{All: true, Filters: f})
+	if err != nil {
+		return 0, r.engineError(ctx, "list containers", "", err)
+	}
+	var errs []error
+	for _, c := range list.Items {
+		if c.Labels[LabelNode] != r.nodeID {
+			continue
+		}
+		execID := c.Labels[LabelExecution]
+		if live != nil && live(execID) {
+			continue
+		}
+		if err := r.removeContainer(ctx, c.ID); err != nil {
+			errs = append(errs, fmt.Errorf("docker: remove container %s (execution %s): %w: %w",
+				c.ID, execID, errdefs.ErrUnavailable, err))
+			continue
+		}
+		r.log.Info("removed orphan container", "container", c.ID, "execution", execID)
+		removed++
+	}
+	return removed, errors.Join(errs...)
+}
+
+// engineError classifies an engine error: the run's context ending wins,
+// then a missing image (IMAGE_NOT_FOUND, when image is the reference the
+// request named), bad parameters, an unreachable engine, and anything else
+// (a container that vanished mid-run included) as internal.
+func (r *Runtime) engineError(ctx context.Context, op, image string, err error) error {
+	switch {
+	case ctx.Err() != nil:
+		return fmt.Errorf("docker: %s: %w", op, ctx.Err())
+	case cerrdefs.IsNotFound(err) && image != "":
+		return errdefs.New(errdefs.ErrFailedPrecondition, "IMAGE_NOT_FOUND",
+			"docker: %s: image %q not found on the engine: %v", op, image, err)
+	case cerrdefs.IsInvalidArgument(err):
+		return fmt.Errorf("docker: %s: %w: %w", op, errdefs.ErrInvalidArgument, err)
+	case client.IsErrConnectionFailed(err), cerrdefs.IsUnavailable(err),
+		errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+		return fmt.Errorf("docker: %s: %w: %w", op, errdefs.ErrUnavailable, err)
+	default:
+		return fmt.Errorf("docker: %s: %w: %w", op, errdefs.ErrInternal, err)
+	}
+}

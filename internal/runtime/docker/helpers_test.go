@@ -1,0 +1,196 @@
+package docker
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/moby/moby/client"
+
+	"github.com/spear-go/spear/internal/runtime"
+	"github.com/spear-go/spear/internal/runtime/conformance"
+)
+
+// Image tags the tests build.
+const (
+	fixtureTag = "spear-conformance-fixture:test"
+	probeTag   = "spear-docker-probe:test"
+)
+
+// testNodeID is the node ID of every Runtime the tests create; TestMain
+// checks that no container with it is left behind.
+func testNodeID() string { return "docker-test-" + strconv.Itoa(os.Getpid()) }
+
+// newRuntime returns a Runtime for the local engine, closed at the end of
+// the test. When no engine answers the test is skipped, unless CI=true,
+// where it fails.
+func newRuntime(tb testing.TB, opts Options) *Runtime {
+	tb.Helper()
+	if opts.NodeID == "" {
+		opts.NodeID = testNodeID()
+	}
+	rt, err := New(context.Background(), opts)
+	if err != nil {
+		tb.Fatalf("New: %v", err)
+	}
+	tb.Cleanup(func() { _ = rt.Close(context.Background()) })
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := rt.Ping(ctx); err != nil {
+		if os.Getenv("CI") == "true" {
+			tb.Fatalf("CI=true but no Docker engine answers: %v", err)
+		}
+		tb.Skipf("skipping: no Docker engine answers (set CI=true to fail instead): %v", err)
+	}
+	return rt
+}
+
+// buildImage builds tag from a FROM scratch Dockerfile holding the static
+// binary bin as /fn, with ENTRYPOINT ["/fn"], through the Engine API.
+func buildImage(tb testing.TB, cli *client.Client, tag, bin string) {
+	tb.Helper()
+	data, err := os.ReadFile(bin)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	add := func(name string, mode int64, body []byte) {
+		hdr := &tar.Header{Name: name, Mode: mode, Size: int64(len(body)), Typeflag: tar.TypeReg}
+		if err := tw.WriteHeader(hdr); err != nil {
+			tb.Fatal(err)
+		}
+		if _, err := tw.Write(body); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	add("Dockerfile", 0o644, []byte("FROM scratch\nCOPY fn /fn\nENTRYPOINT [\"/fn\"]\n"))
+	add("fn", 0o755, data)
+	if err := tw.Close(); err != nil {
+		tb.Fatal(err)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	res, err := cli.ImageBuild(ctx, &buf, client.ImageBuildOptions{
+		Tags:        []string{tag},
+		Dockerfile:  "Dockerfile",
+		Remove:      true,
+		ForceRemove: true,
+	})
+	if err != nil {
+		tb.Fatalf("ImageBuild %s: %v", tag, err)
+	}
+	defer res.Body.Close()
+	var log strings.Builder
+	dec := json.NewDecoder(res.Body)
+	for {
+		var msg struct {
+			Stream      string `json:"stream"`
+			Error       string `json:"error"`
+			ErrorDetail *struct {
+				Message string `json:"message"`
+			} `json:"errorDetail"`
+		}
+		if err := dec.Decode(&msg); errors.Is(err, io.EOF) {
+			break
+		} else if err != nil {
+			tb.Fatalf("ImageBuild %s: reading progress: %v\n%s", tag, err, log.String())
+		}
+		log.WriteString(msg.Stream)
+		if msg.Error != "" {
+			tb.Fatalf("ImageBuild %s: %s\n%s", tag, msg.Error, log.String())
+		}
+		if msg.ErrorDetail != nil && msg.ErrorDetail.Message != "" {
+			tb.Fatalf("ImageBuild %s: %s\n%s", tag, msg.ErrorDetail.Message, log.String())
+		}
+	}
+	if _, err := cli.ImageInspect(ctx, tag); err != nil {
+		tb.Fatalf("image %s not there after build: %v\n%s", tag, err, log.String())
+	}
+}
+
+// fixtureImage builds the conformance fixture image and returns the
+// fixtures that run in it.
+func fixtureImage(tb testing.TB, rt *Runtime) conformance.Fixtures {
+	tb.Helper()
+	bin := conformance.BuildFixture(tb, tb.TempDir())
+	buildImage(tb, rt.cli, fixtureTag, bin)
+	fn := func(name string) conformance.Fn {
+		return conformance.Fn{Artifact: imageArtifact(fixtureTag, nil), Function: name}
+	}
+	return conformance.Fixtures{
+		Echo:   fn("echo"),
+		Stderr: fn("stderr"),
+		Exit:   fn("exit"),
+		Env:    fn("env"),
+		Ticks:  fn("ticks"),
+		Sleep:  fn("sleep"),
+		Spin:   fn("spin"),
+	}
+}
+
+// probeImage builds the image of testdata/probe and returns its tag.
+func probeImage(tb testing.TB, rt *Runtime) string {
+	tb.Helper()
+	gobin, err := exec.LookPath("go")
+	if err != nil {
+		tb.Fatalf("go tool not found: %v", err)
+	}
+	bin := filepath.Join(tb.TempDir(), "probe")
+	cmd := exec.Command(gobin, "build", "-trimpath", "-ldflags=-s -w", "-o", bin, "./testdata/probe")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		tb.Fatalf("building probe: %v\n%s", err, out)
+	}
+	buildImage(tb, rt.cli, probeTag, bin)
+	return probeTag
+}
+
+func imageArtifact(tag string, md map[string]string) runtime.Artifact {
+	return runtime.Artifact{TaskID: "task-" + tag, Type: runtime.TypeDocker, Location: tag, Metadata: md}
+}
+
+// run runs one function with input and returns its output.
+func run(ctx context.Context, rt *Runtime, a runtime.Artifact, fn, execID, input string) (stdout, stderr string, res runtime.Result, err error) {
+	var out, errOut bytes.Buffer
+	res, err = rt.Run(ctx, &runtime.Invocation{
+		ExecutionID: execID,
+		Artifact:    a,
+		Function:    fn,
+		Input:       strings.NewReader(input),
+		Env:         map[string]string{},
+		Stdout:      &out,
+		Stderr:      &errOut,
+	})
+	return out.String(), errOut.String(), res, err
+}
+
+// containersOf lists the containers (running or not) labelled with
+// io.spear.managed=true and the given extra label selectors (key=value).
+func containersOf(ctx context.Context, cli *client.Client, selectors ...string) ([]string, error) {
+	f := make(client.Filters).Add("label", LabelManaged+"=true")
+	for _, s := range selectors {
+		f.Add("label", s)
+	}
+	list, err := cli.ContainerList(ctx, client.ContainerListOptions{All: true, Filters: f})
+	if err != nil {
+		return nil, err
+	}
+	ids := make([]string, 0, len(list.Items))
+	for _, c := range list.Items {
+		ids = append(ids, fmt.Sprintf("%.12s %v %s", c.ID, c.Labels, c.State))
+	}
+	return ids, nil
+}

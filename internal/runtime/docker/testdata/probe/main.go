@@ -1,0 +1,48 @@
+// Command probe reports on the sandbox it runs in, for the docker runtime's
+// tests. It is built as a static binary and run as a container's entry
+// point with one argument:
+//
+//	cat     copies standard input to standard output
+//	net     prints the names of the network interfaces, one a line
+//	rootfs  tries to create /probe-write and prints "writable" or
+//	        "read-only: <error>"
+package main
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"os"
+)
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprintln(os.Stderr, "usage: probe cat|net|rootfs")
+		os.Exit(2)
+	}
+	switch os.Args[1] {
+	case "cat":
+		if _, err := io.Copy(os.Stdout, os.Stdin); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+	case "net":
+		ifs, err := net.Interfaces()
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		for _, i := range ifs {
+			fmt.Println(i.Name)
+		}
+	case "rootfs":
+		if err := os.WriteFile("/probe-write", []byte("x"), 0o644); err != nil {
+			fmt.Printf("read-only: %v\n", err)
+			return
+		}
+		fmt.Println("writable")
+	default:
+		fmt.Fprintf(os.Stderr, "unknown probe %q\n", os.Args[1])
+		os.Exit(2)
+	}
+}

@@ -1,0 +1,453 @@
+// Package process implements the process runtime: each invocation runs the
+// artifact, a local executable, as a child process with os/exec.
+//
+// The child gets the invocation's input on standard input, its function name
+// as the single argument (unless it is the default entry point) and exactly
+// the invocation's environment plus SPEAR_FUNCTION_NAME and
+// SPEAR_EXECUTION_ID (and a default PATH when the environment has none).
+// Standard output and standard error are read through pipes and streamed to
+// the invocation's writers as they are written.
+//
+// Each child runs in its own process group. The whole group is killed with
+// SIGKILL when the context ends, and again once the child itself has exited,
+// so that background processes it started do not outlive the invocation.
+// Descendants that escape the group (setsid, double fork into another group)
+// cannot be killed this way; if they keep the output pipes open, Run stops
+// waiting for output after Options.DrainTimeout.
+package process
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"os/exec"
+	"sort"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/spear-go/spear/internal/errdefs"
+	"github.com/spear-go/spear/internal/runtime"
+)
+
+// Environment variables the runtime sets for every invocation.
+const (
+	EnvFunctionName = "SPEAR_FUNCTION_NAME"
+	EnvExecutionID  = "SPEAR_EXECUTION_ID"
+)
+
+// DefaultPath is the PATH given to a function whose environment has none.
+const DefaultPath = "/usr/local/bin:/usr/bin:/bin"
+
+// DefaultDrainTimeout is the default for Options.DrainTimeout.
+const DefaultDrainTimeout = 2 * time.Second
+
+// memSampleInterval is how often the child's peak RSS is sampled; see
+// Run.
+const memSampleInterval = 50 * time.Millisecond
+
+// readBufSize is the size of the buffer output is read with; each read is
+// passed on as one Write.
+const readBufSize = 32 << 10
+
+// Options configures a Runtime. The zero value is usable.
+type Options struct {
+	// Logger receives warnings (output that could not be drained, input
+	// that could not be read). Nil discards them.
+	Logger *slog.Logger
+	// DrainTimeout bounds how long Run waits, after the process group has
+	// been killed, for its output pipes to reach EOF (a descendant that
+	// escaped the group may hold them open). Zero means DefaultDrainTimeout.
+	DrainTimeout time.Duration
+}
+
+// Runtime runs process artifacts. It is safe for concurrent use.
+type Runtime struct {
+	log   *slog.Logger
+	drain time.Duration
+}
+
+// Compile-time checks that Runtime implements the runtime interfaces.
+var (
+	_ runtime.Runtime   = (*Runtime)(nil)
+	_ runtime.Validator = (*Runtime)(nil)
+)
+
+// New returns a process runtime.
+func New(opts Options) *Runtime {
+	r := &Runtime{log: opts.Logger, drain: opts.DrainTimeout}
+	if r.log == nil {
+		r.log = slog.New(slog.DiscardHandler)
+	}
+	if r.drain <= 0 {
+		r.drain = DefaultDrainTimeout
+	}
+	return r
+}
+
+// Type returns runtime.TypeProcess.
+func (r *Runtime) Type() runtime.Type { return runtime.TypeProcess }
+
+// Validate checks that a.Location is an existing, regular, executable file.
+// Errors wrap errdefs.ErrFailedPrecondition.
+func (r *Runtime) Validate(ctx context.Context, a runtime.Artifact) error {
+	return checkExecutable(a.Location)
+}
+
+func checkExecutable(path string) error {
+	if path == "" {
+		return fmt.Errorf("process: artifact has no location: %w", errdefs.ErrFailedPrecondition)
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("process: artifact %q does not exist: %w", path, errdefs.ErrFailedPrecondition)
+		}
+		return fmt.Errorf("process: artifact %q: %w: %w", path, errdefs.ErrFailedPrecondition, err)
+	}
+	if !fi.Mode().IsRegular() {
+		return fmt.Errorf("process: artifact %q is not a regular file (mode %v): %w", path, fi.Mode().Type(), errdefs.ErrFailedPrecondition)
+	}
+	if fi.Mode().Perm()&0o111 == 0 {
+		return fmt.Errorf("process: artifact %q is not executable (mode %v): %w", path, fi.Mode().Perm(), errdefs.ErrFailedPrecondition)
+	}
+	return nil
+}
+
+// Run runs inv.Artifact.Location to completion; see runtime.Runtime.
+//
+// Result.MemoryUsedBytes is the child's peak RSS. It comes from rusage
+// (ru_maxrss) when that can be trusted. On Linux ru_maxrss is never lower
+// than the peak RSS of the process that spawned the child (the kernel folds
+// the high-water mark of the address space the child leaves at exec into it,
+// and os/exec spawns with vfork semantics), so a ru_maxrss not above this
+// process's own peak only says "at most the node's peak". In that case the
+// value is the peak of the child's VmHWM sampled every 50 ms while it runs
+// (0 if it exited before the first sample), which can miss a final spike.
+//
+// When inv.MemoryLimitBytes > 0 the child's RLIMIT_AS is set with prlimit
+// right after it has started. The child therefore runs unlimited for the few
+// microseconds between its exec and the prlimit call; any allocation it makes
+// in that window is not refused, but it counts towards the limit afterwards.
+func (r *Runtime) Run(ctx context.Context, inv *runtime.Invocation) (runtime.Result, error) {
+	if err := checkExecutable(inv.Artifact.Location); err != nil {
+		return runtime.Result{}, err
+	}
+	if err := ctx.Err(); err != nil {
+		return runtime.Result{}, ctxError(ctx, "process: not started")
+	}
+
+	cmd := &exec.Cmd{
+		Path:        inv.Artifact.Location,
+		Args:        argv(inv),
+		Env:         environ(inv),
+		SysProcAttr: &syscall.SysProcAttr{Setpgid: true},
+	}
+
+	// Pipes. The child's ends are closed in this process right after Start;
+	// ours are closed by the copiers or after draining.
+	var childEnds, ourEnds []*os.File
+	closeAll := func(fs []*os.File) {
+		for _, f := range fs {
+			_ = f.Close()
+		}
+	}
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		return runtime.Result{}, fmt.Errorf("process: stdout pipe: %w: %w", errdefs.ErrInternal, err)
+	}
+	childEnds, ourEnds = append(childEnds, outW), append(ourEnds, outR)
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		closeAll(childEnds)
+		closeAll(ourEnds)
+		return runtime.Result{}, fmt.Errorf("process: stderr pipe: %w: %w", errdefs.ErrInternal, err)
+	}
+	childEnds, ourEnds = append(childEnds, errW), append(ourEnds, errR)
+	var inW *os.File
+	if inv.Input != nil {
+		var inR *os.File
+		inR, inW, err = os.Pipe()
+		if err != nil {
+			closeAll(childEnds)
+			closeAll(ourEnds)
+			return runtime.Result{}, fmt.Errorf("process: stdin pipe: %w: %w", errdefs.ErrInternal, err)
+		}
+		childEnds, ourEnds = append(childEnds, inR), append(ourEnds, inW)
+		cmd.Stdin = inR
+	} // else: os/exec connects stdin to /dev/null.
+	cmd.Stdout, cmd.Stderr = outW, errW
+
+	if err := cmd.Start(); err != nil {
+		closeAll(childEnds)
+		closeAll(ourEnds)
+		return runtime.Result{}, startError(inv.Artifact.Location, err)
+	}
+	closeAll(childEnds)
+	pid := cmd.Process.Pid
+	log := r.log.With("execution_id", inv.ExecutionID, "pid", pid)
+
+	// Kill the whole group as soon as ctx ends. stopKillAndWait reports
+	// whether that happened, and returns only once the kill is done, so that
+	// no kill can reach the group id after the child has been reaped.
+	killed := make(chan struct{})
+	stopKill := context.AfterFunc(ctx, func() {
+		killGroup(pid)
+		close(killed)
+	})
+	stopKillAndWait := func() (fired bool) {
+		if stopKill() {
+			return false
+		}
+		<-killed
+		return true
+	}
+
+	if inv.MemoryLimitBytes > 0 {
+		lim := uint64(inv.MemoryLimitBytes)
+		// ESRCH: the child has already exited (and been released); nothing
+		// left to limit.
+		if err := unix.Prlimit(pid, unix.RLIMIT_AS, &unix.Rlimit{Cur: lim, Max: lim}, nil); err != nil && !errors.Is(err, unix.ESRCH) {
+			killGroup(pid)
+			stopKillAndWait()
+			_ = cmd.Wait()
+			closeAll(ourEnds)
+			return runtime.Result{}, fmt.Errorf("process: setting memory limit: %w: %w", errdefs.ErrInternal, err)
+		}
+	}
+
+	// Sample the child's own peak RSS (see the Run doc comment).
+	var sampledPeak atomic.Int64
+	stopSampling := make(chan struct{})
+	samplingDone := make(chan struct{})
+	go func() {
+		defer close(samplingDone)
+		tick := time.NewTicker(memSampleInterval)
+		defer tick.Stop()
+		for {
+			if v := vmHWM(pid); v > sampledPeak.Load() {
+				sampledPeak.Store(v)
+			}
+			select {
+			case <-stopSampling:
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+
+	// Output readers.
+	var readers sync.WaitGroup
+	var outErr, errErr error
+	readers.Go(func() { outErr = pump(outR, inv.Stdout) })
+	readers.Go(func() { errErr = pump(errR, inv.Stderr) })
+	readersDone := make(chan struct{})
+	go func() { readers.Wait(); close(readersDone) }()
+
+	// Input copier.
+	stdinDone := make(chan struct{})
+	if inW != nil {
+		go func() {
+			defer close(stdinDone)
+			if _, err := io.Copy(inW, inv.Input); err != nil && !ignorableStdinError(err) {
+				log.Warn("process: copying input to stdin", "err", err)
+			}
+			_ = inW.Close()
+		}()
+	} else {
+		close(stdinDone)
+	}
+
+	// Wait for the child to exit without reaping it, so that its pid (the
+	// group id) cannot be reused while we kill the rest of the group.
+	waitExitNoReap(pid)
+	close(stopSampling)
+	<-samplingDone // no /proc/<pid> read once pid may be reused
+	killGroup(pid)
+	fired := stopKillAndWait()
+	waitErr := cmd.Wait()
+
+	// The child is gone. Close our end of stdin so a copier blocked writing
+	// (a descendant holds the read end but does not read) returns; then wait
+	// for output to drain, bounded.
+	if inW != nil {
+		_ = inW.Close()
+	}
+	timer := time.NewTimer(r.drain)
+	select {
+	case <-readersDone:
+		timer.Stop()
+	case <-timer.C:
+		log.Warn("process: output still open after the process group was killed; closing it", "drain_timeout", r.drain)
+		_ = outR.Close()
+		_ = errR.Close()
+		<-readersDone
+	}
+	_ = outR.Close()
+	_ = errR.Close()
+	// Do not touch inv.Input after returning: wait for the copier, bounded
+	// (it can only be stuck in inv.Input.Read).
+	select {
+	case <-stdinDone:
+	case <-time.After(r.drain):
+		log.Warn("process: reading input did not finish; abandoning it")
+	}
+
+	state := cmd.ProcessState
+	if state == nil {
+		return runtime.Result{}, fmt.Errorf("process: waiting for %q: %w: %w", inv.Artifact.Location, errdefs.ErrInternal, waitErr)
+	}
+	res := runtime.Result{ExitCode: exitCode(state)}
+	res.MemoryUsedBytes = sampledPeak.Load()
+	if ru, ok := state.SysUsage().(*syscall.Rusage); ok && ru != nil {
+		// Our own peak only grows, so reading it now bounds the floor the
+		// child inherited at exec.
+		if maxRSS := ru.Maxrss * 1024; maxRSS > vmHWM(os.Getpid()) {
+			res.MemoryUsedBytes = maxRSS
+		}
+	}
+	ws, _ := state.Sys().(syscall.WaitStatus)
+	if fired && !ws.Exited() {
+		// ctx ended and we killed the child (if the child exited normally
+		// in the same instant, it finished first: report its result).
+		return res, ctxError(ctx, "process: killed")
+	}
+	if outErr != nil {
+		return res, fmt.Errorf("process: writing stdout: %w: %w", errdefs.ErrUnavailable, outErr)
+	}
+	if errErr != nil {
+		return res, fmt.Errorf("process: writing stderr: %w: %w", errdefs.ErrUnavailable, errErr)
+	}
+	return res, nil
+}
+
+// argv returns the child's arguments: the program, then the function name
+// unless it selects the default entry point.
+func argv(inv *runtime.Invocation) []string {
+	args := []string{inv.Artifact.Location}
+	if inv.Function != "" && inv.Function != runtime.DefaultFunction {
+		args = append(args, inv.Function)
+	}
+	return args
+}
+
+// environ returns exactly inv.Env (sorted) plus the SPEAR_* variables, and
+// PATH=DefaultPath when inv.Env has no PATH. SPEAR_FUNCTION_NAME is
+// runtime.DefaultFunction when inv.Function is "".
+func environ(inv *runtime.Invocation) []string {
+	fn := inv.Function
+	if fn == "" {
+		fn = runtime.DefaultFunction
+	}
+	env := make([]string, 0, len(inv.Env)+3)
+	for k, v := range inv.Env {
+		if k == EnvFunctionName || k == EnvExecutionID {
+			continue
+		}
+		env = append(env, k+"="+v)
+	}
+	if _, ok := inv.Env["PATH"]; !ok {
+		env = append(env, "PATH="+DefaultPath)
+	}
+	env = append(env, EnvFunctionName+"="+fn, EnvExecutionID+"="+inv.ExecutionID)
+	sort.Strings(env)
+	return env
+}
+
+// pump copies r to w, one Write per read, until EOF or until r is closed.
+// After a Write fails it keeps reading (so the child never blocks on a full
+// pipe) but discards, and returns the first write error.
+func pump(r *os.File, w io.Writer) error {
+	buf := make([]byte, readBufSize)
+	var werr error
+	for {
+		n, err := r.Read(buf)
+		if n > 0 && werr == nil {
+			if _, e := w.Write(buf[:n]); e != nil {
+				werr = e
+			}
+		}
+		if err != nil {
+			// io.EOF, or os.ErrClosed after a drain timeout.
+			return werr
+		}
+	}
+}
+
+// waitExitNoReap blocks until process pid has exited, leaving it a zombie.
+func waitExitNoReap(pid int) {
+	for {
+		var info unix.Siginfo
+		err := unix.Waitid(unix.P_PID, pid, &info, unix.WEXITED|unix.WNOWAIT, nil)
+		if !errors.Is(err, unix.EINTR) {
+			// On any other error cmd.Wait (which follows) reports it.
+			return
+		}
+	}
+}
+
+// vmHWM returns the peak RSS (VmHWM) of process pid in bytes, or 0 if it
+// cannot be read (the process has exited).
+func vmHWM(pid int) int64 {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return 0
+	}
+	_, rest, ok := bytes.Cut(b, []byte("\nVmHWM:"))
+	if !ok {
+		return 0
+	}
+	line, _, _ := bytes.Cut(rest, []byte("\n"))
+	kb, err := strconv.ParseInt(string(bytes.TrimSpace(bytes.TrimSuffix(bytes.TrimSpace(line), []byte("kB")))), 10, 64)
+	if err != nil {
+		return 0
+	}
+	return kb * 1024
+}
+
+// killGroup sends SIGKILL to process group pgid.
+func killGroup(pgid int) {
+	_ = unix.Kill(-pgid, unix.SIGKILL)
+}
+
+// exitCode is the exit status, or 128+signal for a child killed by a
+// signal.
+func exitCode(state *os.ProcessState) int {
+	if ws, ok := state.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		return 128 + int(ws.Signal())
+	}
+	return state.ExitCode()
+}
+
+// ignorableStdinError reports whether err, from copying input to the child,
+// only means the child did not read all of it (exited, closed stdin).
+func ignorableStdinError(err error) bool {
+	return errors.Is(err, syscall.EPIPE) || errors.Is(err, os.ErrClosed)
+}
+
+// ctxError is the error returned when ctx ended: it wraps ctx.Err() and, when
+// it says more, context.Cause(ctx).
+func ctxError(ctx context.Context, msg string) error {
+	err, cause := ctx.Err(), context.Cause(ctx)
+	if cause != nil && cause != err {
+		return fmt.Errorf("%s: %w (cause: %w)", msg, err, cause)
+	}
+	return fmt.Errorf("%s: %w", msg, err)
+}
+
+// startError classifies an error from starting the child.
+func startError(path string, err error) error {
+	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, fs.ErrPermission) || errors.Is(err, syscall.ENOEXEC) {
+		return fmt.Errorf("process: cannot execute %q: %w: %w", path, errdefs.ErrFailedPrecondition, err)
+	}
+	return fmt.Errorf("process: starting %q: %w: %w", path, errdefs.ErrInternal, err)
+}

@@ -1,0 +1,522 @@
+package process_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/spear-go/spear/internal/errdefs"
+	"github.com/spear-go/spear/internal/runtime"
+	"github.com/spear-go/spear/internal/runtime/conformance"
+	"github.com/spear-go/spear/internal/runtime/process"
+)
+
+// ProcessFixtures returns the conformance fixtures for the process runtime,
+// all served by the fixture binary bin (see conformance.BuildFixture).
+func ProcessFixtures(bin string) conformance.Fixtures {
+	fn := func(name string) conformance.Fn {
+		return conformance.Fn{
+			Artifact: runtime.Artifact{TaskID: "conformance", Type: runtime.TypeProcess, Location: bin},
+			Function: name,
+		}
+	}
+	return conformance.Fixtures{
+		Echo:   fn("echo"),
+		Stderr: fn("stderr"),
+		Exit:   fn("exit"),
+		Env:    fn("env"),
+		Ticks:  fn("ticks"),
+		Sleep:  fn("sleep"),
+		Spin:   fn("spin"),
+	}
+}
+
+func TestConformance(t *testing.T) {
+	bin := conformance.BuildFixture(t, t.TempDir())
+	conformance.Run(t, process.New(process.Options{}), ProcessFixtures(bin))
+}
+
+// buffer is a goroutine-safe bytes.Buffer.
+type buffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *buffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *buffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+// failWriter fails every Write.
+type failWriter struct{}
+
+func (failWriter) Write([]byte) (int, error) { return 0, errors.New("sink gone") }
+
+// script writes a /bin/sh script with body into a temp dir and returns its
+// path.
+func script(t *testing.T, body string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "fn.sh")
+	if err := os.WriteFile(p, []byte("#!/bin/sh\n"+body+"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// inv returns an invocation of location/function with fresh buffers.
+func inv(location, function string, input []byte) (*runtime.Invocation, *buffer, *buffer) {
+	var stdout, stderr buffer
+	return &runtime.Invocation{
+		ExecutionID: "exec-1",
+		Artifact:    runtime.Artifact{Type: runtime.TypeProcess, Location: location},
+		Function:    function,
+		Input:       bytes.NewReader(input),
+		Stdout:      &stdout,
+		Stderr:      &stderr,
+	}, &stdout, &stderr
+}
+
+// runBounded runs in under ctx, failing t if Run takes longer than bound.
+func runBounded(t *testing.T, ctx context.Context, rt *process.Runtime, in *runtime.Invocation, bound time.Duration) (runtime.Result, error, time.Duration) {
+	t.Helper()
+	type out struct {
+		res runtime.Result
+		err error
+	}
+	done := make(chan out, 1)
+	start := time.Now()
+	go func() {
+		res, err := rt.Run(ctx, in)
+		done <- out{res, err}
+	}()
+	select {
+	case o := <-done:
+		return o.res, o.err, time.Since(start)
+	case <-time.After(bound):
+		t.Fatalf("Run did not return within %v", bound)
+		return runtime.Result{}, nil, 0
+	}
+}
+
+// waitGone fails t unless process pid has exited (gone, or a zombie waiting
+// for its new parent to reap it) within a second.
+func waitGone(t *testing.T, pid int) {
+	t.Helper()
+	deadline := time.Now().Add(time.Second)
+	for {
+		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if errors.Is(err, os.ErrNotExist) {
+			return
+		}
+		if err == nil {
+			// State is the first field after the parenthesised command.
+			if i := bytes.LastIndexByte(stat, ')'); i >= 0 && i+2 < len(stat) && stat[i+2] == 'Z' {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("process %d still running after Run returned: %s", pid, stat)
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// firstPid parses the first line of out as a pid.
+func firstPid(t *testing.T, out string) int {
+	t.Helper()
+	line, _, _ := strings.Cut(out, "\n")
+	pid, err := strconv.Atoi(strings.TrimSpace(line))
+	if err != nil || pid <= 0 {
+		t.Fatalf("no pid in output %q", out)
+	}
+	return pid
+}
+
+func TestArtifactErrors(t *testing.T) {
+	dir := t.TempDir()
+	notExec := filepath.Join(dir, "not-exec")
+	if err := os.WriteFile(notExec, []byte("#!/bin/sh\necho hi\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	emptyExec := filepath.Join(dir, "garbage")
+	if err := os.WriteFile(emptyExec, []byte("\x00\x01 not a program"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name        string
+		location    string
+		validateErr bool // Validate refuses it too (Run-time-only errors: false)
+	}{
+		{"Missing", filepath.Join(dir, "missing"), true},
+		{"MissingDir", "/nonexistent/dir/prog", true},
+		{"NotExecutable", notExec, true},
+		{"Directory", dir, true},
+		{"EmptyLocation", "", true},
+		{"NotAProgram", emptyExec, false},
+	}
+	rt := process.New(process.Options{})
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			err := rt.Validate(t.Context(), runtime.Artifact{Type: runtime.TypeProcess, Location: tc.location})
+			if tc.validateErr && !errors.Is(err, errdefs.ErrFailedPrecondition) {
+				t.Errorf("Validate: error %v, want one wrapping ErrFailedPrecondition", err)
+			}
+			if !tc.validateErr && err != nil {
+				t.Errorf("Validate: unexpected error %v", err)
+			}
+			in, _, _ := inv(tc.location, "", []byte("x"))
+			_, err, _ = runBounded(t, t.Context(), rt, in, 5*time.Second)
+			if !errors.Is(err, errdefs.ErrFailedPrecondition) {
+				t.Errorf("Run: error %v, want one wrapping ErrFailedPrecondition", err)
+			}
+			if errdefs.Code(err) != "FAILED_PRECONDITION" {
+				t.Errorf("Run: error code %q, want FAILED_PRECONDITION", errdefs.Code(err))
+			}
+			t.Logf("error: %v", err)
+		})
+	}
+}
+
+func TestValidateOK(t *testing.T) {
+	rt := process.New(process.Options{})
+	if err := rt.Validate(t.Context(), runtime.Artifact{Location: script(t, "true")}); err != nil {
+		t.Fatalf("Validate: %v", err)
+	}
+	if rt.Type() != runtime.TypeProcess {
+		t.Fatalf("Type() = %q", rt.Type())
+	}
+}
+
+func TestArgv(t *testing.T) {
+	loc := script(t, `echo "$#:$*:$SPEAR_FUNCTION_NAME"`)
+	cases := []struct {
+		function string
+		want     string
+	}{
+		{"", "0::" + runtime.DefaultFunction + "\n"},
+		{runtime.DefaultFunction, "0::" + runtime.DefaultFunction + "\n"},
+		{"handler", "1:handler:handler\n"},
+		{"two words", "1:two words:two words\n"},
+	}
+	rt := process.New(process.Options{})
+	for _, tc := range cases {
+		t.Run(fmt.Sprintf("%q", tc.function), func(t *testing.T) {
+			in, stdout, stderr := inv(loc, tc.function, nil)
+			res, err, _ := runBounded(t, t.Context(), rt, in, 10*time.Second)
+			if err != nil || res.ExitCode != 0 {
+				t.Fatalf("Run: %+v, %v (stderr %q)", res, err, stderr)
+			}
+			if got := stdout.String(); got != tc.want {
+				t.Errorf("stdout = %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestEnvironment(t *testing.T) {
+	bin := conformance.BuildFixture(t, t.TempDir())
+	t.Setenv("SPEAR_NODE_SECRET", "must-not-leak")
+	cases := []struct {
+		name string
+		env  map[string]string
+		want []string
+	}{
+		{
+			name: "DefaultPath",
+			env:  map[string]string{"A": "1", "B": "two words"},
+			want: []string{"A=1", "B=two words", "PATH=" + process.DefaultPath, "SPEAR_EXECUTION_ID=exec-1", "SPEAR_FUNCTION_NAME=environ"},
+		},
+		{
+			name: "OwnPath",
+			env:  map[string]string{"PATH": "/opt/bin"},
+			want: []string{"PATH=/opt/bin", "SPEAR_EXECUTION_ID=exec-1", "SPEAR_FUNCTION_NAME=environ"},
+		},
+		{
+			name: "SpearVarsNotOverridable",
+			env:  map[string]string{"SPEAR_EXECUTION_ID": "forged", "SPEAR_FUNCTION_NAME": "forged", "PATH": "/x"},
+			want: []string{"PATH=/x", "SPEAR_EXECUTION_ID=exec-1", "SPEAR_FUNCTION_NAME=environ"},
+		},
+		{
+			name: "Nil",
+			want: []string{"PATH=" + process.DefaultPath, "SPEAR_EXECUTION_ID=exec-1", "SPEAR_FUNCTION_NAME=environ"},
+		},
+	}
+	rt := process.New(process.Options{})
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			in, stdout, stderr := inv(bin, "environ", nil)
+			in.Env = tc.env
+			res, err, _ := runBounded(t, t.Context(), rt, in, 10*time.Second)
+			if err != nil || res.ExitCode != 0 {
+				t.Fatalf("Run: %+v, %v (stderr %q)", res, err, stderr)
+			}
+			if got, want := stdout.String(), strings.Join(tc.want, "\n")+"\n"; got != want {
+				t.Errorf("environment:\n%s\nwant:\n%s", got, want)
+			}
+		})
+	}
+}
+
+func TestExitBySignal(t *testing.T) {
+	cases := []struct {
+		name string
+		body string
+		want int
+	}{
+		{"Exit0", "exit 0", 0},
+		{"Exit42", "exit 42", 42},
+		{"SIGKILL", "kill -KILL $$", 128 + 9},
+		{"SIGTERM", "kill -TERM $$", 128 + 15},
+	}
+	rt := process.New(process.Options{})
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			in, _, _ := inv(script(t, tc.body), "", nil)
+			res, err, _ := runBounded(t, t.Context(), rt, in, 10*time.Second)
+			if err != nil {
+				t.Fatalf("Run: %v", err)
+			}
+			if res.ExitCode != tc.want {
+				t.Errorf("ExitCode = %d, want %d", res.ExitCode, tc.want)
+			}
+		})
+	}
+}
+
+// TestBackgroundChildKilled checks that children left running when the
+// function exits are killed with its process group, whether or not they hold
+// its output open.
+func TestBackgroundChildKilled(t *testing.T) {
+	cases := []struct {
+		name string
+		body string
+	}{
+		{"DetachedOutput", "sleep 300 >/dev/null 2>&1 </dev/null &\necho $!"},
+		{"HoldingStdout", "sleep 300 &\necho $!"},
+		{"Grandchild", "sh -c 'sleep 300 & echo $!; wait' &\nsleep 0.05"},
+	}
+	rt := process.New(process.Options{})
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			in, stdout, stderr := inv(script(t, tc.body), "", nil)
+			res, err, elapsed := runBounded(t, t.Context(), rt, in, 10*time.Second)
+			if err != nil || res.ExitCode != 0 {
+				t.Fatalf("Run: %+v, %v (stderr %q)", res, err, stderr)
+			}
+			// The group is killed, so the output closes at once: no drain
+			// timeout.
+			if elapsed > time.Second {
+				t.Errorf("Run took %v", elapsed)
+			}
+			waitGone(t, firstPid(t, stdout.String()))
+		})
+	}
+}
+
+// TestEscapedDescendant checks that a descendant that left the process group
+// and holds the output open does not make Run hang.
+func TestEscapedDescendant(t *testing.T) {
+	rt := process.New(process.Options{DrainTimeout: 200 * time.Millisecond})
+	in, stdout, stderr := inv(script(t, "setsid sleep 30 &\necho $!\nsleep 0.2"), "", nil)
+	res, err, elapsed := runBounded(t, t.Context(), rt, in, 5*time.Second)
+	if err != nil || res.ExitCode != 0 {
+		t.Fatalf("Run: %+v, %v (stderr %q)", res, err, stderr)
+	}
+	pid := firstPid(t, stdout.String())
+	_ = syscall.Kill(pid, syscall.SIGKILL)
+	// sleep 0.2, then the 200ms drain timeout.
+	if elapsed < 400*time.Millisecond || elapsed > 2*time.Second {
+		t.Errorf("Run took %v, want about 400ms (script, then drain timeout)", elapsed)
+	}
+	t.Logf("Run returned after %v", elapsed)
+}
+
+func TestDeadlineKillsGroup(t *testing.T) {
+	rt := process.New(process.Options{})
+	const timeout = 300 * time.Millisecond
+	in, stdout, _ := inv(script(t, "sleep 300 &\necho $!\nsleep 300"), "", nil)
+	ctx, cancel := context.WithTimeout(t.Context(), timeout)
+	defer cancel()
+	_, err, elapsed := runBounded(t, ctx, rt, in, 5*time.Second)
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Run: error %v, want DeadlineExceeded", err)
+	}
+	// Latency: the group is killed as soon as ctx ends.
+	if over := elapsed - timeout; over > 500*time.Millisecond {
+		t.Errorf("Run returned %v after the deadline", over)
+	}
+	t.Logf("Run returned %v after the deadline", elapsed-timeout)
+	waitGone(t, firstPid(t, stdout.String()))
+}
+
+func TestContextCause(t *testing.T) {
+	bin := conformance.BuildFixture(t, t.TempDir())
+	cause := errors.New("execution aborted by user")
+	rt := process.New(process.Options{})
+	cases := []struct {
+		name string
+		ctx  func(context.Context) (context.Context, context.CancelFunc)
+		want error
+	}{
+		{"TimeoutCause", func(ctx context.Context) (context.Context, context.CancelFunc) {
+			return context.WithTimeoutCause(ctx, 100*time.Millisecond, cause)
+		}, context.DeadlineExceeded},
+		{"CancelCause", func(ctx context.Context) (context.Context, context.CancelFunc) {
+			ctx, cancel := context.WithCancelCause(ctx)
+			time.AfterFunc(100*time.Millisecond, func() { cancel(cause) })
+			return ctx, func() { cancel(nil) }
+		}, context.Canceled},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := tc.ctx(t.Context())
+			defer cancel()
+			in, _, _ := inv(bin, "sleep", nil)
+			_, err, _ := runBounded(t, ctx, rt, in, 5*time.Second)
+			if !errors.Is(err, tc.want) || !errors.Is(err, cause) {
+				t.Errorf("Run: error %v, want one wrapping %v and the cause", err, tc.want)
+			}
+		})
+	}
+}
+
+// TestStdinNotRead checks that a function that does not read its input, or
+// reads only part of it, or closes stdin, neither fails nor hangs.
+func TestStdinNotRead(t *testing.T) {
+	bin := conformance.BuildFixture(t, t.TempDir())
+	large := bytes.Repeat([]byte("0123456789abcdef"), 1<<20) // 16 MiB
+	cases := []struct {
+		name     string
+		location string
+		function string
+		input    []byte
+		want     string
+	}{
+		{"NeverReads", bin, "env", large, ""},
+		{"ExitsAtOnce", script(t, "exit 0"), "", large, ""},
+		{"ClosesStdin", script(t, "exec 0<&-\nsleep 0.05\necho done"), "", large, "done\n"},
+		{"ReadsPart", script(t, "head -c 10"), "", large, "0123456789"},
+		{"NilInput", bin, "echo", nil, ""},
+	}
+	rt := process.New(process.Options{})
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			in, stdout, stderr := inv(tc.location, tc.function, tc.input)
+			if tc.input == nil {
+				in.Input = nil
+			}
+			res, err, _ := runBounded(t, t.Context(), rt, in, 10*time.Second)
+			if err != nil || res.ExitCode != 0 {
+				t.Fatalf("Run: %+v, %v (stderr %q)", res, err, stderr)
+			}
+			if got := stdout.String(); got != tc.want {
+				t.Errorf("stdout = %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
+
+// TestMemoryUsed checks that the peak RSS is measured and is the child's, not
+// the (larger) peak of this process, which Linux folds into a vfork'ed
+// child's ru_maxrss.
+func TestMemoryUsed(t *testing.T) {
+	bin := conformance.BuildFixture(t, t.TempDir())
+	// Grow this process's peak well above the fixture's.
+	ballast := bytes.Repeat([]byte{1}, 128<<20)
+	own := selfHWM(t)
+	cases := []struct {
+		name     string
+		function string
+		wantSome bool // long enough to be sampled
+	}{
+		{"Ticks", "ticks", true},
+		{"Echo", "echo", false},
+	}
+	rt := process.New(process.Options{})
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			in, _, _ := inv(bin, tc.function, []byte("hello"))
+			res, err, _ := runBounded(t, t.Context(), rt, in, 10*time.Second)
+			if err != nil {
+				t.Fatalf("Run: %v", err)
+			}
+			t.Logf("MemoryUsedBytes = %d (this process's peak: %d)", res.MemoryUsedBytes, own)
+			if tc.wantSome && res.MemoryUsedBytes <= 0 {
+				t.Errorf("MemoryUsedBytes = %d, want > 0", res.MemoryUsedBytes)
+			}
+			if res.MemoryUsedBytes >= own {
+				t.Errorf("MemoryUsedBytes = %d, not below this process's peak %d: the parent's peak leaked in", res.MemoryUsedBytes, own)
+			}
+		})
+	}
+	_ = ballast[len(ballast)-1]
+}
+
+// selfHWM returns this process's peak RSS in bytes.
+func selfHWM(t *testing.T) int64 {
+	t.Helper()
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for line := range strings.Lines(string(b)) {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return kb * 1024
+		}
+	}
+	t.Fatal("no VmHWM in /proc/self/status")
+	return 0
+}
+
+func TestMemoryLimit(t *testing.T) {
+	rt := process.New(process.Options{})
+	// The limit is applied just after start; the short sleep lets the
+	// shell read it afterwards.
+	in, stdout, stderr := inv(script(t, "sleep 0.1\nulimit -v"), "", nil)
+	in.MemoryLimitBytes = 512 << 20
+	res, err, _ := runBounded(t, t.Context(), rt, in, 10*time.Second)
+	if err != nil || res.ExitCode != 0 {
+		t.Fatalf("Run: %+v, %v (stderr %q)", res, err, stderr)
+	}
+	if got, want := strings.TrimSpace(stdout.String()), strconv.Itoa(512<<10); got != want {
+		t.Errorf("ulimit -v = %q, want %q", got, want)
+	}
+}
+
+// TestOutputSinkFails checks that a failing writer is reported without
+// blocking the function.
+func TestOutputSinkFails(t *testing.T) {
+	bin := conformance.BuildFixture(t, t.TempDir())
+	rt := process.New(process.Options{})
+	in, _, _ := inv(bin, "echo", bytes.Repeat([]byte("x"), 1<<20))
+	in.Stdout = failWriter{}
+	res, err, _ := runBounded(t, t.Context(), rt, in, 10*time.Second)
+	if !errors.Is(err, errdefs.ErrUnavailable) {
+		t.Errorf("Run: error %v, want one wrapping ErrUnavailable", err)
+	}
+	if res.ExitCode != 0 {
+		t.Errorf("ExitCode = %d, want 0 (output must still be drained)", res.ExitCode)
+	}
+}

@@ -1,0 +1,97 @@
+// Package runtime defines the small interface every function runtime
+// (process, wasm, docker) implements, and the contract they share: input on
+// standard input, output on standard output (streamed as written), standard
+// error kept as logs, an exit code, an environment, and a context that bounds
+// the run.
+//
+// Optional capabilities are separate interfaces (Validator), in the style of
+// Nomad's task drivers.
+package runtime
+
+import (
+	"context"
+	"io"
+)
+
+// DefaultFunction is the function name that selects a module's or program's
+// default entry point.
+const DefaultFunction = "__spear_default_entry__"
+
+// Type names a runtime. It equals ArtifactSpec.artifact_type.
+type Type string
+
+// Runtime types.
+const (
+	TypeProcess Type = "process"
+	TypeWasm    Type = "wasm"
+	TypeDocker  Type = "docker"
+)
+
+// Artifact is what a runtime runs, resolved by the node: Location is a local
+// file path for process and wasm, an image reference for docker.
+type Artifact struct {
+	// TaskID identifies the task; runtimes key caches by TaskID+Digest.
+	TaskID string
+	Type   Type
+	// Location is a local path (process, wasm) or image reference (docker).
+	Location string
+	// Digest is "sha256:<hex>" of the artifact's content when known.
+	Digest string
+	// Metadata is the task's artifact metadata (runtime-specific options).
+	Metadata map[string]string
+}
+
+// Invocation is one run of a function.
+type Invocation struct {
+	ExecutionID string
+	Artifact    Artifact
+	// Function is the function name; "" or DefaultFunction selects the
+	// default entry point. Process: passed as the first argument (when not
+	// default) and as SPEAR_FUNCTION_NAME.
+	Function string
+	// Input is the function's standard input.
+	Input io.Reader
+	// Env is the function's whole environment.
+	Env map[string]string
+	// Stdout receives standard output as the function writes it: each Write
+	// is one chunk, made as soon as the bytes are read. Never nil.
+	Stdout io.Writer
+	// Stderr receives standard error. Never nil.
+	Stderr io.Writer
+	// MemoryLimitBytes caps the function's memory when > 0.
+	MemoryLimitBytes int64
+}
+
+// Result is how a run ended when the function itself ended.
+type Result struct {
+	// ExitCode is the function's exit status; 0 is success.
+	ExitCode int
+	// MemoryUsedBytes is the peak memory the function used, measured, or 0
+	// when the runtime cannot measure it.
+	MemoryUsedBytes int64
+}
+
+// Runtime runs functions.
+type Runtime interface {
+	// Type is the artifact type this runtime serves.
+	Type() Type
+	// Run runs inv to completion. A function that exits non-zero returns a
+	// Result with that ExitCode and a nil error. When ctx ends first, Run
+	// stops the function (no process, instance or container remains once Run
+	// returns) and returns an error wrapping ctx.Err(). Any other error
+	// means the function could not be run (bad artifact, engine down) and
+	// wraps an errdefs class.
+	Run(ctx context.Context, inv *Invocation) (Result, error)
+}
+
+// Validator is implemented by runtimes that can check an artifact when a task
+// is registered (the file is a WASM module, the image exists, ...), and warm
+// any cache, so that bad tasks are refused at registration.
+type Validator interface {
+	Validate(ctx context.Context, a Artifact) error
+}
+
+// Closer is implemented by runtimes holding resources (caches, clients).
+type Closer interface {
+	Close(ctx context.Context) error
+}

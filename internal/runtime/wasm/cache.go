@@ -1,0 +1,234 @@
+package wasm
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/tetratelabs/wazero"
+	"github.com/tetratelabs/wazero/api"
+	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
+
+	"github.com/spear-go/spear/internal/errdefs"
+	"github.com/spear-go/spear/internal/runtime"
+)
+
+// engine is one wazero runtime (one memory ceiling) with WASI instantiated
+// and its compiled modules.
+type engine struct {
+	r     *Runtime
+	pages uint32 // memory ceiling in pages; 0 = none
+	rt    wazero.Runtime
+	wasi  api.Module
+
+	mu   sync.Mutex
+	mods map[string]*module // by slot (see cacheKey)
+}
+
+// module is a compiled module, shared by the runs of one task version.
+type module struct {
+	slot, key string
+	ready     chan struct{} // closed once compiled (or failed)
+	cm        wazero.CompiledModule
+	err       error
+
+	// Guarded by engine.mu.
+	refs  int
+	stale bool // replaced by a newer version or forgotten: close when unused
+}
+
+// engine returns the engine for a memory ceiling, starting it if needed.
+func (r *Runtime) engine(ctx context.Context, pages uint32) (*engine, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return nil, errClosed()
+	}
+	if e := r.engines[pages]; e != nil {
+		return e, nil
+	}
+	cfg := wazero.NewRuntimeConfig().
+		WithCloseOnContextDone(true).
+		WithCompilationCache(r.cache)
+	if pages > 0 {
+		cfg = cfg.WithMemoryLimitPages(pages)
+	}
+	ctx = context.WithoutCancel(ctx) // the engine outlives this call
+	rt := wazero.NewRuntimeWithConfig(ctx, cfg)
+	if _, err := wasi_snapshot_preview1.Instantiate(ctx, rt); err != nil {
+		_ = rt.Close(ctx)
+		return nil, fmt.Errorf("wasm: instantiate WASI: %w: %w", errdefs.ErrInternal, err)
+	}
+	e := &engine{
+		r:     r,
+		pages: pages,
+		rt:    rt,
+		wasi:  rt.Module(wasi_snapshot_preview1.ModuleName),
+		mods:  make(map[string]*module),
+	}
+	r.engines[pages] = e
+	if pages > 0 {
+		r.log.Debug("started wasm engine", "memory_limit_pages", pages, "engines", len(r.engines))
+	}
+	return e, nil
+}
+
+// Forget drops the compiled modules of a task (once no run uses them), for
+// when the task is deleted.
+func (r *Runtime) Forget(ctx context.Context, taskID string) {
+	r.mu.Lock()
+	engines := make([]*engine, 0, len(r.engines))
+	for _, e := range r.engines {
+		engines = append(engines, e)
+	}
+	r.mu.Unlock()
+	for _, e := range engines {
+		e.mu.Lock()
+		if m := e.mods[taskID]; m != nil {
+			delete(e.mods, taskID)
+			m.stale = true
+			e.closeIfUnused(ctx, m)
+		}
+		e.mu.Unlock()
+	}
+}
+
+// acquire returns the compiled module of a, compiling it on first use. The
+// caller must release it.
+func (e *engine) acquire(ctx context.Context, a runtime.Artifact) (*module, error) {
+	slot, key, err := cacheKey(a)
+	if err != nil {
+		return nil, err
+	}
+	e.mu.Lock()
+	m := e.mods[slot]
+	if m != nil && m.key != key { // a new version of the task's module
+		delete(e.mods, slot)
+		m.stale = true
+		e.closeIfUnused(ctx, m)
+		m = nil
+	}
+	created := m == nil
+	if created {
+		m = &module{slot: slot, key: key, ready: make(chan struct{})}
+		e.mods[slot] = m
+	}
+	m.refs++
+	e.mu.Unlock()
+
+	if created {
+		e.compile(ctx, m, a)
+	}
+	select {
+	case <-m.ready:
+	case <-ctx.Done():
+		e.release(ctx, m)
+		return nil, fmt.Errorf("wasm: waiting for %s to compile: %w", a.Location, ctx.Err())
+	}
+	if m.err != nil {
+		e.mu.Lock()
+		if e.mods[slot] == m { // let a later call retry
+			delete(e.mods, slot)
+		}
+		e.mu.Unlock()
+		e.release(ctx, m)
+		return nil, m.err
+	}
+	return m, nil
+}
+
+// release ends a use of m.
+func (e *engine) release(ctx context.Context, m *module) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	m.refs--
+	e.closeIfUnused(ctx, m)
+}
+
+// closeIfUnused closes a stale module nobody uses. e.mu is held.
+func (e *engine) closeIfUnused(ctx context.Context, m *module) {
+	if !m.stale || m.refs > 0 || m.cm == nil {
+		return
+	}
+	if err := m.cm.Close(context.WithoutCancel(ctx)); err != nil {
+		e.r.log.Warn("closing compiled wasm module", "slot", m.slot, "error", err)
+	}
+	m.cm = nil
+}
+
+// compile reads, checks and compiles a into m, then marks m ready.
+func (e *engine) compile(ctx context.Context, m *module, a runtime.Artifact) {
+	defer close(m.ready)
+	bin, err := os.ReadFile(a.Location)
+	if err != nil {
+		m.err = fileError(a, err)
+		return
+	}
+	if want, ok := strings.CutPrefix(a.Digest, "sha256:"); ok {
+		if sum := sha256.Sum256(bin); !strings.EqualFold(hex.EncodeToString(sum[:]), want) {
+			m.err = errdefs.New(errdefs.ErrFailedPrecondition, "CHECKSUM_MISMATCH",
+				"wasm: %s: content does not match digest %s", a.Location, a.Digest)
+			return
+		}
+	}
+	e.r.compiles.Add(1)
+	start := time.Now()
+	// Compiling is not abandoned when this caller goes: others may wait.
+	cctx := context.WithoutCancel(ctx)
+	cm, err := e.rt.CompileModule(cctx, bin)
+	if err != nil {
+		if e.r.isClosed() {
+			m.err = errClosed()
+			return
+		}
+		m.err = invalidArtifact(a, "not a valid wasm module: %v", err)
+		return
+	}
+	if err := checkWASI(cm, e.wasi); err != nil {
+		_ = cm.Close(cctx)
+		m.err = invalidArtifact(a, "not a WASI preview 1 module: %v", err)
+		return
+	}
+	m.cm = cm
+	e.r.log.DebugContext(ctx, "compiled wasm module", "task_id", a.TaskID, "location", a.Location,
+		"digest", a.Digest, "memory_limit_pages", e.pages, "took", time.Since(start))
+}
+
+// cacheKey returns the cache slot of a (its task, or its file when it has no
+// task) and the key of its current version (its digest, or its file's path,
+// modification time and size).
+func cacheKey(a runtime.Artifact) (slot, key string, err error) {
+	slot = a.TaskID
+	if slot == "" {
+		slot = "file:" + a.Location
+	}
+	if a.Digest != "" {
+		return slot, a.Digest, nil
+	}
+	fi, err := os.Stat(a.Location)
+	if err != nil {
+		return "", "", fileError(a, err)
+	}
+	if !fi.Mode().IsRegular() {
+		return "", "", invalidArtifact(a, "not a regular file")
+	}
+	return slot, fmt.Sprintf("%s|%d|%d", a.Location, fi.ModTime().UnixNano(), fi.Size()), nil
+}
+
+func fileError(a runtime.Artifact, err error) error {
+	if errors.Is(err, fs.ErrNotExist) {
+		return errdefs.New(errdefs.ErrNotFound, "ARTIFACT_NOT_FOUND", "wasm: artifact %s: %v", a.Location, err)
+	}
+	return errdefs.New(errdefs.ErrFailedPrecondition, "ARTIFACT_UNREADABLE", "wasm: artifact %s: %v", a.Location, err)
+}
+
+func invalidArtifact(a runtime.Artifact, format string, args ...any) error {
+	return errdefs.New(errdefs.ErrInvalidArgument, "INVALID_ARTIFACT", "wasm: %s: "+format, append([]any{a.Location}, args...)...)
+}

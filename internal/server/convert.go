@@ -1,0 +1,191 @@
+package server
+
+import (
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	pb "github.com/spear-go/spear/api/spearlet"
+	"github.com/spear-go/spear/internal/errdefs"
+	"github.com/spear-go/spear/internal/execution"
+	"github.com/spear-go/spear/internal/runtime"
+	"github.com/spear-go/spear/internal/task"
+)
+
+func ts(t time.Time) *timestamppb.Timestamp {
+	if t.IsZero() {
+		return nil
+	}
+	return timestamppb.New(t)
+}
+
+// bytesAny wraps b as an Any holding a BytesValue.
+func bytesAny(b []byte) *anypb.Any {
+	a, err := anypb.New(wrapperspb.Bytes(b))
+	if err != nil {
+		panic(err) // marshalling a BytesValue cannot fail
+	}
+	return a
+}
+
+func resultOf(r *execution.Record, withOutput bool) *pb.ExecutionResult {
+	res := &pb.ExecutionResult{
+		Status:          pb.ExecutionStatus(r.Status),
+		ErrorMessage:    r.ErrorMessage,
+		ErrorCode:       r.ErrorCode,
+		ExecutionTimeMs: r.DurationMs,
+		MemoryUsedBytes: r.MemoryUsedBytes,
+		StartedAt:       ts(r.StartedAt),
+		CompletedAt:     ts(r.CompletedAt),
+		ExitCode:        r.ExitCode,
+		Attempts:        r.Attempts,
+		Metrics: map[string]string{
+			"node":      r.Node,
+			"task_id":   r.TaskID,
+			"mode":      r.Mode.String(),
+			"attempts":  strconv.Itoa(int(r.Attempts)),
+			"exit_code": strconv.Itoa(int(r.ExitCode)),
+		},
+	}
+	if withOutput && (r.Status.Terminal() || len(r.Output) > 0) {
+		res.Result = bytesAny(r.Output)
+	}
+	return res
+}
+
+func infoOf(r *execution.Record) *pb.ExecutionInfo {
+	return &pb.ExecutionInfo{
+		ExecutionId:     r.ID,
+		TaskId:          r.TaskID,
+		FunctionName:    r.Function,
+		ExecutionMode:   pb.ExecutionMode(r.Mode),
+		Status:          pb.ExecutionStatus(r.Status),
+		StartedAt:       ts(r.StartedAt),
+		CompletedAt:     ts(r.CompletedAt),
+		ExecutionTimeMs: r.DurationMs,
+		MemoryUsedBytes: r.MemoryUsedBytes,
+		ErrorMessage:    r.ErrorMessage,
+		Metadata:        r.Metadata,
+		ErrorCode:       r.ErrorCode,
+		CreatedAt:       ts(r.CreatedAt),
+		Attempts:        r.Attempts,
+	}
+}
+
+func logLines(r *execution.Record) []string {
+	out := make([]string, len(r.Logs))
+	for i, l := range r.Logs {
+		out[i] = l.Time.UTC().Format(time.RFC3339Nano) + " " + l.Line
+	}
+	return out
+}
+
+func specOf(a task.Artifact) *pb.ArtifactSpec {
+	return &pb.ArtifactSpec{
+		ArtifactId:   a.ID,
+		ArtifactType: string(a.Type),
+		Location:     a.Location,
+		Version:      a.Version,
+		Checksum:     a.Checksum,
+		Metadata:     a.Metadata,
+	}
+}
+
+func artifactOf(s *pb.ArtifactSpec) task.Artifact {
+	if s == nil {
+		return task.Artifact{}
+	}
+	return task.Artifact{
+		ID:       s.ArtifactId,
+		Type:     runtime.Type(strings.ToLower(strings.TrimSpace(s.ArtifactType))),
+		Location: s.Location,
+		Version:  s.Version,
+		Checksum: s.Checksum,
+		Metadata: s.Metadata,
+	}
+}
+
+// input turns the invocation's parameters into the function's standard
+// input: nothing for none; the raw bytes of a single BytesValue or
+// StringValue; otherwise one JSON object keyed by parameter name.
+func input(params []*pb.FunctionParameter) ([]byte, error) {
+	seen := map[string]bool{}
+	for i, p := range params {
+		if p.Value == nil {
+			if p.Required {
+				return nil, errdefs.New(errdefs.ErrInvalidArgument, "MISSING_PARAMETER", "parameter %q is required but has no value", p.Name)
+			}
+			continue
+		}
+		if len(params) > 1 {
+			if p.Name == "" {
+				return nil, errdefs.New(errdefs.ErrInvalidArgument, "INVALID_PARAMETER", "parameter %d has no name; several parameters need names", i)
+			}
+			if seen[p.Name] {
+				return nil, errdefs.New(errdefs.ErrInvalidArgument, "DUPLICATE_PARAMETER", "parameter %q is given twice", p.Name)
+			}
+			seen[p.Name] = true
+		}
+	}
+	if len(params) == 0 {
+		return nil, nil
+	}
+	if len(params) == 1 && params[0].Value != nil {
+		switch v := unpack(params[0].Value).(type) {
+		case *wrapperspb.BytesValue:
+			return v.Value, nil
+		case *wrapperspb.StringValue:
+			return []byte(v.Value), nil
+		}
+	}
+	obj := make(map[string]json.RawMessage, len(params))
+	for _, p := range params {
+		if p.Value == nil {
+			continue
+		}
+		m, err := p.Value.UnmarshalNew()
+		if err != nil {
+			return nil, errdefs.New(errdefs.ErrInvalidArgument, "INVALID_PARAMETER",
+				"parameter %q: cannot decode value of type %q: %v", p.Name, p.Value.TypeUrl, err)
+		}
+		b, err := protojson.Marshal(m)
+		if err != nil {
+			return nil, errdefs.New(errdefs.ErrInvalidArgument, "INVALID_PARAMETER", "parameter %q: %v", p.Name, err)
+		}
+		obj[p.Name] = b
+	}
+	b, err := json.Marshal(obj)
+	if err != nil {
+		return nil, fmt.Errorf("encode parameters: %w", err)
+	}
+	return b, nil
+}
+
+func unpack(a *anypb.Any) proto.Message {
+	m, err := a.UnmarshalNew()
+	if err != nil {
+		return nil
+	}
+	return m
+}
+
+// validEnv checks an environment: names non-empty, without '=' or NUL, and
+// everything valid UTF-8.
+func validEnv(env map[string]string) error {
+	for k, v := range env {
+		if k == "" || strings.ContainsAny(k, "=\x00") || strings.Contains(v, "\x00") || !utf8.ValidString(k) || !utf8.ValidString(v) {
+			return errdefs.New(errdefs.ErrInvalidArgument, "INVALID_ENVIRONMENT",
+				"environment variable %q: names must be non-empty without '=' or NUL, values without NUL, both UTF-8", k)
+		}
+	}
+	return nil
+}

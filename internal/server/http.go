@@ -1,0 +1,141 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+
+	pb "github.com/spear-go/spear/api/spearlet"
+	"github.com/spear-go/spear/internal/errdefs"
+)
+
+// routes registers the plain HTTP routes on mux.
+func (s *Service) routes(mux *http.ServeMux) {
+	mux.HandleFunc("GET /api/v1/executions/{id}/status", s.handleStatus)
+	mux.HandleFunc("POST /api/v1/executions/{id}/cancel", s.handleCancel)
+	mux.HandleFunc("PUT /api/v1/artifacts", s.handleUpload)
+	mux.HandleFunc("POST /api/v1/artifacts", s.handleUpload)
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		resp, err := s.GetHealth(r.Context(), &pb.GetHealthRequest{})
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		code := http.StatusOK
+		if resp.Status != "healthy" {
+			code = http.StatusServiceUnavailable
+		}
+		writeProto(w, code, resp)
+	})
+}
+
+var jsonOpts = protojson.MarshalOptions{EmitUnpopulated: false, UseProtoNames: false}
+
+func writeProto(w http.ResponseWriter, code int, m proto.Message) {
+	b, err := jsonOpts.Marshal(m)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_, _ = w.Write(b)
+	_, _ = w.Write([]byte("\n"))
+}
+
+// writeError answers with the same code names as Connect's JSON errors.
+func writeError(w http.ResponseWriter, err error) {
+	code := grpcCode(err)
+	httpCode := map[string]int{
+		"InvalidArgument": 400, "NotFound": 404, "AlreadyExists": 409, "FailedPrecondition": 412,
+		"ResourceExhausted": 429, "Unavailable": 503, "Unimplemented": 501, "DeadlineExceeded": 504, "Canceled": 499,
+	}[code.String()]
+	if httpCode == 0 {
+		httpCode = 500
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set(ErrorCodeTrailer, errorCode(err))
+	w.WriteHeader(httpCode)
+	_ = json.NewEncoder(w).Encode(map[string]string{
+		"code":       strings.ToLower(snake(code.String())),
+		"error_code": errorCode(err),
+		"message":    err.Error(),
+	})
+}
+
+// snake turns "InvalidArgument" into "invalid_argument", Connect's spelling.
+func snake(s string) string {
+	var b strings.Builder
+	for i, r := range s {
+		if i > 0 && r >= 'A' && r <= 'Z' {
+			b.WriteByte('_')
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
+// handleStatus answers GET /api/v1/executions/{id}/status with the JSON
+// form of GetExecutionStatusResponse, result included. Query: logs=true
+// adds logs; wait=DURATION (at most 60s) waits for a terminal state first.
+func (s *Service) handleStatus(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	q := r.URL.Query()
+	ctx := r.Context()
+	if ws := q.Get("wait"); ws != "" {
+		d, err := time.ParseDuration(ws)
+		if err != nil || d < 0 {
+			writeError(w, errdefs.New(errdefs.ErrInvalidArgument, "INVALID_WAIT", "wait=%q: want a duration such as 30s", ws))
+			return
+		}
+		wctx, cancel := context.WithTimeout(ctx, min(d, 60*time.Second))
+		_, err = s.mgr.Wait(wctx, id)
+		cancel()
+		if err != nil && errdefs.Code(err) != "EXECUTION_NOT_FOUND" {
+			writeError(w, err)
+			return
+		}
+	}
+	logs, _ := strconv.ParseBool(q.Get("logs"))
+	resp, err := s.GetExecutionStatus(ctx, &pb.GetExecutionStatusRequest{ExecutionId: id, IncludeResult: true, IncludeLogs: logs})
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	code := http.StatusOK
+	if !resp.Found {
+		code = http.StatusNotFound
+	}
+	writeProto(w, code, resp)
+}
+
+// handleCancel answers POST /api/v1/executions/{id}/cancel?force=true.
+func (s *Service) handleCancel(w http.ResponseWriter, r *http.Request) {
+	force, _ := strconv.ParseBool(r.URL.Query().Get("force"))
+	resp, err := s.CancelExecution(r.Context(), &pb.CancelExecutionRequest{
+		ExecutionId: r.PathValue("id"), Reason: r.URL.Query().Get("reason"), Force: force,
+	})
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeProto(w, http.StatusOK, resp)
+}
+
+// handleUpload streams a request body into the artifact store:
+// PUT /api/v1/artifacts?name=NAME&checksum=sha256:HEX.
+func (s *Service) handleUpload(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	digest, size, err := s.store.PutArtifact(r.Context(), q.Get("name"), r.Body, q.Get("checksum"))
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeProto(w, http.StatusCreated, &pb.UploadArtifactResponse{Location: "artifact:" + digest, Checksum: digest, SizeBytes: size})
+}

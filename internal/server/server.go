@@ -1,0 +1,124 @@
+// Package server exposes the FunctionService on one listen address: gRPC
+// (h2c) on grpc-go's native server, and Connect, gRPC-Web, JSON and plain
+// HTTP routes (status endpoint, artifact upload, /metrics, /healthz) over
+// HTTP/1.1 on net/http. Domain errors become gRPC codes and stable
+// error_code strings here, in one place.
+package server
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"connectrpc.com/connect"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/reflection"
+
+	pb "github.com/spear-go/spear/api/spearlet"
+	"github.com/spear-go/spear/api/spearlet/spearletconnect"
+)
+
+// Options configures a Server.
+type Options struct {
+	// MaxMessageBytes bounds one request or response message.
+	MaxMessageBytes int
+	// Metrics serves /metrics; may be nil.
+	Metrics http.Handler
+	Logger  *slog.Logger
+}
+
+// Server serves a Service.
+type Server struct {
+	grpc   *grpc.Server
+	http   *http.Server
+	health *health.Server
+	log    *slog.Logger
+	split  *split
+}
+
+// New builds the servers for svc.
+func New(svc *Service, opts Options) *Server {
+	if opts.MaxMessageBytes <= 0 {
+		opts.MaxMessageBytes = 64 << 20
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	g := grpc.NewServer(
+		grpc.MaxRecvMsgSize(opts.MaxMessageBytes),
+		grpc.MaxSendMsgSize(opts.MaxMessageBytes),
+		grpc.ChainUnaryInterceptor(unaryErrors),
+		grpc.ChainStreamInterceptor(streamErrors),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
+	)
+	pb.RegisterFunctionServiceServer(g, grpcService{svc})
+	hs := health.NewServer()
+	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	hs.SetServingStatus(pb.FunctionService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+	healthpb.RegisterHealthServer(g, hs)
+	reflection.Register(g)
+
+	mux := http.NewServeMux()
+	path, h := spearletconnect.NewFunctionServiceHandler(connectService{svc},
+		connect.WithInterceptors(connectErrors()),
+		connect.WithReadMaxBytes(opts.MaxMessageBytes),
+		connect.WithSendMaxBytes(opts.MaxMessageBytes),
+		connect.WithCompressMinBytes(64<<10),
+	)
+	mux.Handle(path, h)
+	svc.routes(mux)
+	if opts.Metrics != nil {
+		mux.Handle("GET /metrics", opts.Metrics)
+	}
+	return &Server{
+		grpc:   g,
+		health: hs,
+		log:    opts.Logger,
+		http: &http.Server{
+			Handler:           mux,
+			ReadHeaderTimeout: 10 * time.Second,
+			MaxHeaderBytes:    1 << 20,
+			ErrorLog:          slog.NewLogLogger(opts.Logger.Handler(), slog.LevelWarn),
+		},
+	}
+}
+
+// Serve serves on l until Shutdown; it returns nil after a shutdown.
+func (s *Server) Serve(l net.Listener) error {
+	s.split = newSplit(l)
+	errc := make(chan error, 2)
+	go func() { errc <- s.grpc.Serve(s.split.h2) }()
+	go func() { errc <- s.http.Serve(s.split.other) }()
+	s.split.serve()
+	err := <-errc
+	if errors.Is(err, http.ErrServerClosed) || errors.Is(err, grpc.ErrServerStopped) || errors.Is(err, net.ErrClosed) {
+		return nil
+	}
+	return err
+}
+
+// Shutdown stops accepting calls and waits for running ones until ctx ends,
+// then closes them.
+func (s *Server) Shutdown(ctx context.Context) {
+	s.health.Shutdown()
+	done := make(chan struct{})
+	go func() {
+		s.grpc.GracefulStop()
+		close(done)
+	}()
+	_ = s.http.Shutdown(ctx)
+	select {
+	case <-done:
+	case <-ctx.Done():
+		s.grpc.Stop()
+	}
+	if s.split != nil {
+		s.split.close()
+	}
+}

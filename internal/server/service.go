@@ -1,0 +1,618 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	pb "github.com/spear-go/spear/api/spearlet"
+	"github.com/spear-go/spear/internal/errdefs"
+	"github.com/spear-go/spear/internal/execution"
+	"github.com/spear-go/spear/internal/executor"
+	"github.com/spear-go/spear/internal/procstat"
+	"github.com/spear-go/spear/internal/registry"
+	"github.com/spear-go/spear/internal/store"
+	"github.com/spear-go/spear/internal/task"
+)
+
+// StatusPath is the HTTP route answering an execution's status; %s is the
+// execution id.
+const StatusPath = "/api/v1/executions/%s/status"
+
+// Service implements spearlet.FunctionService over the executor and the
+// registry. Its methods return domain errors; the transports convert them.
+type Service struct {
+	mgr      *executor.Manager
+	reg      *registry.Registry
+	store    *store.Store
+	nodeID   string
+	info     map[string]string
+	now      func() time.Time
+	cpu      *procstat.CPU
+	log      *slog.Logger
+	maxInput int
+}
+
+// ServiceOptions configures a Service.
+type ServiceOptions struct {
+	NodeID string
+	// SystemInfo is reported by GetHealth.
+	SystemInfo map[string]string
+	// MaxInputBytes bounds a function's input.
+	MaxInputBytes int
+	Now           func() time.Time
+	Logger        *slog.Logger
+}
+
+// NewService returns the FunctionService implementation.
+func NewService(opts ServiceOptions, mgr *executor.Manager, reg *registry.Registry, st *store.Store) *Service {
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Service{
+		mgr: mgr, reg: reg, store: st, nodeID: opts.NodeID, info: opts.SystemInfo,
+		now: opts.Now, cpu: procstat.NewCPU(runtime.NumCPU()), log: opts.Logger,
+		maxInput: opts.MaxInputBytes,
+	}
+}
+
+// failed is an InvokeFunction answer for an invocation refused without an
+// RPC error (the contract's mode errors).
+func failed(code, msg string) *pb.InvokeFunctionResponse {
+	return &pb.InvokeFunctionResponse{
+		Success: false,
+		Message: msg,
+		Result:  &pb.ExecutionResult{Status: pb.ExecutionStatus_EXECUTION_STATUS_FAILED, ErrorCode: code, ErrorMessage: msg},
+	}
+}
+
+// InvokeFunction runs a function in sync mode or accepts it in async mode.
+func (s *Service) InvokeFunction(ctx context.Context, req *pb.InvokeFunctionRequest) (*pb.InvokeFunctionResponse, error) {
+	switch req.ExecutionMode {
+	case pb.ExecutionMode_EXECUTION_MODE_SYNC, pb.ExecutionMode_EXECUTION_MODE_ASYNC:
+	case pb.ExecutionMode_EXECUTION_MODE_STREAM:
+		return failed("STREAM_MODE_NOT_SUPPORTED",
+			"stream mode is not supported by InvokeFunction: call the StreamFunction method, which streams output chunks as they are produced"), nil
+	default:
+		return failed("UNKNOWN_EXECUTION_MODE",
+			fmt.Sprintf("unknown execution_mode %d: use EXECUTION_MODE_SYNC, EXECUTION_MODE_ASYNC, or the StreamFunction method", req.ExecutionMode)), nil
+	}
+	spec, err := s.prepare(ctx, req, execution.Mode(req.ExecutionMode))
+	if err != nil {
+		return nil, err
+	}
+	if spec.Mode == execution.ModeAsync {
+		rec, est, err := s.mgr.Submit(ctx, spec)
+		if err != nil {
+			return nil, err
+		}
+		resp := &pb.InvokeFunctionResponse{
+			Success:               true,
+			Message:               "accepted",
+			ExecutionId:           rec.ID,
+			TaskId:                rec.TaskID,
+			InstanceId:            s.nodeID,
+			Result:                resultOf(rec, false),
+			StatusEndpoint:        fmt.Sprintf(StatusPath, rec.ID),
+			EstimatedCompletionMs: max(1, est.Milliseconds()),
+		}
+		if req.Wait {
+			final, err := s.mgr.Wait(ctx, rec.ID)
+			if err != nil {
+				return nil, err
+			}
+			resp.Result = resultOf(final, true)
+			resp.Success = final.Status == execution.StatusCompleted
+			resp.Message = outcome(final)
+		}
+		return resp, nil
+	}
+	rec, err := s.mgr.Run(ctx, spec, nil)
+	if err != nil {
+		return nil, err
+	}
+	return &pb.InvokeFunctionResponse{
+		Success:     rec.Status == execution.StatusCompleted,
+		Message:     outcome(rec),
+		ExecutionId: rec.ID,
+		TaskId:      rec.TaskID,
+		InstanceId:  s.nodeID,
+		Result:      resultOf(rec, true),
+	}, nil
+}
+
+func outcome(r *execution.Record) string {
+	if r.Status == execution.StatusCompleted {
+		return "completed"
+	}
+	if r.ErrorMessage != "" {
+		return strings.ToLower(r.Status.String()) + ": " + r.ErrorMessage
+	}
+	return strings.ToLower(r.Status.String())
+}
+
+// prepare validates an invocation, registers its task if it asks to, and
+// returns what to run.
+func (s *Service) prepare(ctx context.Context, req *pb.InvokeFunctionRequest, mode execution.Mode) (*execution.Spec, error) {
+	taskID, err := s.resolveTask(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	c := req.Context
+	if c == nil {
+		c = &pb.ExecutionContext{}
+	}
+	if c.TimeoutMs < 0 {
+		return nil, errdefs.New(errdefs.ErrInvalidArgument, "INVALID_TIMEOUT", "context.timeout_ms must not be negative (0 means the default)")
+	}
+	if c.MaxRetries < 0 {
+		return nil, errdefs.New(errdefs.ErrInvalidArgument, "INVALID_MAX_RETRIES", "context.max_retries must not be negative")
+	}
+	if err := validEnv(c.Environment); err != nil {
+		return nil, err
+	}
+	if !utf8.ValidString(req.FunctionName) || strings.ContainsRune(req.FunctionName, 0) || len(req.FunctionName) > 256 {
+		return nil, errdefs.New(errdefs.ErrInvalidArgument, "INVALID_FUNCTION_NAME", "function_name must be UTF-8 without NUL, at most 256 bytes")
+	}
+	in, err := input(req.Parameters)
+	if err != nil {
+		return nil, err
+	}
+	if s.maxInput > 0 && len(in) > s.maxInput {
+		return nil, errdefs.New(errdefs.ErrResourceExhausted, "INPUT_TOO_LARGE", "input of %d bytes exceeds the limit of %d bytes", len(in), s.maxInput)
+	}
+	now := s.now()
+	id := c.ExecutionId
+	if id == "" {
+		id = execution.NewID(now)
+	} else if err := execution.ValidateID(id); err != nil {
+		return nil, err
+	}
+	return &execution.Spec{
+		ExecutionID: id,
+		TaskID:      taskID,
+		Function:    req.FunctionName,
+		Mode:        mode,
+		Input:       in,
+		Env:         c.Environment,
+		TimeoutMs:   c.TimeoutMs,
+		MaxRetries:  c.MaxRetries,
+		Metadata:    req.InvocationMetadata,
+		CreatedAt:   now,
+	}, nil
+}
+
+// resolveTask returns the task an invocation runs, registering it first for
+// NEW_TASK (or EXISTING_TASK with create_if_not_exists).
+func (s *Service) resolveTask(ctx context.Context, req *pb.InvokeFunctionRequest) (string, error) {
+	register := func() (string, error) {
+		if req.ArtifactSpec == nil {
+			return "", errdefs.New(errdefs.ErrInvalidArgument, "MISSING_ARTIFACT_SPEC", "a new task needs an artifact_spec")
+		}
+		t, _, err := s.reg.Register(ctx, registry.Registration{
+			ID: req.TaskId, Name: req.TaskName, Description: req.TaskDescription, Artifact: artifactOf(req.ArtifactSpec),
+		})
+		if err != nil {
+			return "", err
+		}
+		return t.ID, nil
+	}
+	switch req.InvocationType {
+	case pb.InvocationType_INVOCATION_TYPE_NEW_TASK:
+		return register()
+	case pb.InvocationType_INVOCATION_TYPE_EXISTING_TASK, pb.InvocationType_INVOCATION_TYPE_UNKNOWN:
+		if req.TaskId == "" {
+			if req.InvocationType == pb.InvocationType_INVOCATION_TYPE_UNKNOWN && req.ArtifactSpec != nil {
+				return register()
+			}
+			return "", errdefs.New(errdefs.ErrInvalidArgument, "MISSING_TASK_ID", "task_id is required to invoke an existing task")
+		}
+		_, err := s.reg.Get(ctx, req.TaskId)
+		if err == nil {
+			return req.TaskId, nil
+		}
+		if errdefs.Code(err) == "TASK_NOT_FOUND" && req.CreateIfNotExists && req.ArtifactSpec != nil {
+			return register()
+		}
+		return "", err
+	default:
+		return "", errdefs.New(errdefs.ErrInvalidArgument, "INVALID_INVOCATION_TYPE", "unknown invocation_type %d", req.InvocationType)
+	}
+}
+
+// streamTo runs an invocation in stream mode, sending output chunks as the
+// function writes them and a final message with the outcome.
+func (s *Service) streamTo(ctx context.Context, req *pb.InvokeFunctionRequest, send func(*pb.StreamExecutionResult) error) error {
+	spec, err := s.prepare(ctx, req, execution.ModeStream)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var mu sync.Mutex
+	var sendErr error
+	emit := func(m *pb.StreamExecutionResult) {
+		mu.Lock()
+		defer mu.Unlock()
+		if sendErr != nil {
+			return
+		}
+		if sendErr = send(m); sendErr != nil {
+			cancel(sendErr) // the caller is gone: stop the function
+		}
+	}
+	emit(&pb.StreamExecutionResult{
+		ExecutionId: spec.ExecutionID,
+		Status:      pb.ExecutionStatus_EXECUTION_STATUS_PENDING,
+		Metadata:    map[string]string{"task_id": spec.TaskID, "node": s.nodeID},
+	})
+	rec, err := s.mgr.Run(ctx, spec, func(c executor.Chunk) {
+		emit(&pb.StreamExecutionResult{
+			ExecutionId: spec.ExecutionID,
+			Status:      pb.ExecutionStatus_EXECUTION_STATUS_RUNNING,
+			ChunkData:   bytesAny(c.Data),
+			Sequence:    c.Seq,
+		})
+	})
+	if err != nil {
+		return err
+	}
+	emit(&pb.StreamExecutionResult{
+		ExecutionId:  rec.ID,
+		Status:       pb.ExecutionStatus(rec.Status),
+		IsFinal:      true,
+		ErrorMessage: rec.ErrorMessage,
+		ErrorCode:    rec.ErrorCode,
+		Metadata: map[string]string{
+			"task_id":           rec.TaskID,
+			"node":              s.nodeID,
+			"exit_code":         strconv.Itoa(int(rec.ExitCode)),
+			"execution_time_ms": strconv.FormatInt(rec.DurationMs, 10),
+			"memory_used_bytes": strconv.FormatInt(rec.MemoryUsedBytes, 10),
+		},
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	return sendErr
+}
+
+// GetExecutionStatus reports an execution's status, output and logs.
+func (s *Service) GetExecutionStatus(ctx context.Context, req *pb.GetExecutionStatusRequest) (*pb.GetExecutionStatusResponse, error) {
+	rec, err := s.mgr.Get(ctx, req.ExecutionId)
+	if errdefs.Code(err) == "EXECUTION_NOT_FOUND" {
+		return &pb.GetExecutionStatusResponse{Found: false, Message: err.Error()}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	resp := &pb.GetExecutionStatusResponse{Found: true, Result: resultOf(rec, req.IncludeResult), Message: strings.ToLower(rec.Status.String())}
+	if req.IncludeLogs {
+		resp.Logs = logLines(rec)
+	}
+	return resp, nil
+}
+
+// CancelExecution stops a queued or running execution.
+func (s *Service) CancelExecution(ctx context.Context, req *pb.CancelExecutionRequest) (*pb.CancelExecutionResponse, error) {
+	if !utf8.ValidString(req.Reason) {
+		return nil, errdefs.New(errdefs.ErrInvalidArgument, "INVALID_UTF8", "reason must be valid UTF-8")
+	}
+	out, err := s.mgr.Cancel(ctx, req.ExecutionId, req.Reason, req.Force)
+	if err != nil {
+		return nil, err
+	}
+	return &pb.CancelExecutionResponse{Success: out.Cancelled, Message: out.Message, FinalStatus: pb.ExecutionStatus(out.Status)}, nil
+}
+
+const (
+	defaultPage = 100
+	maxPage     = 1000
+)
+
+func pageSize(limit int32) (int, error) {
+	switch {
+	case limit < 0:
+		return 0, errdefs.New(errdefs.ErrInvalidArgument, "INVALID_LIMIT", "limit must not be negative")
+	case limit == 0:
+		return defaultPage, nil
+	default:
+		return min(int(limit), maxPage), nil
+	}
+}
+
+func (s *Service) taskInfo(t *task.Task, details bool) *pb.TaskInfo {
+	count, last := s.mgr.TaskStats(t.ID)
+	ti := &pb.TaskInfo{
+		TaskId:         t.ID,
+		TaskName:       t.Name,
+		CreatedAt:      t.CreatedAt.UnixMilli(),
+		UpdatedAt:      t.UpdatedAt.UnixMilli(),
+		ExecutionCount: int32(min(count, 1<<31-1)),
+		LastStatus:     pb.ExecutionStatus(last),
+		Description:    t.Description,
+	}
+	if details {
+		ti.ArtifactSpec = specOf(t.Artifact)
+		ti.Metadata = t.Metadata
+	}
+	return ti
+}
+
+// ListTasks lists tasks by id, paginated.
+func (s *Service) ListTasks(ctx context.Context, req *pb.ListTasksRequest) (*pb.ListTasksResponse, error) {
+	n, err := pageSize(req.Limit)
+	if err != nil {
+		return nil, err
+	}
+	tasks, more, err := s.reg.List(ctx, req.Prefix, req.StartAfter, n)
+	if err != nil {
+		return nil, err
+	}
+	resp := &pb.ListTasksResponse{HasMore: more}
+	for _, t := range tasks {
+		resp.Tasks = append(resp.Tasks, s.taskInfo(t, req.IncludeDetails))
+	}
+	if more && len(tasks) > 0 {
+		resp.NextStartAfter = tasks[len(tasks)-1].ID
+	}
+	return resp, nil
+}
+
+// GetTask returns one task and, optionally, its latest executions.
+func (s *Service) GetTask(ctx context.Context, req *pb.GetTaskRequest) (*pb.GetTaskResponse, error) {
+	t, err := s.reg.Get(ctx, req.TaskId)
+	if errdefs.Code(err) == "TASK_NOT_FOUND" {
+		return &pb.GetTaskResponse{Found: false, Message: err.Error()}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	resp := &pb.GetTaskResponse{Found: true, Task: s.taskInfo(t, true)}
+	if req.IncludeExecutions {
+		n, err := pageSize(req.ExecutionLimit)
+		if err != nil {
+			return nil, err
+		}
+		if req.ExecutionLimit == 0 {
+			n = 10
+		}
+		recs, _, err := s.mgr.List(ctx, store.ListFilter{TaskID: t.ID, Limit: n, Newest: true})
+		if err != nil {
+			return nil, err
+		}
+		for _, r := range recs {
+			resp.Executions = append(resp.Executions, infoOf(r))
+		}
+	}
+	return resp, nil
+}
+
+// DeleteTask removes a task and, optionally, its execution records.
+func (s *Service) DeleteTask(ctx context.Context, req *pb.DeleteTaskRequest) (*pb.DeleteTaskResponse, error) {
+	if _, err := s.reg.Get(ctx, req.TaskId); err != nil {
+		return nil, err
+	}
+	if n := s.mgr.LiveOfTask(req.TaskId); n > 0 && !req.Force {
+		return nil, errdefs.New(errdefs.ErrFailedPrecondition, "TASK_BUSY",
+			"task %q has %d executions running or queued on this node; wait, cancel them, or delete with force", req.TaskId, n)
+	}
+	if err := s.reg.Delete(ctx, req.TaskId); err != nil {
+		return nil, err
+	}
+	if err := s.mgr.ForgetTask(ctx, req.TaskId); err != nil {
+		s.log.Warn("deleting task stats", "task", req.TaskId, "err", err)
+	}
+	resp := &pb.DeleteTaskResponse{Success: true, Deleted: true, Message: "deleted"}
+	if req.CleanupExecutions {
+		n, err := s.store.DeleteRecordsOfTask(ctx, req.TaskId)
+		if err != nil {
+			return nil, err
+		}
+		resp.CleanedExecutions = int32(n)
+	}
+	return resp, nil
+}
+
+// ListExecutions lists execution records in creation order, paginated.
+func (s *Service) ListExecutions(ctx context.Context, req *pb.ListExecutionsRequest) (*pb.ListExecutionsResponse, error) {
+	n, err := pageSize(req.Limit)
+	if err != nil {
+		return nil, err
+	}
+	if req.StatusFilter < 0 || req.StatusFilter > pb.ExecutionStatus_EXECUTION_STATUS_TIMEOUT {
+		return nil, errdefs.New(errdefs.ErrInvalidArgument, "INVALID_STATUS_FILTER", "unknown status_filter %d", req.StatusFilter)
+	}
+	if req.TaskId != "" {
+		if err := task.ValidateID(req.TaskId); err != nil {
+			return nil, err
+		}
+	}
+	recs, more, err := s.mgr.List(ctx, store.ListFilter{
+		TaskID: req.TaskId, StartAfter: req.StartAfter, Limit: n, Status: execution.Status(req.StatusFilter),
+	})
+	if err != nil {
+		return nil, err
+	}
+	resp := &pb.ListExecutionsResponse{HasMore: more}
+	for _, r := range recs {
+		resp.Executions = append(resp.Executions, infoOf(r))
+	}
+	if more && len(recs) > 0 {
+		resp.NextStartAfter = recs[len(recs)-1].ID
+	}
+	return resp, nil
+}
+
+// GetHealth reports the node's health from measured values.
+func (s *Service) GetHealth(ctx context.Context, req *pb.GetHealthRequest) (*pb.GetHealthResponse, error) {
+	resp := &pb.GetHealthResponse{Status: "healthy", Message: "serving", UptimeSeconds: int64(s.mgr.Uptime().Seconds())}
+	queued, qerr := s.mgr.QueueDepth(ctx)
+	if qerr != nil {
+		resp.Status, resp.Message = "degraded", "the durable store does not answer: "+qerr.Error()
+	}
+	if !req.IncludeDetails {
+		return resp, nil
+	}
+	running, waiting := s.mgr.Counts()
+	live := s.mgr.Live()
+	active := map[string]bool{}
+	var mem int64
+	for _, r := range live {
+		active[r.TaskID] = true
+	}
+	rss, _ := procstat.RSS()
+	mem = rss
+	_, total := s.mgr.Finished(s.now())
+	info := map[string]string{
+		"node_id":    s.nodeID,
+		"go_version": runtime.Version(),
+		"num_cpu":    strconv.Itoa(runtime.NumCPU()),
+		"goroutines": strconv.Itoa(runtime.NumGoroutine()),
+		"workers":    strconv.Itoa(s.mgr.Workers()),
+		"rss_bytes":  strconv.FormatInt(rss, 10),
+	}
+	for k, v := range s.info {
+		info[k] = v
+	}
+	resp.Details = &pb.HealthDetails{
+		ActiveTasks:       int32(len(active)),
+		RunningExecutions: int32(running),
+		PendingExecutions: int32(int64(waiting) + queued),
+		TotalMemoryUsed:   mem,
+		TotalExecutions:   total,
+		SystemInfo:        info,
+	}
+	return resp, nil
+}
+
+// GetStats reports measured service, task and execution statistics over a
+// time range (default 24 h).
+func (s *Service) GetStats(ctx context.Context, req *pb.GetStatsRequest) (*pb.GetStatsResponse, error) {
+	if req.TimeRangeHours < 0 {
+		return nil, errdefs.New(errdefs.ErrInvalidArgument, "INVALID_TIME_RANGE", "time_range_hours must not be negative")
+	}
+	hours := req.TimeRangeHours
+	if hours == 0 {
+		hours = 24
+	}
+	since := s.now().Add(-time.Duration(hours) * time.Hour)
+	recent, total := s.mgr.Finished(since)
+	tasks, _, err := s.reg.List(ctx, "", "", 1<<30)
+	if err != nil {
+		return nil, err
+	}
+	rss, _ := procstat.RSS()
+	memTotal, _ := procstat.MemTotal()
+	cpu, _ := s.cpu.Percent()
+	resp := &pb.GetStatsResponse{ServiceStats: &pb.ServiceStats{
+		UptimeSeconds:   int64(s.mgr.Uptime().Seconds()),
+		TotalTasks:      int32(len(tasks)),
+		TotalExecutions: int32(min(total, 1<<31-1)),
+		TotalMemoryUsed: rss,
+		CpuUsagePercent: cpu,
+	}}
+	if memTotal > 0 {
+		resp.ServiceStats.MemoryUsagePercent = float64(rss) / float64(memTotal) * 100
+	}
+	perTask := map[string]int{}
+	for _, f := range recent {
+		perTask[f.TaskID]++
+	}
+	if req.IncludeTaskStats {
+		ts := &pb.TaskStats{TasksByType: map[string]int32{}}
+		byID := map[string]*task.Task{}
+		for _, t := range tasks {
+			byID[t.ID] = t
+			ts.TasksByType[string(t.Artifact.Type)]++
+			if perTask[t.ID] > 0 {
+				ts.ActiveTasks++
+			} else {
+				ts.IdleTasks++
+			}
+		}
+		ids := make([]string, 0, len(perTask))
+		for id := range perTask {
+			if byID[id] != nil {
+				ids = append(ids, id)
+			}
+		}
+		slices.SortFunc(ids, func(a, b string) int {
+			if perTask[a] != perTask[b] {
+				return perTask[b] - perTask[a]
+			}
+			return strings.Compare(a, b)
+		})
+		for _, id := range ids[:min(len(ids), 5)] {
+			ts.MostActiveTasks = append(ts.MostActiveTasks, s.taskInfo(byID[id], false))
+		}
+		resp.TaskStats = ts
+	}
+	if req.IncludeExecutionStats {
+		running, waiting := s.mgr.Counts()
+		queued, _ := s.mgr.QueueDepth(ctx)
+		es := &pb.ExecutionStats{
+			RunningExecutions:    int32(running),
+			PendingExecutions:    int32(int64(waiting) + queued),
+			ExecutionsByFunction: map[string]int32{},
+		}
+		var sum float64
+		for _, f := range recent {
+			switch f.Status {
+			case execution.StatusCompleted:
+				es.CompletedExecutions++
+			case execution.StatusFailed, execution.StatusTimeout:
+				es.FailedExecutions++
+			}
+			sum += float64(f.DurationMs)
+			name := f.TaskID
+			if f.Function != "" {
+				name += "/" + f.Function
+			}
+			es.ExecutionsByFunction[name]++
+		}
+		if len(recent) > 0 {
+			es.AverageExecutionTimeMs = sum / float64(len(recent))
+			es.SuccessRatePercent = float64(es.CompletedExecutions) / float64(len(recent)) * 100
+		}
+		resp.ExecutionStats = es
+	}
+	return resp, nil
+}
+
+// RegisterTask registers a task without invoking it.
+func (s *Service) RegisterTask(ctx context.Context, req *pb.RegisterTaskRequest) (*pb.RegisterTaskResponse, error) {
+	if req.ArtifactSpec == nil {
+		return nil, errdefs.New(errdefs.ErrInvalidArgument, "MISSING_ARTIFACT_SPEC", "artifact_spec is required")
+	}
+	t, created, err := s.reg.Register(ctx, registry.Registration{
+		ID: req.TaskId, Name: req.TaskName, Description: req.TaskDescription,
+		Artifact: artifactOf(req.ArtifactSpec), Metadata: req.Metadata,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &pb.RegisterTaskResponse{Task: s.taskInfo(t, true), Created: created}, nil
+}
+
+// UploadArtifact stores an artifact's bytes on the node.
+func (s *Service) UploadArtifact(ctx context.Context, req *pb.UploadArtifactRequest) (*pb.UploadArtifactResponse, error) {
+	if req.Checksum != "" && !strings.HasPrefix(req.Checksum, "sha256:") {
+		return nil, errdefs.New(errdefs.ErrInvalidArgument, "INVALID_CHECKSUM", "checksum %q: want sha256:<hex>", req.Checksum)
+	}
+	digest, size, err := s.store.PutArtifact(ctx, req.Name, bytes.NewReader(req.Content), req.Checksum)
+	if err != nil {
+		return nil, err
+	}
+	return &pb.UploadArtifactResponse{Location: store.ArtifactScheme + digest, Checksum: digest, SizeBytes: size}, nil
+}

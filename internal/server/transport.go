@@ -1,0 +1,33 @@
+package server
+
+import (
+	"context"
+
+	"connectrpc.com/connect"
+	"google.golang.org/grpc"
+
+	pb "github.com/spear-go/spear/api/spearlet"
+	"github.com/spear-go/spear/api/spearlet/spearletconnect"
+)
+
+// grpcService adapts Service to grpc-go's server interface: unary methods
+// are Service's own; errors are converted by interceptors.
+type grpcService struct {
+	*Service
+}
+
+var _ pb.FunctionServiceServer = grpcService{}
+
+func (g grpcService) StreamFunction(req *pb.InvokeFunctionRequest, stream grpc.ServerStreamingServer[pb.StreamExecutionResult]) error {
+	return g.streamTo(stream.Context(), req, stream.Send)
+}
+
+// connectService adapts Service to Connect's handler interface (Connect,
+// gRPC-Web and JSON over HTTP/1.1).
+type connectService struct{ *Service }
+
+var _ spearletconnect.FunctionServiceHandler = connectService{}
+
+func (c connectService) StreamFunction(ctx context.Context, req *pb.InvokeFunctionRequest, stream *connect.ServerStream[pb.StreamExecutionResult]) error {
+	return c.streamTo(ctx, req, stream.Send)
+}

@@ -1,0 +1,315 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/spear-go/spear/internal/errdefs"
+	"github.com/spear-go/spear/internal/execution"
+	"github.com/spear-go/spear/internal/task"
+)
+
+// CreateRecord stores a new execution record; ErrAlreadyExists if the id is
+// taken.
+func (s *Store) CreateRecord(ctx context.Context, r *execution.Record) (uint64, error) {
+	b, err := json.Marshal(r)
+	if err != nil {
+		return 0, fmt.Errorf("encode record: %w", err)
+	}
+	rev, err := s.execs.Create(ctx, r.ID, b)
+	if errors.Is(err, jetstream.ErrKeyExists) {
+		return 0, errdefs.New(errdefs.ErrAlreadyExists, "EXECUTION_EXISTS", "execution %q already exists", r.ID)
+	}
+	if err != nil {
+		return 0, unavailable("create execution record", err)
+	}
+	if _, err := s.index.Put(ctx, r.TaskID+"."+r.ID, nil); err != nil {
+		return 0, unavailable("index execution record", err)
+	}
+	return rev, nil
+}
+
+// PutRecord stores r, replacing any earlier version, and returns its
+// revision.
+func (s *Store) PutRecord(ctx context.Context, r *execution.Record) (uint64, error) {
+	b, err := json.Marshal(r)
+	if err != nil {
+		return 0, fmt.Errorf("encode record: %w", err)
+	}
+	rev, err := s.execs.Put(ctx, r.ID, b)
+	if err != nil {
+		return 0, unavailable("store execution record", err)
+	}
+	if _, err := s.index.Put(ctx, r.TaskID+"."+r.ID, nil); err != nil {
+		return 0, unavailable("index execution record", err)
+	}
+	return rev, nil
+}
+
+// UpdateRecord stores r if the stored revision is still rev; otherwise it
+// returns an error wrapping ErrFailedPrecondition.
+func (s *Store) UpdateRecord(ctx context.Context, r *execution.Record, rev uint64) (uint64, error) {
+	b, err := json.Marshal(r)
+	if err != nil {
+		return 0, fmt.Errorf("encode record: %w", err)
+	}
+	n, err := s.execs.Update(ctx, r.ID, b, rev)
+	if err != nil {
+		if errors.Is(err, jetstream.ErrKeyExists) {
+			return 0, fmt.Errorf("execution %q changed concurrently: %w", r.ID, errdefs.ErrFailedPrecondition)
+		}
+		return 0, unavailable("update execution record", err)
+	}
+	return n, nil
+}
+
+// GetRecord returns the record of execution id and its revision.
+func (s *Store) GetRecord(ctx context.Context, id string) (*execution.Record, uint64, error) {
+	e, err := s.execs.Get(ctx, id)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil, 0, errdefs.New(errdefs.ErrNotFound, "EXECUTION_NOT_FOUND", "execution %q not found", id)
+	}
+	if err != nil {
+		return nil, 0, unavailable("get execution record", err)
+	}
+	var r execution.Record
+	if err := json.Unmarshal(e.Value(), &r); err != nil {
+		return nil, 0, fmt.Errorf("decode execution %q: %w: %w", id, errdefs.ErrInternal, err)
+	}
+	return &r, e.Revision(), nil
+}
+
+// ListFilter selects execution records.
+type ListFilter struct {
+	TaskID     string
+	StartAfter string
+	Limit      int
+	Status     execution.Status // StatusUnknown: any
+	// Newest lists the latest records first (StartAfter is then ignored).
+	Newest bool
+}
+
+// ListRecords returns records in execution id order (creation order), after
+// StartAfter, at most Limit of them, and whether more exist.
+func (s *Store) ListRecords(ctx context.Context, f ListFilter) ([]*execution.Record, bool, error) {
+	ids, err := s.recordIDs(ctx, f.TaskID)
+	if err != nil {
+		return nil, false, err
+	}
+	if f.Newest {
+		slices.Reverse(ids)
+		f.StartAfter = ""
+	}
+	var out []*execution.Record
+	for _, id := range ids {
+		if f.StartAfter != "" && id <= f.StartAfter {
+			continue
+		}
+		r, _, err := s.GetRecord(ctx, id)
+		if errors.Is(err, errdefs.ErrNotFound) {
+			continue // expired since listed
+		}
+		if err != nil {
+			return nil, false, err
+		}
+		if f.Status != execution.StatusUnknown && r.Status != f.Status {
+			continue
+		}
+		if len(out) == f.Limit {
+			return out, true, nil
+		}
+		out = append(out, r)
+	}
+	return out, false, nil
+}
+
+// recordIDs lists execution ids, of one task when taskID is set, sorted.
+func (s *Store) recordIDs(ctx context.Context, taskID string) ([]string, error) {
+	bucket, filter := s.execs, ">"
+	if taskID != "" {
+		bucket, filter = s.index, taskID+".>"
+	}
+	lister, err := bucket.ListKeysFiltered(ctx, filter)
+	if err != nil {
+		return nil, unavailable("list executions", err)
+	}
+	var ids []string
+	for k := range lister.Keys() {
+		if taskID != "" {
+			k = strings.TrimPrefix(k, taskID+".")
+		}
+		ids = append(ids, k)
+	}
+	slices.Sort(ids)
+	return ids, nil
+}
+
+// DeleteRecordsOfTask deletes every execution record of a task and returns
+// how many it deleted.
+func (s *Store) DeleteRecordsOfTask(ctx context.Context, taskID string) (int, error) {
+	ids, err := s.recordIDs(ctx, taskID)
+	if err != nil {
+		return 0, err
+	}
+	for _, id := range ids {
+		if err := s.execs.Purge(ctx, id); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+			return 0, unavailable("delete execution record", err)
+		}
+		if err := s.index.Purge(ctx, taskID+"."+id); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+			return 0, unavailable("delete execution index", err)
+		}
+	}
+	return len(ids), nil
+}
+
+// CreateTask stores a new task; ErrAlreadyExists if its id is taken.
+func (s *Store) CreateTask(ctx context.Context, t *task.Task) error {
+	b, err := json.Marshal(t)
+	if err != nil {
+		return fmt.Errorf("encode task: %w", err)
+	}
+	if _, err := s.tasks.Create(ctx, t.ID, b); err != nil {
+		if errors.Is(err, jetstream.ErrKeyExists) {
+			return errdefs.New(errdefs.ErrAlreadyExists, "TASK_EXISTS", "task %q already exists", t.ID)
+		}
+		return unavailable("create task", err)
+	}
+	return nil
+}
+
+// PutTask stores t, replacing an earlier version.
+func (s *Store) PutTask(ctx context.Context, t *task.Task) error {
+	b, err := json.Marshal(t)
+	if err != nil {
+		return fmt.Errorf("encode task: %w", err)
+	}
+	if _, err := s.tasks.Put(ctx, t.ID, b); err != nil {
+		return unavailable("store task", err)
+	}
+	return nil
+}
+
+// GetTask returns task id.
+func (s *Store) GetTask(ctx context.Context, id string) (*task.Task, error) {
+	e, err := s.tasks.Get(ctx, id)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil, errdefs.New(errdefs.ErrNotFound, "TASK_NOT_FOUND", "task %q not found", id)
+	}
+	if err != nil {
+		return nil, unavailable("get task", err)
+	}
+	var t task.Task
+	if err := json.Unmarshal(e.Value(), &t); err != nil {
+		return nil, fmt.Errorf("decode task %q: %w: %w", id, errdefs.ErrInternal, err)
+	}
+	return &t, nil
+}
+
+// DeleteTask deletes task id.
+func (s *Store) DeleteTask(ctx context.Context, id string) error {
+	if err := s.tasks.Purge(ctx, id); err != nil {
+		return unavailable("delete task", err)
+	}
+	return nil
+}
+
+// ListTasks returns every task, sorted by id.
+func (s *Store) ListTasks(ctx context.Context) ([]*task.Task, error) {
+	lister, err := s.tasks.ListKeys(ctx)
+	if err != nil {
+		return nil, unavailable("list tasks", err)
+	}
+	var ids []string
+	for k := range lister.Keys() {
+		ids = append(ids, k)
+	}
+	slices.Sort(ids)
+	out := make([]*task.Task, 0, len(ids))
+	for _, id := range ids {
+		t, err := s.GetTask(ctx, id)
+		if errors.Is(err, errdefs.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, t)
+	}
+	return out, nil
+}
+
+// TaskStats is what a task's executions measured, kept across restarts for
+// estimates and TaskInfo.
+type TaskStats struct {
+	Count      int64            `json:"count"`
+	LastStatus execution.Status `json:"last_status"`
+	// RecentMs are the durations of the latest executions, oldest first.
+	RecentMs []int64 `json:"recent_ms,omitempty"`
+}
+
+// PutTaskStats stores a task's stats.
+func (s *Store) PutTaskStats(ctx context.Context, taskID string, st *TaskStats) error {
+	b, err := json.Marshal(st)
+	if err != nil {
+		return fmt.Errorf("encode task stats: %w", err)
+	}
+	if _, err := s.stats.Put(ctx, taskID, b); err != nil {
+		return unavailable("store task stats", err)
+	}
+	return nil
+}
+
+// AllTaskStats loads every task's stats.
+func (s *Store) AllTaskStats(ctx context.Context) (map[string]*TaskStats, error) {
+	out := map[string]*TaskStats{}
+	lister, err := s.stats.ListKeys(ctx)
+	if errors.Is(err, jetstream.ErrNoKeysFound) {
+		return out, nil
+	}
+	if err != nil {
+		return nil, unavailable("list task stats", err)
+	}
+	for k := range lister.Keys() {
+		e, err := s.stats.Get(ctx, k)
+		if err != nil {
+			continue
+		}
+		var st TaskStats
+		if json.Unmarshal(e.Value(), &st) == nil {
+			out[k] = &st
+		}
+	}
+	return out, nil
+}
+
+// DeleteTaskStats deletes a task's stats.
+func (s *Store) DeleteTaskStats(ctx context.Context, taskID string) error {
+	if err := s.stats.Purge(ctx, taskID); err != nil {
+		return unavailable("delete task stats", err)
+	}
+	return nil
+}
+
+// WatchTasks calls changed with the id of every task that is created,
+// updated or deleted (by any node) until ctx ends.
+func (s *Store) WatchTasks(ctx context.Context, changed func(id string)) error {
+	w, err := s.tasks.WatchAll(ctx, jetstream.UpdatesOnly())
+	if err != nil {
+		return unavailable("watch tasks", err)
+	}
+	go func() {
+		defer w.Stop()
+		for e := range w.Updates() {
+			if e != nil {
+				changed(e.Key())
+			}
+		}
+	}()
+	return nil
+}

@@ -1,0 +1,3 @@
+#!/bin/sh
+# Echoes its input.
+exec cat

@@ -1,0 +1,3 @@
+#!/bin/sh
+# Greets $NAME (set it with --env NAME=you).
+echo "hello, ${NAME:-world}"

@@ -1,0 +1,3 @@
+#!/bin/sh
+# Upper-cases its input.
+exec tr '[:lower:]' '[:upper:]'
