@@ -465,7 +465,14 @@ type ExecutionResult struct {
 	ExitCode int32 `protobuf:"varint,50,opt,name=exit_code,json=exitCode,proto3" json:"exit_code,omitempty"`
 	// How many times the execution was started (1 unless it was retried or
 	// restarted after a node crash).
-	Attempts      int32 `protobuf:"varint,51,opt,name=attempts,proto3" json:"attempts,omitempty"`
+	Attempts int32 `protobuf:"varint,51,opt,name=attempts,proto3" json:"attempts,omitempty"`
+	// True when retries ran out (error_code RETRIES_EXHAUSTED); see
+	// RequeueExecution.
+	DeadLettered bool `protobuf:"varint,52,opt,name=dead_lettered,json=deadLettered,proto3" json:"dead_lettered,omitempty"`
+	// Each run of the execution, oldest first.
+	AttemptHistory []*AttemptInfo `protobuf:"bytes,53,rep,name=attempt_history,json=attemptHistory,proto3" json:"attempt_history,omitempty"`
+	// The completion callback's delivery, when callback_url was given.
+	Callback      *CallbackDelivery `protobuf:"bytes,54,opt,name=callback,proto3" json:"callback,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -577,6 +584,207 @@ func (x *ExecutionResult) GetAttempts() int32 {
 	return 0
 }
 
+func (x *ExecutionResult) GetDeadLettered() bool {
+	if x != nil {
+		return x.DeadLettered
+	}
+	return false
+}
+
+func (x *ExecutionResult) GetAttemptHistory() []*AttemptInfo {
+	if x != nil {
+		return x.AttemptHistory
+	}
+	return nil
+}
+
+func (x *ExecutionResult) GetCallback() *CallbackDelivery {
+	if x != nil {
+		return x.Callback
+	}
+	return nil
+}
+
+// AttemptInfo is one run of an execution.
+type AttemptInfo struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Attempt       int32                  `protobuf:"varint,1,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	Status        ExecutionStatus        `protobuf:"varint,2,opt,name=status,proto3,enum=spearlet.ExecutionStatus" json:"status,omitempty"`
+	ErrorCode     string                 `protobuf:"bytes,3,opt,name=error_code,json=errorCode,proto3" json:"error_code,omitempty"`
+	ErrorMessage  string                 `protobuf:"bytes,4,opt,name=error_message,json=errorMessage,proto3" json:"error_message,omitempty"`
+	StartedAt     *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=started_at,json=startedAt,proto3" json:"started_at,omitempty"`
+	CompletedAt   *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=completed_at,json=completedAt,proto3" json:"completed_at,omitempty"`
+	Node          string                 `protobuf:"bytes,7,opt,name=node,proto3" json:"node,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AttemptInfo) Reset() {
+	*x = AttemptInfo{}
+	mi := &file_spearlet_spearlet_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AttemptInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AttemptInfo) ProtoMessage() {}
+
+func (x *AttemptInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_spearlet_spearlet_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AttemptInfo.ProtoReflect.Descriptor instead.
+func (*AttemptInfo) Descriptor() ([]byte, []int) {
+	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *AttemptInfo) GetAttempt() int32 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
+}
+
+func (x *AttemptInfo) GetStatus() ExecutionStatus {
+	if x != nil {
+		return x.Status
+	}
+	return ExecutionStatus_EXECUTION_STATUS_UNKNOWN
+}
+
+func (x *AttemptInfo) GetErrorCode() string {
+	if x != nil {
+		return x.ErrorCode
+	}
+	return ""
+}
+
+func (x *AttemptInfo) GetErrorMessage() string {
+	if x != nil {
+		return x.ErrorMessage
+	}
+	return ""
+}
+
+func (x *AttemptInfo) GetStartedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StartedAt
+	}
+	return nil
+}
+
+func (x *AttemptInfo) GetCompletedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CompletedAt
+	}
+	return nil
+}
+
+func (x *AttemptInfo) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+// CallbackDelivery is the outcome of a completion callback.
+type CallbackDelivery struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Url   string                 `protobuf:"bytes,1,opt,name=url,proto3" json:"url,omitempty"`
+	// "pending", "delivered" or "failed".
+	State    string `protobuf:"bytes,2,opt,name=state,proto3" json:"state,omitempty"`
+	Attempts int32  `protobuf:"varint,3,opt,name=attempts,proto3" json:"attempts,omitempty"`
+	// The HTTP status of the last attempt, 0 if none answered.
+	LastStatusCode int32                  `protobuf:"varint,4,opt,name=last_status_code,json=lastStatusCode,proto3" json:"last_status_code,omitempty"`
+	LastError      string                 `protobuf:"bytes,5,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
+	DeliveredAt    *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=delivered_at,json=deliveredAt,proto3" json:"delivered_at,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *CallbackDelivery) Reset() {
+	*x = CallbackDelivery{}
+	mi := &file_spearlet_spearlet_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CallbackDelivery) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CallbackDelivery) ProtoMessage() {}
+
+func (x *CallbackDelivery) ProtoReflect() protoreflect.Message {
+	mi := &file_spearlet_spearlet_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CallbackDelivery.ProtoReflect.Descriptor instead.
+func (*CallbackDelivery) Descriptor() ([]byte, []int) {
+	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *CallbackDelivery) GetUrl() string {
+	if x != nil {
+		return x.Url
+	}
+	return ""
+}
+
+func (x *CallbackDelivery) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *CallbackDelivery) GetAttempts() int32 {
+	if x != nil {
+		return x.Attempts
+	}
+	return 0
+}
+
+func (x *CallbackDelivery) GetLastStatusCode() int32 {
+	if x != nil {
+		return x.LastStatusCode
+	}
+	return 0
+}
+
+func (x *CallbackDelivery) GetLastError() string {
+	if x != nil {
+		return x.LastError
+	}
+	return ""
+}
+
+func (x *CallbackDelivery) GetDeliveredAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.DeliveredAt
+	}
+	return nil
+}
+
 type InvokeFunctionRequest struct {
 	state              protoimpl.MessageState `protogen:"open.v1"`
 	InvocationType     InvocationType         `protobuf:"varint,1,opt,name=invocation_type,json=invocationType,proto3,enum=spearlet.InvocationType" json:"invocation_type,omitempty"`
@@ -592,13 +800,27 @@ type InvokeFunctionRequest struct {
 	ForceNewInstance   bool                   `protobuf:"varint,11,opt,name=force_new_instance,json=forceNewInstance,proto3" json:"force_new_instance,omitempty"`
 	InvocationMetadata map[string]string      `protobuf:"bytes,12,rep,name=invocation_metadata,json=invocationMetadata,proto3" json:"invocation_metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	Wait               bool                   `protobuf:"varint,13,opt,name=wait,proto3" json:"wait,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// Extensions.
+	// Higher runs first when workers are saturated; 0 is normal. Low
+	// priority work is never starved: a fixed share of dispatches goes to the
+	// oldest waiting work.
+	Priority int32 `protobuf:"varint,50,opt,name=priority,proto3" json:"priority,omitempty"`
+	// Within the idempotency window (24 h by default) the same key for the
+	// same task returns the original execution id and result, and never runs
+	// the function twice.
+	IdempotencyKey string `protobuf:"bytes,51,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
+	// On a terminal state the node POSTs the execution's final JSON record
+	// (GetExecutionStatusResponse) here, retrying with backoff.
+	CallbackUrl string `protobuf:"bytes,52,opt,name=callback_url,json=callbackUrl,proto3" json:"callback_url,omitempty"`
+	// Limits for a task registered by this call (NEW_TASK).
+	Limits        *TaskLimits `protobuf:"bytes,53,opt,name=limits,proto3" json:"limits,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *InvokeFunctionRequest) Reset() {
 	*x = InvokeFunctionRequest{}
-	mi := &file_spearlet_spearlet_proto_msgTypes[4]
+	mi := &file_spearlet_spearlet_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -610,7 +832,7 @@ func (x *InvokeFunctionRequest) String() string {
 func (*InvokeFunctionRequest) ProtoMessage() {}
 
 func (x *InvokeFunctionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_spearlet_spearlet_proto_msgTypes[4]
+	mi := &file_spearlet_spearlet_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -623,7 +845,7 @@ func (x *InvokeFunctionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InvokeFunctionRequest.ProtoReflect.Descriptor instead.
 func (*InvokeFunctionRequest) Descriptor() ([]byte, []int) {
-	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{4}
+	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *InvokeFunctionRequest) GetInvocationType() InvocationType {
@@ -717,6 +939,118 @@ func (x *InvokeFunctionRequest) GetWait() bool {
 	return false
 }
 
+func (x *InvokeFunctionRequest) GetPriority() int32 {
+	if x != nil {
+		return x.Priority
+	}
+	return 0
+}
+
+func (x *InvokeFunctionRequest) GetIdempotencyKey() string {
+	if x != nil {
+		return x.IdempotencyKey
+	}
+	return ""
+}
+
+func (x *InvokeFunctionRequest) GetCallbackUrl() string {
+	if x != nil {
+		return x.CallbackUrl
+	}
+	return ""
+}
+
+func (x *InvokeFunctionRequest) GetLimits() *TaskLimits {
+	if x != nil {
+		return x.Limits
+	}
+	return nil
+}
+
+// TaskLimits are a task's quotas. Zero means no limit (or the node's
+// default).
+type TaskLimits struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Executions of the task running at once on one node.
+	MaxConcurrency int32 `protobuf:"varint,1,opt,name=max_concurrency,json=maxConcurrency,proto3" json:"max_concurrency,omitempty"`
+	// Executions of the task waiting to run; more are refused with
+	// RESOURCE_EXHAUSTED / QUEUE_FULL.
+	MaxQueued int32 `protobuf:"varint,2,opt,name=max_queued,json=maxQueued,proto3" json:"max_queued,omitempty"`
+	// Memory ceiling of one execution.
+	MemoryLimitBytes int64 `protobuf:"varint,3,opt,name=memory_limit_bytes,json=memoryLimitBytes,proto3" json:"memory_limit_bytes,omitempty"`
+	// Timeout of an execution that names none.
+	DefaultTimeoutMs int64 `protobuf:"varint,4,opt,name=default_timeout_ms,json=defaultTimeoutMs,proto3" json:"default_timeout_ms,omitempty"`
+	// Cap on any execution's timeout.
+	MaxTimeoutMs  int64 `protobuf:"varint,5,opt,name=max_timeout_ms,json=maxTimeoutMs,proto3" json:"max_timeout_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TaskLimits) Reset() {
+	*x = TaskLimits{}
+	mi := &file_spearlet_spearlet_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TaskLimits) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TaskLimits) ProtoMessage() {}
+
+func (x *TaskLimits) ProtoReflect() protoreflect.Message {
+	mi := &file_spearlet_spearlet_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TaskLimits.ProtoReflect.Descriptor instead.
+func (*TaskLimits) Descriptor() ([]byte, []int) {
+	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *TaskLimits) GetMaxConcurrency() int32 {
+	if x != nil {
+		return x.MaxConcurrency
+	}
+	return 0
+}
+
+func (x *TaskLimits) GetMaxQueued() int32 {
+	if x != nil {
+		return x.MaxQueued
+	}
+	return 0
+}
+
+func (x *TaskLimits) GetMemoryLimitBytes() int64 {
+	if x != nil {
+		return x.MemoryLimitBytes
+	}
+	return 0
+}
+
+func (x *TaskLimits) GetDefaultTimeoutMs() int64 {
+	if x != nil {
+		return x.DefaultTimeoutMs
+	}
+	return 0
+}
+
+func (x *TaskLimits) GetMaxTimeoutMs() int64 {
+	if x != nil {
+		return x.MaxTimeoutMs
+	}
+	return 0
+}
+
 type InvokeFunctionResponse struct {
 	state                 protoimpl.MessageState `protogen:"open.v1"`
 	Success               bool                   `protobuf:"varint,1,opt,name=success,proto3" json:"success,omitempty"`
@@ -733,7 +1067,7 @@ type InvokeFunctionResponse struct {
 
 func (x *InvokeFunctionResponse) Reset() {
 	*x = InvokeFunctionResponse{}
-	mi := &file_spearlet_spearlet_proto_msgTypes[5]
+	mi := &file_spearlet_spearlet_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -745,7 +1079,7 @@ func (x *InvokeFunctionResponse) String() string {
 func (*InvokeFunctionResponse) ProtoMessage() {}
 
 func (x *InvokeFunctionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_spearlet_spearlet_proto_msgTypes[5]
+	mi := &file_spearlet_spearlet_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -758,7 +1092,7 @@ func (x *InvokeFunctionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InvokeFunctionResponse.ProtoReflect.Descriptor instead.
 func (*InvokeFunctionResponse) Descriptor() ([]byte, []int) {
-	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{5}
+	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *InvokeFunctionResponse) GetSuccess() bool {
@@ -828,7 +1162,7 @@ type GetExecutionStatusRequest struct {
 
 func (x *GetExecutionStatusRequest) Reset() {
 	*x = GetExecutionStatusRequest{}
-	mi := &file_spearlet_spearlet_proto_msgTypes[6]
+	mi := &file_spearlet_spearlet_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -840,7 +1174,7 @@ func (x *GetExecutionStatusRequest) String() string {
 func (*GetExecutionStatusRequest) ProtoMessage() {}
 
 func (x *GetExecutionStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_spearlet_spearlet_proto_msgTypes[6]
+	mi := &file_spearlet_spearlet_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -853,7 +1187,7 @@ func (x *GetExecutionStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetExecutionStatusRequest.ProtoReflect.Descriptor instead.
 func (*GetExecutionStatusRequest) Descriptor() ([]byte, []int) {
-	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{6}
+	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *GetExecutionStatusRequest) GetExecutionId() string {
@@ -889,7 +1223,7 @@ type GetExecutionStatusResponse struct {
 
 func (x *GetExecutionStatusResponse) Reset() {
 	*x = GetExecutionStatusResponse{}
-	mi := &file_spearlet_spearlet_proto_msgTypes[7]
+	mi := &file_spearlet_spearlet_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -901,7 +1235,7 @@ func (x *GetExecutionStatusResponse) String() string {
 func (*GetExecutionStatusResponse) ProtoMessage() {}
 
 func (x *GetExecutionStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_spearlet_spearlet_proto_msgTypes[7]
+	mi := &file_spearlet_spearlet_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -914,7 +1248,7 @@ func (x *GetExecutionStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetExecutionStatusResponse.ProtoReflect.Descriptor instead.
 func (*GetExecutionStatusResponse) Descriptor() ([]byte, []int) {
-	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{7}
+	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *GetExecutionStatusResponse) GetFound() bool {
@@ -956,7 +1290,7 @@ type CancelExecutionRequest struct {
 
 func (x *CancelExecutionRequest) Reset() {
 	*x = CancelExecutionRequest{}
-	mi := &file_spearlet_spearlet_proto_msgTypes[8]
+	mi := &file_spearlet_spearlet_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -968,7 +1302,7 @@ func (x *CancelExecutionRequest) String() string {
 func (*CancelExecutionRequest) ProtoMessage() {}
 
 func (x *CancelExecutionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_spearlet_spearlet_proto_msgTypes[8]
+	mi := &file_spearlet_spearlet_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -981,7 +1315,7 @@ func (x *CancelExecutionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelExecutionRequest.ProtoReflect.Descriptor instead.
 func (*CancelExecutionRequest) Descriptor() ([]byte, []int) {
-	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{8}
+	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *CancelExecutionRequest) GetExecutionId() string {
@@ -1016,7 +1350,7 @@ type CancelExecutionResponse struct {
 
 func (x *CancelExecutionResponse) Reset() {
 	*x = CancelExecutionResponse{}
-	mi := &file_spearlet_spearlet_proto_msgTypes[9]
+	mi := &file_spearlet_spearlet_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1028,7 +1362,7 @@ func (x *CancelExecutionResponse) String() string {
 func (*CancelExecutionResponse) ProtoMessage() {}
 
 func (x *CancelExecutionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_spearlet_spearlet_proto_msgTypes[9]
+	mi := &file_spearlet_spearlet_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1041,7 +1375,7 @@ func (x *CancelExecutionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelExecutionResponse.ProtoReflect.Descriptor instead.
 func (*CancelExecutionResponse) Descriptor() ([]byte, []int) {
-	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{9}
+	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *CancelExecutionResponse) GetSuccess() bool {
@@ -1085,7 +1419,7 @@ type StreamExecutionResult struct {
 
 func (x *StreamExecutionResult) Reset() {
 	*x = StreamExecutionResult{}
-	mi := &file_spearlet_spearlet_proto_msgTypes[10]
+	mi := &file_spearlet_spearlet_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1097,7 +1431,7 @@ func (x *StreamExecutionResult) String() string {
 func (*StreamExecutionResult) ProtoMessage() {}
 
 func (x *StreamExecutionResult) ProtoReflect() protoreflect.Message {
-	mi := &file_spearlet_spearlet_proto_msgTypes[10]
+	mi := &file_spearlet_spearlet_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1110,7 +1444,7 @@ func (x *StreamExecutionResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamExecutionResult.ProtoReflect.Descriptor instead.
 func (*StreamExecutionResult) Descriptor() ([]byte, []int) {
-	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{10}
+	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *StreamExecutionResult) GetExecutionId() string {
@@ -1181,7 +1515,7 @@ type ListTasksRequest struct {
 
 func (x *ListTasksRequest) Reset() {
 	*x = ListTasksRequest{}
-	mi := &file_spearlet_spearlet_proto_msgTypes[11]
+	mi := &file_spearlet_spearlet_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1193,7 +1527,7 @@ func (x *ListTasksRequest) String() string {
 func (*ListTasksRequest) ProtoMessage() {}
 
 func (x *ListTasksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_spearlet_spearlet_proto_msgTypes[11]
+	mi := &file_spearlet_spearlet_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1206,7 +1540,7 @@ func (x *ListTasksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTasksRequest.ProtoReflect.Descriptor instead.
 func (*ListTasksRequest) Descriptor() ([]byte, []int) {
-	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{11}
+	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ListTasksRequest) GetPrefix() string {
@@ -1248,7 +1582,7 @@ type ListTasksResponse struct {
 
 func (x *ListTasksResponse) Reset() {
 	*x = ListTasksResponse{}
-	mi := &file_spearlet_spearlet_proto_msgTypes[12]
+	mi := &file_spearlet_spearlet_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1260,7 +1594,7 @@ func (x *ListTasksResponse) String() string {
 func (*ListTasksResponse) ProtoMessage() {}
 
 func (x *ListTasksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_spearlet_spearlet_proto_msgTypes[12]
+	mi := &file_spearlet_spearlet_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1273,7 +1607,7 @@ func (x *ListTasksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTasksResponse.ProtoReflect.Descriptor instead.
 func (*ListTasksResponse) Descriptor() ([]byte, []int) {
-	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{12}
+	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ListTasksResponse) GetTasks() []*TaskInfo {
@@ -1310,14 +1644,15 @@ type TaskInfo struct {
 	LastStatus     ExecutionStatus   `protobuf:"varint,7,opt,name=last_status,json=lastStatus,proto3,enum=spearlet.ExecutionStatus" json:"last_status,omitempty"`
 	Metadata       map[string]string `protobuf:"bytes,8,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// Extensions.
-	Description   string `protobuf:"bytes,50,opt,name=description,proto3" json:"description,omitempty"`
+	Description   string      `protobuf:"bytes,50,opt,name=description,proto3" json:"description,omitempty"`
+	Limits        *TaskLimits `protobuf:"bytes,51,opt,name=limits,proto3" json:"limits,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *TaskInfo) Reset() {
 	*x = TaskInfo{}
-	mi := &file_spearlet_spearlet_proto_msgTypes[13]
+	mi := &file_spearlet_spearlet_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1329,7 +1664,7 @@ func (x *TaskInfo) String() string {
 func (*TaskInfo) ProtoMessage() {}
 
 func (x *TaskInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_spearlet_spearlet_proto_msgTypes[13]
+	mi := &file_spearlet_spearlet_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1342,7 +1677,7 @@ func (x *TaskInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskInfo.ProtoReflect.Descriptor instead.
 func (*TaskInfo) Descriptor() ([]byte, []int) {
-	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{13}
+	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *TaskInfo) GetTaskId() string {
@@ -1408,6 +1743,13 @@ func (x *TaskInfo) GetDescription() string {
 	return ""
 }
 
+func (x *TaskInfo) GetLimits() *TaskLimits {
+	if x != nil {
+		return x.Limits
+	}
+	return nil
+}
+
 type GetTaskRequest struct {
 	state             protoimpl.MessageState `protogen:"open.v1"`
 	TaskId            string                 `protobuf:"bytes,1,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
@@ -1419,7 +1761,7 @@ type GetTaskRequest struct {
 
 func (x *GetTaskRequest) Reset() {
 	*x = GetTaskRequest{}
-	mi := &file_spearlet_spearlet_proto_msgTypes[14]
+	mi := &file_spearlet_spearlet_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1431,7 +1773,7 @@ func (x *GetTaskRequest) String() string {
 func (*GetTaskRequest) ProtoMessage() {}
 
 func (x *GetTaskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_spearlet_spearlet_proto_msgTypes[14]
+	mi := &file_spearlet_spearlet_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1444,7 +1786,7 @@ func (x *GetTaskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTaskRequest.ProtoReflect.Descriptor instead.
 func (*GetTaskRequest) Descriptor() ([]byte, []int) {
-	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{14}
+	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *GetTaskRequest) GetTaskId() string {
@@ -1480,7 +1822,7 @@ type GetTaskResponse struct {
 
 func (x *GetTaskResponse) Reset() {
 	*x = GetTaskResponse{}
-	mi := &file_spearlet_spearlet_proto_msgTypes[15]
+	mi := &file_spearlet_spearlet_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1492,7 +1834,7 @@ func (x *GetTaskResponse) String() string {
 func (*GetTaskResponse) ProtoMessage() {}
 
 func (x *GetTaskResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_spearlet_spearlet_proto_msgTypes[15]
+	mi := &file_spearlet_spearlet_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1505,7 +1847,7 @@ func (x *GetTaskResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTaskResponse.ProtoReflect.Descriptor instead.
 func (*GetTaskResponse) Descriptor() ([]byte, []int) {
-	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{15}
+	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *GetTaskResponse) GetFound() bool {
@@ -1547,7 +1889,7 @@ type DeleteTaskRequest struct {
 
 func (x *DeleteTaskRequest) Reset() {
 	*x = DeleteTaskRequest{}
-	mi := &file_spearlet_spearlet_proto_msgTypes[16]
+	mi := &file_spearlet_spearlet_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1559,7 +1901,7 @@ func (x *DeleteTaskRequest) String() string {
 func (*DeleteTaskRequest) ProtoMessage() {}
 
 func (x *DeleteTaskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_spearlet_spearlet_proto_msgTypes[16]
+	mi := &file_spearlet_spearlet_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1572,7 +1914,7 @@ func (x *DeleteTaskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteTaskRequest.ProtoReflect.Descriptor instead.
 func (*DeleteTaskRequest) Descriptor() ([]byte, []int) {
-	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{16}
+	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *DeleteTaskRequest) GetTaskId() string {
@@ -1608,7 +1950,7 @@ type DeleteTaskResponse struct {
 
 func (x *DeleteTaskResponse) Reset() {
 	*x = DeleteTaskResponse{}
-	mi := &file_spearlet_spearlet_proto_msgTypes[17]
+	mi := &file_spearlet_spearlet_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1620,7 +1962,7 @@ func (x *DeleteTaskResponse) String() string {
 func (*DeleteTaskResponse) ProtoMessage() {}
 
 func (x *DeleteTaskResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_spearlet_spearlet_proto_msgTypes[17]
+	mi := &file_spearlet_spearlet_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1633,7 +1975,7 @@ func (x *DeleteTaskResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteTaskResponse.ProtoReflect.Descriptor instead.
 func (*DeleteTaskResponse) Descriptor() ([]byte, []int) {
-	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{17}
+	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *DeleteTaskResponse) GetSuccess() bool {
@@ -1665,18 +2007,21 @@ func (x *DeleteTaskResponse) GetCleanedExecutions() int32 {
 }
 
 type ListExecutionsRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	TaskId        string                 `protobuf:"bytes,1,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
-	Limit         int32                  `protobuf:"varint,2,opt,name=limit,proto3" json:"limit,omitempty"`
-	StartAfter    string                 `protobuf:"bytes,3,opt,name=start_after,json=startAfter,proto3" json:"start_after,omitempty"`
-	StatusFilter  ExecutionStatus        `protobuf:"varint,4,opt,name=status_filter,json=statusFilter,proto3,enum=spearlet.ExecutionStatus" json:"status_filter,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	TaskId       string                 `protobuf:"bytes,1,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
+	Limit        int32                  `protobuf:"varint,2,opt,name=limit,proto3" json:"limit,omitempty"`
+	StartAfter   string                 `protobuf:"bytes,3,opt,name=start_after,json=startAfter,proto3" json:"start_after,omitempty"`
+	StatusFilter ExecutionStatus        `protobuf:"varint,4,opt,name=status_filter,json=statusFilter,proto3,enum=spearlet.ExecutionStatus" json:"status_filter,omitempty"`
+	// Extensions.
+	// Only executions whose retries ran out.
+	DeadLetteredOnly bool `protobuf:"varint,50,opt,name=dead_lettered_only,json=deadLetteredOnly,proto3" json:"dead_lettered_only,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *ListExecutionsRequest) Reset() {
 	*x = ListExecutionsRequest{}
-	mi := &file_spearlet_spearlet_proto_msgTypes[18]
+	mi := &file_spearlet_spearlet_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1688,7 +2033,7 @@ func (x *ListExecutionsRequest) String() string {
 func (*ListExecutionsRequest) ProtoMessage() {}
 
 func (x *ListExecutionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_spearlet_spearlet_proto_msgTypes[18]
+	mi := &file_spearlet_spearlet_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1701,7 +2046,7 @@ func (x *ListExecutionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListExecutionsRequest.ProtoReflect.Descriptor instead.
 func (*ListExecutionsRequest) Descriptor() ([]byte, []int) {
-	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{18}
+	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ListExecutionsRequest) GetTaskId() string {
@@ -1732,6 +2077,13 @@ func (x *ListExecutionsRequest) GetStatusFilter() ExecutionStatus {
 	return ExecutionStatus_EXECUTION_STATUS_UNKNOWN
 }
 
+func (x *ListExecutionsRequest) GetDeadLetteredOnly() bool {
+	if x != nil {
+		return x.DeadLetteredOnly
+	}
+	return false
+}
+
 type ListExecutionsResponse struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
 	Executions     []*ExecutionInfo       `protobuf:"bytes,1,rep,name=executions,proto3" json:"executions,omitempty"`
@@ -1743,7 +2095,7 @@ type ListExecutionsResponse struct {
 
 func (x *ListExecutionsResponse) Reset() {
 	*x = ListExecutionsResponse{}
-	mi := &file_spearlet_spearlet_proto_msgTypes[19]
+	mi := &file_spearlet_spearlet_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1755,7 +2107,7 @@ func (x *ListExecutionsResponse) String() string {
 func (*ListExecutionsResponse) ProtoMessage() {}
 
 func (x *ListExecutionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_spearlet_spearlet_proto_msgTypes[19]
+	mi := &file_spearlet_spearlet_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1768,7 +2120,7 @@ func (x *ListExecutionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListExecutionsResponse.ProtoReflect.Descriptor instead.
 func (*ListExecutionsResponse) Descriptor() ([]byte, []int) {
-	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{19}
+	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ListExecutionsResponse) GetExecutions() []*ExecutionInfo {
@@ -1809,13 +2161,15 @@ type ExecutionInfo struct {
 	ErrorCode     string                 `protobuf:"bytes,50,opt,name=error_code,json=errorCode,proto3" json:"error_code,omitempty"`
 	CreatedAt     *timestamppb.Timestamp `protobuf:"bytes,51,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
 	Attempts      int32                  `protobuf:"varint,52,opt,name=attempts,proto3" json:"attempts,omitempty"`
+	DeadLettered  bool                   `protobuf:"varint,53,opt,name=dead_lettered,json=deadLettered,proto3" json:"dead_lettered,omitempty"`
+	Priority      int32                  `protobuf:"varint,54,opt,name=priority,proto3" json:"priority,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ExecutionInfo) Reset() {
 	*x = ExecutionInfo{}
-	mi := &file_spearlet_spearlet_proto_msgTypes[20]
+	mi := &file_spearlet_spearlet_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1827,7 +2181,7 @@ func (x *ExecutionInfo) String() string {
 func (*ExecutionInfo) ProtoMessage() {}
 
 func (x *ExecutionInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_spearlet_spearlet_proto_msgTypes[20]
+	mi := &file_spearlet_spearlet_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1840,7 +2194,7 @@ func (x *ExecutionInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecutionInfo.ProtoReflect.Descriptor instead.
 func (*ExecutionInfo) Descriptor() ([]byte, []int) {
-	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{20}
+	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ExecutionInfo) GetExecutionId() string {
@@ -1941,6 +2295,20 @@ func (x *ExecutionInfo) GetAttempts() int32 {
 	return 0
 }
 
+func (x *ExecutionInfo) GetDeadLettered() bool {
+	if x != nil {
+		return x.DeadLettered
+	}
+	return false
+}
+
+func (x *ExecutionInfo) GetPriority() int32 {
+	if x != nil {
+		return x.Priority
+	}
+	return 0
+}
+
 type GetHealthRequest struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
 	IncludeDetails bool                   `protobuf:"varint,1,opt,name=include_details,json=includeDetails,proto3" json:"include_details,omitempty"`
@@ -1950,7 +2318,7 @@ type GetHealthRequest struct {
 
 func (x *GetHealthRequest) Reset() {
 	*x = GetHealthRequest{}
-	mi := &file_spearlet_spearlet_proto_msgTypes[21]
+	mi := &file_spearlet_spearlet_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1962,7 +2330,7 @@ func (x *GetHealthRequest) String() string {
 func (*GetHealthRequest) ProtoMessage() {}
 
 func (x *GetHealthRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_spearlet_spearlet_proto_msgTypes[21]
+	mi := &file_spearlet_spearlet_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1975,7 +2343,7 @@ func (x *GetHealthRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetHealthRequest.ProtoReflect.Descriptor instead.
 func (*GetHealthRequest) Descriptor() ([]byte, []int) {
-	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{21}
+	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *GetHealthRequest) GetIncludeDetails() bool {
@@ -1998,7 +2366,7 @@ type GetHealthResponse struct {
 
 func (x *GetHealthResponse) Reset() {
 	*x = GetHealthResponse{}
-	mi := &file_spearlet_spearlet_proto_msgTypes[22]
+	mi := &file_spearlet_spearlet_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2010,7 +2378,7 @@ func (x *GetHealthResponse) String() string {
 func (*GetHealthResponse) ProtoMessage() {}
 
 func (x *GetHealthResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_spearlet_spearlet_proto_msgTypes[22]
+	mi := &file_spearlet_spearlet_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2023,7 +2391,7 @@ func (x *GetHealthResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetHealthResponse.ProtoReflect.Descriptor instead.
 func (*GetHealthResponse) Descriptor() ([]byte, []int) {
-	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{22}
+	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *GetHealthResponse) GetStatus() string {
@@ -2068,7 +2436,7 @@ type HealthDetails struct {
 
 func (x *HealthDetails) Reset() {
 	*x = HealthDetails{}
-	mi := &file_spearlet_spearlet_proto_msgTypes[23]
+	mi := &file_spearlet_spearlet_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2080,7 +2448,7 @@ func (x *HealthDetails) String() string {
 func (*HealthDetails) ProtoMessage() {}
 
 func (x *HealthDetails) ProtoReflect() protoreflect.Message {
-	mi := &file_spearlet_spearlet_proto_msgTypes[23]
+	mi := &file_spearlet_spearlet_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2093,7 +2461,7 @@ func (x *HealthDetails) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthDetails.ProtoReflect.Descriptor instead.
 func (*HealthDetails) Descriptor() ([]byte, []int) {
-	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{23}
+	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *HealthDetails) GetActiveTasks() int32 {
@@ -2149,7 +2517,7 @@ type GetStatsRequest struct {
 
 func (x *GetStatsRequest) Reset() {
 	*x = GetStatsRequest{}
-	mi := &file_spearlet_spearlet_proto_msgTypes[24]
+	mi := &file_spearlet_spearlet_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2161,7 +2529,7 @@ func (x *GetStatsRequest) String() string {
 func (*GetStatsRequest) ProtoMessage() {}
 
 func (x *GetStatsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_spearlet_spearlet_proto_msgTypes[24]
+	mi := &file_spearlet_spearlet_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2174,7 +2542,7 @@ func (x *GetStatsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStatsRequest.ProtoReflect.Descriptor instead.
 func (*GetStatsRequest) Descriptor() ([]byte, []int) {
-	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{24}
+	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *GetStatsRequest) GetIncludeTaskStats() bool {
@@ -2209,7 +2577,7 @@ type GetStatsResponse struct {
 
 func (x *GetStatsResponse) Reset() {
 	*x = GetStatsResponse{}
-	mi := &file_spearlet_spearlet_proto_msgTypes[25]
+	mi := &file_spearlet_spearlet_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2221,7 +2589,7 @@ func (x *GetStatsResponse) String() string {
 func (*GetStatsResponse) ProtoMessage() {}
 
 func (x *GetStatsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_spearlet_spearlet_proto_msgTypes[25]
+	mi := &file_spearlet_spearlet_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2234,7 +2602,7 @@ func (x *GetStatsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStatsResponse.ProtoReflect.Descriptor instead.
 func (*GetStatsResponse) Descriptor() ([]byte, []int) {
-	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{25}
+	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *GetStatsResponse) GetServiceStats() *ServiceStats {
@@ -2272,7 +2640,7 @@ type ServiceStats struct {
 
 func (x *ServiceStats) Reset() {
 	*x = ServiceStats{}
-	mi := &file_spearlet_spearlet_proto_msgTypes[26]
+	mi := &file_spearlet_spearlet_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2284,7 +2652,7 @@ func (x *ServiceStats) String() string {
 func (*ServiceStats) ProtoMessage() {}
 
 func (x *ServiceStats) ProtoReflect() protoreflect.Message {
-	mi := &file_spearlet_spearlet_proto_msgTypes[26]
+	mi := &file_spearlet_spearlet_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2297,7 +2665,7 @@ func (x *ServiceStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceStats.ProtoReflect.Descriptor instead.
 func (*ServiceStats) Descriptor() ([]byte, []int) {
-	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{26}
+	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ServiceStats) GetUptimeSeconds() int64 {
@@ -2354,7 +2722,7 @@ type TaskStats struct {
 
 func (x *TaskStats) Reset() {
 	*x = TaskStats{}
-	mi := &file_spearlet_spearlet_proto_msgTypes[27]
+	mi := &file_spearlet_spearlet_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2366,7 +2734,7 @@ func (x *TaskStats) String() string {
 func (*TaskStats) ProtoMessage() {}
 
 func (x *TaskStats) ProtoReflect() protoreflect.Message {
-	mi := &file_spearlet_spearlet_proto_msgTypes[27]
+	mi := &file_spearlet_spearlet_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2379,7 +2747,7 @@ func (x *TaskStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskStats.ProtoReflect.Descriptor instead.
 func (*TaskStats) Descriptor() ([]byte, []int) {
-	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{27}
+	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *TaskStats) GetActiveTasks() int32 {
@@ -2425,7 +2793,7 @@ type ExecutionStats struct {
 
 func (x *ExecutionStats) Reset() {
 	*x = ExecutionStats{}
-	mi := &file_spearlet_spearlet_proto_msgTypes[28]
+	mi := &file_spearlet_spearlet_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2437,7 +2805,7 @@ func (x *ExecutionStats) String() string {
 func (*ExecutionStats) ProtoMessage() {}
 
 func (x *ExecutionStats) ProtoReflect() protoreflect.Message {
-	mi := &file_spearlet_spearlet_proto_msgTypes[28]
+	mi := &file_spearlet_spearlet_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2450,7 +2818,7 @@ func (x *ExecutionStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecutionStats.ProtoReflect.Descriptor instead.
 func (*ExecutionStats) Descriptor() ([]byte, []int) {
-	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{28}
+	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ExecutionStats) GetRunningExecutions() int32 {
@@ -2511,13 +2879,14 @@ type RegisterTaskRequest struct {
 	TaskDescription string            `protobuf:"bytes,3,opt,name=task_description,json=taskDescription,proto3" json:"task_description,omitempty"`
 	ArtifactSpec    *ArtifactSpec     `protobuf:"bytes,4,opt,name=artifact_spec,json=artifactSpec,proto3" json:"artifact_spec,omitempty"`
 	Metadata        map[string]string `protobuf:"bytes,5,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Limits          *TaskLimits       `protobuf:"bytes,6,opt,name=limits,proto3" json:"limits,omitempty"`
 	unknownFields   protoimpl.UnknownFields
 	sizeCache       protoimpl.SizeCache
 }
 
 func (x *RegisterTaskRequest) Reset() {
 	*x = RegisterTaskRequest{}
-	mi := &file_spearlet_spearlet_proto_msgTypes[29]
+	mi := &file_spearlet_spearlet_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2529,7 +2898,7 @@ func (x *RegisterTaskRequest) String() string {
 func (*RegisterTaskRequest) ProtoMessage() {}
 
 func (x *RegisterTaskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_spearlet_spearlet_proto_msgTypes[29]
+	mi := &file_spearlet_spearlet_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2542,7 +2911,7 @@ func (x *RegisterTaskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterTaskRequest.ProtoReflect.Descriptor instead.
 func (*RegisterTaskRequest) Descriptor() ([]byte, []int) {
-	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{29}
+	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *RegisterTaskRequest) GetTaskId() string {
@@ -2580,6 +2949,13 @@ func (x *RegisterTaskRequest) GetMetadata() map[string]string {
 	return nil
 }
 
+func (x *RegisterTaskRequest) GetLimits() *TaskLimits {
+	if x != nil {
+		return x.Limits
+	}
+	return nil
+}
+
 type RegisterTaskResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Task  *TaskInfo              `protobuf:"bytes,1,opt,name=task,proto3" json:"task,omitempty"`
@@ -2591,7 +2967,7 @@ type RegisterTaskResponse struct {
 
 func (x *RegisterTaskResponse) Reset() {
 	*x = RegisterTaskResponse{}
-	mi := &file_spearlet_spearlet_proto_msgTypes[30]
+	mi := &file_spearlet_spearlet_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2603,7 +2979,7 @@ func (x *RegisterTaskResponse) String() string {
 func (*RegisterTaskResponse) ProtoMessage() {}
 
 func (x *RegisterTaskResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_spearlet_spearlet_proto_msgTypes[30]
+	mi := &file_spearlet_spearlet_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2616,7 +2992,7 @@ func (x *RegisterTaskResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterTaskResponse.ProtoReflect.Descriptor instead.
 func (*RegisterTaskResponse) Descriptor() ([]byte, []int) {
-	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{30}
+	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *RegisterTaskResponse) GetTask() *TaskInfo {
@@ -2648,7 +3024,7 @@ type UploadArtifactRequest struct {
 
 func (x *UploadArtifactRequest) Reset() {
 	*x = UploadArtifactRequest{}
-	mi := &file_spearlet_spearlet_proto_msgTypes[31]
+	mi := &file_spearlet_spearlet_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2660,7 +3036,7 @@ func (x *UploadArtifactRequest) String() string {
 func (*UploadArtifactRequest) ProtoMessage() {}
 
 func (x *UploadArtifactRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_spearlet_spearlet_proto_msgTypes[31]
+	mi := &file_spearlet_spearlet_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2673,7 +3049,7 @@ func (x *UploadArtifactRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadArtifactRequest.ProtoReflect.Descriptor instead.
 func (*UploadArtifactRequest) Descriptor() ([]byte, []int) {
-	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{31}
+	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *UploadArtifactRequest) GetName() string {
@@ -2710,7 +3086,7 @@ type UploadArtifactResponse struct {
 
 func (x *UploadArtifactResponse) Reset() {
 	*x = UploadArtifactResponse{}
-	mi := &file_spearlet_spearlet_proto_msgTypes[32]
+	mi := &file_spearlet_spearlet_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2722,7 +3098,7 @@ func (x *UploadArtifactResponse) String() string {
 func (*UploadArtifactResponse) ProtoMessage() {}
 
 func (x *UploadArtifactResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_spearlet_spearlet_proto_msgTypes[32]
+	mi := &file_spearlet_spearlet_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2735,7 +3111,7 @@ func (x *UploadArtifactResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadArtifactResponse.ProtoReflect.Descriptor instead.
 func (*UploadArtifactResponse) Descriptor() ([]byte, []int) {
-	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{32}
+	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *UploadArtifactResponse) GetLocation() string {
@@ -2797,7 +3173,7 @@ const file_spearlet_spearlet_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a:\n" +
 	"\fHeadersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xbf\x04\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xdc\x05\n" +
 	"\x0fExecutionResult\x121\n" +
 	"\x06status\x18\x01 \x01(\x0e2\x19.spearlet.ExecutionStatusR\x06status\x12,\n" +
 	"\x06result\x18\x02 \x01(\v2\x14.google.protobuf.AnyR\x06result\x12#\n" +
@@ -2811,10 +3187,31 @@ const file_spearlet_spearlet_proto_rawDesc = "" +
 	"started_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\tstartedAt\x12=\n" +
 	"\fcompleted_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\vcompletedAt\x12\x1b\n" +
 	"\texit_code\x182 \x01(\x05R\bexitCode\x12\x1a\n" +
-	"\battempts\x183 \x01(\x05R\battempts\x1a:\n" +
+	"\battempts\x183 \x01(\x05R\battempts\x12#\n" +
+	"\rdead_lettered\x184 \x01(\bR\fdeadLettered\x12>\n" +
+	"\x0fattempt_history\x185 \x03(\v2\x15.spearlet.AttemptInfoR\x0eattemptHistory\x126\n" +
+	"\bcallback\x186 \x01(\v2\x1a.spearlet.CallbackDeliveryR\bcallback\x1a:\n" +
 	"\fMetricsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xf4\x05\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xac\x02\n" +
+	"\vAttemptInfo\x12\x18\n" +
+	"\aattempt\x18\x01 \x01(\x05R\aattempt\x121\n" +
+	"\x06status\x18\x02 \x01(\x0e2\x19.spearlet.ExecutionStatusR\x06status\x12\x1d\n" +
+	"\n" +
+	"error_code\x18\x03 \x01(\tR\terrorCode\x12#\n" +
+	"\rerror_message\x18\x04 \x01(\tR\ferrorMessage\x129\n" +
+	"\n" +
+	"started_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tstartedAt\x12=\n" +
+	"\fcompleted_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\vcompletedAt\x12\x12\n" +
+	"\x04node\x18\a \x01(\tR\x04node\"\xde\x01\n" +
+	"\x10CallbackDelivery\x12\x10\n" +
+	"\x03url\x18\x01 \x01(\tR\x03url\x12\x14\n" +
+	"\x05state\x18\x02 \x01(\tR\x05state\x12\x1a\n" +
+	"\battempts\x18\x03 \x01(\x05R\battempts\x12(\n" +
+	"\x10last_status_code\x18\x04 \x01(\x05R\x0elastStatusCode\x12\x1d\n" +
+	"\n" +
+	"last_error\x18\x05 \x01(\tR\tlastError\x12=\n" +
+	"\fdelivered_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\vdeliveredAt\"\x8a\a\n" +
 	"\x15InvokeFunctionRequest\x12A\n" +
 	"\x0finvocation_type\x18\x01 \x01(\x0e2\x18.spearlet.InvocationTypeR\x0einvocationType\x12\x1b\n" +
 	"\ttask_name\x18\x02 \x01(\tR\btaskName\x12)\n" +
@@ -2831,10 +3228,22 @@ const file_spearlet_spearlet_proto_rawDesc = "" +
 	" \x01(\bR\x11createIfNotExists\x12,\n" +
 	"\x12force_new_instance\x18\v \x01(\bR\x10forceNewInstance\x12h\n" +
 	"\x13invocation_metadata\x18\f \x03(\v27.spearlet.InvokeFunctionRequest.InvocationMetadataEntryR\x12invocationMetadata\x12\x12\n" +
-	"\x04wait\x18\r \x01(\bR\x04wait\x1aE\n" +
+	"\x04wait\x18\r \x01(\bR\x04wait\x12\x1a\n" +
+	"\bpriority\x182 \x01(\x05R\bpriority\x12'\n" +
+	"\x0fidempotency_key\x183 \x01(\tR\x0eidempotencyKey\x12!\n" +
+	"\fcallback_url\x184 \x01(\tR\vcallbackUrl\x12,\n" +
+	"\x06limits\x185 \x01(\v2\x14.spearlet.TaskLimitsR\x06limits\x1aE\n" +
 	"\x17InvocationMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xbd\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xd6\x01\n" +
+	"\n" +
+	"TaskLimits\x12'\n" +
+	"\x0fmax_concurrency\x18\x01 \x01(\x05R\x0emaxConcurrency\x12\x1d\n" +
+	"\n" +
+	"max_queued\x18\x02 \x01(\x05R\tmaxQueued\x12,\n" +
+	"\x12memory_limit_bytes\x18\x03 \x01(\x03R\x10memoryLimitBytes\x12,\n" +
+	"\x12default_timeout_ms\x18\x04 \x01(\x03R\x10defaultTimeoutMs\x12$\n" +
+	"\x0emax_timeout_ms\x18\x05 \x01(\x03R\fmaxTimeoutMs\"\xbd\x02\n" +
 	"\x16InvokeFunctionResponse\x12\x18\n" +
 	"\asuccess\x18\x01 \x01(\bR\asuccess\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12!\n" +
@@ -2885,7 +3294,7 @@ const file_spearlet_spearlet_proto_rawDesc = "" +
 	"\x11ListTasksResponse\x12(\n" +
 	"\x05tasks\x18\x01 \x03(\v2\x12.spearlet.TaskInfoR\x05tasks\x12\x19\n" +
 	"\bhas_more\x18\x02 \x01(\bR\ahasMore\x12(\n" +
-	"\x10next_start_after\x18\x03 \x01(\tR\x0enextStartAfter\"\xbd\x03\n" +
+	"\x10next_start_after\x18\x03 \x01(\tR\x0enextStartAfter\"\xeb\x03\n" +
 	"\bTaskInfo\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x1b\n" +
 	"\ttask_name\x18\x02 \x01(\tR\btaskName\x12;\n" +
@@ -2898,7 +3307,8 @@ const file_spearlet_spearlet_proto_rawDesc = "" +
 	"\vlast_status\x18\a \x01(\x0e2\x19.spearlet.ExecutionStatusR\n" +
 	"lastStatus\x12<\n" +
 	"\bmetadata\x18\b \x03(\v2 .spearlet.TaskInfo.MetadataEntryR\bmetadata\x12 \n" +
-	"\vdescription\x182 \x01(\tR\vdescription\x1a;\n" +
+	"\vdescription\x182 \x01(\tR\vdescription\x12,\n" +
+	"\x06limits\x183 \x01(\v2\x14.spearlet.TaskLimitsR\x06limits\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x81\x01\n" +
@@ -2921,19 +3331,20 @@ const file_spearlet_spearlet_proto_rawDesc = "" +
 	"\asuccess\x18\x01 \x01(\bR\asuccess\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12\x18\n" +
 	"\adeleted\x18\x03 \x01(\bR\adeleted\x12-\n" +
-	"\x12cleaned_executions\x18\x04 \x01(\x05R\x11cleanedExecutions\"\xa7\x01\n" +
+	"\x12cleaned_executions\x18\x04 \x01(\x05R\x11cleanedExecutions\"\xd5\x01\n" +
 	"\x15ListExecutionsRequest\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x14\n" +
 	"\x05limit\x18\x02 \x01(\x05R\x05limit\x12\x1f\n" +
 	"\vstart_after\x18\x03 \x01(\tR\n" +
 	"startAfter\x12>\n" +
-	"\rstatus_filter\x18\x04 \x01(\x0e2\x19.spearlet.ExecutionStatusR\fstatusFilter\"\x96\x01\n" +
+	"\rstatus_filter\x18\x04 \x01(\x0e2\x19.spearlet.ExecutionStatusR\fstatusFilter\x12,\n" +
+	"\x12dead_lettered_only\x182 \x01(\bR\x10deadLetteredOnly\"\x96\x01\n" +
 	"\x16ListExecutionsResponse\x127\n" +
 	"\n" +
 	"executions\x18\x01 \x03(\v2\x17.spearlet.ExecutionInfoR\n" +
 	"executions\x12\x19\n" +
 	"\bhas_more\x18\x02 \x01(\bR\ahasMore\x12(\n" +
-	"\x10next_start_after\x18\x03 \x01(\tR\x0enextStartAfter\"\xd0\x05\n" +
+	"\x10next_start_after\x18\x03 \x01(\tR\x0enextStartAfter\"\x91\x06\n" +
 	"\rExecutionInfo\x12!\n" +
 	"\fexecution_id\x18\x01 \x01(\tR\vexecutionId\x12\x17\n" +
 	"\atask_id\x18\x02 \x01(\tR\x06taskId\x12#\n" +
@@ -2952,7 +3363,9 @@ const file_spearlet_spearlet_proto_rawDesc = "" +
 	"error_code\x182 \x01(\tR\terrorCode\x129\n" +
 	"\n" +
 	"created_at\x183 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x12\x1a\n" +
-	"\battempts\x184 \x01(\x05R\battempts\x1a;\n" +
+	"\battempts\x184 \x01(\x05R\battempts\x12#\n" +
+	"\rdead_lettered\x185 \x01(\bR\fdeadLettered\x12\x1a\n" +
+	"\bpriority\x186 \x01(\x05R\bpriority\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\";\n" +
@@ -3010,13 +3423,14 @@ const file_spearlet_spearlet_proto_rawDesc = "" +
 	"\x16executions_by_function\x18\a \x03(\v22.spearlet.ExecutionStats.ExecutionsByFunctionEntryR\x14executionsByFunction\x1aG\n" +
 	"\x19ExecutionsByFunctionEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x05R\x05value:\x028\x01\"\xb9\x02\n" +
+	"\x05value\x18\x02 \x01(\x05R\x05value:\x028\x01\"\xe7\x02\n" +
 	"\x13RegisterTaskRequest\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x1b\n" +
 	"\ttask_name\x18\x02 \x01(\tR\btaskName\x12)\n" +
 	"\x10task_description\x18\x03 \x01(\tR\x0ftaskDescription\x12;\n" +
 	"\rartifact_spec\x18\x04 \x01(\v2\x16.spearlet.ArtifactSpecR\fartifactSpec\x12G\n" +
-	"\bmetadata\x18\x05 \x03(\v2+.spearlet.RegisterTaskRequest.MetadataEntryR\bmetadata\x1a;\n" +
+	"\bmetadata\x18\x05 \x03(\v2+.spearlet.RegisterTaskRequest.MetadataEntryR\bmetadata\x12,\n" +
+	"\x06limits\x18\x06 \x01(\v2\x14.spearlet.TaskLimitsR\x06limits\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"X\n" +
@@ -3077,7 +3491,7 @@ func file_spearlet_spearlet_proto_rawDescGZIP() []byte {
 }
 
 var file_spearlet_spearlet_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_spearlet_spearlet_proto_msgTypes = make([]protoimpl.MessageInfo, 45)
+var file_spearlet_spearlet_proto_msgTypes = make([]protoimpl.MessageInfo, 48)
 var file_spearlet_spearlet_proto_goTypes = []any{
 	(InvocationType)(0),                // 0: spearlet.InvocationType
 	(ExecutionMode)(0),                 // 1: spearlet.ExecutionMode
@@ -3086,126 +3500,138 @@ var file_spearlet_spearlet_proto_goTypes = []any{
 	(*FunctionParameter)(nil),          // 4: spearlet.FunctionParameter
 	(*ExecutionContext)(nil),           // 5: spearlet.ExecutionContext
 	(*ExecutionResult)(nil),            // 6: spearlet.ExecutionResult
-	(*InvokeFunctionRequest)(nil),      // 7: spearlet.InvokeFunctionRequest
-	(*InvokeFunctionResponse)(nil),     // 8: spearlet.InvokeFunctionResponse
-	(*GetExecutionStatusRequest)(nil),  // 9: spearlet.GetExecutionStatusRequest
-	(*GetExecutionStatusResponse)(nil), // 10: spearlet.GetExecutionStatusResponse
-	(*CancelExecutionRequest)(nil),     // 11: spearlet.CancelExecutionRequest
-	(*CancelExecutionResponse)(nil),    // 12: spearlet.CancelExecutionResponse
-	(*StreamExecutionResult)(nil),      // 13: spearlet.StreamExecutionResult
-	(*ListTasksRequest)(nil),           // 14: spearlet.ListTasksRequest
-	(*ListTasksResponse)(nil),          // 15: spearlet.ListTasksResponse
-	(*TaskInfo)(nil),                   // 16: spearlet.TaskInfo
-	(*GetTaskRequest)(nil),             // 17: spearlet.GetTaskRequest
-	(*GetTaskResponse)(nil),            // 18: spearlet.GetTaskResponse
-	(*DeleteTaskRequest)(nil),          // 19: spearlet.DeleteTaskRequest
-	(*DeleteTaskResponse)(nil),         // 20: spearlet.DeleteTaskResponse
-	(*ListExecutionsRequest)(nil),      // 21: spearlet.ListExecutionsRequest
-	(*ListExecutionsResponse)(nil),     // 22: spearlet.ListExecutionsResponse
-	(*ExecutionInfo)(nil),              // 23: spearlet.ExecutionInfo
-	(*GetHealthRequest)(nil),           // 24: spearlet.GetHealthRequest
-	(*GetHealthResponse)(nil),          // 25: spearlet.GetHealthResponse
-	(*HealthDetails)(nil),              // 26: spearlet.HealthDetails
-	(*GetStatsRequest)(nil),            // 27: spearlet.GetStatsRequest
-	(*GetStatsResponse)(nil),           // 28: spearlet.GetStatsResponse
-	(*ServiceStats)(nil),               // 29: spearlet.ServiceStats
-	(*TaskStats)(nil),                  // 30: spearlet.TaskStats
-	(*ExecutionStats)(nil),             // 31: spearlet.ExecutionStats
-	(*RegisterTaskRequest)(nil),        // 32: spearlet.RegisterTaskRequest
-	(*RegisterTaskResponse)(nil),       // 33: spearlet.RegisterTaskResponse
-	(*UploadArtifactRequest)(nil),      // 34: spearlet.UploadArtifactRequest
-	(*UploadArtifactResponse)(nil),     // 35: spearlet.UploadArtifactResponse
-	nil,                                // 36: spearlet.ArtifactSpec.MetadataEntry
-	nil,                                // 37: spearlet.ExecutionContext.EnvironmentEntry
-	nil,                                // 38: spearlet.ExecutionContext.HeadersEntry
-	nil,                                // 39: spearlet.ExecutionResult.MetricsEntry
-	nil,                                // 40: spearlet.InvokeFunctionRequest.InvocationMetadataEntry
-	nil,                                // 41: spearlet.StreamExecutionResult.MetadataEntry
-	nil,                                // 42: spearlet.TaskInfo.MetadataEntry
-	nil,                                // 43: spearlet.ExecutionInfo.MetadataEntry
-	nil,                                // 44: spearlet.HealthDetails.SystemInfoEntry
-	nil,                                // 45: spearlet.TaskStats.TasksByTypeEntry
-	nil,                                // 46: spearlet.ExecutionStats.ExecutionsByFunctionEntry
-	nil,                                // 47: spearlet.RegisterTaskRequest.MetadataEntry
-	(*anypb.Any)(nil),                  // 48: google.protobuf.Any
-	(*timestamppb.Timestamp)(nil),      // 49: google.protobuf.Timestamp
+	(*AttemptInfo)(nil),                // 7: spearlet.AttemptInfo
+	(*CallbackDelivery)(nil),           // 8: spearlet.CallbackDelivery
+	(*InvokeFunctionRequest)(nil),      // 9: spearlet.InvokeFunctionRequest
+	(*TaskLimits)(nil),                 // 10: spearlet.TaskLimits
+	(*InvokeFunctionResponse)(nil),     // 11: spearlet.InvokeFunctionResponse
+	(*GetExecutionStatusRequest)(nil),  // 12: spearlet.GetExecutionStatusRequest
+	(*GetExecutionStatusResponse)(nil), // 13: spearlet.GetExecutionStatusResponse
+	(*CancelExecutionRequest)(nil),     // 14: spearlet.CancelExecutionRequest
+	(*CancelExecutionResponse)(nil),    // 15: spearlet.CancelExecutionResponse
+	(*StreamExecutionResult)(nil),      // 16: spearlet.StreamExecutionResult
+	(*ListTasksRequest)(nil),           // 17: spearlet.ListTasksRequest
+	(*ListTasksResponse)(nil),          // 18: spearlet.ListTasksResponse
+	(*TaskInfo)(nil),                   // 19: spearlet.TaskInfo
+	(*GetTaskRequest)(nil),             // 20: spearlet.GetTaskRequest
+	(*GetTaskResponse)(nil),            // 21: spearlet.GetTaskResponse
+	(*DeleteTaskRequest)(nil),          // 22: spearlet.DeleteTaskRequest
+	(*DeleteTaskResponse)(nil),         // 23: spearlet.DeleteTaskResponse
+	(*ListExecutionsRequest)(nil),      // 24: spearlet.ListExecutionsRequest
+	(*ListExecutionsResponse)(nil),     // 25: spearlet.ListExecutionsResponse
+	(*ExecutionInfo)(nil),              // 26: spearlet.ExecutionInfo
+	(*GetHealthRequest)(nil),           // 27: spearlet.GetHealthRequest
+	(*GetHealthResponse)(nil),          // 28: spearlet.GetHealthResponse
+	(*HealthDetails)(nil),              // 29: spearlet.HealthDetails
+	(*GetStatsRequest)(nil),            // 30: spearlet.GetStatsRequest
+	(*GetStatsResponse)(nil),           // 31: spearlet.GetStatsResponse
+	(*ServiceStats)(nil),               // 32: spearlet.ServiceStats
+	(*TaskStats)(nil),                  // 33: spearlet.TaskStats
+	(*ExecutionStats)(nil),             // 34: spearlet.ExecutionStats
+	(*RegisterTaskRequest)(nil),        // 35: spearlet.RegisterTaskRequest
+	(*RegisterTaskResponse)(nil),       // 36: spearlet.RegisterTaskResponse
+	(*UploadArtifactRequest)(nil),      // 37: spearlet.UploadArtifactRequest
+	(*UploadArtifactResponse)(nil),     // 38: spearlet.UploadArtifactResponse
+	nil,                                // 39: spearlet.ArtifactSpec.MetadataEntry
+	nil,                                // 40: spearlet.ExecutionContext.EnvironmentEntry
+	nil,                                // 41: spearlet.ExecutionContext.HeadersEntry
+	nil,                                // 42: spearlet.ExecutionResult.MetricsEntry
+	nil,                                // 43: spearlet.InvokeFunctionRequest.InvocationMetadataEntry
+	nil,                                // 44: spearlet.StreamExecutionResult.MetadataEntry
+	nil,                                // 45: spearlet.TaskInfo.MetadataEntry
+	nil,                                // 46: spearlet.ExecutionInfo.MetadataEntry
+	nil,                                // 47: spearlet.HealthDetails.SystemInfoEntry
+	nil,                                // 48: spearlet.TaskStats.TasksByTypeEntry
+	nil,                                // 49: spearlet.ExecutionStats.ExecutionsByFunctionEntry
+	nil,                                // 50: spearlet.RegisterTaskRequest.MetadataEntry
+	(*anypb.Any)(nil),                  // 51: google.protobuf.Any
+	(*timestamppb.Timestamp)(nil),      // 52: google.protobuf.Timestamp
 }
 var file_spearlet_spearlet_proto_depIdxs = []int32{
-	36, // 0: spearlet.ArtifactSpec.metadata:type_name -> spearlet.ArtifactSpec.MetadataEntry
-	48, // 1: spearlet.FunctionParameter.value:type_name -> google.protobuf.Any
-	37, // 2: spearlet.ExecutionContext.environment:type_name -> spearlet.ExecutionContext.EnvironmentEntry
-	38, // 3: spearlet.ExecutionContext.headers:type_name -> spearlet.ExecutionContext.HeadersEntry
+	39, // 0: spearlet.ArtifactSpec.metadata:type_name -> spearlet.ArtifactSpec.MetadataEntry
+	51, // 1: spearlet.FunctionParameter.value:type_name -> google.protobuf.Any
+	40, // 2: spearlet.ExecutionContext.environment:type_name -> spearlet.ExecutionContext.EnvironmentEntry
+	41, // 3: spearlet.ExecutionContext.headers:type_name -> spearlet.ExecutionContext.HeadersEntry
 	2,  // 4: spearlet.ExecutionResult.status:type_name -> spearlet.ExecutionStatus
-	48, // 5: spearlet.ExecutionResult.result:type_name -> google.protobuf.Any
-	39, // 6: spearlet.ExecutionResult.metrics:type_name -> spearlet.ExecutionResult.MetricsEntry
-	49, // 7: spearlet.ExecutionResult.started_at:type_name -> google.protobuf.Timestamp
-	49, // 8: spearlet.ExecutionResult.completed_at:type_name -> google.protobuf.Timestamp
-	0,  // 9: spearlet.InvokeFunctionRequest.invocation_type:type_name -> spearlet.InvocationType
-	3,  // 10: spearlet.InvokeFunctionRequest.artifact_spec:type_name -> spearlet.ArtifactSpec
-	4,  // 11: spearlet.InvokeFunctionRequest.parameters:type_name -> spearlet.FunctionParameter
-	1,  // 12: spearlet.InvokeFunctionRequest.execution_mode:type_name -> spearlet.ExecutionMode
-	5,  // 13: spearlet.InvokeFunctionRequest.context:type_name -> spearlet.ExecutionContext
-	40, // 14: spearlet.InvokeFunctionRequest.invocation_metadata:type_name -> spearlet.InvokeFunctionRequest.InvocationMetadataEntry
-	6,  // 15: spearlet.InvokeFunctionResponse.result:type_name -> spearlet.ExecutionResult
-	6,  // 16: spearlet.GetExecutionStatusResponse.result:type_name -> spearlet.ExecutionResult
-	2,  // 17: spearlet.CancelExecutionResponse.final_status:type_name -> spearlet.ExecutionStatus
-	2,  // 18: spearlet.StreamExecutionResult.status:type_name -> spearlet.ExecutionStatus
-	48, // 19: spearlet.StreamExecutionResult.chunk_data:type_name -> google.protobuf.Any
-	41, // 20: spearlet.StreamExecutionResult.metadata:type_name -> spearlet.StreamExecutionResult.MetadataEntry
-	16, // 21: spearlet.ListTasksResponse.tasks:type_name -> spearlet.TaskInfo
-	3,  // 22: spearlet.TaskInfo.artifact_spec:type_name -> spearlet.ArtifactSpec
-	2,  // 23: spearlet.TaskInfo.last_status:type_name -> spearlet.ExecutionStatus
-	42, // 24: spearlet.TaskInfo.metadata:type_name -> spearlet.TaskInfo.MetadataEntry
-	16, // 25: spearlet.GetTaskResponse.task:type_name -> spearlet.TaskInfo
-	23, // 26: spearlet.GetTaskResponse.executions:type_name -> spearlet.ExecutionInfo
-	2,  // 27: spearlet.ListExecutionsRequest.status_filter:type_name -> spearlet.ExecutionStatus
-	23, // 28: spearlet.ListExecutionsResponse.executions:type_name -> spearlet.ExecutionInfo
-	1,  // 29: spearlet.ExecutionInfo.execution_mode:type_name -> spearlet.ExecutionMode
-	2,  // 30: spearlet.ExecutionInfo.status:type_name -> spearlet.ExecutionStatus
-	49, // 31: spearlet.ExecutionInfo.started_at:type_name -> google.protobuf.Timestamp
-	49, // 32: spearlet.ExecutionInfo.completed_at:type_name -> google.protobuf.Timestamp
-	43, // 33: spearlet.ExecutionInfo.metadata:type_name -> spearlet.ExecutionInfo.MetadataEntry
-	49, // 34: spearlet.ExecutionInfo.created_at:type_name -> google.protobuf.Timestamp
-	26, // 35: spearlet.GetHealthResponse.details:type_name -> spearlet.HealthDetails
-	44, // 36: spearlet.HealthDetails.system_info:type_name -> spearlet.HealthDetails.SystemInfoEntry
-	29, // 37: spearlet.GetStatsResponse.service_stats:type_name -> spearlet.ServiceStats
-	30, // 38: spearlet.GetStatsResponse.task_stats:type_name -> spearlet.TaskStats
-	31, // 39: spearlet.GetStatsResponse.execution_stats:type_name -> spearlet.ExecutionStats
-	45, // 40: spearlet.TaskStats.tasks_by_type:type_name -> spearlet.TaskStats.TasksByTypeEntry
-	16, // 41: spearlet.TaskStats.most_active_tasks:type_name -> spearlet.TaskInfo
-	46, // 42: spearlet.ExecutionStats.executions_by_function:type_name -> spearlet.ExecutionStats.ExecutionsByFunctionEntry
-	3,  // 43: spearlet.RegisterTaskRequest.artifact_spec:type_name -> spearlet.ArtifactSpec
-	47, // 44: spearlet.RegisterTaskRequest.metadata:type_name -> spearlet.RegisterTaskRequest.MetadataEntry
-	16, // 45: spearlet.RegisterTaskResponse.task:type_name -> spearlet.TaskInfo
-	7,  // 46: spearlet.FunctionService.InvokeFunction:input_type -> spearlet.InvokeFunctionRequest
-	9,  // 47: spearlet.FunctionService.GetExecutionStatus:input_type -> spearlet.GetExecutionStatusRequest
-	11, // 48: spearlet.FunctionService.CancelExecution:input_type -> spearlet.CancelExecutionRequest
-	7,  // 49: spearlet.FunctionService.StreamFunction:input_type -> spearlet.InvokeFunctionRequest
-	14, // 50: spearlet.FunctionService.ListTasks:input_type -> spearlet.ListTasksRequest
-	17, // 51: spearlet.FunctionService.GetTask:input_type -> spearlet.GetTaskRequest
-	19, // 52: spearlet.FunctionService.DeleteTask:input_type -> spearlet.DeleteTaskRequest
-	21, // 53: spearlet.FunctionService.ListExecutions:input_type -> spearlet.ListExecutionsRequest
-	24, // 54: spearlet.FunctionService.GetHealth:input_type -> spearlet.GetHealthRequest
-	27, // 55: spearlet.FunctionService.GetStats:input_type -> spearlet.GetStatsRequest
-	32, // 56: spearlet.FunctionService.RegisterTask:input_type -> spearlet.RegisterTaskRequest
-	34, // 57: spearlet.FunctionService.UploadArtifact:input_type -> spearlet.UploadArtifactRequest
-	8,  // 58: spearlet.FunctionService.InvokeFunction:output_type -> spearlet.InvokeFunctionResponse
-	10, // 59: spearlet.FunctionService.GetExecutionStatus:output_type -> spearlet.GetExecutionStatusResponse
-	12, // 60: spearlet.FunctionService.CancelExecution:output_type -> spearlet.CancelExecutionResponse
-	13, // 61: spearlet.FunctionService.StreamFunction:output_type -> spearlet.StreamExecutionResult
-	15, // 62: spearlet.FunctionService.ListTasks:output_type -> spearlet.ListTasksResponse
-	18, // 63: spearlet.FunctionService.GetTask:output_type -> spearlet.GetTaskResponse
-	20, // 64: spearlet.FunctionService.DeleteTask:output_type -> spearlet.DeleteTaskResponse
-	22, // 65: spearlet.FunctionService.ListExecutions:output_type -> spearlet.ListExecutionsResponse
-	25, // 66: spearlet.FunctionService.GetHealth:output_type -> spearlet.GetHealthResponse
-	28, // 67: spearlet.FunctionService.GetStats:output_type -> spearlet.GetStatsResponse
-	33, // 68: spearlet.FunctionService.RegisterTask:output_type -> spearlet.RegisterTaskResponse
-	35, // 69: spearlet.FunctionService.UploadArtifact:output_type -> spearlet.UploadArtifactResponse
-	58, // [58:70] is the sub-list for method output_type
-	46, // [46:58] is the sub-list for method input_type
-	46, // [46:46] is the sub-list for extension type_name
-	46, // [46:46] is the sub-list for extension extendee
-	0,  // [0:46] is the sub-list for field type_name
+	51, // 5: spearlet.ExecutionResult.result:type_name -> google.protobuf.Any
+	42, // 6: spearlet.ExecutionResult.metrics:type_name -> spearlet.ExecutionResult.MetricsEntry
+	52, // 7: spearlet.ExecutionResult.started_at:type_name -> google.protobuf.Timestamp
+	52, // 8: spearlet.ExecutionResult.completed_at:type_name -> google.protobuf.Timestamp
+	7,  // 9: spearlet.ExecutionResult.attempt_history:type_name -> spearlet.AttemptInfo
+	8,  // 10: spearlet.ExecutionResult.callback:type_name -> spearlet.CallbackDelivery
+	2,  // 11: spearlet.AttemptInfo.status:type_name -> spearlet.ExecutionStatus
+	52, // 12: spearlet.AttemptInfo.started_at:type_name -> google.protobuf.Timestamp
+	52, // 13: spearlet.AttemptInfo.completed_at:type_name -> google.protobuf.Timestamp
+	52, // 14: spearlet.CallbackDelivery.delivered_at:type_name -> google.protobuf.Timestamp
+	0,  // 15: spearlet.InvokeFunctionRequest.invocation_type:type_name -> spearlet.InvocationType
+	3,  // 16: spearlet.InvokeFunctionRequest.artifact_spec:type_name -> spearlet.ArtifactSpec
+	4,  // 17: spearlet.InvokeFunctionRequest.parameters:type_name -> spearlet.FunctionParameter
+	1,  // 18: spearlet.InvokeFunctionRequest.execution_mode:type_name -> spearlet.ExecutionMode
+	5,  // 19: spearlet.InvokeFunctionRequest.context:type_name -> spearlet.ExecutionContext
+	43, // 20: spearlet.InvokeFunctionRequest.invocation_metadata:type_name -> spearlet.InvokeFunctionRequest.InvocationMetadataEntry
+	10, // 21: spearlet.InvokeFunctionRequest.limits:type_name -> spearlet.TaskLimits
+	6,  // 22: spearlet.InvokeFunctionResponse.result:type_name -> spearlet.ExecutionResult
+	6,  // 23: spearlet.GetExecutionStatusResponse.result:type_name -> spearlet.ExecutionResult
+	2,  // 24: spearlet.CancelExecutionResponse.final_status:type_name -> spearlet.ExecutionStatus
+	2,  // 25: spearlet.StreamExecutionResult.status:type_name -> spearlet.ExecutionStatus
+	51, // 26: spearlet.StreamExecutionResult.chunk_data:type_name -> google.protobuf.Any
+	44, // 27: spearlet.StreamExecutionResult.metadata:type_name -> spearlet.StreamExecutionResult.MetadataEntry
+	19, // 28: spearlet.ListTasksResponse.tasks:type_name -> spearlet.TaskInfo
+	3,  // 29: spearlet.TaskInfo.artifact_spec:type_name -> spearlet.ArtifactSpec
+	2,  // 30: spearlet.TaskInfo.last_status:type_name -> spearlet.ExecutionStatus
+	45, // 31: spearlet.TaskInfo.metadata:type_name -> spearlet.TaskInfo.MetadataEntry
+	10, // 32: spearlet.TaskInfo.limits:type_name -> spearlet.TaskLimits
+	19, // 33: spearlet.GetTaskResponse.task:type_name -> spearlet.TaskInfo
+	26, // 34: spearlet.GetTaskResponse.executions:type_name -> spearlet.ExecutionInfo
+	2,  // 35: spearlet.ListExecutionsRequest.status_filter:type_name -> spearlet.ExecutionStatus
+	26, // 36: spearlet.ListExecutionsResponse.executions:type_name -> spearlet.ExecutionInfo
+	1,  // 37: spearlet.ExecutionInfo.execution_mode:type_name -> spearlet.ExecutionMode
+	2,  // 38: spearlet.ExecutionInfo.status:type_name -> spearlet.ExecutionStatus
+	52, // 39: spearlet.ExecutionInfo.started_at:type_name -> google.protobuf.Timestamp
+	52, // 40: spearlet.ExecutionInfo.completed_at:type_name -> google.protobuf.Timestamp
+	46, // 41: spearlet.ExecutionInfo.metadata:type_name -> spearlet.ExecutionInfo.MetadataEntry
+	52, // 42: spearlet.ExecutionInfo.created_at:type_name -> google.protobuf.Timestamp
+	29, // 43: spearlet.GetHealthResponse.details:type_name -> spearlet.HealthDetails
+	47, // 44: spearlet.HealthDetails.system_info:type_name -> spearlet.HealthDetails.SystemInfoEntry
+	32, // 45: spearlet.GetStatsResponse.service_stats:type_name -> spearlet.ServiceStats
+	33, // 46: spearlet.GetStatsResponse.task_stats:type_name -> spearlet.TaskStats
+	34, // 47: spearlet.GetStatsResponse.execution_stats:type_name -> spearlet.ExecutionStats
+	48, // 48: spearlet.TaskStats.tasks_by_type:type_name -> spearlet.TaskStats.TasksByTypeEntry
+	19, // 49: spearlet.TaskStats.most_active_tasks:type_name -> spearlet.TaskInfo
+	49, // 50: spearlet.ExecutionStats.executions_by_function:type_name -> spearlet.ExecutionStats.ExecutionsByFunctionEntry
+	3,  // 51: spearlet.RegisterTaskRequest.artifact_spec:type_name -> spearlet.ArtifactSpec
+	50, // 52: spearlet.RegisterTaskRequest.metadata:type_name -> spearlet.RegisterTaskRequest.MetadataEntry
+	10, // 53: spearlet.RegisterTaskRequest.limits:type_name -> spearlet.TaskLimits
+	19, // 54: spearlet.RegisterTaskResponse.task:type_name -> spearlet.TaskInfo
+	9,  // 55: spearlet.FunctionService.InvokeFunction:input_type -> spearlet.InvokeFunctionRequest
+	12, // 56: spearlet.FunctionService.GetExecutionStatus:input_type -> spearlet.GetExecutionStatusRequest
+	14, // 57: spearlet.FunctionService.CancelExecution:input_type -> spearlet.CancelExecutionRequest
+	9,  // 58: spearlet.FunctionService.StreamFunction:input_type -> spearlet.InvokeFunctionRequest
+	17, // 59: spearlet.FunctionService.ListTasks:input_type -> spearlet.ListTasksRequest
+	20, // 60: spearlet.FunctionService.GetTask:input_type -> spearlet.GetTaskRequest
+	22, // 61: spearlet.FunctionService.DeleteTask:input_type -> spearlet.DeleteTaskRequest
+	24, // 62: spearlet.FunctionService.ListExecutions:input_type -> spearlet.ListExecutionsRequest
+	27, // 63: spearlet.FunctionService.GetHealth:input_type -> spearlet.GetHealthRequest
+	30, // 64: spearlet.FunctionService.GetStats:input_type -> spearlet.GetStatsRequest
+	35, // 65: spearlet.FunctionService.RegisterTask:input_type -> spearlet.RegisterTaskRequest
+	37, // 66: spearlet.FunctionService.UploadArtifact:input_type -> spearlet.UploadArtifactRequest
+	11, // 67: spearlet.FunctionService.InvokeFunction:output_type -> spearlet.InvokeFunctionResponse
+	13, // 68: spearlet.FunctionService.GetExecutionStatus:output_type -> spearlet.GetExecutionStatusResponse
+	15, // 69: spearlet.FunctionService.CancelExecution:output_type -> spearlet.CancelExecutionResponse
+	16, // 70: spearlet.FunctionService.StreamFunction:output_type -> spearlet.StreamExecutionResult
+	18, // 71: spearlet.FunctionService.ListTasks:output_type -> spearlet.ListTasksResponse
+	21, // 72: spearlet.FunctionService.GetTask:output_type -> spearlet.GetTaskResponse
+	23, // 73: spearlet.FunctionService.DeleteTask:output_type -> spearlet.DeleteTaskResponse
+	25, // 74: spearlet.FunctionService.ListExecutions:output_type -> spearlet.ListExecutionsResponse
+	28, // 75: spearlet.FunctionService.GetHealth:output_type -> spearlet.GetHealthResponse
+	31, // 76: spearlet.FunctionService.GetStats:output_type -> spearlet.GetStatsResponse
+	36, // 77: spearlet.FunctionService.RegisterTask:output_type -> spearlet.RegisterTaskResponse
+	38, // 78: spearlet.FunctionService.UploadArtifact:output_type -> spearlet.UploadArtifactResponse
+	67, // [67:79] is the sub-list for method output_type
+	55, // [55:67] is the sub-list for method input_type
+	55, // [55:55] is the sub-list for extension type_name
+	55, // [55:55] is the sub-list for extension extendee
+	0,  // [0:55] is the sub-list for field type_name
 }
 
 func init() { file_spearlet_spearlet_proto_init() }
@@ -3219,7 +3645,7 @@ func file_spearlet_spearlet_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_spearlet_spearlet_proto_rawDesc), len(file_spearlet_spearlet_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   45,
+			NumMessages:   48,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

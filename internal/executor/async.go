@@ -207,7 +207,15 @@ func (m *Manager) runDelivery(d *store.Delivery) {
 			m.forget(spec.ExecutionID)
 			return
 		}
-		m.requeue(l, d, time.Second)
+		// Another worker claimed it since we read it (or the store failed):
+		// leave its record alone, as requeue would overwrite that claim
+		// with our stale PENDING one. A worker running it keeps the message
+		// alive and acks it; otherwise it comes back.
+		if gerr != nil || cur.Status != execution.StatusRunning {
+			_ = d.Nak(time.Second)
+		}
+		close(l.done)
+		m.forget(spec.ExecutionID)
 		return
 	}
 	wait := m.opts.Now().Sub(spec.CreatedAt)
@@ -218,7 +226,9 @@ func (m *Manager) runDelivery(d *store.Delivery) {
 		return
 	}
 	r := l.final()
-	if retryable(r) && r.Attempts <= spec.MaxRetries {
+	// A run that failed on its own just as a cancel stopped it is not
+	// retried: the caller asked for it to end.
+	if retryable(r) && r.Attempts <= spec.MaxRetries && !l.cancelRequested() {
 		m.requeue(l, d, backoff(r.Attempts))
 		return
 	}

@@ -51,6 +51,9 @@ func (m *Manager) Cancel(ctx context.Context, id, reason string, force bool) (Ca
 		rec.CompletedAt = m.opts.Now()
 		if _, err := m.store.UpdateRecord(ctx, rec, rev); err == nil {
 			m.stats.record(rec)
+			if m.opts.Hooks != nil { // the worker that dequeues it drops it silently
+				m.opts.Hooks.Finished(rec, m.runtimeOf(rec.TaskID), 0)
+			}
 			return CancelOutcome{Cancelled: true, Status: execution.StatusCancelled, Message: "cancelled before it started"}, nil
 		} else if !errors.Is(err, errdefs.ErrFailedPrecondition) {
 			return CancelOutcome{}, err
@@ -96,10 +99,21 @@ func (m *Manager) cancelLocal(ctx context.Context, id, reason string, force bool
 		return CancelOutcome{Cancelled: true, Status: execution.StatusRunning, Message: "cancel requested; the execution is still stopping"}, true
 	}
 	r := l.final()
+	if !r.Status.Terminal() {
+		// It went back to the queue (node shutting down): cancel it there.
+		return CancelOutcome{}, false
+	}
 	if r.Status != execution.StatusCancelled {
 		return finished(r.Status), true
 	}
 	return CancelOutcome{Cancelled: true, Status: r.Status, Message: "cancelled"}, true
+}
+
+// cancelRequested reports whether a caller asked to cancel l.
+func (l *live) cancelRequested() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return errors.Is(l.cancelCause, errCancelled)
 }
 
 type cancelRequest struct {

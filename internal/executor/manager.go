@@ -88,9 +88,12 @@ type Manager struct {
 	baseCtx    context.Context
 	baseCancel context.CancelCauseFunc
 	wg         sync.WaitGroup // async runs and background loops
-	cancelSub  *nats.Subscription
-	shared     bool
-	started    time.Time
+	// syncRuns counts sync and stream runs in progress, so that Shutdown
+	// waits for their final records before its last persister flush.
+	syncRuns  sync.WaitGroup
+	cancelSub *nats.Subscription
+	shared    bool
+	started   time.Time
 }
 
 // live is an execution that runs, or waits for a slot, on this node.
@@ -213,6 +216,16 @@ func (m *Manager) Shutdown(ctx context.Context) {
 	}
 	m.mu.Unlock()
 	m.wg.Wait()
+	// Sync and stream runs were stopped above: wait for them to hand their
+	// final records to the persister, bounded, as a caller's stream may be
+	// stuck.
+	runsDone := make(chan struct{})
+	go func() { m.syncRuns.Wait(); close(runsDone) }()
+	select {
+	case <-runsDone:
+	case <-time.After(10 * time.Second):
+		m.log.Warn("sync executions still stopping at shutdown; their records may be lost")
+	}
 	m.persist.flush(context.Background())
 	m.stats.flush(context.Background(), m.store, m.log)
 }
@@ -261,6 +274,25 @@ func (m *Manager) Get(ctx context.Context, id string) (*execution.Record, error)
 func (m *Manager) addLive(l *live) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	return m.addLiveLocked(l)
+}
+
+// addSyncLive is addLive for a sync or stream run, which Shutdown waits
+// for: the caller must call m.syncRuns.Done once it handed the final record
+// to the persister.
+func (m *Manager) addSyncLive(l *live) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err := m.addLiveLocked(l); err != nil {
+		return err
+	}
+	// Under m.mu with draining unset, so this Add happens before Shutdown's
+	// Wait.
+	m.syncRuns.Add(1)
+	return nil
+}
+
+func (m *Manager) addLiveLocked(l *live) error {
 	if m.draining {
 		return errdefs.New(errdefs.ErrUnavailable, "NODE_SHUTTING_DOWN", "the node is shutting down")
 	}

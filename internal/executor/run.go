@@ -34,9 +34,10 @@ func (m *Manager) Run(ctx context.Context, spec *execution.Spec, onChunk func(Ch
 		return nil, err
 	}
 	l := &live{rec: execution.NewRecord(spec), done: make(chan struct{})}
-	if err := m.addLive(l); err != nil {
+	if err := m.addSyncLive(l); err != nil {
 		return nil, err
 	}
+	defer m.syncRuns.Done()
 	runCtx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	if !l.setCancel(cancel) {

@@ -20,6 +20,7 @@ type Metrics struct {
 	executions *prometheus.CounterVec
 	duration   *prometheus.HistogramVec
 	queueWait  *prometheus.HistogramVec
+	coldStart  *prometheus.HistogramVec
 }
 
 // Gauges are read when scraped.
@@ -49,8 +50,13 @@ func New(g Gauges) *Metrics {
 			Help:    "Time from acceptance to start, by runtime.",
 			Buckets: prometheus.ExponentialBuckets(0.0001, 4, 12),
 		}, []string{"runtime"}),
+		coldStart: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "spear_cold_start_seconds",
+			Help:    "Time from a run's start to the function running (container created and started), by runtime.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 14),
+		}, []string{"runtime"}),
 	}
-	reg.MustRegister(m.executions, m.duration, m.queueWait,
+	reg.MustRegister(m.executions, m.duration, m.queueWait, m.coldStart,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "spear_running_executions", Help: "Executions running on this node."}, g.Running),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "spear_waiting_executions", Help: "Executions on this node waiting for a run slot."}, g.Waiting),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "spear_queued_executions", Help: "Async executions waiting in the durable queue."}, g.Queued),
@@ -72,4 +78,9 @@ func (m *Metrics) Finished(r *execution.Record, rt runtime.Type, queueWait time.
 			m.queueWait.WithLabelValues(string(rt)).Observe(queueWait.Seconds())
 		}
 	}
+}
+
+// ColdStart records the time a runtime took to get a function running.
+func (m *Metrics) ColdStart(rt runtime.Type, d time.Duration) {
+	m.coldStart.WithLabelValues(string(rt)).Observe(d.Seconds())
 }

@@ -100,13 +100,6 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if err != nil {
 		return nil, err
 	}
-	if n.runtimes, err = n.openRuntimes(ctx); err != nil {
-		return nil, err
-	}
-	reg := registry.New(n.store, n.runtimes, time.Now, log)
-	if err := reg.Watch(bg); err != nil {
-		return nil, err
-	}
 	var mgr *executor.Manager
 	m := metrics.New(metrics.Gauges{
 		Running: func() float64 { r, _ := mgr.Counts(); return float64(r) },
@@ -116,12 +109,28 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 			return float64(q)
 		},
 	})
+	if n.runtimes, err = n.openRuntimes(ctx, m); err != nil {
+		return nil, err
+	}
+	reg := registry.New(n.store, n.runtimes, time.Now, log)
+	if err := reg.Watch(bg); err != nil {
+		return nil, err
+	}
 	mgr = executor.New(executor.Options{
 		NodeID: cfg.NodeID, Workers: cfg.Workers, Shared: cfg.NATSURL != "" || cfg.NATSListen != "",
 		DefaultTimeout: cfg.DefaultTimeout, MaxTimeout: cfg.MaxTimeout, MaxOutputBytes: cfg.MaxOutputBytes,
 		Logger: log, Hooks: m,
 	}, n.store, reg, n.runtimes)
 	n.mgr = mgr
+	if p, ok := n.runtimes[spearrt.TypeProcess].(*process.Runtime); ok {
+		// Processes of executions that died with an earlier run of this
+		// node: those executions will run again from the queue.
+		if killed, err := p.Reconcile(ctx); err != nil {
+			log.Warn("reconciling processes", "err", err)
+		} else if killed > 0 {
+			log.Info("killed orphaned function processes", "count", killed)
+		}
+	}
 	if d, ok := n.runtimes[spearrt.TypeDocker].(*docker.Runtime); ok {
 		// Containers of executions that died with an earlier run of this
 		// node; nothing is live yet.
@@ -196,9 +205,9 @@ func (n *Node) close() {
 	}
 }
 
-func (n *Node) openRuntimes(ctx context.Context) (map[spearrt.Type]spearrt.Runtime, error) {
+func (n *Node) openRuntimes(ctx context.Context, m *metrics.Metrics) (map[spearrt.Type]spearrt.Runtime, error) {
 	rts := map[spearrt.Type]spearrt.Runtime{
-		spearrt.TypeProcess: process.New(process.Options{Logger: n.log}),
+		spearrt.TypeProcess: process.New(process.Options{Logger: n.log, NodeID: n.cfg.NodeID}),
 	}
 	w, err := wasm.New(ctx, wasm.Options{CacheDir: filepath.Join(n.cfg.DataDir, "wasm-cache"), Logger: n.log})
 	if err != nil {
@@ -208,7 +217,10 @@ func (n *Node) openRuntimes(ctx context.Context) (map[spearrt.Type]spearrt.Runti
 	switch n.cfg.Docker {
 	case "off":
 	case "", "auto", "on":
-		d, err := docker.New(ctx, docker.Options{Host: n.cfg.DockerHost, NodeID: n.cfg.NodeID, Logger: n.log})
+		d, err := docker.New(ctx, docker.Options{
+			Host: n.cfg.DockerHost, NodeID: n.cfg.NodeID, Logger: n.log,
+			OnColdStart: func(d time.Duration) { m.ColdStart(spearrt.TypeDocker, d) },
+		})
 		if err != nil {
 			return nil, err
 		}

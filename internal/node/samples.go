@@ -12,8 +12,13 @@ import (
 	"github.com/spear-go/spear/internal/task"
 )
 
+// SampleImage is the sample container function's image, built by
+// `make sample-image`.
+const SampleImage = "spear-sample-upper:latest"
+
 // registerSamples registers the sample functions found in dir:
-// dir/process/NAME.sh as task NAME, dir/wasm/NAME.wasm as task wasm-NAME.
+// dir/process/NAME.sh as task NAME, dir/wasm/NAME.wasm as task wasm-NAME,
+// and, with a Docker engine that has SampleImage, docker-upper.
 func registerSamples(ctx context.Context, reg *registry.Registry, dir string, rts map[spearrt.Type]spearrt.Runtime, log *slog.Logger) {
 	abs, err := filepath.Abs(dir)
 	if err != nil {
@@ -26,6 +31,14 @@ func registerSamples(ctx context.Context, reg *registry.Registry, dir string, rt
 	}{
 		{"process", ".sh", "", spearrt.TypeProcess},
 		{"wasm", ".wasm", "wasm-", spearrt.TypeWasm},
+	}
+	if rts[spearrt.TypeDocker] != nil {
+		if _, _, err := reg.Register(ctx, registry.Registration{
+			ID: "docker-upper", Name: "docker-upper", Description: "sample container function: upper-cases its input",
+			Artifact: task.Artifact{Type: spearrt.TypeDocker, Location: SampleImage},
+		}); err != nil {
+			log.Info("sample container function not registered (run `make sample-image`)", "err", err)
+		}
 	}
 	for _, k := range kinds {
 		if rts[k.typ] == nil {

@@ -160,6 +160,22 @@ func (r *Registry) Get(ctx context.Context, id string) (*task.Task, error) {
 	return e.task, nil
 }
 
+// Lookup returns task id as stored, without resolving its artifact: it
+// works for a task whose artifact is gone or whose runtime this node lacks,
+// so that such a task can still be shown and deleted.
+func (r *Registry) Lookup(ctx context.Context, id string) (*task.Task, error) {
+	if err := task.ValidateID(id); err != nil {
+		return nil, err
+	}
+	r.mu.Lock()
+	e := r.cache[id]
+	r.mu.Unlock()
+	if e != nil {
+		return e.task, nil
+	}
+	return r.store.GetTask(ctx, id)
+}
+
 // Artifact returns the task and what its runtime runs.
 func (r *Registry) Artifact(ctx context.Context, id string) (*task.Task, runtime.Artifact, error) {
 	e, err := r.entry(ctx, id)
@@ -216,7 +232,7 @@ func (r *Registry) List(ctx context.Context, prefix, startAfter string, limit in
 
 // Delete removes task id.
 func (r *Registry) Delete(ctx context.Context, id string) error {
-	if _, err := r.Get(ctx, id); err != nil {
+	if _, err := r.Lookup(ctx, id); err != nil {
 		return err
 	}
 	if err := r.store.DeleteTask(ctx, id); err != nil {

@@ -136,7 +136,7 @@ func input(params []*pb.FunctionParameter) ([]byte, error) {
 			seen[p.Name] = true
 		}
 	}
-	if len(params) == 0 {
+	if len(params) == 0 || (len(params) == 1 && params[0].Value == nil) {
 		return nil, nil
 	}
 	if len(params) == 1 && params[0].Value != nil {

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"errors"
+	"strings"
 
 	"connectrpc.com/connect"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
@@ -48,12 +49,21 @@ func grpcCode(err error) codes.Code {
 	}
 }
 
-// errorCode is the stable error_code of err.
+// errorCode is the stable error_code of err, consistent with grpcCode: a
+// domain code or class first, then the context errors.
 func errorCode(err error) string {
-	switch {
-	case errors.Is(err, context.DeadlineExceeded):
+	if st, ok := status.FromError(err); ok && st.Code() != codes.Unknown {
+		for _, d := range st.Details() {
+			if info, ok := d.(*errdetails.ErrorInfo); ok {
+				return info.Reason
+			}
+		}
+		return strings.ToUpper(snake(st.Code().String()))
+	}
+	switch grpcCode(err) {
+	case codes.DeadlineExceeded:
 		return "DEADLINE_EXCEEDED"
-	case errors.Is(err, context.Canceled):
+	case codes.Canceled:
 		return "CANCELLED"
 	}
 	return errdefs.Code(err)

@@ -132,6 +132,10 @@ func (s *Service) handleCancel(w http.ResponseWriter, r *http.Request) {
 // PUT /api/v1/artifacts?name=NAME&checksum=sha256:HEX.
 func (s *Service) handleUpload(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
+	if err := checkChecksum(q.Get("checksum")); err != nil {
+		writeError(w, err)
+		return
+	}
 	digest, size, err := s.store.PutArtifact(r.Context(), q.Get("name"), r.Body, q.Get("checksum"))
 	if err != nil {
 		writeError(w, err)

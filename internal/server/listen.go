@@ -30,18 +30,25 @@ func newSplit(l net.Listener) *split {
 	return s
 }
 
-func (s *split) serve() {
+// serve accepts connections until the base listener fails for good; it
+// returns that error (net.ErrClosed after close).
+func (s *split) serve() error {
+	var delay time.Duration
 	for {
 		c, err := s.base.Accept()
 		if err != nil {
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				time.Sleep(5 * time.Millisecond)
+			// Like net/http: back off on temporary errors (EMFILE, ...)
+			// instead of giving up the listener.
+			var te interface{ Temporary() bool }
+			if !errors.Is(err, net.ErrClosed) && errors.As(err, &te) && te.Temporary() {
+				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+				time.Sleep(delay)
 				continue
 			}
 			s.close()
-			return
+			return err
 		}
+		delay = 0
 		go s.route(c)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sync"
 	"time"
 
 	"connectrpc.com/connect"
@@ -39,7 +40,10 @@ type Server struct {
 	http   *http.Server
 	health *health.Server
 	log    *slog.Logger
-	split  *split
+
+	mu      sync.Mutex
+	split   *split // set by Serve
+	stopped bool   // set by Shutdown
 }
 
 // New builds the servers for svc.
@@ -91,14 +95,30 @@ func New(svc *Service, opts Options) *Server {
 
 // Serve serves on l until Shutdown; it returns nil after a shutdown.
 func (s *Server) Serve(l net.Listener) error {
-	s.split = newSplit(l)
+	s.mu.Lock()
+	if s.stopped {
+		s.mu.Unlock()
+		_ = l.Close()
+		return nil
+	}
+	sp := newSplit(l)
+	s.split = sp
+	s.mu.Unlock()
 	errc := make(chan error, 2)
-	go func() { errc <- s.grpc.Serve(s.split.h2) }()
-	go func() { errc <- s.http.Serve(s.split.other) }()
-	s.split.serve()
+	go func() { errc <- s.grpc.Serve(sp.h2) }()
+	go func() { errc <- s.http.Serve(sp.other) }()
+	acceptErr := sp.serve()
 	err := <-errc
 	if errors.Is(err, http.ErrServerClosed) || errors.Is(err, grpc.ErrServerStopped) || errors.Is(err, net.ErrClosed) {
-		return nil
+		err = nil
+	}
+	if err == nil && !errors.Is(acceptErr, net.ErrClosed) {
+		s.mu.Lock()
+		stopped := s.stopped
+		s.mu.Unlock()
+		if !stopped {
+			return acceptErr
+		}
 	}
 	return err
 }
@@ -106,6 +126,10 @@ func (s *Server) Serve(l net.Listener) error {
 // Shutdown stops accepting calls and waits for running ones until ctx ends,
 // then closes them.
 func (s *Server) Shutdown(ctx context.Context) {
+	s.mu.Lock()
+	s.stopped = true
+	sp := s.split
+	s.mu.Unlock()
 	s.health.Shutdown()
 	done := make(chan struct{})
 	go func() {
@@ -118,7 +142,7 @@ func (s *Server) Shutdown(ctx context.Context) {
 	case <-ctx.Done():
 		s.grpc.Stop()
 	}
-	if s.split != nil {
-		s.split.close()
+	if sp != nil {
+		sp.close()
 	}
 }

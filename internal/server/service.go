@@ -3,6 +3,7 @@ package server
 import (
 	"bytes"
 	"context"
+	"encoding/hex"
 	"fmt"
 	"log/slog"
 	"runtime"
@@ -371,7 +372,7 @@ func (s *Service) ListTasks(ctx context.Context, req *pb.ListTasksRequest) (*pb.
 
 // GetTask returns one task and, optionally, its latest executions.
 func (s *Service) GetTask(ctx context.Context, req *pb.GetTaskRequest) (*pb.GetTaskResponse, error) {
-	t, err := s.reg.Get(ctx, req.TaskId)
+	t, err := s.reg.Lookup(ctx, req.TaskId)
 	if errdefs.Code(err) == "TASK_NOT_FOUND" {
 		return &pb.GetTaskResponse{Found: false, Message: err.Error()}, nil
 	}
@@ -400,7 +401,7 @@ func (s *Service) GetTask(ctx context.Context, req *pb.GetTaskRequest) (*pb.GetT
 
 // DeleteTask removes a task and, optionally, its execution records.
 func (s *Service) DeleteTask(ctx context.Context, req *pb.DeleteTaskRequest) (*pb.DeleteTaskResponse, error) {
-	if _, err := s.reg.Get(ctx, req.TaskId); err != nil {
+	if _, err := s.reg.Lookup(ctx, req.TaskId); err != nil {
 		return nil, err
 	}
 	if n := s.mgr.LiveOfTask(req.TaskId); n > 0 && !req.Force {
@@ -607,12 +608,25 @@ func (s *Service) RegisterTask(ctx context.Context, req *pb.RegisterTaskRequest)
 
 // UploadArtifact stores an artifact's bytes on the node.
 func (s *Service) UploadArtifact(ctx context.Context, req *pb.UploadArtifactRequest) (*pb.UploadArtifactResponse, error) {
-	if req.Checksum != "" && !strings.HasPrefix(req.Checksum, "sha256:") {
-		return nil, errdefs.New(errdefs.ErrInvalidArgument, "INVALID_CHECKSUM", "checksum %q: want sha256:<hex>", req.Checksum)
+	if err := checkChecksum(req.Checksum); err != nil {
+		return nil, err
 	}
 	digest, size, err := s.store.PutArtifact(ctx, req.Name, bytes.NewReader(req.Content), req.Checksum)
 	if err != nil {
 		return nil, err
 	}
 	return &pb.UploadArtifactResponse{Location: store.ArtifactScheme + digest, Checksum: digest, SizeBytes: size}, nil
+}
+
+// checkChecksum checks the form of an upload's optional checksum, so that
+// a malformed one is reported as such and not as a mismatch.
+func checkChecksum(sum string) error {
+	if sum == "" {
+		return nil
+	}
+	hexPart, ok := strings.CutPrefix(sum, "sha256:")
+	if _, err := hex.DecodeString(hexPart); !ok || len(hexPart) != 64 || err != nil {
+		return errdefs.New(errdefs.ErrInvalidArgument, "INVALID_CHECKSUM", "checksum %q: want sha256:<64 hex digits>", sum)
+	}
+	return nil
 }

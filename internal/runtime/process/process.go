@@ -33,6 +33,8 @@ import (
 	"syscall"
 	"time"
 
+	goruntime "runtime"
+
 	"golang.org/x/sys/unix"
 
 	"github.com/spear-go/spear/internal/errdefs"
@@ -43,6 +45,9 @@ import (
 const (
 	EnvFunctionName = "SPEAR_FUNCTION_NAME"
 	EnvExecutionID  = "SPEAR_EXECUTION_ID"
+	// EnvNodeID marks every process a node starts (when Options.NodeID is
+	// set), so that Reconcile can find those left by a node that died.
+	EnvNodeID = "SPEAR_NODE_ID"
 )
 
 // DefaultPath is the PATH given to a function whose environment has none.
@@ -68,12 +73,16 @@ type Options struct {
 	// been killed, for its output pipes to reach EOF (a descendant that
 	// escaped the group may hold them open). Zero means DefaultDrainTimeout.
 	DrainTimeout time.Duration
+	// NodeID, when set, is passed to every function as SPEAR_NODE_ID; see
+	// Reconcile.
+	NodeID string
 }
 
 // Runtime runs process artifacts. It is safe for concurrent use.
 type Runtime struct {
-	log   *slog.Logger
-	drain time.Duration
+	log    *slog.Logger
+	drain  time.Duration
+	nodeID string
 }
 
 // Compile-time checks that Runtime implements the runtime interfaces.
@@ -84,7 +93,7 @@ var (
 
 // New returns a process runtime.
 func New(opts Options) *Runtime {
-	r := &Runtime{log: opts.Logger, drain: opts.DrainTimeout}
+	r := &Runtime{log: opts.Logger, drain: opts.DrainTimeout, nodeID: opts.NodeID}
 	if r.log == nil {
 		r.log = slog.New(slog.DiscardHandler)
 	}
@@ -147,10 +156,14 @@ func (r *Runtime) Run(ctx context.Context, inv *runtime.Invocation) (runtime.Res
 	}
 
 	cmd := &exec.Cmd{
-		Path:        inv.Artifact.Location,
-		Args:        argv(inv),
-		Env:         environ(inv),
-		SysProcAttr: &syscall.SysProcAttr{Setpgid: true},
+		Path: inv.Artifact.Location,
+		Args: argv(inv),
+		Env:  environ(inv, r.nodeID),
+		// Pdeathsig kills the child if the node dies (it fires when the
+		// forking OS thread exits, hence the locked thread around Start;
+		// Go only ends a thread when a goroutine exits while locked to
+		// it). Descendants of the child are found by Reconcile.
+		SysProcAttr: &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL},
 	}
 
 	// Pipes. The child's ends are closed in this process right after Start;
@@ -187,7 +200,10 @@ func (r *Runtime) Run(ctx context.Context, inv *runtime.Invocation) (runtime.Res
 	} // else: os/exec connects stdin to /dev/null.
 	cmd.Stdout, cmd.Stderr = outW, errW
 
-	if err := cmd.Start(); err != nil {
+	goruntime.LockOSThread()
+	err = cmd.Start()
+	goruntime.UnlockOSThread()
+	if err != nil {
 		closeAll(childEnds)
 		closeAll(ourEnds)
 		return runtime.Result{}, startError(inv.Artifact.Location, err)
@@ -343,14 +359,14 @@ func argv(inv *runtime.Invocation) []string {
 // environ returns exactly inv.Env (sorted) plus the SPEAR_* variables, and
 // PATH=DefaultPath when inv.Env has no PATH. SPEAR_FUNCTION_NAME is
 // runtime.DefaultFunction when inv.Function is "".
-func environ(inv *runtime.Invocation) []string {
+func environ(inv *runtime.Invocation, nodeID string) []string {
 	fn := inv.Function
 	if fn == "" {
 		fn = runtime.DefaultFunction
 	}
 	env := make([]string, 0, len(inv.Env)+3)
 	for k, v := range inv.Env {
-		if k == EnvFunctionName || k == EnvExecutionID {
+		if k == EnvFunctionName || k == EnvExecutionID || k == EnvNodeID {
 			continue
 		}
 		env = append(env, k+"="+v)
@@ -359,6 +375,9 @@ func environ(inv *runtime.Invocation) []string {
 		env = append(env, "PATH="+DefaultPath)
 	}
 	env = append(env, EnvFunctionName+"="+fn, EnvExecutionID+"="+inv.ExecutionID)
+	if nodeID != "" {
+		env = append(env, EnvNodeID+"="+nodeID)
+	}
 	sort.Strings(env)
 	return env
 }
@@ -450,4 +469,41 @@ func startError(path string, err error) error {
 		return fmt.Errorf("process: cannot execute %q: %w: %w", path, errdefs.ErrFailedPrecondition, err)
 	}
 	return fmt.Errorf("process: starting %q: %w: %w", path, errdefs.ErrInternal, err)
+}
+
+// Reconcile kills every process group left behind by an earlier run of this
+// node (a node killed with SIGKILL cannot stop its functions): processes
+// whose environment carries SPEAR_NODE_ID=<this node>. Call it at start-up,
+// before any function runs. It returns how many processes it found.
+func (r *Runtime) Reconcile(ctx context.Context) (int, error) {
+	if r.nodeID == "" {
+		return 0, nil
+	}
+	marker := []byte(EnvNodeID + "=" + r.nodeID + "\x00")
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return 0, fmt.Errorf("process: reconcile: %w", err)
+	}
+	self := os.Getpid()
+	found := 0
+	for _, e := range ents {
+		if ctx.Err() != nil {
+			return found, ctx.Err()
+		}
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == self {
+			continue
+		}
+		env, err := os.ReadFile("/proc/" + e.Name() + "/environ")
+		if err != nil || !bytes.Contains(append([]byte{0}, env...), append([]byte{0}, marker...)) {
+			continue
+		}
+		found++
+		if pgid, err := syscall.Getpgid(pid); err == nil && pgid > 1 {
+			_ = syscall.Kill(-pgid, syscall.SIGKILL)
+		}
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+		r.log.Info("killed a process left by an earlier run of this node", "pid", pid)
+	}
+	return found, nil
 }

@@ -1,0 +1,455 @@
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	pb "github.com/spear-go/spear/api/spearlet"
+	"github.com/spear-go/spear/internal/errdefs"
+	"github.com/spear-go/spear/internal/execution"
+	"github.com/spear-go/spear/internal/store"
+)
+
+// asyncRows measures durable async acceptance against a no-op grpc-go
+// unary RPC, then end-to-end completion of asyncN executions against the
+// sync throughput of the same function.
+func (e *env) asyncRows(ctx context.Context) ([]Row, error) {
+	c, addr, err := e.startBaseline(ctx, "noop")
+	if err != nil {
+		return nil, err
+	}
+	defer e.procs.kill(c)
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = conn.Close() }()
+	hc := healthpb.NewHealthClient(conn)
+	noop := func(ctx context.Context, _ int) error {
+		_, err := hc.Check(ctx, &healthpb.HealthCheckRequest{})
+		return err
+	}
+	const task = "bench-wasm-echo"
+	in := e.p.payload
+	var mu sync.Mutex
+	var ids []string
+	accept := func(ctx context.Context, _ int) error {
+		id, err := e.main.submit(ctx, task, in)
+		if err != nil {
+			return err
+		}
+		mu.Lock()
+		ids = append(ids, id)
+		mu.Unlock()
+		return nil
+	}
+	const conc = 32
+	per := max(e.p.asyncN/e.p.rounds, 1)
+	drive(ctx, conc, 0, 200, noop)
+	drive(ctx, conc, 0, 200, accept)
+	rs := interleave(ctx, e.p.rounds,
+		side{"spear", func(ctx context.Context) round { return drive(ctx, conc, 0, per, accept) }},
+		side{"noop", func(ctx context.Context) round { return drive(ctx, conc, 0, per, noop) }},
+	)
+	acc := Row{ID: "async-accept", BaselineName: "no-op grpc-go unary (health Check)"}
+	var f1, f2 error
+	acc.Spear, _, f1 = summarize(rs[0])
+	acc.Baseline, _, f2 = summarize(rs[1])
+	if acc.Spear == nil || acc.Baseline == nil {
+		return nil, fmt.Errorf("async accept: spear %v; noop %v", f1, f2)
+	}
+	acc.ratios()
+	target{minThr: 0.8}.judge(&acc)
+	acc.Target += ", all durable"
+	mu.Lock()
+	accepted := append([]string(nil), ids...)
+	ids = nil
+	mu.Unlock()
+	e.logf("  waiting for %d accepted executions to finish", len(accepted))
+	done, _, err := e.waitAll(ctx, e.main, accepted, 3*time.Minute)
+	if err != nil {
+		acc.Status = StatusMiss
+	}
+	acc.Note = fmt.Sprintf("concurrency %d, %d executions in %d rounds; %d/%d accepted executions (incl. 200 warm-up) found COMPLETED afterwards", conc, per*e.p.rounds, e.p.rounds, done, len(accepted))
+	if err != nil {
+		acc.Note += ": " + err.Error()
+	}
+	if e.opts.Quick {
+		acc.Note += " (quick mode: fewer than 10,000)"
+	}
+
+	// End-to-end completion: submit asyncN at once, wait for the last.
+	comp := Row{ID: "async-complete", BaselineName: "spear sync c32, same function"}
+	rate := e.syncRate[task]
+	if rate == 0 {
+		r := drive(ctx, conc, e.p.roundDur, 0, func(ctx context.Context, _ int) error { return e.main.invokeSync(ctx, task, in) })
+		rate = r.rate()
+	}
+	t0 := time.Now()
+	r := drive(ctx, conc, 0, e.p.asyncN, accept)
+	if len(r.lat) == 0 {
+		return []Row{acc}, fmt.Errorf("async complete: nothing accepted: %v", r.firstErr)
+	}
+	mu.Lock()
+	accepted = ids
+	mu.Unlock()
+	done, last, err := e.waitAll(ctx, e.main, accepted, 5*time.Minute)
+	if err != nil || last.IsZero() {
+		return []Row{acc}, fmt.Errorf("async complete: %d/%d done: %v", done, len(accepted), err)
+	}
+	span := last.Sub(t0)
+	comp.Spear = &Stat{PerSec: float64(done) / span.Seconds(), Samples: done}
+	comp.Baseline = &Stat{PerSec: rate}
+	comp.ratios()
+	target{minThr: 0.7}.judge(&comp)
+	comp.Note = fmt.Sprintf("%d executions submitted at concurrency %d; first submit to last completion %s", len(accepted), conc, span.Round(time.Millisecond))
+	return []Row{acc, comp, e.durableRow(ctx)}, nil
+}
+
+// waitAll waits until every execution is terminal and returns how many
+// completed and the latest completion time.
+func (e *env) waitAll(ctx context.Context, n *node, ids []string, timeout time.Duration) (int, time.Time, error) {
+	deadline := time.Now().Add(timeout)
+	pending := ids
+	done := 0
+	var last time.Time
+	var failed atomic.Int64
+	var firstBad atomic.Value
+	for len(pending) > 0 {
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return done, last, fmt.Errorf("%d executions not finished after %s: %w", len(pending), timeout, errdefs.ErrUnavailable)
+		}
+		var mu sync.Mutex
+		var next []string
+		var wg sync.WaitGroup
+		work := make(chan string)
+		for range 16 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for id := range work {
+					r, err := n.status(ctx, id)
+					mu.Lock()
+					switch {
+					case err != nil:
+						firstBad.CompareAndSwap(nil, err.Error())
+						failed.Add(1)
+					case !terminal(r.Status):
+						next = append(next, id)
+					case r.Status == pb.ExecutionStatus_EXECUTION_STATUS_COMPLETED:
+						done++
+						if t := r.CompletedAt.AsTime(); t.After(last) {
+							last = t
+						}
+					default:
+						failed.Add(1)
+						firstBad.CompareAndSwap(nil, r.Status.String()+": "+r.ErrorMessage)
+					}
+					mu.Unlock()
+				}
+			}()
+		}
+		for _, id := range pending {
+			work <- id
+		}
+		close(work)
+		wg.Wait()
+		pending = next
+		if len(pending) > 0 {
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	if n := failed.Load(); n > 0 {
+		return done, last, fmt.Errorf("%d executions lost or not completed (first: %v): %w", n, firstBad.Load(), errdefs.ErrInternal)
+	}
+	return done, last, nil
+}
+
+// coldRows measures the first invocation of a task right after its
+// registration and the first after a node restart, per runtime, against
+// warm invocations of the same task.
+func (e *env) coldRows(ctx context.Context) ([]Row, error) {
+	rts := []string{"wasm", "process"}
+	if e.docker != "" {
+		rts = append(rts, "docker")
+	}
+	mod, err := os.ReadFile(e.bins["echo.wasm"])
+	if err != nil {
+		return nil, err
+	}
+	echo, err := os.ReadFile(e.bins["echo"])
+	if err != nil {
+		return nil, err
+	}
+	dir := filepath.Join(e.tmp, "cold")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	in := e.p.payload
+	warm := func(task string) *Stat {
+		var r round
+		k := 20
+		if strings.Contains(task, "docker") {
+			k = 5
+		}
+		for range k {
+			t0 := time.Now()
+			if err := e.main.invokeSync(ctx, task, in); err == nil {
+				r.lat = append(r.lat, time.Since(t0))
+			}
+		}
+		return &Stat{P50ms: ms(r.p(0.5)), P99ms: ms(r.p(0.99)), Samples: len(r.lat)}
+	}
+	var rows []Row
+	for _, rt := range rts {
+		var lat []time.Duration
+		var last string
+		var firstErr error
+		for i := range e.p.coldN {
+			name := fmt.Sprintf("bench-cold-%s-%d-%d", rt, i, time.Now().UnixNano())
+			var loc string
+			switch rt {
+			case "wasm":
+				loc, err = tmpFile(dir, name+".wasm", uniqueWasm(mod, name))
+			case "process":
+				loc, err = tmpFile(dir, name, echo)
+			case "docker":
+				loc = imageOf("echo")
+			}
+			if err == nil {
+				err = e.main.register(ctx, name, rt, loc)
+			}
+			if err != nil {
+				return rows, err
+			}
+			t0 := time.Now()
+			if err := e.main.invokeSync(ctx, name, in); err != nil {
+				firstErr = err
+				continue
+			}
+			lat = append(lat, time.Since(t0))
+			last = name
+		}
+		row := Row{ID: "cold-register-" + rt, BaselineName: "warm, same task", Status: StatusInfo}
+		if len(lat) == 0 {
+			row.Status, row.Note = StatusError, fmt.Sprint(firstErr)
+			rows = append(rows, row)
+			continue
+		}
+		row.Spear = &Stat{P50ms: ms(quantile(lat, 0.5)), P99ms: ms(quantile(lat, 0.99)), Samples: len(lat)}
+		row.Baseline = warm(last)
+		row.ratios()
+		row.Note = fmt.Sprintf("first sync invocation after RegisterTask, %d fresh tasks", len(lat))
+		if rt == "wasm" {
+			row.Note += " (distinct modules)"
+		}
+		rows = append(rows, row)
+	}
+	// After a restart.
+	lats := map[string][]time.Duration{}
+	for range e.p.restarts {
+		n, err := e.restartNode(ctx, e.main)
+		e.main = n
+		if err != nil {
+			return rows, fmt.Errorf("restart: %w", err)
+		}
+		for _, rt := range rts {
+			t0 := time.Now()
+			if err := e.main.invokeSync(ctx, "bench-"+rt+"-echo", in); err != nil {
+				return rows, err
+			}
+			lats[rt] = append(lats[rt], time.Since(t0))
+		}
+	}
+	for _, rt := range rts {
+		l := lats[rt]
+		row := Row{ID: "cold-restart-" + rt, BaselineName: "warm, same task", Status: StatusInfo,
+			Spear: &Stat{P50ms: ms(quantile(l, 0.5)), P99ms: ms(quantile(l, 0.99)), Samples: len(l)}}
+		row.Baseline = warm("bench-" + rt + "-echo")
+		row.ratios()
+		row.Note = fmt.Sprintf("first sync invocation per runtime after a node restart, %d restarts (runtimes in order %v)", len(l), rts)
+		rows = append(rows, row)
+	}
+	return rows, nil
+}
+
+// memoryRows measures the node's resident memory per queued async
+// execution: one worker, held by a sleeper, and queuedN executions queued
+// behind it.
+func (e *env) memoryRows(ctx context.Context) ([]Row, error) {
+	n, err := e.startNode(ctx, "", "--workers", "1")
+	if err != nil {
+		return nil, err
+	}
+	defer e.killNode(n) // a throwaway: no need to drain its queue
+	if err := n.register(ctx, "bench-process-sleep", "process", e.bins["sleep"]); err != nil {
+		return nil, err
+	}
+	if err := n.register(ctx, "bench-wasm-echo", "wasm", e.bins["echo.wasm"]); err != nil {
+		return nil, err
+	}
+	id, err := n.submit(ctx, "bench-process-sleep", nil)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := n.waitStatus(ctx, id, 5*time.Millisecond, 30*time.Second, func(s pb.ExecutionStatus) bool {
+		return s == pb.ExecutionStatus_EXECUTION_STATUS_RUNNING
+	}); err != nil {
+		return nil, err
+	}
+	// Exercise the submit path once so that its one-off allocations are in
+	// the "before" figure.
+	drive(ctx, 32, 0, 500, func(ctx context.Context, _ int) error {
+		_, err := n.submit(ctx, "bench-wasm-echo", e.p.payload)
+		return err
+	})
+	time.Sleep(time.Second)
+	before, err := rssBytes(n.c.pid())
+	if err != nil {
+		return nil, err
+	}
+	N := e.p.queuedN
+	r := drive(ctx, 32, 0, N, func(ctx context.Context, _ int) error {
+		_, err := n.submit(ctx, "bench-wasm-echo", e.p.payload)
+		return err
+	})
+	if len(r.lat) == 0 {
+		return nil, fmt.Errorf("memory: nothing accepted: %v", r.firstErr)
+	}
+	time.Sleep(2 * time.Second)
+	after, err := rssBytes(n.c.pid())
+	if err != nil {
+		return nil, err
+	}
+	h, err := n.api.GetHealth(ctx, &pb.GetHealthRequest{IncludeDetails: true})
+	pending := int32(-1)
+	if err == nil {
+		pending = h.Details.GetPendingExecutions()
+	}
+	per := float64(after-before) / float64(len(r.lat))
+	row := Row{ID: "memory-per-queued", Spear: &Stat{Value: per, Unit: "B/exec", Samples: len(r.lat)},
+		Target: "≤2048 B", Status: StatusPass}
+	if per > 2048 {
+		row.Status = StatusMiss
+	}
+	row.Note = fmt.Sprintf("node VmRSS %d MiB before, %d MiB after %d queued (%d accepted, health pending=%d), --workers 1 held by a sleeper; payload %d B",
+		before>>20, after>>20, N, len(r.lat), pending, len(e.p.payload))
+	if e.opts.Quick {
+		row.Note += "; quick mode: 10,000 instead of 100,000"
+	}
+	return []Row{row}, nil
+}
+
+// statusRows compares GetExecutionStatus latency of random ids on a node
+// holding statusSmall records with one holding statusBig.
+func (e *env) statusRows(ctx context.Context) ([]Row, error) {
+	var nodes [2]*node
+	var samples [2][]string
+	for i, size := range []int{e.p.statusSmall, e.p.statusBig} {
+		dir, err := os.MkdirTemp(e.tmp, "status-")
+		if err != nil {
+			return nil, err
+		}
+		t0 := time.Now()
+		ids, err := populate(ctx, dir, size)
+		if err != nil {
+			return nil, err
+		}
+		e.logf("  stored %d records in %s", size, time.Since(t0).Round(time.Millisecond))
+		samples[i] = ids
+		t0 = time.Now()
+		n, err := e.startNode(ctx, dir)
+		if err != nil {
+			return nil, err
+		}
+		e.logf("  node with %d records ready in %s", size, time.Since(t0).Round(time.Millisecond))
+		defer e.stopNode(n)
+		nodes[i] = n
+	}
+	look := func(i int) call {
+		return func(ctx context.Context, _ int) error {
+			ids := samples[i]
+			_, err := nodes[i].status(ctx, ids[rand.IntN(len(ids))])
+			return err
+		}
+	}
+	big := e.p.statusBig
+	r := e.compare(ctx, "status-lookup", 1, look(1), fmt.Sprintf("%d records", e.p.statusSmall), look(0), target{maxLat: 1.2})
+	r.ID = fmt.Sprintf("status-lookup-%dk", big/1000)
+	r.Note = joinNote(r.Note, fmt.Sprintf("GetExecutionStatus of random stored ids at concurrency 1: %d records vs %d", big, e.p.statusSmall))
+	if e.opts.Quick {
+		r.Note += "; quick mode: 100,000 instead of 1,000,000"
+	}
+	return []Row{r}, nil
+}
+
+// populate stores n completed execution records in the data dir (no node
+// may be running on it) and returns a sample of their ids.
+func populate(ctx context.Context, dir string, n int) ([]string, error) {
+	st, err := store.Open(ctx, store.Options{DataDir: dir, MaxPayload: 8 << 20})
+	if err != nil {
+		return nil, err
+	}
+	defer st.Close()
+	js, err := jetstream.New(st.Conn(), jetstream.WithPublishAsyncMaxPending(8192))
+	if err != nil {
+		return nil, err
+	}
+	now := time.Now()
+	sample := make([]string, 0, 10_000)
+	const taskID = "bench-status"
+	for i := range n {
+		t := now.Add(time.Duration(i-n) * time.Millisecond)
+		id := execution.NewID(t)
+		rec := &execution.Record{
+			ID: id, TaskID: taskID, Mode: execution.ModeAsync, Status: execution.StatusCompleted,
+			Attempts: 1, CreatedAt: t, StartedAt: t, CompletedAt: t.Add(time.Millisecond),
+			Node: "bench", Output: []byte("spear-bench-output"), DurationMs: 1,
+		}
+		b, err := json.Marshal(rec)
+		if err != nil {
+			return nil, err
+		}
+		if _, err := js.PublishAsync("$KV."+store.BucketExecutions+"."+id, b); err != nil {
+			return nil, fmt.Errorf("populate: %w: %w", errdefs.ErrUnavailable, err)
+		}
+		if _, err := js.PublishAsync("$KV."+store.BucketExecIndex+"."+taskID+"."+id, nil); err != nil {
+			return nil, fmt.Errorf("populate: %w: %w", errdefs.ErrUnavailable, err)
+		}
+		if len(sample) < cap(sample) {
+			sample = append(sample, id)
+		} else if j := rand.IntN(i + 1); j < len(sample) {
+			sample[j] = id
+		}
+		if i%20_000 == 19_999 {
+			if err := waitPublished(ctx, js); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return sample, waitPublished(ctx, js)
+}
+
+func waitPublished(ctx context.Context, js jetstream.JetStream) error {
+	select {
+	case <-js.PublishAsyncComplete():
+		return nil
+	case <-time.After(2 * time.Minute):
+		return fmt.Errorf("populate: publishes not acknowledged: %w", errdefs.ErrUnavailable)
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}

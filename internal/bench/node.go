@@ -1,0 +1,214 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	pb "github.com/spear-go/spear/api/spearlet"
+	"github.com/spear-go/spear/internal/errdefs"
+)
+
+// node is a running `spear serve` child and a gRPC client of it.
+type node struct {
+	c     *child
+	addr  string
+	dir   string
+	extra []string
+	conn  *grpc.ClientConn
+	api   pb.FunctionServiceClient
+}
+
+var servingRe = regexp.MustCompile(`spearlet serving.*addr=(\S+)`)
+
+// startNode starts a node on dir (created under the run's temp dir when it
+// is empty) and waits until it answers.
+func (e *env) startNode(ctx context.Context, dir string, extra ...string) (*node, error) {
+	if dir == "" {
+		var err error
+		if dir, err = os.MkdirTemp(e.tmp, "node-"); err != nil {
+			return nil, err
+		}
+	}
+	docker := "off"
+	if e.docker != "" {
+		docker = "auto"
+	}
+	args := append([]string{"serve", "--data-dir", dir, "--listen", "127.0.0.1:0", "--docker", docker, "--log-level", "info"}, extra...)
+	c, addr, err := e.procs.start(ctx, "spear serve", servingRe, e.spear, args...)
+	if err != nil {
+		return nil, err
+	}
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20)))
+	if err != nil {
+		e.procs.kill(c)
+		return nil, fmt.Errorf("dial node: %w: %w", errdefs.ErrUnavailable, err)
+	}
+	n := &node{c: c, addr: addr, dir: dir, extra: extra, conn: conn, api: pb.NewFunctionServiceClient(conn)}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		_, err := n.api.GetHealth(cctx, &pb.GetHealthRequest{})
+		cancel()
+		if err == nil {
+			return n, nil
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			e.stopNode(n)
+			return nil, fmt.Errorf("node not healthy: %w: %w", errdefs.ErrUnavailable, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// stopNode stops a node gracefully (SIGTERM, then SIGKILL after 15 s).
+func (e *env) stopNode(n *node) {
+	if n == nil {
+		return
+	}
+	_ = n.conn.Close()
+	e.procs.stop(n.c, 15*time.Second)
+}
+
+// killNode kills a node at once.
+func (e *env) killNode(n *node) {
+	_ = n.conn.Close()
+	e.procs.kill(n.c)
+}
+
+// restartNode stops n and starts a node on the same data dir.
+func (e *env) restartNode(ctx context.Context, n *node) (*node, error) {
+	e.stopNode(n)
+	return e.startNode(ctx, n.dir, n.extra...)
+}
+
+// startMainNode starts the node most rows share and registers the
+// benchmark's tasks on it.
+func (e *env) startMainNode(ctx context.Context) (*node, error) {
+	n, err := e.startNode(ctx, "")
+	if err != nil {
+		return nil, err
+	}
+	tasks := map[string][2]string{
+		"bench-wasm-echo":     {"wasm", e.bins["echo.wasm"]},
+		"bench-process-echo":  {"process", e.bins["echo"]},
+		"bench-process-ticks": {"process", e.bins["ticks"]},
+		"bench-wasm-sleep":    {"wasm", e.bins["wsleep.wasm"]},
+		"bench-process-sleep": {"process", e.bins["sleep"]},
+	}
+	if e.docker != "" {
+		tasks["bench-docker-echo"] = [2]string{"docker", imageOf("echo")}
+		tasks["bench-docker-sleep"] = [2]string{"docker", imageOf("sleep")}
+	}
+	for id, t := range tasks {
+		if err := n.register(ctx, id, t[0], t[1]); err != nil {
+			e.stopNode(n)
+			return nil, err
+		}
+	}
+	return n, nil
+}
+
+func (n *node) register(ctx context.Context, id, typ, location string) error {
+	_, err := n.api.RegisterTask(ctx, &pb.RegisterTaskRequest{
+		TaskId: id, TaskName: id,
+		ArtifactSpec: &pb.ArtifactSpec{ArtifactType: typ, Location: location},
+	})
+	if err != nil {
+		return fmt.Errorf("register %s: %w", id, err)
+	}
+	return nil
+}
+
+func params1(in []byte) []*pb.FunctionParameter {
+	a, _ := anypb.New(wrapperspb.Bytes(in))
+	return []*pb.FunctionParameter{{Name: "input", Value: a}}
+}
+
+// invokeSync runs task with input and fails unless it completed with the
+// expected output length.
+func (n *node) invokeSync(ctx context.Context, task string, in []byte) error {
+	resp, err := n.api.InvokeFunction(ctx, &pb.InvokeFunctionRequest{
+		InvocationType: pb.InvocationType_INVOCATION_TYPE_EXISTING_TASK,
+		TaskId:         task, ExecutionMode: pb.ExecutionMode_EXECUTION_MODE_SYNC,
+		Parameters: params1(in),
+	})
+	if err != nil {
+		return err
+	}
+	if !resp.Success {
+		return fmt.Errorf("%s: %s: %w", task, resp.Message, errdefs.ErrInternal)
+	}
+	var out wrapperspb.BytesValue
+	if resp.Result.GetResult() == nil || resp.Result.Result.UnmarshalTo(&out) != nil || len(out.Value) != len(in) {
+		return fmt.Errorf("%s: unexpected output: %w", task, errdefs.ErrInternal)
+	}
+	return nil
+}
+
+// submit accepts an async execution of task and returns its id.
+func (n *node) submit(ctx context.Context, task string, in []byte) (string, error) {
+	resp, err := n.api.InvokeFunction(ctx, &pb.InvokeFunctionRequest{
+		InvocationType: pb.InvocationType_INVOCATION_TYPE_EXISTING_TASK,
+		TaskId:         task, ExecutionMode: pb.ExecutionMode_EXECUTION_MODE_ASYNC,
+		Parameters: params1(in),
+	})
+	if err != nil {
+		return "", err
+	}
+	if !resp.Success || resp.ExecutionId == "" {
+		return "", fmt.Errorf("%s: not accepted: %s: %w", task, resp.Message, errdefs.ErrInternal)
+	}
+	return resp.ExecutionId, nil
+}
+
+// status returns an execution's result (without output).
+func (n *node) status(ctx context.Context, id string) (*pb.ExecutionResult, error) {
+	resp, err := n.api.GetExecutionStatus(ctx, &pb.GetExecutionStatusRequest{ExecutionId: id})
+	if err != nil {
+		return nil, err
+	}
+	if !resp.Found {
+		return nil, fmt.Errorf("execution %s: %w", id, errdefs.ErrNotFound)
+	}
+	return resp.Result, nil
+}
+
+func terminal(s pb.ExecutionStatus) bool {
+	return s >= pb.ExecutionStatus_EXECUTION_STATUS_COMPLETED
+}
+
+// waitStatus polls id every interval until pred holds or timeout passes.
+func (n *node) waitStatus(ctx context.Context, id string, interval, timeout time.Duration, pred func(pb.ExecutionStatus) bool) (*pb.ExecutionResult, error) {
+	deadline := time.Now().Add(timeout)
+	for {
+		r, err := n.status(ctx, id)
+		if err == nil && pred(r.Status) {
+			return r, nil
+		}
+		if time.Now().After(deadline) {
+			if err == nil {
+				err = fmt.Errorf("execution %s still %s after %s: %w", id, r.Status, timeout, errdefs.ErrUnavailable)
+			}
+			return nil, err
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		time.Sleep(interval)
+	}
+}
+
+func tmpFile(dir, name string, data []byte) (string, error) {
+	p := filepath.Join(dir, name)
+	return p, os.WriteFile(p, data, 0o755)
+}

@@ -1,0 +1,186 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os/exec"
+	"regexp"
+
+	"github.com/spear-go/spear/internal/errdefs"
+)
+
+// target is a row's goal: latency ratio at most maxLat (p50), throughput
+// ratio at least minThr; zero fields are not checked.
+type target struct {
+	maxLat, minThr float64
+}
+
+func (t target) String() string {
+	switch {
+	case t.maxLat != 0 && t.minThr != 0:
+		return fmt.Sprintf("p50 ≤%.2gx, thr ≥%.2gx", t.maxLat, t.minThr)
+	case t.maxLat != 0:
+		return fmt.Sprintf("p50 ≤%.2gx", t.maxLat)
+	case t.minThr != 0:
+		return fmt.Sprintf("thr ≥%.2gx", t.minThr)
+	}
+	return ""
+}
+
+func (t target) judge(r *Row) {
+	if t == (target{}) {
+		r.Status = StatusInfo
+		return
+	}
+	r.Target = t.String()
+	r.Status = StatusPass
+	if t.maxLat != 0 && (r.LatencyRatio == 0 || r.LatencyRatio > t.maxLat) {
+		r.Status = StatusMiss
+	}
+	if t.minThr != 0 && (r.RateRatio == 0 || r.RateRatio < t.minThr) {
+		r.Status = StatusMiss
+	}
+}
+
+var addrRe = regexp.MustCompile(`^(127\.0\.0\.1:\d+)$`)
+
+// startBaseline starts a baseline server and returns its address.
+func (e *env) startBaseline(ctx context.Context, name string, args ...string) (*child, string, error) {
+	return e.procs.start(ctx, name, addrRe, e.bins[name], args...)
+}
+
+func newHTTPClient() *http.Client {
+	return &http.Client{Transport: &http.Transport{
+		MaxIdleConns: 256, MaxIdleConnsPerHost: 256, DisableCompression: true,
+	}}
+}
+
+// httpEcho posts in to url and checks the echoed length.
+func httpEcho(hc *http.Client, url string, in []byte) call {
+	return func(ctx context.Context, _ int) error {
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(in))
+		if err != nil {
+			return err
+		}
+		resp, err := hc.Do(req)
+		if err != nil {
+			return err
+		}
+		defer func() { _ = resp.Body.Close() }()
+		b, err := io.ReadAll(resp.Body)
+		if err != nil {
+			return err
+		}
+		if resp.StatusCode != http.StatusOK || len(b) != len(in) {
+			return fmt.Errorf("baseline: %s: %q: %w", resp.Status, b, errdefs.ErrInternal)
+		}
+		return nil
+	}
+}
+
+// dockerRun is the bare docker baseline: `docker run` of the image per
+// request.
+func dockerRun(image string, in []byte) call {
+	return func(ctx context.Context, _ int) error {
+		cmd := exec.CommandContext(ctx, "docker", "run", "--rm", "-i", "--network", "none", image)
+		cmd.Stdin = bytes.NewReader(in)
+		out, err := cmd.Output()
+		if err != nil {
+			return fmt.Errorf("docker run: %w", err)
+		}
+		if len(out) != len(in) {
+			return fmt.Errorf("docker run: output %q: %w", out, errdefs.ErrInternal)
+		}
+		return nil
+	}
+}
+
+// compare warms both sides up, runs them in interleaved rounds at conc
+// and returns the row.
+func (e *env) compare(ctx context.Context, id string, conc int, spear call, baseName string, base call, t target) Row {
+	r := Row{ID: id, BaselineName: baseName}
+	dur := e.p.roundDur
+	drive(ctx, conc, e.p.warmup, 0, spear)
+	drive(ctx, conc, e.p.warmup, 0, base)
+	rs := interleave(ctx, e.p.rounds,
+		side{"spear", func(ctx context.Context) round { return drive(ctx, conc, dur, 0, spear) }},
+		side{baseName, func(ctx context.Context) round { return drive(ctx, conc, dur, 0, base) }},
+	)
+	var errs [2]int
+	var firsts [2]error
+	r.Spear, errs[0], firsts[0] = summarize(rs[0])
+	r.Baseline, errs[1], firsts[1] = summarize(rs[1])
+	if r.Spear == nil || r.Baseline == nil {
+		r.Status = StatusError
+		r.Note = fmt.Sprintf("no successful requests: spear %v; baseline %v", firsts[0], firsts[1])
+		return r
+	}
+	r.ratios()
+	t.judge(&r)
+	if errs[0]+errs[1] > 0 {
+		r.Note = fmt.Sprintf("errors: spear %d (%v), baseline %d (%v)", errs[0], firsts[0], errs[1], firsts[1])
+	}
+	return r
+}
+
+// syncRows compares sync invocations of an echo on runtime rt with its
+// bare baseline at concurrency 1 and 32.
+func (e *env) syncRows(ctx context.Context, rt string) ([]Row, error) {
+	task := "bench-" + rt + "-echo"
+	in := e.p.payload
+	concs := []int{1, 32}
+	var (
+		base     call
+		baseName string
+		t        target
+		note     string
+	)
+	switch rt {
+	case "wasm":
+		c, addr, err := e.startBaseline(ctx, "wasmhttp", "-module", e.bins["echo.wasm"])
+		if err != nil {
+			return nil, err
+		}
+		defer e.procs.kill(c)
+		base, baseName, t = httpEcho(newHTTPClient(), "http://"+addr+"/", in), "bare wazero http", target{1.3, 0.75}
+	case "process":
+		c, addr, err := e.startBaseline(ctx, "exechttp", "-binary", e.bins["echo"])
+		if err != nil {
+			return nil, err
+		}
+		defer e.procs.kill(c)
+		base, baseName, t = httpEcho(newHTTPClient(), "http://"+addr+"/", in), "bare fork/exec http", target{1.2, 0.8}
+	case "docker":
+		if e.docker == "" {
+			return []Row{{ID: "sync-docker", Status: StatusSkip, Note: "skipped: no engine"}}, nil
+		}
+		base, baseName = dockerRun(imageOf("echo"), in), "bare docker run"
+		if e.opts.Quick {
+			concs = []int{1, 8}
+			note = "quick mode: concurrency 8 instead of 32"
+		}
+	}
+	spear := func(ctx context.Context, _ int) error { return e.main.invokeSync(ctx, task, in) }
+	var rows []Row
+	for _, conc := range concs {
+		r := e.compare(ctx, fmt.Sprintf("sync-%s-c%d", rt, conc), conc, spear, baseName, base, t)
+		if note != "" && conc != 1 {
+			r.Note = joinNote(r.Note, note)
+		}
+		if conc == concs[len(concs)-1] && r.Spear != nil {
+			e.syncRate[task] = r.Spear.PerSec
+		}
+		rows = append(rows, r)
+	}
+	return rows, nil
+}
+
+func joinNote(a, b string) string {
+	if a == "" {
+		return b
+	}
+	return a + "; " + b
+}

@@ -1,0 +1,125 @@
+package executor
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spear-go/spear/internal/execution"
+)
+
+func TestOutputSink(t *testing.T) {
+	var chunks []string
+	overflows := 0
+	o := &outputSink{limit: 10, onChunk: func(p []byte) { chunks = append(chunks, string(p)) },
+		overflow: func() { overflows++ }}
+	for _, w := range []string{"12345", "6789", "ab", "c", "more"} {
+		n, err := o.Write([]byte(w))
+		if err != nil || n != len(w) {
+			t.Fatalf("Write(%q) = %d, %v; want %d, nil", w, n, err, len(w))
+		}
+	}
+	if got := string(o.bytes()); got != "123456789" {
+		t.Fatalf("bytes = %q, want the output up to the limit", got)
+	}
+	if strings.Join(chunks, "|") != "12345|6789" {
+		t.Fatalf("chunks = %q", chunks)
+	}
+	if overflows != 1 || !o.over {
+		t.Fatalf("overflow called %d times (over=%v), want once", overflows, o.over)
+	}
+}
+
+func TestOutputSinkExactLimit(t *testing.T) {
+	o := &outputSink{limit: 4, overflow: func() { t.Fatal("overflow at exactly the limit") }}
+	if _, err := o.Write([]byte("abcd")); err != nil {
+		t.Fatal(err)
+	}
+	if got := string(o.bytes()); got != "abcd" {
+		t.Fatalf("bytes = %q", got)
+	}
+}
+
+func lineTexts(lines []execution.LogLine) []string {
+	out := make([]string, len(lines))
+	for i, l := range lines {
+		out[i] = l.Line
+	}
+	return out
+}
+
+func TestLogSink(t *testing.T) {
+	tests := []struct {
+		name    string
+		limit   int
+		writes  []string
+		want    []string
+		dropped int
+	}{
+		{"lines", 100, []string{"a\nb\n"}, []string{"a", "b"}, 0},
+		{"split across writes", 100, []string{"he", "llo\nwor", "ld\n"}, []string{"hello", "world"}, 0},
+		{"partial last line", 100, []string{"a\nno newline"}, []string{"a", "no newline"}, 0},
+		{"empty lines kept", 100, []string{"\n\nx\n"}, []string{"", "", "x"}, 0},
+		{"budget drops oldest", 10, []string{"aaaa\nbbbb\ncccc\n"}, []string{"bbbb", "cccc"}, 1},
+		{"one line over budget is kept", 4, []string{"ab\nabcdef\n"}, []string{"abcdef"}, 1},
+		{"endless line flushed", 8, []string{"0123", "456789ab"}, []string{"0123456789ab"}, 0},
+		{"invalid utf-8 replaced", 100, []string{"ok\xff\n"}, []string{"ok\uFFFD"}, 0},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			at := time.Unix(1700000000, 0)
+			l := &logSink{now: func() time.Time { return at }, limit: tc.limit}
+			for _, w := range tc.writes {
+				if n, err := l.Write([]byte(w)); err != nil || n != len(w) {
+					t.Fatalf("Write(%q) = %d, %v", w, n, err)
+				}
+			}
+			got := l.result()
+			if strings.Join(lineTexts(got), "|") != strings.Join(tc.want, "|") {
+				t.Fatalf("lines = %q, want %q", lineTexts(got), tc.want)
+			}
+			if l.dropped != tc.dropped {
+				t.Fatalf("dropped = %d, want %d", l.dropped, tc.dropped)
+			}
+			for _, line := range got {
+				if !line.Time.Equal(at) {
+					t.Fatalf("line %q stamped %v, want %v", line.Line, line.Time, at)
+				}
+			}
+			// result is repeatable and returns a copy.
+			if again := l.result(); len(again) != len(got) {
+				t.Fatalf("second result has %d lines, want %d", len(again), len(got))
+			}
+		})
+	}
+}
+
+func TestTail(t *testing.T) {
+	lines := func(s ...string) []execution.LogLine {
+		out := make([]execution.LogLine, len(s))
+		for i, x := range s {
+			out[i] = execution.LogLine{Line: x}
+		}
+		return out
+	}
+	tests := []struct {
+		name  string
+		lines []execution.LogLine
+		n     int
+		want  string
+	}{
+		{"none", nil, 10, ""},
+		{"all fit", lines("a", "bb", "ccc"), 100, "a\nbb\nccc"},
+		{"last lines that fit", lines("a", "bb", "ccc"), 8, "bb\nccc"},
+		{"last line cut", lines("a", "bb", "abcdef"), 3, "def"},
+		{"last line exactly", lines("x", "abc"), 4, "abc"},
+		{"cut inside a rune", lines("ééé"), 3, "é"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := tail(tc.lines, tc.n); got != tc.want {
+				t.Fatalf("tail(%d) = %q, want %q", tc.n, got, tc.want)
+			}
+		})
+	}
+}

@@ -1,0 +1,631 @@
+package executor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/spear-go/spear/internal/errdefs"
+	"github.com/spear-go/spear/internal/execution"
+	"github.com/spear-go/spear/internal/store"
+)
+
+func TestRunSync(t *testing.T) {
+	h := newHarness(t, Options{Workers: 2, MaxOutputBytes: 4096}, nil)
+	tests := []struct {
+		name      string
+		fn        string
+		input     string
+		timeoutMs int64
+		status    execution.Status
+		code      string
+		exit      int32
+		output    string
+		msg       []string // substrings of the error message
+	}{
+		{name: "echo", fn: "echo", input: "hello", status: execution.StatusCompleted, output: "hello"},
+		{name: "empty output", fn: "echo", status: execution.StatusCompleted},
+		{name: "fail", fn: "fail", status: execution.StatusFailed, code: execution.CodeFunctionFailed, exit: 3,
+			msg: []string{"exit status 3", "boom"}},
+		{name: "timeout", fn: "sleep", timeoutMs: 50, status: execution.StatusTimeout, code: execution.CodeExecutionTimeout, exit: -1,
+			msg: []string{"50ms"}},
+		{name: "output too large", fn: "huge", status: execution.StatusFailed, code: execution.CodeOutputTooLarge, exit: -1,
+			msg: []string{"4096"}},
+		{name: "runtime error", fn: "nope", status: execution.StatusFailed, code: "NO_SUCH_FUNCTION", exit: -1},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			spec := newSpec(tc.fn, execution.ModeSync, tc.input)
+			spec.TimeoutMs = tc.timeoutMs
+			r, err := h.m.Run(testCtx(t), spec, nil)
+			if err != nil {
+				t.Fatalf("Run: %v", err)
+			}
+			if r.Status != tc.status || r.ErrorCode != tc.code || r.ExitCode != tc.exit {
+				t.Fatalf("record status=%v code=%q exit=%d msg=%q; want %v %q %d",
+					r.Status, r.ErrorCode, r.ExitCode, r.ErrorMessage, tc.status, tc.code, tc.exit)
+			}
+			if tc.status == execution.StatusCompleted && string(r.Output) != tc.output {
+				t.Fatalf("output %q, want %q", r.Output, tc.output)
+			}
+			for _, m := range tc.msg {
+				if !strings.Contains(r.ErrorMessage, m) {
+					t.Fatalf("error message %q lacks %q", r.ErrorMessage, m)
+				}
+			}
+			if r.Attempts != 1 || r.Node != "node-test" || r.StartedAt.IsZero() || r.CompletedAt.IsZero() || r.Mode != execution.ModeSync {
+				t.Fatalf("record bookkeeping: %+v", r)
+			}
+			if tc.fn == "fail" && len(r.Logs) != 2 {
+				t.Fatalf("logs = %+v, want the two stderr lines", r.Logs)
+			}
+			// Visible at once (live until persisted), then from the store.
+			got, err := h.m.Get(testCtx(t), r.ID)
+			if err != nil || got.Status != tc.status {
+				t.Fatalf("Get right after Run = %+v, %v", got, err)
+			}
+			st := h.stored(r.ID)
+			if st.Status != tc.status || st.ErrorCode != tc.code || string(st.Output) != string(r.Output) {
+				t.Fatalf("stored record %+v differs from the returned one %+v", st, r)
+			}
+			if n := h.hooks.count(r.ID); n != 1 {
+				t.Fatalf("Finished hook called %d times, want 1", n)
+			}
+		})
+	}
+}
+
+func TestRunErrors(t *testing.T) {
+	h := newHarness(t, Options{Workers: 1}, nil)
+	ctx := testCtx(t)
+	spec := newSpec("echo", execution.ModeSync, "")
+	spec.TaskID = "missing"
+	if _, err := h.m.Run(ctx, spec, nil); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Fatalf("Run of an unknown task: %v, want NotFound", err)
+	}
+	if _, err := h.m.Get(ctx, "bad id!"); !errors.Is(err, errdefs.ErrInvalidArgument) {
+		t.Fatalf("Get(bad id): %v, want InvalidArgument", err)
+	}
+	if _, err := h.m.Get(ctx, "nope"); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Fatalf("Get(unknown): %v, want NotFound", err)
+	}
+}
+
+func TestRunChunks(t *testing.T) {
+	h := newHarness(t, Options{Workers: 1}, nil)
+	var chunks []Chunk
+	r, err := h.m.Run(testCtx(t), newSpec("chunks", execution.ModeStream, "5"), func(c Chunk) { chunks = append(chunks, c) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Status != execution.StatusCompleted || len(chunks) != 5 {
+		t.Fatalf("status %v with %d chunks, want COMPLETED with 5", r.Status, len(chunks))
+	}
+	var all strings.Builder
+	for i, c := range chunks {
+		if c.Seq != int64(i) || string(c.Data) != fmt.Sprintf("chunk-%d\n", i) {
+			t.Fatalf("chunk %d = seq %d %q", i, c.Seq, c.Data)
+		}
+		all.Write(c.Data)
+	}
+	if string(r.Output) != all.String() {
+		t.Fatalf("output %q is not the chunks joined %q", r.Output, all.String())
+	}
+}
+
+func TestRunCallerCancel(t *testing.T) {
+	h := newHarness(t, Options{Workers: 1}, nil)
+	ctx, cancel := context.WithCancel(testCtx(t))
+	spec := newSpec("sleep", execution.ModeSync, "")
+	done := make(chan *execution.Record, 1)
+	go func() {
+		r, err := h.m.Run(ctx, spec, nil)
+		if err != nil {
+			t.Errorf("Run: %v", err)
+		}
+		done <- r
+	}()
+	h.rt.waitStarted(t, spec.ExecutionID)
+	if running, _ := h.m.Counts(); running != 1 {
+		t.Fatalf("Counts running = %d, want 1", running)
+	}
+	if n := h.m.LiveOfTask(testTask); n != 1 {
+		t.Fatalf("LiveOfTask = %d, want 1", n)
+	}
+	cancel()
+	r := recv(t, done, "Run to return")
+	if r == nil || r.Status != execution.StatusCancelled {
+		t.Fatalf("record after the caller left: %+v", r)
+	}
+	if cause := h.rt.causeOf(spec.ExecutionID); !errors.Is(cause, context.Canceled) {
+		t.Fatalf("runtime saw cause %v", cause)
+	}
+	h.stored(spec.ExecutionID)
+}
+
+func TestRunWaitsForSlotInPriorityOrder(t *testing.T) {
+	h := newHarness(t, Options{Workers: 1}, nil)
+	ctx, cancel := context.WithCancel(testCtx(t))
+	defer cancel()
+	blocker := newSpec("sleep", execution.ModeSync, "")
+	go func() { _, _ = h.m.Run(ctx, blocker, nil) }()
+	h.rt.waitStarted(t, blocker.ExecutionID)
+
+	var wg sync.WaitGroup
+	byPrio := map[int32]string{}
+	for i, prio := range []int32{0, 7, 3} {
+		spec := newSpec("echo", execution.ModeSync, "")
+		spec.Priority = prio
+		byPrio[prio] = spec.ExecutionID
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r, err := h.m.Run(testCtx(t), spec, nil)
+			if err != nil || r.Status != execution.StatusCompleted {
+				t.Errorf("Run: %+v, %v", r, err)
+			}
+		}()
+		waitWaiters(t, h.m.slots, i+1)
+	}
+	if running, waiting := h.m.Counts(); running != 1 || waiting != 3 {
+		t.Fatalf("Counts = %d running, %d waiting; want 1, 3", running, waiting)
+	}
+	cancel() // frees the slot
+	wg.Wait()
+	want := []string{blocker.ExecutionID, byPrio[7], byPrio[3], byPrio[0]}
+	if got := h.rt.runOrder(); strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Fatalf("runs began in order %v, want %v (blocker, then priority 7, 3, 0)", got, want)
+	}
+}
+
+func TestSubmitAsync(t *testing.T) {
+	h := newHarness(t, Options{Workers: 2}, nil)
+	ctx := testCtx(t)
+	spec := newSpec("echo", execution.ModeAsync, "async hi")
+	rec, est, err := h.m.Submit(ctx, spec)
+	if err != nil {
+		t.Fatalf("Submit: %v", err)
+	}
+	if rec.Status != execution.StatusPending || rec.ID != spec.ExecutionID || est <= 0 {
+		t.Fatalf("Submit = %+v, estimate %v", rec, est)
+	}
+	r := h.wait(h.m, spec.ExecutionID)
+	if r.Status != execution.StatusCompleted || string(r.Output) != "async hi" || r.Attempts != 1 || r.Mode != execution.ModeAsync {
+		t.Fatalf("async record = %+v", r)
+	}
+	h.gone(spec.ExecutionID)
+	if n := h.hooks.count(spec.ExecutionID); n != 1 {
+		t.Fatalf("Finished hook called %d times, want 1", n)
+	}
+
+	bad := newSpec("echo", execution.ModeAsync, "")
+	bad.TaskID = "missing"
+	if _, _, err := h.m.Submit(ctx, bad); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Fatalf("Submit of an unknown task: %v, want NotFound", err)
+	}
+}
+
+func TestAsyncRetries(t *testing.T) {
+	h := newHarness(t, Options{Workers: 2, MaxOutputBytes: 4096}, nil)
+	tests := []struct {
+		name       string
+		fn, input  string
+		maxRetries int32
+		status     execution.Status
+		attempts   int32
+	}{
+		{"succeeds on the third attempt", "flaky", "2", 2, execution.StatusCompleted, 3},
+		{"fails after its retries", "fail", "", 1, execution.StatusFailed, 2},
+		{"no retries", "fail", "", 0, execution.StatusFailed, 1},
+		{"output too large is not retried", "huge", "", 3, execution.StatusFailed, 1},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			spec := newSpec(tc.fn, execution.ModeAsync, tc.input)
+			spec.MaxRetries = tc.maxRetries
+			if _, _, err := h.m.Submit(testCtx(t), spec); err != nil {
+				t.Fatal(err)
+			}
+			r := h.wait(h.m, spec.ExecutionID)
+			if r.Status != tc.status || r.Attempts != tc.attempts {
+				t.Fatalf("record status %v attempts %d (%s %s); want %v after %d",
+					r.Status, r.Attempts, r.ErrorCode, r.ErrorMessage, tc.status, tc.attempts)
+			}
+			if n := h.rt.callsOf(spec.ExecutionID); n != int(tc.attempts) {
+				t.Fatalf("runtime ran it %d times, want %d", n, tc.attempts)
+			}
+			if st := h.stored(spec.ExecutionID); st.Status != tc.status || st.Attempts != tc.attempts {
+				t.Fatalf("stored record status %v attempts %d", st.Status, st.Attempts)
+			}
+			h.gone(spec.ExecutionID)
+			if n := h.hooks.count(spec.ExecutionID); n != 1 {
+				t.Fatalf("Finished hook called %d times, want 1", n)
+			}
+		})
+	}
+}
+
+func TestCancelQueued(t *testing.T) {
+	h := newHarness(t, Options{Workers: 1}, nil)
+	ctx := testCtx(t)
+	blockCtx, unblock := context.WithCancel(ctx)
+	defer unblock()
+	blocker := newSpec("sleep", execution.ModeSync, "")
+	blocked := make(chan struct{})
+	go func() { defer close(blocked); _, _ = h.m.Run(blockCtx, blocker, nil) }()
+	h.rt.waitStarted(t, blocker.ExecutionID)
+
+	spec := newSpec("echo", execution.ModeAsync, "")
+	if _, _, err := h.m.Submit(ctx, spec); err != nil {
+		t.Fatal(err)
+	}
+	out, err := h.m.Cancel(ctx, spec.ExecutionID, "not needed", false)
+	if err != nil {
+		t.Fatalf("Cancel: %v", err)
+	}
+	if !out.Cancelled || out.Status != execution.StatusCancelled {
+		t.Fatalf("Cancel = %+v, want cancelled", out)
+	}
+	unblock()
+	recv(t, blocked, "the blocker to stop")
+	h.gone(spec.ExecutionID) // the worker takes it and drops it
+	r := h.stored(spec.ExecutionID)
+	if r.Status != execution.StatusCancelled || r.ErrorCode != execution.CodeCancelled || !strings.Contains(r.ErrorMessage, "not needed") {
+		t.Fatalf("record = %+v", r)
+	}
+	if n := h.rt.callsOf(spec.ExecutionID); n != 0 {
+		t.Fatalf("cancelled execution ran %d times", n)
+	}
+	if n := h.hooks.count(spec.ExecutionID); n != 1 {
+		t.Fatalf("Finished hook called %d times, want 1", n)
+	}
+	if n, last := h.m.TaskStats(testTask); n != 2 || last != execution.StatusCancelled {
+		t.Fatalf("TaskStats = %d, %v; want 2 (blocker, cancelled), CANCELLED", n, last)
+	}
+}
+
+func TestCancelRunning(t *testing.T) {
+	for _, mode := range []execution.Mode{execution.ModeSync, execution.ModeAsync} {
+		t.Run(mode.String(), func(t *testing.T) {
+			h := newHarness(t, Options{Workers: 1}, nil)
+			ctx := testCtx(t)
+			spec := newSpec("sleep", mode, "")
+			ran := make(chan *execution.Record, 1)
+			if mode == execution.ModeSync {
+				go func() {
+					r, err := h.m.Run(ctx, spec, nil)
+					if err != nil {
+						t.Errorf("Run: %v", err)
+					}
+					ran <- r
+				}()
+			} else if _, _, err := h.m.Submit(ctx, spec); err != nil {
+				t.Fatal(err)
+			}
+			h.rt.waitStarted(t, spec.ExecutionID)
+			if live := h.m.Live(); len(live) != 1 || live[0].Status != execution.StatusRunning {
+				t.Fatalf("Live = %+v, want the running execution", live)
+			}
+			out, err := h.m.Cancel(ctx, spec.ExecutionID, "", true)
+			if err != nil {
+				t.Fatalf("Cancel: %v", err)
+			}
+			if !out.Cancelled || out.Status != execution.StatusCancelled {
+				t.Fatalf("Cancel = %+v", out)
+			}
+			if cause := h.rt.causeOf(spec.ExecutionID); !errors.Is(cause, errCancelled) {
+				t.Fatalf("runtime saw cause %v, want a cancel", cause)
+			}
+			if mode == execution.ModeSync {
+				if r := recv(t, ran, "Run to return"); r.Status != execution.StatusCancelled {
+					t.Fatalf("Run returned %+v", r)
+				}
+			} else {
+				h.gone(spec.ExecutionID)
+			}
+			if r := h.stored(spec.ExecutionID); r.Status != execution.StatusCancelled || r.ErrorCode != execution.CodeCancelled {
+				t.Fatalf("stored record = %+v", r)
+			}
+			if n := h.rt.callsOf(spec.ExecutionID); n != 1 {
+				t.Fatalf("ran %d times, want 1 (a cancelled run is not retried)", n)
+			}
+		})
+	}
+}
+
+// TestCancelRacingFailure cancels an async execution whose function fails
+// on its own just as the cancel arrives: it must not be retried.
+func TestCancelRacingFailure(t *testing.T) {
+	h := newHarness(t, Options{Workers: 1}, nil)
+	ctx := testCtx(t)
+	spec := newSpec("exit-on-cancel", execution.ModeAsync, "")
+	spec.MaxRetries = 2
+	if _, _, err := h.m.Submit(ctx, spec); err != nil {
+		t.Fatal(err)
+	}
+	h.rt.waitStarted(t, spec.ExecutionID)
+	out, err := h.m.Cancel(ctx, spec.ExecutionID, "", false)
+	if err != nil {
+		t.Fatalf("Cancel: %v", err)
+	}
+	if !out.Status.Terminal() {
+		t.Fatalf("Cancel = %+v, want a terminal status", out)
+	}
+	h.gone(spec.ExecutionID)
+	r := h.stored(spec.ExecutionID)
+	if r.Status != out.Status || r.Attempts != 1 {
+		t.Fatalf("stored record = %+v; want %v after 1 attempt", r, out.Status)
+	}
+	if n := h.rt.callsOf(spec.ExecutionID); n != 1 {
+		t.Fatalf("ran %d times after a cancel, want 1", n)
+	}
+}
+
+func TestCancelFinishedAndUnknown(t *testing.T) {
+	h := newHarness(t, Options{Workers: 1}, nil)
+	ctx := testCtx(t)
+	spec := newSpec("echo", execution.ModeSync, "x")
+	if r, err := h.m.Run(ctx, spec, nil); err != nil || r.Status != execution.StatusCompleted {
+		t.Fatalf("Run = %+v, %v", r, err)
+	}
+	for _, when := range []string{"just finished", "persisted"} {
+		if when == "persisted" {
+			h.stored(spec.ExecutionID)
+			eventually(t, "the execution to leave the live table", func() bool { return len(h.m.Live()) == 0 })
+		}
+		out, err := h.m.Cancel(ctx, spec.ExecutionID, "", false)
+		if err != nil || out.Cancelled || out.Status != execution.StatusCompleted {
+			t.Fatalf("Cancel of a finished execution (%s) = %+v, %v", when, out, err)
+		}
+	}
+	if r := h.stored(spec.ExecutionID); r.Status != execution.StatusCompleted {
+		t.Fatalf("record after cancel = %+v", r)
+	}
+	if _, err := h.m.Cancel(ctx, "unknown", "", false); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Fatalf("Cancel(unknown): %v, want NotFound", err)
+	}
+	if _, err := h.m.Cancel(ctx, "bad id!", "", false); !errors.Is(err, errdefs.ErrInvalidArgument) {
+		t.Fatalf("Cancel(bad id): %v, want InvalidArgument", err)
+	}
+}
+
+func TestShutdownLeavesQueuedWork(t *testing.T) {
+	h := newHarness(t, Options{Workers: 1}, nil)
+	ctx := testCtx(t)
+	blocker := newSpec("sleep", execution.ModeSync, "")
+	blocked := make(chan *execution.Record, 1)
+	go func() {
+		r, _ := h.m.Run(ctx, blocker, nil)
+		blocked <- r
+	}()
+	h.rt.waitStarted(t, blocker.ExecutionID)
+	var queued []string
+	for i := range 3 {
+		spec := newSpec("echo", execution.ModeAsync, fmt.Sprint("q", i))
+		if _, _, err := h.m.Submit(ctx, spec); err != nil {
+			t.Fatal(err)
+		}
+		queued = append(queued, spec.ExecutionID)
+	}
+
+	shutdown(h.m, 200*time.Millisecond)
+	if r := recv(t, blocked, "the sync run to end"); r == nil || r.Status != execution.StatusFailed || r.ErrorCode != execution.CodeNodeShutdown {
+		t.Fatalf("sync run cut by shutdown = %+v", r)
+	}
+	// Its record is durable once Shutdown returns.
+	if r, _, err := h.st.GetRecord(ctx, blocker.ExecutionID); err != nil || r.ErrorCode != execution.CodeNodeShutdown {
+		t.Fatalf("stored record of the sync run = %+v, %v", r, err)
+	}
+	if _, _, err := h.m.Submit(ctx, newSpec("echo", execution.ModeAsync, "")); !errors.Is(err, errdefs.ErrUnavailable) {
+		t.Fatalf("Submit after shutdown: %v, want Unavailable", err)
+	}
+	for _, id := range queued {
+		q, err := h.st.IsQueued(ctx, id)
+		if err != nil || !q {
+			t.Fatalf("IsQueued(%s) after shutdown = %v, %v; want still queued", id, q, err)
+		}
+		r, _, err := h.st.GetRecord(ctx, id)
+		if err != nil || r.Status != execution.StatusPending {
+			t.Fatalf("record of %s after shutdown = %+v, %v; want PENDING", id, r, err)
+		}
+		if n := h.rt.callsOf(id); n != 0 {
+			t.Fatalf("%s ran %d times before shutdown", id, n)
+		}
+	}
+
+	m2 := h.newManager(Options{Workers: 2, NodeID: "node-2"})
+	for i, id := range queued {
+		r := h.wait(m2, id)
+		if r.Status != execution.StatusCompleted || string(r.Output) != fmt.Sprint("q", i) || r.Node != "node-2" {
+			t.Fatalf("record of %s on the new node = %+v", id, r)
+		}
+		h.gone(id)
+	}
+}
+
+func TestShutdownRequeuesRunningAsync(t *testing.T) {
+	h := newHarness(t, Options{Workers: 1}, nil)
+	ctx := testCtx(t)
+	spec := newSpec("sleep", execution.ModeAsync, "")
+	if _, _, err := h.m.Submit(ctx, spec); err != nil {
+		t.Fatal(err)
+	}
+	h.rt.waitStarted(t, spec.ExecutionID)
+	shutdown(h.m, 50*time.Millisecond)
+	if cause := h.rt.causeOf(spec.ExecutionID); !errors.Is(cause, errShutdown) {
+		t.Fatalf("runtime saw cause %v, want the shutdown", cause)
+	}
+	r, _, err := h.st.GetRecord(ctx, spec.ExecutionID)
+	if err != nil || r.Status != execution.StatusPending {
+		t.Fatalf("record after shutdown = %+v, %v; want PENDING", r, err)
+	}
+	if q, err := h.st.IsQueued(ctx, spec.ExecutionID); err != nil || !q {
+		t.Fatalf("IsQueued after shutdown = %v, %v; want true", q, err)
+	}
+	// Another node takes it over; it sleeps again, so cancel it there.
+	m2 := h.newManager(Options{Workers: 1, NodeID: "node-2"})
+	h.rt.waitStarted(t, spec.ExecutionID)
+	if out, err := m2.Cancel(ctx, spec.ExecutionID, "", false); err != nil || !out.Cancelled {
+		t.Fatalf("Cancel on the new node = %+v, %v", out, err)
+	}
+	h.gone(spec.ExecutionID)
+	if n := h.rt.callsOf(spec.ExecutionID); n != 2 {
+		t.Fatalf("ran %d times, want 2 (once per node)", n)
+	}
+}
+
+func TestEstimate(t *testing.T) {
+	clock := newFakeClock()
+	h := newHarness(t, Options{Workers: 1}, clock)
+	ctx := testCtx(t)
+	// estimate refreshes the cached queue depth at most every 100 ms of
+	// the (fake) clock; advancing it forces a fresh look.
+	estimate := func() time.Duration {
+		clock.Advance(time.Second)
+		return h.m.estimate(ctx, testTask)
+	}
+	if got := estimate(); got != 100*time.Millisecond {
+		t.Fatalf("estimate with no history = %v, want the 100ms prior", got)
+	}
+	for range 3 {
+		r, err := h.m.Run(ctx, newSpec("advance", execution.ModeSync, ""), nil)
+		if err != nil || r.Status != execution.StatusCompleted || r.DurationMs != 200 {
+			t.Fatalf("Run = %+v, %v; want COMPLETED in 200ms", r, err)
+		}
+	}
+	if got := estimate(); got != 200*time.Millisecond {
+		t.Fatalf("estimate after three 200ms runs = %v, want 200ms", got)
+	}
+
+	// Occupy the only worker, then queue work: each queued execution adds
+	// a round.
+	blockCtx, unblock := context.WithCancel(ctx)
+	defer unblock()
+	blocker := newSpec("sleep", execution.ModeSync, "")
+	go func() { _, _ = h.m.Run(blockCtx, blocker, nil) }()
+	h.rt.waitStarted(t, blocker.ExecutionID)
+	var ids []string
+	for i := range 3 {
+		spec := newSpec("advance", execution.ModeAsync, "")
+		if _, _, err := h.m.Submit(ctx, spec); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, spec.ExecutionID)
+		want := time.Duration(i+2) * 200 * time.Millisecond
+		var got time.Duration
+		eventually(t, fmt.Sprintf("the estimate to count %d queued", i+1), func() bool {
+			got = estimate()
+			return got == want
+		})
+	}
+	unblock()
+	for _, id := range ids {
+		h.wait(h.m, id)
+	}
+	// The workers' bookkeeping ends just after the records are terminal.
+	eventually(t, "the estimate to drop back to one round", func() bool { return estimate() == 200*time.Millisecond })
+}
+
+func TestStatsSurviveRestart(t *testing.T) {
+	h := newHarness(t, Options{Workers: 1}, nil)
+	ctx := testCtx(t)
+	for _, fn := range []string{"echo", "echo", "fail"} {
+		if _, err := h.m.Run(ctx, newSpec(fn, execution.ModeSync, ""), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n, last := h.m.TaskStats(testTask); n != 3 || last != execution.StatusFailed {
+		t.Fatalf("TaskStats = %d, %v; want 3, FAILED", n, last)
+	}
+	recent, total := h.m.Finished(time.Time{})
+	if len(recent) != 3 || total != 3 || recent[2].Status != execution.StatusFailed {
+		t.Fatalf("Finished = %+v, %d", recent, total)
+	}
+	shutdown(h.m, 5*time.Second)
+
+	all, err := h.st.AllTaskStats(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := all[testTask]
+	if st == nil || st.Count != 3 || st.LastStatus != execution.StatusFailed || len(st.RecentMs) != 2 {
+		t.Fatalf("stored stats = %+v", st)
+	}
+	m2 := h.newManager(Options{Workers: 1})
+	if n, last := m2.TaskStats(testTask); n != 3 || last != execution.StatusFailed {
+		t.Fatalf("TaskStats on a new manager = %d, %v; want 3, FAILED", n, last)
+	}
+	if err := m2.ForgetTask(ctx, testTask); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := m2.TaskStats(testTask); n != 0 {
+		t.Fatalf("TaskStats after ForgetTask = %d", n)
+	}
+	if all, err := h.st.AllTaskStats(ctx); err != nil || all[testTask] != nil {
+		t.Fatalf("stored stats after ForgetTask = %v, %v", all, err)
+	}
+}
+
+// TestClaimConflictLeavesOtherClaim delivers a queued execution to a worker
+// that, while it waits for a slot, loses the execution to another node's
+// claim: the worker must neither run it nor overwrite the other claim.
+func TestClaimConflictLeavesOtherClaim(t *testing.T) {
+	h := newHarness(t, Options{Workers: 1}, nil)
+	ctx := testCtx(t)
+	shutdown(h.m, time.Second) // this test drives a worker by hand
+	m := New(Options{Workers: 1, NodeID: "node-a"}, h.st, h.reg, h.m.runtimes)
+
+	spec := newSpec("echo", execution.ModeAsync, "")
+	if err := h.st.Enqueue(ctx, spec); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.st.CreateRecord(ctx, execution.NewRecord(spec)); err != nil {
+		t.Fatal(err)
+	}
+	var d *store.Delivery
+	if err := h.st.Fetch(ctx, 1, 10*time.Second, func(x *store.Delivery) { d = x }); err != nil || d == nil {
+		t.Fatalf("Fetch = %v, %v", d, err)
+	}
+	// Hold the only slot so the worker reads the record, then waits.
+	if err := m.slots.acquire(ctx, 0); err != nil {
+		t.Fatal(err)
+	}
+	m.mu.Lock()
+	m.asyncInFlight++
+	m.asyncStarting++
+	m.mu.Unlock()
+	m.wg.Add(1)
+	go m.runDelivery(d)
+	waitWaiters(t, m.slots, 1)
+
+	// Another node claims it meanwhile.
+	other, _, err := h.st.GetRecord(ctx, spec.ExecutionID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other.Status, other.Node, other.Attempts = execution.StatusRunning, "node-b", 1
+	if _, err := h.st.PutRecord(ctx, other); err != nil {
+		t.Fatal(err)
+	}
+	m.slots.release()
+	eventually(t, "the worker to give the execution up", func() bool {
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		return len(m.live) == 0 && m.asyncInFlight == 0 && m.asyncStarting == 0
+	})
+	m.wg.Wait()
+	r, _, err := h.st.GetRecord(ctx, spec.ExecutionID)
+	if err != nil || r.Status != execution.StatusRunning || r.Node != "node-b" {
+		t.Fatalf("record after the lost claim = %+v, %v; want node-b's RUNNING claim kept", r, err)
+	}
+	if n := h.rt.callsOf(spec.ExecutionID); n != 0 {
+		t.Fatalf("the losing worker ran it %d times", n)
+	}
+	if free, waiting := m.slots.state(); free != 1 || waiting != 0 {
+		t.Fatalf("slots after the lost claim = %d free, %d waiting", free, waiting)
+	}
+}

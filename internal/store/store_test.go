@@ -1,0 +1,627 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/spear-go/spear/internal/errdefs"
+	"github.com/spear-go/spear/internal/execution"
+	"github.com/spear-go/spear/internal/runtime"
+	"github.com/spear-go/spear/internal/task"
+)
+
+// openStore opens an embedded store in dir and closes it when the test ends.
+func openStore(t *testing.T, dir string, ackWait time.Duration) *Store {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	s, err := Open(ctx, Options{DataDir: dir, AckWait: ackWait})
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	t.Cleanup(s.Close)
+	return s
+}
+
+func testCtx(t *testing.T) context.Context {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func newRecord(id, taskID string, status execution.Status) *execution.Record {
+	r := execution.NewRecord(&execution.Spec{ExecutionID: id, TaskID: taskID, Mode: execution.ModeAsync,
+		CreatedAt: time.Unix(1700000000, 0).UTC()})
+	r.Status = status
+	return r
+}
+
+func TestRecordCreateGetPut(t *testing.T) {
+	ctx := testCtx(t)
+	s := openStore(t, t.TempDir(), 0)
+
+	r := newRecord("e1", "t1", execution.StatusPending)
+	rev, err := s.CreateRecord(ctx, r)
+	if err != nil {
+		t.Fatalf("CreateRecord: %v", err)
+	}
+	if rev == 0 {
+		t.Fatal("CreateRecord returned revision 0")
+	}
+	if _, err := s.CreateRecord(ctx, r); !errors.Is(err, errdefs.ErrAlreadyExists) {
+		t.Fatalf("second CreateRecord: got %v, want AlreadyExists", err)
+	}
+	got, grev, err := s.GetRecord(ctx, "e1")
+	if err != nil {
+		t.Fatalf("GetRecord: %v", err)
+	}
+	if grev != rev || got.ID != "e1" || got.TaskID != "t1" || got.Status != execution.StatusPending || !got.CreatedAt.Equal(r.CreatedAt) {
+		t.Fatalf("GetRecord = %+v rev %d, want %+v rev %d", got, grev, r, rev)
+	}
+
+	r.Status = execution.StatusCompleted
+	r.Output = []byte("out")
+	prev, err := s.PutRecord(ctx, r)
+	if err != nil {
+		t.Fatalf("PutRecord: %v", err)
+	}
+	if prev <= rev {
+		t.Fatalf("PutRecord revision %d not after %d", prev, rev)
+	}
+	got, _, err = s.GetRecord(ctx, "e1")
+	if err != nil {
+		t.Fatalf("GetRecord: %v", err)
+	}
+	if got.Status != execution.StatusCompleted || string(got.Output) != "out" {
+		t.Fatalf("after PutRecord got %+v", got)
+	}
+
+	if _, _, err := s.GetRecord(ctx, "missing"); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Fatalf("GetRecord(missing): got %v, want NotFound", err)
+	}
+}
+
+func TestUpdateRecordCAS(t *testing.T) {
+	ctx := testCtx(t)
+	s := openStore(t, t.TempDir(), 0)
+	r := newRecord("e1", "t1", execution.StatusPending)
+	rev, err := s.CreateRecord(ctx, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Status = execution.StatusRunning
+	rev2, err := s.UpdateRecord(ctx, r, rev)
+	if err != nil {
+		t.Fatalf("UpdateRecord with current revision: %v", err)
+	}
+	r.Status = execution.StatusCancelled
+	if _, err := s.UpdateRecord(ctx, r, rev); !errors.Is(err, errdefs.ErrFailedPrecondition) {
+		t.Fatalf("UpdateRecord with stale revision: got %v, want FailedPrecondition", err)
+	}
+	got, grev, err := s.GetRecord(ctx, "e1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Status != execution.StatusRunning || grev != rev2 {
+		t.Fatalf("after failed CAS got status %v rev %d, want RUNNING rev %d", got.Status, grev, rev2)
+	}
+}
+
+func ids(recs []*execution.Record) []string {
+	out := make([]string, len(recs))
+	for i, r := range recs {
+		out[i] = r.ID
+	}
+	return out
+}
+
+func TestListRecords(t *testing.T) {
+	ctx := testCtx(t)
+	s := openStore(t, t.TempDir(), 0)
+
+	// An empty store lists nothing.
+	recs, more, err := s.ListRecords(ctx, ListFilter{Limit: 10})
+	if err != nil || len(recs) != 0 || more {
+		t.Fatalf("empty ListRecords = %v, %v, %v", ids(recs), more, err)
+	}
+
+	// e0..e5; tasks alternate a/b; e1 and e4 failed.
+	for i := range 6 {
+		taskID := "a"
+		if i%2 == 1 {
+			taskID = "b"
+		}
+		st := execution.StatusCompleted
+		if i == 1 || i == 4 {
+			st = execution.StatusFailed
+		}
+		if _, err := s.CreateRecord(ctx, newRecord(fmt.Sprintf("e%d", i), taskID, st)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tests := []struct {
+		name string
+		f    ListFilter
+		want []string
+		more bool
+	}{
+		{"all", ListFilter{Limit: 10}, []string{"e0", "e1", "e2", "e3", "e4", "e5"}, false},
+		{"first page", ListFilter{Limit: 2}, []string{"e0", "e1"}, true},
+		{"second page", ListFilter{Limit: 2, StartAfter: "e1"}, []string{"e2", "e3"}, true},
+		{"last page", ListFilter{Limit: 2, StartAfter: "e3"}, []string{"e4", "e5"}, false},
+		{"exact fit", ListFilter{Limit: 6}, []string{"e0", "e1", "e2", "e3", "e4", "e5"}, false},
+		{"newest", ListFilter{Limit: 3, Newest: true}, []string{"e5", "e4", "e3"}, true},
+		{"newest ignores start after", ListFilter{Limit: 1, Newest: true, StartAfter: "e5"}, []string{"e5"}, true},
+		{"status", ListFilter{Limit: 10, Status: execution.StatusFailed}, []string{"e1", "e4"}, false},
+		{"status paged", ListFilter{Limit: 1, Status: execution.StatusFailed}, []string{"e1"}, true},
+		{"task a", ListFilter{Limit: 10, TaskID: "a"}, []string{"e0", "e2", "e4"}, false},
+		{"task b paged", ListFilter{Limit: 2, TaskID: "b"}, []string{"e1", "e3"}, true},
+		{"task b after", ListFilter{Limit: 2, TaskID: "b", StartAfter: "e3"}, []string{"e5"}, false},
+		{"task b newest", ListFilter{Limit: 1, TaskID: "b", Newest: true}, []string{"e5"}, true},
+		{"task and status", ListFilter{Limit: 10, TaskID: "a", Status: execution.StatusFailed}, []string{"e4"}, false},
+		{"unknown task", ListFilter{Limit: 10, TaskID: "zz"}, []string{}, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			recs, more, err := s.ListRecords(ctx, tc.f)
+			if err != nil {
+				t.Fatalf("ListRecords: %v", err)
+			}
+			if got := ids(recs); strings.Join(got, ",") != strings.Join(tc.want, ",") || more != tc.more {
+				t.Fatalf("ListRecords(%+v) = %v more=%v, want %v more=%v", tc.f, got, more, tc.want, tc.more)
+			}
+		})
+	}
+}
+
+func TestDeleteRecordsOfTask(t *testing.T) {
+	ctx := testCtx(t)
+	s := openStore(t, t.TempDir(), 0)
+	for i, taskID := range []string{"a", "b", "a"} {
+		if _, err := s.CreateRecord(ctx, newRecord(fmt.Sprintf("e%d", i), taskID, execution.StatusCompleted)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n, err := s.DeleteRecordsOfTask(ctx, "a")
+	if err != nil || n != 2 {
+		t.Fatalf("DeleteRecordsOfTask = %d, %v; want 2", n, err)
+	}
+	for _, id := range []string{"e0", "e2"} {
+		if _, _, err := s.GetRecord(ctx, id); !errors.Is(err, errdefs.ErrNotFound) {
+			t.Errorf("GetRecord(%s) after delete: %v, want NotFound", id, err)
+		}
+	}
+	recs, _, err := s.ListRecords(ctx, ListFilter{Limit: 10})
+	if err != nil || strings.Join(ids(recs), ",") != "e1" {
+		t.Fatalf("remaining records = %v, %v; want [e1]", ids(recs), err)
+	}
+	recs, _, err = s.ListRecords(ctx, ListFilter{Limit: 10, TaskID: "a"})
+	if err != nil || len(recs) != 0 {
+		t.Fatalf("records of deleted task = %v, %v", ids(recs), err)
+	}
+	if n, err := s.DeleteRecordsOfTask(ctx, "a"); err != nil || n != 0 {
+		t.Fatalf("second DeleteRecordsOfTask = %d, %v; want 0", n, err)
+	}
+}
+
+func newTask(id string) *task.Task {
+	now := time.Unix(1700000000, 0).UTC()
+	return &task.Task{ID: id, Name: id, Artifact: task.Artifact{Type: runtime.TypeProcess, Location: "/bin/" + id},
+		CreatedAt: now, UpdatedAt: now}
+}
+
+func TestTasks(t *testing.T) {
+	ctx := testCtx(t)
+	s := openStore(t, t.TempDir(), 0)
+
+	if list, err := s.ListTasks(ctx); err != nil || len(list) != 0 {
+		t.Fatalf("ListTasks on empty store = %v, %v", list, err)
+	}
+	for _, id := range []string{"b", "a", "c"} {
+		if err := s.CreateTask(ctx, newTask(id)); err != nil {
+			t.Fatalf("CreateTask(%s): %v", id, err)
+		}
+	}
+	if err := s.CreateTask(ctx, newTask("a")); !errors.Is(err, errdefs.ErrAlreadyExists) {
+		t.Fatalf("duplicate CreateTask: got %v, want AlreadyExists", err)
+	}
+	got, err := s.GetTask(ctx, "a")
+	if err != nil || got.ID != "a" || got.Artifact.Location != "/bin/a" {
+		t.Fatalf("GetTask(a) = %+v, %v", got, err)
+	}
+	if _, err := s.GetTask(ctx, "nope"); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Fatalf("GetTask(nope): got %v, want NotFound", err)
+	}
+	upd := newTask("a")
+	upd.Description = "updated"
+	if err := s.PutTask(ctx, upd); err != nil {
+		t.Fatal(err)
+	}
+	list, err := s.ListTasks(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, tk := range list {
+		names = append(names, tk.ID)
+	}
+	if strings.Join(names, ",") != "a,b,c" || list[0].Description != "updated" {
+		t.Fatalf("ListTasks = %v (a: %q), want a,b,c sorted with a updated", names, list[0].Description)
+	}
+	if err := s.DeleteTask(ctx, "b"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.GetTask(ctx, "b"); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Fatalf("GetTask after delete: got %v, want NotFound", err)
+	}
+	if list, err := s.ListTasks(ctx); err != nil || len(list) != 2 {
+		t.Fatalf("ListTasks after delete = %d tasks, %v; want 2", len(list), err)
+	}
+}
+
+func TestWatchTasks(t *testing.T) {
+	ctx := testCtx(t)
+	s := openStore(t, t.TempDir(), 0)
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var mu sync.Mutex
+	seen := map[string]int{}
+	changed := make(chan struct{}, 16)
+	if err := s.WatchTasks(wctx, func(id string) {
+		mu.Lock()
+		seen[id]++
+		mu.Unlock()
+		changed <- struct{}{}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	wantEvent := func(what string) {
+		t.Helper()
+		select {
+		case <-changed:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("WatchTasks did not report the %s", what)
+		}
+	}
+	// One change at a time: JetStream may fold a change not yet delivered
+	// into the next one of the same key (history 1).
+	if err := s.CreateTask(ctx, newTask("w")); err != nil {
+		t.Fatal(err)
+	}
+	wantEvent("creation")
+	if err := s.DeleteTask(ctx, "w"); err != nil {
+		t.Fatal(err)
+	}
+	wantEvent("deletion")
+	mu.Lock()
+	defer mu.Unlock()
+	if len(seen) != 1 || seen["w"] != 2 {
+		t.Fatalf("watch saw %v, want w twice (create, delete)", seen)
+	}
+}
+
+func TestTaskStats(t *testing.T) {
+	ctx := testCtx(t)
+	s := openStore(t, t.TempDir(), 0)
+	all, err := s.AllTaskStats(ctx)
+	if err != nil || len(all) != 0 {
+		t.Fatalf("AllTaskStats on empty store = %v, %v", all, err)
+	}
+	in := &TaskStats{Count: 3, LastStatus: execution.StatusFailed, RecentMs: []int64{5, 7}}
+	if err := s.PutTaskStats(ctx, "t1", in); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.PutTaskStats(ctx, "t2", &TaskStats{Count: 1, LastStatus: execution.StatusCompleted}); err != nil {
+		t.Fatal(err)
+	}
+	all, err = s.AllTaskStats(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := all["t1"]
+	if len(all) != 2 || got == nil || got.Count != 3 || got.LastStatus != execution.StatusFailed ||
+		len(got.RecentMs) != 2 || got.RecentMs[0] != 5 || got.RecentMs[1] != 7 {
+		t.Fatalf("AllTaskStats = %v (t1 %+v)", all, got)
+	}
+	if err := s.DeleteTaskStats(ctx, "t1"); err != nil {
+		t.Fatal(err)
+	}
+	all, err = s.AllTaskStats(ctx)
+	if err != nil || len(all) != 1 || all["t2"] == nil {
+		t.Fatalf("AllTaskStats after delete = %v, %v", all, err)
+	}
+}
+
+func spec(id string) *execution.Spec {
+	return &execution.Spec{ExecutionID: id, TaskID: "t", Mode: execution.ModeAsync, Input: []byte("in-" + id),
+		CreatedAt: time.Now()}
+}
+
+// fetchOne fetches a single delivery, waiting up to maxWait.
+func fetchOne(t *testing.T, s *Store, maxWait time.Duration) *Delivery {
+	t.Helper()
+	var got []*Delivery
+	if err := s.Fetch(testCtx(t), 1, maxWait, func(d *Delivery) { got = append(got, d) }); err != nil {
+		t.Fatalf("Fetch: %v", err)
+	}
+	if len(got) == 0 {
+		return nil
+	}
+	return got[0]
+}
+
+func depth(t *testing.T, s *Store) (int64, int64) {
+	t.Helper()
+	w, f, err := s.QueueDepth(testCtx(t))
+	if err != nil {
+		t.Fatalf("QueueDepth: %v", err)
+	}
+	return w, f
+}
+
+// eventually polls cond until it holds, failing after a generous bound.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestQueueAckNak(t *testing.T) {
+	ctx := testCtx(t)
+	s := openStore(t, t.TempDir(), 0)
+
+	if d := fetchOne(t, s, 100*time.Millisecond); d != nil {
+		t.Fatalf("Fetch on empty queue returned %+v", d.Spec)
+	}
+	if err := s.Enqueue(ctx, spec("q1")); err != nil {
+		t.Fatal(err)
+	}
+	// Same id again: stored once.
+	if err := s.Enqueue(ctx, spec("q1")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Enqueue(ctx, spec("q2")); err != nil {
+		t.Fatal(err)
+	}
+	if w, f := depth(t, s); w != 2 || f != 0 {
+		t.Fatalf("QueueDepth = %d waiting, %d in flight; want 2, 0", w, f)
+	}
+	for _, id := range []string{"q1", "q2"} {
+		if ok, err := s.IsQueued(ctx, id); err != nil || !ok {
+			t.Fatalf("IsQueued(%s) = %v, %v; want true", id, ok, err)
+		}
+	}
+	if ok, err := s.IsQueued(ctx, "never"); err != nil || ok {
+		t.Fatalf("IsQueued(never) = %v, %v; want false", ok, err)
+	}
+
+	d := fetchOne(t, s, 5*time.Second)
+	if d == nil || d.Spec.ExecutionID != "q1" || d.Attempt != 1 || string(d.Spec.Input) != "in-q1" {
+		t.Fatalf("first delivery = %+v", d)
+	}
+	if w, f := depth(t, s); w != 1 || f != 1 {
+		t.Fatalf("QueueDepth after fetch = %d, %d; want 1, 1", w, f)
+	}
+	if err := d.InProgress(); err != nil {
+		t.Fatalf("InProgress: %v", err)
+	}
+	if err := d.Ack(ctx); err != nil {
+		t.Fatalf("Ack: %v", err)
+	}
+	eventually(t, "acked q1 to leave the queue", func() bool {
+		ok, err := s.IsQueued(ctx, "q1")
+		return err == nil && !ok
+	})
+
+	d = fetchOne(t, s, 5*time.Second)
+	if d == nil || d.Spec.ExecutionID != "q2" || d.Attempt != 1 {
+		t.Fatalf("second delivery = %+v", d)
+	}
+	if err := d.Nak(0); err != nil {
+		t.Fatalf("Nak: %v", err)
+	}
+	if ok, err := s.IsQueued(ctx, "q2"); err != nil || !ok {
+		t.Fatalf("IsQueued(q2) after Nak = %v, %v; want true", ok, err)
+	}
+	d = fetchOne(t, s, 5*time.Second)
+	if d == nil || d.Spec.ExecutionID != "q2" || d.Attempt != 2 {
+		t.Fatalf("redelivery after Nak = %+v", d)
+	}
+	if err := d.Ack(ctx); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "an empty queue", func() bool {
+		w, f := depth(t, s)
+		return w == 0 && f == 0
+	})
+}
+
+func TestQueueAckWaitRedelivers(t *testing.T) {
+	ctx := testCtx(t)
+	s := openStore(t, t.TempDir(), 300*time.Millisecond)
+	if s.AckWait() != 300*time.Millisecond {
+		t.Fatalf("AckWait = %v", s.AckWait())
+	}
+	if err := s.Enqueue(ctx, spec("q1")); err != nil {
+		t.Fatal(err)
+	}
+	d := fetchOne(t, s, 5*time.Second)
+	if d == nil || d.Attempt != 1 {
+		t.Fatalf("first delivery = %+v", d)
+	}
+	// Not acked: JetStream hands it out again once the ack wait passes.
+	d = fetchOne(t, s, 10*time.Second)
+	if d == nil || d.Spec.ExecutionID != "q1" || d.Attempt != 2 {
+		t.Fatalf("redelivery after ack wait = %+v", d)
+	}
+	if err := d.Ack(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestEnqueueTooLarge(t *testing.T) {
+	ctx := testCtx(t)
+	dir := t.TempDir()
+	s, err := Open(ctx, Options{DataDir: dir, MaxPayload: 64 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	sp := spec("big")
+	sp.Input = bytes.Repeat([]byte("x"), 64<<10)
+	if err := s.Enqueue(ctx, sp); !errors.Is(err, errdefs.ErrResourceExhausted) || errdefs.Code(err) != "INPUT_TOO_LARGE" {
+		t.Fatalf("Enqueue of an oversized spec: got %v, want INPUT_TOO_LARGE", err)
+	}
+}
+
+func TestArtifacts(t *testing.T) {
+	ctx := testCtx(t)
+	s := openStore(t, t.TempDir(), 0)
+	content := []byte("#!/bin/sh\necho hi\n")
+	sum := sha256.Sum256(content)
+	wantDigest := "sha256:" + hex.EncodeToString(sum[:])
+
+	tests := []struct {
+		name    string
+		content []byte
+		want    string
+		code    string // expected error code, "" for success
+	}{
+		{"no checksum", content, "", ""},
+		{"matching checksum, again", content, strings.ToUpper(wantDigest[:7]) + wantDigest[7:], ""},
+		{"checksum mismatch", content, "sha256:" + strings.Repeat("0", 64), "CHECKSUM_MISMATCH"},
+		{"empty", nil, "", "EMPTY_ARTIFACT"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			digest, size, err := s.PutArtifact(ctx, "hello.sh", bytes.NewReader(tc.content), tc.want)
+			if tc.code != "" {
+				if !errors.Is(err, errdefs.ErrInvalidArgument) || errdefs.Code(err) != tc.code {
+					t.Fatalf("PutArtifact: got %v, want %s", err, tc.code)
+				}
+				return
+			}
+			if err != nil || digest != wantDigest || size != int64(len(content)) {
+				t.Fatalf("PutArtifact = %s, %d, %v; want %s, %d", digest, size, err, wantDigest, len(content))
+			}
+		})
+	}
+
+	for i := range 2 { // the second call finds the local copy
+		path, err := s.MaterializeArtifact(ctx, wantDigest)
+		if err != nil {
+			t.Fatalf("MaterializeArtifact #%d: %v", i, err)
+		}
+		b, err := os.ReadFile(path)
+		if err != nil || !bytes.Equal(b, content) {
+			t.Fatalf("materialised content = %q, %v", b, err)
+		}
+		st, err := os.Stat(path)
+		if err != nil || !st.Mode().IsRegular() || st.Mode().Perm()&0o111 == 0 {
+			t.Fatalf("materialised file mode = %v, %v; want an executable regular file", st.Mode(), err)
+		}
+	}
+
+	unknown := "sha256:" + strings.Repeat("a", 64)
+	if _, err := s.MaterializeArtifact(ctx, unknown); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Fatalf("MaterializeArtifact(unknown): got %v, want NotFound", err)
+	}
+	if _, err := s.MaterializeArtifact(ctx, "md5:abc"); !errors.Is(err, errdefs.ErrInvalidArgument) {
+		t.Fatalf("MaterializeArtifact(bad digest): got %v, want InvalidArgument", err)
+	}
+}
+
+func TestReopenKeepsData(t *testing.T) {
+	ctx := testCtx(t)
+	dir := t.TempDir()
+	s, err := Open(ctx, Options{DataDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.CreateRecord(ctx, newRecord("keep", "t1", execution.StatusPending)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Enqueue(ctx, spec("keep")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CreateTask(ctx, newTask("t1")); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+
+	s = openStore(t, dir, 0)
+	r, _, err := s.GetRecord(ctx, "keep")
+	if err != nil || r.TaskID != "t1" {
+		t.Fatalf("record after reopen = %+v, %v", r, err)
+	}
+	if recs, _, err := s.ListRecords(ctx, ListFilter{TaskID: "t1", Limit: 10}); err != nil || len(recs) != 1 {
+		t.Fatalf("records of t1 after reopen = %v, %v", ids(recs), err)
+	}
+	if _, err := s.GetTask(ctx, "t1"); err != nil {
+		t.Fatalf("task after reopen: %v", err)
+	}
+	d := fetchOne(t, s, 5*time.Second)
+	if d == nil || d.Spec.ExecutionID != "keep" {
+		t.Fatalf("queued message after reopen = %+v", d)
+	}
+	if err := d.Ack(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestParseSyncPolicy(t *testing.T) {
+	tests := []struct {
+		in   string
+		want SyncPolicy
+		ok   bool
+	}{
+		{"", SyncInterval, true},
+		{"interval", SyncInterval, true},
+		{"always", SyncAlways, true},
+		{"sometimes", 0, false},
+	}
+	for _, tc := range tests {
+		got, err := ParseSyncPolicy(tc.in)
+		if (err == nil) != tc.ok || got != tc.want {
+			t.Errorf("ParseSyncPolicy(%q) = %v, %v", tc.in, got, err)
+		}
+		if !tc.ok && !errors.Is(err, errdefs.ErrInvalidArgument) {
+			t.Errorf("ParseSyncPolicy(%q) error %v is not InvalidArgument", tc.in, err)
+		}
+	}
+}
+
+func TestSplitHostPort(t *testing.T) {
+	tests := []struct {
+		in   string
+		host string
+		port int
+		ok   bool
+	}{
+		{"127.0.0.1:4222", "127.0.0.1", 4222, true},
+		{":0", "", 0, true},
+		{"nohost", "", 0, false},
+		{"h:port", "", 0, false},
+	}
+	for _, tc := range tests {
+		host, port, err := splitHostPort(tc.in)
+		if (err == nil) != tc.ok || host != tc.host || port != tc.port {
+			t.Errorf("splitHostPort(%q) = %q, %d, %v", tc.in, host, port, err)
+		}
+	}
+}
