@@ -75,6 +75,7 @@ environment, which wins over the file.`,
 	f.IntVar(&cfg.MaxInputBytes, "max-input-bytes", 32<<20, "largest function input")
 	f.Int64Var(&cfg.MaxOutputBytes, "max-output-bytes", 32<<20, "largest function output; beyond it the execution fails with OUTPUT_TOO_LARGE")
 	f.StringVar(&cfg.Samples, "samples", "", "directory of sample functions to register at start-up")
+	f.BoolVar(&cfg.Pprof, "pprof", false, "serve Go's profiler under /debug/pprof/ (HTTP/1.1 side of --listen)")
 	f.StringVar(&level, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&format, "log-format", "text", "text or json")
 	return cmd

@@ -98,6 +98,8 @@ type Spec struct {
 	Priority    int32             `json:"prio,omitempty"`
 	Metadata    map[string]string `json:"meta,omitempty"`
 	CreatedAt   time.Time         `json:"created"`
+	// IDGiven says the caller chose ExecutionID (it may be a duplicate).
+	IDGiven bool `json:"id_given,omitempty"`
 }
 
 // LogLine is one line of standard error.

@@ -28,19 +28,33 @@ func (m *Manager) Submit(ctx context.Context, spec *execution.Spec) (*execution.
 	// Estimate before enqueueing, so the execution does not count itself as
 	// work ahead of it.
 	estimate := m.estimate(ctx, spec.TaskID)
-	// The queue message is the source of truth: the worker creates the
-	// record if it finds none, so a crash between these two writes loses
-	// nothing.
-	if err := m.store.Enqueue(ctx, spec); err != nil {
+	rec := execution.NewRecord(spec)
+	if spec.IDGiven {
+		// A caller-chosen id may exist already: create the record first,
+		// so a duplicate is refused before anything is queued.
+		if _, err := m.store.CreateRecord(ctx, rec); err != nil {
+			return nil, 0, err
+		}
+		if err := m.store.Enqueue(ctx, spec); err != nil {
+			m.failUnqueued(rec, err)
+			return nil, 0, err
+		}
+	} else if err := m.store.Submit(ctx, spec, rec); err != nil {
+		m.failUnqueued(rec, err)
 		return nil, 0, err
 	}
-	rec := execution.NewRecord(spec)
-	if _, err := m.store.CreateRecord(ctx, rec); err != nil && !errors.Is(err, errdefs.ErrAlreadyExists) {
-		// The execution is queued and will run; its record will be
-		// written by the worker.
-		m.log.Warn("writing pending record", "execution", spec.ExecutionID, "err", err)
-	}
 	return rec, estimate, nil
+}
+
+// failUnqueued marks the record of an execution that could not be queued
+// as FAILED, so no PENDING record is left that nothing will run.
+func (m *Manager) failUnqueued(rec *execution.Record, err error) {
+	r := *rec
+	r.Status, r.ErrorCode, r.ErrorMessage = execution.StatusFailed, errdefs.Code(err), "not queued: "+err.Error()
+	r.CompletedAt = m.opts.Now()
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(m.baseCtx), 5*time.Second)
+	defer cancel()
+	_, _ = m.store.PutRecord(ctx, &r)
 }
 
 // estimate is the expected time until an async execution of taskID
@@ -79,62 +93,89 @@ func (m *Manager) queuedAhead(ctx context.Context) int64 {
 // dispatch takes async work from the durable queue while this node has free
 // slots, so queued work waits in JetStream, not in memory.
 func (m *Manager) dispatch(ctx context.Context) {
+	// Executions in hand at once: a worker's run is short next to the store
+	// round trips around it (read, claim, final record), so several per
+	// worker keep the workers busy; as many again are fetched ahead. The
+	// rest of the queue stays in JetStream.
+	limit := 4 * m.opts.Workers
 	backoff := 100 * time.Millisecond
 	for ctx.Err() == nil {
-		free, waiting := m.slots.state()
-		m.mu.Lock()
-		want := free - waiting - m.asyncStarting
-		draining := m.draining
-		m.mu.Unlock()
-		if draining {
-			return
-		}
-		if want <= 0 {
+		stream, err := m.store.Stream(limit)
+		if err != nil {
+			m.log.Warn("consuming the queue", "err", err)
 			select {
 			case <-ctx.Done():
 				return
-			case <-m.slots.freed:
-			case <-time.After(time.Second):
-			}
-			continue
-		}
-		err := m.store.Fetch(ctx, want, time.Second, func(d *store.Delivery) {
-			m.mu.Lock()
-			m.asyncInFlight++
-			m.asyncStarting++
-			m.mu.Unlock()
-			m.wg.Add(1)
-			go m.runDelivery(d)
-		})
-		if err != nil && ctx.Err() == nil {
-			m.log.Warn("fetching from the queue", "err", err)
-			select {
-			case <-ctx.Done():
 			case <-time.After(backoff):
 			}
 			backoff = min(2*backoff, 5*time.Second)
 			continue
 		}
 		backoff = 100 * time.Millisecond
+		err = m.pump(ctx, stream, limit)
+		stream.Stop()
+		if err != nil && ctx.Err() == nil {
+			m.log.Warn("consuming the queue", "err", err)
+		}
+	}
+}
+
+// pump hands deliveries to workers while fewer than limit are in hand.
+func (m *Manager) pump(ctx context.Context, stream *store.Stream, limit int) error {
+	for {
+		for {
+			m.mu.Lock()
+			inHand, draining := m.asyncInFlight, m.draining
+			m.mu.Unlock()
+			if draining {
+				return nil
+			}
+			if inHand < limit {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-m.slots.freed:
+			case <-time.After(time.Second):
+			}
+		}
+		d, err := stream.Next(ctx)
+		if err != nil {
+			return err
+		}
+		m.mu.Lock()
+		if m.draining {
+			m.mu.Unlock()
+			_ = d.Nak(0)
+			return nil
+		}
+		m.asyncInFlight++
+		m.mu.Unlock()
+		m.wg.Add(1)
+		go m.runDelivery(d)
 	}
 }
 
 // runDelivery runs one execution taken from the queue, and acks it once its
 // terminal state is durable.
 func (m *Manager) runDelivery(d *store.Delivery) {
-	started := false
 	defer func() {
 		m.mu.Lock()
 		m.asyncInFlight--
-		if !started {
-			m.asyncStarting--
-		}
 		m.mu.Unlock()
+		m.slots.kick()
 		m.wg.Done()
 	}()
 	ctx := m.baseCtx
 	spec := d.Spec
 	rec, rev, err := m.store.GetRecord(ctx, spec.ExecutionID)
+	if errors.Is(err, errdefs.ErrNotFound) {
+		// Written in the same round trip as the message, the record may
+		// land a moment later.
+		time.Sleep(5 * time.Millisecond)
+		rec, rev, err = m.store.GetRecord(ctx, spec.ExecutionID)
+	}
 	if errors.Is(err, errdefs.ErrNotFound) {
 		rec = execution.NewRecord(spec)
 		rev, err = m.store.CreateRecord(ctx, rec)
@@ -150,6 +191,9 @@ func (m *Manager) runDelivery(d *store.Delivery) {
 	if rec.Status.Terminal() { // cancelled while queued, or a duplicate
 		_ = d.Ack(ctx)
 		return
+	}
+	if m.afterRead != nil {
+		m.afterRead()
 	}
 	_, art, err := m.registry.Artifact(ctx, spec.TaskID)
 	var rtErr error
@@ -176,27 +220,14 @@ func (m *Manager) runDelivery(d *store.Delivery) {
 		m.complete(l, d, 0)
 		return
 	}
-	m.mu.Lock()
-	m.asyncStarting--
-	started = true
-	m.mu.Unlock()
-	if err := m.slots.acquire(runCtx, spec.Priority); err != nil {
-		m.classify(l, runCtx, err)
-		if errors.Is(context.Cause(runCtx), errShutdown) {
-			m.requeue(l, d, 0)
-			return
-		}
-		m.complete(l, d, 0)
-		return
-	}
-	// Claim it: a cancel that reached the store first wins.
+	// Claim it before waiting for a slot, so the slot is not held across a
+	// store round trip: a cancel that reached the store first wins.
 	l.mu.Lock()
 	claim := *l.rec
 	l.mu.Unlock()
 	claim.Status, claim.Node, claim.StartedAt = execution.StatusRunning, m.opts.NodeID, m.opts.Now()
 	claim.Attempts++
 	if _, err := m.store.UpdateRecord(ctx, &claim, rev); err != nil {
-		m.slots.release()
 		cur, _, gerr := m.store.GetRecord(ctx, spec.ExecutionID)
 		if gerr == nil && cur.Status.Terminal() {
 			l.mu.Lock()
@@ -216,6 +247,15 @@ func (m *Manager) runDelivery(d *store.Delivery) {
 		}
 		close(l.done)
 		m.forget(spec.ExecutionID)
+		return
+	}
+	if err := m.slots.acquire(runCtx, spec.Priority); err != nil {
+		m.classify(l, runCtx, err)
+		if errors.Is(context.Cause(runCtx), errShutdown) {
+			m.requeue(l, d, 0)
+			return
+		}
+		m.complete(l, d, 0)
 		return
 	}
 	wait := m.opts.Now().Sub(spec.CreatedAt)

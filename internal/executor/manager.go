@@ -77,8 +77,6 @@ type Manager struct {
 	// asyncInFlight counts deliveries taken from the queue and not yet
 	// finished.
 	asyncInFlight int
-	// asyncStarting counts deliveries not yet waiting for a slot.
-	asyncStarting int
 	draining      bool
 	// queueWaiting caches the queue's depth for estimates, refreshed at
 	// most every 100 ms (queueCheckedAt, Unix nanoseconds).
@@ -93,6 +91,9 @@ type Manager struct {
 	syncRuns  sync.WaitGroup
 	cancelSub *nats.Subscription
 	shared    bool
+	// afterRead, in tests, runs between a worker's read of a record and its
+	// claim.
+	afterRead func()
 	started   time.Time
 }
 

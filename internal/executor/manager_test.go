@@ -590,32 +590,27 @@ func TestClaimConflictLeavesOtherClaim(t *testing.T) {
 	if err := h.st.Fetch(ctx, 1, 10*time.Second, func(x *store.Delivery) { d = x }); err != nil || d == nil {
 		t.Fatalf("Fetch = %v, %v", d, err)
 	}
-	// Hold the only slot so the worker reads the record, then waits.
-	if err := m.slots.acquire(ctx, 0); err != nil {
-		t.Fatal(err)
+	// Another node claims it between the worker's read and its claim.
+	m.afterRead = func() {
+		other, _, err := h.st.GetRecord(ctx, spec.ExecutionID)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		other.Status, other.Node, other.Attempts = execution.StatusRunning, "node-b", 1
+		if _, err := h.st.PutRecord(ctx, other); err != nil {
+			t.Error(err)
+		}
 	}
 	m.mu.Lock()
 	m.asyncInFlight++
-	m.asyncStarting++
 	m.mu.Unlock()
 	m.wg.Add(1)
 	go m.runDelivery(d)
-	waitWaiters(t, m.slots, 1)
-
-	// Another node claims it meanwhile.
-	other, _, err := h.st.GetRecord(ctx, spec.ExecutionID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	other.Status, other.Node, other.Attempts = execution.StatusRunning, "node-b", 1
-	if _, err := h.st.PutRecord(ctx, other); err != nil {
-		t.Fatal(err)
-	}
-	m.slots.release()
 	eventually(t, "the worker to give the execution up", func() bool {
 		m.mu.Lock()
 		defer m.mu.Unlock()
-		return len(m.live) == 0 && m.asyncInFlight == 0 && m.asyncStarting == 0
+		return len(m.live) == 0 && m.asyncInFlight == 0
 	})
 	m.wg.Wait()
 	r, _, err := h.st.GetRecord(ctx, spec.ExecutionID)

@@ -30,17 +30,43 @@ func (p *persister) add(ctx context.Context, r *execution.Record) {
 	select {
 	case p.queue <- r:
 	default:
-		p.write(ctx, r)
+		p.write(ctx, []*execution.Record{r})
 	}
 }
 
+// maxBatch bounds the records written in one pipelined round trip;
+// gatherFor is how long a batch may wait for more records. Fewer, larger
+// batches cost far less than one write per execution, and until its record
+// is written an execution stays in the live table, so nothing is hidden.
+const (
+	maxBatch  = 256
+	gatherFor = 5 * time.Millisecond
+)
+
 func (p *persister) run(ctx context.Context) {
+	batch := make([]*execution.Record, 0, maxBatch)
+	timer := time.NewTimer(gatherFor)
+	timer.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case r := <-p.queue:
-			p.write(ctx, r)
+			batch = append(batch[:0], r)
+			timer.Reset(gatherFor)
+		more:
+			for len(batch) < maxBatch {
+				select {
+				case r := <-p.queue:
+					batch = append(batch, r)
+				case <-timer.C:
+					break more
+				case <-ctx.Done():
+					break more
+				}
+			}
+			timer.Stop()
+			p.write(ctx, batch)
 		}
 	}
 }
@@ -50,23 +76,25 @@ func (p *persister) flush(ctx context.Context) {
 	for {
 		select {
 		case r := <-p.queue:
-			p.write(ctx, r)
+			p.write(ctx, []*execution.Record{r})
 		default:
 			return
 		}
 	}
 }
 
-func (p *persister) write(ctx context.Context, r *execution.Record) {
+func (p *persister) write(ctx context.Context, batch []*execution.Record) {
 	for attempt := 0; ; attempt++ {
 		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		_, err := p.store.PutRecord(wctx, r)
+		err := p.store.PutRecordsAsync(wctx, batch)
 		cancel()
 		if err == nil || attempt == 4 {
 			if err != nil {
-				p.log.Error("storing execution record", "execution", r.ID, "task", r.TaskID, "err", err)
+				p.log.Error("storing execution records", "count", len(batch), "first", batch[0].ID, "err", err)
 			}
-			p.done(r.ID)
+			for _, r := range batch {
+				p.done(r.ID)
+			}
 			return
 		}
 		time.Sleep(time.Duration(50<<attempt) * time.Millisecond)

@@ -65,6 +65,11 @@ func (s *slots) release() {
 	s.mu.Lock()
 	s.releaseLocked()
 	s.mu.Unlock()
+	s.kick()
+}
+
+// kick wakes the async dispatcher, if it waits.
+func (s *slots) kick() {
 	select {
 	case s.freed <- struct{}{}:
 	default:

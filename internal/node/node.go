@@ -52,7 +52,9 @@ type Config struct {
 
 	// Samples is a directory of sample functions to register at start-up.
 	Samples string
-	Logger  *slog.Logger
+	// Pprof serves Go's profiler under /debug/pprof/ on the HTTP side.
+	Pprof  bool
+	Logger *slog.Logger
 }
 
 // Node is a running spearlet.
@@ -151,7 +153,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		NodeID: cfg.NodeID, MaxInputBytes: cfg.MaxInputBytes, Logger: log,
 		SystemInfo: map[string]string{"store": storeMode, "runtimes": runtimeNames(n.runtimes), "sync": syncName(cfg.Sync)},
 	}, mgr, reg, n.store)
-	n.server = server.New(svc, server.Options{MaxMessageBytes: cfg.MaxMessageBytes, Metrics: m.Handler(), Logger: log})
+	n.server = server.New(svc, server.Options{MaxMessageBytes: cfg.MaxMessageBytes, Metrics: m.Handler(), Pprof: cfg.Pprof, Logger: log})
 	n.listener, err = net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", cfg.Listen, err)

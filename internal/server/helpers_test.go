@@ -50,7 +50,7 @@ type envOptions struct {
 }
 
 // samplesDir is the repository's sample functions.
-func samplesDir(t *testing.T) string {
+func samplesDir(t testing.TB) string {
 	t.Helper()
 	d, err := filepath.Abs(filepath.Join("..", "..", "samples"))
 	if err != nil {
@@ -59,7 +59,7 @@ func samplesDir(t *testing.T) string {
 	return d
 }
 
-func newEnv(t *testing.T, o envOptions) *env {
+func newEnv(t testing.TB, o envOptions) *env {
 	t.Helper()
 	ctx := context.Background()
 	dir := t.TempDir()

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"sync"
 	"time"
 
@@ -31,7 +32,9 @@ type Options struct {
 	MaxMessageBytes int
 	// Metrics serves /metrics; may be nil.
 	Metrics http.Handler
-	Logger  *slog.Logger
+	// Pprof serves Go's profiler under /debug/pprof/.
+	Pprof  bool
+	Logger *slog.Logger
 }
 
 // Server serves a Service.
@@ -79,6 +82,12 @@ func New(svc *Service, opts Options) *Server {
 	svc.routes(mux)
 	if opts.Metrics != nil {
 		mux.Handle("GET /metrics", opts.Metrics)
+	}
+	if opts.Pprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	}
 	return &Server{
 		grpc:   g,

@@ -191,6 +191,7 @@ func (s *Service) prepare(ctx context.Context, req *pb.InvokeFunctionRequest, mo
 		MaxRetries:  c.MaxRetries,
 		Metadata:    req.InvocationMetadata,
 		CreatedAt:   now,
+		IDGiven:     c.ExecutionId != "",
 	}, nil
 }
 

@@ -36,7 +36,8 @@ func (s *Store) CreateRecord(ctx context.Context, r *execution.Record) (uint64, 
 }
 
 // PutRecord stores r, replacing any earlier version, and returns its
-// revision.
+// revision. The per-task index is written by CreateRecord and
+// PutRecordsAsync; an update of a record created by them needs none.
 func (s *Store) PutRecord(ctx context.Context, r *execution.Record) (uint64, error) {
 	b, err := json.Marshal(r)
 	if err != nil {
@@ -46,10 +47,50 @@ func (s *Store) PutRecord(ctx context.Context, r *execution.Record) (uint64, err
 	if err != nil {
 		return 0, unavailable("store execution record", err)
 	}
-	if _, err := s.index.Put(ctx, r.TaskID+"."+r.ID, nil); err != nil {
-		return 0, unavailable("index execution record", err)
-	}
 	return rev, nil
+}
+
+// PutRecordsAsync stores new records and their index entries, pipelining
+// the writes: one round trip for the whole batch rather than two per
+// record.
+func (s *Store) PutRecordsAsync(ctx context.Context, recs []*execution.Record) error {
+	futs := make([]jetstream.PubAckFuture, 0, 2*len(recs))
+	for _, r := range recs {
+		b, err := json.Marshal(r)
+		if err != nil {
+			return fmt.Errorf("encode record: %w", err)
+		}
+		for _, m := range []struct {
+			subj string
+			data []byte
+		}{{kvSubject(BucketExecutions, r.ID), b}, {kvSubject(BucketExecIndex, r.TaskID+"."+r.ID), nil}} {
+			f, err := s.js.PublishAsync(m.subj, m.data)
+			if err != nil {
+				return unavailable("store execution records", err)
+			}
+			futs = append(futs, f)
+		}
+	}
+	return awaitAll(ctx, futs, "store execution records")
+}
+
+func kvSubject(bucket, key string) string { return "$KV." + bucket + "." + key }
+
+// awaitAll waits for every asynchronous publish to be acknowledged.
+func awaitAll(ctx context.Context, futs []jetstream.PubAckFuture, what string) error {
+	var first error
+	for _, f := range futs {
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			if first == nil {
+				first = unavailable(what, err)
+			}
+		case <-ctx.Done():
+			return unavailable(what, ctx.Err())
+		}
+	}
+	return first
 }
 
 // UpdateRecord stores r if the stored revision is still rev; otherwise it

@@ -83,6 +83,22 @@ type Runtime struct {
 	log    *slog.Logger
 	drain  time.Duration
 	nodeID string
+
+	// The node's own peak RSS, read at most once a second (it only grows).
+	peakMu     sync.Mutex
+	peak       int64
+	peakReadAt time.Time
+}
+
+// nodePeak returns the node's own peak RSS (VmHWM), refreshed at most once
+// a second.
+func (r *Runtime) nodePeak() int64 {
+	r.peakMu.Lock()
+	defer r.peakMu.Unlock()
+	if time.Since(r.peakReadAt) > time.Second {
+		r.peak, r.peakReadAt = vmHWM(os.Getpid()), time.Now()
+	}
+	return r.peak
 }
 
 // Compile-time checks that Runtime implements the runtime interfaces.
@@ -241,25 +257,31 @@ func (r *Runtime) Run(ctx context.Context, inv *runtime.Invocation) (runtime.Res
 		}
 	}
 
-	// Sample the child's own peak RSS (see the Run doc comment).
+	// Sample the child's own peak RSS (see the Run doc comment), from the
+	// first interval on: most functions end before it and cost nothing.
 	var sampledPeak atomic.Int64
-	stopSampling := make(chan struct{})
-	samplingDone := make(chan struct{})
-	go func() {
-		defer close(samplingDone)
-		tick := time.NewTicker(memSampleInterval)
-		defer tick.Stop()
-		for {
-			if v := vmHWM(pid); v > sampledPeak.Load() {
-				sampledPeak.Store(v)
-			}
-			select {
-			case <-stopSampling:
-				return
-			case <-tick.C:
-			}
+	var samplerMu sync.Mutex // held while sampling, so stopping waits for it
+	samplerStopped := false
+	var sampler *time.Timer
+	samplerMu.Lock()
+	sampler = time.AfterFunc(memSampleInterval, func() {
+		samplerMu.Lock()
+		defer samplerMu.Unlock()
+		if samplerStopped {
+			return
 		}
-	}()
+		if v := vmHWM(pid); v > sampledPeak.Load() {
+			sampledPeak.Store(v)
+		}
+		sampler.Reset(memSampleInterval)
+	})
+	samplerMu.Unlock()
+	stopSampling := func() {
+		samplerMu.Lock()
+		samplerStopped = true
+		sampler.Stop()
+		samplerMu.Unlock()
+	}
 
 	// Output readers.
 	var readers sync.WaitGroup
@@ -286,8 +308,7 @@ func (r *Runtime) Run(ctx context.Context, inv *runtime.Invocation) (runtime.Res
 	// Wait for the child to exit without reaping it, so that its pid (the
 	// group id) cannot be reused while we kill the rest of the group.
 	waitExitNoReap(pid)
-	close(stopSampling)
-	<-samplingDone // no /proc/<pid> read once pid may be reused
+	stopSampling() // no /proc/<pid> read once pid may be reused
 	killGroup(pid)
 	fired := stopKillAndWait()
 	waitErr := cmd.Wait()
@@ -327,7 +348,7 @@ func (r *Runtime) Run(ctx context.Context, inv *runtime.Invocation) (runtime.Res
 	if ru, ok := state.SysUsage().(*syscall.Rusage); ok && ru != nil {
 		// Our own peak only grows, so reading it now bounds the floor the
 		// child inherited at exec.
-		if maxRSS := ru.Maxrss * 1024; maxRSS > vmHWM(os.Getpid()) {
+		if maxRSS := ru.Maxrss * 1024; maxRSS > r.nodePeak() {
 			res.MemoryUsedBytes = maxRSS
 		}
 	}

@@ -38,6 +38,7 @@ import (
 
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"
+	"github.com/tetratelabs/wazero/experimental"
 	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
 	"github.com/tetratelabs/wazero/sys"
 
@@ -73,6 +74,8 @@ type Runtime struct {
 	cache wazero.CompilationCache
 	// compiles counts module compilations (compiled-module cache misses).
 	compiles atomic.Int64
+	// mem recycles instances' linear memories.
+	mem memPool
 
 	mu      sync.Mutex
 	closed  bool
@@ -219,7 +222,7 @@ func (r *Runtime) Run(ctx context.Context, inv *runtime.Invocation) (runtime.Res
 		cfg = cfg.WithEnv(k, inv.Env[k])
 	}
 
-	mod, err := e.rt.InstantiateModule(ctx, m.cm, cfg)
+	mod, err := e.rt.InstantiateModule(experimental.WithMemoryAllocator(ctx, &r.mem), m.cm, cfg)
 	if err != nil {
 		if ctx.Err() != nil {
 			return runtime.Result{}, fmt.Errorf("wasm: %s: %w", inv.ExecutionID, ctx.Err())
