@@ -3009,6 +3009,217 @@ func (x *RegisterTaskResponse) GetCreated() bool {
 	return false
 }
 
+// UpdateTaskLimitsRequest replaces a task's limits.
+type UpdateTaskLimitsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TaskId        string                 `protobuf:"bytes,1,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
+	Limits        *TaskLimits            `protobuf:"bytes,2,opt,name=limits,proto3" json:"limits,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateTaskLimitsRequest) Reset() {
+	*x = UpdateTaskLimitsRequest{}
+	mi := &file_spearlet_spearlet_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateTaskLimitsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateTaskLimitsRequest) ProtoMessage() {}
+
+func (x *UpdateTaskLimitsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_spearlet_spearlet_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateTaskLimitsRequest.ProtoReflect.Descriptor instead.
+func (*UpdateTaskLimitsRequest) Descriptor() ([]byte, []int) {
+	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *UpdateTaskLimitsRequest) GetTaskId() string {
+	if x != nil {
+		return x.TaskId
+	}
+	return ""
+}
+
+func (x *UpdateTaskLimitsRequest) GetLimits() *TaskLimits {
+	if x != nil {
+		return x.Limits
+	}
+	return nil
+}
+
+type UpdateTaskLimitsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Task          *TaskInfo              `protobuf:"bytes,1,opt,name=task,proto3" json:"task,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateTaskLimitsResponse) Reset() {
+	*x = UpdateTaskLimitsResponse{}
+	mi := &file_spearlet_spearlet_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateTaskLimitsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateTaskLimitsResponse) ProtoMessage() {}
+
+func (x *UpdateTaskLimitsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_spearlet_spearlet_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateTaskLimitsResponse.ProtoReflect.Descriptor instead.
+func (*UpdateTaskLimitsResponse) Descriptor() ([]byte, []int) {
+	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *UpdateTaskLimitsResponse) GetTask() *TaskInfo {
+	if x != nil {
+		return x.Task
+	}
+	return nil
+}
+
+// RequeueExecutionRequest runs a dead-lettered execution again, with a
+// fresh retry budget.
+type RequeueExecutionRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ExecutionId   string                 `protobuf:"bytes,1,opt,name=execution_id,json=executionId,proto3" json:"execution_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RequeueExecutionRequest) Reset() {
+	*x = RequeueExecutionRequest{}
+	mi := &file_spearlet_spearlet_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RequeueExecutionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RequeueExecutionRequest) ProtoMessage() {}
+
+func (x *RequeueExecutionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_spearlet_spearlet_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RequeueExecutionRequest.ProtoReflect.Descriptor instead.
+func (*RequeueExecutionRequest) Descriptor() ([]byte, []int) {
+	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *RequeueExecutionRequest) GetExecutionId() string {
+	if x != nil {
+		return x.ExecutionId
+	}
+	return ""
+}
+
+type RequeueExecutionResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Success       bool                   `protobuf:"varint,1,opt,name=success,proto3" json:"success,omitempty"`
+	Message       string                 `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
+	ExecutionId   string                 `protobuf:"bytes,3,opt,name=execution_id,json=executionId,proto3" json:"execution_id,omitempty"`
+	Status        ExecutionStatus        `protobuf:"varint,4,opt,name=status,proto3,enum=spearlet.ExecutionStatus" json:"status,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RequeueExecutionResponse) Reset() {
+	*x = RequeueExecutionResponse{}
+	mi := &file_spearlet_spearlet_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RequeueExecutionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RequeueExecutionResponse) ProtoMessage() {}
+
+func (x *RequeueExecutionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_spearlet_spearlet_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RequeueExecutionResponse.ProtoReflect.Descriptor instead.
+func (*RequeueExecutionResponse) Descriptor() ([]byte, []int) {
+	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *RequeueExecutionResponse) GetSuccess() bool {
+	if x != nil {
+		return x.Success
+	}
+	return false
+}
+
+func (x *RequeueExecutionResponse) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *RequeueExecutionResponse) GetExecutionId() string {
+	if x != nil {
+		return x.ExecutionId
+	}
+	return ""
+}
+
+func (x *RequeueExecutionResponse) GetStatus() ExecutionStatus {
+	if x != nil {
+		return x.Status
+	}
+	return ExecutionStatus_EXECUTION_STATUS_UNKNOWN
+}
+
 // UploadArtifactRequest carries an artifact's bytes to the node. For large
 // artifacts prefer the HTTP route PUT /api/v1/artifacts, which streams.
 type UploadArtifactRequest struct {
@@ -3024,7 +3235,7 @@ type UploadArtifactRequest struct {
 
 func (x *UploadArtifactRequest) Reset() {
 	*x = UploadArtifactRequest{}
-	mi := &file_spearlet_spearlet_proto_msgTypes[34]
+	mi := &file_spearlet_spearlet_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3036,7 +3247,7 @@ func (x *UploadArtifactRequest) String() string {
 func (*UploadArtifactRequest) ProtoMessage() {}
 
 func (x *UploadArtifactRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_spearlet_spearlet_proto_msgTypes[34]
+	mi := &file_spearlet_spearlet_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3049,7 +3260,7 @@ func (x *UploadArtifactRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadArtifactRequest.ProtoReflect.Descriptor instead.
 func (*UploadArtifactRequest) Descriptor() ([]byte, []int) {
-	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{34}
+	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *UploadArtifactRequest) GetName() string {
@@ -3086,7 +3297,7 @@ type UploadArtifactResponse struct {
 
 func (x *UploadArtifactResponse) Reset() {
 	*x = UploadArtifactResponse{}
-	mi := &file_spearlet_spearlet_proto_msgTypes[35]
+	mi := &file_spearlet_spearlet_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3098,7 +3309,7 @@ func (x *UploadArtifactResponse) String() string {
 func (*UploadArtifactResponse) ProtoMessage() {}
 
 func (x *UploadArtifactResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_spearlet_spearlet_proto_msgTypes[35]
+	mi := &file_spearlet_spearlet_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3111,7 +3322,7 @@ func (x *UploadArtifactResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadArtifactResponse.ProtoReflect.Descriptor instead.
 func (*UploadArtifactResponse) Descriptor() ([]byte, []int) {
-	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{35}
+	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *UploadArtifactResponse) GetLocation() string {
@@ -3436,7 +3647,19 @@ const file_spearlet_spearlet_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"X\n" +
 	"\x14RegisterTaskResponse\x12&\n" +
 	"\x04task\x18\x01 \x01(\v2\x12.spearlet.TaskInfoR\x04task\x12\x18\n" +
-	"\acreated\x18\x02 \x01(\bR\acreated\"a\n" +
+	"\acreated\x18\x02 \x01(\bR\acreated\"`\n" +
+	"\x17UpdateTaskLimitsRequest\x12\x17\n" +
+	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12,\n" +
+	"\x06limits\x18\x02 \x01(\v2\x14.spearlet.TaskLimitsR\x06limits\"B\n" +
+	"\x18UpdateTaskLimitsResponse\x12&\n" +
+	"\x04task\x18\x01 \x01(\v2\x12.spearlet.TaskInfoR\x04task\"<\n" +
+	"\x17RequeueExecutionRequest\x12!\n" +
+	"\fexecution_id\x18\x01 \x01(\tR\vexecutionId\"\xa4\x01\n" +
+	"\x18RequeueExecutionResponse\x12\x18\n" +
+	"\asuccess\x18\x01 \x01(\bR\asuccess\x12\x18\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage\x12!\n" +
+	"\fexecution_id\x18\x03 \x01(\tR\vexecutionId\x121\n" +
+	"\x06status\x18\x04 \x01(\x0e2\x19.spearlet.ExecutionStatusR\x06status\"a\n" +
 	"\x15UploadArtifactRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\acontent\x18\x02 \x01(\fR\acontent\x12\x1a\n" +
@@ -3462,7 +3685,7 @@ const file_spearlet_spearlet_proto_rawDesc = "" +
 	"\x1aEXECUTION_STATUS_COMPLETED\x10\x03\x12\x1b\n" +
 	"\x17EXECUTION_STATUS_FAILED\x10\x04\x12\x1e\n" +
 	"\x1aEXECUTION_STATUS_CANCELLED\x10\x05\x12\x1c\n" +
-	"\x18EXECUTION_STATUS_TIMEOUT\x10\x062\xc6\a\n" +
+	"\x18EXECUTION_STATUS_TIMEOUT\x10\x062\xfc\b\n" +
 	"\x0fFunctionService\x12S\n" +
 	"\x0eInvokeFunction\x12\x1f.spearlet.InvokeFunctionRequest\x1a .spearlet.InvokeFunctionResponse\x12_\n" +
 	"\x12GetExecutionStatus\x12#.spearlet.GetExecutionStatusRequest\x1a$.spearlet.GetExecutionStatusResponse\x12V\n" +
@@ -3475,7 +3698,9 @@ const file_spearlet_spearlet_proto_rawDesc = "" +
 	"\x0eListExecutions\x12\x1f.spearlet.ListExecutionsRequest\x1a .spearlet.ListExecutionsResponse\x12D\n" +
 	"\tGetHealth\x12\x1a.spearlet.GetHealthRequest\x1a\x1b.spearlet.GetHealthResponse\x12A\n" +
 	"\bGetStats\x12\x19.spearlet.GetStatsRequest\x1a\x1a.spearlet.GetStatsResponse\x12M\n" +
-	"\fRegisterTask\x12\x1d.spearlet.RegisterTaskRequest\x1a\x1e.spearlet.RegisterTaskResponse\x12S\n" +
+	"\fRegisterTask\x12\x1d.spearlet.RegisterTaskRequest\x1a\x1e.spearlet.RegisterTaskResponse\x12Y\n" +
+	"\x10UpdateTaskLimits\x12!.spearlet.UpdateTaskLimitsRequest\x1a\".spearlet.UpdateTaskLimitsResponse\x12Y\n" +
+	"\x10RequeueExecution\x12!.spearlet.RequeueExecutionRequest\x1a\".spearlet.RequeueExecutionResponse\x12S\n" +
 	"\x0eUploadArtifact\x12\x1f.spearlet.UploadArtifactRequest\x1a .spearlet.UploadArtifactResponseB1Z/github.com/spear-go/spear/api/spearlet;spearletb\x06proto3"
 
 var (
@@ -3491,7 +3716,7 @@ func file_spearlet_spearlet_proto_rawDescGZIP() []byte {
 }
 
 var file_spearlet_spearlet_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_spearlet_spearlet_proto_msgTypes = make([]protoimpl.MessageInfo, 48)
+var file_spearlet_spearlet_proto_msgTypes = make([]protoimpl.MessageInfo, 52)
 var file_spearlet_spearlet_proto_goTypes = []any{
 	(InvocationType)(0),                // 0: spearlet.InvocationType
 	(ExecutionMode)(0),                 // 1: spearlet.ExecutionMode
@@ -3530,56 +3755,60 @@ var file_spearlet_spearlet_proto_goTypes = []any{
 	(*ExecutionStats)(nil),             // 34: spearlet.ExecutionStats
 	(*RegisterTaskRequest)(nil),        // 35: spearlet.RegisterTaskRequest
 	(*RegisterTaskResponse)(nil),       // 36: spearlet.RegisterTaskResponse
-	(*UploadArtifactRequest)(nil),      // 37: spearlet.UploadArtifactRequest
-	(*UploadArtifactResponse)(nil),     // 38: spearlet.UploadArtifactResponse
-	nil,                                // 39: spearlet.ArtifactSpec.MetadataEntry
-	nil,                                // 40: spearlet.ExecutionContext.EnvironmentEntry
-	nil,                                // 41: spearlet.ExecutionContext.HeadersEntry
-	nil,                                // 42: spearlet.ExecutionResult.MetricsEntry
-	nil,                                // 43: spearlet.InvokeFunctionRequest.InvocationMetadataEntry
-	nil,                                // 44: spearlet.StreamExecutionResult.MetadataEntry
-	nil,                                // 45: spearlet.TaskInfo.MetadataEntry
-	nil,                                // 46: spearlet.ExecutionInfo.MetadataEntry
-	nil,                                // 47: spearlet.HealthDetails.SystemInfoEntry
-	nil,                                // 48: spearlet.TaskStats.TasksByTypeEntry
-	nil,                                // 49: spearlet.ExecutionStats.ExecutionsByFunctionEntry
-	nil,                                // 50: spearlet.RegisterTaskRequest.MetadataEntry
-	(*anypb.Any)(nil),                  // 51: google.protobuf.Any
-	(*timestamppb.Timestamp)(nil),      // 52: google.protobuf.Timestamp
+	(*UpdateTaskLimitsRequest)(nil),    // 37: spearlet.UpdateTaskLimitsRequest
+	(*UpdateTaskLimitsResponse)(nil),   // 38: spearlet.UpdateTaskLimitsResponse
+	(*RequeueExecutionRequest)(nil),    // 39: spearlet.RequeueExecutionRequest
+	(*RequeueExecutionResponse)(nil),   // 40: spearlet.RequeueExecutionResponse
+	(*UploadArtifactRequest)(nil),      // 41: spearlet.UploadArtifactRequest
+	(*UploadArtifactResponse)(nil),     // 42: spearlet.UploadArtifactResponse
+	nil,                                // 43: spearlet.ArtifactSpec.MetadataEntry
+	nil,                                // 44: spearlet.ExecutionContext.EnvironmentEntry
+	nil,                                // 45: spearlet.ExecutionContext.HeadersEntry
+	nil,                                // 46: spearlet.ExecutionResult.MetricsEntry
+	nil,                                // 47: spearlet.InvokeFunctionRequest.InvocationMetadataEntry
+	nil,                                // 48: spearlet.StreamExecutionResult.MetadataEntry
+	nil,                                // 49: spearlet.TaskInfo.MetadataEntry
+	nil,                                // 50: spearlet.ExecutionInfo.MetadataEntry
+	nil,                                // 51: spearlet.HealthDetails.SystemInfoEntry
+	nil,                                // 52: spearlet.TaskStats.TasksByTypeEntry
+	nil,                                // 53: spearlet.ExecutionStats.ExecutionsByFunctionEntry
+	nil,                                // 54: spearlet.RegisterTaskRequest.MetadataEntry
+	(*anypb.Any)(nil),                  // 55: google.protobuf.Any
+	(*timestamppb.Timestamp)(nil),      // 56: google.protobuf.Timestamp
 }
 var file_spearlet_spearlet_proto_depIdxs = []int32{
-	39, // 0: spearlet.ArtifactSpec.metadata:type_name -> spearlet.ArtifactSpec.MetadataEntry
-	51, // 1: spearlet.FunctionParameter.value:type_name -> google.protobuf.Any
-	40, // 2: spearlet.ExecutionContext.environment:type_name -> spearlet.ExecutionContext.EnvironmentEntry
-	41, // 3: spearlet.ExecutionContext.headers:type_name -> spearlet.ExecutionContext.HeadersEntry
+	43, // 0: spearlet.ArtifactSpec.metadata:type_name -> spearlet.ArtifactSpec.MetadataEntry
+	55, // 1: spearlet.FunctionParameter.value:type_name -> google.protobuf.Any
+	44, // 2: spearlet.ExecutionContext.environment:type_name -> spearlet.ExecutionContext.EnvironmentEntry
+	45, // 3: spearlet.ExecutionContext.headers:type_name -> spearlet.ExecutionContext.HeadersEntry
 	2,  // 4: spearlet.ExecutionResult.status:type_name -> spearlet.ExecutionStatus
-	51, // 5: spearlet.ExecutionResult.result:type_name -> google.protobuf.Any
-	42, // 6: spearlet.ExecutionResult.metrics:type_name -> spearlet.ExecutionResult.MetricsEntry
-	52, // 7: spearlet.ExecutionResult.started_at:type_name -> google.protobuf.Timestamp
-	52, // 8: spearlet.ExecutionResult.completed_at:type_name -> google.protobuf.Timestamp
+	55, // 5: spearlet.ExecutionResult.result:type_name -> google.protobuf.Any
+	46, // 6: spearlet.ExecutionResult.metrics:type_name -> spearlet.ExecutionResult.MetricsEntry
+	56, // 7: spearlet.ExecutionResult.started_at:type_name -> google.protobuf.Timestamp
+	56, // 8: spearlet.ExecutionResult.completed_at:type_name -> google.protobuf.Timestamp
 	7,  // 9: spearlet.ExecutionResult.attempt_history:type_name -> spearlet.AttemptInfo
 	8,  // 10: spearlet.ExecutionResult.callback:type_name -> spearlet.CallbackDelivery
 	2,  // 11: spearlet.AttemptInfo.status:type_name -> spearlet.ExecutionStatus
-	52, // 12: spearlet.AttemptInfo.started_at:type_name -> google.protobuf.Timestamp
-	52, // 13: spearlet.AttemptInfo.completed_at:type_name -> google.protobuf.Timestamp
-	52, // 14: spearlet.CallbackDelivery.delivered_at:type_name -> google.protobuf.Timestamp
+	56, // 12: spearlet.AttemptInfo.started_at:type_name -> google.protobuf.Timestamp
+	56, // 13: spearlet.AttemptInfo.completed_at:type_name -> google.protobuf.Timestamp
+	56, // 14: spearlet.CallbackDelivery.delivered_at:type_name -> google.protobuf.Timestamp
 	0,  // 15: spearlet.InvokeFunctionRequest.invocation_type:type_name -> spearlet.InvocationType
 	3,  // 16: spearlet.InvokeFunctionRequest.artifact_spec:type_name -> spearlet.ArtifactSpec
 	4,  // 17: spearlet.InvokeFunctionRequest.parameters:type_name -> spearlet.FunctionParameter
 	1,  // 18: spearlet.InvokeFunctionRequest.execution_mode:type_name -> spearlet.ExecutionMode
 	5,  // 19: spearlet.InvokeFunctionRequest.context:type_name -> spearlet.ExecutionContext
-	43, // 20: spearlet.InvokeFunctionRequest.invocation_metadata:type_name -> spearlet.InvokeFunctionRequest.InvocationMetadataEntry
+	47, // 20: spearlet.InvokeFunctionRequest.invocation_metadata:type_name -> spearlet.InvokeFunctionRequest.InvocationMetadataEntry
 	10, // 21: spearlet.InvokeFunctionRequest.limits:type_name -> spearlet.TaskLimits
 	6,  // 22: spearlet.InvokeFunctionResponse.result:type_name -> spearlet.ExecutionResult
 	6,  // 23: spearlet.GetExecutionStatusResponse.result:type_name -> spearlet.ExecutionResult
 	2,  // 24: spearlet.CancelExecutionResponse.final_status:type_name -> spearlet.ExecutionStatus
 	2,  // 25: spearlet.StreamExecutionResult.status:type_name -> spearlet.ExecutionStatus
-	51, // 26: spearlet.StreamExecutionResult.chunk_data:type_name -> google.protobuf.Any
-	44, // 27: spearlet.StreamExecutionResult.metadata:type_name -> spearlet.StreamExecutionResult.MetadataEntry
+	55, // 26: spearlet.StreamExecutionResult.chunk_data:type_name -> google.protobuf.Any
+	48, // 27: spearlet.StreamExecutionResult.metadata:type_name -> spearlet.StreamExecutionResult.MetadataEntry
 	19, // 28: spearlet.ListTasksResponse.tasks:type_name -> spearlet.TaskInfo
 	3,  // 29: spearlet.TaskInfo.artifact_spec:type_name -> spearlet.ArtifactSpec
 	2,  // 30: spearlet.TaskInfo.last_status:type_name -> spearlet.ExecutionStatus
-	45, // 31: spearlet.TaskInfo.metadata:type_name -> spearlet.TaskInfo.MetadataEntry
+	49, // 31: spearlet.TaskInfo.metadata:type_name -> spearlet.TaskInfo.MetadataEntry
 	10, // 32: spearlet.TaskInfo.limits:type_name -> spearlet.TaskLimits
 	19, // 33: spearlet.GetTaskResponse.task:type_name -> spearlet.TaskInfo
 	26, // 34: spearlet.GetTaskResponse.executions:type_name -> spearlet.ExecutionInfo
@@ -3587,51 +3816,58 @@ var file_spearlet_spearlet_proto_depIdxs = []int32{
 	26, // 36: spearlet.ListExecutionsResponse.executions:type_name -> spearlet.ExecutionInfo
 	1,  // 37: spearlet.ExecutionInfo.execution_mode:type_name -> spearlet.ExecutionMode
 	2,  // 38: spearlet.ExecutionInfo.status:type_name -> spearlet.ExecutionStatus
-	52, // 39: spearlet.ExecutionInfo.started_at:type_name -> google.protobuf.Timestamp
-	52, // 40: spearlet.ExecutionInfo.completed_at:type_name -> google.protobuf.Timestamp
-	46, // 41: spearlet.ExecutionInfo.metadata:type_name -> spearlet.ExecutionInfo.MetadataEntry
-	52, // 42: spearlet.ExecutionInfo.created_at:type_name -> google.protobuf.Timestamp
+	56, // 39: spearlet.ExecutionInfo.started_at:type_name -> google.protobuf.Timestamp
+	56, // 40: spearlet.ExecutionInfo.completed_at:type_name -> google.protobuf.Timestamp
+	50, // 41: spearlet.ExecutionInfo.metadata:type_name -> spearlet.ExecutionInfo.MetadataEntry
+	56, // 42: spearlet.ExecutionInfo.created_at:type_name -> google.protobuf.Timestamp
 	29, // 43: spearlet.GetHealthResponse.details:type_name -> spearlet.HealthDetails
-	47, // 44: spearlet.HealthDetails.system_info:type_name -> spearlet.HealthDetails.SystemInfoEntry
+	51, // 44: spearlet.HealthDetails.system_info:type_name -> spearlet.HealthDetails.SystemInfoEntry
 	32, // 45: spearlet.GetStatsResponse.service_stats:type_name -> spearlet.ServiceStats
 	33, // 46: spearlet.GetStatsResponse.task_stats:type_name -> spearlet.TaskStats
 	34, // 47: spearlet.GetStatsResponse.execution_stats:type_name -> spearlet.ExecutionStats
-	48, // 48: spearlet.TaskStats.tasks_by_type:type_name -> spearlet.TaskStats.TasksByTypeEntry
+	52, // 48: spearlet.TaskStats.tasks_by_type:type_name -> spearlet.TaskStats.TasksByTypeEntry
 	19, // 49: spearlet.TaskStats.most_active_tasks:type_name -> spearlet.TaskInfo
-	49, // 50: spearlet.ExecutionStats.executions_by_function:type_name -> spearlet.ExecutionStats.ExecutionsByFunctionEntry
+	53, // 50: spearlet.ExecutionStats.executions_by_function:type_name -> spearlet.ExecutionStats.ExecutionsByFunctionEntry
 	3,  // 51: spearlet.RegisterTaskRequest.artifact_spec:type_name -> spearlet.ArtifactSpec
-	50, // 52: spearlet.RegisterTaskRequest.metadata:type_name -> spearlet.RegisterTaskRequest.MetadataEntry
+	54, // 52: spearlet.RegisterTaskRequest.metadata:type_name -> spearlet.RegisterTaskRequest.MetadataEntry
 	10, // 53: spearlet.RegisterTaskRequest.limits:type_name -> spearlet.TaskLimits
 	19, // 54: spearlet.RegisterTaskResponse.task:type_name -> spearlet.TaskInfo
-	9,  // 55: spearlet.FunctionService.InvokeFunction:input_type -> spearlet.InvokeFunctionRequest
-	12, // 56: spearlet.FunctionService.GetExecutionStatus:input_type -> spearlet.GetExecutionStatusRequest
-	14, // 57: spearlet.FunctionService.CancelExecution:input_type -> spearlet.CancelExecutionRequest
-	9,  // 58: spearlet.FunctionService.StreamFunction:input_type -> spearlet.InvokeFunctionRequest
-	17, // 59: spearlet.FunctionService.ListTasks:input_type -> spearlet.ListTasksRequest
-	20, // 60: spearlet.FunctionService.GetTask:input_type -> spearlet.GetTaskRequest
-	22, // 61: spearlet.FunctionService.DeleteTask:input_type -> spearlet.DeleteTaskRequest
-	24, // 62: spearlet.FunctionService.ListExecutions:input_type -> spearlet.ListExecutionsRequest
-	27, // 63: spearlet.FunctionService.GetHealth:input_type -> spearlet.GetHealthRequest
-	30, // 64: spearlet.FunctionService.GetStats:input_type -> spearlet.GetStatsRequest
-	35, // 65: spearlet.FunctionService.RegisterTask:input_type -> spearlet.RegisterTaskRequest
-	37, // 66: spearlet.FunctionService.UploadArtifact:input_type -> spearlet.UploadArtifactRequest
-	11, // 67: spearlet.FunctionService.InvokeFunction:output_type -> spearlet.InvokeFunctionResponse
-	13, // 68: spearlet.FunctionService.GetExecutionStatus:output_type -> spearlet.GetExecutionStatusResponse
-	15, // 69: spearlet.FunctionService.CancelExecution:output_type -> spearlet.CancelExecutionResponse
-	16, // 70: spearlet.FunctionService.StreamFunction:output_type -> spearlet.StreamExecutionResult
-	18, // 71: spearlet.FunctionService.ListTasks:output_type -> spearlet.ListTasksResponse
-	21, // 72: spearlet.FunctionService.GetTask:output_type -> spearlet.GetTaskResponse
-	23, // 73: spearlet.FunctionService.DeleteTask:output_type -> spearlet.DeleteTaskResponse
-	25, // 74: spearlet.FunctionService.ListExecutions:output_type -> spearlet.ListExecutionsResponse
-	28, // 75: spearlet.FunctionService.GetHealth:output_type -> spearlet.GetHealthResponse
-	31, // 76: spearlet.FunctionService.GetStats:output_type -> spearlet.GetStatsResponse
-	36, // 77: spearlet.FunctionService.RegisterTask:output_type -> spearlet.RegisterTaskResponse
-	38, // 78: spearlet.FunctionService.UploadArtifact:output_type -> spearlet.UploadArtifactResponse
-	67, // [67:79] is the sub-list for method output_type
-	55, // [55:67] is the sub-list for method input_type
-	55, // [55:55] is the sub-list for extension type_name
-	55, // [55:55] is the sub-list for extension extendee
-	0,  // [0:55] is the sub-list for field type_name
+	10, // 55: spearlet.UpdateTaskLimitsRequest.limits:type_name -> spearlet.TaskLimits
+	19, // 56: spearlet.UpdateTaskLimitsResponse.task:type_name -> spearlet.TaskInfo
+	2,  // 57: spearlet.RequeueExecutionResponse.status:type_name -> spearlet.ExecutionStatus
+	9,  // 58: spearlet.FunctionService.InvokeFunction:input_type -> spearlet.InvokeFunctionRequest
+	12, // 59: spearlet.FunctionService.GetExecutionStatus:input_type -> spearlet.GetExecutionStatusRequest
+	14, // 60: spearlet.FunctionService.CancelExecution:input_type -> spearlet.CancelExecutionRequest
+	9,  // 61: spearlet.FunctionService.StreamFunction:input_type -> spearlet.InvokeFunctionRequest
+	17, // 62: spearlet.FunctionService.ListTasks:input_type -> spearlet.ListTasksRequest
+	20, // 63: spearlet.FunctionService.GetTask:input_type -> spearlet.GetTaskRequest
+	22, // 64: spearlet.FunctionService.DeleteTask:input_type -> spearlet.DeleteTaskRequest
+	24, // 65: spearlet.FunctionService.ListExecutions:input_type -> spearlet.ListExecutionsRequest
+	27, // 66: spearlet.FunctionService.GetHealth:input_type -> spearlet.GetHealthRequest
+	30, // 67: spearlet.FunctionService.GetStats:input_type -> spearlet.GetStatsRequest
+	35, // 68: spearlet.FunctionService.RegisterTask:input_type -> spearlet.RegisterTaskRequest
+	37, // 69: spearlet.FunctionService.UpdateTaskLimits:input_type -> spearlet.UpdateTaskLimitsRequest
+	39, // 70: spearlet.FunctionService.RequeueExecution:input_type -> spearlet.RequeueExecutionRequest
+	41, // 71: spearlet.FunctionService.UploadArtifact:input_type -> spearlet.UploadArtifactRequest
+	11, // 72: spearlet.FunctionService.InvokeFunction:output_type -> spearlet.InvokeFunctionResponse
+	13, // 73: spearlet.FunctionService.GetExecutionStatus:output_type -> spearlet.GetExecutionStatusResponse
+	15, // 74: spearlet.FunctionService.CancelExecution:output_type -> spearlet.CancelExecutionResponse
+	16, // 75: spearlet.FunctionService.StreamFunction:output_type -> spearlet.StreamExecutionResult
+	18, // 76: spearlet.FunctionService.ListTasks:output_type -> spearlet.ListTasksResponse
+	21, // 77: spearlet.FunctionService.GetTask:output_type -> spearlet.GetTaskResponse
+	23, // 78: spearlet.FunctionService.DeleteTask:output_type -> spearlet.DeleteTaskResponse
+	25, // 79: spearlet.FunctionService.ListExecutions:output_type -> spearlet.ListExecutionsResponse
+	28, // 80: spearlet.FunctionService.GetHealth:output_type -> spearlet.GetHealthResponse
+	31, // 81: spearlet.FunctionService.GetStats:output_type -> spearlet.GetStatsResponse
+	36, // 82: spearlet.FunctionService.RegisterTask:output_type -> spearlet.RegisterTaskResponse
+	38, // 83: spearlet.FunctionService.UpdateTaskLimits:output_type -> spearlet.UpdateTaskLimitsResponse
+	40, // 84: spearlet.FunctionService.RequeueExecution:output_type -> spearlet.RequeueExecutionResponse
+	42, // 85: spearlet.FunctionService.UploadArtifact:output_type -> spearlet.UploadArtifactResponse
+	72, // [72:86] is the sub-list for method output_type
+	58, // [58:72] is the sub-list for method input_type
+	58, // [58:58] is the sub-list for extension type_name
+	58, // [58:58] is the sub-list for extension extendee
+	0,  // [0:58] is the sub-list for field type_name
 }
 
 func init() { file_spearlet_spearlet_proto_init() }
@@ -3645,7 +3881,7 @@ func file_spearlet_spearlet_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_spearlet_spearlet_proto_rawDesc), len(file_spearlet_spearlet_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   48,
+			NumMessages:   52,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

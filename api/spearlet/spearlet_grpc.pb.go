@@ -37,6 +37,8 @@ const (
 	FunctionService_GetHealth_FullMethodName          = "/spearlet.FunctionService/GetHealth"
 	FunctionService_GetStats_FullMethodName           = "/spearlet.FunctionService/GetStats"
 	FunctionService_RegisterTask_FullMethodName       = "/spearlet.FunctionService/RegisterTask"
+	FunctionService_UpdateTaskLimits_FullMethodName   = "/spearlet.FunctionService/UpdateTaskLimits"
+	FunctionService_RequeueExecution_FullMethodName   = "/spearlet.FunctionService/RequeueExecution"
 	FunctionService_UploadArtifact_FullMethodName     = "/spearlet.FunctionService/UploadArtifact"
 )
 
@@ -56,6 +58,8 @@ type FunctionServiceClient interface {
 	GetStats(ctx context.Context, in *GetStatsRequest, opts ...grpc.CallOption) (*GetStatsResponse, error)
 	// Extensions.
 	RegisterTask(ctx context.Context, in *RegisterTaskRequest, opts ...grpc.CallOption) (*RegisterTaskResponse, error)
+	UpdateTaskLimits(ctx context.Context, in *UpdateTaskLimitsRequest, opts ...grpc.CallOption) (*UpdateTaskLimitsResponse, error)
+	RequeueExecution(ctx context.Context, in *RequeueExecutionRequest, opts ...grpc.CallOption) (*RequeueExecutionResponse, error)
 	UploadArtifact(ctx context.Context, in *UploadArtifactRequest, opts ...grpc.CallOption) (*UploadArtifactResponse, error)
 }
 
@@ -186,6 +190,26 @@ func (c *functionServiceClient) RegisterTask(ctx context.Context, in *RegisterTa
 	return out, nil
 }
 
+func (c *functionServiceClient) UpdateTaskLimits(ctx context.Context, in *UpdateTaskLimitsRequest, opts ...grpc.CallOption) (*UpdateTaskLimitsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(UpdateTaskLimitsResponse)
+	err := c.cc.Invoke(ctx, FunctionService_UpdateTaskLimits_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *functionServiceClient) RequeueExecution(ctx context.Context, in *RequeueExecutionRequest, opts ...grpc.CallOption) (*RequeueExecutionResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RequeueExecutionResponse)
+	err := c.cc.Invoke(ctx, FunctionService_RequeueExecution_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *functionServiceClient) UploadArtifact(ctx context.Context, in *UploadArtifactRequest, opts ...grpc.CallOption) (*UploadArtifactResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(UploadArtifactResponse)
@@ -212,6 +236,8 @@ type FunctionServiceServer interface {
 	GetStats(context.Context, *GetStatsRequest) (*GetStatsResponse, error)
 	// Extensions.
 	RegisterTask(context.Context, *RegisterTaskRequest) (*RegisterTaskResponse, error)
+	UpdateTaskLimits(context.Context, *UpdateTaskLimitsRequest) (*UpdateTaskLimitsResponse, error)
+	RequeueExecution(context.Context, *RequeueExecutionRequest) (*RequeueExecutionResponse, error)
 	UploadArtifact(context.Context, *UploadArtifactRequest) (*UploadArtifactResponse, error)
 }
 
@@ -254,6 +280,12 @@ func (UnimplementedFunctionServiceServer) GetStats(context.Context, *GetStatsReq
 }
 func (UnimplementedFunctionServiceServer) RegisterTask(context.Context, *RegisterTaskRequest) (*RegisterTaskResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method RegisterTask not implemented")
+}
+func (UnimplementedFunctionServiceServer) UpdateTaskLimits(context.Context, *UpdateTaskLimitsRequest) (*UpdateTaskLimitsResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method UpdateTaskLimits not implemented")
+}
+func (UnimplementedFunctionServiceServer) RequeueExecution(context.Context, *RequeueExecutionRequest) (*RequeueExecutionResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method RequeueExecution not implemented")
 }
 func (UnimplementedFunctionServiceServer) UploadArtifact(context.Context, *UploadArtifactRequest) (*UploadArtifactResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method UploadArtifact not implemented")
@@ -469,6 +501,42 @@ func _FunctionService_RegisterTask_Handler(srv interface{}, ctx context.Context,
 	return interceptor(ctx, in, info, handler)
 }
 
+func _FunctionService_UpdateTaskLimits_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UpdateTaskLimitsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(FunctionServiceServer).UpdateTaskLimits(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: FunctionService_UpdateTaskLimits_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(FunctionServiceServer).UpdateTaskLimits(ctx, req.(*UpdateTaskLimitsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _FunctionService_RequeueExecution_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RequeueExecutionRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(FunctionServiceServer).RequeueExecution(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: FunctionService_RequeueExecution_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(FunctionServiceServer).RequeueExecution(ctx, req.(*RequeueExecutionRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _FunctionService_UploadArtifact_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(UploadArtifactRequest)
 	if err := dec(in); err != nil {
@@ -533,6 +601,14 @@ var FunctionService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RegisterTask",
 			Handler:    _FunctionService_RegisterTask_Handler,
+		},
+		{
+			MethodName: "UpdateTaskLimits",
+			Handler:    _FunctionService_UpdateTaskLimits_Handler,
+		},
+		{
+			MethodName: "RequeueExecution",
+			Handler:    _FunctionService_RequeueExecution_Handler,
 		},
 		{
 			MethodName: "UploadArtifact",

@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -48,6 +49,8 @@ type fakeServer struct {
 	stats      func(context.Context, *spearlet.GetStatsRequest) (*spearlet.GetStatsResponse, error)
 	register   func(context.Context, *spearlet.RegisterTaskRequest) (*spearlet.RegisterTaskResponse, error)
 	upload     func(context.Context, *spearlet.UploadArtifactRequest) (*spearlet.UploadArtifactResponse, error)
+	limits     func(context.Context, *spearlet.UpdateTaskLimitsRequest) (*spearlet.UpdateTaskLimitsResponse, error)
+	requeue    func(context.Context, *spearlet.RequeueExecutionRequest) (*spearlet.RequeueExecutionResponse, error)
 }
 
 // rpcCall is one recorded request.
@@ -128,6 +131,14 @@ func (f *fakeServer) RegisterTask(ctx context.Context, r *spearlet.RegisterTaskR
 
 func (f *fakeServer) UploadArtifact(ctx context.Context, r *spearlet.UploadArtifactRequest) (*spearlet.UploadArtifactResponse, error) {
 	return handle(ctx, f, "UploadArtifact", r, f.upload)
+}
+
+func (f *fakeServer) UpdateTaskLimits(ctx context.Context, r *spearlet.UpdateTaskLimitsRequest) (*spearlet.UpdateTaskLimitsResponse, error) {
+	return handle(ctx, f, "UpdateTaskLimits", r, f.limits)
+}
+
+func (f *fakeServer) RequeueExecution(ctx context.Context, r *spearlet.RequeueExecutionRequest) (*spearlet.RequeueExecutionResponse, error) {
+	return handle(ctx, f, "RequeueExecution", r, f.requeue)
 }
 
 // startFake serves f on 127.0.0.1:0 and returns its address.
@@ -442,6 +453,47 @@ func TestInvoke(t *testing.T) {
 			},
 		},
 		{
+			name: "priority, idempotency key and callback url",
+			args: []string{"invoke", "t1", "-m", "async", "--priority", "7", "--idempotency-key", "order-42",
+				"--callback-url", "https://hooks.example.com/done?x=1"},
+			setup: func(f *fakeServer) {
+				f.invoke = func(context.Context, *spearlet.InvokeFunctionRequest) (*spearlet.InvokeFunctionResponse, error) {
+					return &spearlet.InvokeFunctionResponse{Success: true, ExecutionId: "exec-9",
+						Result: &spearlet.ExecutionResult{Status: stPending}}, nil
+				}
+			},
+			stdoutHas: []string{"exec-9", "pending"},
+			calls: []rpcCall{{"InvokeFunction", func() *spearlet.InvokeFunctionRequest {
+				r := invokeReq(modeAsync, nil)
+				r.Priority, r.IdempotencyKey, r.CallbackUrl = 7, "order-42", "https://hooks.example.com/done?x=1"
+				return r
+			}()}},
+		},
+		{
+			name:  "negative priority is allowed",
+			args:  []string{"invoke", "t1", "--priority", "-3"},
+			setup: func(f *fakeServer) { f.invoke = syncReply(stCompleted, "ok", "", "") },
+			calls: []rpcCall{{"InvokeFunction", func() *spearlet.InvokeFunctionRequest {
+				r := invokeReq(modeSync, nil)
+				r.Priority = -3
+				return r
+			}()}},
+		},
+		{
+			name:      "callback url without a scheme is a usage error",
+			args:      []string{"invoke", "t1", "--callback-url", "hooks.example.com/done"},
+			code:      2,
+			stderrHas: []string{"--callback-url", "http"},
+			callsSet:  true,
+		},
+		{
+			name:      "callback url with another scheme is a usage error",
+			args:      []string{"invoke", "t1", "--callback-url", "ftp://hooks.example.com/done"},
+			code:      2,
+			stderrHas: []string{"--callback-url"},
+			callsSet:  true,
+		},
+		{
 			name:      "bad mode is a usage error",
 			args:      []string{"invoke", "t1", "--mode", "later"},
 			code:      2,
@@ -628,7 +680,7 @@ func TestTask(t *testing.T) {
 	registerEcho := func(f *fakeServer) {
 		f.register = func(_ context.Context, r *spearlet.RegisterTaskRequest) (*spearlet.RegisterTaskResponse, error) {
 			return &spearlet.RegisterTaskResponse{Created: true, Task: &spearlet.TaskInfo{
-				TaskId: r.GetTaskName(), TaskName: r.GetTaskName(), ArtifactSpec: r.GetArtifactSpec(),
+				TaskId: r.GetTaskName(), TaskName: r.GetTaskName(), ArtifactSpec: r.GetArtifactSpec(), Limits: r.GetLimits(),
 				CreatedAt: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC).UnixMilli()}}, nil
 		}
 	}
@@ -705,6 +757,157 @@ func TestTask(t *testing.T) {
 				}
 			},
 			check: jsonHas(map[string]any{"created": false, "task.taskId": "fn"}),
+		},
+		{
+			name: "create with limits",
+			args: []string{"task", "create", "lim", "--location", "/bin/cat", "--max-concurrency", "4", "--max-queued", "10",
+				"--memory-limit", "64Mi", "--default-timeout", "30s", "--max-timeout", "5m"},
+			setup: registerEcho,
+			stdoutHas: []string{"registered task lim", "max concurrency:", "4", "max queued:", "10",
+				"memory limit:", "64.0 MiB (67108864 bytes)", "default timeout:", "30s", "max timeout:", "5m0s"},
+			calls: []rpcCall{{"RegisterTask", &spearlet.RegisterTaskRequest{
+				TaskName:     "lim",
+				ArtifactSpec: &spearlet.ArtifactSpec{ArtifactType: "process", Location: "/bin/cat"},
+				Limits: &spearlet.TaskLimits{MaxConcurrency: 4, MaxQueued: 10, MemoryLimitBytes: 64 << 20,
+					DefaultTimeoutMs: 30000, MaxTimeoutMs: 300000},
+			}}},
+		},
+		{
+			name:  "create with one limit sends only that one",
+			args:  []string{"task", "create", "lim", "--location", "/bin/cat", "--memory-limit", "500M"},
+			setup: registerEcho,
+			calls: []rpcCall{{"RegisterTask", &spearlet.RegisterTaskRequest{
+				TaskName:     "lim",
+				ArtifactSpec: &spearlet.ArtifactSpec{ArtifactType: "process", Location: "/bin/cat"},
+				Limits:       &spearlet.TaskLimits{MemoryLimitBytes: 500_000_000},
+			}}},
+		},
+		{
+			name:      "create with a bad memory limit",
+			args:      []string{"task", "create", "x", "--location", "/a", "--memory-limit", "64Mb/s"},
+			code:      2,
+			stderrHas: []string{"--memory-limit", "unknown unit"},
+			callsSet:  true,
+		},
+		{
+			name:      "create with a negative max concurrency",
+			args:      []string{"task", "create", "x", "--location", "/a", "--max-concurrency", "-1"},
+			code:      2,
+			stderrHas: []string{"--max-concurrency must not be negative"},
+			callsSet:  true,
+		},
+		{
+			name:      "create with a sub-millisecond timeout",
+			args:      []string{"task", "create", "x", "--location", "/a", "--default-timeout", "10us"},
+			code:      2,
+			stderrHas: []string{"--default-timeout", "at least 1ms"},
+			callsSet:  true,
+		},
+		{
+			name:      "create with a timeout without unit",
+			args:      []string{"task", "create", "x", "--location", "/a", "--max-timeout", "5000"},
+			code:      2,
+			stderrHas: []string{"max-timeout"},
+			callsSet:  true,
+		},
+		{
+			name: "get shows limits",
+			args: []string{"task", "get", "t1"},
+			setup: func(f *fakeServer) {
+				f.getTask = func(context.Context, *spearlet.GetTaskRequest) (*spearlet.GetTaskResponse, error) {
+					return &spearlet.GetTaskResponse{Found: true, Task: &spearlet.TaskInfo{TaskId: "t1",
+						Limits: &spearlet.TaskLimits{MaxConcurrency: 2, MemoryLimitBytes: 1 << 30, MaxTimeoutMs: 90000}}}, nil
+				}
+			},
+			stdoutHas: []string{"max concurrency:", "memory limit:", "1.0 GiB (1073741824 bytes)", "max timeout:", "1m30s"},
+			check: func(t *testing.T, _ *fakeServer, r runResult) {
+				// Unset limits are not shown by task get.
+				for _, s := range []string{"max queued", "default timeout"} {
+					if strings.Contains(r.stdout, s) {
+						t.Errorf("stdout shows unset %q:\n%s", s, r.stdout)
+					}
+				}
+			},
+			calls: []rpcCall{{"GetTask", &spearlet.GetTaskRequest{TaskId: "t1"}}},
+		},
+		{
+			name: "limits changes only the given flags",
+			args: []string{"task", "limits", "t1", "--max-concurrency", "8", "--default-timeout", "0"},
+			setup: func(f *fakeServer) {
+				taskWithLimits(f, &spearlet.TaskLimits{MaxConcurrency: 2, MaxQueued: 5, MemoryLimitBytes: 1 << 30,
+					DefaultTimeoutMs: 10000, MaxTimeoutMs: 60000})
+				echoLimits(f)
+			},
+			stdoutHas: []string{"updated limits of task t1", "max concurrency:", "8", "max queued:", "5",
+				"1.0 GiB", "default timeout:  unset", "1m0s"},
+			calls: []rpcCall{
+				{"GetTask", &spearlet.GetTaskRequest{TaskId: "t1"}},
+				{"UpdateTaskLimits", &spearlet.UpdateTaskLimitsRequest{TaskId: "t1", Limits: &spearlet.TaskLimits{
+					MaxConcurrency: 8, MaxQueued: 5, MemoryLimitBytes: 1 << 30, MaxTimeoutMs: 60000}}},
+			},
+		},
+		{
+			name: "limits of a task without limits",
+			args: []string{"task", "limits", "t1", "--memory-limit", "1.5Gi", "--max-queued", "3"},
+			setup: func(f *fakeServer) {
+				taskWithLimits(f, nil)
+				echoLimits(f)
+			},
+			stdoutHas: []string{"updated limits of task t1", "1.5 GiB"},
+			calls: []rpcCall{
+				{"GetTask", &spearlet.GetTaskRequest{TaskId: "t1"}},
+				{"UpdateTaskLimits", &spearlet.UpdateTaskLimitsRequest{TaskId: "t1", Limits: &spearlet.TaskLimits{
+					MaxQueued: 3, MemoryLimitBytes: 3 << 29}}},
+			},
+		},
+		{
+			name:      "limits without flags shows the current limits",
+			args:      []string{"task", "limits", "t1"},
+			setup:     func(f *fakeServer) { taskWithLimits(f, &spearlet.TaskLimits{MaxQueued: 5}) },
+			stdoutHas: []string{"task id:", "t1", "max queued:", "5", "max concurrency:  unset"},
+			calls:     []rpcCall{{"GetTask", &spearlet.GetTaskRequest{TaskId: "t1"}}},
+		},
+		{
+			name: "limits --json prints the update response",
+			args: []string{"--json", "task", "limits", "t1", "--max-concurrency", "3"},
+			setup: func(f *fakeServer) {
+				taskWithLimits(f, nil)
+				echoLimits(f)
+			},
+			check: jsonHas(map[string]any{"task.taskId": "t1", "task.limits.maxConcurrency": float64(3),
+				"task.limits.memoryLimitBytes": "0"}),
+		},
+		{
+			name: "limits of a missing task",
+			args: []string{"task", "limits", "nope", "--max-queued", "1"},
+			setup: func(f *fakeServer) {
+				f.getTask = func(context.Context, *spearlet.GetTaskRequest) (*spearlet.GetTaskResponse, error) {
+					return &spearlet.GetTaskResponse{Found: false}, nil
+				}
+			},
+			code:      1,
+			stderrHas: []string{"task nope not found"},
+			calls:     []rpcCall{{"GetTask", &spearlet.GetTaskRequest{TaskId: "nope"}}},
+		},
+		{
+			name: "limits rejected by the node",
+			args: []string{"task", "limits", "t1", "--default-timeout", "2m"},
+			setup: func(f *fakeServer) {
+				taskWithLimits(f, &spearlet.TaskLimits{MaxTimeoutMs: 60000})
+				f.limits = func(ctx context.Context, _ *spearlet.UpdateTaskLimitsRequest) (*spearlet.UpdateTaskLimitsResponse, error) {
+					_ = grpc.SetTrailer(ctx, metadata.Pairs("spear-error-code", "INVALID_LIMITS"))
+					return nil, status.Error(codes.InvalidArgument, "default_timeout_ms 120000 exceeds max_timeout_ms 60000")
+				}
+			},
+			code:      2,
+			stderrHas: []string{"InvalidArgument", "(error_code: INVALID_LIMITS)"},
+		},
+		{
+			name:      "limits with a bad flag makes no call",
+			args:      []string{"task", "limits", "t1", "--memory-limit", "lots"},
+			code:      2,
+			stderrHas: []string{"--memory-limit"},
+			callsSet:  true,
 		},
 		{
 			name:      "create --upload with a wrong --checksum uploads nothing",
@@ -841,6 +1044,20 @@ func TestTask(t *testing.T) {
 	})
 }
 
+// taskWithLimits makes GetTask answer task t1 with limits l.
+func taskWithLimits(f *fakeServer, l *spearlet.TaskLimits) {
+	f.getTask = func(_ context.Context, r *spearlet.GetTaskRequest) (*spearlet.GetTaskResponse, error) {
+		return &spearlet.GetTaskResponse{Found: true, Task: &spearlet.TaskInfo{TaskId: r.GetTaskId(), Limits: l}}, nil
+	}
+}
+
+// echoLimits makes UpdateTaskLimits answer with the limits it was sent.
+func echoLimits(f *fakeServer) {
+	f.limits = func(_ context.Context, r *spearlet.UpdateTaskLimitsRequest) (*spearlet.UpdateTaskLimitsResponse, error) {
+		return &spearlet.UpdateTaskLimitsResponse{Task: &spearlet.TaskInfo{TaskId: r.GetTaskId(), Limits: r.GetLimits()}}, nil
+	}
+}
+
 // statusSequence answers GetExecutionStatus with each result in turn,
 // repeating the last one.
 func statusSequence(results ...*spearlet.ExecutionResult) func(context.Context, *spearlet.GetExecutionStatusRequest) (*spearlet.GetExecutionStatusResponse, error) {
@@ -909,6 +1126,166 @@ func TestExec(t *testing.T) {
 			stdoutHas: []string{"EXECUTION ID", "exec-1", "exec-2", "failed", "sync", "stream", "boom", "EXIT_NONZERO"},
 			calls: []rpcCall{{"ListExecutions", &spearlet.ListExecutionsRequest{TaskId: "t1", Limit: 5,
 				StatusFilter: stFailed}}},
+		},
+		{
+			name: "list --dead-letter",
+			args: []string{"exec", "list", "--dead-letter", "--task", "t1"},
+			setup: func(f *fakeServer) {
+				f.listExecs = func(context.Context, *spearlet.ListExecutionsRequest) (*spearlet.ListExecutionsResponse, error) {
+					return &spearlet.ListExecutionsResponse{Executions: []*spearlet.ExecutionInfo{
+						{ExecutionId: "exec-d", TaskId: "t1", Status: stFailed, ExecutionMode: modeAsync,
+							ErrorCode: "RETRIES_EXHAUSTED", DeadLettered: true, Attempts: 3},
+					}}, nil
+				}
+			},
+			check: func(t *testing.T, _ *fakeServer, r runResult) {
+				lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
+				if len(lines) != 2 {
+					t.Fatalf("want header + 1 row:\n%s", r.stdout)
+				}
+				head, fields := strings.Fields(lines[0]), strings.Fields(lines[1])
+				// "EXECUTION ID" is two header words.
+				if i := slices.Index(head, "DEAD"); i < 1 || len(fields) <= i-1 || fields[i-1] != "yes" {
+					t.Errorf("DEAD column does not say yes:\n%s", r.stdout)
+				}
+			},
+			calls: []rpcCall{{"ListExecutions", &spearlet.ListExecutionsRequest{TaskId: "t1", DeadLetteredOnly: true}}},
+		},
+		{
+			name: "list marks only dead-lettered executions",
+			args: []string{"exec", "list"},
+			setup: func(f *fakeServer) {
+				f.listExecs = func(context.Context, *spearlet.ListExecutionsRequest) (*spearlet.ListExecutionsResponse, error) {
+					return &spearlet.ListExecutionsResponse{Executions: []*spearlet.ExecutionInfo{
+						{ExecutionId: "exec-ok", TaskId: "t1", Status: stCompleted, ExecutionMode: modeSync},
+					}}, nil
+				}
+			},
+			check: func(t *testing.T, _ *fakeServer, r runResult) {
+				if strings.Contains(r.stdout, "yes") {
+					t.Errorf("completed execution marked dead:\n%s", r.stdout)
+				}
+			},
+			calls: []rpcCall{{"ListExecutions", &spearlet.ListExecutionsRequest{}}},
+		},
+		{
+			name: "get shows attempt history, dead letter and callback",
+			args: []string{"exec", "get", "exec-1"},
+			setup: func(f *fakeServer) {
+				t0 := time.Unix(1700000000, 0)
+				f.status = func(context.Context, *spearlet.GetExecutionStatusRequest) (*spearlet.GetExecutionStatusResponse, error) {
+					r := execResult(stFailed, "", "RETRIES_EXHAUSTED", "exit status 1")
+					r.Attempts, r.DeadLettered = 2, true
+					r.AttemptHistory = []*spearlet.AttemptInfo{
+						{Attempt: 1, Status: stFailed, ErrorCode: "EXIT_NONZERO", ErrorMessage: "exit status 1", Node: "node-a",
+							StartedAt: timestamppb.New(t0), CompletedAt: timestamppb.New(t0.Add(1500*time.Millisecond + 123*time.Microsecond))},
+						{Attempt: 2, Status: stTimeout, ErrorCode: "EXECUTION_TIMEOUT", Node: "node-b",
+							StartedAt: timestamppb.New(t0.Add(3 * time.Second))},
+					}
+					r.Callback = &spearlet.CallbackDelivery{Url: "https://hooks.example.com/done", State: "delivered",
+						Attempts: 2, LastStatusCode: 200, DeliveredAt: timestamppb.New(t0.Add(5 * time.Second))}
+					return &spearlet.GetExecutionStatusResponse{Found: true, Result: r}, nil
+				}
+			},
+			stdoutHas: []string{"dead-lettered:", "spear exec requeue exec-1", "attempt history:", "STATUS",
+				"EXIT_NONZERO: exit status 1", "node-a", "1.5s ", "timeout", "EXECUTION_TIMEOUT", "node-b",
+				"callback:", "delivered (2 attempts, HTTP 200)", "https://hooks.example.com/done",
+				"callback delivered:", time.Unix(1700000005, 0).Local().Format(time.RFC3339)},
+		},
+		{
+			name: "get shows a failed callback",
+			args: []string{"exec", "get", "exec-1"},
+			setup: func(f *fakeServer) {
+				f.status = func(context.Context, *spearlet.GetExecutionStatusRequest) (*spearlet.GetExecutionStatusResponse, error) {
+					r := execResult(stCompleted, "ok", "", "")
+					r.Callback = &spearlet.CallbackDelivery{Url: "http://127.0.0.1:9/cb", State: "failed",
+						Attempts: 1, LastError: "connection refused"}
+					return &spearlet.GetExecutionStatusResponse{Found: true, Result: r}, nil
+				}
+			},
+			stdoutHas: []string{"callback:", "failed (1 attempt)", "callback error:", "connection refused"},
+			check: func(t *testing.T, _ *fakeServer, r runResult) {
+				for _, s := range []string{"attempt history", "dead-lettered", "callback delivered"} {
+					if strings.Contains(r.stdout, s) {
+						t.Errorf("stdout shows %q:\n%s", s, r.stdout)
+					}
+				}
+			},
+		},
+		{
+			name: "requeue",
+			args: []string{"exec", "requeue", "exec-1"},
+			setup: func(f *fakeServer) {
+				f.requeue = func(_ context.Context, r *spearlet.RequeueExecutionRequest) (*spearlet.RequeueExecutionResponse, error) {
+					return &spearlet.RequeueExecutionResponse{Success: true, ExecutionId: r.GetExecutionId(), Status: stPending}, nil
+				}
+			},
+			stdout: str("requeued execution exec-1: pending\n"),
+			calls:  []rpcCall{{"RequeueExecution", &spearlet.RequeueExecutionRequest{ExecutionId: "exec-1"}}},
+		},
+		{
+			name: "requeue under a new id",
+			args: []string{"exec", "requeue", "exec-1"},
+			setup: func(f *fakeServer) {
+				f.requeue = func(context.Context, *spearlet.RequeueExecutionRequest) (*spearlet.RequeueExecutionResponse, error) {
+					return &spearlet.RequeueExecutionResponse{Success: true, ExecutionId: "exec-2", Status: stPending, Message: "queued"}, nil
+				}
+			},
+			stdout: str("requeued execution exec-1 as exec-2: pending: queued\n"),
+		},
+		{
+			name: "requeue refused",
+			args: []string{"exec", "requeue", "exec-1"},
+			setup: func(f *fakeServer) {
+				f.requeue = func(context.Context, *spearlet.RequeueExecutionRequest) (*spearlet.RequeueExecutionResponse, error) {
+					return &spearlet.RequeueExecutionResponse{Success: false, ExecutionId: "exec-1", Status: stCompleted,
+						Message: "execution is not dead-lettered"}, nil
+				}
+			},
+			code:      1,
+			stdout:    str(""),
+			stderrHas: []string{"execution exec-1 not requeued: execution is not dead-lettered"},
+		},
+		{
+			name: "requeue refused, json",
+			args: []string{"--json", "exec", "requeue", "exec-1"},
+			setup: func(f *fakeServer) {
+				f.requeue = func(context.Context, *spearlet.RequeueExecutionRequest) (*spearlet.RequeueExecutionResponse, error) {
+					return &spearlet.RequeueExecutionResponse{Success: false, Status: stCompleted}, nil
+				}
+			},
+			code:  1,
+			check: jsonHas(map[string]any{"success": false, "status": "EXECUTION_STATUS_COMPLETED"}),
+		},
+		{
+			name: "requeue of an execution that is not dead-lettered",
+			args: []string{"exec", "requeue", "exec-1"},
+			setup: func(f *fakeServer) {
+				f.requeue = func(ctx context.Context, _ *spearlet.RequeueExecutionRequest) (*spearlet.RequeueExecutionResponse, error) {
+					_ = grpc.SetTrailer(ctx, metadata.Pairs("spear-error-code", "NOT_DEAD_LETTERED"))
+					return nil, status.Error(codes.FailedPrecondition, "execution is COMPLETED, not dead-lettered")
+				}
+			},
+			code:      2,
+			stderrHas: []string{"error: FailedPrecondition: execution is COMPLETED, not dead-lettered (error_code: NOT_DEAD_LETTERED)"},
+		},
+		{
+			name: "requeue rpc error",
+			args: []string{"exec", "requeue", "nope"},
+			setup: func(f *fakeServer) {
+				f.requeue = func(context.Context, *spearlet.RequeueExecutionRequest) (*spearlet.RequeueExecutionResponse, error) {
+					return nil, status.Error(codes.NotFound, `execution "nope" not found`)
+				}
+			},
+			code:      2,
+			stderrHas: []string{"error: NotFound:"},
+		},
+		{
+			name:      "requeue needs an id",
+			args:      []string{"exec", "requeue"},
+			code:      2,
+			stderrHas: []string{"accepts 1 arg"},
+			callsSet:  true,
 		},
 		{
 			name:      "list with a bad status",
@@ -1142,5 +1519,45 @@ func TestHelpers(t *testing.T) {
 	}
 	if got := fmt.Sprint(fmtBytes(1536)); got != "1.5 KiB" {
 		t.Errorf("fmtBytes = %q", got)
+	}
+}
+
+func TestParseByteSize(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want int64
+		err  string
+	}{
+		{in: "0", want: 0},
+		{in: "1048576", want: 1 << 20},
+		{in: "512B", want: 512},
+		{in: "500M", want: 500_000_000},
+		{in: "500MB", want: 500_000_000},
+		{in: "64Mi", want: 64 << 20},
+		{in: "64MiB", want: 64 << 20},
+		{in: "64mi", want: 64 << 20},
+		{in: "1Gi", want: 1 << 30},
+		{in: "1.5Gi", want: 3 << 29},
+		{in: "2K", want: 2000},
+		{in: "2Ki", want: 2048},
+		{in: "1Ti", want: 1 << 40},
+		{in: " 8 Mi ", want: 8 << 20},
+		{in: "", err: "want a number"},
+		{in: "Mi", err: "want a number"},
+		{in: "1.2.3M", err: "want a number"},
+		{in: "-1", err: "want a number"},
+		{in: "64Mb/s", err: "unknown unit"},
+		{in: "10X", err: "unknown unit"},
+		{in: "1.5", err: "whole number"},
+		{in: "0.1Ki", err: "whole number"},
+		{in: "9000000Ti", err: "too large"},
+	} {
+		got, err := parseByteSize(tc.in)
+		switch {
+		case tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)):
+			t.Errorf("parseByteSize(%q) = %d, %v; want error containing %q", tc.in, got, err, tc.err)
+		case tc.err == "" && (err != nil || got != tc.want):
+			t.Errorf("parseByteSize(%q) = %d, %v; want %d", tc.in, got, err, tc.want)
+		}
 	}
 }

@@ -17,10 +17,11 @@ const statusNames = "pending, running, completed, failed, cancelled or timeout"
 func (a *app) newExecCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "exec",
-		Short: "Inspect, list, cancel and wait for executions",
+		Short: "Inspect, list, cancel, wait for and requeue executions",
 		Args:  cobra.NoArgs,
 	}
-	cmd.AddCommand(a.newExecGetCmd(), a.newExecListCmd(), a.newExecCancelCmd(), a.newExecWaitCmd())
+	cmd.AddCommand(a.newExecGetCmd(), a.newExecListCmd(), a.newExecCancelCmd(), a.newExecWaitCmd(),
+		a.newExecRequeueCmd())
 	return cmd
 }
 
@@ -75,11 +76,17 @@ func (a *app) printExecution(id string, resp *spearlet.GetExecutionStatusRespons
 	if res.GetAttempts() > 0 {
 		kv.add("attempts", strconv.Itoa(int(res.GetAttempts())))
 	}
+	if res.GetDeadLettered() {
+		kv.add("dead-lettered", "yes (retries exhausted; run it again with: spear exec requeue "+id+")")
+	}
 	kv.add("started", fmtTimestamp(res.GetStartedAt()))
 	kv.add("completed", fmtTimestamp(res.GetCompletedAt()))
 	kv.add("duration", fmtMillis(res.GetExecutionTimeMs()))
 	kv.add("memory", fmtBytes(res.GetMemoryUsedBytes()))
 	kv.add("metrics", fmtMap(res.GetMetrics()))
+	if cb := res.GetCallback(); cb != nil {
+		addCallback(&kv, cb)
+	}
 	out, err := anyBytes(res.GetResult())
 	if err != nil {
 		return err
@@ -89,6 +96,11 @@ func (a *app) printExecution(id string, resp *spearlet.GetExecutionStatusRespons
 		kv.add("output", fmt.Sprintf("%d bytes (binary)", len(out)))
 	}
 	kv.print(a.stdout)
+	if h := res.GetAttemptHistory(); len(h) > 0 {
+		if err := a.printAttempts(h); err != nil {
+			return err
+		}
+	}
 	if len(out) > 0 && !binary {
 		fmt.Fprintln(a.stdout, "output:")
 		printIndented(a, string(out))
@@ -102,6 +114,68 @@ func (a *app) printExecution(id string, resp *spearlet.GetExecutionStatusRespons
 	return nil
 }
 
+// addCallback adds a completion callback's delivery to kv.
+func addCallback(kv *kvList, cb *spearlet.CallbackDelivery) {
+	state := cb.GetState()
+	if state == "" {
+		state = "unknown"
+	}
+	var details []string
+	if n := cb.GetAttempts(); n > 0 {
+		details = append(details, fmt.Sprintf("%d attempt%s", n, plural(n)))
+	}
+	if c := cb.GetLastStatusCode(); c != 0 {
+		details = append(details, fmt.Sprintf("HTTP %d", c))
+	}
+	if len(details) > 0 {
+		state += " (" + strings.Join(details, ", ") + ")"
+	}
+	kv.add("callback", state)
+	kv.add("callback url", cb.GetUrl())
+	kv.add("callback error", cb.GetLastError())
+	kv.add("callback delivered", fmtTimestamp(cb.GetDeliveredAt()))
+}
+
+// fmtDuration rounds d for display: to milliseconds from 1ms up, else to
+// microseconds.
+func fmtDuration(d time.Duration) string {
+	if d >= time.Millisecond || d <= -time.Millisecond {
+		return d.Round(time.Millisecond).String()
+	}
+	return d.Round(time.Microsecond).String()
+}
+
+func plural(n int32) string {
+	if n == 1 {
+		return ""
+	}
+	return "s"
+}
+
+// printAttempts prints an execution's attempt history as an indented
+// table.
+func (a *app) printAttempts(h []*spearlet.AttemptInfo) error {
+	fmt.Fprintln(a.stdout, "attempt history:")
+	tw := newTable(a.stdout)
+	row(tw, "  #", "STATUS", "STARTED", "DURATION", "NODE", "ERROR")
+	for _, at := range h {
+		dur := ""
+		if s, c := at.GetStartedAt(), at.GetCompletedAt(); fmtTimestamp(s) != "" && fmtTimestamp(c) != "" {
+			dur = fmtDuration(c.AsTime().Sub(s.AsTime()))
+		}
+		errText := at.GetErrorCode()
+		if m := at.GetErrorMessage(); m != "" {
+			if errText != "" {
+				errText += ": "
+			}
+			errText += truncate(m, 60)
+		}
+		row(tw, "  "+strconv.Itoa(int(at.GetAttempt())), statusName(at.GetStatus()), orDash(fmtTimestamp(at.GetStartedAt())),
+			orDash(dur), orDash(at.GetNode()), orDash(errText))
+	}
+	return tw.Flush()
+}
+
 func printIndented(a *app, s string) {
 	for _, line := range strings.Split(strings.TrimSuffix(s, "\n"), "\n") {
 		fmt.Fprintln(a.stdout, "  "+line)
@@ -111,7 +185,7 @@ func printIndented(a *app, s string) {
 type execListOpts struct {
 	task, status string
 	limit        int32
-	all          bool
+	all, dead    bool
 }
 
 func (a *app) newExecListCmd() *cobra.Command {
@@ -129,11 +203,12 @@ func (a *app) newExecListCmd() *cobra.Command {
 	f.StringVar(&o.status, "status", "", "only executions with this status: "+statusNames)
 	f.Int32Var(&o.limit, "limit", 0, "maximum executions per page (0: node default)")
 	f.BoolVar(&o.all, "all", false, "follow pagination and list every execution")
+	f.BoolVar(&o.dead, "dead-letter", false, "only dead-lettered executions (retries exhausted; see spear exec requeue)")
 	return cmd
 }
 
 func (a *app) execList(cmd *cobra.Command, o *execListOpts) error {
-	req := &spearlet.ListExecutionsRequest{TaskId: o.task, Limit: o.limit}
+	req := &spearlet.ListExecutionsRequest{TaskId: o.task, Limit: o.limit, DeadLetteredOnly: o.dead}
 	if o.status != "" {
 		s, ok := parseStatus(o.status)
 		if !ok {
@@ -182,7 +257,7 @@ func (a *app) execList(cmd *cobra.Command, o *execListOpts) error {
 // printExecutions prints an execution table.
 func (a *app) printExecutions(execs []*spearlet.ExecutionInfo) error {
 	tw := newTable(a.stdout)
-	row(tw, "EXECUTION ID", "TASK", "FUNCTION", "MODE", "STATUS", "CREATED", "DURATION", "ERROR")
+	row(tw, "EXECUTION ID", "TASK", "FUNCTION", "MODE", "STATUS", "DEAD", "CREATED", "DURATION", "ERROR")
 	for _, e := range execs {
 		created := fmtTimestamp(e.GetCreatedAt())
 		if created == "" {
@@ -192,8 +267,12 @@ func (a *app) printExecutions(execs []*spearlet.ExecutionInfo) error {
 		if errText == "" {
 			errText = truncate(e.GetErrorMessage(), 40)
 		}
+		dead := "-"
+		if e.GetDeadLettered() {
+			dead = "yes"
+		}
 		row(tw, e.GetExecutionId(), orDash(e.GetTaskId()), orDash(e.GetFunctionName()), modeName(e.GetExecutionMode()),
-			statusName(e.GetStatus()), orDash(created), orDash(fmtMillis(e.GetExecutionTimeMs())), orDash(errText))
+			statusName(e.GetStatus()), dead, orDash(created), orDash(fmtMillis(e.GetExecutionTimeMs())), orDash(errText))
 	}
 	return tw.Flush()
 }
@@ -236,6 +315,49 @@ func (a *app) newExecCancelCmd() *cobra.Command {
 	cmd.Flags().StringVar(&reason, "reason", "", "reason recorded with the cancellation")
 	cmd.Flags().BoolVar(&force, "force", false, "kill the function immediately instead of stopping it gracefully")
 	return cmd
+}
+
+func (a *app) newExecRequeueCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "requeue ID",
+		Short: "Run a dead-lettered execution again",
+		Long: `Queue a dead-lettered execution (one whose retries ran out) again, with a
+fresh retry budget, and print its new status. Follow it with
+"spear exec wait ID".
+
+Exits 0 when the node requeued it, 1 when the node answered that it did not,
+2 on a usage or RPC error (a node may refuse an execution that is not
+dead-lettered with FailedPrecondition, error_code NOT_DEAD_LETTERED).`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			resp, err := call(cmd.Context(), a.timeout, c.RequeueExecution,
+				&spearlet.RequeueExecutionRequest{ExecutionId: args[0]})
+			if err != nil {
+				return err
+			}
+			if a.json {
+				if err := a.printJSON(resp); err != nil {
+					return err
+				}
+			}
+			if !resp.GetSuccess() {
+				return failf("execution %s not requeued%s", args[0], suffix(resp.GetMessage()))
+			}
+			if a.json {
+				return nil
+			}
+			id := args[0]
+			if n := resp.GetExecutionId(); n != "" && n != id {
+				id += " as " + n
+			}
+			fmt.Fprintf(a.stdout, "requeued execution %s: %s%s\n", id, statusName(resp.GetStatus()), suffix(resp.GetMessage()))
+			return nil
+		},
+	}
 }
 
 func (a *app) newExecWaitCmd() *cobra.Command {

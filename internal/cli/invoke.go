@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"strings"
 	"time"
@@ -27,6 +28,9 @@ type invokeOpts struct {
 	env       []string
 	retries   int32
 	execID    string
+	priority  int32
+	idemKey   string
+	callback  string
 }
 
 func (a *app) newInvokeCmd() *cobra.Command {
@@ -46,6 +50,13 @@ Modes:
   async   return at once; print the execution id, status endpoint and
           completion estimate (follow it with "spear exec wait ID")
   stream  print output chunks as the function produces them
+
+--priority orders waiting work when the node's workers are saturated
+(higher first, 0 is normal, negative is below normal). --idempotency-key
+makes retries of the same invocation safe: within the node's idempotency
+window the same key for the same task returns the original execution
+instead of running the function again. --callback-url asks the node to POST
+the execution's final record (JSON) to an http(s) URL when it ends.
 
 The deadline of sync and stream calls is --timeout-ms plus a margin of 10s
 (without --timeout-ms: --timeout if given, else none; the node applies its
@@ -70,7 +81,10 @@ async exits 0 once the invocation is accepted.`,
 	f.Int64Var(&o.timeoutMs, "timeout-ms", 0, "execution timeout in milliseconds (0: node default)")
 	f.StringArrayVarP(&o.env, "env", "e", nil, "environment variable KEY=VALUE (repeatable)")
 	f.Int32Var(&o.retries, "retries", 0, "maximum retries (async executions)")
-	f.StringVar(&o.execID, "execution-id", "", "execution id to use (idempotency key)")
+	f.StringVar(&o.execID, "execution-id", "", "execution id to use")
+	f.Int32Var(&o.priority, "priority", 0, "scheduling priority: higher runs first when workers are saturated (0: normal)")
+	f.StringVar(&o.idemKey, "idempotency-key", "", "key that makes repeating this invocation return the original execution")
+	f.StringVar(&o.callback, "callback-url", "", "http(s) URL the node POSTs the final execution record to")
 	return cmd
 }
 
@@ -96,12 +110,20 @@ func (a *app) invoke(cmd *cobra.Command, taskID string, o *invokeOpts) error {
 	if err != nil {
 		return err
 	}
+	if o.callback != "" {
+		if err := checkCallbackURL(o.callback); err != nil {
+			return err
+		}
+	}
 	req := &spearlet.InvokeFunctionRequest{
 		InvocationType: spearlet.InvocationType_INVOCATION_TYPE_EXISTING_TASK,
 		TaskId:         taskID,
 		FunctionName:   o.function,
 		ExecutionMode:  mode,
 		Wait:           mode == spearlet.ExecutionMode_EXECUTION_MODE_SYNC,
+		Priority:       o.priority,
+		IdempotencyKey: o.idemKey,
+		CallbackUrl:    o.callback,
 		Context: &spearlet.ExecutionContext{
 			ExecutionId: o.execID,
 			Environment: env,
@@ -130,6 +152,18 @@ func (a *app) invoke(cmd *cobra.Command, taskID string, o *invokeOpts) error {
 	default:
 		return a.invokeSync(ctx, c, req, a.executionDeadline(cmd, o.timeoutMs))
 	}
+}
+
+// checkCallbackURL checks that --callback-url is an absolute http(s) URL.
+func checkCallbackURL(s string) error {
+	u, err := url.Parse(s)
+	if err != nil {
+		return usageErrorf("--callback-url %q: %v", s, err)
+	}
+	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return usageErrorf("--callback-url %q: want an absolute http:// or https:// URL", s)
+	}
+	return nil
 }
 
 // readInput resolves --input: "@FILE", "-" (stdin) or literal text.

@@ -20,13 +20,14 @@ func (a *app) newTaskCmd() *cobra.Command {
 		Short: "Register, list, inspect and delete tasks",
 		Args:  cobra.NoArgs,
 	}
-	cmd.AddCommand(a.newTaskCreateCmd(), a.newTaskListCmd(), a.newTaskGetCmd(), a.newTaskDeleteCmd())
+	cmd.AddCommand(a.newTaskCreateCmd(), a.newTaskListCmd(), a.newTaskGetCmd(), a.newTaskLimitsCmd(), a.newTaskDeleteCmd())
 	return cmd
 }
 
 type taskCreateOpts struct {
 	id, location, upload, typ, description, checksum, version string
 	meta                                                      []string
+	limits                                                    limitOpts
 }
 
 func (a *app) newTaskCreateCmd() *cobra.Command {
@@ -41,7 +42,11 @@ reference or uploaded artifact id); a relative path is made absolute.
 --upload reads a local file, uploads it to the node with its sha256 checksum
 and registers the task with the location the node returns.
 
---type defaults to "wasm" when the artifact ends in .wasm, else "process".`,
+--type defaults to "wasm" when the artifact ends in .wasm, else "process".
+
+The limit flags (--max-concurrency, --max-queued, --memory-limit,
+--default-timeout, --max-timeout) set the task's quotas; change them later
+with "spear task limits".`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return a.taskCreate(cmd, args[0], &o)
@@ -56,6 +61,7 @@ and registers the task with the location the node returns.
 	f.StringVar(&o.version, "version", "", "artifact version")
 	f.StringVar(&o.id, "id", "", "task id (default: derived by the node from NAME)")
 	f.StringArrayVar(&o.meta, "meta", nil, "task metadata KEY=VALUE (repeatable)")
+	o.limits.register(f)
 	cmd.MarkFlagsMutuallyExclusive("location", "upload")
 	cmd.MarkFlagsOneRequired("location", "upload")
 	return cmd
@@ -84,6 +90,14 @@ func (a *app) taskCreate(cmd *cobra.Command, name string, o *taskCreateOpts) err
 	}
 	if o.checksum != "" && !strings.HasPrefix(o.checksum, "sha256:") {
 		return usageErrorf("--checksum %q: want sha256:<hex>", o.checksum)
+	}
+	limits := &spearlet.TaskLimits{}
+	hasLimits, err := o.limits.apply(cmd.Flags(), limits)
+	if err != nil {
+		return err
+	}
+	if !hasLimits {
+		limits = nil
 	}
 
 	c, err := a.client()
@@ -139,6 +153,7 @@ func (a *app) taskCreate(cmd *cobra.Command, name string, o *taskCreateOpts) err
 		TaskDescription: o.description,
 		ArtifactSpec:    spec,
 		Metadata:        meta,
+		Limits:          limits,
 	})
 	if err != nil {
 		return err
@@ -186,6 +201,7 @@ func (a *app) printTask(t *spearlet.TaskInfo) {
 		kv.add("last status", statusName(t.GetLastStatus()))
 	}
 	kv.add("metadata", fmtMap(t.GetMetadata()))
+	addLimits(&kv, t.GetLimits(), false)
 	kv.print(a.stdout)
 }
 

@@ -4,6 +4,7 @@ package execution
 
 import (
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
 	"regexp"
@@ -82,6 +83,9 @@ const (
 	CodeOutputTooLarge   = "OUTPUT_TOO_LARGE"  // output exceeded the limit
 	CodeRuntimeError     = "RUNTIME_ERROR"     // the function could not be run
 	CodeNodeShutdown     = "NODE_SHUTDOWN"     // sync/stream work cut by shutdown
+	CodeQueueTimeout     = "QUEUE_TIMEOUT"     // waited too long to start
+	CodeRetriesExhausted = "RETRIES_EXHAUSTED" // every retry failed; dead-lettered
+	CodeMemoryLimit      = "MEMORY_LIMIT_EXCEEDED"
 )
 
 // Spec is what to run: everything needed to start (or restart, after a
@@ -100,6 +104,16 @@ type Spec struct {
 	CreatedAt   time.Time         `json:"created"`
 	// IDGiven says the caller chose ExecutionID (it may be a duplicate).
 	IDGiven bool `json:"id_given,omitempty"`
+	// CallbackURL receives the final record.
+	CallbackURL string `json:"callback,omitempty"`
+	// Requeues counts how often a dead-lettered execution was queued again;
+	// AttemptBase is the attempts made before the latest requeue (the retry
+	// budget starts again from there).
+	Requeues    int32 `json:"requeues,omitempty"`
+	AttemptBase int32 `json:"attempt_base,omitempty"`
+	// Idempotent says ExecutionID was derived from an idempotency key: an
+	// existing execution with that id is the answer, not an error.
+	Idempotent bool `json:"idempotent,omitempty"`
 }
 
 // LogLine is one line of standard error.
@@ -132,6 +146,35 @@ type Record struct {
 	ErrorMessage    string    `json:"err,omitempty"`
 	DurationMs      int64     `json:"dur_ms,omitempty"`
 	MemoryUsedBytes int64     `json:"mem,omitempty"`
+	// History has one entry per run, oldest first.
+	History []Attempt `json:"history,omitempty"`
+	// DeadLettered is set when retries ran out; Spec is then kept so the
+	// execution can be queued again.
+	DeadLettered bool  `json:"dead,omitempty"`
+	Spec         *Spec `json:"spec,omitempty"`
+	// Callback is the completion callback's delivery.
+	Callback *Callback `json:"callback,omitempty"`
+}
+
+// Attempt is one run of an execution.
+type Attempt struct {
+	N            int32     `json:"n"`
+	Status       Status    `json:"status"`
+	ErrorCode    string    `json:"err_code,omitempty"`
+	ErrorMessage string    `json:"err,omitempty"`
+	StartedAt    time.Time `json:"started,omitzero"`
+	CompletedAt  time.Time `json:"completed,omitzero"`
+	Node         string    `json:"node,omitempty"`
+}
+
+// Callback is the state of a completion callback.
+type Callback struct {
+	URL            string    `json:"url"`
+	State          string    `json:"state"`
+	Attempts       int32     `json:"attempts,omitempty"`
+	LastStatusCode int32     `json:"last_status,omitempty"`
+	LastError      string    `json:"last_error,omitempty"`
+	DeliveredAt    time.Time `json:"delivered_at,omitzero"`
 }
 
 // NewRecord returns the PENDING record of spec.
@@ -148,7 +191,22 @@ func NewRecord(spec *Spec) *Record {
 		Metadata:   spec.Metadata,
 		CreatedAt:  spec.CreatedAt,
 		ExitCode:   -1,
+		Callback:   newCallback(spec.CallbackURL),
 	}
+}
+
+func newCallback(url string) *Callback {
+	if url == "" {
+		return nil
+	}
+	return &Callback{URL: url, State: "pending"}
+}
+
+// IdempotentID derives the execution id of an idempotency key: the same key
+// for the same task is the same execution.
+func IdempotentID(taskID, key string) string {
+	sum := sha256.Sum256([]byte(taskID + "\x00" + key))
+	return "idem-" + hex.EncodeToString(sum[:16])
 }
 
 var idPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,128}$`)

@@ -3,7 +3,10 @@ package executor
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math/rand/v2"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/spear-go/spear/internal/errdefs"
@@ -14,36 +17,75 @@ import (
 // Submit durably accepts an async execution: once it returns nil the
 // execution is in the JetStream queue and will reach a terminal state, on
 // this node or another, even if this node dies. It returns the PENDING
-// record and an estimate of when the execution will be done.
-func (m *Manager) Submit(ctx context.Context, spec *execution.Spec) (*execution.Record, time.Duration, error) {
-	if _, err := m.registry.Get(ctx, spec.TaskID); err != nil {
-		return nil, 0, err
+// record and an estimate of when the execution will be done. With an
+// idempotency key, an execution that already exists is returned as it is
+// (existing true) and nothing new is queued.
+func (m *Manager) Submit(ctx context.Context, spec *execution.Spec) (rec *execution.Record, estimate time.Duration, existing bool, err error) {
+	t, err := m.registry.Get(ctx, spec.TaskID)
+	if err != nil {
+		return nil, 0, false, err
 	}
 	m.mu.Lock()
 	draining := m.draining
 	m.mu.Unlock()
 	if draining {
-		return nil, 0, errdefs.New(errdefs.ErrUnavailable, "NODE_SHUTTING_DOWN", "the node is shutting down")
+		return nil, 0, false, errdefs.New(errdefs.ErrUnavailable, "NODE_SHUTTING_DOWN", "the node is shutting down")
+	}
+	if spec.Idempotent {
+		if old, _, err := m.store.GetRecord(ctx, spec.ExecutionID); err == nil {
+			return old, m.estimate(ctx, spec.TaskID), true, nil
+		}
+	}
+	if err := m.admit(ctx, t.ID, t.Limits.MaxQueued); err != nil {
+		return nil, 0, false, err
 	}
 	// Estimate before enqueueing, so the execution does not count itself as
 	// work ahead of it.
-	estimate := m.estimate(ctx, spec.TaskID)
-	rec := execution.NewRecord(spec)
-	if spec.IDGiven {
-		// A caller-chosen id may exist already: create the record first,
-		// so a duplicate is refused before anything is queued.
+	estimate = m.estimate(ctx, spec.TaskID)
+	rec = execution.NewRecord(spec)
+	if spec.IDGiven || spec.Idempotent {
+		// The id may exist already: create the record first, so a
+		// duplicate is refused (or, with a key, answered) before anything
+		// is queued.
 		if _, err := m.store.CreateRecord(ctx, rec); err != nil {
-			return nil, 0, err
+			if spec.Idempotent && errors.Is(err, errdefs.ErrAlreadyExists) {
+				old, _, gerr := m.store.GetRecord(ctx, spec.ExecutionID)
+				return old, estimate, true, gerr
+			}
+			return nil, 0, false, err
 		}
 		if err := m.store.Enqueue(ctx, spec); err != nil {
 			m.failUnqueued(rec, err)
-			return nil, 0, err
+			return nil, 0, false, err
 		}
 	} else if err := m.store.Submit(ctx, spec, rec); err != nil {
 		m.failUnqueued(rec, err)
-		return nil, 0, err
+		return nil, 0, false, err
 	}
-	return rec, estimate, nil
+	return rec, estimate, false, nil
+}
+
+// admit refuses an async execution when its task's queue (max_queued) or
+// the node's (MaxQueued) is full, so nothing is accepted and then dropped.
+// Concurrent submissions may overshoot a bound by their number.
+func (m *Manager) admit(ctx context.Context, taskID string, taskMax int32) error {
+	if taskMax > 0 {
+		n, err := m.store.QueuedOfTask(ctx, taskID)
+		if err != nil {
+			return err
+		}
+		if n >= int64(taskMax) {
+			return queueFull(taskID, int64(taskMax))
+		}
+	}
+	if m.opts.MaxQueued > 0 {
+		m.queuedAhead(ctx) // refreshes the cached depth at most every 100 ms
+		if n := m.queueWaiting.Load(); n >= m.opts.MaxQueued {
+			return errdefs.New(errdefs.ErrResourceExhausted, "QUEUE_FULL",
+				"the node's queue holds %d executions (its limit); try again later", n)
+		}
+	}
+	return nil
 }
 
 // failUnqueued marks the record of an execution that could not be queued
@@ -90,17 +132,19 @@ func (m *Manager) queuedAhead(ctx context.Context) int64 {
 	return waiting + max(inFlight, int64(slotWaiters))
 }
 
-// dispatch takes async work from the durable queue while this node has free
-// slots, so queued work waits in JetStream, not in memory.
+// dispatch takes async work from the durable queue, one flow per priority
+// band, while this node has capacity, so queued work waits in JetStream,
+// not in memory. Every band keeps some work in hand, so the run slots see
+// the high priority work at once and the oldest low priority work too
+// (which a fixed share of slots goes to).
 func (m *Manager) dispatch(ctx context.Context) {
-	// Executions in hand at once: a worker's run is short next to the store
-	// round trips around it (read, claim, final record), so several per
-	// worker keep the workers busy; as many again are fetched ahead. The
-	// rest of the queue stays in JetStream.
-	limit := 4 * m.opts.Workers
+	// Executions in hand per band: a worker's run is short next to the
+	// store round trips around it (read, claim, final record), so several
+	// per worker keep the workers busy; as many again are fetched ahead.
+	limit := 2 * m.opts.Workers
 	backoff := 100 * time.Millisecond
 	for ctx.Err() == nil {
-		stream, err := m.store.Stream(limit)
+		streams, err := m.store.Streams(limit)
 		if err != nil {
 			m.log.Warn("consuming the queue", "err", err)
 			select {
@@ -112,36 +156,57 @@ func (m *Manager) dispatch(ctx context.Context) {
 			continue
 		}
 		backoff = 100 * time.Millisecond
-		err = m.pump(ctx, stream, limit)
-		stream.Stop()
-		if err != nil && ctx.Err() == nil {
-			m.log.Warn("consuming the queue", "err", err)
+		bctx, cancel := context.WithCancel(ctx)
+		var wg sync.WaitGroup
+		for _, st := range streams {
+			wg.Go(func() {
+				defer cancel() // one flow failing restarts them all
+				if err := m.pump(bctx, st, limit); err != nil && bctx.Err() == nil {
+					m.log.Warn("consuming the queue", "err", err)
+				}
+			})
+		}
+		wg.Wait()
+		cancel()
+		for _, st := range streams {
+			st.Stop()
+		}
+		m.mu.Lock()
+		draining := m.draining
+		m.mu.Unlock()
+		if draining {
+			return
 		}
 	}
 }
 
-// pump hands deliveries to workers while fewer than limit are in hand.
+// pump hands one band's deliveries to workers while fewer than limit of
+// that band are in hand.
 func (m *Manager) pump(ctx context.Context, stream *store.Stream, limit int) error {
+	var inHand atomic.Int32
 	for {
 		for {
 			m.mu.Lock()
-			inHand, draining := m.asyncInFlight, m.draining
+			draining := m.draining
 			m.mu.Unlock()
 			if draining {
 				return nil
 			}
-			if inHand < limit {
+			if int(inHand.Load()) < limit {
 				break
 			}
 			select {
 			case <-ctx.Done():
 				return nil
 			case <-m.slots.freed:
-			case <-time.After(time.Second):
+			case <-time.After(100 * time.Millisecond):
 			}
 		}
 		d, err := stream.Next(ctx)
 		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
 			return err
 		}
 		m.mu.Lock()
@@ -152,8 +217,12 @@ func (m *Manager) pump(ctx context.Context, stream *store.Stream, limit int) err
 		}
 		m.asyncInFlight++
 		m.mu.Unlock()
+		inHand.Add(1)
 		m.wg.Add(1)
-		go m.runDelivery(d)
+		go func() {
+			m.runDelivery(d)
+			inHand.Add(-1)
+		}()
 	}
 }
 
@@ -195,7 +264,7 @@ func (m *Manager) runDelivery(d *store.Delivery) {
 	if m.afterRead != nil {
 		m.afterRead()
 	}
-	_, art, err := m.registry.Artifact(ctx, spec.TaskID)
+	t, art, err := m.registry.Artifact(ctx, spec.TaskID)
 	var rtErr error
 	if err == nil {
 		_, rtErr = m.runtime(art.Type)
@@ -249,7 +318,7 @@ func (m *Manager) runDelivery(d *store.Delivery) {
 		m.forget(spec.ExecutionID)
 		return
 	}
-	if err := m.slots.acquire(runCtx, spec.Priority); err != nil {
+	if err := m.acquire(runCtx, spec, t); err != nil {
 		m.classify(l, runCtx, err)
 		if errors.Is(context.Cause(runCtx), errShutdown) {
 			m.requeue(l, d, 0)
@@ -259,8 +328,8 @@ func (m *Manager) runDelivery(d *store.Delivery) {
 		return
 	}
 	wait := m.opts.Now().Sub(spec.CreatedAt)
-	m.execute(runCtx, l, m.runtimes[art.Type], art, spec, nil)
-	m.slots.release()
+	m.execute(runCtx, l, m.runtimes[art.Type], art, spec, t.Limits, nil)
+	m.slots.release(t.ID)
 	if errors.Is(context.Cause(runCtx), errShutdown) {
 		m.requeue(l, d, 0)
 		return
@@ -268,11 +337,55 @@ func (m *Manager) runDelivery(d *store.Delivery) {
 	r := l.final()
 	// A run that failed on its own just as a cancel stopped it is not
 	// retried: the caller asked for it to end.
-	if retryable(r) && r.Attempts <= spec.MaxRetries && !l.cancelRequested() {
-		m.requeue(l, d, backoff(r.Attempts))
-		return
+	if retryable(r) && !l.cancelRequested() && spec.MaxRetries > 0 {
+		if r.Attempts-spec.AttemptBase <= spec.MaxRetries {
+			m.requeue(l, d, backoff(r.Attempts-spec.AttemptBase))
+			return
+		}
+		m.deadLetter(l, spec)
 	}
 	m.complete(l, d, wait)
+}
+
+// deadLetter marks an execution whose retries ran out: FAILED with
+// RETRIES_EXHAUSTED, listed as dead-lettered, its spec kept for requeueing.
+func (m *Manager) deadLetter(l *live, spec *execution.Spec) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	r := l.rec
+	r.ErrorMessage = fmt.Sprintf("%d attempts failed; the last: %s: %s", r.Attempts-spec.AttemptBase, r.ErrorCode, r.ErrorMessage)
+	r.Status, r.ErrorCode = execution.StatusFailed, execution.CodeRetriesExhausted
+	r.DeadLettered = true
+	r.Spec = spec
+}
+
+// Requeue queues a dead-lettered execution again, with a fresh retry
+// budget; its attempts so far stay in its history.
+func (m *Manager) Requeue(ctx context.Context, id string) (*execution.Record, error) {
+	if err := execution.ValidateID(id); err != nil {
+		return nil, err
+	}
+	rec, rev, err := m.store.GetRecord(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if !rec.DeadLettered || rec.Spec == nil {
+		return nil, errdefs.New(errdefs.ErrFailedPrecondition, "NOT_DEAD_LETTERED",
+			"execution %q is %s, not dead-lettered: only executions whose retries ran out can be requeued", id, rec.Status)
+	}
+	spec := *rec.Spec
+	spec.Requeues++
+	spec.AttemptBase = rec.Attempts
+	rec.Status, rec.ErrorCode, rec.ErrorMessage = execution.StatusPending, "", ""
+	rec.DeadLettered, rec.Spec, rec.CompletedAt = false, nil, time.Time{}
+	if _, err := m.store.UpdateRecord(ctx, rec, rev); err != nil {
+		return nil, err
+	}
+	if err := m.store.Enqueue(ctx, &spec); err != nil {
+		m.failUnqueued(rec, err)
+		return nil, err
+	}
+	return rec, nil
 }
 
 func retryable(r *execution.Record) bool {
@@ -323,7 +436,9 @@ func (m *Manager) complete(l *live, d *store.Delivery, wait time.Duration) {
 func (m *Manager) requeue(l *live, d *store.Delivery, delay time.Duration) {
 	ctx := context.WithoutCancel(m.baseCtx)
 	l.mu.Lock()
-	l.rec.Status = execution.StatusPending
+	// The attempt's outcome stays in the history.
+	l.rec.Status, l.rec.CompletedAt = execution.StatusPending, time.Time{}
+	l.rec.ErrorCode, l.rec.ErrorMessage = "", ""
 	rec := *l.rec
 	l.mu.Unlock()
 	if _, err := m.store.PutRecord(ctx, &rec); err != nil {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/spear-go/spear/internal/errdefs"
 	"github.com/spear-go/spear/internal/execution"
+	spearrt "github.com/spear-go/spear/internal/runtime"
 	"github.com/spear-go/spear/internal/store"
 )
 
@@ -92,7 +93,11 @@ func (m *Manager) cancelLocal(ctx context.Context, id, reason string, force bool
 	if r := l.snapshot(); r.Status.Terminal() {
 		return finished(r.Status), true
 	}
-	l.stop(cancelCause(reason), force)
+	cause := cancelCause(reason)
+	if !force { // gently first: the runtime signals the function and waits
+		cause = &spearrt.GracefulStop{Grace: m.opts.StopGrace, Reason: cause}
+	}
+	l.stop(cause, force)
 	select {
 	case <-l.done:
 	case <-ctx.Done():

@@ -166,6 +166,8 @@ func (h *hooks) Finished(r *execution.Record, _ spearrt.Type, _ time.Duration) {
 	h.finished[r.ID]++
 }
 
+func (h *hooks) CallbackDelivered(string) {}
+
 func (h *hooks) count(id string) int {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -294,7 +296,7 @@ func (h *harness) stored(id string) *execution.Record {
 func (h *harness) gone(id string) {
 	h.t.Helper()
 	eventually(h.t, id+" to leave the queue", func() bool {
-		q, err := h.st.IsQueued(context.Background(), id)
+		q, err := h.st.IsQueued(context.Background(), testTask, id)
 		return err == nil && !q
 	})
 }

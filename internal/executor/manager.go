@@ -16,6 +16,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/spear-go/spear/internal/callback"
 	"github.com/spear-go/spear/internal/errdefs"
 	"github.com/spear-go/spear/internal/execution"
 	"github.com/spear-go/spear/internal/registry"
@@ -35,6 +36,16 @@ type Options struct {
 	// MaxTimeout caps any timeout.
 	DefaultTimeout time.Duration
 	MaxTimeout     time.Duration
+	// QueueTTL bounds the time an execution may wait to start.
+	QueueTTL time.Duration
+	// StopGrace is how long a cancelled function (without force) may take
+	// to exit after a gentle signal.
+	StopGrace time.Duration
+	// MaxQueued bounds the async executions waiting in the queue, for all
+	// tasks (0: no bound); beyond it invocations get QUEUE_FULL.
+	MaxQueued int64
+	// CallbackBody renders a terminal record as a callback's body.
+	CallbackBody func(*execution.Record) []byte
 	// MaxOutputBytes cuts a function's output; the execution then fails
 	// with OUTPUT_TOO_LARGE.
 	MaxOutputBytes int64
@@ -51,6 +62,9 @@ type Options struct {
 type Hooks interface {
 	// Finished is called once per terminal execution.
 	Finished(r *execution.Record, runtime spearrt.Type, queueWait time.Duration)
+	// CallbackDelivered is called once per completion callback, with its
+	// final state (delivered or failed).
+	CallbackDelivered(state string)
 }
 
 // Errors the run context may end with, telling how the run was stopped.
@@ -59,6 +73,7 @@ var (
 	errCancelled      = errors.New("cancelled")
 	errOutputTooLarge = errors.New("output too large")
 	errShutdown       = errors.New("node shutting down")
+	errQueueTimeout   = errors.New("queue timeout")
 )
 
 // Manager runs executions.
@@ -71,6 +86,9 @@ type Manager struct {
 	slots    *slots
 	stats    *stats
 	persist  *persister
+
+	callbacks     *callback.Deliverer
+	callbackSlots chan struct{}
 
 	mu   sync.Mutex
 	live map[string]*live
@@ -136,6 +154,12 @@ func New(opts Options, st *store.Store, reg *registry.Registry, runtimes map[spe
 	if opts.MaxTimeout <= 0 {
 		opts.MaxTimeout = time.Hour
 	}
+	if opts.QueueTTL <= 0 {
+		opts.QueueTTL = time.Hour
+	}
+	if opts.StopGrace <= 0 {
+		opts.StopGrace = 5 * time.Second
+	}
 	if opts.MaxOutputBytes <= 0 {
 		opts.MaxOutputBytes = 32 << 20
 	}
@@ -153,6 +177,8 @@ func New(opts Options, st *store.Store, reg *registry.Registry, runtimes map[spe
 		slots: newSlots(opts.Workers), live: map[string]*live{}, started: opts.Now(), shared: opts.Shared,
 	}
 	m.stats = newStats(opts.Now)
+	m.callbacks = callback.New(callback.Options{})
+	m.callbackSlots = make(chan struct{}, maxCallbacks)
 	m.persist = newPersister(st, opts.Logger, m.forget)
 	m.baseCtx, m.baseCancel = context.WithCancelCause(context.Background())
 	return m

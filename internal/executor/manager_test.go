@@ -186,7 +186,7 @@ func TestSubmitAsync(t *testing.T) {
 	h := newHarness(t, Options{Workers: 2}, nil)
 	ctx := testCtx(t)
 	spec := newSpec("echo", execution.ModeAsync, "async hi")
-	rec, est, err := h.m.Submit(ctx, spec)
+	rec, est, _, err := h.m.Submit(ctx, spec)
 	if err != nil {
 		t.Fatalf("Submit: %v", err)
 	}
@@ -204,7 +204,7 @@ func TestSubmitAsync(t *testing.T) {
 
 	bad := newSpec("echo", execution.ModeAsync, "")
 	bad.TaskID = "missing"
-	if _, _, err := h.m.Submit(ctx, bad); !errors.Is(err, errdefs.ErrNotFound) {
+	if _, _, _, err := h.m.Submit(ctx, bad); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Fatalf("Submit of an unknown task: %v, want NotFound", err)
 	}
 }
@@ -227,7 +227,7 @@ func TestAsyncRetries(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			spec := newSpec(tc.fn, execution.ModeAsync, tc.input)
 			spec.MaxRetries = tc.maxRetries
-			if _, _, err := h.m.Submit(testCtx(t), spec); err != nil {
+			if _, _, _, err := h.m.Submit(testCtx(t), spec); err != nil {
 				t.Fatal(err)
 			}
 			r := h.wait(h.m, spec.ExecutionID)
@@ -260,7 +260,7 @@ func TestCancelQueued(t *testing.T) {
 	h.rt.waitStarted(t, blocker.ExecutionID)
 
 	spec := newSpec("echo", execution.ModeAsync, "")
-	if _, _, err := h.m.Submit(ctx, spec); err != nil {
+	if _, _, _, err := h.m.Submit(ctx, spec); err != nil {
 		t.Fatal(err)
 	}
 	out, err := h.m.Cancel(ctx, spec.ExecutionID, "not needed", false)
@@ -303,7 +303,7 @@ func TestCancelRunning(t *testing.T) {
 					}
 					ran <- r
 				}()
-			} else if _, _, err := h.m.Submit(ctx, spec); err != nil {
+			} else if _, _, _, err := h.m.Submit(ctx, spec); err != nil {
 				t.Fatal(err)
 			}
 			h.rt.waitStarted(t, spec.ExecutionID)
@@ -344,7 +344,7 @@ func TestCancelRacingFailure(t *testing.T) {
 	ctx := testCtx(t)
 	spec := newSpec("exit-on-cancel", execution.ModeAsync, "")
 	spec.MaxRetries = 2
-	if _, _, err := h.m.Submit(ctx, spec); err != nil {
+	if _, _, _, err := h.m.Submit(ctx, spec); err != nil {
 		t.Fatal(err)
 	}
 	h.rt.waitStarted(t, spec.ExecutionID)
@@ -406,7 +406,7 @@ func TestShutdownLeavesQueuedWork(t *testing.T) {
 	var queued []string
 	for i := range 3 {
 		spec := newSpec("echo", execution.ModeAsync, fmt.Sprint("q", i))
-		if _, _, err := h.m.Submit(ctx, spec); err != nil {
+		if _, _, _, err := h.m.Submit(ctx, spec); err != nil {
 			t.Fatal(err)
 		}
 		queued = append(queued, spec.ExecutionID)
@@ -420,11 +420,11 @@ func TestShutdownLeavesQueuedWork(t *testing.T) {
 	if r, _, err := h.st.GetRecord(ctx, blocker.ExecutionID); err != nil || r.ErrorCode != execution.CodeNodeShutdown {
 		t.Fatalf("stored record of the sync run = %+v, %v", r, err)
 	}
-	if _, _, err := h.m.Submit(ctx, newSpec("echo", execution.ModeAsync, "")); !errors.Is(err, errdefs.ErrUnavailable) {
+	if _, _, _, err := h.m.Submit(ctx, newSpec("echo", execution.ModeAsync, "")); !errors.Is(err, errdefs.ErrUnavailable) {
 		t.Fatalf("Submit after shutdown: %v, want Unavailable", err)
 	}
 	for _, id := range queued {
-		q, err := h.st.IsQueued(ctx, id)
+		q, err := h.st.IsQueued(ctx, testTask, id)
 		if err != nil || !q {
 			t.Fatalf("IsQueued(%s) after shutdown = %v, %v; want still queued", id, q, err)
 		}
@@ -451,7 +451,7 @@ func TestShutdownRequeuesRunningAsync(t *testing.T) {
 	h := newHarness(t, Options{Workers: 1}, nil)
 	ctx := testCtx(t)
 	spec := newSpec("sleep", execution.ModeAsync, "")
-	if _, _, err := h.m.Submit(ctx, spec); err != nil {
+	if _, _, _, err := h.m.Submit(ctx, spec); err != nil {
 		t.Fatal(err)
 	}
 	h.rt.waitStarted(t, spec.ExecutionID)
@@ -463,7 +463,7 @@ func TestShutdownRequeuesRunningAsync(t *testing.T) {
 	if err != nil || r.Status != execution.StatusPending {
 		t.Fatalf("record after shutdown = %+v, %v; want PENDING", r, err)
 	}
-	if q, err := h.st.IsQueued(ctx, spec.ExecutionID); err != nil || !q {
+	if q, err := h.st.IsQueued(ctx, testTask, spec.ExecutionID); err != nil || !q {
 		t.Fatalf("IsQueued after shutdown = %v, %v; want true", q, err)
 	}
 	// Another node takes it over; it sleeps again, so cancel it there.
@@ -511,7 +511,7 @@ func TestEstimate(t *testing.T) {
 	var ids []string
 	for i := range 3 {
 		spec := newSpec("advance", execution.ModeAsync, "")
-		if _, _, err := h.m.Submit(ctx, spec); err != nil {
+		if _, _, _, err := h.m.Submit(ctx, spec); err != nil {
 			t.Fatal(err)
 		}
 		ids = append(ids, spec.ExecutionID)

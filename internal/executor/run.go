@@ -5,11 +5,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/spear-go/spear/internal/errdefs"
 	"github.com/spear-go/spear/internal/execution"
 	spearrt "github.com/spear-go/spear/internal/runtime"
+	"github.com/spear-go/spear/internal/task"
 )
 
 // Chunk is one piece of a function's output, in order from Seq 0.
@@ -22,10 +24,12 @@ type Chunk struct {
 // function and returns the final record. onChunk, if set, receives output as
 // the function writes it, from the goroutine reading it. The caller's ctx
 // bounds the wait and the run: when it ends the execution is stopped. An
-// error means no execution was created (unknown task, bad input, node
-// shutting down); every outcome of the function itself is in the record.
+// error means no execution was created (unknown task, bad input, full
+// queue, node shutting down); every outcome of the function itself is in
+// the record. With an idempotency key, an execution that already exists
+// is the answer: Run waits for it and returns its record.
 func (m *Manager) Run(ctx context.Context, spec *execution.Spec, onChunk func(Chunk)) (*execution.Record, error) {
-	_, art, err := m.registry.Artifact(ctx, spec.TaskID)
+	t, art, err := m.registry.Artifact(ctx, spec.TaskID)
 	if err != nil {
 		return nil, err
 	}
@@ -33,8 +37,19 @@ func (m *Manager) Run(ctx context.Context, spec *execution.Spec, onChunk func(Ch
 	if err != nil {
 		return nil, err
 	}
+	if spec.Idempotent {
+		if rec, err := m.claimIdempotent(ctx, spec); rec != nil || err != nil {
+			return rec, err
+		}
+	}
+	if n := t.Limits.MaxQueued; n > 0 && m.slots.waitingOf(t.ID) >= int(n) {
+		return nil, queueFull(t.ID, int64(n))
+	}
 	l := &live{rec: execution.NewRecord(spec), done: make(chan struct{})}
 	if err := m.addSyncLive(l); err != nil {
+		if spec.Idempotent && errdefs.Code(err) == "EXECUTION_EXISTS" {
+			return m.Wait(ctx, spec.ExecutionID)
+		}
 		return nil, err
 	}
 	defer m.syncRuns.Done()
@@ -49,19 +64,54 @@ func (m *Manager) Run(ctx context.Context, spec *execution.Spec, onChunk func(Ch
 	stopOnShutdown := context.AfterFunc(m.baseCtx, func() { cancel(context.Cause(m.baseCtx)) })
 	defer stopOnShutdown()
 
-	if err := m.slots.acquire(runCtx, spec.Priority); err != nil {
+	if err := m.acquire(runCtx, spec, t); err != nil {
 		m.classify(l, runCtx, err)
 		m.finish(l, 0)
 		m.persist.add(ctx, l.final())
 		return l.final(), nil
 	}
 	wait := m.opts.Now().Sub(spec.CreatedAt)
-	m.execute(runCtx, l, rt, art, spec, onChunk)
-	m.slots.release()
+	m.execute(runCtx, l, rt, art, spec, t.Limits, onChunk)
+	m.slots.release(t.ID)
 	m.finish(l, wait)
 	rec := l.final()
 	m.persist.add(ctx, rec)
 	return rec, nil
+}
+
+// claimIdempotent makes a keyed sync execution exist exactly once: it
+// returns the existing execution's final record, or nil once this caller
+// owns the (new) execution.
+func (m *Manager) claimIdempotent(ctx context.Context, spec *execution.Spec) (*execution.Record, error) {
+	if _, err := m.store.CreateRecord(ctx, execution.NewRecord(spec)); err == nil {
+		return nil, nil
+	} else if !errors.Is(err, errdefs.ErrAlreadyExists) {
+		return nil, err
+	}
+	return m.Wait(ctx, spec.ExecutionID)
+}
+
+// acquire waits for a run slot, bounded by the queue TTL (and the caller's
+// context): a wait that runs out is QUEUE_TIMEOUT, not EXECUTION_TIMEOUT.
+func (m *Manager) acquire(ctx context.Context, spec *execution.Spec, t *task.Task) error {
+	ttl := m.opts.QueueTTL - m.opts.Now().Sub(spec.CreatedAt)
+	qctx, cancel := context.WithTimeoutCause(ctx, max(ttl, 0), fmt.Errorf("%w: waited longer than the queue TTL of %v", errQueueTimeout, m.opts.QueueTTL))
+	defer cancel()
+	err := m.slots.acquire(qctx, claim{
+		prio: spec.Priority, age: spec.CreatedAt.UnixNano(), task: t.ID, limit: int(t.Limits.MaxConcurrency),
+	})
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, errQueueTimeout) {
+		return fmt.Errorf("%w: the caller's deadline passed before a worker was free", errQueueTimeout)
+	}
+	return err
+}
+
+func queueFull(taskID string, n int64) error {
+	return errdefs.New(errdefs.ErrResourceExhausted, "QUEUE_FULL",
+		"task %q already has %d executions waiting (its max_queued); try again later", taskID, n)
 }
 
 func (m *Manager) runtime(t spearrt.Type) (spearrt.Runtime, error) {
@@ -94,19 +144,25 @@ func (l *live) final() *execution.Record {
 	return l.rec
 }
 
-// timeout is the run's deadline: the execution's own, or the default,
-// capped by the node's maximum.
-func (m *Manager) timeout(spec *execution.Spec) time.Duration {
+// timeout is the run's deadline: the execution's own, or the task's
+// default, or the node's; capped by the task's and the node's maximum.
+func (m *Manager) timeout(spec *execution.Spec, l task.Limits) time.Duration {
 	d := m.opts.DefaultTimeout
-	if spec.TimeoutMs > 0 {
+	switch {
+	case spec.TimeoutMs > 0:
 		d = time.Duration(spec.TimeoutMs) * time.Millisecond
+	case l.DefaultTimeoutMs > 0:
+		d = time.Duration(l.DefaultTimeoutMs) * time.Millisecond
+	}
+	if l.MaxTimeoutMs > 0 {
+		d = min(d, time.Duration(l.MaxTimeoutMs)*time.Millisecond)
 	}
 	return min(d, m.opts.MaxTimeout)
 }
 
 // execute runs the function once and fills l's record with the outcome.
-func (m *Manager) execute(ctx context.Context, l *live, rt spearrt.Runtime, art spearrt.Artifact, spec *execution.Spec, onChunk func(Chunk)) {
-	timeout := m.timeout(spec)
+func (m *Manager) execute(ctx context.Context, l *live, rt spearrt.Runtime, art spearrt.Artifact, spec *execution.Spec, limits task.Limits, onChunk func(Chunk)) {
+	timeout := m.timeout(spec, limits)
 	ctx, cancel := context.WithTimeoutCause(ctx, timeout, fmt.Errorf("%w of %v", errTimeout, timeout))
 	defer cancel()
 
@@ -134,13 +190,14 @@ func (m *Manager) execute(ctx context.Context, l *live, rt spearrt.Runtime, art 
 
 	env := spec.Env
 	inv := &spearrt.Invocation{
-		ExecutionID: spec.ExecutionID,
-		Artifact:    art,
-		Function:    spec.Function,
-		Input:       bytes.NewReader(spec.Input),
-		Env:         env,
-		Stdout:      out,
-		Stderr:      logs,
+		ExecutionID:      spec.ExecutionID,
+		Artifact:         art,
+		Function:         spec.Function,
+		Input:            bytes.NewReader(spec.Input),
+		Env:              env,
+		Stdout:           out,
+		Stderr:           logs,
+		MemoryLimitBytes: limits.MemoryLimitBytes,
 	}
 	res, err := rt.Run(ctx, inv)
 	end := m.opts.Now()
@@ -178,8 +235,31 @@ func (m *Manager) execute(ctx context.Context, l *live, rt spearrt.Runtime, art 
 		if t := tail(r.Logs, 1024); t != "" {
 			r.ErrorMessage += ": " + t
 		}
+		if limits.MemoryLimitBytes > 0 && (res.MemoryLimitHit || mentionsMemory(r.Logs)) {
+			r.ErrorCode = execution.CodeMemoryLimit
+			r.ErrorMessage = fmt.Sprintf("the function ran out of memory (limit %d bytes): %s", limits.MemoryLimitBytes, r.ErrorMessage)
+		}
 		l.mu.Unlock()
 	}
+	l.mu.Lock()
+	r.History = append(r.History, execution.Attempt{
+		N: r.Attempts, Status: r.Status, ErrorCode: r.ErrorCode, ErrorMessage: r.ErrorMessage,
+		StartedAt: r.StartedAt, CompletedAt: r.CompletedAt, Node: r.Node,
+	})
+	l.mu.Unlock()
+}
+
+// mentionsMemory reports whether the end of a failed function's standard
+// error says it could not get memory (how programs report a refused
+// allocation under a memory limit).
+func mentionsMemory(logs []execution.LogLine) bool {
+	t := strings.ToLower(tail(logs, 2048))
+	for _, s := range []string{"out of memory", "cannot allocate memory", "memoryerror", "bad_alloc", "memory limit"} {
+		if strings.Contains(t, s) {
+			return true
+		}
+	}
+	return false
 }
 
 // classify records why a run or a wait for a slot ended with err.
@@ -198,6 +278,8 @@ func (m *Manager) classify(l *live, ctx context.Context, err error) {
 	switch {
 	case errors.Is(cause, errOutputTooLarge):
 		set(execution.StatusFailed, execution.CodeOutputTooLarge, "output exceeded the limit: "+cause.Error())
+	case errors.Is(cause, errQueueTimeout):
+		set(execution.StatusTimeout, execution.CodeQueueTimeout, cause.Error())
 	case errors.Is(cause, errTimeout):
 		set(execution.StatusTimeout, execution.CodeExecutionTimeout, "the execution exceeded its "+cause.Error())
 	case errors.Is(cause, errCancelled):
@@ -228,6 +310,7 @@ func (m *Manager) finish(l *live, queueWait time.Duration) {
 	m.log.Debug("execution finished", "execution", r.ID, "task", r.TaskID, "mode", r.Mode.String(),
 		"status", r.Status.String(), "error_code", r.ErrorCode, "duration_ms", r.DurationMs)
 	close(l.done)
+	m.notify(r)
 }
 
 func (m *Manager) runtimeOf(taskID string) spearrt.Type {

@@ -1,69 +1,92 @@
 package executor
 
 import (
-	"container/heap"
 	"context"
 	"sync"
 )
 
-// slots is the worker pool: a fixed number of run slots and a priority queue
-// of waiters in front of it. Sync, stream and async work all take a slot
-// here, so they share the pool in one order: higher priority first, then
-// arrival. The waiting goroutine itself runs the work, so there is no
-// hand-off to a worker goroutine on the hot path.
+// oldestShare is the anti-starvation rule: every oldestShare-th slot goes
+// to the oldest waiting work, whatever its priority.
+const oldestShare = 8
+
+// slots is the worker pool: a fixed number of run slots and the waiters in
+// front of it. Sync, stream and async work all take a slot here, so they
+// share the pool in one order: higher priority first, then age; a fixed
+// share goes to the oldest waiter, so low priority work is never starved;
+// and a task never runs more executions at once than its max_concurrency.
+// The waiting goroutine itself runs the work, so there is no hand-off to a
+// worker goroutine on the hot path.
 type slots struct {
 	mu      sync.Mutex
 	free    int
 	size    int
 	seq     uint64
-	waiters waiterHeap
+	grants  uint64
+	waiters []*waiter
+	running map[string]int // by task
+	waiting map[string]int // by task
 	// freed is signalled (non-blocking) whenever a slot is released, to wake
 	// the async dispatcher.
 	freed chan struct{}
 }
 
+// claim is what a waiter asks for.
+type claim struct {
+	prio int32
+	// age orders waiters of equal priority, oldest (smallest) first: the
+	// execution's creation time in Unix nanoseconds.
+	age int64
+	// task and limit: at most limit executions of task run at once (0: no
+	// limit).
+	task  string
+	limit int
+}
+
 type waiter struct {
-	prio  int32
-	seq   uint64
-	ready chan struct{}
-	index int // in the heap; -1 once granted or removed
+	claim
+	seq     uint64
+	ready   chan struct{}
+	index   int
+	granted bool
 }
 
 func newSlots(n int) *slots {
-	return &slots{free: n, size: n, freed: make(chan struct{}, 1)}
+	return &slots{free: n, size: n, running: map[string]int{}, waiting: map[string]int{}, freed: make(chan struct{}, 1)}
 }
 
 // acquire blocks until a slot is granted or ctx ends.
-func (s *slots) acquire(ctx context.Context, prio int32) error {
+func (s *slots) acquire(ctx context.Context, c claim) error {
 	s.mu.Lock()
-	if s.free > 0 && len(s.waiters) == 0 {
-		s.free--
+	s.seq++
+	w := &waiter{claim: c, seq: s.seq, ready: make(chan struct{}), index: len(s.waiters)}
+	s.waiters = append(s.waiters, w)
+	s.waiting[c.task]++
+	s.dispatchLocked()
+	if w.granted {
 		s.mu.Unlock()
 		return nil
 	}
-	s.seq++
-	w := &waiter{prio: prio, seq: s.seq, ready: make(chan struct{})}
-	heap.Push(&s.waiters, w)
 	s.mu.Unlock()
 	select {
 	case <-w.ready:
 		return nil
 	case <-ctx.Done():
 		s.mu.Lock()
-		defer s.mu.Unlock()
-		if w.index < 0 { // granted while we were giving up: pass it on
-			s.releaseLocked()
+		if w.granted { // granted while we were giving up: pass it on
+			s.releaseLocked(c.task)
 		} else {
-			heap.Remove(&s.waiters, w.index)
+			s.removeLocked(w)
 		}
+		s.mu.Unlock()
+		s.kick()
 		return context.Cause(ctx)
 	}
 }
 
-// release returns a slot, granting it to the first waiter if any.
-func (s *slots) release() {
+// release returns a task's slot, granting it to the next eligible waiter.
+func (s *slots) release(task string) {
 	s.mu.Lock()
-	s.releaseLocked()
+	s.releaseLocked(task)
 	s.mu.Unlock()
 	s.kick()
 }
@@ -76,13 +99,72 @@ func (s *slots) kick() {
 	}
 }
 
-func (s *slots) releaseLocked() {
-	if len(s.waiters) > 0 {
-		w := heap.Pop(&s.waiters).(*waiter)
-		close(w.ready)
-		return
+func (s *slots) releaseLocked(task string) {
+	if s.running[task]--; s.running[task] <= 0 {
+		delete(s.running, task)
 	}
 	s.free++
+	s.dispatchLocked()
+}
+
+func (s *slots) removeLocked(w *waiter) {
+	last := len(s.waiters) - 1
+	s.waiters[w.index] = s.waiters[last]
+	s.waiters[w.index].index = w.index
+	s.waiters[last] = nil
+	s.waiters = s.waiters[:last]
+	if s.waiting[w.task]--; s.waiting[w.task] <= 0 {
+		delete(s.waiting, w.task)
+	}
+}
+
+// dispatchLocked grants free slots to eligible waiters.
+func (s *slots) dispatchLocked() {
+	for s.free > 0 {
+		w := s.pickLocked()
+		if w == nil {
+			return
+		}
+		s.removeLocked(w)
+		w.granted = true
+		s.free--
+		s.running[w.task]++
+		close(w.ready)
+	}
+}
+
+// pickLocked chooses the next waiter among those whose task is below its
+// concurrency limit: the highest priority (then oldest), except every
+// oldestShare-th grant, which goes to the oldest. Linear in the waiters,
+// which are bounded by the callers and the async work in hand.
+func (s *slots) pickLocked() *waiter {
+	var best, oldest *waiter
+	for _, w := range s.waiters {
+		if w.limit > 0 && s.running[w.task] >= w.limit {
+			continue
+		}
+		if oldest == nil || older(w, oldest) {
+			oldest = w
+		}
+		if best == nil || w.prio > best.prio || (w.prio == best.prio && older(w, best)) {
+			best = w
+		}
+	}
+	if best == nil {
+		return nil
+	}
+	s.grants++
+	if s.grants%oldestShare == 0 {
+		return oldest
+	}
+	return best
+}
+
+func older(a, b *waiter) bool {
+	if a.age != b.age {
+		return a.age < b.age
+	}
+	return a.seq < b.seq
 }
 
 // state returns the free slots and the number of waiters.
@@ -92,30 +174,9 @@ func (s *slots) state() (free, waiting int) {
 	return s.free, len(s.waiters)
 }
 
-type waiterHeap []*waiter
-
-func (h waiterHeap) Len() int { return len(h) }
-func (h waiterHeap) Less(i, j int) bool {
-	if h[i].prio != h[j].prio {
-		return h[i].prio > h[j].prio
-	}
-	return h[i].seq < h[j].seq
-}
-func (h waiterHeap) Swap(i, j int) {
-	h[i], h[j] = h[j], h[i]
-	h[i].index, h[j].index = i, j
-}
-func (h *waiterHeap) Push(x any) {
-	w := x.(*waiter)
-	w.index = len(*h)
-	*h = append(*h, w)
-}
-func (h *waiterHeap) Pop() any {
-	old := *h
-	n := len(old)
-	w := old[n-1]
-	old[n-1] = nil
-	w.index = -1
-	*h = old[:n-1]
-	return w
+// waitingOf counts the waiters of a task.
+func (s *slots) waitingOf(task string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.waiting[task]
 }

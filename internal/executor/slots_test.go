@@ -48,13 +48,13 @@ func TestSlotsPriorityOrder(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx := context.Background()
 			s := newSlots(1)
-			if err := s.acquire(ctx, 0); err != nil {
+			if err := s.acquire(ctx, claim{}); err != nil {
 				t.Fatal(err)
 			}
 			granted := make(chan int)
 			for i, p := range tc.waiters {
 				go func() {
-					if err := s.acquire(ctx, p); err != nil {
+					if err := s.acquire(ctx, claim{prio: p}); err != nil {
 						t.Errorf("acquire: %v", err)
 						return
 					}
@@ -64,14 +64,14 @@ func TestSlotsPriorityOrder(t *testing.T) {
 			}
 			var order []string
 			for range tc.waiters {
-				s.release() // hands the slot to the next waiter
+				s.release("") // hands the slot to the next waiter
 				i := recv(t, granted, "a grant")
 				order = append(order, string(rune('0'+i)))
 			}
 			if got := strings.Join(order, ","); got != tc.want {
 				t.Fatalf("grant order %s, want %s", got, tc.want)
 			}
-			s.release()
+			s.release("")
 			if free, waiting := s.state(); free != 1 || waiting != 0 {
 				t.Fatalf("state after all released = %d free, %d waiting", free, waiting)
 			}
@@ -81,18 +81,18 @@ func TestSlotsPriorityOrder(t *testing.T) {
 
 func TestSlotsWaiterGivesUp(t *testing.T) {
 	s := newSlots(1)
-	if err := s.acquire(context.Background(), 0); err != nil {
+	if err := s.acquire(context.Background(), claim{}); err != nil {
 		t.Fatal(err)
 	}
 	cause := errors.New("caller left")
 	ctx, cancel := context.WithCancelCause(context.Background())
 	gaveUp := make(chan error)
-	go func() { gaveUp <- s.acquire(ctx, 10) }()
+	go func() { gaveUp <- s.acquire(ctx, claim{prio: 10}) }()
 	waitWaiters(t, s, 1)
 
 	granted := make(chan struct{})
 	go func() {
-		if err := s.acquire(context.Background(), 0); err != nil {
+		if err := s.acquire(context.Background(), claim{}); err != nil {
 			t.Errorf("acquire: %v", err)
 		}
 		close(granted)
@@ -107,12 +107,12 @@ func TestSlotsWaiterGivesUp(t *testing.T) {
 		t.Fatalf("state after give-up = %d free, %d waiting; want 0, 1", free, waiting)
 	}
 	// The slot goes to the remaining waiter, not the one that left.
-	s.release()
+	s.release("")
 	recv(t, granted, "the remaining waiter")
 	if free, waiting := s.state(); free != 0 || waiting != 0 {
 		t.Fatalf("state after hand-over = %d free, %d waiting; want 0, 0", free, waiting)
 	}
-	s.release()
+	s.release("")
 	if free, _ := s.state(); free != 1 {
 		t.Fatalf("free = %d after the last release, want 1", free)
 	}
@@ -121,7 +121,7 @@ func TestSlotsWaiterGivesUp(t *testing.T) {
 func TestSlotsReleaseSignalsFreed(t *testing.T) {
 	s := newSlots(2)
 	for range 2 {
-		if err := s.acquire(context.Background(), 0); err != nil {
+		if err := s.acquire(context.Background(), claim{}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -130,8 +130,8 @@ func TestSlotsReleaseSignalsFreed(t *testing.T) {
 		t.Fatal("freed signalled before any release")
 	default:
 	}
-	s.release()
-	s.release() // the signal does not block when nobody listens
+	s.release("")
+	s.release("") // the signal does not block when nobody listens
 	recv(t, s.freed, "the freed signal")
 	if free, waiting := s.state(); free != 2 || waiting != 0 {
 		t.Fatalf("state = %d free, %d waiting; want 2, 0", free, waiting)
@@ -144,13 +144,84 @@ func TestSlotsCancelledWithFreeSlot(t *testing.T) {
 	s := newSlots(1)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if err := s.acquire(ctx, 0); err != nil {
+	if err := s.acquire(ctx, claim{}); err != nil {
 		t.Fatalf("acquire with a free slot: %v", err)
 	}
-	if err := s.acquire(ctx, 0); !errors.Is(err, context.Canceled) {
+	if err := s.acquire(ctx, claim{}); !errors.Is(err, context.Canceled) {
 		t.Fatalf("acquire with no free slot and an ended context: %v", err)
 	}
 	if free, waiting := s.state(); free != 0 || waiting != 0 {
 		t.Fatalf("state = %d free, %d waiting; want 0, 0", free, waiting)
 	}
+}
+
+// TestSlotsTaskConcurrency: a task at its max_concurrency waits while
+// other tasks' waiters get the free slots.
+func TestSlotsTaskConcurrency(t *testing.T) {
+	ctx := context.Background()
+	s := newSlots(3)
+	capped := claim{task: "capped", limit: 1}
+	if err := s.acquire(ctx, capped); err != nil {
+		t.Fatal(err)
+	}
+	second := make(chan struct{})
+	go func() {
+		if err := s.acquire(ctx, capped); err != nil {
+			t.Errorf("acquire: %v", err)
+		}
+		close(second)
+	}()
+	waitWaiters(t, s, 1)
+	// Two slots are free, yet the capped task's second execution waits;
+	// another task's goes ahead.
+	if err := s.acquire(ctx, claim{task: "other"}); err != nil {
+		t.Fatal(err)
+	}
+	if free, waiting := s.state(); free != 1 || waiting != 1 {
+		t.Fatalf("state = %d free, %d waiting; want 1, 1", free, waiting)
+	}
+	s.release("capped")
+	recv(t, second, "the capped task's second execution")
+}
+
+// TestSlotsOldestShare: under a steady stream of high priority work, every
+// oldestShare-th slot still goes to the oldest (low priority) waiter.
+func TestSlotsOldestShare(t *testing.T) {
+	ctx := context.Background()
+	s := newSlots(1)
+	if err := s.acquire(ctx, claim{}); err != nil {
+		t.Fatal(err)
+	}
+	low := make(chan struct{})
+	go func() {
+		if err := s.acquire(ctx, claim{prio: -5, age: 1}); err != nil {
+			t.Errorf("acquire: %v", err)
+		}
+		close(low)
+	}()
+	waitWaiters(t, s, 1)
+	granted := 0
+	for granted < 2*oldestShare {
+		// Keep a newer high priority waiter in line at every release.
+		high := make(chan struct{})
+		go func() {
+			if err := s.acquire(ctx, claim{prio: 10, age: int64(100 + granted)}); err != nil {
+				t.Errorf("acquire: %v", err)
+			}
+			close(high)
+		}()
+		waitWaiters(t, s, 2)
+		s.release("")
+		granted++
+		select {
+		case <-low:
+			// The low priority waiter got its share; drain the high one.
+			s.release("")
+			recv(t, high, "the high priority waiter")
+			s.release("")
+			return
+		case <-high:
+		}
+	}
+	t.Fatalf("the low priority waiter was starved through %d grants", granted)
 }

@@ -21,6 +21,7 @@ type Metrics struct {
 	duration   *prometheus.HistogramVec
 	queueWait  *prometheus.HistogramVec
 	coldStart  *prometheus.HistogramVec
+	callbacks  *prometheus.CounterVec
 }
 
 // Gauges are read when scraped.
@@ -56,7 +57,11 @@ func New(g Gauges) *Metrics {
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 14),
 		}, []string{"runtime"}),
 	}
-	reg.MustRegister(m.executions, m.duration, m.queueWait, m.coldStart,
+	m.callbacks = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "spear_callback_deliveries_total",
+		Help: "Completion callbacks by final state (delivered, failed).",
+	}, []string{"state"})
+	reg.MustRegister(m.executions, m.duration, m.queueWait, m.coldStart, m.callbacks,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "spear_running_executions", Help: "Executions running on this node."}, g.Running),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "spear_waiting_executions", Help: "Executions on this node waiting for a run slot."}, g.Waiting),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "spear_queued_executions", Help: "Async executions waiting in the durable queue."}, g.Queued),
@@ -84,3 +89,6 @@ func (m *Metrics) Finished(r *execution.Record, rt runtime.Type, queueWait time.
 func (m *Metrics) ColdStart(rt runtime.Type, d time.Duration) {
 	m.coldStart.WithLabelValues(string(rt)).Observe(d.Seconds())
 }
+
+// CallbackDelivered implements executor.Hooks.
+func (m *Metrics) CallbackDelivered(state string) { m.callbacks.WithLabelValues(state).Inc() }

@@ -42,6 +42,9 @@ type Config struct {
 
 	DefaultTimeout time.Duration
 	MaxTimeout     time.Duration
+	QueueTTL       time.Duration
+	StopGrace      time.Duration
+	MaxQueued      int64
 	Retention      time.Duration
 	AckWait        time.Duration
 	ShutdownGrace  time.Duration
@@ -121,7 +124,8 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	mgr = executor.New(executor.Options{
 		NodeID: cfg.NodeID, Workers: cfg.Workers, Shared: cfg.NATSURL != "" || cfg.NATSListen != "",
 		DefaultTimeout: cfg.DefaultTimeout, MaxTimeout: cfg.MaxTimeout, MaxOutputBytes: cfg.MaxOutputBytes,
-		Logger: log, Hooks: m,
+		QueueTTL: cfg.QueueTTL, StopGrace: cfg.StopGrace, MaxQueued: cfg.MaxQueued,
+		CallbackBody: server.StatusJSON, Logger: log, Hooks: m,
 	}, n.store, reg, n.runtimes)
 	n.mgr = mgr
 	if p, ok := n.runtimes[spearrt.TypeProcess].(*process.Runtime); ok {

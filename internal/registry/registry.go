@@ -34,6 +34,7 @@ type Registration struct {
 	Description string
 	Artifact    task.Artifact
 	Metadata    map[string]string
+	Limits      task.Limits
 }
 
 // Registry is the set of registered tasks.
@@ -89,6 +90,9 @@ func (r *Registry) Register(ctx context.Context, reg Registration) (*task.Task, 
 			return nil, false, errdefs.New(errdefs.ErrInvalidArgument, "INVALID_UTF8", "task name and description must be valid UTF-8")
 		}
 	}
+	if err := reg.Limits.Validate(); err != nil {
+		return nil, false, err
+	}
 	art, err := r.resolve(ctx, id, reg.Artifact)
 	if err != nil {
 		return nil, false, err
@@ -100,7 +104,7 @@ func (r *Registry) Register(ctx context.Context, reg Registration) (*task.Task, 
 	now := r.now()
 	t := &task.Task{
 		ID: id, Name: reg.Name, Description: reg.Description, Artifact: a,
-		Metadata: reg.Metadata, CreatedAt: now, UpdatedAt: now,
+		Metadata: reg.Metadata, Limits: reg.Limits, CreatedAt: now, UpdatedAt: now,
 	}
 	if err := r.store.CreateTask(ctx, t); err != nil {
 		if !errors.Is(err, errdefs.ErrAlreadyExists) {
@@ -149,6 +153,26 @@ func taskID(reg Registration) (string, error) {
 		base = "task"
 	}
 	return base + "-" + hex.EncodeToString(sum[:4]), nil
+}
+
+// UpdateLimits replaces a task's limits.
+func (r *Registry) UpdateLimits(ctx context.Context, id string, l task.Limits) (*task.Task, error) {
+	if err := l.Validate(); err != nil {
+		return nil, err
+	}
+	t, err := r.Lookup(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	u := *t
+	u.Limits, u.UpdatedAt = l, r.now()
+	if err := r.store.PutTask(ctx, &u); err != nil {
+		return nil, err
+	}
+	r.mu.Lock()
+	delete(r.cache, id) // resolved again, with the new limits, on next use
+	r.mu.Unlock()
+	return &u, nil
 }
 
 // Get returns task id.

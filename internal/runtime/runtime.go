@@ -10,7 +10,9 @@ package runtime
 
 import (
 	"context"
+	"errors"
 	"io"
+	"time"
 )
 
 // DefaultFunction is the function name that selects a module's or program's
@@ -69,6 +71,9 @@ type Result struct {
 	// MemoryUsedBytes is the peak memory the function used, measured, or 0
 	// when the runtime cannot measure it.
 	MemoryUsedBytes int64
+	// MemoryLimitHit says the function reached its memory ceiling (a
+	// refused allocation, an OOM kill), as far as the runtime can tell.
+	MemoryLimitHit bool
 }
 
 // Runtime runs functions.
@@ -94,4 +99,34 @@ type Validator interface {
 // Closer is implemented by runtimes holding resources (caches, clients).
 type Closer interface {
 	Close(ctx context.Context) error
+}
+
+// GracefulStop is a context cause asking a runtime to stop a function
+// gently: a runtime that can (process: SIGTERM to the group; docker: stop)
+// gives the function Grace to exit before killing it. Any other cause (a
+// deadline, a forced cancel) kills at once.
+type GracefulStop struct {
+	Grace time.Duration
+	// Reason is why the function is stopped; errors.Is sees through to it.
+	Reason error
+}
+
+func (g *GracefulStop) Error() string {
+	if g.Reason == nil {
+		return "stopped gracefully"
+	}
+	return g.Reason.Error()
+}
+
+func (g *GracefulStop) Unwrap() error { return g.Reason }
+
+// StopGrace reports how long a function whose context ended may take to
+// exit after a gentle signal: the Grace of a GracefulStop cause, or 0 to
+// kill at once.
+func StopGrace(ctx context.Context) time.Duration {
+	var g *GracefulStop
+	if ctx.Err() != nil && errors.As(context.Cause(ctx), &g) {
+		return g.Grace
+	}
+	return 0
 }

@@ -56,10 +56,43 @@ func resultOf(r *execution.Record, withOutput bool) *pb.ExecutionResult {
 			"exit_code": strconv.Itoa(int(r.ExitCode)),
 		},
 	}
+	res.DeadLettered = r.DeadLettered
+	for _, a := range r.History {
+		res.AttemptHistory = append(res.AttemptHistory, &pb.AttemptInfo{
+			Attempt: a.N, Status: pb.ExecutionStatus(a.Status), ErrorCode: a.ErrorCode, ErrorMessage: a.ErrorMessage,
+			StartedAt: ts(a.StartedAt), CompletedAt: ts(a.CompletedAt), Node: a.Node,
+		})
+	}
+	if c := r.Callback; c != nil {
+		res.Callback = &pb.CallbackDelivery{
+			Url: c.URL, State: c.State, Attempts: c.Attempts, LastStatusCode: c.LastStatusCode,
+			LastError: c.LastError, DeliveredAt: ts(c.DeliveredAt),
+		}
+	}
 	if withOutput && (r.Status.Terminal() || len(r.Output) > 0) {
 		res.Result = bytesAny(r.Output)
 	}
 	return res
+}
+
+func limitsOf(l *pb.TaskLimits) task.Limits {
+	if l == nil {
+		return task.Limits{}
+	}
+	return task.Limits{
+		MaxConcurrency: l.MaxConcurrency, MaxQueued: l.MaxQueued, MemoryLimitBytes: l.MemoryLimitBytes,
+		DefaultTimeoutMs: l.DefaultTimeoutMs, MaxTimeoutMs: l.MaxTimeoutMs,
+	}
+}
+
+func limitsPB(l task.Limits) *pb.TaskLimits {
+	if l == (task.Limits{}) {
+		return nil
+	}
+	return &pb.TaskLimits{
+		MaxConcurrency: l.MaxConcurrency, MaxQueued: l.MaxQueued, MemoryLimitBytes: l.MemoryLimitBytes,
+		DefaultTimeoutMs: l.DefaultTimeoutMs, MaxTimeoutMs: l.MaxTimeoutMs,
+	}
 }
 
 func infoOf(r *execution.Record) *pb.ExecutionInfo {
@@ -78,6 +111,8 @@ func infoOf(r *execution.Record) *pb.ExecutionInfo {
 		ErrorCode:       r.ErrorCode,
 		CreatedAt:       ts(r.CreatedAt),
 		Attempts:        r.Attempts,
+		DeadLettered:    r.DeadLettered,
+		Priority:        r.Priority,
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 
 	pb "github.com/spear-go/spear/api/spearlet"
 	"github.com/spear-go/spear/internal/errdefs"
+	"github.com/spear-go/spear/internal/execution"
 )
 
 // routes registers the plain HTTP routes on mux.
@@ -79,6 +80,19 @@ func snake(s string) string {
 		b.WriteRune(r)
 	}
 	return b.String()
+}
+
+// StatusJSON is an execution's final record as completion callbacks carry
+// it: the JSON form of GetExecutionStatusResponse, result and logs
+// included, as the status endpoint answers.
+func StatusJSON(r *execution.Record) []byte {
+	b, err := jsonOpts.Marshal(&pb.GetExecutionStatusResponse{
+		Found: true, Result: resultOf(r, true), Logs: logLines(r), Message: strings.ToLower(r.Status.String()),
+	})
+	if err != nil {
+		return []byte("{}")
+	}
+	return b
 }
 
 // handleStatus answers GET /api/v1/executions/{id}/status with the JSON

@@ -15,6 +15,7 @@ import (
 	"unicode/utf8"
 
 	pb "github.com/spear-go/spear/api/spearlet"
+	"github.com/spear-go/spear/internal/callback"
 	"github.com/spear-go/spear/internal/errdefs"
 	"github.com/spear-go/spear/internal/execution"
 	"github.com/spear-go/spear/internal/executor"
@@ -94,17 +95,21 @@ func (s *Service) InvokeFunction(ctx context.Context, req *pb.InvokeFunctionRequ
 		return nil, err
 	}
 	if spec.Mode == execution.ModeAsync {
-		rec, est, err := s.mgr.Submit(ctx, spec)
+		rec, est, existing, err := s.mgr.Submit(ctx, spec)
 		if err != nil {
 			return nil, err
 		}
+		msg := "accepted"
+		if existing {
+			msg = "an execution with this idempotency key exists: " + strings.ToLower(rec.Status.String())
+		}
 		resp := &pb.InvokeFunctionResponse{
 			Success:               true,
-			Message:               "accepted",
+			Message:               msg,
 			ExecutionId:           rec.ID,
 			TaskId:                rec.TaskID,
 			InstanceId:            s.nodeID,
-			Result:                resultOf(rec, false),
+			Result:                resultOf(rec, existing),
 			StatusEndpoint:        fmt.Sprintf(StatusPath, rec.ID),
 			EstimatedCompletionMs: max(1, est.Milliseconds()),
 		}
@@ -173,12 +178,28 @@ func (s *Service) prepare(ctx context.Context, req *pb.InvokeFunctionRequest, mo
 	if s.maxInput > 0 && len(in) > s.maxInput {
 		return nil, errdefs.New(errdefs.ErrResourceExhausted, "INPUT_TOO_LARGE", "input of %d bytes exceeds the limit of %d bytes", len(in), s.maxInput)
 	}
+	if req.CallbackUrl != "" {
+		if err := callback.ValidateURL(req.CallbackUrl); err != nil {
+			return nil, err
+		}
+	}
 	now := s.now()
 	id := c.ExecutionId
-	if id == "" {
+	switch {
+	case req.IdempotencyKey != "" && id != "":
+		return nil, errdefs.New(errdefs.ErrInvalidArgument, "CONFLICTING_IDS",
+			"give either context.execution_id or idempotency_key, not both")
+	case req.IdempotencyKey != "":
+		if len(req.IdempotencyKey) > 256 || !utf8.ValidString(req.IdempotencyKey) {
+			return nil, errdefs.New(errdefs.ErrInvalidArgument, "INVALID_IDEMPOTENCY_KEY", "idempotency_key must be valid UTF-8 of at most 256 bytes")
+		}
+		id = execution.IdempotentID(taskID, req.IdempotencyKey)
+	case id == "":
 		id = execution.NewID(now)
-	} else if err := execution.ValidateID(id); err != nil {
-		return nil, err
+	default:
+		if err := execution.ValidateID(id); err != nil {
+			return nil, err
+		}
 	}
 	return &execution.Spec{
 		ExecutionID: id,
@@ -192,6 +213,9 @@ func (s *Service) prepare(ctx context.Context, req *pb.InvokeFunctionRequest, mo
 		Metadata:    req.InvocationMetadata,
 		CreatedAt:   now,
 		IDGiven:     c.ExecutionId != "",
+		Idempotent:  req.IdempotencyKey != "",
+		Priority:    req.Priority,
+		CallbackURL: req.CallbackUrl,
 	}, nil
 }
 
@@ -204,6 +228,7 @@ func (s *Service) resolveTask(ctx context.Context, req *pb.InvokeFunctionRequest
 		}
 		t, _, err := s.reg.Register(ctx, registry.Registration{
 			ID: req.TaskId, Name: req.TaskName, Description: req.TaskDescription, Artifact: artifactOf(req.ArtifactSpec),
+			Limits: limitsOf(req.Limits),
 		})
 		if err != nil {
 			return "", err
@@ -343,6 +368,7 @@ func (s *Service) taskInfo(t *task.Task, details bool) *pb.TaskInfo {
 		ExecutionCount: int32(min(count, 1<<31-1)),
 		LastStatus:     pb.ExecutionStatus(last),
 		Description:    t.Description,
+		Limits:         limitsPB(t.Limits),
 	}
 	if details {
 		ti.ArtifactSpec = specOf(t.Artifact)
@@ -442,6 +468,7 @@ func (s *Service) ListExecutions(ctx context.Context, req *pb.ListExecutionsRequ
 	}
 	recs, more, err := s.mgr.List(ctx, store.ListFilter{
 		TaskID: req.TaskId, StartAfter: req.StartAfter, Limit: n, Status: execution.Status(req.StatusFilter),
+		DeadLettered: req.DeadLetteredOnly,
 	})
 	if err != nil {
 		return nil, err
@@ -599,12 +626,32 @@ func (s *Service) RegisterTask(ctx context.Context, req *pb.RegisterTaskRequest)
 	}
 	t, created, err := s.reg.Register(ctx, registry.Registration{
 		ID: req.TaskId, Name: req.TaskName, Description: req.TaskDescription,
-		Artifact: artifactOf(req.ArtifactSpec), Metadata: req.Metadata,
+		Artifact: artifactOf(req.ArtifactSpec), Metadata: req.Metadata, Limits: limitsOf(req.Limits),
 	})
 	if err != nil {
 		return nil, err
 	}
 	return &pb.RegisterTaskResponse{Task: s.taskInfo(t, true), Created: created}, nil
+}
+
+// UpdateTaskLimits replaces a task's limits.
+func (s *Service) UpdateTaskLimits(ctx context.Context, req *pb.UpdateTaskLimitsRequest) (*pb.UpdateTaskLimitsResponse, error) {
+	t, err := s.reg.UpdateLimits(ctx, req.TaskId, limitsOf(req.Limits))
+	if err != nil {
+		return nil, err
+	}
+	return &pb.UpdateTaskLimitsResponse{Task: s.taskInfo(t, true)}, nil
+}
+
+// RequeueExecution queues a dead-lettered execution again.
+func (s *Service) RequeueExecution(ctx context.Context, req *pb.RequeueExecutionRequest) (*pb.RequeueExecutionResponse, error) {
+	rec, err := s.mgr.Requeue(ctx, req.ExecutionId)
+	if err != nil {
+		return nil, err
+	}
+	return &pb.RequeueExecutionResponse{
+		Success: true, Message: "queued again", ExecutionId: rec.ID, Status: pb.ExecutionStatus(rec.Status),
+	}, nil
 }
 
 // UploadArtifact stores an artifact's bytes on the node.

@@ -13,6 +13,32 @@ import (
 	"github.com/spear-go/spear/internal/execution"
 )
 
+// Bands is the number of priority bands of the queue. Executions wait in
+// JetStream by band, so higher priority work is taken first across the
+// cluster; within a band, in arrival order.
+const Bands = 5
+
+// Band maps a priority to its band: ≤-10, <0, 0, <10, ≥10.
+func Band(priority int32) int {
+	switch {
+	case priority <= -10:
+		return 0
+	case priority < 0:
+		return 1
+	case priority == 0:
+		return 2
+	case priority < 10:
+		return 3
+	default:
+		return 4
+	}
+}
+
+// queueSubject is where an execution waits: by band, task and id.
+func queueSubject(spec *execution.Spec) string {
+	return fmt.Sprintf("%sp%d.%s.%s", queueSubjectBase, Band(spec.Priority), spec.TaskID, spec.ExecutionID)
+}
+
 // Enqueue durably appends an async execution to the work queue. Publishing
 // the same execution id twice within two minutes stores it once.
 func (s *Store) Enqueue(ctx context.Context, spec *execution.Spec) error {
@@ -24,7 +50,7 @@ func (s *Store) Enqueue(ctx context.Context, spec *execution.Spec) error {
 		return errdefs.New(errdefs.ErrResourceExhausted, "INPUT_TOO_LARGE",
 			"async input of %d bytes exceeds the queue's message limit of %d bytes", len(spec.Input), s.opts.MaxPayload-1024)
 	}
-	if _, err := s.js.Publish(ctx, queueSubjectBase+spec.ExecutionID, b, jetstream.WithMsgID(spec.ExecutionID)); err != nil {
+	if _, err := s.js.Publish(ctx, queueSubject(spec), b, jetstream.WithMsgID(msgID(spec))); err != nil {
 		return unavailable("enqueue execution", err)
 	}
 	return nil
@@ -57,7 +83,7 @@ func (s *Store) Submit(ctx context.Context, spec *execution.Spec, rec *execution
 	if err != nil {
 		return unavailable("index execution record", err)
 	}
-	qF, err := s.js.PublishAsync(queueSubjectBase+spec.ExecutionID, msg, jetstream.WithMsgID(spec.ExecutionID))
+	qF, err := s.js.PublishAsync(queueSubject(spec), msg, jetstream.WithMsgID(msgID(spec)))
 	if err != nil {
 		return unavailable("enqueue execution", err)
 	}
@@ -72,27 +98,51 @@ func (s *Store) Submit(ctx context.Context, spec *execution.Spec, rec *execution
 	return nil
 }
 
-// IsQueued reports whether execution id still has a message in the queue
-// (waiting, or delivered and not yet acknowledged).
-func (s *Store) IsQueued(ctx context.Context, id string) (bool, error) {
-	_, err := s.queue.GetLastMsgForSubject(ctx, queueSubjectBase+id)
-	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return false, nil
+// msgID deduplicates a queue message: the execution id, plus the requeue
+// generation for a dead-lettered execution queued again.
+func msgID(spec *execution.Spec) string {
+	if spec.Requeues > 0 {
+		return fmt.Sprintf("%s~%d", spec.ExecutionID, spec.Requeues)
 	}
+	return spec.ExecutionID
+}
+
+// QueuedOfTask counts a task's executions in the queue: waiting, and taken
+// by a worker but not finished.
+func (s *Store) QueuedOfTask(ctx context.Context, taskID string) (int64, error) {
+	info, err := s.queue.Info(ctx, jetstream.WithSubjectFilter(queueSubjectBase+"*."+taskID+".*"))
 	if err != nil {
-		return false, unavailable("look up queue", err)
+		return 0, unavailable("queue info", err)
 	}
-	return true, nil
+	var n int64
+	for _, c := range info.State.Subjects {
+		n += int64(c)
+	}
+	return n, nil
+}
+
+// IsQueued reports whether an execution of a task is in the queue (waiting,
+// or taken by a worker and not finished).
+func (s *Store) IsQueued(ctx context.Context, taskID, id string) (bool, error) {
+	info, err := s.queue.Info(ctx, jetstream.WithSubjectFilter(queueSubjectBase+"*."+taskID+"."+id))
+	if err != nil {
+		return false, unavailable("queue info", err)
+	}
+	return len(info.State.Subjects) > 0, nil
 }
 
 // QueueDepth is the number of executions in the queue: waiting ones plus
 // those delivered to a worker and not yet finished.
 func (s *Store) QueueDepth(ctx context.Context) (waiting, inFlight int64, err error) {
-	info, err := s.workers.Info(ctx)
-	if err != nil {
-		return 0, 0, unavailable("queue info", err)
+	for _, c := range s.bands {
+		info, err := c.Info(ctx)
+		if err != nil {
+			return 0, 0, unavailable("queue info", err)
+		}
+		waiting += int64(info.NumPending)
+		inFlight += int64(info.NumAckPending)
 	}
-	return int64(info.NumPending), int64(info.NumAckPending), nil
+	return waiting, inFlight, nil
 }
 
 // Delivery is one execution taken from the queue. The worker must end it
@@ -131,19 +181,45 @@ func (d *Delivery) InProgress() error { return d.msg.InProgress() }
 // it arrives, and returns when n were handed over or maxWait passed (a
 // one-off take; workers use Stream).
 func (s *Store) Fetch(ctx context.Context, n int, maxWait time.Duration, handle func(*Delivery)) error {
-	batch, err := s.workers.Fetch(n, jetstream.FetchMaxWait(maxWait))
-	if err != nil {
-		return unavailable("fetch from queue", err)
+	// Highest band first, without waiting; then wait on the normal band.
+	for i, c := range s.bands {
+		wait := time.Duration(0)
+		if i == Bands-1-Band(0) {
+			wait = maxWait
+		}
+		got, err := s.fetchFrom(c, n, wait, handle)
+		if err != nil {
+			return err
+		}
+		if n -= got; n <= 0 {
+			return nil
+		}
 	}
+	return nil
+}
+
+func (s *Store) fetchFrom(c jetstream.Consumer, n int, wait time.Duration, handle func(*Delivery)) (int, error) {
+	var batch jetstream.MessageBatch
+	var err error
+	if wait > 0 {
+		batch, err = c.Fetch(n, jetstream.FetchMaxWait(wait))
+	} else {
+		batch, err = c.FetchNoWait(n)
+	}
+	if err != nil {
+		return 0, unavailable("fetch from queue", err)
+	}
+	got := 0
 	for msg := range batch.Messages() {
 		if d := s.delivery(msg); d != nil {
 			handle(d)
+			got++
 		}
 	}
 	if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) && !errors.Is(err, context.DeadlineExceeded) {
-		return unavailable("fetch from queue", err)
+		return got, unavailable("fetch from queue", err)
 	}
-	return nil
+	return got, nil
 }
 
 // Stream delivers queued executions as a continuous flow, keeping at most
@@ -153,13 +229,21 @@ type Stream struct {
 	store *Store
 }
 
-// Stream starts a flow of deliveries; Stop it when done.
-func (s *Store) Stream(buffer int) (*Stream, error) {
-	it, err := s.workers.Messages(jetstream.PullMaxMessages(buffer))
-	if err != nil {
-		return nil, unavailable("consume queue", err)
+// Streams starts a flow of deliveries per priority band, highest band
+// first; Stop each when done.
+func (s *Store) Streams(buffer int) ([]*Stream, error) {
+	var out []*Stream
+	for _, c := range s.bands {
+		it, err := c.Messages(jetstream.PullMaxMessages(buffer))
+		if err != nil {
+			for _, st := range out {
+				st.Stop()
+			}
+			return nil, unavailable("consume queue", err)
+		}
+		out = append(out, &Stream{it: it, store: s})
 	}
-	return &Stream{it: it, store: s}, nil
+	return out, nil
 }
 
 // Next returns the next delivery, waiting until ctx ends. A message that

@@ -134,6 +134,8 @@ type ListFilter struct {
 	Status     execution.Status // StatusUnknown: any
 	// Newest lists the latest records first (StartAfter is then ignored).
 	Newest bool
+	// DeadLettered keeps only dead-lettered records.
+	DeadLettered bool
 }
 
 // ListRecords returns records in execution id order (creation order), after
@@ -159,7 +161,7 @@ func (s *Store) ListRecords(ctx context.Context, f ListFilter) ([]*execution.Rec
 		if err != nil {
 			return nil, false, err
 		}
-		if f.Status != execution.StatusUnknown && r.Status != f.Status {
+		if (f.Status != execution.StatusUnknown && r.Status != f.Status) || (f.DeadLettered && !r.DeadLettered) {
 			continue
 		}
 		if len(out) == f.Limit {

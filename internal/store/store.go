@@ -56,6 +56,8 @@ const (
 	BucketTaskStats  = "spear_task_stats"
 	BucketArtifacts  = "spear_artifacts"
 	StreamQueue      = "SPEAR_QUEUE"
+	// ConsumerWorkers prefixes the durable consumers of the queue, one per
+	// priority band: spear_workers_p0 (lowest) .. spear_workers_p4.
 	ConsumerWorkers  = "spear_workers"
 	queueSubjectBase = "spear.queue."
 	// CancelSubjectBase prefixes the core NATS subjects on which a node
@@ -100,7 +102,9 @@ type Store struct {
 	stats     jetstream.KeyValue
 	artifacts jetstream.ObjectStore
 	queue     jetstream.Stream
-	workers   jetstream.Consumer
+	// bands are the queue's consumers, one per priority band, highest
+	// first.
+	bands []jetstream.Consumer
 }
 
 // Open starts (or connects to) NATS and creates the buckets, the queue
@@ -234,16 +238,25 @@ func (s *Store) provision(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("queue stream: %w", err)
 	}
-	s.workers, err = s.queue.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
-		Durable:       ConsumerWorkers,
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       s.opts.AckWait,
-		MaxDeliver:    -1,
-		MaxAckPending: -1,
-		FilterSubject: queueSubjectBase + ">",
-	})
-	if err != nil {
+	// A work-queue stream allows no overlapping consumers: drop the single
+	// consumer of earlier versions.
+	if err := s.queue.DeleteConsumer(ctx, ConsumerWorkers); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
 		return fmt.Errorf("queue consumer: %w", err)
+	}
+	s.bands = nil
+	for b := Bands - 1; b >= 0; b-- {
+		c, err := s.queue.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
+			Durable:       fmt.Sprintf("%s_p%d", ConsumerWorkers, b),
+			AckPolicy:     jetstream.AckExplicitPolicy,
+			AckWait:       s.opts.AckWait,
+			MaxDeliver:    -1,
+			MaxAckPending: -1,
+			FilterSubject: fmt.Sprintf("%sp%d.>", queueSubjectBase, b),
+		})
+		if err != nil {
+			return fmt.Errorf("queue consumer: %w", err)
+		}
+		s.bands = append(s.bands, c)
 	}
 	return nil
 }

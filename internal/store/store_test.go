@@ -401,13 +401,11 @@ func TestQueueAckNak(t *testing.T) {
 	if w, f := depth(t, s); w != 2 || f != 0 {
 		t.Fatalf("QueueDepth = %d waiting, %d in flight; want 2, 0", w, f)
 	}
-	for _, id := range []string{"q1", "q2"} {
-		if ok, err := s.IsQueued(ctx, id); err != nil || !ok {
-			t.Fatalf("IsQueued(%s) = %v, %v; want true", id, ok, err)
-		}
+	if n, err := s.QueuedOfTask(ctx, spec("q1").TaskID); err != nil || n != 2 {
+		t.Fatalf("QueuedOfTask = %d, %v; want 2", n, err)
 	}
-	if ok, err := s.IsQueued(ctx, "never"); err != nil || ok {
-		t.Fatalf("IsQueued(never) = %v, %v; want false", ok, err)
+	if n, err := s.QueuedOfTask(ctx, "other-task"); err != nil || n != 0 {
+		t.Fatalf("QueuedOfTask(other) = %d, %v; want 0", n, err)
 	}
 
 	d := fetchOne(t, s, 5*time.Second)
@@ -424,8 +422,8 @@ func TestQueueAckNak(t *testing.T) {
 		t.Fatalf("Ack: %v", err)
 	}
 	eventually(t, "acked q1 to leave the queue", func() bool {
-		ok, err := s.IsQueued(ctx, "q1")
-		return err == nil && !ok
+		n, err := s.QueuedOfTask(ctx, spec("q1").TaskID)
+		return err == nil && n == 1
 	})
 
 	d = fetchOne(t, s, 5*time.Second)
@@ -435,8 +433,8 @@ func TestQueueAckNak(t *testing.T) {
 	if err := d.Nak(0); err != nil {
 		t.Fatalf("Nak: %v", err)
 	}
-	if ok, err := s.IsQueued(ctx, "q2"); err != nil || !ok {
-		t.Fatalf("IsQueued(q2) after Nak = %v, %v; want true", ok, err)
+	if n, err := s.QueuedOfTask(ctx, spec("q2").TaskID); err != nil || n != 1 {
+		t.Fatalf("QueuedOfTask after Nak = %d, %v; want 1", n, err)
 	}
 	d = fetchOne(t, s, 5*time.Second)
 	if d == nil || d.Spec.ExecutionID != "q2" || d.Attempt != 2 {

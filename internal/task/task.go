@@ -17,8 +17,41 @@ type Task struct {
 	Description string            `json:"desc,omitempty"`
 	Artifact    Artifact          `json:"artifact"`
 	Metadata    map[string]string `json:"meta,omitempty"`
+	Limits      Limits            `json:"limits,omitzero"`
 	CreatedAt   time.Time         `json:"created"`
 	UpdatedAt   time.Time         `json:"updated"`
+}
+
+// Limits are a task's quotas; zero means no limit (or the node's default).
+type Limits struct {
+	// MaxConcurrency bounds the task's executions running at once on one
+	// node.
+	MaxConcurrency int32 `json:"max_concurrency,omitempty"`
+	// MaxQueued bounds the task's executions waiting to run; beyond it
+	// invocations are refused with QUEUE_FULL.
+	MaxQueued int32 `json:"max_queued,omitempty"`
+	// MemoryLimitBytes caps one execution's memory.
+	MemoryLimitBytes int64 `json:"memory_limit_bytes,omitempty"`
+	// DefaultTimeoutMs bounds an execution that names no timeout;
+	// MaxTimeoutMs caps any.
+	DefaultTimeoutMs int64 `json:"default_timeout_ms,omitempty"`
+	MaxTimeoutMs     int64 `json:"max_timeout_ms,omitempty"`
+}
+
+// Validate checks that limits are non-negative and consistent.
+func (l Limits) Validate() error {
+	if l.MaxConcurrency < 0 || l.MaxQueued < 0 || l.MemoryLimitBytes < 0 || l.DefaultTimeoutMs < 0 || l.MaxTimeoutMs < 0 {
+		return errdefs.New(errdefs.ErrInvalidArgument, "INVALID_LIMITS", "task limits must not be negative (0 means no limit)")
+	}
+	if l.MaxTimeoutMs > 0 && l.DefaultTimeoutMs > l.MaxTimeoutMs {
+		return errdefs.New(errdefs.ErrInvalidArgument, "INVALID_LIMITS",
+			"default_timeout_ms %d exceeds max_timeout_ms %d", l.DefaultTimeoutMs, l.MaxTimeoutMs)
+	}
+	if l.MemoryLimitBytes > 0 && l.MemoryLimitBytes < 1<<20 {
+		return errdefs.New(errdefs.ErrInvalidArgument, "INVALID_LIMITS",
+			"memory_limit_bytes %d is below the 1 MiB minimum", l.MemoryLimitBytes)
+	}
+	return nil
 }
 
 // Artifact is a task's artifact as the user specified it, plus the

@@ -72,6 +72,12 @@ const (
 	// FunctionServiceRegisterTaskProcedure is the fully-qualified name of the FunctionService's
 	// RegisterTask RPC.
 	FunctionServiceRegisterTaskProcedure = "/spearlet.FunctionService/RegisterTask"
+	// FunctionServiceUpdateTaskLimitsProcedure is the fully-qualified name of the FunctionService's
+	// UpdateTaskLimits RPC.
+	FunctionServiceUpdateTaskLimitsProcedure = "/spearlet.FunctionService/UpdateTaskLimits"
+	// FunctionServiceRequeueExecutionProcedure is the fully-qualified name of the FunctionService's
+	// RequeueExecution RPC.
+	FunctionServiceRequeueExecutionProcedure = "/spearlet.FunctionService/RequeueExecution"
 	// FunctionServiceUploadArtifactProcedure is the fully-qualified name of the FunctionService's
 	// UploadArtifact RPC.
 	FunctionServiceUploadArtifactProcedure = "/spearlet.FunctionService/UploadArtifact"
@@ -91,6 +97,8 @@ type FunctionServiceClient interface {
 	GetStats(context.Context, *spearlet.GetStatsRequest) (*spearlet.GetStatsResponse, error)
 	// Extensions.
 	RegisterTask(context.Context, *spearlet.RegisterTaskRequest) (*spearlet.RegisterTaskResponse, error)
+	UpdateTaskLimits(context.Context, *spearlet.UpdateTaskLimitsRequest) (*spearlet.UpdateTaskLimitsResponse, error)
+	RequeueExecution(context.Context, *spearlet.RequeueExecutionRequest) (*spearlet.RequeueExecutionResponse, error)
 	UploadArtifact(context.Context, *spearlet.UploadArtifactRequest) (*spearlet.UploadArtifactResponse, error)
 }
 
@@ -171,6 +179,18 @@ func NewFunctionServiceClient(httpClient connect.HTTPClient, baseURL string, opt
 			connect.WithSchema(functionServiceMethods.ByName("RegisterTask")),
 			connect.WithClientOptions(opts...),
 		),
+		updateTaskLimits: connect.NewClient[spearlet.UpdateTaskLimitsRequest, spearlet.UpdateTaskLimitsResponse](
+			httpClient,
+			baseURL+FunctionServiceUpdateTaskLimitsProcedure,
+			connect.WithSchema(functionServiceMethods.ByName("UpdateTaskLimits")),
+			connect.WithClientOptions(opts...),
+		),
+		requeueExecution: connect.NewClient[spearlet.RequeueExecutionRequest, spearlet.RequeueExecutionResponse](
+			httpClient,
+			baseURL+FunctionServiceRequeueExecutionProcedure,
+			connect.WithSchema(functionServiceMethods.ByName("RequeueExecution")),
+			connect.WithClientOptions(opts...),
+		),
 		uploadArtifact: connect.NewClient[spearlet.UploadArtifactRequest, spearlet.UploadArtifactResponse](
 			httpClient,
 			baseURL+FunctionServiceUploadArtifactProcedure,
@@ -193,6 +213,8 @@ type functionServiceClient struct {
 	getHealth          *connect.Client[spearlet.GetHealthRequest, spearlet.GetHealthResponse]
 	getStats           *connect.Client[spearlet.GetStatsRequest, spearlet.GetStatsResponse]
 	registerTask       *connect.Client[spearlet.RegisterTaskRequest, spearlet.RegisterTaskResponse]
+	updateTaskLimits   *connect.Client[spearlet.UpdateTaskLimitsRequest, spearlet.UpdateTaskLimitsResponse]
+	requeueExecution   *connect.Client[spearlet.RequeueExecutionRequest, spearlet.RequeueExecutionResponse]
 	uploadArtifact     *connect.Client[spearlet.UploadArtifactRequest, spearlet.UploadArtifactResponse]
 }
 
@@ -291,6 +313,24 @@ func (c *functionServiceClient) RegisterTask(ctx context.Context, req *spearlet.
 	return nil, err
 }
 
+// UpdateTaskLimits calls spearlet.FunctionService.UpdateTaskLimits.
+func (c *functionServiceClient) UpdateTaskLimits(ctx context.Context, req *spearlet.UpdateTaskLimitsRequest) (*spearlet.UpdateTaskLimitsResponse, error) {
+	response, err := c.updateTaskLimits.CallUnary(ctx, connect.NewRequest(req))
+	if response != nil {
+		return response.Msg, err
+	}
+	return nil, err
+}
+
+// RequeueExecution calls spearlet.FunctionService.RequeueExecution.
+func (c *functionServiceClient) RequeueExecution(ctx context.Context, req *spearlet.RequeueExecutionRequest) (*spearlet.RequeueExecutionResponse, error) {
+	response, err := c.requeueExecution.CallUnary(ctx, connect.NewRequest(req))
+	if response != nil {
+		return response.Msg, err
+	}
+	return nil, err
+}
+
 // UploadArtifact calls spearlet.FunctionService.UploadArtifact.
 func (c *functionServiceClient) UploadArtifact(ctx context.Context, req *spearlet.UploadArtifactRequest) (*spearlet.UploadArtifactResponse, error) {
 	response, err := c.uploadArtifact.CallUnary(ctx, connect.NewRequest(req))
@@ -314,6 +354,8 @@ type FunctionServiceHandler interface {
 	GetStats(context.Context, *spearlet.GetStatsRequest) (*spearlet.GetStatsResponse, error)
 	// Extensions.
 	RegisterTask(context.Context, *spearlet.RegisterTaskRequest) (*spearlet.RegisterTaskResponse, error)
+	UpdateTaskLimits(context.Context, *spearlet.UpdateTaskLimitsRequest) (*spearlet.UpdateTaskLimitsResponse, error)
+	RequeueExecution(context.Context, *spearlet.RequeueExecutionRequest) (*spearlet.RequeueExecutionResponse, error)
 	UploadArtifact(context.Context, *spearlet.UploadArtifactRequest) (*spearlet.UploadArtifactResponse, error)
 }
 
@@ -390,6 +432,18 @@ func NewFunctionServiceHandler(svc FunctionServiceHandler, opts ...connect.Handl
 		connect.WithSchema(functionServiceMethods.ByName("RegisterTask")),
 		connect.WithHandlerOptions(opts...),
 	)
+	functionServiceUpdateTaskLimitsHandler := connect.NewUnaryHandlerSimple(
+		FunctionServiceUpdateTaskLimitsProcedure,
+		svc.UpdateTaskLimits,
+		connect.WithSchema(functionServiceMethods.ByName("UpdateTaskLimits")),
+		connect.WithHandlerOptions(opts...),
+	)
+	functionServiceRequeueExecutionHandler := connect.NewUnaryHandlerSimple(
+		FunctionServiceRequeueExecutionProcedure,
+		svc.RequeueExecution,
+		connect.WithSchema(functionServiceMethods.ByName("RequeueExecution")),
+		connect.WithHandlerOptions(opts...),
+	)
 	functionServiceUploadArtifactHandler := connect.NewUnaryHandlerSimple(
 		FunctionServiceUploadArtifactProcedure,
 		svc.UploadArtifact,
@@ -420,6 +474,10 @@ func NewFunctionServiceHandler(svc FunctionServiceHandler, opts ...connect.Handl
 			functionServiceGetStatsHandler.ServeHTTP(w, r)
 		case FunctionServiceRegisterTaskProcedure:
 			functionServiceRegisterTaskHandler.ServeHTTP(w, r)
+		case FunctionServiceUpdateTaskLimitsProcedure:
+			functionServiceUpdateTaskLimitsHandler.ServeHTTP(w, r)
+		case FunctionServiceRequeueExecutionProcedure:
+			functionServiceRequeueExecutionHandler.ServeHTTP(w, r)
 		case FunctionServiceUploadArtifactProcedure:
 			functionServiceUploadArtifactHandler.ServeHTTP(w, r)
 		default:
@@ -473,6 +531,14 @@ func (UnimplementedFunctionServiceHandler) GetStats(context.Context, *spearlet.G
 
 func (UnimplementedFunctionServiceHandler) RegisterTask(context.Context, *spearlet.RegisterTaskRequest) (*spearlet.RegisterTaskResponse, error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("spearlet.FunctionService.RegisterTask is not implemented"))
+}
+
+func (UnimplementedFunctionServiceHandler) UpdateTaskLimits(context.Context, *spearlet.UpdateTaskLimitsRequest) (*spearlet.UpdateTaskLimitsResponse, error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("spearlet.FunctionService.UpdateTaskLimits is not implemented"))
+}
+
+func (UnimplementedFunctionServiceHandler) RequeueExecution(context.Context, *spearlet.RequeueExecutionRequest) (*spearlet.RequeueExecutionResponse, error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("spearlet.FunctionService.RequeueExecution is not implemented"))
 }
 
 func (UnimplementedFunctionServiceHandler) UploadArtifact(context.Context, *spearlet.UploadArtifactRequest) (*spearlet.UploadArtifactResponse, error) {

@@ -9,7 +9,8 @@
 //
 // The suite checks the shared contract of package runtime: input, output and
 // error streams (output streamed as written), exit codes, the environment,
-// deadlines and cancellation, and concurrent invocations.
+// deadlines and cancellation (forced, and graceful with a
+// runtime.GracefulStop cause), and concurrent invocations.
 //
 // For runtimes that run native programs, BuildFixture builds the fixture
 // command (./fixture) that implements every behaviour, selected by its first
@@ -52,6 +53,11 @@ type Fixtures struct {
 	Ticks  Fn // writes "tick 0\n" .. "tick 4\n", one every 100 ms, flushing each, exit 0
 	Sleep  Fn // blocks (sleeps) forever
 	Spin   Fn // busy-loops forever burning CPU
+	// Graceful traps SIGTERM: it writes "ready\n" once it can take the
+	// signal, blocks until SIGTERM, then writes "bye\n" and exits 0. A
+	// runtime that cannot signal functions (wasm) leaves it zero, and the
+	// graceful stop cases are skipped.
+	Graceful Fn
 }
 
 // Bounds used by the suite. They are hang checks, not performance
@@ -88,6 +94,7 @@ func Run(t *testing.T, rt runtime.Runtime, fx Fixtures) {
 	t.Run("Deadline", s.testDeadline)
 	t.Run("Cancel", s.testCancel)
 	t.Run("AlreadyCanceled", s.testAlreadyCanceled)
+	t.Run("GracefulStop", s.testGracefulStop)
 	t.Run("Concurrent", s.testConcurrent)
 }
 
@@ -349,6 +356,63 @@ func (s *suite) testAlreadyCanceled(t *testing.T) {
 	}
 }
 
+// stopGrace is the grace given by the GracefulStop cases: far longer than
+// the Graceful fixture needs to say "bye".
+const stopGrace = 5 * time.Second
+
+// testGracefulStop starts the Graceful fixture, waits until it is ready for
+// the signal, and ends the context: with a runtime.GracefulStop cause the
+// function gets to clean up ("bye"); with a plain cancel it is killed at
+// once. Either way Run reports the cancellation.
+func (s *suite) testGracefulStop(t *testing.T) {
+	if s.fx.Graceful.Artifact.Location == "" {
+		t.Skip("no Graceful fixture: this runtime cannot signal functions, so graceful stop is not checked")
+	}
+	cases := []struct {
+		name    string
+		cause   error // nil: plain cancel
+		wantBye bool
+	}{
+		{"Graceful", &runtime.GracefulStop{Grace: stopGrace, Reason: context.Canceled}, true},
+		{"Forced", nil, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c := s.newCall(t, s.fx.Graceful, nil, nil)
+			ctx, cancel := context.WithCancelCause(t.Context())
+			defer cancel(nil)
+			returned := make(chan struct{})
+			defer close(returned)
+			go func() {
+				select {
+				case <-c.stdout.first: // "ready": the handler is installed
+					cancel(tc.cause)
+				case <-returned:
+				}
+			}()
+			o := s.run(t, ctx, c, runBound+stopGrace)
+			out := c.stdout.String()
+			t.Logf("Run returned after %v: %v; stdout %q", o.elapsed, o.err, out)
+			if !strings.HasPrefix(out, "ready\n") {
+				t.Fatalf("stdout = %q, want it to start with %q (stderr %q)", out, "ready\n", c.stderr.tail())
+			}
+			if o.err == nil {
+				t.Fatalf("Run: nil error (result %+v), want an error wrapping context.Canceled", o.res)
+			}
+			if !errors.Is(o.err, context.Canceled) {
+				t.Errorf("Run: error %v does not wrap context.Canceled", o.err)
+			}
+			if got := strings.Contains(out, "bye"); got != tc.wantBye {
+				if tc.wantBye {
+					t.Errorf("stdout = %q: the function did not get to clean up (no %q) on a graceful stop", out, "bye")
+				} else {
+					t.Errorf("stdout = %q: the function cleaned up (%q) on a forced stop; it must be killed at once", out, "bye")
+				}
+			}
+		})
+	}
+}
+
 func (s *suite) testConcurrent(t *testing.T) {
 	const n = 32
 	ctx, cancel := context.WithTimeout(t.Context(), runBound)
@@ -472,8 +536,9 @@ var _ io.Writer = (*recorder)(nil)
 // the module's source; it fails t if the build fails.
 //
 // The fixture's function names are "echo", "stderr", "exit", "env",
-// "ticks", "sleep" and "spin" (the Fixtures fields), plus "environ", which
-// writes the whole environment sorted, one variable a line.
+// "ticks", "sleep", "spin" and "graceful" (the Fixtures fields), plus
+// "environ", which writes the whole environment sorted, one variable a
+// line.
 func BuildFixture(t testing.TB, dir string) string {
 	t.Helper()
 	goBin, err := exec.LookPath("go")

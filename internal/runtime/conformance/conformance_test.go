@@ -5,8 +5,10 @@ import (
 	"context"
 	"debug/elf"
 	"errors"
+	"io"
 	"os/exec"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -78,6 +80,38 @@ func TestFixture(t *testing.T) {
 			}
 		})
 	}
+
+	// graceful waits for SIGTERM and says goodbye.
+	t.Run("Graceful", func(t *testing.T) {
+		cmd := exec.CommandContext(t.Context(), bin, "graceful")
+		cmd.Env = []string{}
+		stdout, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		ready := make([]byte, len("ready\n"))
+		if _, err := io.ReadFull(stdout, ready); err != nil || string(ready) != "ready\n" {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+			t.Fatalf("first output %q (%v), want %q", ready, err, "ready\n")
+		}
+		if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		rest, err := io.ReadAll(stdout)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Wait(); err != nil {
+			t.Errorf("after SIGTERM: %v, want exit status 0", err)
+		}
+		if string(rest) != "bye\n" {
+			t.Errorf("output after SIGTERM %q, want %q", rest, "bye\n")
+		}
+	})
 
 	// sleep and spin never end on their own.
 	for _, fn := range []string{"sleep", "spin"} {

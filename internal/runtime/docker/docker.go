@@ -5,7 +5,9 @@
 // must already be present on the engine: there is no registry), attaches to
 // its standard streams, starts it, feeds inv.Input to its standard input,
 // streams standard output and error frame by frame, waits for it to exit and
-// removes it. Every container carries the labels io.spear.managed=true,
+// removes it. When the run's context ends the container is killed (SIGKILL)
+// at once, or, when the cause is a runtime.GracefulStop, sent SIGTERM and
+// killed only if it has not exited within the grace. Every container carries the labels io.spear.managed=true,
 // io.spear.execution=<execution id> and io.spear.node=<node id>, so that
 // Reconcile can remove what a crashed node left behind.
 //
@@ -315,7 +317,9 @@ func (r *Runtime) Run(ctx context.Context, inv *runtime.Invocation) (runtime.Res
 	defer att.Close()
 
 	// Register the wait before start, so that the exit cannot be missed.
-	wctx, wcancel := context.WithCancel(ctx)
+	// The wait outlives ctx (a graceful stop waits for the exit after ctx
+	// has ended); wcancel ends it.
+	wctx, wcancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer wcancel()
 	wait := r.cli.ContainerWait(wctx, id, client.ContainerWaitOptions{Condition: container.WaitConditionNextExit})
 	waitC, waitErrC := wait.Result, wait.Error
@@ -368,21 +372,52 @@ func (r *Runtime) Run(ctx context.Context, inv *runtime.Invocation) (runtime.Res
 		exited  bool
 		outErr  error
 		outOpen = true
+		// While a graceful stop is under way, ctxDone is nil and graceC
+		// fires when the grace is over.
+		ctxDone  = ctx.Done()
+		graceC   <-chan time.Time
+		stopping bool
 	)
+	stopped := func() error {
+		err, cause := ctx.Err(), context.Cause(ctx)
+		if cause != nil && cause != err {
+			return fmt.Errorf("docker: run %s: %w (cause: %w)", inv.ExecutionID, err, cause)
+		}
+		return fmt.Errorf("docker: run %s: %w", inv.ExecutionID, err)
+	}
 	for !exited || outOpen {
 		select {
-		case <-ctx.Done():
+		case <-ctxDone:
+			if grace := runtime.StopGrace(ctx); grace > 0 && !exited {
+				// Ask the function to stop, and keep streaming its
+				// output until it has exited or the grace is over.
+				r.signal(ctx, id, inv.ExecutionID, "SIGTERM")
+				t := time.NewTimer(grace)
+				defer t.Stop()
+				ctxDone, graceC, stopping = nil, t.C, true
+				continue
+			}
 			r.kill(ctx, id, inv.ExecutionID)
 			stopOutput()
-			return runtime.Result{}, fmt.Errorf("docker: run %s: %w", inv.ExecutionID, ctx.Err())
+			return runtime.Result{}, stopped()
+		case <-graceC:
+			r.kill(ctx, id, inv.ExecutionID)
+			stopOutput()
+			return runtime.Result{}, stopped()
 		case exit = <-waitC:
 			exited, waitC = true, nil
 		case err := <-waitErrC:
 			waitC = nil
-			if ctx.Err() != nil {
-				continue // reported by the ctx.Done case
+			switch {
+			case ctx.Err() == nil:
+				return runtime.Result{}, r.engineError(ctx, "wait container", "", err)
+			case !stopping:
+				continue // reported by the ctxDone case
 			}
-			return runtime.Result{}, r.engineError(ctx, "wait container", "", err)
+			// Stopping, but the exit cannot be waited for: kill now.
+			r.kill(ctx, id, inv.ExecutionID)
+			stopOutput()
+			return runtime.Result{}, stopped()
 		case outErr = <-outDone:
 			outOpen, outDone = false, nil
 			if outErr != nil {
@@ -390,6 +425,10 @@ func (r *Runtime) Run(ctx context.Context, inv *runtime.Invocation) (runtime.Res
 					inv.ExecutionID, errdefs.ErrUnavailable, outErr)
 			}
 		}
+	}
+	if stopping {
+		// It exited within the grace, having been asked to stop.
+		return runtime.Result{}, stopped()
 	}
 	if exit.Error != nil && exit.Error.Message != "" {
 		return runtime.Result{}, fmt.Errorf("docker: run %s: wait: %w: %s",
@@ -440,11 +479,16 @@ func (r *Runtime) sampleMemory(ctx context.Context, id string) func() int64 {
 
 // kill sends SIGKILL to a container, ignoring "not running".
 func (r *Runtime) kill(ctx context.Context, id, execID string) {
+	r.signal(ctx, id, execID, "SIGKILL")
+}
+
+// signal sends sig to a container's main process, ignoring "not running".
+func (r *Runtime) signal(ctx context.Context, id, execID, sig string) {
 	kctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
 	defer cancel()
-	if _, err := r.cli.ContainerKill(kctx, id, client.ContainerKillOptions{Signal: "SIGKILL"}); err != nil &&
+	if _, err := r.cli.ContainerKill(kctx, id, client.ContainerKillOptions{Signal: sig}); err != nil &&
 		!cerrdefs.IsNotFound(err) && !cerrdefs.IsConflict(err) {
-		r.log.Warn("kill container", "container", id, "execution", execID, "err", err)
+		r.log.Warn("signal container", "container", id, "execution", execID, "signal", sig, "err", err)
 	}
 }
 

@@ -341,6 +341,44 @@ func TestDocker(t *testing.T) {
 		}
 	})
 
+	t.Run("GraceRunsOut", func(t *testing.T) {
+		// A function that ignores SIGTERM is killed once the grace is over,
+		// and its container removed.
+		ctx, cancel := context.WithCancelCause(t.Context())
+		defer cancel(nil)
+		ready := make(chan struct{})
+		out := &notifyWriter{notify: ready}
+		done := make(chan error, 1)
+		go func() {
+			_, err := rt.Run(ctx, &runtime.Invocation{
+				ExecutionID: "exec-grace", Artifact: imageArtifact(probe, nil), Function: "ignoreterm",
+				Input: strings.NewReader(""), Stdout: out, Stderr: io.Discard,
+			})
+			done <- err
+		}()
+		select {
+		case <-ready:
+		case err := <-done:
+			t.Fatalf("Run returned before the function was ready: %v", err)
+		case <-time.After(30 * time.Second):
+			t.Fatal("ignoreterm never wrote ready")
+		}
+		cancel(&runtime.GracefulStop{Grace: 300 * time.Millisecond, Reason: context.Canceled})
+		select {
+		case err := <-done:
+			var gs *runtime.GracefulStop
+			if !errors.Is(err, context.Canceled) || !errors.As(err, &gs) {
+				t.Fatalf("Run after a graceful stop = %v, want context.Canceled and the GracefulStop cause", err)
+			}
+			t.Logf("Run: %v", err)
+		case <-time.After(20 * time.Second):
+			t.Fatal("Run did not return after the grace ran out (hang)")
+		}
+		if left, err := containersOf(t.Context(), rt.cli, LabelExecution+"=exec-grace"); err != nil || len(left) > 0 {
+			t.Fatalf("after the grace: containers %v, err %v", left, err)
+		}
+	})
+
 	t.Run("Reconcile", func(t *testing.T) {
 		create := func(execID, node string) string {
 			t.Helper()

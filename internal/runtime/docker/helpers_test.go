@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -131,13 +132,14 @@ func fixtureImage(tb testing.TB, rt *Runtime) conformance.Fixtures {
 		return conformance.Fn{Artifact: imageArtifact(fixtureTag, nil), Function: name}
 	}
 	return conformance.Fixtures{
-		Echo:   fn("echo"),
-		Stderr: fn("stderr"),
-		Exit:   fn("exit"),
-		Env:    fn("env"),
-		Ticks:  fn("ticks"),
-		Sleep:  fn("sleep"),
-		Spin:   fn("spin"),
+		Echo:     fn("echo"),
+		Stderr:   fn("stderr"),
+		Exit:     fn("exit"),
+		Env:      fn("env"),
+		Ticks:    fn("ticks"),
+		Sleep:    fn("sleep"),
+		Spin:     fn("spin"),
+		Graceful: fn("graceful"),
 	}
 }
 
@@ -193,4 +195,18 @@ func containersOf(ctx context.Context, cli *client.Client, selectors ...string) 
 		ids = append(ids, fmt.Sprintf("%.12s %v %s", c.ID, c.Labels, c.State))
 	}
 	return ids, nil
+}
+
+// notifyWriter discards what is written and closes notify at the first
+// non-empty Write.
+type notifyWriter struct {
+	once   sync.Once
+	notify chan struct{}
+}
+
+func (w *notifyWriter) Write(p []byte) (int, error) {
+	if len(p) > 0 {
+		w.once.Do(func() { close(w.notify) })
+	}
+	return len(p), nil
 }

@@ -11,6 +11,9 @@
 // Each child runs in its own process group. The whole group is killed with
 // SIGKILL when the context ends, and again once the child itself has exited,
 // so that background processes it started do not outlive the invocation.
+// When the context ends with a runtime.GracefulStop cause, the group first
+// gets SIGTERM and is killed with SIGKILL after the grace period, or as soon
+// as the child itself has exited, whichever comes first.
 // Descendants that escape the group (setsid, double fork into another group)
 // cannot be killed this way; if they keep the output pipes open, Run stops
 // waiting for output after Options.DrainTimeout.
@@ -150,6 +153,12 @@ func checkExecutable(path string) error {
 
 // Run runs inv.Artifact.Location to completion; see runtime.Runtime.
 //
+// When ctx ends, the child's process group is killed at once, unless the
+// cause is a runtime.GracefulStop: then the group gets SIGTERM, and SIGKILL
+// once the child has exited or the grace has passed. Either way Run returns
+// an error wrapping ctx.Err(), even when the child exited with status 0
+// after SIGTERM.
+//
 // Result.MemoryUsedBytes is the child's peak RSS. It comes from rusage
 // (ru_maxrss) when that can be trusted. On Linux ru_maxrss is never lower
 // than the peak RSS of the process that spawned the child (the kernel folds
@@ -228,13 +237,33 @@ func (r *Runtime) Run(ctx context.Context, inv *runtime.Invocation) (runtime.Res
 	pid := cmd.Process.Pid
 	log := r.log.With("execution_id", inv.ExecutionID, "pid", pid)
 
-	// Kill the whole group as soon as ctx ends. stopKillAndWait reports
-	// whether that happened, and returns only once the kill is done, so that
-	// no kill can reach the group id after the child has been reaped.
+	// Stop the whole group as soon as ctx ends: at once, or, for a
+	// graceful stop, SIGTERM and then SIGKILL after the grace or once the
+	// child has exited (mainDone), whichever comes first. stopKillAndWait
+	// reports whether that happened, and returns only once the kill is
+	// done, so that no signal can reach the group id after the child has
+	// been reaped. termed records that SIGTERM was sent.
 	killed := make(chan struct{})
+	mainDone := make(chan struct{})
+	var termed atomic.Bool
 	stopKill := context.AfterFunc(ctx, func() {
+		defer close(killed)
+		if grace := runtime.StopGrace(ctx); grace > 0 {
+			select {
+			case <-mainDone:
+				// Already exited (or being killed): nothing to ask.
+			default:
+				termed.Store(true)
+				signalGroup(pid, unix.SIGTERM)
+				t := time.NewTimer(grace)
+				select {
+				case <-mainDone:
+				case <-t.C:
+				}
+				t.Stop()
+			}
+		}
 		killGroup(pid)
-		close(killed)
 	})
 	stopKillAndWait := func() (fired bool) {
 		if stopKill() {
@@ -250,6 +279,7 @@ func (r *Runtime) Run(ctx context.Context, inv *runtime.Invocation) (runtime.Res
 		// left to limit.
 		if err := unix.Prlimit(pid, unix.RLIMIT_AS, &unix.Rlimit{Cur: lim, Max: lim}, nil); err != nil && !errors.Is(err, unix.ESRCH) {
 			killGroup(pid)
+			close(mainDone)
 			stopKillAndWait()
 			_ = cmd.Wait()
 			closeAll(ourEnds)
@@ -308,6 +338,7 @@ func (r *Runtime) Run(ctx context.Context, inv *runtime.Invocation) (runtime.Res
 	// Wait for the child to exit without reaping it, so that its pid (the
 	// group id) cannot be reused while we kill the rest of the group.
 	waitExitNoReap(pid)
+	close(mainDone)
 	stopSampling() // no /proc/<pid> read once pid may be reused
 	killGroup(pid)
 	fired := stopKillAndWait()
@@ -353,6 +384,11 @@ func (r *Runtime) Run(ctx context.Context, inv *runtime.Invocation) (runtime.Res
 		}
 	}
 	ws, _ := state.Sys().(syscall.WaitStatus)
+	if fired && termed.Load() {
+		// ctx ended and we asked the child to stop: however it exited, it
+		// was stopped.
+		return res, ctxError(ctx, "process: stopped")
+	}
 	if fired && !ws.Exited() {
 		// ctx ended and we killed the child (if the child exited normally
 		// in the same instant, it finished first: report its result).
@@ -456,7 +492,12 @@ func vmHWM(pid int) int64 {
 
 // killGroup sends SIGKILL to process group pgid.
 func killGroup(pgid int) {
-	_ = unix.Kill(-pgid, unix.SIGKILL)
+	signalGroup(pgid, unix.SIGKILL)
+}
+
+// signalGroup sends sig to process group pgid.
+func signalGroup(pgid int, sig unix.Signal) {
+	_ = unix.Kill(-pgid, sig)
 }
 
 // exitCode is the exit status, or 128+signal for a child killed by a

@@ -30,13 +30,14 @@ func ProcessFixtures(bin string) conformance.Fixtures {
 		}
 	}
 	return conformance.Fixtures{
-		Echo:   fn("echo"),
-		Stderr: fn("stderr"),
-		Exit:   fn("exit"),
-		Env:    fn("env"),
-		Ticks:  fn("ticks"),
-		Sleep:  fn("sleep"),
-		Spin:   fn("spin"),
+		Echo:     fn("echo"),
+		Stderr:   fn("stderr"),
+		Exit:     fn("exit"),
+		Env:      fn("env"),
+		Ticks:    fn("ticks"),
+		Sleep:    fn("sleep"),
+		Spin:     fn("spin"),
+		Graceful: fn("graceful"),
 	}
 }
 
@@ -394,6 +395,75 @@ func TestContextCause(t *testing.T) {
 			if !errors.Is(err, tc.want) || !errors.Is(err, cause) {
 				t.Errorf("Run: error %v, want one wrapping %v and the cause", err, tc.want)
 			}
+		})
+	}
+}
+
+// TestGracefulStopKillsGroup checks the end of a graceful stop: a function
+// that ignores SIGTERM is killed once the grace is over, and one that exits
+// on SIGTERM ends the grace at once, its group (here a child that ignores
+// SIGTERM) killed after it. Either way Run reports the cancellation and
+// leaves nothing running.
+func TestGracefulStopKillsGroup(t *testing.T) {
+	cases := []struct {
+		name  string
+		body  string
+		grace time.Duration
+		// wantOut is the output expected after the pid lines.
+		wantOut string
+	}{
+		{
+			name:  "IgnoresTerm",
+			body:  "trap '' TERM\nsleep 60 &\necho $!\necho $$\nsleep 60",
+			grace: 300 * time.Millisecond,
+		},
+		{
+			// The grace is far longer than the hang bound: Run can only
+			// return in time because the function's exit ends it.
+			name:    "ExitsOnTerm",
+			body:    "trap 'echo bye; exit 0' TERM\n(trap '' TERM; exec sleep 60) &\necho $!\necho $$\nsleep 60",
+			grace:   time.Hour,
+			wantOut: "bye\n",
+		},
+	}
+	rt := process.New(process.Options{})
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			in, stdout, stderr := inv(script(t, tc.body), "", nil)
+			ctx, cancel := context.WithCancelCause(t.Context())
+			defer cancel(nil)
+			returned := make(chan struct{})
+			defer close(returned)
+			go func() {
+				// Stop once both pids are out: the trap is installed.
+				for strings.Count(stdout.String(), "\n") < 2 {
+					select {
+					case <-returned:
+						return
+					case <-time.After(10 * time.Millisecond):
+					}
+				}
+				cancel(&runtime.GracefulStop{Grace: tc.grace, Reason: context.Canceled})
+			}()
+			_, err, elapsed := runBounded(t, ctx, rt, in, 20*time.Second)
+			t.Logf("Run returned after %v: %v", elapsed, err)
+			if !errors.Is(err, context.Canceled) {
+				t.Errorf("Run: error %v, want one wrapping context.Canceled", err)
+			}
+			var gs *runtime.GracefulStop
+			if !errors.As(err, &gs) {
+				t.Errorf("Run: error %v does not carry the GracefulStop cause", err)
+			}
+			out := stdout.String()
+			lines := strings.SplitN(out, "\n", 3)
+			if len(lines) < 3 {
+				t.Fatalf("stdout %q: want two pid lines (stderr %q)", out, stderr)
+			}
+			if lines[2] != tc.wantOut {
+				t.Errorf("output after the pids = %q, want %q", lines[2], tc.wantOut)
+			}
+			waitGone(t, firstPid(t, lines[0]))
+			waitGone(t, firstPid(t, lines[1]))
 		})
 	}
 }

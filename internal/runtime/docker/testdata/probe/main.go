@@ -6,6 +6,8 @@
 //	net     prints the names of the network interfaces, one a line
 //	rootfs  tries to create /probe-write and prints "writable" or
 //	        "read-only: <error>"
+//	ignoreterm
+//	        ignores SIGTERM, prints "ready" and sleeps forever
 package main
 
 import (
@@ -13,11 +15,14 @@ import (
 	"io"
 	"net"
 	"os"
+	"os/signal"
+	"syscall"
+	"time"
 )
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: probe cat|net|rootfs")
+		fmt.Fprintln(os.Stderr, "usage: probe cat|net|rootfs|ignoreterm")
 		os.Exit(2)
 	}
 	switch os.Args[1] {
@@ -41,6 +46,12 @@ func main() {
 			return
 		}
 		fmt.Println("writable")
+	case "ignoreterm":
+		signal.Ignore(syscall.SIGTERM)
+		fmt.Println("ready")
+		for {
+			time.Sleep(time.Hour)
+		}
 	default:
 		fmt.Fprintf(os.Stderr, "unknown probe %q\n", os.Args[1])
 		os.Exit(2)
