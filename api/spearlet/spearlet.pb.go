@@ -3220,6 +3220,132 @@ func (x *RequeueExecutionResponse) GetStatus() ExecutionStatus {
 	return ExecutionStatus_EXECUTION_STATUS_UNKNOWN
 }
 
+// WatchExecutionRequest follows one execution's status transitions.
+type WatchExecutionRequest struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	ExecutionId string                 `protobuf:"bytes,1,opt,name=execution_id,json=executionId,proto3" json:"execution_id,omitempty"`
+	// Include the output in the final event's result.
+	IncludeResult bool `protobuf:"varint,2,opt,name=include_result,json=includeResult,proto3" json:"include_result,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchExecutionRequest) Reset() {
+	*x = WatchExecutionRequest{}
+	mi := &file_spearlet_spearlet_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchExecutionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchExecutionRequest) ProtoMessage() {}
+
+func (x *WatchExecutionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_spearlet_spearlet_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchExecutionRequest.ProtoReflect.Descriptor instead.
+func (*WatchExecutionRequest) Descriptor() ([]byte, []int) {
+	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *WatchExecutionRequest) GetExecutionId() string {
+	if x != nil {
+		return x.ExecutionId
+	}
+	return ""
+}
+
+func (x *WatchExecutionRequest) GetIncludeResult() bool {
+	if x != nil {
+		return x.IncludeResult
+	}
+	return false
+}
+
+// ExecutionEvent is one status transition of an execution. The first event
+// is the status at the time of the call; the last one is terminal.
+type ExecutionEvent struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	ExecutionId string                 `protobuf:"bytes,1,opt,name=execution_id,json=executionId,proto3" json:"execution_id,omitempty"`
+	Status      ExecutionStatus        `protobuf:"varint,2,opt,name=status,proto3,enum=spearlet.ExecutionStatus" json:"status,omitempty"`
+	Time        *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=time,proto3" json:"time,omitempty"`
+	// The execution's result as of this event (output only in the final
+	// event, when asked for).
+	Result        *ExecutionResult `protobuf:"bytes,4,opt,name=result,proto3" json:"result,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExecutionEvent) Reset() {
+	*x = ExecutionEvent{}
+	mi := &file_spearlet_spearlet_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExecutionEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExecutionEvent) ProtoMessage() {}
+
+func (x *ExecutionEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_spearlet_spearlet_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExecutionEvent.ProtoReflect.Descriptor instead.
+func (*ExecutionEvent) Descriptor() ([]byte, []int) {
+	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *ExecutionEvent) GetExecutionId() string {
+	if x != nil {
+		return x.ExecutionId
+	}
+	return ""
+}
+
+func (x *ExecutionEvent) GetStatus() ExecutionStatus {
+	if x != nil {
+		return x.Status
+	}
+	return ExecutionStatus_EXECUTION_STATUS_UNKNOWN
+}
+
+func (x *ExecutionEvent) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
+func (x *ExecutionEvent) GetResult() *ExecutionResult {
+	if x != nil {
+		return x.Result
+	}
+	return nil
+}
+
 // UploadArtifactRequest carries an artifact's bytes to the node. For large
 // artifacts prefer the HTTP route PUT /api/v1/artifacts, which streams.
 type UploadArtifactRequest struct {
@@ -3235,7 +3361,7 @@ type UploadArtifactRequest struct {
 
 func (x *UploadArtifactRequest) Reset() {
 	*x = UploadArtifactRequest{}
-	mi := &file_spearlet_spearlet_proto_msgTypes[38]
+	mi := &file_spearlet_spearlet_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3247,7 +3373,7 @@ func (x *UploadArtifactRequest) String() string {
 func (*UploadArtifactRequest) ProtoMessage() {}
 
 func (x *UploadArtifactRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_spearlet_spearlet_proto_msgTypes[38]
+	mi := &file_spearlet_spearlet_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3260,7 +3386,7 @@ func (x *UploadArtifactRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadArtifactRequest.ProtoReflect.Descriptor instead.
 func (*UploadArtifactRequest) Descriptor() ([]byte, []int) {
-	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{38}
+	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *UploadArtifactRequest) GetName() string {
@@ -3297,7 +3423,7 @@ type UploadArtifactResponse struct {
 
 func (x *UploadArtifactResponse) Reset() {
 	*x = UploadArtifactResponse{}
-	mi := &file_spearlet_spearlet_proto_msgTypes[39]
+	mi := &file_spearlet_spearlet_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3309,7 +3435,7 @@ func (x *UploadArtifactResponse) String() string {
 func (*UploadArtifactResponse) ProtoMessage() {}
 
 func (x *UploadArtifactResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_spearlet_spearlet_proto_msgTypes[39]
+	mi := &file_spearlet_spearlet_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3322,7 +3448,7 @@ func (x *UploadArtifactResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadArtifactResponse.ProtoReflect.Descriptor instead.
 func (*UploadArtifactResponse) Descriptor() ([]byte, []int) {
-	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{39}
+	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *UploadArtifactResponse) GetLocation() string {
@@ -3660,6 +3786,14 @@ const file_spearlet_spearlet_proto_rawDesc = "" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12!\n" +
 	"\fexecution_id\x18\x03 \x01(\tR\vexecutionId\x121\n" +
 	"\x06status\x18\x04 \x01(\x0e2\x19.spearlet.ExecutionStatusR\x06status\"a\n" +
+	"\x15WatchExecutionRequest\x12!\n" +
+	"\fexecution_id\x18\x01 \x01(\tR\vexecutionId\x12%\n" +
+	"\x0einclude_result\x18\x02 \x01(\bR\rincludeResult\"\xc9\x01\n" +
+	"\x0eExecutionEvent\x12!\n" +
+	"\fexecution_id\x18\x01 \x01(\tR\vexecutionId\x121\n" +
+	"\x06status\x18\x02 \x01(\x0e2\x19.spearlet.ExecutionStatusR\x06status\x12.\n" +
+	"\x04time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x121\n" +
+	"\x06result\x18\x04 \x01(\v2\x19.spearlet.ExecutionResultR\x06result\"a\n" +
 	"\x15UploadArtifactRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\acontent\x18\x02 \x01(\fR\acontent\x12\x1a\n" +
@@ -3685,7 +3819,7 @@ const file_spearlet_spearlet_proto_rawDesc = "" +
 	"\x1aEXECUTION_STATUS_COMPLETED\x10\x03\x12\x1b\n" +
 	"\x17EXECUTION_STATUS_FAILED\x10\x04\x12\x1e\n" +
 	"\x1aEXECUTION_STATUS_CANCELLED\x10\x05\x12\x1c\n" +
-	"\x18EXECUTION_STATUS_TIMEOUT\x10\x062\xfc\b\n" +
+	"\x18EXECUTION_STATUS_TIMEOUT\x10\x062\xcb\t\n" +
 	"\x0fFunctionService\x12S\n" +
 	"\x0eInvokeFunction\x12\x1f.spearlet.InvokeFunctionRequest\x1a .spearlet.InvokeFunctionResponse\x12_\n" +
 	"\x12GetExecutionStatus\x12#.spearlet.GetExecutionStatusRequest\x1a$.spearlet.GetExecutionStatusResponse\x12V\n" +
@@ -3700,7 +3834,8 @@ const file_spearlet_spearlet_proto_rawDesc = "" +
 	"\bGetStats\x12\x19.spearlet.GetStatsRequest\x1a\x1a.spearlet.GetStatsResponse\x12M\n" +
 	"\fRegisterTask\x12\x1d.spearlet.RegisterTaskRequest\x1a\x1e.spearlet.RegisterTaskResponse\x12Y\n" +
 	"\x10UpdateTaskLimits\x12!.spearlet.UpdateTaskLimitsRequest\x1a\".spearlet.UpdateTaskLimitsResponse\x12Y\n" +
-	"\x10RequeueExecution\x12!.spearlet.RequeueExecutionRequest\x1a\".spearlet.RequeueExecutionResponse\x12S\n" +
+	"\x10RequeueExecution\x12!.spearlet.RequeueExecutionRequest\x1a\".spearlet.RequeueExecutionResponse\x12M\n" +
+	"\x0eWatchExecution\x12\x1f.spearlet.WatchExecutionRequest\x1a\x18.spearlet.ExecutionEvent0\x01\x12S\n" +
 	"\x0eUploadArtifact\x12\x1f.spearlet.UploadArtifactRequest\x1a .spearlet.UploadArtifactResponseB1Z/github.com/spear-go/spear/api/spearlet;spearletb\x06proto3"
 
 var (
@@ -3716,7 +3851,7 @@ func file_spearlet_spearlet_proto_rawDescGZIP() []byte {
 }
 
 var file_spearlet_spearlet_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_spearlet_spearlet_proto_msgTypes = make([]protoimpl.MessageInfo, 52)
+var file_spearlet_spearlet_proto_msgTypes = make([]protoimpl.MessageInfo, 54)
 var file_spearlet_spearlet_proto_goTypes = []any{
 	(InvocationType)(0),                // 0: spearlet.InvocationType
 	(ExecutionMode)(0),                 // 1: spearlet.ExecutionMode
@@ -3759,56 +3894,58 @@ var file_spearlet_spearlet_proto_goTypes = []any{
 	(*UpdateTaskLimitsResponse)(nil),   // 38: spearlet.UpdateTaskLimitsResponse
 	(*RequeueExecutionRequest)(nil),    // 39: spearlet.RequeueExecutionRequest
 	(*RequeueExecutionResponse)(nil),   // 40: spearlet.RequeueExecutionResponse
-	(*UploadArtifactRequest)(nil),      // 41: spearlet.UploadArtifactRequest
-	(*UploadArtifactResponse)(nil),     // 42: spearlet.UploadArtifactResponse
-	nil,                                // 43: spearlet.ArtifactSpec.MetadataEntry
-	nil,                                // 44: spearlet.ExecutionContext.EnvironmentEntry
-	nil,                                // 45: spearlet.ExecutionContext.HeadersEntry
-	nil,                                // 46: spearlet.ExecutionResult.MetricsEntry
-	nil,                                // 47: spearlet.InvokeFunctionRequest.InvocationMetadataEntry
-	nil,                                // 48: spearlet.StreamExecutionResult.MetadataEntry
-	nil,                                // 49: spearlet.TaskInfo.MetadataEntry
-	nil,                                // 50: spearlet.ExecutionInfo.MetadataEntry
-	nil,                                // 51: spearlet.HealthDetails.SystemInfoEntry
-	nil,                                // 52: spearlet.TaskStats.TasksByTypeEntry
-	nil,                                // 53: spearlet.ExecutionStats.ExecutionsByFunctionEntry
-	nil,                                // 54: spearlet.RegisterTaskRequest.MetadataEntry
-	(*anypb.Any)(nil),                  // 55: google.protobuf.Any
-	(*timestamppb.Timestamp)(nil),      // 56: google.protobuf.Timestamp
+	(*WatchExecutionRequest)(nil),      // 41: spearlet.WatchExecutionRequest
+	(*ExecutionEvent)(nil),             // 42: spearlet.ExecutionEvent
+	(*UploadArtifactRequest)(nil),      // 43: spearlet.UploadArtifactRequest
+	(*UploadArtifactResponse)(nil),     // 44: spearlet.UploadArtifactResponse
+	nil,                                // 45: spearlet.ArtifactSpec.MetadataEntry
+	nil,                                // 46: spearlet.ExecutionContext.EnvironmentEntry
+	nil,                                // 47: spearlet.ExecutionContext.HeadersEntry
+	nil,                                // 48: spearlet.ExecutionResult.MetricsEntry
+	nil,                                // 49: spearlet.InvokeFunctionRequest.InvocationMetadataEntry
+	nil,                                // 50: spearlet.StreamExecutionResult.MetadataEntry
+	nil,                                // 51: spearlet.TaskInfo.MetadataEntry
+	nil,                                // 52: spearlet.ExecutionInfo.MetadataEntry
+	nil,                                // 53: spearlet.HealthDetails.SystemInfoEntry
+	nil,                                // 54: spearlet.TaskStats.TasksByTypeEntry
+	nil,                                // 55: spearlet.ExecutionStats.ExecutionsByFunctionEntry
+	nil,                                // 56: spearlet.RegisterTaskRequest.MetadataEntry
+	(*anypb.Any)(nil),                  // 57: google.protobuf.Any
+	(*timestamppb.Timestamp)(nil),      // 58: google.protobuf.Timestamp
 }
 var file_spearlet_spearlet_proto_depIdxs = []int32{
-	43, // 0: spearlet.ArtifactSpec.metadata:type_name -> spearlet.ArtifactSpec.MetadataEntry
-	55, // 1: spearlet.FunctionParameter.value:type_name -> google.protobuf.Any
-	44, // 2: spearlet.ExecutionContext.environment:type_name -> spearlet.ExecutionContext.EnvironmentEntry
-	45, // 3: spearlet.ExecutionContext.headers:type_name -> spearlet.ExecutionContext.HeadersEntry
+	45, // 0: spearlet.ArtifactSpec.metadata:type_name -> spearlet.ArtifactSpec.MetadataEntry
+	57, // 1: spearlet.FunctionParameter.value:type_name -> google.protobuf.Any
+	46, // 2: spearlet.ExecutionContext.environment:type_name -> spearlet.ExecutionContext.EnvironmentEntry
+	47, // 3: spearlet.ExecutionContext.headers:type_name -> spearlet.ExecutionContext.HeadersEntry
 	2,  // 4: spearlet.ExecutionResult.status:type_name -> spearlet.ExecutionStatus
-	55, // 5: spearlet.ExecutionResult.result:type_name -> google.protobuf.Any
-	46, // 6: spearlet.ExecutionResult.metrics:type_name -> spearlet.ExecutionResult.MetricsEntry
-	56, // 7: spearlet.ExecutionResult.started_at:type_name -> google.protobuf.Timestamp
-	56, // 8: spearlet.ExecutionResult.completed_at:type_name -> google.protobuf.Timestamp
+	57, // 5: spearlet.ExecutionResult.result:type_name -> google.protobuf.Any
+	48, // 6: spearlet.ExecutionResult.metrics:type_name -> spearlet.ExecutionResult.MetricsEntry
+	58, // 7: spearlet.ExecutionResult.started_at:type_name -> google.protobuf.Timestamp
+	58, // 8: spearlet.ExecutionResult.completed_at:type_name -> google.protobuf.Timestamp
 	7,  // 9: spearlet.ExecutionResult.attempt_history:type_name -> spearlet.AttemptInfo
 	8,  // 10: spearlet.ExecutionResult.callback:type_name -> spearlet.CallbackDelivery
 	2,  // 11: spearlet.AttemptInfo.status:type_name -> spearlet.ExecutionStatus
-	56, // 12: spearlet.AttemptInfo.started_at:type_name -> google.protobuf.Timestamp
-	56, // 13: spearlet.AttemptInfo.completed_at:type_name -> google.protobuf.Timestamp
-	56, // 14: spearlet.CallbackDelivery.delivered_at:type_name -> google.protobuf.Timestamp
+	58, // 12: spearlet.AttemptInfo.started_at:type_name -> google.protobuf.Timestamp
+	58, // 13: spearlet.AttemptInfo.completed_at:type_name -> google.protobuf.Timestamp
+	58, // 14: spearlet.CallbackDelivery.delivered_at:type_name -> google.protobuf.Timestamp
 	0,  // 15: spearlet.InvokeFunctionRequest.invocation_type:type_name -> spearlet.InvocationType
 	3,  // 16: spearlet.InvokeFunctionRequest.artifact_spec:type_name -> spearlet.ArtifactSpec
 	4,  // 17: spearlet.InvokeFunctionRequest.parameters:type_name -> spearlet.FunctionParameter
 	1,  // 18: spearlet.InvokeFunctionRequest.execution_mode:type_name -> spearlet.ExecutionMode
 	5,  // 19: spearlet.InvokeFunctionRequest.context:type_name -> spearlet.ExecutionContext
-	47, // 20: spearlet.InvokeFunctionRequest.invocation_metadata:type_name -> spearlet.InvokeFunctionRequest.InvocationMetadataEntry
+	49, // 20: spearlet.InvokeFunctionRequest.invocation_metadata:type_name -> spearlet.InvokeFunctionRequest.InvocationMetadataEntry
 	10, // 21: spearlet.InvokeFunctionRequest.limits:type_name -> spearlet.TaskLimits
 	6,  // 22: spearlet.InvokeFunctionResponse.result:type_name -> spearlet.ExecutionResult
 	6,  // 23: spearlet.GetExecutionStatusResponse.result:type_name -> spearlet.ExecutionResult
 	2,  // 24: spearlet.CancelExecutionResponse.final_status:type_name -> spearlet.ExecutionStatus
 	2,  // 25: spearlet.StreamExecutionResult.status:type_name -> spearlet.ExecutionStatus
-	55, // 26: spearlet.StreamExecutionResult.chunk_data:type_name -> google.protobuf.Any
-	48, // 27: spearlet.StreamExecutionResult.metadata:type_name -> spearlet.StreamExecutionResult.MetadataEntry
+	57, // 26: spearlet.StreamExecutionResult.chunk_data:type_name -> google.protobuf.Any
+	50, // 27: spearlet.StreamExecutionResult.metadata:type_name -> spearlet.StreamExecutionResult.MetadataEntry
 	19, // 28: spearlet.ListTasksResponse.tasks:type_name -> spearlet.TaskInfo
 	3,  // 29: spearlet.TaskInfo.artifact_spec:type_name -> spearlet.ArtifactSpec
 	2,  // 30: spearlet.TaskInfo.last_status:type_name -> spearlet.ExecutionStatus
-	49, // 31: spearlet.TaskInfo.metadata:type_name -> spearlet.TaskInfo.MetadataEntry
+	51, // 31: spearlet.TaskInfo.metadata:type_name -> spearlet.TaskInfo.MetadataEntry
 	10, // 32: spearlet.TaskInfo.limits:type_name -> spearlet.TaskLimits
 	19, // 33: spearlet.GetTaskResponse.task:type_name -> spearlet.TaskInfo
 	26, // 34: spearlet.GetTaskResponse.executions:type_name -> spearlet.ExecutionInfo
@@ -3816,58 +3953,63 @@ var file_spearlet_spearlet_proto_depIdxs = []int32{
 	26, // 36: spearlet.ListExecutionsResponse.executions:type_name -> spearlet.ExecutionInfo
 	1,  // 37: spearlet.ExecutionInfo.execution_mode:type_name -> spearlet.ExecutionMode
 	2,  // 38: spearlet.ExecutionInfo.status:type_name -> spearlet.ExecutionStatus
-	56, // 39: spearlet.ExecutionInfo.started_at:type_name -> google.protobuf.Timestamp
-	56, // 40: spearlet.ExecutionInfo.completed_at:type_name -> google.protobuf.Timestamp
-	50, // 41: spearlet.ExecutionInfo.metadata:type_name -> spearlet.ExecutionInfo.MetadataEntry
-	56, // 42: spearlet.ExecutionInfo.created_at:type_name -> google.protobuf.Timestamp
+	58, // 39: spearlet.ExecutionInfo.started_at:type_name -> google.protobuf.Timestamp
+	58, // 40: spearlet.ExecutionInfo.completed_at:type_name -> google.protobuf.Timestamp
+	52, // 41: spearlet.ExecutionInfo.metadata:type_name -> spearlet.ExecutionInfo.MetadataEntry
+	58, // 42: spearlet.ExecutionInfo.created_at:type_name -> google.protobuf.Timestamp
 	29, // 43: spearlet.GetHealthResponse.details:type_name -> spearlet.HealthDetails
-	51, // 44: spearlet.HealthDetails.system_info:type_name -> spearlet.HealthDetails.SystemInfoEntry
+	53, // 44: spearlet.HealthDetails.system_info:type_name -> spearlet.HealthDetails.SystemInfoEntry
 	32, // 45: spearlet.GetStatsResponse.service_stats:type_name -> spearlet.ServiceStats
 	33, // 46: spearlet.GetStatsResponse.task_stats:type_name -> spearlet.TaskStats
 	34, // 47: spearlet.GetStatsResponse.execution_stats:type_name -> spearlet.ExecutionStats
-	52, // 48: spearlet.TaskStats.tasks_by_type:type_name -> spearlet.TaskStats.TasksByTypeEntry
+	54, // 48: spearlet.TaskStats.tasks_by_type:type_name -> spearlet.TaskStats.TasksByTypeEntry
 	19, // 49: spearlet.TaskStats.most_active_tasks:type_name -> spearlet.TaskInfo
-	53, // 50: spearlet.ExecutionStats.executions_by_function:type_name -> spearlet.ExecutionStats.ExecutionsByFunctionEntry
+	55, // 50: spearlet.ExecutionStats.executions_by_function:type_name -> spearlet.ExecutionStats.ExecutionsByFunctionEntry
 	3,  // 51: spearlet.RegisterTaskRequest.artifact_spec:type_name -> spearlet.ArtifactSpec
-	54, // 52: spearlet.RegisterTaskRequest.metadata:type_name -> spearlet.RegisterTaskRequest.MetadataEntry
+	56, // 52: spearlet.RegisterTaskRequest.metadata:type_name -> spearlet.RegisterTaskRequest.MetadataEntry
 	10, // 53: spearlet.RegisterTaskRequest.limits:type_name -> spearlet.TaskLimits
 	19, // 54: spearlet.RegisterTaskResponse.task:type_name -> spearlet.TaskInfo
 	10, // 55: spearlet.UpdateTaskLimitsRequest.limits:type_name -> spearlet.TaskLimits
 	19, // 56: spearlet.UpdateTaskLimitsResponse.task:type_name -> spearlet.TaskInfo
 	2,  // 57: spearlet.RequeueExecutionResponse.status:type_name -> spearlet.ExecutionStatus
-	9,  // 58: spearlet.FunctionService.InvokeFunction:input_type -> spearlet.InvokeFunctionRequest
-	12, // 59: spearlet.FunctionService.GetExecutionStatus:input_type -> spearlet.GetExecutionStatusRequest
-	14, // 60: spearlet.FunctionService.CancelExecution:input_type -> spearlet.CancelExecutionRequest
-	9,  // 61: spearlet.FunctionService.StreamFunction:input_type -> spearlet.InvokeFunctionRequest
-	17, // 62: spearlet.FunctionService.ListTasks:input_type -> spearlet.ListTasksRequest
-	20, // 63: spearlet.FunctionService.GetTask:input_type -> spearlet.GetTaskRequest
-	22, // 64: spearlet.FunctionService.DeleteTask:input_type -> spearlet.DeleteTaskRequest
-	24, // 65: spearlet.FunctionService.ListExecutions:input_type -> spearlet.ListExecutionsRequest
-	27, // 66: spearlet.FunctionService.GetHealth:input_type -> spearlet.GetHealthRequest
-	30, // 67: spearlet.FunctionService.GetStats:input_type -> spearlet.GetStatsRequest
-	35, // 68: spearlet.FunctionService.RegisterTask:input_type -> spearlet.RegisterTaskRequest
-	37, // 69: spearlet.FunctionService.UpdateTaskLimits:input_type -> spearlet.UpdateTaskLimitsRequest
-	39, // 70: spearlet.FunctionService.RequeueExecution:input_type -> spearlet.RequeueExecutionRequest
-	41, // 71: spearlet.FunctionService.UploadArtifact:input_type -> spearlet.UploadArtifactRequest
-	11, // 72: spearlet.FunctionService.InvokeFunction:output_type -> spearlet.InvokeFunctionResponse
-	13, // 73: spearlet.FunctionService.GetExecutionStatus:output_type -> spearlet.GetExecutionStatusResponse
-	15, // 74: spearlet.FunctionService.CancelExecution:output_type -> spearlet.CancelExecutionResponse
-	16, // 75: spearlet.FunctionService.StreamFunction:output_type -> spearlet.StreamExecutionResult
-	18, // 76: spearlet.FunctionService.ListTasks:output_type -> spearlet.ListTasksResponse
-	21, // 77: spearlet.FunctionService.GetTask:output_type -> spearlet.GetTaskResponse
-	23, // 78: spearlet.FunctionService.DeleteTask:output_type -> spearlet.DeleteTaskResponse
-	25, // 79: spearlet.FunctionService.ListExecutions:output_type -> spearlet.ListExecutionsResponse
-	28, // 80: spearlet.FunctionService.GetHealth:output_type -> spearlet.GetHealthResponse
-	31, // 81: spearlet.FunctionService.GetStats:output_type -> spearlet.GetStatsResponse
-	36, // 82: spearlet.FunctionService.RegisterTask:output_type -> spearlet.RegisterTaskResponse
-	38, // 83: spearlet.FunctionService.UpdateTaskLimits:output_type -> spearlet.UpdateTaskLimitsResponse
-	40, // 84: spearlet.FunctionService.RequeueExecution:output_type -> spearlet.RequeueExecutionResponse
-	42, // 85: spearlet.FunctionService.UploadArtifact:output_type -> spearlet.UploadArtifactResponse
-	72, // [72:86] is the sub-list for method output_type
-	58, // [58:72] is the sub-list for method input_type
-	58, // [58:58] is the sub-list for extension type_name
-	58, // [58:58] is the sub-list for extension extendee
-	0,  // [0:58] is the sub-list for field type_name
+	2,  // 58: spearlet.ExecutionEvent.status:type_name -> spearlet.ExecutionStatus
+	58, // 59: spearlet.ExecutionEvent.time:type_name -> google.protobuf.Timestamp
+	6,  // 60: spearlet.ExecutionEvent.result:type_name -> spearlet.ExecutionResult
+	9,  // 61: spearlet.FunctionService.InvokeFunction:input_type -> spearlet.InvokeFunctionRequest
+	12, // 62: spearlet.FunctionService.GetExecutionStatus:input_type -> spearlet.GetExecutionStatusRequest
+	14, // 63: spearlet.FunctionService.CancelExecution:input_type -> spearlet.CancelExecutionRequest
+	9,  // 64: spearlet.FunctionService.StreamFunction:input_type -> spearlet.InvokeFunctionRequest
+	17, // 65: spearlet.FunctionService.ListTasks:input_type -> spearlet.ListTasksRequest
+	20, // 66: spearlet.FunctionService.GetTask:input_type -> spearlet.GetTaskRequest
+	22, // 67: spearlet.FunctionService.DeleteTask:input_type -> spearlet.DeleteTaskRequest
+	24, // 68: spearlet.FunctionService.ListExecutions:input_type -> spearlet.ListExecutionsRequest
+	27, // 69: spearlet.FunctionService.GetHealth:input_type -> spearlet.GetHealthRequest
+	30, // 70: spearlet.FunctionService.GetStats:input_type -> spearlet.GetStatsRequest
+	35, // 71: spearlet.FunctionService.RegisterTask:input_type -> spearlet.RegisterTaskRequest
+	37, // 72: spearlet.FunctionService.UpdateTaskLimits:input_type -> spearlet.UpdateTaskLimitsRequest
+	39, // 73: spearlet.FunctionService.RequeueExecution:input_type -> spearlet.RequeueExecutionRequest
+	41, // 74: spearlet.FunctionService.WatchExecution:input_type -> spearlet.WatchExecutionRequest
+	43, // 75: spearlet.FunctionService.UploadArtifact:input_type -> spearlet.UploadArtifactRequest
+	11, // 76: spearlet.FunctionService.InvokeFunction:output_type -> spearlet.InvokeFunctionResponse
+	13, // 77: spearlet.FunctionService.GetExecutionStatus:output_type -> spearlet.GetExecutionStatusResponse
+	15, // 78: spearlet.FunctionService.CancelExecution:output_type -> spearlet.CancelExecutionResponse
+	16, // 79: spearlet.FunctionService.StreamFunction:output_type -> spearlet.StreamExecutionResult
+	18, // 80: spearlet.FunctionService.ListTasks:output_type -> spearlet.ListTasksResponse
+	21, // 81: spearlet.FunctionService.GetTask:output_type -> spearlet.GetTaskResponse
+	23, // 82: spearlet.FunctionService.DeleteTask:output_type -> spearlet.DeleteTaskResponse
+	25, // 83: spearlet.FunctionService.ListExecutions:output_type -> spearlet.ListExecutionsResponse
+	28, // 84: spearlet.FunctionService.GetHealth:output_type -> spearlet.GetHealthResponse
+	31, // 85: spearlet.FunctionService.GetStats:output_type -> spearlet.GetStatsResponse
+	36, // 86: spearlet.FunctionService.RegisterTask:output_type -> spearlet.RegisterTaskResponse
+	38, // 87: spearlet.FunctionService.UpdateTaskLimits:output_type -> spearlet.UpdateTaskLimitsResponse
+	40, // 88: spearlet.FunctionService.RequeueExecution:output_type -> spearlet.RequeueExecutionResponse
+	42, // 89: spearlet.FunctionService.WatchExecution:output_type -> spearlet.ExecutionEvent
+	44, // 90: spearlet.FunctionService.UploadArtifact:output_type -> spearlet.UploadArtifactResponse
+	76, // [76:91] is the sub-list for method output_type
+	61, // [61:76] is the sub-list for method input_type
+	61, // [61:61] is the sub-list for extension type_name
+	61, // [61:61] is the sub-list for extension extendee
+	0,  // [0:61] is the sub-list for field type_name
 }
 
 func init() { file_spearlet_spearlet_proto_init() }
@@ -3881,7 +4023,7 @@ func file_spearlet_spearlet_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_spearlet_spearlet_proto_rawDesc), len(file_spearlet_spearlet_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   52,
+			NumMessages:   54,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

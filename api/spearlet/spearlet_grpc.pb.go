@@ -39,6 +39,7 @@ const (
 	FunctionService_RegisterTask_FullMethodName       = "/spearlet.FunctionService/RegisterTask"
 	FunctionService_UpdateTaskLimits_FullMethodName   = "/spearlet.FunctionService/UpdateTaskLimits"
 	FunctionService_RequeueExecution_FullMethodName   = "/spearlet.FunctionService/RequeueExecution"
+	FunctionService_WatchExecution_FullMethodName     = "/spearlet.FunctionService/WatchExecution"
 	FunctionService_UploadArtifact_FullMethodName     = "/spearlet.FunctionService/UploadArtifact"
 )
 
@@ -60,6 +61,7 @@ type FunctionServiceClient interface {
 	RegisterTask(ctx context.Context, in *RegisterTaskRequest, opts ...grpc.CallOption) (*RegisterTaskResponse, error)
 	UpdateTaskLimits(ctx context.Context, in *UpdateTaskLimitsRequest, opts ...grpc.CallOption) (*UpdateTaskLimitsResponse, error)
 	RequeueExecution(ctx context.Context, in *RequeueExecutionRequest, opts ...grpc.CallOption) (*RequeueExecutionResponse, error)
+	WatchExecution(ctx context.Context, in *WatchExecutionRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ExecutionEvent], error)
 	UploadArtifact(ctx context.Context, in *UploadArtifactRequest, opts ...grpc.CallOption) (*UploadArtifactResponse, error)
 }
 
@@ -210,6 +212,25 @@ func (c *functionServiceClient) RequeueExecution(ctx context.Context, in *Requeu
 	return out, nil
 }
 
+func (c *functionServiceClient) WatchExecution(ctx context.Context, in *WatchExecutionRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ExecutionEvent], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &FunctionService_ServiceDesc.Streams[1], FunctionService_WatchExecution_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[WatchExecutionRequest, ExecutionEvent]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type FunctionService_WatchExecutionClient = grpc.ServerStreamingClient[ExecutionEvent]
+
 func (c *functionServiceClient) UploadArtifact(ctx context.Context, in *UploadArtifactRequest, opts ...grpc.CallOption) (*UploadArtifactResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(UploadArtifactResponse)
@@ -238,6 +259,7 @@ type FunctionServiceServer interface {
 	RegisterTask(context.Context, *RegisterTaskRequest) (*RegisterTaskResponse, error)
 	UpdateTaskLimits(context.Context, *UpdateTaskLimitsRequest) (*UpdateTaskLimitsResponse, error)
 	RequeueExecution(context.Context, *RequeueExecutionRequest) (*RequeueExecutionResponse, error)
+	WatchExecution(*WatchExecutionRequest, grpc.ServerStreamingServer[ExecutionEvent]) error
 	UploadArtifact(context.Context, *UploadArtifactRequest) (*UploadArtifactResponse, error)
 }
 
@@ -286,6 +308,9 @@ func (UnimplementedFunctionServiceServer) UpdateTaskLimits(context.Context, *Upd
 }
 func (UnimplementedFunctionServiceServer) RequeueExecution(context.Context, *RequeueExecutionRequest) (*RequeueExecutionResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method RequeueExecution not implemented")
+}
+func (UnimplementedFunctionServiceServer) WatchExecution(*WatchExecutionRequest, grpc.ServerStreamingServer[ExecutionEvent]) error {
+	return status.Errorf(codes.Unimplemented, "method WatchExecution not implemented")
 }
 func (UnimplementedFunctionServiceServer) UploadArtifact(context.Context, *UploadArtifactRequest) (*UploadArtifactResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method UploadArtifact not implemented")
@@ -537,6 +562,17 @@ func _FunctionService_RequeueExecution_Handler(srv interface{}, ctx context.Cont
 	return interceptor(ctx, in, info, handler)
 }
 
+func _FunctionService_WatchExecution_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(WatchExecutionRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(FunctionServiceServer).WatchExecution(m, &grpc.GenericServerStream[WatchExecutionRequest, ExecutionEvent]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type FunctionService_WatchExecutionServer = grpc.ServerStreamingServer[ExecutionEvent]
+
 func _FunctionService_UploadArtifact_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(UploadArtifactRequest)
 	if err := dec(in); err != nil {
@@ -619,6 +655,11 @@ var FunctionService_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "StreamFunction",
 			Handler:       _FunctionService_StreamFunction_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "WatchExecution",
+			Handler:       _FunctionService_WatchExecution_Handler,
 			ServerStreams: true,
 		},
 	},

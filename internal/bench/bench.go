@@ -38,7 +38,7 @@ type Options struct {
 }
 
 // Groups are the row groups, in the order they run.
-var Groups = []string{"sync-wasm", "sync-process", "sync-docker", "stream", "scale", "cancel", "async", "cold", "memory", "status"}
+var Groups = []string{"sync-wasm", "sync-process", "sync-docker", "stream", "scale", "cancel", "async", "estimate", "cold", "memory", "status"}
 
 // params are the sizes of a run.
 type params struct {
@@ -174,6 +174,8 @@ func (e *env) runGroup(ctx context.Context, g string) (rows []Row) {
 		rows, err = e.cancelRows(ctx)
 	case "async":
 		rows, err = e.asyncRows(ctx)
+	case "estimate":
+		rows, err = e.estimateRows(ctx)
 	case "cold":
 		rows, err = e.coldRows(ctx)
 	case "memory":

@@ -51,6 +51,15 @@ type fakeServer struct {
 	upload     func(context.Context, *spearlet.UploadArtifactRequest) (*spearlet.UploadArtifactResponse, error)
 	limits     func(context.Context, *spearlet.UpdateTaskLimitsRequest) (*spearlet.UpdateTaskLimitsResponse, error)
 	requeue    func(context.Context, *spearlet.RequeueExecutionRequest) (*spearlet.RequeueExecutionResponse, error)
+	watch      func(*spearlet.WatchExecutionRequest, grpc.ServerStreamingServer[spearlet.ExecutionEvent]) error
+}
+
+func (f *fakeServer) WatchExecution(r *spearlet.WatchExecutionRequest, s grpc.ServerStreamingServer[spearlet.ExecutionEvent]) error {
+	f.record("WatchExecution", r)
+	if f.watch == nil {
+		return status.Error(codes.Unimplemented, "fake: WatchExecution not set up")
+	}
+	return f.watch(r, s)
 }
 
 // rpcCall is one recorded request.
@@ -1076,7 +1085,12 @@ func TestExec(t *testing.T) {
 	waitReq := &spearlet.GetExecutionStatusRequest{ExecutionId: "exec-1", IncludeResult: true}
 	wantPolls := func(n int) func(t *testing.T, f *fakeServer, r runResult) {
 		return func(t *testing.T, f *fakeServer, r runResult) {
-			calls := f.recorded()
+			var calls []rpcCall
+			for _, c := range f.recorded() {
+				if c.method != "WatchExecution" { // tried first; the fake lacks it
+					calls = append(calls, c)
+				}
+			}
 			if len(calls) != n {
 				t.Errorf("got %d polls, want %d", len(calls), n)
 			}
@@ -1559,5 +1573,76 @@ func TestParseByteSize(t *testing.T) {
 		case tc.err == "" && (err != nil || got != tc.want):
 			t.Errorf("parseByteSize(%q) = %d, %v; want %d", tc.in, got, err, tc.want)
 		}
+	}
+}
+
+// TestExecWaitWatches: exec wait follows WatchExecution's events, printing
+// each transition, and exits with the outcome.
+func TestExecWaitWatches(t *testing.T) {
+	tests := []struct {
+		name     string
+		final    spearlet.ExecutionStatus
+		wantCode int
+	}{
+		{"completed", spearlet.ExecutionStatus_EXECUTION_STATUS_COMPLETED, 0},
+		{"failed", spearlet.ExecutionStatus_EXECUTION_STATUS_FAILED, 1},
+		{"timeout", spearlet.ExecutionStatus_EXECUTION_STATUS_TIMEOUT, 124},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			f := &fakeServer{watch: func(r *spearlet.WatchExecutionRequest, s grpc.ServerStreamingServer[spearlet.ExecutionEvent]) error {
+				for _, st := range []spearlet.ExecutionStatus{spearlet.ExecutionStatus_EXECUTION_STATUS_PENDING, spearlet.ExecutionStatus_EXECUTION_STATUS_RUNNING} {
+					if err := s.Send(&spearlet.ExecutionEvent{ExecutionId: r.ExecutionId, Status: st}); err != nil {
+						return err
+					}
+				}
+				return s.Send(&spearlet.ExecutionEvent{ExecutionId: r.ExecutionId, Status: tc.final, Result: execResult(tc.final, "out", "", "")})
+			}}
+			res := runCLI(context.Background(), startFake(t, f), "", "exec", "wait", "ex-9")
+			if res.code != tc.wantCode {
+				t.Fatalf("exit %d, want %d (stderr %q)", res.code, tc.wantCode, res.stderr)
+			}
+			for _, want := range []string{"pending", "running", strings.ToLower(strings.TrimPrefix(tc.final.String(), "EXECUTION_STATUS_"))} {
+				if !strings.Contains(res.stderr, want) {
+					t.Errorf("stderr %q lacks %q", res.stderr, want)
+				}
+			}
+			calls := f.recorded()
+			if len(calls) != 1 || calls[0].method != "WatchExecution" || !proto.Equal(calls[0].req, &spearlet.WatchExecutionRequest{ExecutionId: "ex-9", IncludeResult: true}) {
+				t.Fatalf("calls %v: want one WatchExecution and no polling", calls)
+			}
+		})
+	}
+}
+
+// TestExecLogs: logs prints the timestamped lines once; --follow keeps
+// printing new ones until the execution ends.
+func TestExecLogs(t *testing.T) {
+	var n int
+	f := &fakeServer{status: func(_ context.Context, r *spearlet.GetExecutionStatusRequest) (*spearlet.GetExecutionStatusResponse, error) {
+		n++
+		st := spearlet.ExecutionStatus_EXECUTION_STATUS_RUNNING
+		logs := []string{"t1 one"}
+		if n >= 2 {
+			logs = append(logs, "t2 two")
+		}
+		if n >= 3 {
+			st = spearlet.ExecutionStatus_EXECUTION_STATUS_COMPLETED
+		}
+		return &spearlet.GetExecutionStatusResponse{Found: true, Logs: logs, Result: &spearlet.ExecutionResult{Status: st}}, nil
+	}}
+	addr := startFake(t, f)
+	res := runCLI(context.Background(), addr, "", "exec", "logs", "ex-1")
+	if res.code != 0 || res.stdout != "t1 one\n" {
+		t.Fatalf("logs: exit %d, stdout %q", res.code, res.stdout)
+	}
+	n = 0
+	res = runCLI(context.Background(), addr, "", "exec", "logs", "ex-1", "--follow")
+	if res.code != 0 || res.stdout != "t1 one\nt2 two\n" {
+		t.Fatalf("logs --follow: exit %d, stdout %q", res.code, res.stdout)
+	}
+	calls := f.recorded()
+	if !proto.Equal(calls[0].req, &spearlet.GetExecutionStatusRequest{ExecutionId: "ex-1", IncludeLogs: true}) {
+		t.Fatalf("request %v", calls[0].req)
 	}
 }

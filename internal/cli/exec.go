@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"fmt"
 	"strconv"
 	"strings"
@@ -8,6 +9,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/spear-go/spear/api/spearlet"
 )
@@ -21,7 +24,7 @@ func (a *app) newExecCmd() *cobra.Command {
 		Args:  cobra.NoArgs,
 	}
 	cmd.AddCommand(a.newExecGetCmd(), a.newExecListCmd(), a.newExecCancelCmd(), a.newExecWaitCmd(),
-		a.newExecRequeueCmd())
+		a.newExecRequeueCmd(), a.newExecLogsCmd())
 	return cmd
 }
 
@@ -360,13 +363,97 @@ dead-lettered with FailedPrecondition, error_code NOT_DEAD_LETTERED).`,
 	}
 }
 
+// watchWait follows an execution with WatchExecution. done is false when
+// the node does not have the method (the caller then polls).
+func (a *app) watchWait(ctx context.Context, c spearlet.FunctionServiceClient, id string) (done bool, err error) {
+	stream, err := c.WatchExecution(ctx, &spearlet.WatchExecutionRequest{ExecutionId: id, IncludeResult: true})
+	if err != nil {
+		if status.Code(err) == codes.Unimplemented {
+			return false, nil
+		}
+		return true, newRPCError(err, nil)
+	}
+	start := time.Now()
+	for {
+		ev, err := stream.Recv()
+		if err != nil {
+			if status.Code(err) == codes.Unimplemented {
+				return false, nil
+			}
+			if status.Code(err) == codes.NotFound {
+				return true, failf("execution %s not found", id)
+			}
+			if ctx.Err() != nil {
+				return true, ctx.Err()
+			}
+			return true, newRPCError(err, stream.Trailer())
+		}
+		fmt.Fprintf(a.stderr, "%s: %s (%s)\n", id, statusName(ev.GetStatus()), fmtElapsed(time.Since(start)))
+		if _, terminal := outcome(ev.GetStatus()); terminal {
+			if a.json {
+				if err := a.printJSON(&spearlet.GetExecutionStatusResponse{Found: true, Result: ev.GetResult()}); err != nil {
+					return true, err
+				}
+			}
+			return true, a.finishExecution(id, ev.GetResult())
+		}
+	}
+}
+
+func (a *app) newExecLogsCmd() *cobra.Command {
+	var follow bool
+	cmd := &cobra.Command{
+		Use:   "logs ID",
+		Short: "Print an execution's standard error, timestamped; --follow until it ends",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			ctx := cmd.Context()
+			printed := 0
+			for {
+				resp, err := call(ctx, a.timeout, c.GetExecutionStatus, &spearlet.GetExecutionStatusRequest{
+					ExecutionId: args[0], IncludeLogs: true,
+				})
+				if err != nil {
+					return err
+				}
+				if !resp.GetFound() {
+					return failf("execution %s not found%s", args[0], suffix(resp.GetMessage()))
+				}
+				lines := resp.GetLogs()
+				if printed > len(lines) { // older lines were dropped (the log is bounded)
+					printed = 0
+				}
+				for _, l := range lines[printed:] {
+					fmt.Fprintln(a.stdout, l)
+				}
+				printed = len(lines)
+				if _, terminal := outcome(resp.GetResult().GetStatus()); !follow || terminal {
+					return nil
+				}
+				select {
+				case <-ctx.Done():
+					return ctx.Err()
+				case <-time.After(250 * time.Millisecond):
+				}
+			}
+		},
+	}
+	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing new lines until the execution ends")
+	return cmd
+}
+
 func (a *app) newExecWaitCmd() *cobra.Command {
 	var poll time.Duration
 	cmd := &cobra.Command{
 		Use:   "wait ID",
 		Short: "Wait for an execution to finish and print its output",
-		Long: `Poll an execution until it reaches a terminal status, showing progress on
-stderr, then print its output (raw, or the status response with --json).
+		Long: `Follow an execution (WatchExecution) until it reaches a terminal status,
+showing each status change on stderr, then print its output (raw, or the
+status response with --json). Against a node without WatchExecution it polls.
 
 Exit codes: 0 COMPLETED, 1 FAILED (or not found), 2 usage or RPC error,
 124 TIMEOUT, 130 CANCELLED (or interrupted).`,
@@ -388,6 +475,9 @@ func (a *app) execWait(cmd *cobra.Command, id string, poll time.Duration) error 
 		return err
 	}
 	ctx := cmd.Context()
+	if done, err := a.watchWait(ctx, c, id); done || err != nil {
+		return err
+	}
 	tty := isTerminal(a.stderr)
 	spinner := []rune(`|/-\`)
 	start := time.Now()

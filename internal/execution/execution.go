@@ -146,6 +146,11 @@ type Record struct {
 	ErrorMessage    string    `json:"err,omitempty"`
 	DurationMs      int64     `json:"dur_ms,omitempty"`
 	MemoryUsedBytes int64     `json:"mem,omitempty"`
+	// StartupUs is how long the runtime took to start the function, in
+	// microseconds; EstimatedMs what the node estimated, at acceptance, for
+	// the whole execution (async).
+	StartupUs   int64 `json:"startup_us,omitempty"`
+	EstimatedMs int64 `json:"estimated_ms,omitempty"`
 	// History has one entry per run, oldest first.
 	History []Attempt `json:"history,omitempty"`
 	// DeadLettered is set when retries ran out; Spec is then kept so the

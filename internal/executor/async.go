@@ -43,6 +43,7 @@ func (m *Manager) Submit(ctx context.Context, spec *execution.Spec) (rec *execut
 	// work ahead of it.
 	estimate = m.estimate(ctx, spec.TaskID)
 	rec = execution.NewRecord(spec)
+	rec.EstimatedMs = max(1, estimate.Milliseconds())
 	if spec.IDGiven || spec.Idempotent {
 		// The id may exist already: create the record first, so a
 		// duplicate is refused (or, with a key, answered) before anything
@@ -339,6 +340,9 @@ func (m *Manager) runDelivery(d *store.Delivery) {
 	// retried: the caller asked for it to end.
 	if retryable(r) && !l.cancelRequested() && spec.MaxRetries > 0 {
 		if r.Attempts-spec.AttemptBase <= spec.MaxRetries {
+			if m.opts.Hooks != nil {
+				m.opts.Hooks.Retried(r)
+			}
 			m.requeue(l, d, backoff(r.Attempts-spec.AttemptBase))
 			return
 		}

@@ -168,6 +168,8 @@ func (h *hooks) Finished(r *execution.Record, _ spearrt.Type, _ time.Duration) {
 
 func (h *hooks) CallbackDelivered(string) {}
 
+func (h *hooks) Retried(*execution.Record) {}
+
 func (h *hooks) count(id string) int {
 	h.mu.Lock()
 	defer h.mu.Unlock()

@@ -62,6 +62,8 @@ type Options struct {
 type Hooks interface {
 	// Finished is called once per terminal execution.
 	Finished(r *execution.Record, runtime spearrt.Type, queueWait time.Duration)
+	// Retried is called when a failed attempt is queued again.
+	Retried(r *execution.Record)
 	// CallbackDelivered is called once per completion callback, with its
 	// final state (delivered or failed).
 	CallbackDelivered(state string)

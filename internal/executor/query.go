@@ -72,6 +72,12 @@ func (m *Manager) QueueDepth(ctx context.Context) (int64, error) {
 	return w, err
 }
 
+// QueueDepthByBand is the number of async executions waiting in the
+// durable queue, by priority band (index 0 the lowest).
+func (m *Manager) QueueDepthByBand(ctx context.Context) ([]int64, error) {
+	return m.store.QueueDepthByBand(ctx)
+}
+
 // ForgetTask drops a deleted task's stats.
 func (m *Manager) ForgetTask(ctx context.Context, taskID string) error {
 	m.stats.forgetTask(taskID)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"strings"
 	"time"
 
@@ -150,14 +151,23 @@ func (m *Manager) timeout(spec *execution.Spec, l task.Limits) time.Duration {
 	d := m.opts.DefaultTimeout
 	switch {
 	case spec.TimeoutMs > 0:
-		d = time.Duration(spec.TimeoutMs) * time.Millisecond
+		d = millis(spec.TimeoutMs)
 	case l.DefaultTimeoutMs > 0:
-		d = time.Duration(l.DefaultTimeoutMs) * time.Millisecond
+		d = millis(l.DefaultTimeoutMs)
 	}
 	if l.MaxTimeoutMs > 0 {
-		d = min(d, time.Duration(l.MaxTimeoutMs)*time.Millisecond)
+		d = min(d, millis(l.MaxTimeoutMs))
 	}
 	return min(d, m.opts.MaxTimeout)
+}
+
+// millis converts milliseconds to a Duration, saturating instead of
+// overflowing for absurd values.
+func millis(ms int64) time.Duration {
+	if ms > int64(math.MaxInt64/time.Millisecond) {
+		return math.MaxInt64
+	}
+	return time.Duration(ms) * time.Millisecond
 }
 
 // execute runs the function once and fills l's record with the outcome.
@@ -170,12 +180,33 @@ func (m *Manager) execute(ctx context.Context, l *live, rt spearrt.Runtime, art 
 	out := &outputSink{limit: m.opts.MaxOutputBytes, overflow: func() {
 		l.stop(fmt.Errorf("%w: more than %d bytes", errOutputTooLarge, m.opts.MaxOutputBytes), true)
 	}}
-	if onChunk != nil {
+	// Async and stream output is also kept in JetStream, for clients that
+	// attach later or on another node. (A sync caller gets the output in
+	// its answer; attaching to a sync execution is served from memory.)
+	keep := spec.Mode == execution.ModeAsync || spec.Mode == execution.ModeStream
+	if keep && l.final().Attempts > 0 {
+		// A retry or a rerun after a crash: the earlier run's chunks go.
+		if err := m.store.DeleteChunks(ctx, spec.ExecutionID); err != nil {
+			m.log.Warn("dropping an earlier attempt's output", "execution", spec.ExecutionID, "err", err)
+		}
+	}
+	if onChunk != nil || keep {
 		out.onChunk = func(p []byte) {
-			onChunk(Chunk{Seq: seq, Data: bytes.Clone(p)})
+			if keep {
+				m.store.PublishChunk(spec.ExecutionID, seq, p)
+			}
+			if onChunk != nil {
+				onChunk(Chunk{Seq: seq, Data: bytes.Clone(p)})
+			}
 			seq++
 		}
 	}
+	defer func() {
+		out.close()
+		if keep {
+			m.store.PublishChunksEnd(spec.ExecutionID, out.count())
+		}
+	}()
 	logs := &logSink{now: m.opts.Now, limit: m.opts.MaxLogBytes}
 	start := m.opts.Now()
 	l.mu.Lock()
@@ -209,6 +240,7 @@ func (m *Manager) execute(ctx context.Context, l *live, rt spearrt.Runtime, art 
 	r.Output = out.bytes()
 	r.Logs = logs.result()
 	r.MemoryUsedBytes = res.MemoryUsedBytes
+	r.StartupUs = res.Startup.Microseconds()
 	r.ExitCode = -1
 	if err == nil {
 		r.ExitCode = int32(res.ExitCode)

@@ -4,6 +4,7 @@ package metrics
 
 import (
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -21,6 +22,9 @@ type Metrics struct {
 	duration   *prometheus.HistogramVec
 	queueWait  *prometheus.HistogramVec
 	coldStart  *prometheus.HistogramVec
+	estimate   prometheus.Histogram
+	retries    *prometheus.CounterVec
+	dead       *prometheus.CounterVec
 	callbacks  *prometheus.CounterVec
 }
 
@@ -28,8 +32,13 @@ type Metrics struct {
 type Gauges struct {
 	Running func() float64
 	Waiting func() float64
-	Queued  func() float64
+	// QueuedByBand returns the executions waiting in the durable queue, by
+	// priority band (index 0 the lowest).
+	QueuedByBand func() []int64
 }
+
+// latency buckets: 100 µs to about 7 minutes.
+var latency = prometheus.ExponentialBuckets(0.0001, 4, 12)
 
 // New registers the metrics.
 func New(g Gauges) *Metrics {
@@ -42,29 +51,36 @@ func New(g Gauges) *Metrics {
 			Help: "Executions that reached a terminal state, by task, mode, runtime and status.",
 		}, []string{"task", "mode", "runtime", "status"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name:    "spear_execution_duration_seconds",
-			Help:    "Run time of executions, by runtime.",
-			Buckets: prometheus.ExponentialBuckets(0.0001, 4, 12),
+			Name: "spear_execution_duration_seconds", Help: "Run time of executions, by runtime.", Buckets: latency,
 		}, []string{"runtime"}),
 		queueWait: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name:    "spear_queue_wait_seconds",
-			Help:    "Time from acceptance to start, by runtime.",
-			Buckets: prometheus.ExponentialBuckets(0.0001, 4, 12),
+			Name: "spear_queue_wait_seconds", Help: "Time from acceptance to start, by runtime.", Buckets: latency,
 		}, []string{"runtime"}),
 		coldStart: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "spear_cold_start_seconds",
-			Help:    "Time from a run's start to the function running (container created and started), by runtime.",
-			Buckets: prometheus.ExponentialBuckets(0.001, 2, 14),
+			Help:    "Time the runtime took to get a function running (process spawned, instance created, container started), by runtime.",
+			Buckets: latency,
 		}, []string{"runtime"}),
+		estimate: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "spear_estimate_ratio",
+			Help:    "Async executions' actual time to completion divided by the estimate given at acceptance (1 is exact).",
+			Buckets: []float64{0.125, 0.25, 0.5, 0.67, 0.8, 0.9, 1, 1.1, 1.25, 1.5, 2, 4, 8},
+		}),
+		retries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "spear_retries_total", Help: "Async executions queued again after a failed or timed-out attempt, by task.",
+		}, []string{"task"}),
+		dead: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "spear_dead_letters_total", Help: "Async executions whose retries ran out (dead-lettered), by task.",
+		}, []string{"task"}),
+		callbacks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "spear_callback_deliveries_total", Help: "Completion callbacks by final state (delivered, failed).",
+		}, []string{"state"}),
 	}
-	m.callbacks = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "spear_callback_deliveries_total",
-		Help: "Completion callbacks by final state (delivered, failed).",
-	}, []string{"state"})
-	reg.MustRegister(m.executions, m.duration, m.queueWait, m.coldStart, m.callbacks,
+	reg.MustRegister(m.executions, m.duration, m.queueWait, m.coldStart, m.estimate, m.retries, m.dead, m.callbacks,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "spear_running_executions", Help: "Executions running on this node."}, g.Running),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "spear_waiting_executions", Help: "Executions on this node waiting for a run slot."}, g.Waiting),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "spear_queued_executions", Help: "Async executions waiting in the durable queue."}, g.Queued),
+		&queueCollector{get: g.QueuedByBand, desc: prometheus.NewDesc("spear_queued_executions",
+			"Async executions waiting in the durable queue, by priority band (0 lowest, 4 highest).", []string{"band"}, nil)},
 	)
 	return m
 }
@@ -83,12 +99,34 @@ func (m *Metrics) Finished(r *execution.Record, rt runtime.Type, queueWait time.
 			m.queueWait.WithLabelValues(string(rt)).Observe(queueWait.Seconds())
 		}
 	}
+	if r.StartupUs > 0 {
+		m.coldStart.WithLabelValues(string(rt)).Observe(float64(r.StartupUs) / 1e6)
+	}
+	if r.EstimatedMs > 0 && r.Status == execution.StatusCompleted {
+		actual := r.CompletedAt.Sub(r.CreatedAt)
+		m.estimate.Observe(actual.Seconds() * 1000 / float64(r.EstimatedMs))
+	}
+	if r.DeadLettered {
+		m.dead.WithLabelValues(r.TaskID).Inc()
+	}
 }
 
-// ColdStart records the time a runtime took to get a function running.
-func (m *Metrics) ColdStart(rt runtime.Type, d time.Duration) {
-	m.coldStart.WithLabelValues(string(rt)).Observe(d.Seconds())
-}
+// Retried implements executor.Hooks.
+func (m *Metrics) Retried(r *execution.Record) { m.retries.WithLabelValues(r.TaskID).Inc() }
 
 // CallbackDelivered implements executor.Hooks.
 func (m *Metrics) CallbackDelivered(state string) { m.callbacks.WithLabelValues(state).Inc() }
+
+// queueCollector reads the queue depth by band once per scrape.
+type queueCollector struct {
+	get  func() []int64
+	desc *prometheus.Desc
+}
+
+func (c *queueCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c *queueCollector) Collect(ch chan<- prometheus.Metric) {
+	for band, n := range c.get() {
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(n), strconv.Itoa(band))
+	}
+}

@@ -109,12 +109,14 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	m := metrics.New(metrics.Gauges{
 		Running: func() float64 { r, _ := mgr.Counts(); return float64(r) },
 		Waiting: func() float64 { _, w := mgr.Counts(); return float64(w) },
-		Queued: func() float64 {
-			q, _ := mgr.QueueDepth(context.Background())
-			return float64(q)
+		QueuedByBand: func() []int64 {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			q, _ := mgr.QueueDepthByBand(ctx)
+			return q
 		},
 	})
-	if n.runtimes, err = n.openRuntimes(ctx, m); err != nil {
+	if n.runtimes, err = n.openRuntimes(ctx); err != nil {
 		return nil, err
 	}
 	reg := registry.New(n.store, n.runtimes, time.Now, log)
@@ -211,7 +213,7 @@ func (n *Node) close() {
 	}
 }
 
-func (n *Node) openRuntimes(ctx context.Context, m *metrics.Metrics) (map[spearrt.Type]spearrt.Runtime, error) {
+func (n *Node) openRuntimes(ctx context.Context) (map[spearrt.Type]spearrt.Runtime, error) {
 	rts := map[spearrt.Type]spearrt.Runtime{
 		spearrt.TypeProcess: process.New(process.Options{Logger: n.log, NodeID: n.cfg.NodeID}),
 	}
@@ -223,10 +225,7 @@ func (n *Node) openRuntimes(ctx context.Context, m *metrics.Metrics) (map[spearr
 	switch n.cfg.Docker {
 	case "off":
 	case "", "auto", "on":
-		d, err := docker.New(ctx, docker.Options{
-			Host: n.cfg.DockerHost, NodeID: n.cfg.NodeID, Logger: n.log,
-			OnColdStart: func(d time.Duration) { m.ColdStart(spearrt.TypeDocker, d) },
-		})
+		d, err := docker.New(ctx, docker.Options{Host: n.cfg.DockerHost, NodeID: n.cfg.NodeID, Logger: n.log})
 		if err != nil {
 			return nil, err
 		}

@@ -74,6 +74,10 @@ type Result struct {
 	// MemoryLimitHit says the function reached its memory ceiling (a
 	// refused allocation, an OOM kill), as far as the runtime can tell.
 	MemoryLimitHit bool
+	// Startup is how long the runtime took to get the function running
+	// (process spawned, instance created, container started): the cold
+	// start cost of this invocation.
+	Startup time.Duration
 }
 
 // Runtime runs functions.

@@ -3,6 +3,7 @@ package server
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -150,7 +151,7 @@ func artifactOf(s *pb.ArtifactSpec) task.Artifact {
 }
 
 // input turns the invocation's parameters into the function's standard
-// input: nothing for none; the raw bytes of a single BytesValue or
+// input: nothing when no parameter has a value; the raw bytes of a single BytesValue or
 // StringValue; otherwise one JSON object keyed by parameter name.
 func input(params []*pb.FunctionParameter) ([]byte, error) {
 	seen := map[string]bool{}
@@ -171,8 +172,8 @@ func input(params []*pb.FunctionParameter) ([]byte, error) {
 			seen[p.Name] = true
 		}
 	}
-	if len(params) == 0 || (len(params) == 1 && params[0].Value == nil) {
-		return nil, nil
+	if !slices.ContainsFunc(params, func(p *pb.FunctionParameter) bool { return p.Value != nil }) {
+		return nil, nil // no values: no input, however many parameters
 	}
 	if len(params) == 1 && params[0].Value != nil {
 		switch v := unpack(params[0].Value).(type) {

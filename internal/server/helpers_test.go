@@ -85,9 +85,9 @@ func newEnv(t testing.TB, o envOptions) *env {
 	m := metrics.New(metrics.Gauges{
 		Running: func() float64 { r, _ := mgr.Counts(); return float64(r) },
 		Waiting: func() float64 { _, w := mgr.Counts(); return float64(w) },
-		Queued: func() float64 {
-			q, _ := mgr.QueueDepth(context.Background())
-			return float64(q)
+		QueuedByBand: func() []int64 {
+			q, _ := mgr.QueueDepthByBand(context.Background())
+			return q
 		},
 	})
 	mgr = executor.New(executor.Options{NodeID: "test-node", Workers: o.workers, Hooks: m}, st, reg, rts)

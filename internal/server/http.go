@@ -108,12 +108,17 @@ func (s *Service) handleStatus(w http.ResponseWriter, r *http.Request) {
 			writeError(w, errdefs.New(errdefs.ErrInvalidArgument, "INVALID_WAIT", "wait=%q: want a duration such as 30s", ws))
 			return
 		}
-		wctx, cancel := context.WithTimeout(ctx, min(d, 60*time.Second))
-		_, err = s.mgr.Wait(wctx, id)
-		cancel()
-		if err != nil && errdefs.Code(err) != "EXECUTION_NOT_FOUND" {
-			writeError(w, err)
-			return
+		if d > 0 {
+			wctx, cancel := context.WithTimeout(ctx, min(d, 60*time.Second))
+			_, err = s.mgr.Wait(wctx, id)
+			// The wait running out is not an error: the status as it is
+			// now is the answer.
+			waitOver := wctx.Err() != nil && ctx.Err() == nil
+			cancel()
+			if err != nil && !waitOver && errdefs.Code(err) != "EXECUTION_NOT_FOUND" {
+				writeError(w, err)
+				return
+			}
 		}
 	}
 	logs, _ := strconv.ParseBool(q.Get("logs"))

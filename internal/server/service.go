@@ -261,6 +261,13 @@ func (s *Service) resolveTask(ctx context.Context, req *pb.InvokeFunctionRequest
 // streamTo runs an invocation in stream mode, sending output chunks as the
 // function writes them and a final message with the outcome.
 func (s *Service) streamTo(ctx context.Context, req *pb.InvokeFunctionRequest, send func(*pb.StreamExecutionResult) error) error {
+	if id := req.GetContext().GetExecutionId(); id != "" {
+		if ok, err := s.mgr.Exists(ctx, id); err != nil {
+			return err
+		} else if ok {
+			return s.attach(ctx, id, send)
+		}
+	}
 	spec, err := s.prepare(ctx, req, execution.ModeStream)
 	if err != nil {
 		return err
@@ -295,23 +302,61 @@ func (s *Service) streamTo(ctx context.Context, req *pb.InvokeFunctionRequest, s
 	if err != nil {
 		return err
 	}
-	emit(&pb.StreamExecutionResult{
+	emit(finalMessage(rec, s.nodeID))
+	mu.Lock()
+	defer mu.Unlock()
+	return sendErr
+}
+
+// finalMessage is the last message of a stream: the terminal status.
+func finalMessage(rec *execution.Record, node string) *pb.StreamExecutionResult {
+	return &pb.StreamExecutionResult{
 		ExecutionId:  rec.ID,
 		Status:       pb.ExecutionStatus(rec.Status),
-		IsFinal:      true,
+		IsFinal:      rec.Status.Terminal(),
 		ErrorMessage: rec.ErrorMessage,
 		ErrorCode:    rec.ErrorCode,
 		Metadata: map[string]string{
 			"task_id":           rec.TaskID,
-			"node":              s.nodeID,
+			"node":              node,
 			"exit_code":         strconv.Itoa(int(rec.ExitCode)),
 			"execution_time_ms": strconv.FormatInt(rec.DurationMs, 10),
 			"memory_used_bytes": strconv.FormatInt(rec.MemoryUsedBytes, 10),
 		},
+	}
+}
+
+// attach streams an existing execution's output, replayed from the first
+// chunk and then followed live, and ends with its final status.
+func (s *Service) attach(ctx context.Context, id string, send func(*pb.StreamExecutionResult) error) error {
+	rec, err := s.mgr.Attach(ctx, id, func(c executor.Chunk) error {
+		return send(&pb.StreamExecutionResult{
+			ExecutionId: id,
+			Status:      pb.ExecutionStatus_EXECUTION_STATUS_RUNNING,
+			ChunkData:   bytesAny(c.Data),
+			Sequence:    c.Seq,
+			Metadata:    map[string]string{"attached": "true"},
+		})
 	})
-	mu.Lock()
-	defer mu.Unlock()
-	return sendErr
+	if err != nil {
+		return err
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	return send(finalMessage(rec, s.nodeID))
+}
+
+// WatchExecution streams an execution's status transitions.
+func (s *Service) watch(ctx context.Context, req *pb.WatchExecutionRequest, send func(*pb.ExecutionEvent) error) error {
+	return s.mgr.Watch(ctx, req.ExecutionId, func(r *execution.Record) error {
+		return send(&pb.ExecutionEvent{
+			ExecutionId: r.ID,
+			Status:      pb.ExecutionStatus(r.Status),
+			Time:        ts(s.now()),
+			Result:      resultOf(r, req.IncludeResult && r.Status.Terminal()),
+		})
+	})
 }
 
 // GetExecutionStatus reports an execution's status, output and logs.

@@ -18,6 +18,10 @@ type grpcService struct {
 
 var _ pb.FunctionServiceServer = grpcService{}
 
+func (g grpcService) WatchExecution(req *pb.WatchExecutionRequest, stream grpc.ServerStreamingServer[pb.ExecutionEvent]) error {
+	return g.watch(stream.Context(), req, stream.Send)
+}
+
 func (g grpcService) StreamFunction(req *pb.InvokeFunctionRequest, stream grpc.ServerStreamingServer[pb.StreamExecutionResult]) error {
 	return g.streamTo(stream.Context(), req, stream.Send)
 }
@@ -27,6 +31,10 @@ func (g grpcService) StreamFunction(req *pb.InvokeFunctionRequest, stream grpc.S
 type connectService struct{ *Service }
 
 var _ spearletconnect.FunctionServiceHandler = connectService{}
+
+func (c connectService) WatchExecution(ctx context.Context, req *pb.WatchExecutionRequest, stream *connect.ServerStream[pb.ExecutionEvent]) error {
+	return c.watch(ctx, req, stream.Send)
+}
 
 func (c connectService) StreamFunction(ctx context.Context, req *pb.InvokeFunctionRequest, stream *connect.ServerStream[pb.StreamExecutionResult]) error {
 	return c.streamTo(ctx, req, stream.Send)

@@ -131,6 +131,20 @@ func (s *Store) IsQueued(ctx context.Context, taskID, id string) (bool, error) {
 	return len(info.State.Subjects) > 0, nil
 }
 
+// QueueDepthByBand is the number of executions waiting in the queue by
+// priority band, index 0 the lowest.
+func (s *Store) QueueDepthByBand(ctx context.Context) ([]int64, error) {
+	out := make([]int64, Bands)
+	for i, c := range s.bands { // highest band first
+		info, err := c.Info(ctx)
+		if err != nil {
+			return nil, unavailable("queue info", err)
+		}
+		out[Bands-1-i] = int64(info.NumPending)
+	}
+	return out, nil
+}
+
 // QueueDepth is the number of executions in the queue: waiting ones plus
 // those delivered to a worker and not yet finished.
 func (s *Store) QueueDepth(ctx context.Context) (waiting, inFlight int64, err error) {
@@ -279,9 +293,18 @@ func (s *Store) delivery(msg jetstream.Msg) *Delivery {
 	return &Delivery{Spec: &spec, Attempt: attempt, msg: msg}
 }
 
-// Stop ends the flow; messages fetched ahead and not handed out are
-// redelivered after the ack wait.
-func (st *Stream) Stop() { st.it.Stop() }
+// Stop ends the flow and gives the messages fetched ahead, and not handed
+// out, back to the queue at once (rather than after the ack wait).
+func (st *Stream) Stop() {
+	st.it.Drain()
+	for {
+		msg, err := st.it.Next(jetstream.NextMaxWait(100 * time.Millisecond))
+		if err != nil {
+			return
+		}
+		_ = msg.Nak()
+	}
+}
 
 // AckWait is the queue's redelivery timeout.
 func (s *Store) AckWait() time.Duration { return s.opts.AckWait }

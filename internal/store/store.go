@@ -83,6 +83,9 @@ type Options struct {
 	AckWait time.Duration
 	// Replicas for buckets and streams on a clustered external NATS.
 	Replicas int
+	// MaxChunks bounds the output chunks kept per execution (default
+	// 10000).
+	MaxChunks int
 	// MaxPayload bounds one message (queued input, a record) in the embedded
 	// server.
 	MaxPayload int32
@@ -102,6 +105,7 @@ type Store struct {
 	stats     jetstream.KeyValue
 	artifacts jetstream.ObjectStore
 	queue     jetstream.Stream
+	chunks    jetstream.Stream
 	// bands are the queue's consumers, one per priority band, highest
 	// first.
 	bands []jetstream.Consumer
@@ -121,6 +125,9 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	}
 	if opts.Replicas <= 0 {
 		opts.Replicas = 1
+	}
+	if opts.MaxChunks <= 0 {
+		opts.MaxChunks = 10000
 	}
 	if opts.MaxPayload <= 0 {
 		opts.MaxPayload = 8 << 20
@@ -238,6 +245,9 @@ func (s *Store) provision(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("queue stream: %w", err)
 	}
+	if err := s.provisionChunks(ctx); err != nil {
+		return err
+	}
 	// A work-queue stream allows no overlapping consumers: drop the single
 	// consumer of earlier versions.
 	if err := s.queue.DeleteConsumer(ctx, ConsumerWorkers); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
@@ -281,7 +291,7 @@ func (s *Store) Close() {
 // StorageBytes is what JetStream holds for Spear, in bytes.
 func (s *Store) StorageBytes(ctx context.Context) (int64, error) {
 	var total int64
-	for _, name := range []string{StreamQueue, "KV_" + BucketTasks, "KV_" + BucketExecutions,
+	for _, name := range []string{StreamQueue, StreamChunks, "KV_" + BucketTasks, "KV_" + BucketExecutions,
 		"KV_" + BucketExecIndex, "KV_" + BucketTaskStats, "OBJ_" + BucketArtifacts} {
 		st, err := s.js.Stream(ctx, name)
 		if err != nil {

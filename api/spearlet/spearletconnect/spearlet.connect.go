@@ -78,6 +78,9 @@ const (
 	// FunctionServiceRequeueExecutionProcedure is the fully-qualified name of the FunctionService's
 	// RequeueExecution RPC.
 	FunctionServiceRequeueExecutionProcedure = "/spearlet.FunctionService/RequeueExecution"
+	// FunctionServiceWatchExecutionProcedure is the fully-qualified name of the FunctionService's
+	// WatchExecution RPC.
+	FunctionServiceWatchExecutionProcedure = "/spearlet.FunctionService/WatchExecution"
 	// FunctionServiceUploadArtifactProcedure is the fully-qualified name of the FunctionService's
 	// UploadArtifact RPC.
 	FunctionServiceUploadArtifactProcedure = "/spearlet.FunctionService/UploadArtifact"
@@ -99,6 +102,7 @@ type FunctionServiceClient interface {
 	RegisterTask(context.Context, *spearlet.RegisterTaskRequest) (*spearlet.RegisterTaskResponse, error)
 	UpdateTaskLimits(context.Context, *spearlet.UpdateTaskLimitsRequest) (*spearlet.UpdateTaskLimitsResponse, error)
 	RequeueExecution(context.Context, *spearlet.RequeueExecutionRequest) (*spearlet.RequeueExecutionResponse, error)
+	WatchExecution(context.Context, *spearlet.WatchExecutionRequest) (*connect.ServerStreamForClient[spearlet.ExecutionEvent], error)
 	UploadArtifact(context.Context, *spearlet.UploadArtifactRequest) (*spearlet.UploadArtifactResponse, error)
 }
 
@@ -191,6 +195,12 @@ func NewFunctionServiceClient(httpClient connect.HTTPClient, baseURL string, opt
 			connect.WithSchema(functionServiceMethods.ByName("RequeueExecution")),
 			connect.WithClientOptions(opts...),
 		),
+		watchExecution: connect.NewClient[spearlet.WatchExecutionRequest, spearlet.ExecutionEvent](
+			httpClient,
+			baseURL+FunctionServiceWatchExecutionProcedure,
+			connect.WithSchema(functionServiceMethods.ByName("WatchExecution")),
+			connect.WithClientOptions(opts...),
+		),
 		uploadArtifact: connect.NewClient[spearlet.UploadArtifactRequest, spearlet.UploadArtifactResponse](
 			httpClient,
 			baseURL+FunctionServiceUploadArtifactProcedure,
@@ -215,6 +225,7 @@ type functionServiceClient struct {
 	registerTask       *connect.Client[spearlet.RegisterTaskRequest, spearlet.RegisterTaskResponse]
 	updateTaskLimits   *connect.Client[spearlet.UpdateTaskLimitsRequest, spearlet.UpdateTaskLimitsResponse]
 	requeueExecution   *connect.Client[spearlet.RequeueExecutionRequest, spearlet.RequeueExecutionResponse]
+	watchExecution     *connect.Client[spearlet.WatchExecutionRequest, spearlet.ExecutionEvent]
 	uploadArtifact     *connect.Client[spearlet.UploadArtifactRequest, spearlet.UploadArtifactResponse]
 }
 
@@ -331,6 +342,11 @@ func (c *functionServiceClient) RequeueExecution(ctx context.Context, req *spear
 	return nil, err
 }
 
+// WatchExecution calls spearlet.FunctionService.WatchExecution.
+func (c *functionServiceClient) WatchExecution(ctx context.Context, req *spearlet.WatchExecutionRequest) (*connect.ServerStreamForClient[spearlet.ExecutionEvent], error) {
+	return c.watchExecution.CallServerStream(ctx, connect.NewRequest(req))
+}
+
 // UploadArtifact calls spearlet.FunctionService.UploadArtifact.
 func (c *functionServiceClient) UploadArtifact(ctx context.Context, req *spearlet.UploadArtifactRequest) (*spearlet.UploadArtifactResponse, error) {
 	response, err := c.uploadArtifact.CallUnary(ctx, connect.NewRequest(req))
@@ -356,6 +372,7 @@ type FunctionServiceHandler interface {
 	RegisterTask(context.Context, *spearlet.RegisterTaskRequest) (*spearlet.RegisterTaskResponse, error)
 	UpdateTaskLimits(context.Context, *spearlet.UpdateTaskLimitsRequest) (*spearlet.UpdateTaskLimitsResponse, error)
 	RequeueExecution(context.Context, *spearlet.RequeueExecutionRequest) (*spearlet.RequeueExecutionResponse, error)
+	WatchExecution(context.Context, *spearlet.WatchExecutionRequest, *connect.ServerStream[spearlet.ExecutionEvent]) error
 	UploadArtifact(context.Context, *spearlet.UploadArtifactRequest) (*spearlet.UploadArtifactResponse, error)
 }
 
@@ -444,6 +461,12 @@ func NewFunctionServiceHandler(svc FunctionServiceHandler, opts ...connect.Handl
 		connect.WithSchema(functionServiceMethods.ByName("RequeueExecution")),
 		connect.WithHandlerOptions(opts...),
 	)
+	functionServiceWatchExecutionHandler := connect.NewServerStreamHandlerSimple(
+		FunctionServiceWatchExecutionProcedure,
+		svc.WatchExecution,
+		connect.WithSchema(functionServiceMethods.ByName("WatchExecution")),
+		connect.WithHandlerOptions(opts...),
+	)
 	functionServiceUploadArtifactHandler := connect.NewUnaryHandlerSimple(
 		FunctionServiceUploadArtifactProcedure,
 		svc.UploadArtifact,
@@ -478,6 +501,8 @@ func NewFunctionServiceHandler(svc FunctionServiceHandler, opts ...connect.Handl
 			functionServiceUpdateTaskLimitsHandler.ServeHTTP(w, r)
 		case FunctionServiceRequeueExecutionProcedure:
 			functionServiceRequeueExecutionHandler.ServeHTTP(w, r)
+		case FunctionServiceWatchExecutionProcedure:
+			functionServiceWatchExecutionHandler.ServeHTTP(w, r)
 		case FunctionServiceUploadArtifactProcedure:
 			functionServiceUploadArtifactHandler.ServeHTTP(w, r)
 		default:
@@ -539,6 +564,10 @@ func (UnimplementedFunctionServiceHandler) UpdateTaskLimits(context.Context, *sp
 
 func (UnimplementedFunctionServiceHandler) RequeueExecution(context.Context, *spearlet.RequeueExecutionRequest) (*spearlet.RequeueExecutionResponse, error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("spearlet.FunctionService.RequeueExecution is not implemented"))
+}
+
+func (UnimplementedFunctionServiceHandler) WatchExecution(context.Context, *spearlet.WatchExecutionRequest, *connect.ServerStream[spearlet.ExecutionEvent]) error {
+	return connect.NewError(connect.CodeUnimplemented, errors.New("spearlet.FunctionService.WatchExecution is not implemented"))
 }
 
 func (UnimplementedFunctionServiceHandler) UploadArtifact(context.Context, *spearlet.UploadArtifactRequest) (*spearlet.UploadArtifactResponse, error) {

@@ -339,8 +339,9 @@ func (r *Runtime) Run(ctx context.Context, inv *runtime.Invocation) (runtime.Res
 	if _, err := r.cli.ContainerStart(ctx, id, client.ContainerStartOptions{}); err != nil {
 		return runtime.Result{}, r.engineError(ctx, "start container", "", err)
 	}
+	startup := time.Since(start)
 	if r.onColdStart != nil {
-		r.onColdStart(time.Since(start))
+		r.onColdStart(startup)
 	}
 
 	memPeak := r.sampleMemory(wctx, id)
@@ -435,7 +436,7 @@ func (r *Runtime) Run(ctx context.Context, inv *runtime.Invocation) (runtime.Res
 			inv.ExecutionID, errdefs.ErrInternal, exit.Error.Message)
 	}
 	wcancel()
-	return runtime.Result{ExitCode: int(exit.StatusCode), MemoryUsedBytes: memPeak()}, nil
+	return runtime.Result{ExitCode: int(exit.StatusCode), MemoryUsedBytes: memPeak(), Startup: startup}, nil
 }
 
 // sampleMemory starts sampling the memory of container id every

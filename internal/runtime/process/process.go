@@ -173,6 +173,7 @@ func checkExecutable(path string) error {
 // microseconds between its exec and the prlimit call; any allocation it makes
 // in that window is not refused, but it counts towards the limit afterwards.
 func (r *Runtime) Run(ctx context.Context, inv *runtime.Invocation) (runtime.Result, error) {
+	begin := time.Now()
 	if err := checkExecutable(inv.Artifact.Location); err != nil {
 		return runtime.Result{}, err
 	}
@@ -228,6 +229,7 @@ func (r *Runtime) Run(ctx context.Context, inv *runtime.Invocation) (runtime.Res
 	goruntime.LockOSThread()
 	err = cmd.Start()
 	goruntime.UnlockOSThread()
+	startup := time.Since(begin)
 	if err != nil {
 		closeAll(childEnds)
 		closeAll(ourEnds)
@@ -374,7 +376,7 @@ func (r *Runtime) Run(ctx context.Context, inv *runtime.Invocation) (runtime.Res
 	if state == nil {
 		return runtime.Result{}, fmt.Errorf("process: waiting for %q: %w: %w", inv.Artifact.Location, errdefs.ErrInternal, waitErr)
 	}
-	res := runtime.Result{ExitCode: exitCode(state)}
+	res := runtime.Result{ExitCode: exitCode(state), Startup: startup}
 	res.MemoryUsedBytes = sampledPeak.Load()
 	if ru, ok := state.SysUsage().(*syscall.Rusage); ok && ru != nil {
 		// Our own peak only grows, so reading it now bounds the floor the

@@ -167,6 +167,7 @@ func (r *Runtime) Close(ctx context.Context) error {
 // _start for the default function, otherwise the named export (after
 // _initialize for a reactor).
 func (r *Runtime) Run(ctx context.Context, inv *runtime.Invocation) (runtime.Result, error) {
+	begin := time.Now()
 	if inv == nil {
 		return runtime.Result{}, errdefs.New(errdefs.ErrInvalidArgument, "INVALID_INVOCATION", "wasm: nil invocation")
 	}
@@ -223,6 +224,7 @@ func (r *Runtime) Run(ctx context.Context, inv *runtime.Invocation) (runtime.Res
 	}
 
 	mod, err := e.rt.InstantiateModule(experimental.WithMemoryAllocator(ctx, &r.mem), m.cm, cfg)
+	startup := time.Since(begin)
 	if err != nil {
 		if ctx.Err() != nil {
 			return runtime.Result{}, fmt.Errorf("wasm: %s: %w", inv.ExecutionID, ctx.Err())
@@ -244,7 +246,9 @@ func (r *Runtime) Run(ctx context.Context, inv *runtime.Invocation) (runtime.Res
 			break
 		}
 	}
-	return r.outcome(ctx, inv, stderr, mod, results, callErr)
+	res, err := r.outcome(ctx, inv, stderr, mod, results, callErr)
+	res.Startup = startup
+	return res, err
 }
 
 // outcome turns how the guest's calls ended into Run's result.
