@@ -436,7 +436,15 @@ func (r *Runtime) Run(ctx context.Context, inv *runtime.Invocation) (runtime.Res
 			inv.ExecutionID, errdefs.ErrInternal, exit.Error.Message)
 	}
 	wcancel()
-	return runtime.Result{ExitCode: int(exit.StatusCode), MemoryUsedBytes: memPeak(), Startup: startup}, nil
+	res := runtime.Result{ExitCode: int(exit.StatusCode), MemoryUsedBytes: memPeak(), Startup: startup}
+	if res.ExitCode != 0 && hc.Memory > 0 {
+		// Killed by the kernel for its memory limit? (One more round trip,
+		// for failed runs under a limit only.)
+		if in, err := r.cli.ContainerInspect(ctx, id, client.ContainerInspectOptions{}); err == nil && in.Container.State != nil {
+			res.MemoryLimitHit = in.Container.State.OOMKilled
+		}
+	}
+	return res, nil
 }
 
 // sampleMemory starts sampling the memory of container id every

@@ -248,6 +248,13 @@ func (r *Runtime) Run(ctx context.Context, inv *runtime.Invocation) (runtime.Res
 	}
 	res, err := r.outcome(ctx, inv, stderr, mod, results, callErr)
 	res.Startup = startup
+	// Linear memory never shrinks: a guest that failed with its memory
+	// within the last quarter of its ceiling was, in practice, refused
+	// memory (allocators grow in steps and give up on the one that does not
+	// fit).
+	if err == nil && res.ExitCode != 0 && inv.MemoryLimitBytes > 0 && res.MemoryUsedBytes*4 >= inv.MemoryLimitBytes*3 {
+		res.MemoryLimitHit = true
+	}
 	return res, err
 }
 

@@ -394,6 +394,11 @@ func TestMemoryLimit(t *testing.T) {
 			if res.MemoryUsedBytes < tc.minMem {
 				t.Errorf("MemoryUsedBytes = %d, want >= %d", res.MemoryUsedBytes, tc.minMem)
 			}
+			// A guest refused memory at its ceiling says so; one that
+			// fits does not.
+			if hit := tc.wantExit != 0 && tc.limit > 0; res.MemoryLimitHit != hit {
+				t.Errorf("MemoryLimitHit = %v, want %v", res.MemoryLimitHit, hit)
+			}
 		})
 	}
 }
