@@ -3,7 +3,7 @@ GO       ?= go
 DATA_DIR ?= .spear
 LISTEN   ?= 127.0.0.1:50052
 
-.PHONY: run build sample-image test test-short vet generate samples bench bench-quick clean
+.PHONY: run build sample-image test test-short vet generate samples bench bench-quick fuzz soak clean
 
 ## run: build and start a node with the sample functions registered
 run: build sample-image
@@ -46,6 +46,18 @@ bench:
 ## bench-quick: the same, shorter (under a minute)
 bench-quick:
 	$(GO) run ./cmd/spear-bench --quick
+
+## fuzz: run each fuzz target for FUZZTIME (CI: a short fixed time)
+FUZZTIME ?= 30s
+FUZZ_TARGETS := FuzzInvokeRequest FuzzParameters FuzzStatusRoute FuzzConnectJSON
+fuzz:
+	@for f in $(FUZZ_TARGETS); do \
+	  $(GO) test -run XXX -fuzz "^$$f$$" -fuzztime $(FUZZTIME) ./internal/server/ || exit 1; done
+
+## soak: mixed load on a real node for SOAK_DURATION, checking for leaks
+SOAK_DURATION ?= 10m
+soak:
+	$(GO) run ./cmd/spear-soak --duration $(SOAK_DURATION)
 
 clean:
 	rm -rf bin $(DATA_DIR)

@@ -188,8 +188,12 @@ func TestArtifactErrors(t *testing.T) {
 			if !errors.Is(err, errdefs.ErrFailedPrecondition) {
 				t.Errorf("Run: error %v, want one wrapping ErrFailedPrecondition", err)
 			}
-			if errdefs.Code(err) != "FAILED_PRECONDITION" {
-				t.Errorf("Run: error code %q, want FAILED_PRECONDITION", errdefs.Code(err))
+			wantCode := "FAILED_PRECONDITION"
+			if tc.name == "NotExecutable" {
+				wantCode = "ARTIFACT_NOT_EXECUTABLE"
+			}
+			if errdefs.Code(err) != wantCode {
+				t.Errorf("Run: error code %q, want %s", errdefs.Code(err), wantCode)
 			}
 			t.Logf("error: %v", err)
 		})
