@@ -225,7 +225,11 @@ func (n *Node) openRuntimes(ctx context.Context) (map[spearrt.Type]spearrt.Runti
 	switch n.cfg.Docker {
 	case "off":
 	case "", "auto", "on":
-		d, err := docker.New(ctx, docker.Options{Host: n.cfg.DockerHost, NodeID: n.cfg.NodeID, Logger: n.log})
+		d, err := docker.New(ctx, docker.Options{
+			Host: n.cfg.DockerHost, NodeID: n.cfg.NodeID, Logger: n.log,
+			// memory_used_bytes of containers: sampled while they run.
+			MemorySampleInterval: 100 * time.Millisecond,
+		})
 		if err != nil {
 			return nil, err
 		}

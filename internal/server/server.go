@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"runtime"
 	"sync"
 	"time"
 
@@ -63,6 +64,10 @@ func New(svc *Service, opts Options) *Server {
 		grpc.ChainUnaryInterceptor(unaryErrors),
 		grpc.ChainStreamInterceptor(streamErrors),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
+		// Reused handler goroutines keep their grown stacks: a function run
+		// (wazero in particular) needs a deep one, and growing a fresh
+		// goroutine's stack on every call was measurable.
+		grpc.NumStreamWorkers(uint32(4*runtime.NumCPU())),
 	)
 	pb.RegisterFunctionServiceServer(g, grpcService{svc})
 	hs := health.NewServer()

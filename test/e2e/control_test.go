@@ -23,6 +23,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 
 	pb "github.com/spear-go/spear/api/spearlet"
+	"github.com/spear-go/spear/internal/runtime/conformance"
 )
 
 // The execution-control tests: timeouts, cancellation, priority, retries
@@ -127,9 +128,10 @@ func TestControlTimeout(t *testing.T) {
 // and leave no process or container behind; a cancel without force lets a
 // function that traps SIGTERM finish its handler, a forced one does not.
 func TestControlCancel(t *testing.T) {
-	docker := dockerSampleImage(t)
+	engine := dockerEngine(t)
+	docker := engine && dockerSampleImage(t)
 	args := []string{"--stop-grace", "10s"}
-	if docker {
+	if engine {
 		args = append(args, "--docker", "auto") // the last --docker wins
 	}
 	n := startNode(t, "", nodeOpts{workers: 1, args: args})
@@ -262,6 +264,81 @@ echo finished
 			waitExecGone(t, id, finishBound)
 		})
 	}
+
+	// A container caught running: the conformance fixture's "sleep" blocks
+	// until killed, its "graceful" says "bye" on SIGTERM. Each runs as a
+	// sync invocation whose call returns once the cancel ends it.
+	t.Run("docker-running", func(t *testing.T) {
+		if !engine {
+			t.Skip("no Docker engine answers (docker info)")
+		}
+		n.ctlRegister(t, &pb.RegisterTaskRequest{TaskId: "ctl-docker-fixture",
+			ArtifactSpec: &pb.ArtifactSpec{ArtifactType: "docker", Location: fixtureImage(t)}})
+		for _, tc := range []struct {
+			name, function string
+			ready          string // output that shows the function is in place
+			force, wantBye bool
+		}{
+			{"sleep-force", "sleep", "", true, false},
+			{"graceful", "graceful", "ready", false, true},
+			{"graceful-force", "graceful", "ready", true, false},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				id := fmt.Sprintf("e2e-docker-%s-%d", tc.name, time.Now().UnixNano())
+				req := invocation(t, "ctl-docker-fixture", modeSync, nil)
+				req.FunctionName = tc.function
+				req.Context.ExecutionId = id
+				type reply struct {
+					resp *pb.InvokeFunctionResponse
+					err  error
+				}
+				done := make(chan reply, 1)
+				returned := make(chan struct{})
+				c := ctx(t, finishBound)
+				go func() {
+					defer close(returned)
+					resp, err := n.client.InvokeFunction(c, req)
+					done <- reply{resp, err}
+				}()
+				n.ctlWaitRunningOutput(t, id, tc.ready, returned)
+
+				cresp := n.ctlCancel(t, id, tc.force)
+				if !cresp.GetSuccess() || cresp.GetFinalStatus() != statusCancelled {
+					t.Errorf("CancelExecution(force=%v): success=%v final_status=%v (%s), want true CANCELLED",
+						tc.force, cresp.GetSuccess(), cresp.GetFinalStatus(), cresp.GetMessage())
+				}
+				var r reply
+				select {
+				case r = <-done:
+				case <-time.After(finishBound):
+					t.Fatalf("the sync invocation did not return within %v of the cancel", finishBound)
+				}
+				if r.err != nil {
+					t.Fatalf("InvokeFunction(%s): %v", tc.function, r.err)
+				}
+				res := r.resp.GetResult()
+				if r.resp.GetExecutionId() != id || res.GetStatus() != statusCancelled {
+					t.Errorf("sync invocation returned %s %v (%s %s), want %s CANCELLED",
+						r.resp.GetExecutionId(), res.GetStatus(), res.GetErrorCode(), res.GetErrorMessage(), id)
+				}
+				if st := n.status(t, id).GetResult(); st.GetStatus() != statusCancelled {
+					t.Errorf("GetExecutionStatus: %v (%s), want CANCELLED", st.GetStatus(), st.GetErrorCode())
+				}
+				if tc.function == "graceful" {
+					out := output(t, res.GetResult())
+					if got := strings.Contains(out, "bye"); got != tc.wantBye {
+						t.Errorf("force=%v: output %q; contains \"bye\" = %v, want %v", tc.force, out, got, tc.wantBye)
+					}
+				}
+				// The runtime removes the container before the run ends.
+				if ids := containersOf(t, id); ids != "" {
+					t.Errorf("the invocation returned but containers of execution %s remain: %s", id, ids)
+					waitNoContainers(t, id, finishBound)
+				}
+				n.waitMetric(t, "spear_running_executions", 0, finishBound)
+			})
+		}
+	})
 }
 
 // TestControlPriority: with the only worker busy, 20 low-priority then 5
@@ -817,6 +894,34 @@ func (n *node) ctlWaitRunning(t *testing.T, id string) {
 	}
 }
 
+// ctlWaitRunningOutput waits until id runs and its output so far contains
+// want, failing if it ends first or returned (the end of its invocation)
+// is closed first.
+func (n *node) ctlWaitRunningOutput(t *testing.T, id, want string, returned <-chan struct{}) {
+	t.Helper()
+	deadline := time.Now().Add(finishBound)
+	for {
+		select {
+		case <-returned:
+			t.Fatalf("the invocation of %s returned before it was seen running with output %q", id, want)
+		default:
+		}
+		st := n.status(t, id)
+		res := st.GetResult()
+		if st.GetFound() && res.GetStatus() == statusRunning && strings.Contains(output(t, res.GetResult()), want) {
+			return
+		}
+		if terminal(res.GetStatus()) {
+			t.Fatalf("execution %s ended %v (%s %s) before it was seen running", id, res.GetStatus(), res.GetErrorCode(), res.GetErrorMessage())
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("execution %s: %v (found=%v) with output %q after %v, want RUNNING with %q",
+				id, res.GetStatus(), st.GetFound(), output(t, res.GetResult()), finishBound, want)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 // ctlWaitCallback waits until id's callback is no longer pending and
 // fails unless it was delivered.
 func (n *node) ctlWaitCallback(t *testing.T, id string, bound time.Duration) *pb.GetExecutionStatusResponse {
@@ -935,6 +1040,55 @@ func dockerSampleImage(t *testing.T) bool {
 		t.Fatalf("CI=true and a Docker engine answers, but it has no %s: run make sample-image", sampleImage)
 	}
 	return false
+}
+
+// dockerEngine reports whether a Docker engine answers docker info.
+func dockerEngine(t *testing.T) bool {
+	t.Helper()
+	if _, err := exec.LookPath("docker"); err != nil {
+		return false
+	}
+	return exec.CommandContext(ctx(t, callTimeout), "docker", "info").Run() == nil
+}
+
+// fixtureImageTag is the image fixtureImage builds.
+const fixtureImageTag = "spear-e2e-fixture:test"
+
+// fixtureImage builds fixtureImageTag, a FROM scratch image whose entry
+// point is the conformance fixture (its first argument, the function name,
+// selects the behaviour), and returns the tag.
+func fixtureImage(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	bin := conformance.BuildFixture(t, t.TempDir())
+	b, err := os.ReadFile(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "fn"), b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	dockerfile := "FROM scratch\nCOPY fn /fn\nENTRYPOINT [\"/fn\"]\n"
+	if err := os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte(dockerfile), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.CommandContext(ctx(t, 2*finishBound), "docker", "build", "-q", "-t", fixtureImageTag, dir).CombinedOutput()
+	if err != nil {
+		t.Fatalf("docker build %s: %v\n%s", fixtureImageTag, err, out)
+	}
+	return fixtureImageTag
+}
+
+// containersOf lists the containers labelled with execution id, as
+// docker ps -aq prints them.
+func containersOf(t *testing.T, id string) string {
+	t.Helper()
+	out, err := exec.CommandContext(ctx(t, callTimeout), "docker", "ps", "-a", "-q",
+		"--filter", "label=io.spear.execution="+id).Output()
+	if err != nil {
+		t.Fatalf("docker ps: %v", err)
+	}
+	return strings.TrimSpace(string(out))
 }
 
 // waitNoContainers waits until no container of execution id remains.

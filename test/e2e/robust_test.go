@@ -14,6 +14,8 @@ import (
 	"strings"
 	"testing"
 
+	goruntime "runtime"
+
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
@@ -450,11 +452,13 @@ func connectJSONWithInvalidUTF8(t *testing.T, req *pb.InvokeFunctionRequest) []b
 // contained: the execution ends as it should, no process it started is
 // left, and the node stays healthy. The node's output limit is 1 MiB.
 //
-// Fork bombs: the process runtime sets no pids limit (no RLIMIT_NPROC, and
-// the node runs as root here, which RLIMIT_NPROC does not bind), so an
-// unbounded fork bomb is not run on a shared machine; a bounded one (200
-// children that would sleep for minutes) checks that all of them are
-// reaped with the group.
+// Fork bombs: where the node can use the pids cgroup controller (Linux, as
+// root, /sys/fs/cgroup/pids writable), a real fork bomb runs, contained by
+// the node's default pids limit; it only goes off once its shell sees
+// itself in a spear pids cgroup. Elsewhere nothing would bound one (and
+// RLIMIT_NPROC does not bind root), so a bounded one (200 children that
+// would sleep for minutes) checks that all of them are reaped with the
+// group instead.
 func TestMisbehaving(t *testing.T) {
 	const maxOutput = 1 << 20
 	n := startNode(t, "", nodeOpts{args: []string{"--max-output-bytes", strconv.Itoa(maxOutput)}})
@@ -470,7 +474,7 @@ func TestMisbehaving(t *testing.T) {
 	}
 
 	sync, async := pb.ExecutionMode_EXECUTION_MODE_SYNC, pb.ExecutionMode_EXECUTION_MODE_ASYNC
-	cases := []struct {
+	type misbehaving = struct {
 		name      string
 		body      string
 		mode      pb.ExecutionMode
@@ -482,14 +486,30 @@ func TestMisbehaving(t *testing.T) {
 		// needles are other command-line fragments of processes the
 		// function starts, which must be gone too.
 		needles []string
-	}{
-		{
-			name:   "bounded fork: 200 sleeping children",
-			body:   "i=0\nwhile [ $i -lt 200 ]; do (sleep 291.5; :) & i=$((i+1)); done\necho forked\n",
-			mode:   sync,
-			status: pb.ExecutionStatus_EXECUTION_STATUS_COMPLETED, output: ptr("forked\n"),
-			needles: []string{"291.5"},
-		},
+	}
+	fork := misbehaving{
+		name:   "bounded fork: 200 sleeping children",
+		body:   "i=0\nwhile [ $i -lt 200 ]; do (sleep 291.5; :) & i=$((i+1)); done\necho forked\n",
+		mode:   sync,
+		status: pb.ExecutionStatus_EXECUTION_STATUS_COMPLETED, output: ptr("forked\n"),
+		needles: []string{"291.5"},
+	}
+	if pidsCgroupUsable() {
+		fork = misbehaving{
+			name: "fork bomb in a pids cgroup",
+			// Exit 3 (a FAILED execution, not the expected timeout)
+			// unless the shell is in a spear pids cgroup.
+			body: "i=0\nuntil grep -Eq '(:pids:|^0::).*/spear/' /proc/$$/cgroup; do\n" +
+				"\ti=$((i+1)); if [ $i -ge 200 ]; then echo 'no pids cgroup' >&2; exit 3; fi; sleep 0.01\ndone\n" +
+				"b() { b | b & }\nb\nexec sleep 294.5\n",
+			mode:      sync,
+			timeoutMs: 2000,
+			status:    pb.ExecutionStatus_EXECUTION_STATUS_TIMEOUT, errorCode: "EXECUTION_TIMEOUT",
+			needles: []string{"294.5"},
+		}
+	}
+	cases := []misbehaving{
+		fork,
 		{
 			name:      "closes stdout and keeps running",
 			body:      "exec >&-\nsleep 292.5\n",
@@ -588,6 +608,22 @@ func TestMisbehaving(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// pidsCgroupUsable reports whether a node started by this test can put its
+// functions in pids cgroups: on Linux, as root, with the pids hierarchy
+// writable (probed by creating and removing a cgroup).
+func pidsCgroupUsable() bool {
+	if goruntime.GOOS != "linux" || os.Geteuid() != 0 {
+		return false
+	}
+	probe := fmt.Sprintf("/sys/fs/cgroup/pids/spear-e2e-probe-%d", os.Getpid())
+	if err := os.Mkdir(probe, 0o755); err != nil {
+		return false
+	}
+	_, err := os.Stat(probe + "/pids.max")
+	_ = os.Remove(probe)
+	return err == nil
+}
 
 func trim(s string) string {
 	if len(s) > 80 {

@@ -85,11 +85,6 @@ type Options struct {
 	NodeID string
 	// Logger receives cleanup failures. nil discards them.
 	Logger *slog.Logger
-	// OnColdStart, when set, is called once per successful container start
-	// with the time from Run's entry until the container was running
-	// (create, attach, wait registration and start). It must be fast and
-	// safe for concurrent use.
-	OnColdStart func(d time.Duration)
 	// MemorySampleInterval, when > 0, makes Run sample the container's
 	// memory with one-shot stats requests every interval while it runs,
 	// and report the largest sample (the cgroup's peak, max_usage, where
@@ -107,7 +102,6 @@ type Runtime struct {
 	cli         *client.Client
 	nodeID      string
 	log         *slog.Logger
-	onColdStart func(time.Duration)
 	memInterval time.Duration
 }
 
@@ -138,7 +132,6 @@ func New(_ context.Context, opts Options) (*Runtime, error) {
 		cli:         cli,
 		nodeID:      opts.NodeID,
 		log:         log.With("runtime", string(runtime.TypeDocker)),
-		onColdStart: opts.OnColdStart,
 		memInterval: opts.MemorySampleInterval,
 	}, nil
 }
@@ -340,9 +333,6 @@ func (r *Runtime) Run(ctx context.Context, inv *runtime.Invocation) (runtime.Res
 		return runtime.Result{}, r.engineError(ctx, "start container", "", err)
 	}
 	startup := time.Since(start)
-	if r.onColdStart != nil {
-		r.onColdStart(startup)
-	}
 
 	memPeak := r.sampleMemory(wctx, id)
 

@@ -17,6 +17,15 @@
 // Descendants that escape the group (setsid, double fork into another group)
 // cannot be killed this way; if they keep the output pipes open, Run stops
 // waiting for output after Options.DrainTimeout.
+//
+// Where Linux control groups can be used (cgroup v1 pids and memory
+// hierarchies, or the v2 unified hierarchy, writable: the node runs as
+// root), each run also gets its own cgroup (see cgroup.go): pids.max bounds
+// how many processes it can have (Options.PidsLimit), the memory controller
+// enforces Invocation.MemoryLimitBytes and measures the run's exact peak,
+// and every process in the cgroup, escaped descendants included, is killed
+// when the run ends. Without cgroups everything works as described above,
+// with RLIMIT_AS standing in for the memory limit.
 package process
 
 import (
@@ -29,6 +38,7 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"slices"
 	"sort"
 	"strconv"
 	"sync"
@@ -63,6 +73,9 @@ const DefaultDrainTimeout = 2 * time.Second
 // Run.
 const memSampleInterval = 50 * time.Millisecond
 
+// DefaultPidsLimit is the default for Options.PidsLimit.
+const DefaultPidsLimit = 512
+
 // readBufSize is the size of the buffer output is read with; each read is
 // passed on as one Write.
 const readBufSize = 32 << 10
@@ -77,8 +90,13 @@ type Options struct {
 	// escaped the group may hold them open). Zero means DefaultDrainTimeout.
 	DrainTimeout time.Duration
 	// NodeID, when set, is passed to every function as SPEAR_NODE_ID; see
-	// Reconcile.
+	// Reconcile. It also names the node's directory of cgroups.
 	NodeID string
+	// PidsLimit is how many processes (threads included) one run may have
+	// at once, enforced with the pids cgroup controller when it is
+	// available (a fork bomb is contained). Zero means DefaultPidsLimit; a
+	// negative value means no limit.
+	PidsLimit int
 }
 
 // Runtime runs process artifacts. It is safe for concurrent use.
@@ -86,6 +104,14 @@ type Runtime struct {
 	log    *slog.Logger
 	drain  time.Duration
 	nodeID string
+
+	// cgroups is where runs' cgroups are created; nil when cgroups cannot
+	// be used.
+	cgroups   *cgroups
+	pidsLimit int64
+	// cgroupHook, when set (by tests), is called with the directories of
+	// a run's cgroup once the child is in it.
+	cgroupHook func(dirs []string)
 
 	// The node's own peak RSS, read at most once a second (it only grows).
 	peakMu     sync.Mutex
@@ -118,6 +144,20 @@ func New(opts Options) *Runtime {
 	}
 	if r.drain <= 0 {
 		r.drain = DefaultDrainTimeout
+	}
+	switch {
+	case opts.PidsLimit == 0:
+		r.pidsLimit = DefaultPidsLimit
+	case opts.PidsLimit > 0:
+		r.pidsLimit = int64(opts.PidsLimit)
+	}
+	cg, why := detectCgroups(opts.NodeID)
+	r.cgroups = cg
+	switch {
+	case cg == nil:
+		r.log.Debug("process: cgroups not available; runs are not limited in processes, memory is limited with RLIMIT_AS", "reason", why)
+	case why != "":
+		r.log.Debug("process: some cgroup controllers not available", "pids", cg.pids != "", "memory", cg.memory != "", "reason", why)
 	}
 	return r
 }
@@ -160,7 +200,14 @@ func checkExecutable(path string) error {
 // an error wrapping ctx.Err(), even when the child exited with status 0
 // after SIGTERM.
 //
-// Result.MemoryUsedBytes is the child's peak RSS. It comes from rusage
+// With a memory cgroup, Result.MemoryUsedBytes is the cgroup's peak usage
+// (memory.max_usage_in_bytes, or memory.peak with v2): the exact peak of the
+// child and all its descendants, page cache they caused included, and
+// Result.MemoryLimitHit reports that the cgroup reached its limit
+// (memory.failcnt > 0, or an OOM kill).
+//
+// Without a memory cgroup, Result.MemoryUsedBytes is the child's peak RSS
+// and MemoryLimitHit is never set. The peak comes from rusage
 // (ru_maxrss) when that can be trusted. On Linux ru_maxrss is never lower
 // than the peak RSS of the process that spawned the child (the kernel folds
 // the high-water mark of the address space the child leaves at exec into it,
@@ -169,10 +216,22 @@ func checkExecutable(path string) error {
 // value is the peak of the child's VmHWM sampled every 50 ms while it runs
 // (0 if it exited before the first sample), which can miss a final spike.
 //
-// When inv.MemoryLimitBytes > 0 the child's RLIMIT_AS is set with prlimit
-// right after it has started. The child therefore runs unlimited for the few
-// microseconds between its exec and the prlimit call; any allocation it makes
-// in that window is not refused, but it counts towards the limit afterwards.
+// With cgroups, the run's cgroup is created, with its pids limit, before the
+// child starts. With v1 the child is born in it: the thread that forks it
+// (locked to this goroutine) enters the cgroup for the fork and leaves it
+// right after (see enterThread), and the memory limit is set then. Otherwise
+// (v2, or the node's own cgroup unknown) the child is moved in right after
+// it has started, os/exec offering no hook between fork and exec: in the few
+// microseconds between its exec and that move, the child is limited only by
+// its process group, a process it forks in that window is outside the
+// cgroup (still killed with the group), and memory it touches is charged to
+// the node's cgroup.
+//
+// When inv.MemoryLimitBytes > 0 and there is no memory cgroup, the child's
+// RLIMIT_AS is set with prlimit right after it has started instead, with the
+// same window. RLIMIT_AS bounds address space, not memory: it is only the
+// fallback, since it refuses allocations that a memory cgroup would allow
+// (runtimes that reserve large address ranges).
 func (r *Runtime) Run(ctx context.Context, inv *runtime.Invocation) (runtime.Result, error) {
 	begin := time.Now()
 	if err := checkExecutable(inv.Artifact.Location); err != nil {
@@ -180,6 +239,25 @@ func (r *Runtime) Run(ctx context.Context, inv *runtime.Invocation) (runtime.Res
 	}
 	if err := ctx.Err(); err != nil {
 		return runtime.Result{}, ctxError(ctx, "process: not started")
+	}
+
+	// The run's cgroup, with its limits, before the child exists. It is
+	// removed when Run returns, after the result has been read from it.
+	var cg *runCgroup
+	if r.cgroups != nil {
+		var err error
+		cg, err = r.cgroups.create(inv.ExecutionID, r.pidsLimit, inv.MemoryLimitBytes)
+		if err != nil {
+			r.log.Warn("process: running without a cgroup", "execution_id", inv.ExecutionID, "err", err)
+			cg = nil
+		}
+	}
+	if cg != nil {
+		defer func() {
+			if err := cg.destroy(); err != nil {
+				r.log.Warn("process: cgroup left behind", "execution_id", inv.ExecutionID, "err", err)
+			}
+		}()
 	}
 
 	cmd := &exec.Cmd{
@@ -228,8 +306,27 @@ func (r *Runtime) Run(ctx context.Context, inv *runtime.Invocation) (runtime.Res
 	cmd.Stdout, cmd.Stderr = outW, errW
 
 	goruntime.LockOSThread()
+	var leave func() error
+	if cg != nil {
+		var eerr error
+		if leave, _, eerr = cg.enterThread(); eerr != nil {
+			log := r.log.With("execution_id", inv.ExecutionID)
+			log.Warn("process: cannot fork from inside the cgroup; moving the child in after it has started", "err", eerr)
+		}
+	}
 	err = cmd.Start()
-	goruntime.UnlockOSThread()
+	stuck := false
+	if leave != nil {
+		if lerr := leave(); lerr != nil {
+			// Keep the thread locked: Go ends it when this goroutine
+			// exits, instead of running other goroutines in the cgroup.
+			stuck = true
+			r.log.Error("process: a node thread could not leave a run's cgroup; it will be retired", "execution_id", inv.ExecutionID, "err", lerr)
+		}
+	}
+	if !stuck {
+		goruntime.UnlockOSThread()
+	}
 	startup := time.Since(begin)
 	if err != nil {
 		closeAll(childEnds)
@@ -267,6 +364,9 @@ func (r *Runtime) Run(ctx context.Context, inv *runtime.Invocation) (runtime.Res
 			}
 		}
 		killGroup(pid)
+		if cg != nil {
+			cg.killAll()
+		}
 	})
 	stopKillAndWait := func() (fired bool) {
 		if stopKill() {
@@ -276,7 +376,35 @@ func (r *Runtime) Run(ctx context.Context, inv *runtime.Invocation) (runtime.Res
 		return true
 	}
 
-	if inv.MemoryLimitBytes > 0 {
+	if cg != nil {
+		// See the doc comment for the window before this.
+		if err := cg.add(pid); err != nil {
+			killGroup(pid)
+			close(mainDone)
+			stopKillAndWait()
+			_ = cmd.Wait()
+			closeAll(ourEnds)
+			return runtime.Result{}, err
+		}
+		if r.cgroupHook != nil {
+			r.cgroupHook(slices.Clone(cg.dirs))
+		}
+	}
+	memCgroup := cg != nil && cg.memory != ""
+	memLimitFailed := false
+	if memCgroup && cg.threadEntry() {
+		// Not set before: see enterThread. If the child already uses
+		// more than the limit and the kernel cannot reclaim it, it has
+		// hit the limit.
+		if err := cg.setMemoryLimit(inv.MemoryLimitBytes); err != nil {
+			log.Warn("process: setting the memory limit failed; killing the function", "err", err)
+			memLimitFailed = true
+			killGroup(pid)
+			cg.killAll()
+		}
+	}
+
+	if inv.MemoryLimitBytes > 0 && !memCgroup {
 		lim := uint64(inv.MemoryLimitBytes)
 		// ESRCH: the child has already exited (and been released); nothing
 		// left to limit.
@@ -290,29 +418,34 @@ func (r *Runtime) Run(ctx context.Context, inv *runtime.Invocation) (runtime.Res
 		}
 	}
 
-	// Sample the child's own peak RSS (see the Run doc comment), from the
-	// first interval on: most functions end before it and cost nothing.
+	// Without a memory cgroup, sample the child's own peak RSS (see the
+	// Run doc comment), from the first interval on: most functions end
+	// before it and cost nothing.
 	var sampledPeak atomic.Int64
 	var samplerMu sync.Mutex // held while sampling, so stopping waits for it
 	samplerStopped := false
 	var sampler *time.Timer
-	samplerMu.Lock()
-	sampler = time.AfterFunc(memSampleInterval, func() {
+	if !memCgroup {
 		samplerMu.Lock()
-		defer samplerMu.Unlock()
-		if samplerStopped {
-			return
-		}
-		if v := vmHWM(pid); v > sampledPeak.Load() {
-			sampledPeak.Store(v)
-		}
-		sampler.Reset(memSampleInterval)
-	})
-	samplerMu.Unlock()
+		sampler = time.AfterFunc(memSampleInterval, func() {
+			samplerMu.Lock()
+			defer samplerMu.Unlock()
+			if samplerStopped {
+				return
+			}
+			if v := vmHWM(pid); v > sampledPeak.Load() {
+				sampledPeak.Store(v)
+			}
+			sampler.Reset(memSampleInterval)
+		})
+		samplerMu.Unlock()
+	}
 	stopSampling := func() {
 		samplerMu.Lock()
 		samplerStopped = true
-		sampler.Stop()
+		if sampler != nil {
+			sampler.Stop()
+		}
 		samplerMu.Unlock()
 	}
 
@@ -344,6 +477,10 @@ func (r *Runtime) Run(ctx context.Context, inv *runtime.Invocation) (runtime.Res
 	close(mainDone)
 	stopSampling() // no /proc/<pid> read once pid may be reused
 	killGroup(pid)
+	if cg != nil {
+		// Also what left the group, so that output closes at once.
+		cg.killAll()
+	}
 	fired := stopKillAndWait()
 	waitErr := cmd.Wait()
 
@@ -378,12 +515,16 @@ func (r *Runtime) Run(ctx context.Context, inv *runtime.Invocation) (runtime.Res
 		return runtime.Result{}, fmt.Errorf("process: waiting for %q: %w: %w", inv.Artifact.Location, errdefs.ErrInternal, waitErr)
 	}
 	res := runtime.Result{ExitCode: exitCode(state), Startup: startup}
-	res.MemoryUsedBytes = sampledPeak.Load()
-	if ru, ok := state.SysUsage().(*syscall.Rusage); ok && ru != nil {
-		// Our own peak only grows, so reading it now bounds the floor the
-		// child inherited at exec.
-		if maxRSS := ru.Maxrss * 1024; maxRSS > r.nodePeak() {
-			res.MemoryUsedBytes = maxRSS
+	if peak, hit, ok := cg.memoryStats(); ok {
+		res.MemoryUsedBytes, res.MemoryLimitHit = peak, hit || memLimitFailed
+	} else {
+		res.MemoryUsedBytes = sampledPeak.Load()
+		if ru, ok := state.SysUsage().(*syscall.Rusage); ok && ru != nil {
+			// Our own peak only grows, so reading it now bounds the
+			// floor the child inherited at exec.
+			if maxRSS := ru.Maxrss * 1024; maxRSS > r.nodePeak() {
+				res.MemoryUsedBytes = maxRSS
+			}
 		}
 	}
 	ws, _ := state.Sys().(syscall.WaitStatus)
@@ -538,8 +679,10 @@ func startError(path string, err error) error {
 
 // Reconcile kills every process group left behind by an earlier run of this
 // node (a node killed with SIGKILL cannot stop its functions): processes
-// whose environment carries SPEAR_NODE_ID=<this node>. Call it at start-up,
-// before any function runs. It returns how many processes it found.
+// whose environment carries SPEAR_NODE_ID=<this node>. It then kills what
+// is left in, and removes, the run cgroups of this node (spear/<node-id>)
+// left behind. Call it at start-up, before any function runs. It returns
+// how many processes it found.
 func (r *Runtime) Reconcile(ctx context.Context) (int, error) {
 	if r.nodeID == "" {
 		return 0, nil
@@ -550,10 +693,10 @@ func (r *Runtime) Reconcile(ctx context.Context) (int, error) {
 		return 0, fmt.Errorf("process: reconcile: %w", err)
 	}
 	self := os.Getpid()
-	found := 0
+	found := map[int]bool{}
 	for _, e := range ents {
 		if ctx.Err() != nil {
-			return found, ctx.Err()
+			return len(found), ctx.Err()
 		}
 		pid, err := strconv.Atoi(e.Name())
 		if err != nil || pid == self {
@@ -563,12 +706,27 @@ func (r *Runtime) Reconcile(ctx context.Context) (int, error) {
 		if err != nil || !bytes.Contains(append([]byte{0}, env...), append([]byte{0}, marker...)) {
 			continue
 		}
-		found++
+		found[pid] = true
 		if pgid, err := syscall.Getpgid(pid); err == nil && pgid > 1 {
 			_ = syscall.Kill(-pgid, syscall.SIGKILL)
 		}
 		_ = syscall.Kill(pid, syscall.SIGKILL)
 		r.log.Info("killed a process left by an earlier run of this node", "pid", pid)
 	}
-	return found, nil
+	if r.cgroups != nil {
+		killed, removed, err := r.cgroups.reconcile()
+		for _, pid := range killed {
+			if !found[pid] {
+				found[pid] = true
+				r.log.Info("killed a process left in a cgroup by an earlier run of this node", "pid", pid)
+			}
+		}
+		if removed > 0 {
+			r.log.Info("removed cgroups left by an earlier run of this node", "count", removed)
+		}
+		if err != nil {
+			return len(found), fmt.Errorf("process: reconcile: removing cgroups: %w", err)
+		}
+	}
+	return len(found), nil
 }

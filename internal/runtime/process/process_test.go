@@ -14,6 +14,10 @@ import (
 	"testing"
 	"time"
 
+	goruntime "runtime"
+
+	"golang.org/x/sys/unix"
+
 	"github.com/spear-go/spear/internal/errdefs"
 	"github.com/spear-go/spear/internal/runtime"
 	"github.com/spear-go/spear/internal/runtime/conformance"
@@ -346,12 +350,18 @@ func TestEscapedDescendant(t *testing.T) {
 		t.Fatalf("Run: %+v, %v (stderr %q)", res, err, stderr)
 	}
 	pid := firstPid(t, stdout.String())
+	t.Logf("Run returned after %v", elapsed)
+	if pids, mem := process.CgroupControllers(rt); pids || mem {
+		// The run's cgroup holds it: killed with the rest when the
+		// function exits.
+		waitGone(t, pid)
+		return
+	}
 	_ = syscall.Kill(pid, syscall.SIGKILL)
 	// sleep 0.2, then the 200ms drain timeout.
 	if elapsed < 400*time.Millisecond || elapsed > 2*time.Second {
 		t.Errorf("Run took %v, want about 400ms (script, then drain timeout)", elapsed)
 	}
-	t.Logf("Run returned after %v", elapsed)
 }
 
 func TestDeadlineKillsGroup(t *testing.T) {
@@ -574,9 +584,231 @@ func TestMemoryLimit(t *testing.T) {
 	if err != nil || res.ExitCode != 0 {
 		t.Fatalf("Run: %+v, %v (stderr %q)", res, err, stderr)
 	}
-	if got, want := strings.TrimSpace(stdout.String()), strconv.Itoa(512<<10); got != want {
+	// RLIMIT_AS only stands in for a missing memory cgroup.
+	want := strconv.Itoa(512 << 10)
+	if _, mem := process.CgroupControllers(rt); mem {
+		want = "unlimited"
+	}
+	if got := strings.TrimSpace(stdout.String()); got != want {
 		t.Errorf("ulimit -v = %q, want %q", got, want)
 	}
+}
+
+// cgroupsExpected reports whether the cgroup controller ctrl must be
+// usable: on Linux, as root, in CI, with its hierarchy writable.
+func cgroupsExpected(ctrl string) bool {
+	return goruntime.GOOS == "linux" && os.Getenv("CI") == "true" && os.Geteuid() == 0 &&
+		unix.Access("/sys/fs/cgroup/"+ctrl, unix.W_OK) == nil
+}
+
+// processesWithEnv returns the processes whose environment has kv.
+func processesWithEnv(t *testing.T, kv string) []int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pids []int
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		env, err := os.ReadFile("/proc/" + e.Name() + "/environ")
+		if err == nil && bytes.Contains(append([]byte{0}, env...), []byte("\x00"+kv+"\x00")) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// forkBomb is a fork bomb that only goes off once its shell is in a pids
+// cgroup made by Run (exit 3 otherwise), then waits in sleep (exec'd: it
+// needs no new process) for Run's deadline.
+const forkBomb = `i=0
+until grep -Eq '(:pids:|^0::).*/spear/' /proc/$$/cgroup; do
+	i=$((i+1))
+	if [ $i -ge 200 ]; then echo "not in a pids cgroup: not forking" >&2; exit 3; fi
+	sleep 0.01
+done
+b() { b | b & }
+b
+exec sleep 30`
+
+// TestCgroups checks what the run's cgroup enforces and measures. The cases
+// run only where the controllers they need are available (and must be, in
+// CI as root).
+func TestCgroups(t *testing.T) {
+	alloc := "exec head -c 200000000 /dev/zero | tail"
+	if _, err := os.Stat("/usr/bin/python3"); err == nil {
+		alloc = `exec /usr/bin/python3 -c "bytearray(200<<20)"`
+	}
+	cases := []struct {
+		name      string
+		body      string
+		pidsLimit int
+		memLimit  int64
+		timeout   time.Duration
+		needPids  bool
+		needMem   bool
+		// wantPidsMax is pids.max in the run's cgroup, when checked.
+		wantPidsMax string
+		check       func(t *testing.T, res runtime.Result, err error)
+	}{
+		{
+			name:        "ForkBombContained",
+			body:        forkBomb,
+			pidsLimit:   64,
+			timeout:     2 * time.Second,
+			needPids:    true,
+			wantPidsMax: "64",
+			check: func(t *testing.T, res runtime.Result, err error) {
+				if err == nil && res.ExitCode == 3 {
+					t.Fatalf("the script did not find itself in a pids cgroup")
+				}
+				if !errors.Is(err, context.DeadlineExceeded) && (err != nil || res.ExitCode == 0) {
+					t.Errorf("Run: %+v, %v; want a timeout or a non-zero exit", res, err)
+				}
+			},
+		},
+		{
+			name:        "DefaultPidsLimit",
+			body:        "echo hi",
+			needPids:    true,
+			wantPidsMax: strconv.Itoa(process.DefaultPidsLimit),
+			check: func(t *testing.T, res runtime.Result, err error) {
+				if err != nil || res.ExitCode != 0 {
+					t.Errorf("Run: %+v, %v", res, err)
+				}
+			},
+		},
+		{
+			name:      "NoPidsLimit",
+			body:      "echo hi",
+			pidsLimit: -1,
+			needPids:  true,
+			// A new cgroup's default.
+			wantPidsMax: "max",
+			check: func(t *testing.T, res runtime.Result, err error) {
+				if err != nil || res.ExitCode != 0 {
+					t.Errorf("Run: %+v, %v", res, err)
+				}
+			},
+		},
+		{
+			name:     "MemoryLimit",
+			body:     alloc,
+			memLimit: 32 << 20,
+			needMem:  true,
+			check: func(t *testing.T, res runtime.Result, err error) {
+				if err != nil || res.ExitCode == 0 {
+					t.Errorf("Run: %+v, %v; want a non-zero exit", res, err)
+				}
+				if !res.MemoryLimitHit {
+					t.Errorf("MemoryLimitHit = false (%+v)", res)
+				}
+			},
+		},
+		{
+			// A run under a memory limit has a memory cgroup: even a short
+			// one's peak is measured exactly.
+			name:     "ShortRunMeasured",
+			body:     "echo hi",
+			needMem:  true,
+			memLimit: 64 << 20,
+			check: func(t *testing.T, res runtime.Result, err error) {
+				if err != nil || res.ExitCode != 0 {
+					t.Fatalf("Run: %+v, %v", res, err)
+				}
+				if res.MemoryUsedBytes <= 0 || res.MemoryLimitHit {
+					t.Errorf("MemoryUsedBytes = %d, MemoryLimitHit = %v; want > 0, false", res.MemoryUsedBytes, res.MemoryLimitHit)
+				}
+			},
+		},
+	}
+	for i, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			rt := process.New(process.Options{PidsLimit: tc.pidsLimit})
+			pids, mem := process.CgroupControllers(rt)
+			for _, need := range []struct {
+				ctrl       string
+				needed, ok bool
+			}{{"pids", tc.needPids, pids}, {"memory", tc.needMem, mem}} {
+				if need.needed && !need.ok {
+					if cgroupsExpected(need.ctrl) {
+						t.Fatalf("the %s cgroup controller is not used, though CI runs as root with /sys/fs/cgroup/%s writable", need.ctrl, need.ctrl)
+					}
+					t.Skipf("the %s cgroup controller is not available here (needs Linux, root, /sys/fs/cgroup/%s writable)", need.ctrl, need.ctrl)
+				}
+			}
+			var (
+				mu      sync.Mutex
+				dirs    []string
+				pidsMax string
+			)
+			process.SetCgroupHook(rt, func(d []string) {
+				mu.Lock()
+				defer mu.Unlock()
+				dirs = d
+				for _, dir := range d {
+					if b, err := os.ReadFile(filepath.Join(dir, "pids.max")); err == nil {
+						pidsMax = strings.TrimSpace(string(b))
+					}
+				}
+			})
+			execID := fmt.Sprintf("cgroup-test-%d-%d-%d", os.Getpid(), i, time.Now().UnixNano())
+			in, _, stderr := inv(script(t, tc.body), "", nil)
+			in.ExecutionID = execID
+			in.MemoryLimitBytes = tc.memLimit
+			ctx := t.Context()
+			if tc.timeout > 0 {
+				var cancel context.CancelFunc
+				ctx, cancel = context.WithTimeout(ctx, tc.timeout)
+				defer cancel()
+			}
+			res, err, elapsed := runBounded(t, ctx, rt, in, 30*time.Second)
+			t.Logf("Run after %v: %+v, %v (stderr: %s)", elapsed, res, err, trimLog(stderr.String()))
+			mu.Lock()
+			gotDirs, gotMax := dirs, pidsMax
+			mu.Unlock()
+			if len(gotDirs) == 0 {
+				t.Fatal("the run got no cgroup")
+			}
+			if tc.wantPidsMax != "" && gotMax != tc.wantPidsMax {
+				t.Errorf("pids.max = %q, want %q", gotMax, tc.wantPidsMax)
+			}
+			tc.check(t, res, err)
+			for _, d := range gotDirs {
+				if _, err := os.Stat(d); !errors.Is(err, os.ErrNotExist) {
+					t.Errorf("cgroup %s left behind (stat: %v)", d, err)
+				}
+			}
+			// Killed processes may take a moment to be gone.
+			deadline := time.Now().Add(5 * time.Second)
+			for {
+				left := processesWithEnv(t, process.EnvExecutionID+"="+execID)
+				if len(left) == 0 {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Errorf("%d processes of the run left: %v", len(left), left)
+					for _, pid := range left {
+						_ = syscall.Kill(pid, syscall.SIGKILL)
+					}
+					break
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+		})
+	}
+}
+
+// trimLog shortens s (a fork bomb's complaints) for the log.
+func trimLog(s string) string {
+	if len(s) > 200 {
+		return fmt.Sprintf("%s... (%d bytes)", s[:200], len(s))
+	}
+	return s
 }
 
 // TestOutputSinkFails checks that a failing writer is reported without
