@@ -497,6 +497,14 @@ func (c *cgroups) reconcile() (killed []int, removed int, err error) {
 					killed = append(killed, pid)
 				}
 			}
+			if e.Name() == sharedCgroup {
+				// The fork server's: it stays; what earlier runs left in
+				// it goes.
+				for _, pid := range killed {
+					_ = unix.Kill(pid, unix.SIGKILL)
+				}
+				continue
+			}
 			g := &runCgroup{c: c, dirs: []string{d}}
 			if err := g.destroy(); err != nil {
 				return killed, removed, err

@@ -89,6 +89,12 @@ type Options struct {
 	// been killed, for its output pipes to reach EOF (a descendant that
 	// escaped the group may hold them open). Zero means DefaultDrainTimeout.
 	DrainTimeout time.Duration
+	// OwnCgroups gives every run a cgroup of its own (exact accounting;
+	// descendants that left the process group are killed with the run),
+	// which costs milliseconds per run on cgroup v1. Otherwise only runs
+	// with a memory limit get one, and the others start inside the node's
+	// shared pids cgroup (see forkServer).
+	OwnCgroups bool
 	// NodeID, when set, is passed to every function as SPEAR_NODE_ID; see
 	// Reconcile. It also names the node's directory of cgroups.
 	NodeID string
@@ -105,6 +111,10 @@ type Runtime struct {
 	drain  time.Duration
 	nodeID string
 
+	// forker starts runs without a memory limit inside the node's shared
+	// pids cgroup; nil when there is none.
+	forker    *forkServer
+	closeOnce sync.Once
 	// cgroups is where runs' cgroups are created; nil when cgroups cannot
 	// be used.
 	cgroups   *cgroups
@@ -153,6 +163,13 @@ func New(opts Options) *Runtime {
 	}
 	cg, why := detectCgroups(opts.NodeID)
 	r.cgroups = cg
+	if !opts.OwnCgroups {
+		if f, err := newForkServer(cg, r.pidsLimit); err != nil {
+			r.log.Warn("process: no shared pids cgroup; each run joins its own", "err", err)
+		} else {
+			r.forker = f
+		}
+	}
 	switch {
 	case cg == nil:
 		r.log.Debug("process: cgroups not available; runs are not limited in processes, memory is limited with RLIMIT_AS", "reason", why)
@@ -160,6 +177,45 @@ func New(opts Options) *Runtime {
 		r.log.Debug("process: some cgroup controllers not available", "pids", cg.pids != "", "memory", cg.memory != "", "reason", why)
 	}
 	return r
+}
+
+// startLocked starts cmd from this goroutine's thread, locked (for the
+// parent-death signal), inside the run's cgroup when it has one, so the
+// child is born in it.
+func (r *Runtime) startLocked(cmd *exec.Cmd, cg *runCgroup, execID string) error {
+	goruntime.LockOSThread()
+	var leave func() error
+	if cg != nil {
+		var eerr error
+		if leave, _, eerr = cg.enterThread(); eerr != nil {
+			r.log.Warn("process: cannot fork from inside the cgroup; moving the child in after it has started", "execution_id", execID, "err", eerr)
+		}
+	}
+	err := cmd.Start()
+	stuck := false
+	if leave != nil {
+		if lerr := leave(); lerr != nil {
+			// Keep the thread locked: Go ends it when this goroutine
+			// exits, instead of running other goroutines in the cgroup.
+			stuck = true
+			r.log.Error("process: a node thread could not leave a run's cgroup; it will be retired", "execution_id", execID, "err", lerr)
+		}
+	}
+	if !stuck {
+		goruntime.UnlockOSThread()
+	}
+	return err
+}
+
+// Close stops the fork server and removes the node's shared cgroup. Runs
+// must have ended.
+func (r *Runtime) Close(context.Context) error {
+	r.closeOnce.Do(func() {
+		if r.forker != nil {
+			r.forker.stop()
+		}
+	})
+	return nil
 }
 
 // Type returns runtime.TypeProcess.
@@ -244,7 +300,10 @@ func (r *Runtime) Run(ctx context.Context, inv *runtime.Invocation) (runtime.Res
 	// The run's cgroup, with its limits, before the child exists. It is
 	// removed when Run returns, after the result has been read from it.
 	var cg *runCgroup
-	if r.cgroups != nil {
+	// A cgroup of its own for a run with a memory limit (or where no fork
+	// server gives the shared pids cgroup): joining one costs milliseconds
+	// on cgroup v1.
+	if r.cgroups != nil && (inv.MemoryLimitBytes > 0 || r.forker == nil) {
 		var err error
 		cg, err = r.cgroups.create(inv.ExecutionID, r.pidsLimit, inv.MemoryLimitBytes)
 		if err != nil {
@@ -305,27 +364,10 @@ func (r *Runtime) Run(ctx context.Context, inv *runtime.Invocation) (runtime.Res
 	} // else: os/exec connects stdin to /dev/null.
 	cmd.Stdout, cmd.Stderr = outW, errW
 
-	goruntime.LockOSThread()
-	var leave func() error
-	if cg != nil {
-		var eerr error
-		if leave, _, eerr = cg.enterThread(); eerr != nil {
-			log := r.log.With("execution_id", inv.ExecutionID)
-			log.Warn("process: cannot fork from inside the cgroup; moving the child in after it has started", "err", eerr)
-		}
-	}
-	err = cmd.Start()
-	stuck := false
-	if leave != nil {
-		if lerr := leave(); lerr != nil {
-			// Keep the thread locked: Go ends it when this goroutine
-			// exits, instead of running other goroutines in the cgroup.
-			stuck = true
-			r.log.Error("process: a node thread could not leave a run's cgroup; it will be retired", "execution_id", inv.ExecutionID, "err", lerr)
-		}
-	}
-	if !stuck {
-		goruntime.UnlockOSThread()
+	if cg == nil && r.forker != nil {
+		err = r.forker.start(cmd)
+	} else {
+		err = r.startLocked(cmd, cg, inv.ExecutionID)
 	}
 	startup := time.Since(begin)
 	if err != nil {

@@ -343,7 +343,7 @@ func TestBackgroundChildKilled(t *testing.T) {
 // TestEscapedDescendant checks that a descendant that left the process group
 // and holds the output open does not make Run hang.
 func TestEscapedDescendant(t *testing.T) {
-	rt := process.New(process.Options{DrainTimeout: 200 * time.Millisecond})
+	rt := process.New(process.Options{DrainTimeout: 200 * time.Millisecond, OwnCgroups: true})
 	in, stdout, stderr := inv(script(t, "setsid sleep 30 &\necho $!\nsleep 0.2"), "", nil)
 	res, err, elapsed := runBounded(t, t.Context(), rt, in, 5*time.Second)
 	if err != nil || res.ExitCode != 0 {
@@ -728,7 +728,7 @@ func TestCgroups(t *testing.T) {
 	}
 	for i, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			rt := process.New(process.Options{PidsLimit: tc.pidsLimit})
+			rt := process.New(process.Options{PidsLimit: tc.pidsLimit, OwnCgroups: true})
 			pids, mem := process.CgroupControllers(rt)
 			for _, need := range []struct {
 				ctrl       string
@@ -824,5 +824,37 @@ func TestOutputSinkFails(t *testing.T) {
 	}
 	if res.ExitCode != 0 {
 		t.Errorf("ExitCode = %d, want 0 (output must still be drained)", res.ExitCode)
+	}
+}
+
+// TestSharedPidsCgroup: by default runs without a memory limit start inside
+// the node's shared pids cgroup, which contains a fork bomb too.
+func TestSharedPidsCgroup(t *testing.T) {
+	rt := process.New(process.Options{PidsLimit: 16})
+	if pids, _ := process.CgroupControllers(rt); !pids {
+		if cgroupsExpected("pids") {
+			t.Fatal("the pids cgroup controller is not used, though CI runs as root with /sys/fs/cgroup/pids writable")
+		}
+		t.Skip("the pids cgroup controller is not available here (needs Linux, root, /sys/fs/cgroup/pids writable)")
+	}
+	execID := fmt.Sprintf("shared-bomb-%d-%d", os.Getpid(), time.Now().UnixNano())
+	in, _, stderr := inv(script(t, forkBomb), "", nil)
+	in.ExecutionID = execID
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
+	defer cancel()
+	res, err, elapsed := runBounded(t, ctx, rt, in, 30*time.Second)
+	t.Logf("Run after %v: %+v, %v (stderr: %s)", elapsed, res, err, trimLog(stderr.String()))
+	if err == nil && res.ExitCode == 3 {
+		t.Fatal("the script did not find itself in a pids cgroup")
+	}
+	if !errors.Is(err, context.DeadlineExceeded) && (err != nil || res.ExitCode == 0) {
+		t.Errorf("Run: %+v, %v; want a timeout or a non-zero exit", res, err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for len(processesWithEnv(t, process.EnvExecutionID+"="+execID)) > 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("processes of the fork bomb left after Run")
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
