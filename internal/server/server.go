@@ -61,8 +61,9 @@ func New(svc *Service, opts Options) *Server {
 	g := grpc.NewServer(
 		grpc.MaxRecvMsgSize(opts.MaxMessageBytes),
 		grpc.MaxSendMsgSize(opts.MaxMessageBytes),
-		grpc.ChainUnaryInterceptor(unaryErrors),
-		grpc.ChainStreamInterceptor(streamErrors),
+		grpc.ForceServerCodecV2(newUTF8Codec()),
+		grpc.ChainUnaryInterceptor(unaryErrors, checkUTF8),
+		grpc.ChainStreamInterceptor(streamErrors, checkUTF8Stream),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 		// Reused handler goroutines keep their grown stacks: a function run
 		// (wazero in particular) needs a deep one, and growing a fresh

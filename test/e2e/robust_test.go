@@ -138,14 +138,11 @@ func (n *node) checkServes(t *testing.T) {
 // serves the next request.
 //
 // Invalid UTF-8 in string fields: protobuf-go refuses to marshal it, so
-// those requests are sent as raw bytes through rawCodec. grpc-go's server
-// refuses to unmarshal them before any interceptor runs, with
-// codes.Internal and no error_code (grpc-go wraps every codec error as
-// Internal); the test asserts that they are refused and that the node
-// still serves. Over Connect JSON the same bytes are refused with
-// invalid_argument. The service's own UTF-8 checks (task names, function
-// names, environment) are reached by callers whose decoders do not
-// validate, and are covered by internal/server's fuzz targets.
+// those requests are sent as raw bytes through rawCodec. The node's gRPC
+// codec decodes them with the bad fields marked, and validation refuses
+// them with INVALID_ARGUMENT / INVALID_UTF8 naming the field (grpc-go's own
+// decoder would answer INTERNAL). Over Connect JSON the same bytes are
+// refused by the JSON decoder with invalid_argument.
 func TestBadInput(t *testing.T) {
 	n := startNode(t, "", nodeOpts{args: []string{
 		"--max-input-bytes", strconv.Itoa(badMaxInput),
@@ -378,12 +375,16 @@ func TestBadInput(t *testing.T) {
 	for _, tc := range utf8Cases {
 		t.Run("invalid utf-8/grpc/"+tc.name, func(t *testing.T) {
 			var resp pb.InvokeFunctionResponse
+			var trailer metadata.MD
 			err := n.conn.Invoke(ctx(t, callTimeout), "/spearlet.FunctionService/InvokeFunction", withInvalidUTF8(t, tc.req), &resp,
-				grpc.ForceCodec(rawCodec{}))
+				grpc.ForceCodec(rawCodec{}), grpc.Trailer(&trailer))
 			if err == nil {
 				t.Fatalf("accepted: %v", &resp)
 			}
-			t.Logf("refused by the transport: %v", err)
+			got := asRPCError(t, err, trailer)
+			if got.code != codes.InvalidArgument || got.reason != "INVALID_UTF8" || got.trailer != "INVALID_UTF8" || !strings.Contains(err.Error(), tc.name) {
+				t.Fatalf("refused with %+v (%v); want INVALID_ARGUMENT / INVALID_UTF8 naming %s", got, err, tc.name)
+			}
 			n.checkServes(t)
 		})
 		t.Run("invalid utf-8/connect json/"+tc.name, func(t *testing.T) {
