@@ -53,21 +53,24 @@ func (p *persister) run(ctx context.Context) {
 			return
 		case r := <-p.queue:
 			batch = append(batch[:0], r)
-			timer.Reset(gatherFor)
-		more:
-			for len(batch) < maxBatch {
-				select {
-				case r := <-p.queue:
-					batch = append(batch, r)
-				case <-timer.C:
-					break more
-				case <-ctx.Done():
-					break more
-				}
-			}
-			timer.Stop()
-			p.write(ctx, batch)
 		}
+		// Let the batch gather without waking this goroutine for every
+		// record (a wake-up per execution cost more than the write).
+		timer.Reset(gatherFor)
+		select {
+		case <-ctx.Done():
+		case <-timer.C:
+		}
+	drain:
+		for len(batch) < maxBatch {
+			select {
+			case r := <-p.queue:
+				batch = append(batch, r)
+			default:
+				break drain
+			}
+		}
+		p.write(ctx, batch)
 	}
 }
 
