@@ -48,16 +48,8 @@ func (a *app) newExecGetCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if a.json {
-				if err := a.printJSON(resp); err != nil {
-					return err
-				}
-			}
-			if !resp.GetFound() {
-				return failf("execution %s not found%s", args[0], suffix(resp.GetMessage()))
-			}
-			if a.json {
-				return nil
+			if human, err := a.answer(resp, resp.GetFound(), "execution %s not found%s", args[0], suffix(resp.GetMessage())); !human {
+				return err
 			}
 			return a.printExecution(args[0], resp)
 		},
@@ -342,16 +334,8 @@ dead-lettered with FailedPrecondition, error_code NOT_DEAD_LETTERED).`,
 			if err != nil {
 				return err
 			}
-			if a.json {
-				if err := a.printJSON(resp); err != nil {
-					return err
-				}
-			}
-			if !resp.GetSuccess() {
-				return failf("execution %s not requeued%s", args[0], suffix(resp.GetMessage()))
-			}
-			if a.json {
-				return nil
+			if human, err := a.answer(resp, resp.GetSuccess(), "execution %s not requeued%s", args[0], suffix(resp.GetMessage())); !human {
+				return err
 			}
 			id := args[0]
 			if n := resp.GetExecutionId(); n != "" && n != id {

@@ -300,3 +300,18 @@ func parseKVs(flag string, vals []string) (map[string]string, error) {
 	}
 	return m, nil
 }
+
+// answer prints resp as JSON with --json, and turns a negative answer (ok
+// false) into a failure (exit 1) with the message format and args. human
+// is true when the caller should go on to print the human form.
+func (a *app) answer(resp proto.Message, ok bool, format string, args ...any) (human bool, err error) {
+	if a.json {
+		if err := a.printJSON(resp); err != nil {
+			return false, err
+		}
+	}
+	if !ok {
+		return false, failf(format, args...)
+	}
+	return !a.json, nil
+}

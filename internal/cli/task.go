@@ -303,16 +303,8 @@ func (a *app) newTaskGetCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if a.json {
-				if err := a.printJSON(resp); err != nil {
-					return err
-				}
-			}
-			if !resp.GetFound() {
-				return failf("task %s not found%s", args[0], suffix(resp.GetMessage()))
-			}
-			if a.json {
-				return nil
+			if human, err := a.answer(resp, resp.GetFound(), "task %s not found%s", args[0], suffix(resp.GetMessage())); !human {
+				return err
 			}
 			a.printTask(resp.GetTask())
 			if len(resp.GetExecutions()) > 0 {
@@ -346,16 +338,8 @@ func (a *app) newTaskDeleteCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if a.json {
-				if err := a.printJSON(resp); err != nil {
-					return err
-				}
-			}
-			if !resp.GetSuccess() {
-				return failf("task %s not deleted%s", args[0], suffix(resp.GetMessage()))
-			}
-			if a.json {
-				return nil
+			if human, err := a.answer(resp, resp.GetSuccess(), "task %s not deleted%s", args[0], suffix(resp.GetMessage())); !human {
+				return err
 			}
 			msg := "deleted task " + args[0]
 			if !resp.GetDeleted() {
