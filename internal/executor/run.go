@@ -95,12 +95,14 @@ func (m *Manager) claimIdempotent(ctx context.Context, spec *execution.Spec) (*e
 // acquire waits for a run slot, bounded by the queue TTL (and the caller's
 // context): a wait that runs out is QUEUE_TIMEOUT, not EXECUTION_TIMEOUT.
 func (m *Manager) acquire(ctx context.Context, spec *execution.Spec, t *task.Task) error {
+	c := claim{prio: spec.Priority, age: spec.CreatedAt.UnixNano(), task: t.ID, limit: int(t.Limits.MaxConcurrency)}
+	if m.slots.tryAcquire(c) {
+		return nil
+	}
 	ttl := m.opts.QueueTTL - m.opts.Now().Sub(spec.CreatedAt)
 	qctx, cancel := context.WithTimeoutCause(ctx, max(ttl, 0), fmt.Errorf("%w: waited longer than the queue TTL of %v", errQueueTimeout, m.opts.QueueTTL))
 	defer cancel()
-	err := m.slots.acquire(qctx, claim{
-		prio: spec.Priority, age: spec.CreatedAt.UnixNano(), task: t.ID, limit: int(t.Limits.MaxConcurrency),
-	})
+	err := m.slots.acquire(qctx, c)
 	if err == nil {
 		return nil
 	}
@@ -173,7 +175,7 @@ func millis(ms int64) time.Duration {
 // execute runs the function once and fills l's record with the outcome.
 func (m *Manager) execute(ctx context.Context, l *live, rt spearrt.Runtime, art spearrt.Artifact, spec *execution.Spec, limits task.Limits, onChunk func(Chunk)) {
 	timeout := m.timeout(spec, limits)
-	ctx, cancel := context.WithTimeoutCause(ctx, timeout, fmt.Errorf("%w of %v", errTimeout, timeout))
+	ctx, cancel := context.WithTimeoutCause(ctx, timeout, timeoutError(timeout))
 	defer cancel()
 
 	var seq int64
@@ -280,6 +282,13 @@ func (m *Manager) execute(ctx context.Context, l *live, rt spearrt.Runtime, art 
 	})
 	l.mu.Unlock()
 }
+
+// timeoutError is why a run's deadline stopped it ("execution timeout of
+// 300ms"); made for every run, so it is formatted only when read.
+type timeoutError time.Duration
+
+func (e timeoutError) Error() string { return errTimeout.Error() + " of " + time.Duration(e).String() }
+func (e timeoutError) Unwrap() error { return errTimeout }
 
 // mentionsMemory reports whether the end of a failed function's standard
 // error says it could not get memory (how programs report a refused

@@ -83,6 +83,20 @@ func (s *slots) acquire(ctx context.Context, c claim) error {
 	}
 }
 
+// tryAcquire takes a slot at once when one is free and nobody waits (the
+// common case, without a waiter or a channel); it reports whether it did.
+func (s *slots) tryAcquire(c claim) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.free == 0 || len(s.waiters) > 0 || (c.limit > 0 && s.running[c.task] >= c.limit) {
+		return false
+	}
+	s.grants++ // alone, it is both the best and the oldest
+	s.free--
+	s.running[c.task]++
+	return true
+}
+
 // release returns a task's slot, granting it to the next eligible waiter.
 func (s *slots) release(task string) {
 	s.mu.Lock()

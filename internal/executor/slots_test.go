@@ -225,3 +225,48 @@ func TestSlotsOldestShare(t *testing.T) {
 	}
 	t.Fatalf("the low priority waiter was starved through %d grants", granted)
 }
+
+// TestSlotsTryAcquire: the fast path takes a slot only when one is free,
+// nobody waits and the task is below its limit; what it takes is released
+// like any other slot.
+func TestSlotsTryAcquire(t *testing.T) {
+	ctx := context.Background()
+	s := newSlots(2)
+	capped := claim{task: "capped", limit: 1}
+	steps := []struct {
+		name string
+		c    claim
+		want bool
+	}{
+		{"free slot", capped, true},
+		{"task at its limit", capped, false},
+		{"other task, last slot", claim{task: "other"}, true},
+		{"no free slot", claim{task: "third"}, false},
+	}
+	for _, st := range steps {
+		if got := s.tryAcquire(st.c); got != st.want {
+			t.Fatalf("%s: tryAcquire = %v, want %v", st.name, got, st.want)
+		}
+	}
+	// A waiter in line: a freed slot goes to it, not to the fast path.
+	waited := make(chan struct{})
+	go func() {
+		if err := s.acquire(ctx, claim{task: "third"}); err != nil {
+			t.Errorf("acquire: %v", err)
+		}
+		close(waited)
+	}()
+	waitWaiters(t, s, 1)
+	if s.tryAcquire(claim{task: "fourth"}) {
+		t.Fatal("tryAcquire jumped a waiter")
+	}
+	s.release("other")
+	recv(t, waited, "the waiter")
+	s.release("capped")
+	if !s.tryAcquire(capped) {
+		t.Fatal("tryAcquire after release: no slot")
+	}
+	if free, waiting := s.state(); free != 0 || waiting != 0 {
+		t.Fatalf("state = %d free, %d waiting; want 0, 0", free, waiting)
+	}
+}

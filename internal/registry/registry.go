@@ -210,14 +210,14 @@ func (r *Registry) Artifact(ctx context.Context, id string) (*task.Task, runtime
 }
 
 func (r *Registry) entry(ctx context.Context, id string) (*entry, error) {
-	if err := task.ValidateID(id); err != nil {
-		return nil, err
-	}
 	r.mu.Lock()
 	e := r.cache[id]
 	r.mu.Unlock()
 	if e != nil {
 		return e, nil
+	}
+	if err := task.ValidateID(id); err != nil {
+		return nil, err
 	}
 	t, err := r.store.GetTask(ctx, id)
 	if err != nil {

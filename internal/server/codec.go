@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"strings"
+	"sync"
 	"unicode/utf8"
 
 	"google.golang.org/grpc"
@@ -22,11 +23,17 @@ import (
 const invalidUTF8 = "\x00spear:invalid-utf8\x00"
 
 // utf8Codec is grpc-go's protobuf codec, except for requests with invalid
-// UTF-8 in string fields: those decode with the fields set to invalidUTF8.
-// Valid requests take the usual path at the usual cost.
-type utf8Codec struct{ encoding.CodecV2 }
+// UTF-8 in string fields: those decode with the fields set to invalidUTF8,
+// and are remembered in marks for the interceptors to refuse. Valid
+// requests take the usual path at the usual cost.
+type utf8Codec struct {
+	encoding.CodecV2
+	marks *utf8Marks
+}
 
-func newUTF8Codec() utf8Codec { return utf8Codec{encoding.GetCodecV2("proto")} }
+func newUTF8Codec(marks *utf8Marks) utf8Codec {
+	return utf8Codec{CodecV2: encoding.GetCodecV2("proto"), marks: marks}
+}
 
 func (c utf8Codec) Unmarshal(data mem.BufferSlice, v any) error {
 	err := c.CodecV2.Unmarshal(data, v)
@@ -42,6 +49,7 @@ func (c utf8Codec) Unmarshal(data mem.BufferSlice, v any) error {
 	if proto.Unmarshal(clean, m) != nil {
 		return err
 	}
+	c.marks.m.Store(m, struct{}{})
 	return nil
 }
 
@@ -128,31 +136,44 @@ func errInvalidUTF8(field string) error {
 	return errdefs.New(errdefs.ErrInvalidArgument, "INVALID_UTF8", "field %s is not valid UTF-8", field)
 }
 
-// checkUTF8 refuses requests that had invalid UTF-8 (see utf8Codec).
-func checkUTF8(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+// utf8Marks holds the requests utf8Codec decoded with marked fields, until
+// an interceptor refuses them: only those are searched for the field.
+type utf8Marks struct{ m sync.Map }
+
+// check returns the INVALID_UTF8 error of a marked request.
+func (k *utf8Marks) check(req any) error {
+	if _, marked := k.m.LoadAndDelete(req); !marked {
+		return nil
+	}
 	if m, ok := req.(proto.Message); ok {
 		if f := invalidUTF8Field(m.ProtoReflect()); f != "" {
-			return nil, errInvalidUTF8(f)
+			return errInvalidUTF8(f)
 		}
+	}
+	return nil
+}
+
+// unary refuses unary requests that had invalid UTF-8.
+func (k *utf8Marks) unary(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+	if err := k.check(req); err != nil {
+		return nil, err
 	}
 	return h(ctx, req)
 }
 
-// checkUTF8Stream does the same for the request of a server stream.
-func checkUTF8Stream(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, h grpc.StreamHandler) error {
-	return h(srv, utf8Stream{ss})
+// stream does the same for the request of a server stream.
+func (k *utf8Marks) stream(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+	return h(srv, utf8Stream{ss, k})
 }
 
-type utf8Stream struct{ grpc.ServerStream }
+type utf8Stream struct {
+	grpc.ServerStream
+	marks *utf8Marks
+}
 
 func (s utf8Stream) RecvMsg(m any) error {
 	if err := s.ServerStream.RecvMsg(m); err != nil {
 		return err
 	}
-	if pm, ok := m.(proto.Message); ok {
-		if f := invalidUTF8Field(pm.ProtoReflect()); f != "" {
-			return errInvalidUTF8(f)
-		}
-	}
-	return nil
+	return s.marks.check(m)
 }

@@ -49,13 +49,7 @@ func resultOf(r *execution.Record, withOutput bool) *pb.ExecutionResult {
 		CompletedAt:     ts(r.CompletedAt),
 		ExitCode:        r.ExitCode,
 		Attempts:        r.Attempts,
-		Metrics: map[string]string{
-			"node":      r.Node,
-			"task_id":   r.TaskID,
-			"mode":      r.Mode.String(),
-			"attempts":  strconv.Itoa(int(r.Attempts)),
-			"exit_code": strconv.Itoa(int(r.ExitCode)),
-		},
+		Metrics:         metricsOf(r),
 	}
 	res.DeadLettered = r.DeadLettered
 	for _, a := range r.History {
@@ -74,6 +68,29 @@ func resultOf(r *execution.Record, withOutput bool) *pb.ExecutionResult {
 		res.Result = bytesAny(r.Output)
 	}
 	return res
+}
+
+// metricsOf fills the spec's metrics map with what a client that knows only
+// the spec's fields cannot read elsewhere, and only when it is not the
+// default: the exit code of a function that exited non-zero, the attempts
+// of an execution that ran more than once. A plain successful run has none:
+// decoding a map costs a client more than the rest of the result (five
+// entries added 13 µs to a 230 µs invocation; docs/RATIONALE.md).
+func metricsOf(r *execution.Record) map[string]string {
+	var m map[string]string
+	add := func(k, v string) {
+		if m == nil {
+			m = make(map[string]string, 2)
+		}
+		m[k] = v
+	}
+	if c := r.ExitCode; c != 0 && c != -1 { // -1: it did not exit (never ran, or was killed)
+		add("exit_code", strconv.Itoa(int(r.ExitCode)))
+	}
+	if r.Attempts > 1 {
+		add("attempts", strconv.Itoa(int(r.Attempts)))
+	}
+	return m
 }
 
 func limitsOf(l *pb.TaskLimits) task.Limits {
@@ -176,6 +193,13 @@ func input(params []*pb.FunctionParameter) ([]byte, error) {
 		return nil, nil // no values: no input, however many parameters
 	}
 	if len(params) == 1 && params[0].Value != nil {
+		// The usual input, without a look-up in the type registry.
+		if a := params[0].Value; a.MessageIs((*wrapperspb.BytesValue)(nil)) {
+			var v wrapperspb.BytesValue
+			if a.UnmarshalTo(&v) == nil {
+				return v.Value, nil
+			}
+		}
 		switch v := unpack(params[0].Value).(type) {
 		case *wrapperspb.BytesValue:
 			return v.Value, nil

@@ -58,12 +58,13 @@ func New(svc *Service, opts Options) *Server {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
+	marks := &utf8Marks{}
 	g := grpc.NewServer(
 		grpc.MaxRecvMsgSize(opts.MaxMessageBytes),
 		grpc.MaxSendMsgSize(opts.MaxMessageBytes),
-		grpc.ForceServerCodecV2(newUTF8Codec()),
-		grpc.ChainUnaryInterceptor(unaryErrors, checkUTF8),
-		grpc.ChainStreamInterceptor(streamErrors, checkUTF8Stream),
+		grpc.ForceServerCodecV2(newUTF8Codec(marks)),
+		grpc.ChainUnaryInterceptor(unaryErrors, marks.unary),
+		grpc.ChainStreamInterceptor(streamErrors, marks.stream),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 		// Reused handler goroutines keep their grown stacks: a function run
 		// (wazero in particular) needs a deep one, and growing a fresh

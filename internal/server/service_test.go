@@ -370,8 +370,11 @@ func checkSyncOK(t *testing.T, resp *pb.InvokeFunctionResponse, taskID, want str
 	if got := output(t, r.Result); got != want {
 		t.Errorf("sync %s: output %q, want %q", taskID, got, want)
 	}
-	if r.StartedAt == nil || r.CompletedAt == nil || r.Metrics["task_id"] != taskID {
-		t.Errorf("sync %s: result lacks times or metrics: %v", taskID, r)
+	if r.StartedAt == nil || r.CompletedAt == nil || r.Attempts != 1 || r.ExitCode != 0 || len(r.AttemptHistory) != 1 {
+		t.Errorf("sync %s: result lacks times, attempts, exit code or history: %v", taskID, r)
+	}
+	if len(r.Metrics) != 0 {
+		t.Errorf("sync %s: metrics %v; a plain successful run has none", taskID, r.Metrics)
 	}
 }
 

@@ -3,7 +3,7 @@
 package task
 
 import (
-	"regexp"
+	"strings"
 	"time"
 
 	"github.com/spear-go/spear/internal/errdefs"
@@ -65,14 +65,20 @@ type Artifact struct {
 	Metadata map[string]string `json:"meta,omitempty"`
 }
 
-var idPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,128}$`)
-
 // ValidateID checks a task id: it is used as a NATS subject token and a KV
 // key.
 func ValidateID(id string) error {
-	if !idPattern.MatchString(id) {
+	if !isToken(id) {
 		return errdefs.New(errdefs.ErrInvalidArgument, "INVALID_TASK_ID",
 			"task id %q: want 1-128 characters of A-Z, a-z, 0-9, '_' or '-'", id)
 	}
 	return nil
+}
+
+// isToken reports whether id is 1-128 characters of A-Z, a-z, 0-9, '_' or
+// '-' (a NATS subject token and KV key); on every request, so no regexp.
+func isToken(id string) bool {
+	return len(id) > 0 && len(id) <= 128 && strings.IndexFunc(id, func(r rune) bool {
+		return !(r == '_' || r == '-' || 'a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || '0' <= r && r <= '9')
+	}) < 0
 }

@@ -38,6 +38,10 @@ type module struct {
 	ready     chan struct{} // closed once compiled (or failed)
 	cm        wazero.CompiledModule
 	err       error
+	// start and startErr are entryPoints(cm, ""): the calls that run the
+	// default function.
+	start    []string
+	startErr error
 
 	// Guarded by engine.mu.
 	refs  int
@@ -197,6 +201,7 @@ func (e *engine) compile(ctx context.Context, m *module, a runtime.Artifact) {
 		return
 	}
 	m.cm = cm
+	m.start, m.startErr = entryPoints(cm, "")
 	e.r.log.DebugContext(ctx, "compiled wasm module", "task_id", a.TaskID, "location", a.Location,
 		"digest", a.Digest, "memory_limit_pages", e.pages, "took", time.Since(start))
 }

@@ -76,6 +76,8 @@ type Runtime struct {
 	compiles atomic.Int64
 	// mem recycles instances' linear memories.
 	mem memPool
+	// config is what every instance's configuration starts from.
+	config wazero.ModuleConfig
 
 	mu      sync.Mutex
 	closed  bool
@@ -105,6 +107,12 @@ func New(ctx context.Context, opts Options) (*Runtime, error) {
 		log:     log.With("runtime", string(runtime.TypeWasm)),
 		cache:   cache,
 		engines: make(map[uint32]*engine),
+		config: wazero.NewModuleConfig().
+			WithName(""). // anonymous: concurrent instances never clash
+			WithStartFunctions().
+			WithSysWalltime().
+			WithSysNanotime().
+			WithRandSource(crand.Reader),
 	}
 	// Start the unlimited engine now, so that a broken setup fails here.
 	if _, err := r.engine(ctx, 0); err != nil {
@@ -191,7 +199,7 @@ func (r *Runtime) Run(ctx context.Context, inv *runtime.Invocation) (runtime.Res
 	}
 	defer e.release(ctx, m)
 
-	calls, fnErr := entryPoints(m.cm, inv.Function)
+	calls, fnErr := m.entryPoints(inv.Function)
 	if fnErr != nil {
 		return runtime.Result{}, fnErr
 	}
@@ -205,17 +213,12 @@ func (r *Runtime) Run(ctx context.Context, inv *runtime.Invocation) (runtime.Res
 	}
 	stdin, stopStdin := stdinFor(ctx, inv.Input)
 	defer stopStdin()
-	cfg := wazero.NewModuleConfig().
-		WithName(""). // anonymous: concurrent instances never clash
-		WithStartFunctions().
+	cfg := r.config.
 		WithArgs(programName(inv.Artifact)).
 		WithStdin(stdin).
 		WithStdout(stdout).
 		WithStderr(stderr).
-		WithSysWalltime().
-		WithSysNanotime().
-		WithNanosleep(sleeper(ctx)).
-		WithRandSource(crand.Reader)
+		WithNanosleep(sleeper(ctx))
 	for _, k := range slices.Sorted(maps.Keys(inv.Env)) {
 		if k == "" || strings.ContainsAny(k, "=\x00") || strings.Contains(inv.Env[k], "\x00") {
 			return runtime.Result{}, errdefs.New(errdefs.ErrInvalidArgument, "INVALID_ENV", "wasm: invalid environment variable %q", k)
@@ -323,6 +326,15 @@ func (r *Runtime) limitError(ctx context.Context, inv *runtime.Invocation, limit
 	e.release(ctx, m)
 	return errdefs.New(errdefs.ErrResourceExhausted, "MEMORY_LIMIT_EXCEEDED",
 		"wasm: %s: module needs more memory than the %d-byte limit: %v", inv.Artifact.Location, inv.MemoryLimitBytes, limitErr)
+}
+
+// entryPoints returns the exports to call, in order, to run function fn;
+// the default function's were found when the module was compiled.
+func (m *module) entryPoints(fn string) ([]string, error) {
+	if fn == "" || fn == runtime.DefaultFunction {
+		return m.start, m.startErr
+	}
+	return entryPoints(m.cm, fn)
 }
 
 // entryPoints returns the exports to call, in order, to run function fn.
