@@ -1,8 +1,11 @@
 package bench
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -10,6 +13,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
@@ -145,6 +149,11 @@ func (n *node) invokeSync(ctx context.Context, task string, in []byte) error {
 	if err != nil {
 		return err
 	}
+	return checkSync(task, resp, in)
+}
+
+// checkSync fails unless a sync invocation completed and echoed in.
+func checkSync(task string, resp *pb.InvokeFunctionResponse, in []byte) error {
 	if !resp.Success {
 		return fmt.Errorf("%s: %s: %w", task, resp.Message, errdefs.ErrInternal)
 	}
@@ -153,6 +162,43 @@ func (n *node) invokeSync(ctx context.Context, task string, in []byte) error {
 		return fmt.Errorf("%s: unexpected output: %w", task, errdefs.ErrInternal)
 	}
 	return nil
+}
+
+// invokeSyncHTTP is invokeSync over the node's HTTP/1.1 port with a plain
+// net/http client speaking the Connect protocol (a POST of the binary
+// request): the same client and transport as the bare HTTP baselines, so
+// the ratio shows Spear's own cost without gRPC's.
+func (n *node) invokeSyncHTTP(hc *http.Client) func(ctx context.Context, task string, in []byte) error {
+	url := "http://" + n.addr + pb.FunctionService_InvokeFunction_FullMethodName
+	return func(ctx context.Context, task string, in []byte) error {
+		body, err := proto.Marshal(&pb.InvokeFunctionRequest{
+			InvocationType: pb.InvocationType_INVOCATION_TYPE_EXISTING_TASK,
+			TaskId:         task, ExecutionMode: pb.ExecutionMode_EXECUTION_MODE_SYNC,
+			Parameters: params1(in),
+		})
+		if err != nil {
+			return err
+		}
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+		if err != nil {
+			return err
+		}
+		req.Header.Set("Content-Type", "application/proto")
+		resp, err := hc.Do(req)
+		if err != nil {
+			return err
+		}
+		defer func() { _ = resp.Body.Close() }()
+		b, err := io.ReadAll(resp.Body)
+		if err != nil {
+			return err
+		}
+		var out pb.InvokeFunctionResponse
+		if resp.StatusCode != http.StatusOK || proto.Unmarshal(b, &out) != nil {
+			return fmt.Errorf("%s: HTTP %s: %q: %w", task, resp.Status, b, errdefs.ErrInternal)
+		}
+		return checkSync(task, &out, in)
+	}
 }
 
 // submit accepts an async execution of task and returns its id.

@@ -175,6 +175,17 @@ func (e *env) syncRows(ctx context.Context, rt string) ([]Row, error) {
 		}
 		rows = append(rows, r)
 	}
+	if rt == "wasm" {
+		// The same over the node's HTTP/1.1 port: like for like with the
+		// bare HTTP server, so gRPC's own cost is out of the ratio.
+		overHTTP := e.main.invokeSyncHTTP(newHTTPClient())
+		spearHTTP := func(ctx context.Context, _ int) error { return overHTTP(ctx, task, in) }
+		for _, conc := range concs {
+			r := e.compare(ctx, fmt.Sprintf("sync-%s-http-c%d", rt, conc), conc, spearHTTP, baseName, base, t)
+			r.Note = joinNote(r.Note, "Spear over HTTP/1.1 (Connect protocol, net/http client)")
+			rows = append(rows, r)
+		}
+	}
 	return rows, nil
 }
 
