@@ -207,6 +207,7 @@ func (e *env) build(ctx context.Context) error {
 	}
 	e.bins["echo.wasm"] = filepath.Join(e.opts.Root, "samples", "wasm", "echo.wasm")
 	e.bins["wsleep.wasm"] = filepath.Join(e.opts.Root, "bench", "fn", "wsleep.wasm")
+	e.bins["spin.wasm"] = filepath.Join(e.opts.Root, "internal", "runtime", "wasm", "testdata", "spin.wasm")
 	static := true
 	for _, fn := range []string{"echo", "sleep", "ticks"} {
 		src := filepath.Join(e.opts.Root, "bench", "fn", fn+".c")

@@ -107,6 +107,7 @@ func (e *env) startMainNode(ctx context.Context) (*node, error) {
 		"bench-process-echo":  {"process", e.bins["echo"]},
 		"bench-process-ticks": {"process", e.bins["ticks"]},
 		"bench-wasm-sleep":    {"wasm", e.bins["wsleep.wasm"]},
+		"bench-wasm-spin":     {"wasm", e.bins["spin.wasm"]},
 		"bench-process-sleep": {"process", e.bins["sleep"]},
 	}
 	if e.docker != "" {
