@@ -33,6 +33,7 @@ import (
 	"maps"
 	"slices"
 	"strconv"
+	"sync"
 	"time"
 
 	cerrdefs "github.com/containerd/errdefs"
@@ -103,7 +104,18 @@ type Runtime struct {
 	nodeID      string
 	log         *slog.Logger
 	memInterval time.Duration
+
+	// Containers whose run has its result are removed in the background:
+	// removal takes the engine longer than the run itself often does
+	// (~150 ms on a fuse-overlayfs engine), and neither a caller nor a
+	// cancel should wait for it. removals bounds how many are pending
+	// (past it, Run removes before returning); Close waits for them.
+	removals chan struct{}
+	removing sync.WaitGroup
 }
+
+// maxPendingRemovals bounds the containers being removed in the background.
+const maxPendingRemovals = 64
 
 var (
 	_ runtime.Runtime   = (*Runtime)(nil)
@@ -133,6 +145,7 @@ func New(_ context.Context, opts Options) (*Runtime, error) {
 		nodeID:      opts.NodeID,
 		log:         log.With("runtime", string(runtime.TypeDocker)),
 		memInterval: opts.MemorySampleInterval,
+		removals:    make(chan struct{}, maxPendingRemovals),
 	}, nil
 }
 
@@ -141,6 +154,7 @@ func (r *Runtime) Type() runtime.Type { return runtime.TypeDocker }
 
 // Close releases the engine client's idle connections.
 func (r *Runtime) Close(context.Context) error {
+	r.removing.Wait()
 	return r.cli.Close()
 }
 
@@ -295,7 +309,7 @@ func (r *Runtime) Run(ctx context.Context, inv *runtime.Invocation) (runtime.Res
 		return runtime.Result{}, r.engineError(ctx, "create container", cfg.Image, err)
 	}
 	id := created.ID
-	defer r.remove(ctx, id, inv.ExecutionID)
+	defer r.removeSoon(ctx, id, inv.ExecutionID)
 	if err := ctx.Err(); err != nil {
 		return runtime.Result{}, fmt.Errorf("docker: run %s: %w", inv.ExecutionID, err)
 	}
@@ -489,6 +503,21 @@ func (r *Runtime) signal(ctx context.Context, id, execID, sig string) {
 		!cerrdefs.IsNotFound(err) && !cerrdefs.IsConflict(err) {
 		r.log.Warn("signal container", "container", id, "execution", execID, "signal", sig, "err", err)
 	}
+}
+
+// removeSoon removes a container in the background, or now when too many
+// removals are pending.
+func (r *Runtime) removeSoon(ctx context.Context, id, execID string) {
+	select {
+	case r.removals <- struct{}{}:
+	default:
+		r.remove(ctx, id, execID)
+		return
+	}
+	r.removing.Go(func() {
+		defer func() { <-r.removals }()
+		r.remove(ctx, id, execID)
+	})
 }
 
 // remove force-removes a container with a detached, bounded context.

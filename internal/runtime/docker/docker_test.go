@@ -152,6 +152,25 @@ func TestDocker(t *testing.T) {
 		t.Logf("cold start (create+attach+wait+start) of echo: %v", res.Startup)
 	})
 
+	t.Run("CloseWaitsForRemovals", func(t *testing.T) {
+		// Containers are removed in the background after Run; Close
+		// returns only once they are gone.
+		own := newRuntime(t, Options{})
+		for i := range 3 {
+			if _, _, _, err := run(t.Context(), own, fx.Echo.Artifact, fx.Echo.Function, fmt.Sprintf("exec-close-%d", i), "hi"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := own.Close(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		for i := range 3 {
+			if left, err := containersOf(t.Context(), rt.cli, fmt.Sprintf("%s=exec-close-%d", LabelExecution, i)); err != nil || len(left) > 0 {
+				t.Fatalf("after Close: containers %v, err %v", left, err)
+			}
+		}
+	})
+
 	t.Run("ValidateImageNotFound", func(t *testing.T) {
 		err := rt.Validate(t.Context(), imageArtifact("spear-no-such-image:nope", nil))
 		if !errors.Is(err, errdefs.ErrFailedPrecondition) || errdefs.Code(err) != "IMAGE_NOT_FOUND" {
@@ -301,9 +320,7 @@ func TestDocker(t *testing.T) {
 		case <-time.After(15 * time.Second):
 			t.Fatal("Run did not return after cancel")
 		}
-		if left, err := containersOf(t.Context(), rt.cli, LabelExecution+"=exec-inspect"); err != nil || len(left) > 0 {
-			t.Fatalf("after cancel: containers %v, err %v", left, err)
-		}
+		waitRemoved(t, rt, "exec-inspect")
 	})
 
 	t.Run("DeadlineRemovesContainer", func(t *testing.T) {
@@ -322,9 +339,7 @@ func TestDocker(t *testing.T) {
 		if d := time.Since(start); d > 10*time.Second {
 			t.Errorf("Run took %v to return after its deadline", d)
 		}
-		if left, err := containersOf(t.Context(), rt.cli, LabelExecution+"=exec-deadline"); err != nil || len(left) > 0 {
-			t.Fatalf("after deadline: containers %v, err %v", left, err)
-		}
+		waitRemoved(t, rt, "exec-deadline")
 	})
 
 	t.Run("GraceRunsOut", func(t *testing.T) {
@@ -360,9 +375,7 @@ func TestDocker(t *testing.T) {
 		case <-time.After(20 * time.Second):
 			t.Fatal("Run did not return after the grace ran out (hang)")
 		}
-		if left, err := containersOf(t.Context(), rt.cli, LabelExecution+"=exec-grace"); err != nil || len(left) > 0 {
-			t.Fatalf("after the grace: containers %v, err %v", left, err)
-		}
+		waitRemoved(t, rt, "exec-grace")
 	})
 
 	t.Run("Reconcile", func(t *testing.T) {

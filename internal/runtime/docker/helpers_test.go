@@ -197,6 +197,23 @@ func containersOf(ctx context.Context, cli *client.Client, selectors ...string) 
 	return ids, nil
 }
 
+// waitRemoved waits for the container of execution execID to be gone: Run
+// removes it in the background once it has its result.
+func waitRemoved(tb testing.TB, rt *Runtime, execID string) {
+	tb.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		left, err := containersOf(context.Background(), rt.cli, LabelExecution+"="+execID)
+		if err == nil && len(left) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("container of %s not removed: %v, err %v", execID, left, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 // notifyWriter discards what is written and closes notify at the first
 // non-empty Write.
 type notifyWriter struct {
