@@ -175,7 +175,7 @@ func (e *env) syncRows(ctx context.Context, rt string) ([]Row, error) {
 		}
 		rows = append(rows, r)
 	}
-	if rt == "wasm" {
+	if rt != "docker" {
 		// The same over the node's HTTP/1.1 port: like for like with the
 		// bare HTTP server, so gRPC's own cost is out of the ratio.
 		overHTTP := e.main.invokeSyncHTTP(newHTTPClient())

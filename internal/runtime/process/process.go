@@ -41,6 +41,7 @@ import (
 	"slices"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -79,6 +80,29 @@ const DefaultPidsLimit = 512
 // readBufSize is the size of the buffer output is read with; each read is
 // passed on as one Write.
 const readBufSize = 32 << 10
+
+// smallInputMax is the most input written into stdin's pipe before the
+// function starts: a pipe always holds at least one page.
+const smallInputMax = 4096
+
+// smallInput returns the bytes of an input that can be written at once.
+func smallInput(r io.Reader) ([]byte, bool) {
+	switch in := r.(type) {
+	case *bytes.Reader:
+		if in.Len() <= smallInputMax {
+			b := make([]byte, in.Len())
+			n, _ := in.Read(b)
+			return b[:n], true
+		}
+	case *strings.Reader:
+		if in.Len() <= smallInputMax {
+			b := make([]byte, in.Len())
+			n, _ := in.Read(b)
+			return b[:n], true
+		}
+	}
+	return nil, false
+}
 
 // Options configures a Runtime. The zero value is usable.
 type Options struct {
@@ -127,6 +151,9 @@ type Runtime struct {
 	peakMu     sync.Mutex
 	peak       int64
 	peakReadAt time.Time
+
+	// bufs recycles the output readers' buffers (*[]byte).
+	bufs sync.Pool
 }
 
 // nodePeak returns the node's own peak RSS (VmHWM), refreshed at most once
@@ -359,8 +386,22 @@ func (r *Runtime) Run(ctx context.Context, inv *runtime.Invocation) (runtime.Res
 			closeAll(ourEnds)
 			return runtime.Result{}, fmt.Errorf("process: stdin pipe: %w: %w", errdefs.ErrInternal, err)
 		}
-		childEnds, ourEnds = append(childEnds, inR), append(ourEnds, inW)
+		childEnds = append(childEnds, inR)
 		cmd.Stdin = inR
+		// Input that fits in an empty pipe is written now, whole, and the
+		// pipe closed: no copier goroutine for the usual small input.
+		if b, ok := smallInput(inv.Input); ok {
+			_, werr := inW.Write(b)
+			_ = inW.Close()
+			inW = nil
+			if werr != nil {
+				closeAll(childEnds)
+				closeAll(ourEnds)
+				return runtime.Result{}, fmt.Errorf("process: writing stdin: %w: %w", errdefs.ErrInternal, werr)
+			}
+		} else {
+			ourEnds = append(ourEnds, inW)
+		}
 	} // else: os/exec connects stdin to /dev/null.
 	cmd.Stdout, cmd.Stderr = outW, errW
 
@@ -492,12 +533,17 @@ func (r *Runtime) Run(ctx context.Context, inv *runtime.Invocation) (runtime.Res
 	}
 
 	// Output readers.
-	var readers sync.WaitGroup
 	var outErr, errErr error
-	readers.Go(func() { outErr = pump(outR, inv.Stdout) })
-	readers.Go(func() { errErr = pump(errR, inv.Stderr) })
 	readersDone := make(chan struct{})
-	go func() { readers.Wait(); close(readersDone) }()
+	var readersLeft atomic.Int32
+	readersLeft.Store(2)
+	readerDone := func() {
+		if readersLeft.Add(-1) == 0 {
+			close(readersDone)
+		}
+	}
+	go func() { defer readerDone(); outErr = pump(&r.bufs, outR, inv.Stdout) }()
+	go func() { defer readerDone(); errErr = pump(&r.bufs, errR, inv.Stderr) }()
 
 	// Input copier.
 	stdinDone := make(chan struct{})
@@ -515,7 +561,7 @@ func (r *Runtime) Run(ctx context.Context, inv *runtime.Invocation) (runtime.Res
 
 	// Wait for the child to exit without reaping it, so that its pid (the
 	// group id) cannot be reused while we kill the rest of the group.
-	waitExitNoReap(pid)
+	waitExitNoReap(cmd.Process)
 	close(mainDone)
 	stopSampling() // no /proc/<pid> read once pid may be reused
 	killGroup(pid)
@@ -628,8 +674,14 @@ func environ(inv *runtime.Invocation, nodeID string) []string {
 // pump copies r to w, one Write per read, until EOF or until r is closed.
 // After a Write fails it keeps reading (so the child never blocks on a full
 // pipe) but discards, and returns the first write error.
-func pump(r *os.File, w io.Writer) error {
-	buf := make([]byte, readBufSize)
+func pump(bufs *sync.Pool, r *os.File, w io.Writer) error {
+	bp, _ := bufs.Get().(*[]byte)
+	if bp == nil {
+		b := make([]byte, readBufSize)
+		bp = &b
+	}
+	defer bufs.Put(bp)
+	buf := *bp
 	var werr error
 	for {
 		n, err := r.Read(buf)
@@ -645,11 +697,30 @@ func pump(r *os.File, w io.Writer) error {
 	}
 }
 
-// waitExitNoReap blocks until process pid has exited, leaving it a zombie.
-func waitExitNoReap(pid int) {
+// waitExitNoReap blocks until process p has exited, leaving it a zombie.
+// It waits in Go's poller on a pidfd (readable once the process exits), so
+// no thread is held in a blocking waitid for the life of the function;
+// without pidfds it falls back to that.
+func waitExitNoReap(p *os.Process) {
+	if fd, err := unix.PidfdOpen(p.Pid, unix.PIDFD_NONBLOCK); err == nil {
+		f := os.NewFile(uintptr(fd), "pidfd")
+		defer func() { _ = f.Close() }()
+		if rc, err := f.SyscallConn(); err == nil {
+			var werr error
+			if err := rc.Read(func(fd uintptr) bool {
+				var info unix.Siginfo
+				werr = unix.Waitid(unix.P_PIDFD, int(fd), &info, unix.WEXITED|unix.WNOWAIT|unix.WNOHANG, nil)
+				// Not exited yet: WNOHANG leaves info zeroed (no SIGCHLD
+				// signo); wait for readability. EINTR: try again.
+				return !(werr == nil && info.Signo == 0) && !errors.Is(werr, unix.EINTR) && !errors.Is(werr, unix.EAGAIN)
+			}); err == nil {
+				return // exited, or an error cmd.Wait (which follows) reports
+			}
+		}
+	}
 	for {
 		var info unix.Siginfo
-		err := unix.Waitid(unix.P_PID, pid, &info, unix.WEXITED|unix.WNOWAIT, nil)
+		err := unix.Waitid(unix.P_PID, p.Pid, &info, unix.WEXITED|unix.WNOWAIT, nil)
 		if !errors.Is(err, unix.EINTR) {
 			// On any other error cmd.Wait (which follows) reports it.
 			return
