@@ -11,3 +11,8 @@ func CgroupControllers(r *Runtime) (pids, memory bool) {
 	}
 	return r.cgroups.pids != "", r.cgroups.memory != ""
 }
+
+// SmallInput and SmallInputMax expose the inline stdin rule.
+var SmallInput = smallInput
+
+const SmallInputMax = smallInputMax
