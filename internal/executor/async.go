@@ -428,6 +428,9 @@ func (m *Manager) complete(l *live, d *store.Delivery, wait time.Duration) {
 		}
 		time.Sleep(time.Duration(50<<attempt) * time.Millisecond)
 	}
+	// The callback is in the outbox before the execution leaves the queue:
+	// a crash in between runs nothing twice and loses no callback.
+	m.notify(rec)
 	if err := d.Ack(ctx); err != nil {
 		m.log.Warn("acking finished execution", "execution", rec.ID, "err", err)
 	}
@@ -453,9 +456,9 @@ func (m *Manager) requeue(l *live, d *store.Delivery, delay time.Duration) {
 	m.forget(rec.ID)
 }
 
-// heartbeat tells JetStream the execution is in progress until ctx ends,
-// so a long run is not handed to another worker.
-func (m *Manager) heartbeat(ctx context.Context, d *store.Delivery) {
+// heartbeat tells JetStream a message (an execution, a callback) is in
+// progress until ctx ends, so long work is not handed to another node.
+func (m *Manager) heartbeat(ctx context.Context, d interface{ InProgress() error }) {
 	t := time.NewTicker(m.store.AckWait() / 3)
 	defer t.Stop()
 	for {

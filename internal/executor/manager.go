@@ -199,10 +199,11 @@ func (m *Manager) Start(ctx context.Context) error {
 		return fmt.Errorf("subscribe to cancel requests: %w", err)
 	}
 	m.cancelSub = sub
-	m.wg.Add(3)
+	m.wg.Add(4)
 	go func() { defer m.wg.Done(); m.persist.run(m.baseCtx) }()
 	go func() { defer m.wg.Done(); m.stats.flushLoop(m.baseCtx, m.store, m.log) }()
 	go func() { defer m.wg.Done(); m.dispatch(m.baseCtx) }()
+	go func() { defer m.wg.Done(); m.deliverCallbacks(m.baseCtx) }()
 	return nil
 }
 

@@ -9,34 +9,120 @@ import (
 	"github.com/spear-go/spear/internal/callback"
 	"github.com/spear-go/spear/internal/errdefs"
 	"github.com/spear-go/spear/internal/execution"
+	"github.com/spear-go/spear/internal/store"
 )
 
 // maxCallbacks bounds the deliveries in progress; more wait their turn.
 const maxCallbacks = 64
 
-// notify delivers a terminal execution's completion callback, if it asked
-// for one, in the background, and records the outcome on the execution.
-// Deliveries in progress when the node stops are not resumed.
+// notify puts a terminal execution's completion callback, if it asked for
+// one, in the durable outbox (store.QueueCallback), from which
+// deliverCallbacks delivers it on this node or, after a crash, another.
+// Should the outbox refuse it, the callback is delivered from memory at
+// once (and then not resumed after a crash).
 func (m *Manager) notify(r *execution.Record) {
 	if r.Callback == nil || r.Callback.URL == "" {
 		return
 	}
-	body := m.callbackBody(r)
-	m.wg.Add(1)
-	go func() {
-		defer m.wg.Done()
+	due := store.DueCallback{ExecutionID: r.ID, Attempts: r.Attempts, URL: r.Callback.URL, Body: m.callbackBody(r)}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(m.baseCtx), 5*time.Second)
+	err := m.store.QueueCallback(ctx, due)
+	cancel()
+	if err == nil {
+		return
+	}
+	m.log.Warn("callback outbox unavailable; delivering from memory", "execution", r.ID, "err", err)
+	m.wg.Go(func() {
 		select {
 		case m.callbackSlots <- struct{}{}:
 		case <-m.baseCtx.Done():
 			return
 		}
 		defer func() { <-m.callbackSlots }()
-		out := m.callbacks.Deliver(m.baseCtx, r.Callback.URL, r.ID, body)
-		if m.opts.Hooks != nil {
-			m.opts.Hooks.CallbackDelivered(out.State)
+		m.deliver(due)
+	})
+}
+
+// deliverCallbacks delivers the outbox's due callbacks, at most
+// maxCallbacks at a time, until ctx ends. Each is acked once its outcome is
+// on the record; one cut short by the node stopping comes back later.
+func (m *Manager) deliverCallbacks(ctx context.Context) {
+	var cs *store.CallbackStream
+	for {
+		var err error
+		if cs, err = m.store.DueCallbacks(maxCallbacks); err == nil {
+			break
 		}
-		m.recordCallback(r.ID, out)
-	}()
+		m.log.Warn("reading the callback outbox", "err", err)
+		if !sleepCtx(ctx, time.Second) {
+			return
+		}
+	}
+	defer cs.Stop()
+	for {
+		d, err := cs.Next(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			m.log.Warn("reading the callback outbox", "err", err)
+			if !sleepCtx(ctx, 100*time.Millisecond) {
+				return
+			}
+			continue
+		}
+		select {
+		case m.callbackSlots <- struct{}{}:
+		case <-ctx.Done():
+			return
+		}
+		m.wg.Go(func() {
+			defer func() { <-m.callbackSlots }()
+			if m.callbackRecorded(ctx, d.DueCallback) { // delivered before a crash
+				_ = d.Ack()
+				return
+			}
+			stop := m.keepCallback(ctx, d)
+			recorded := m.deliver(d.DueCallback)
+			stop()
+			if recorded {
+				_ = d.Ack()
+			}
+		})
+	}
+}
+
+// keepCallback keeps d with this node while it is being delivered, until
+// the returned stop is called.
+func (m *Manager) keepCallback(ctx context.Context, d *store.CallbackDelivery) (stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); m.heartbeat(ctx, d) }()
+	return func() { cancel(); <-done }
+}
+
+// callbackRecorded reports whether the outcome of due is already on the
+// execution's record.
+func (m *Manager) callbackRecorded(ctx context.Context, due store.DueCallback) bool {
+	rec, _, err := m.store.GetRecord(ctx, due.ExecutionID)
+	if err != nil || rec.Callback == nil || rec.Attempts != due.Attempts {
+		return false
+	}
+	return rec.Callback.State == callback.StateDelivered || rec.Callback.State == callback.StateFailed
+}
+
+// deliver sends a callback and records the outcome; it reports false when
+// the node stopped first (nothing recorded).
+func (m *Manager) deliver(due store.DueCallback) bool {
+	out := m.callbacks.Deliver(m.baseCtx, due.URL, due.ExecutionID, due.Body)
+	if m.baseCtx.Err() != nil {
+		return false
+	}
+	if m.opts.Hooks != nil {
+		m.opts.Hooks.CallbackDelivered(out.State)
+	}
+	m.recordCallback(due.ExecutionID, out)
+	return true
 }
 
 func (m *Manager) callbackBody(r *execution.Record) []byte {
@@ -69,5 +155,17 @@ func (m *Manager) recordCallback(id string, out callback.Outcome) {
 			return
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// sleepCtx waits d; it reports false when ctx ended first.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
 	}
 }

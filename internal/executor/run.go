@@ -58,6 +58,7 @@ func (m *Manager) Run(ctx context.Context, spec *execution.Spec, onChunk func(Ch
 	defer cancel(nil)
 	if !l.setCancel(cancel) {
 		m.finish(l, 0)
+		m.notify(l.final())
 		m.persist.add(ctx, l.final())
 		return l.final(), nil
 	}
@@ -68,6 +69,7 @@ func (m *Manager) Run(ctx context.Context, spec *execution.Spec, onChunk func(Ch
 	if err := m.acquire(runCtx, spec, t); err != nil {
 		m.classify(l, runCtx, err)
 		m.finish(l, 0)
+		m.notify(l.final())
 		m.persist.add(ctx, l.final())
 		return l.final(), nil
 	}
@@ -76,6 +78,7 @@ func (m *Manager) Run(ctx context.Context, spec *execution.Spec, onChunk func(Ch
 	m.slots.release(t.ID)
 	m.finish(l, wait)
 	rec := l.final()
+	m.notify(rec)
 	m.persist.add(ctx, rec)
 	return rec, nil
 }
@@ -351,7 +354,6 @@ func (m *Manager) finish(l *live, queueWait time.Duration) {
 	m.log.Debug("execution finished", "execution", r.ID, "task", r.TaskID, "mode", r.Mode.String(),
 		"status", r.Status.String(), "error_code", r.ErrorCode, "duration_ms", r.DurationMs)
 	close(l.done)
-	m.notify(r)
 }
 
 func (m *Manager) runtimeOf(taskID string) spearrt.Type {

@@ -109,6 +109,8 @@ type Store struct {
 	// bands are the queue's consumers, one per priority band, highest
 	// first.
 	bands []jetstream.Consumer
+	// callbacks consumes the callback outbox (see callbacks.go).
+	callbacks jetstream.Consumer
 }
 
 // Open starts (or connects to) NATS and creates the buckets, the queue
@@ -248,6 +250,9 @@ func (s *Store) provision(ctx context.Context) error {
 	if err := s.provisionChunks(ctx); err != nil {
 		return err
 	}
+	if err := s.provisionCallbacks(ctx); err != nil {
+		return err
+	}
 	// A work-queue stream allows no overlapping consumers: drop the single
 	// consumer of earlier versions.
 	if err := s.queue.DeleteConsumer(ctx, ConsumerWorkers); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
@@ -291,7 +296,7 @@ func (s *Store) Close() {
 // StorageBytes is what JetStream holds for Spear, in bytes.
 func (s *Store) StorageBytes(ctx context.Context) (int64, error) {
 	var total int64
-	for _, name := range []string{StreamQueue, StreamChunks, "KV_" + BucketTasks, "KV_" + BucketExecutions,
+	for _, name := range []string{StreamQueue, StreamChunks, StreamCallbacks, "KV_" + BucketTasks, "KV_" + BucketExecutions,
 		"KV_" + BucketExecIndex, "KV_" + BucketTaskStats, "OBJ_" + BucketArtifacts} {
 		st, err := s.js.Stream(ctx, name)
 		if err != nil {

@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -860,6 +861,60 @@ func TestControlCallback(t *testing.T) {
 				t.Errorf("%d POSTs to %s, want 1", c, path)
 			}
 		})
+	}
+}
+
+// TestControlCallbackSurvivesCrash: a callback whose receiver is down is
+// being retried when its node is SIGKILLed; the restarted node (same
+// JetStream) delivers it from the outbox and records it delivered.
+func TestControlCallbackSurvivesCrash(t *testing.T) {
+	var (
+		up       atomic.Bool
+		refused  atomic.Int32
+		accepted = make(chan string, 4)
+	)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.ReadAll(r.Body)
+		if !up.Load() {
+			refused.Add(1)
+			http.Error(w, "not yet", http.StatusServiceUnavailable)
+			return
+		}
+		select {
+		case accepted <- r.URL.Path:
+		default:
+		}
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	t.Cleanup(srv.Close)
+
+	dataDir := filepath.Join(t.TempDir(), "data")
+	n := startNode(t, dataDir, nodeOpts{})
+	req := invocation(t, "echo", modeAsync, []byte("survive"))
+	req.CallbackUrl = srv.URL + "/cb/crash"
+	id := n.invoke(t, req).GetExecutionId()
+	deadline := time.Now().Add(finishBound)
+	for refused.Load() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("no callback attempt within %v", finishBound)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	n.kill() // mid-retries: the first attempt was refused
+	up.Store(true)
+
+	n = startNode(t, dataDir, nodeOpts{})
+	select {
+	case path := <-accepted:
+		if path != "/cb/crash" {
+			t.Fatalf("callback POST to %s, want /cb/crash", path)
+		}
+	case <-time.After(finishBound):
+		t.Fatalf("the restarted node did not deliver the callback within %v (refused %d before)", finishBound, refused.Load())
+	}
+	st := n.ctlWaitCallback(t, id, finishBound)
+	if cb := st.GetResult().GetCallback(); cb.GetLastStatusCode() != http.StatusNoContent {
+		t.Errorf("callback record after the restart: %v, want delivered with 204", cb)
 	}
 }
 
