@@ -76,6 +76,7 @@ var (
 	errOutputTooLarge = errors.New("output too large")
 	errShutdown       = errors.New("node shutting down")
 	errQueueTimeout   = errors.New("queue timeout")
+	errQueueFull      = errors.New("queue full")
 )
 
 // Manager runs executions.

@@ -12,6 +12,7 @@ import (
 	"github.com/spear-go/spear/internal/errdefs"
 	"github.com/spear-go/spear/internal/execution"
 	"github.com/spear-go/spear/internal/store"
+	"github.com/spear-go/spear/internal/task"
 )
 
 func TestRunSync(t *testing.T) {
@@ -622,5 +623,63 @@ func TestClaimConflictLeavesOtherClaim(t *testing.T) {
 	}
 	if free, waiting := m.slots.state(); free != 1 || waiting != 0 {
 		t.Fatalf("slots after the lost claim = %d free, %d waiting", free, waiting)
+	}
+}
+
+// TestRunMaxQueuedExact: however many callers arrive at once, a task with
+// max_queued N has at most N sync executions waiting; the others are
+// refused with QUEUE_FULL and leave nothing behind: an idempotency key that
+// was refused can be used again.
+func TestRunMaxQueuedExact(t *testing.T) {
+	h := newHarness(t, Options{Workers: 1}, nil)
+	ctx := testCtx(t)
+	const maxQueued, callers = 3, 20
+	if _, err := h.reg.UpdateLimits(ctx, testTask, task.Limits{MaxQueued: maxQueued}); err != nil {
+		t.Fatal(err)
+	}
+	blockCtx, unblock := context.WithCancel(ctx)
+	defer unblock()
+	blocker := newSpec("sleep", execution.ModeSync, "")
+	go func() { _, _ = h.m.Run(blockCtx, blocker, nil) }()
+	h.rt.waitStarted(t, blocker.ExecutionID)
+
+	type outcome struct {
+		rec *execution.Record
+		err error
+	}
+	results := make(chan outcome, callers)
+	for range callers {
+		go func() {
+			rec, err := h.m.Run(ctx, newSpec("echo", execution.ModeSync, "x"), nil)
+			results <- outcome{rec, err}
+		}()
+	}
+	for i := range callers - maxQueued {
+		if o := recv(t, results, "a refusal"); errdefs.Code(o.err) != "QUEUE_FULL" {
+			t.Fatalf("caller %d: Run = %v, %v; want QUEUE_FULL while %d wait", i, o.rec, o.err, maxQueued)
+		}
+	}
+	if _, waiting := h.m.slots.state(); waiting != maxQueued {
+		t.Fatalf("%d waiting, want %d", waiting, maxQueued)
+	}
+
+	// Refused with an idempotency key: no record stays behind.
+	keyed := newSpec("echo", execution.ModeSync, "keyed")
+	keyed.ExecutionID, keyed.Idempotent = execution.IdempotentID(testTask, "k"), true
+	if _, err := h.m.Run(ctx, keyed, nil); errdefs.Code(err) != "QUEUE_FULL" {
+		t.Fatalf("keyed Run = %v, want QUEUE_FULL", err)
+	}
+	if _, _, err := h.st.GetRecord(ctx, keyed.ExecutionID); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Fatalf("record of the refused keyed execution: %v, want not found", err)
+	}
+
+	unblock()
+	for range maxQueued {
+		if o := recv(t, results, "a waiter to run"); o.err != nil || o.rec.Status != execution.StatusCompleted {
+			t.Fatalf("waiter: %+v, %v; want COMPLETED", o.rec, o.err)
+		}
+	}
+	if rec, err := h.m.Run(ctx, keyed, nil); err != nil || rec.Status != execution.StatusCompleted || string(rec.Output) != "keyed" {
+		t.Fatalf("the refused key used again: %+v, %v", rec, err)
 	}
 }

@@ -43,9 +43,6 @@ func (m *Manager) Run(ctx context.Context, spec *execution.Spec, onChunk func(Ch
 			return rec, err
 		}
 	}
-	if n := t.Limits.MaxQueued; n > 0 && m.slots.waitingOf(t.ID) >= int(n) {
-		return nil, queueFull(t.ID, int64(n))
-	}
 	l := &live{rec: execution.NewRecord(spec), done: make(chan struct{})}
 	if err := m.addSyncLive(l); err != nil {
 		if spec.Idempotent && errdefs.Code(err) == "EXECUTION_EXISTS" {
@@ -67,6 +64,21 @@ func (m *Manager) Run(ctx context.Context, spec *execution.Spec, onChunk func(Ch
 	defer stopOnShutdown()
 
 	if err := m.acquire(runCtx, spec, t); err != nil {
+		if errors.Is(err, errQueueFull) {
+			// Refused, not run: no execution remains (an idempotency key
+			// can be used again).
+			l.mu.Lock()
+			l.rec.Status, l.rec.ErrorCode = execution.StatusFailed, "QUEUE_FULL"
+			l.mu.Unlock()
+			close(l.done)
+			m.forget(spec.ExecutionID)
+			if spec.Idempotent {
+				if derr := m.store.DeleteRecord(context.WithoutCancel(ctx), spec.TaskID, spec.ExecutionID); derr != nil {
+					m.log.Warn("deleting a refused execution's record", "execution", spec.ExecutionID, "err", derr)
+				}
+			}
+			return nil, queueFull(t.ID, int64(t.Limits.MaxQueued))
+		}
 		m.classify(l, runCtx, err)
 		m.finish(l, 0)
 		m.notify(l.final())
@@ -98,7 +110,8 @@ func (m *Manager) claimIdempotent(ctx context.Context, spec *execution.Spec) (*e
 // acquire waits for a run slot, bounded by the queue TTL (and the caller's
 // context): a wait that runs out is QUEUE_TIMEOUT, not EXECUTION_TIMEOUT.
 func (m *Manager) acquire(ctx context.Context, spec *execution.Spec, t *task.Task) error {
-	c := claim{prio: spec.Priority, age: spec.CreatedAt.UnixNano(), task: t.ID, limit: int(t.Limits.MaxConcurrency)}
+	c := claim{prio: spec.Priority, age: spec.CreatedAt.UnixNano(), task: t.ID,
+		limit: int(t.Limits.MaxConcurrency), maxQueued: int(t.Limits.MaxQueued)}
 	if m.slots.tryAcquire(c) {
 		return nil
 	}

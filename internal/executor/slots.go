@@ -40,6 +40,10 @@ type claim struct {
 	// limit).
 	task  string
 	limit int
+	// maxQueued refuses the claim (errQueueFull) instead of waiting when
+	// the task already has that many waiters (0: no limit). Checked under
+	// the pool's lock, so concurrent callers cannot overshoot it.
+	maxQueued int
 }
 
 type waiter struct {
@@ -57,6 +61,10 @@ func newSlots(n int) *slots {
 // acquire blocks until a slot is granted or ctx ends.
 func (s *slots) acquire(ctx context.Context, c claim) error {
 	s.mu.Lock()
+	if c.maxQueued > 0 && s.waiting[c.task] >= c.maxQueued {
+		s.mu.Unlock()
+		return errQueueFull
+	}
 	s.seq++
 	w := &waiter{claim: c, seq: s.seq, ready: make(chan struct{}), index: len(s.waiters)}
 	s.waiters = append(s.waiters, w)
@@ -186,11 +194,4 @@ func (s *slots) state() (free, waiting int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.free, len(s.waiters)
-}
-
-// waitingOf counts the waiters of a task.
-func (s *slots) waitingOf(task string) int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.waiting[task]
 }

@@ -201,14 +201,23 @@ func (s *Store) DeleteRecordsOfTask(ctx context.Context, taskID string) (int, er
 		return 0, err
 	}
 	for _, id := range ids {
-		if err := s.execs.Purge(ctx, id); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
-			return 0, unavailable("delete execution record", err)
-		}
-		if err := s.index.Purge(ctx, taskID+"."+id); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
-			return 0, unavailable("delete execution index", err)
+		if err := s.DeleteRecord(ctx, taskID, id); err != nil {
+			return 0, err
 		}
 	}
 	return len(ids), nil
+}
+
+// DeleteRecord deletes an execution's record and its index entry; deleting
+// what does not exist is not an error.
+func (s *Store) DeleteRecord(ctx context.Context, taskID, id string) error {
+	if err := s.execs.Purge(ctx, id); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+		return unavailable("delete execution record", err)
+	}
+	if err := s.index.Purge(ctx, taskID+"."+id); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+		return unavailable("delete execution index", err)
+	}
+	return nil
 }
 
 // CreateTask stores a new task; ErrAlreadyExists if its id is taken.
