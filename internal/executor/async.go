@@ -36,6 +36,13 @@ func (m *Manager) Submit(ctx context.Context, spec *execution.Spec) (rec *execut
 			return old, m.estimate(ctx, spec.TaskID), true, nil
 		}
 	}
+	if t.Limits.MaxQueued > 0 {
+		// Count and enqueue as one step, so that concurrent submissions to
+		// this node cannot overshoot the task's quota (nodes sharing the
+		// queue still can, by their number).
+		unlock := m.admission.lock(t.ID)
+		defer unlock()
+	}
 	if err := m.admit(ctx, t.ID, t.Limits.MaxQueued); err != nil {
 		return nil, 0, false, err
 	}
@@ -68,7 +75,8 @@ func (m *Manager) Submit(ctx context.Context, spec *execution.Spec) (rec *execut
 
 // admit refuses an async execution when its task's queue (max_queued) or
 // the node's (MaxQueued) is full, so nothing is accepted and then dropped.
-// Concurrent submissions may overshoot a bound by their number.
+// The node's bound is read from a cache refreshed every 100 ms, so
+// concurrent submissions may overshoot it by their number.
 func (m *Manager) admit(ctx context.Context, taskID string, taskMax int32) error {
 	if taskMax > 0 {
 		n, err := m.store.QueuedOfTask(ctx, taskID)
@@ -468,5 +476,40 @@ func (m *Manager) heartbeat(ctx context.Context, d interface{ InProgress() error
 		case <-t.C:
 			_ = d.InProgress()
 		}
+	}
+}
+
+// taskLocks serializes a step per task id.
+type taskLocks struct {
+	mu    sync.Mutex
+	locks map[string]*taskLock
+}
+
+type taskLock struct {
+	sync.Mutex
+	users int
+}
+
+// lock locks id's mutex and returns its unlock; an unused mutex is dropped.
+func (l *taskLocks) lock(id string) (unlock func()) {
+	l.mu.Lock()
+	if l.locks == nil {
+		l.locks = map[string]*taskLock{}
+	}
+	tl := l.locks[id]
+	if tl == nil {
+		tl = &taskLock{}
+		l.locks[id] = tl
+	}
+	tl.users++
+	l.mu.Unlock()
+	tl.Lock()
+	return func() {
+		tl.Unlock()
+		l.mu.Lock()
+		if tl.users--; tl.users == 0 {
+			delete(l.locks, id)
+		}
+		l.mu.Unlock()
 	}
 }

@@ -116,6 +116,9 @@ type Manager struct {
 	// claim.
 	afterRead func()
 	started   time.Time
+	// admission serializes the quota check and enqueue of async
+	// submissions per task.
+	admission taskLocks
 }
 
 // live is an execution that runs, or waits for a slot, on this node.

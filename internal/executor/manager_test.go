@@ -683,3 +683,54 @@ func TestRunMaxQueuedExact(t *testing.T) {
 		t.Fatalf("the refused key used again: %+v, %v", rec, err)
 	}
 }
+
+// TestSubmitMaxQueuedExact: concurrent async submissions to a task with
+// max_queued N accept exactly N while nothing can run.
+func TestSubmitMaxQueuedExact(t *testing.T) {
+	h := newHarness(t, Options{Workers: 1}, nil)
+	ctx := testCtx(t)
+	const maxQueued, callers = 3, 20
+	if _, err := h.reg.UpdateLimits(ctx, testTask, task.Limits{MaxQueued: maxQueued}); err != nil {
+		t.Fatal(err)
+	}
+	blockCtx, unblock := context.WithCancel(ctx)
+	defer unblock()
+	blocker := newSpec("sleep", execution.ModeSync, "")
+	go func() { _, _ = h.m.Run(blockCtx, blocker, nil) }()
+	h.rt.waitStarted(t, blocker.ExecutionID)
+
+	errs := make(chan error, callers)
+	ids := make(chan string, callers)
+	for range callers {
+		go func() {
+			rec, _, _, err := h.m.Submit(ctx, newSpec("echo", execution.ModeAsync, "x"))
+			if err == nil {
+				ids <- rec.ID
+			}
+			errs <- err
+		}()
+	}
+	accepted := 0
+	for range callers {
+		switch err := recv(t, errs, "a submission"); {
+		case err == nil:
+			accepted++
+		case errdefs.Code(err) != "QUEUE_FULL":
+			t.Fatalf("Submit: %v, want QUEUE_FULL or accepted", err)
+		}
+	}
+	if accepted != maxQueued {
+		t.Fatalf("%d of %d concurrent submissions accepted, want max_queued %d", accepted, callers, maxQueued)
+	}
+	unblock()
+	for range accepted {
+		if r := h.wait(h.m, recv(t, ids, "an accepted id")); r.Status != execution.StatusCompleted {
+			t.Fatalf("accepted execution ended %v", r.Status)
+		}
+	}
+	h.m.admission.mu.Lock()
+	defer h.m.admission.mu.Unlock()
+	if n := len(h.m.admission.locks); n != 0 {
+		t.Fatalf("%d per-task admission locks left after the submissions", n)
+	}
+}
