@@ -631,17 +631,9 @@ func TestClaimConflictLeavesOtherClaim(t *testing.T) {
 // refused with QUEUE_FULL and leave nothing behind: an idempotency key that
 // was refused can be used again.
 func TestRunMaxQueuedExact(t *testing.T) {
-	h := newHarness(t, Options{Workers: 1}, nil)
-	ctx := testCtx(t)
 	const maxQueued, callers = 3, 20
-	if _, err := h.reg.UpdateLimits(ctx, testTask, task.Limits{MaxQueued: maxQueued}); err != nil {
-		t.Fatal(err)
-	}
-	blockCtx, unblock := context.WithCancel(ctx)
-	defer unblock()
-	blocker := newSpec("sleep", execution.ModeSync, "")
-	go func() { _, _ = h.m.Run(blockCtx, blocker, nil) }()
-	h.rt.waitStarted(t, blocker.ExecutionID)
+	h, unblock := busyWithQuota(t, maxQueued)
+	ctx := testCtx(t)
 
 	type outcome struct {
 		rec *execution.Record
@@ -687,17 +679,9 @@ func TestRunMaxQueuedExact(t *testing.T) {
 // TestSubmitMaxQueuedExact: concurrent async submissions to a task with
 // max_queued N accept exactly N while nothing can run.
 func TestSubmitMaxQueuedExact(t *testing.T) {
-	h := newHarness(t, Options{Workers: 1}, nil)
-	ctx := testCtx(t)
 	const maxQueued, callers = 3, 20
-	if _, err := h.reg.UpdateLimits(ctx, testTask, task.Limits{MaxQueued: maxQueued}); err != nil {
-		t.Fatal(err)
-	}
-	blockCtx, unblock := context.WithCancel(ctx)
-	defer unblock()
-	blocker := newSpec("sleep", execution.ModeSync, "")
-	go func() { _, _ = h.m.Run(blockCtx, blocker, nil) }()
-	h.rt.waitStarted(t, blocker.ExecutionID)
+	h, unblock := busyWithQuota(t, maxQueued)
+	ctx := testCtx(t)
 
 	errs := make(chan error, callers)
 	ids := make(chan string, callers)
@@ -733,4 +717,22 @@ func TestSubmitMaxQueuedExact(t *testing.T) {
 	if n := len(h.m.admission.locks); n != 0 {
 		t.Fatalf("%d per-task admission locks left after the submissions", n)
 	}
+}
+
+// busyWithQuota returns a harness whose one worker is held by a sync run
+// (not queued, so outside the quota) until unblock, with the test task
+// limited to maxQueued.
+func busyWithQuota(t *testing.T, maxQueued int32) (h *harness, unblock func()) {
+	t.Helper()
+	h = newHarness(t, Options{Workers: 1}, nil)
+	ctx := testCtx(t)
+	if _, err := h.reg.UpdateLimits(ctx, testTask, task.Limits{MaxQueued: maxQueued}); err != nil {
+		t.Fatal(err)
+	}
+	blockCtx, unblock := context.WithCancel(ctx)
+	t.Cleanup(unblock)
+	blocker := newSpec("sleep", execution.ModeSync, "")
+	go func() { _, _ = h.m.Run(blockCtx, blocker, nil) }()
+	h.rt.waitStarted(t, blocker.ExecutionID)
+	return h, unblock
 }
