@@ -21,6 +21,7 @@ func TestSmallInput(t *testing.T) {
 	}{
 		{"bytes", bytes.NewReader([]byte("hello")), "hello", true},
 		{"string", strings.NewReader("hi"), "hi", true},
+		{"buffer", bytes.NewBufferString("buf"), "buf", true},
 		{"empty", bytes.NewReader(nil), "", true},
 		{"what is left", partly, "rest", true},
 		{"page", strings.NewReader(big[:process.SmallInputMax]), big[:process.SmallInputMax], true},

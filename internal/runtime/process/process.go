@@ -85,23 +85,21 @@ const readBufSize = 32 << 10
 // function starts: a pipe always holds at least one page.
 const smallInputMax = 4096
 
-// smallInput returns the bytes of an input that can be written at once.
+// smallInput returns the bytes of an in-memory input that can be written
+// at once.
 func smallInput(r io.Reader) ([]byte, bool) {
-	switch in := r.(type) {
-	case *bytes.Reader:
-		if in.Len() <= smallInputMax {
-			b := make([]byte, in.Len())
-			n, _ := in.Read(b)
-			return b[:n], true
-		}
-	case *strings.Reader:
-		if in.Len() <= smallInputMax {
-			b := make([]byte, in.Len())
-			n, _ := in.Read(b)
-			return b[:n], true
-		}
+	switch r.(type) {
+	case *bytes.Reader, *strings.Reader, *bytes.Buffer:
+	default:
+		return nil, false
 	}
-	return nil, false
+	n := r.(interface{ Len() int }).Len()
+	if n > smallInputMax {
+		return nil, false
+	}
+	b := make([]byte, n)
+	n, _ = io.ReadFull(r, b)
+	return b[:n], true
 }
 
 // Options configures a Runtime. The zero value is usable.
@@ -706,13 +704,12 @@ func waitExitNoReap(p *os.Process) {
 		f := os.NewFile(uintptr(fd), "pidfd")
 		defer func() { _ = f.Close() }()
 		if rc, err := f.SyscallConn(); err == nil {
-			var werr error
 			if err := rc.Read(func(fd uintptr) bool {
 				var info unix.Siginfo
-				werr = unix.Waitid(unix.P_PIDFD, int(fd), &info, unix.WEXITED|unix.WNOWAIT|unix.WNOHANG, nil)
+				err := unix.Waitid(unix.P_PIDFD, int(fd), &info, unix.WEXITED|unix.WNOWAIT|unix.WNOHANG, nil)
 				// Not exited yet: WNOHANG leaves info zeroed (no SIGCHLD
 				// signo); wait for readability. EINTR: try again.
-				return !(werr == nil && info.Signo == 0) && !errors.Is(werr, unix.EINTR) && !errors.Is(werr, unix.EAGAIN)
+				return !(err == nil && info.Signo == 0) && !errors.Is(err, unix.EINTR) && !errors.Is(err, unix.EAGAIN)
 			}); err == nil {
 				return // exited, or an error cmd.Wait (which follows) reports
 			}
