@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -28,6 +27,7 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	pb "github.com/spear-go/spear/api/spearlet"
+	"github.com/spear-go/spear/internal/runtime/conformance"
 )
 
 // Generous bounds for a loaded 2-core machine. They are hang guards, not
@@ -54,28 +54,9 @@ type node struct {
 	cmd     *exec.Cmd
 	exited  chan struct{} // closed when the process has exited
 	waitErr error         // set before exited is closed
-	log     *syncBuffer
+	log     *conformance.Buffer
 	conn    *grpc.ClientConn
 	client  pb.FunctionServiceClient
-}
-
-// syncBuffer is a bytes.Buffer safe for the process's output goroutines and
-// the test.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // freeAddr returns a loopback address with a port that was free a moment ago.
@@ -115,7 +96,7 @@ func startNode(t *testing.T, dataDir string, o nodeOpts) *node {
 }
 
 func tryStartNode(t *testing.T, dataDir string, o nodeOpts) (*node, error) {
-	n := &node{t: t, dataDir: dataDir, addr: freeAddr(t), exited: make(chan struct{}), log: &syncBuffer{}}
+	n := &node{t: t, dataDir: dataDir, addr: freeAddr(t), exited: make(chan struct{}), log: &conformance.Buffer{}}
 	args := []string{"serve",
 		"--data-dir", dataDir,
 		"--listen", n.addr,

@@ -563,3 +563,38 @@ func BuildFixture(t testing.TB, dir string) string {
 	}
 	return out
 }
+
+// FixtureFunctions returns the Fixtures of the fixture program (see
+// BuildFixture), fn giving the Fn that runs one of its function names in a
+// runtime.
+func FixtureFunctions(fn func(name string) Fn) Fixtures {
+	return Fixtures{
+		Echo:     fn("echo"),
+		Stderr:   fn("stderr"),
+		Exit:     fn("exit"),
+		Env:      fn("env"),
+		Ticks:    fn("ticks"),
+		Sleep:    fn("sleep"),
+		Spin:     fn("spin"),
+		Graceful: fn("graceful"),
+	}
+}
+
+// Buffer is a bytes.Buffer safe for concurrent writers and readers, for a
+// function's output in tests.
+type Buffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *Buffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *Buffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}

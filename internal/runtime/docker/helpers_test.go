@@ -131,16 +131,7 @@ func fixtureImage(tb testing.TB, rt *Runtime) conformance.Fixtures {
 	fn := func(name string) conformance.Fn {
 		return conformance.Fn{Artifact: imageArtifact(fixtureTag, nil), Function: name}
 	}
-	return conformance.Fixtures{
-		Echo:     fn("echo"),
-		Stderr:   fn("stderr"),
-		Exit:     fn("exit"),
-		Env:      fn("env"),
-		Ticks:    fn("ticks"),
-		Sleep:    fn("sleep"),
-		Spin:     fn("spin"),
-		Graceful: fn("graceful"),
-	}
+	return conformance.FixtureFunctions(fn)
 }
 
 // probeImage builds the image of testdata/probe and returns its tag.

@@ -33,39 +33,12 @@ func ProcessFixtures(bin string) conformance.Fixtures {
 			Function: name,
 		}
 	}
-	return conformance.Fixtures{
-		Echo:     fn("echo"),
-		Stderr:   fn("stderr"),
-		Exit:     fn("exit"),
-		Env:      fn("env"),
-		Ticks:    fn("ticks"),
-		Sleep:    fn("sleep"),
-		Spin:     fn("spin"),
-		Graceful: fn("graceful"),
-	}
+	return conformance.FixtureFunctions(fn)
 }
 
 func TestConformance(t *testing.T) {
 	bin := conformance.BuildFixture(t, t.TempDir())
 	conformance.Run(t, process.New(process.Options{}), ProcessFixtures(bin))
-}
-
-// buffer is a goroutine-safe bytes.Buffer.
-type buffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *buffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *buffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }
 
 // failWriter fails every Write.
@@ -85,8 +58,8 @@ func script(t *testing.T, body string) string {
 }
 
 // inv returns an invocation of location/function with fresh buffers.
-func inv(location, function string, input []byte) (*runtime.Invocation, *buffer, *buffer) {
-	var stdout, stderr buffer
+func inv(location, function string, input []byte) (*runtime.Invocation, *conformance.Buffer, *conformance.Buffer) {
+	var stdout, stderr conformance.Buffer
 	return &runtime.Invocation{
 		ExecutionID: "exec-1",
 		Artifact:    runtime.Artifact{Type: runtime.TypeProcess, Location: location},

@@ -43,28 +43,10 @@ func newRuntime(t testing.TB, opts Options) *Runtime {
 	return r
 }
 
-// syncBuffer is a goroutine-safe bytes.Buffer.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // run runs fn of a with input and env and returns the result and streams.
 func run(t *testing.T, ctx context.Context, r *Runtime, a runtime.Artifact, fn string, input string, mutate func(*runtime.Invocation)) (runtime.Result, string, string, error) {
 	t.Helper()
-	var stdout, stderr syncBuffer
+	var stdout, stderr conformance.Buffer
 	inv := &runtime.Invocation{
 		ExecutionID: t.Name(),
 		Artifact:    a,
