@@ -1,10 +1,8 @@
 package bench
 
 import (
-	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -180,23 +178,13 @@ func (n *node) invokeSyncHTTP(hc *http.Client) func(ctx context.Context, task st
 		if err != nil {
 			return err
 		}
-		req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
-		if err != nil {
-			return err
-		}
-		req.Header.Set("Content-Type", "application/proto")
-		resp, err := hc.Do(req)
-		if err != nil {
-			return err
-		}
-		defer func() { _ = resp.Body.Close() }()
-		b, err := io.ReadAll(resp.Body)
+		status, b, err := post(ctx, hc, url, "application/proto", body)
 		if err != nil {
 			return err
 		}
 		var out pb.InvokeFunctionResponse
-		if resp.StatusCode != http.StatusOK || proto.Unmarshal(b, &out) != nil {
-			return fmt.Errorf("%s: HTTP %s: %q: %w", task, resp.Status, b, errdefs.ErrInternal)
+		if status != http.StatusOK || proto.Unmarshal(b, &out) != nil {
+			return fmt.Errorf("%s: HTTP %d: %q: %w", task, status, b, errdefs.ErrInternal)
 		}
 		return checkSync(task, &out, in)
 	}

@@ -61,24 +61,33 @@ func newHTTPClient() *http.Client {
 // httpEcho posts in to url and checks the echoed length.
 func httpEcho(hc *http.Client, url string, in []byte) call {
 	return func(ctx context.Context, _ int) error {
-		req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(in))
+		status, b, err := post(ctx, hc, url, "", in)
 		if err != nil {
 			return err
 		}
-		resp, err := hc.Do(req)
-		if err != nil {
-			return err
-		}
-		defer func() { _ = resp.Body.Close() }()
-		b, err := io.ReadAll(resp.Body)
-		if err != nil {
-			return err
-		}
-		if resp.StatusCode != http.StatusOK || len(b) != len(in) {
-			return fmt.Errorf("baseline: %s: %q: %w", resp.Status, b, errdefs.ErrInternal)
+		if status != http.StatusOK || len(b) != len(in) {
+			return fmt.Errorf("baseline: HTTP %d: %q: %w", status, b, errdefs.ErrInternal)
 		}
 		return nil
 	}
+}
+
+// post sends body to url and returns the answer's status code and body.
+func post(ctx context.Context, hc *http.Client, url, contentType string, body []byte) (int, []byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+	if err != nil {
+		return 0, nil, err
+	}
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer func() { _ = resp.Body.Close() }()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, b, err
 }
 
 // dockerRun is the bare docker baseline: `docker run` of the image per
