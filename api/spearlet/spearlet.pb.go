@@ -472,7 +472,15 @@ type ExecutionResult struct {
 	// Each run of the execution, oldest first.
 	AttemptHistory []*AttemptInfo `protobuf:"bytes,53,rep,name=attempt_history,json=attemptHistory,proto3" json:"attempt_history,omitempty"`
 	// The completion callback's delivery, when callback_url was given.
-	Callback      *CallbackDelivery `protobuf:"bytes,54,opt,name=callback,proto3" json:"callback,omitempty"`
+	Callback *CallbackDelivery `protobuf:"bytes,54,opt,name=callback,proto3" json:"callback,omitempty"`
+	// The whole output's size in bytes and SHA-256 (hex). When the output is
+	// larger than a unary answer may carry, `result` holds only its first
+	// part and output_partial is true: the whole output comes by attaching
+	// (StreamFunction with the execution id) or from
+	// GET /api/v1/executions/{id}/output.
+	OutputSize    int64  `protobuf:"varint,55,opt,name=output_size,json=outputSize,proto3" json:"output_size,omitempty"`
+	OutputSha256  string `protobuf:"bytes,56,opt,name=output_sha256,json=outputSha256,proto3" json:"output_sha256,omitempty"`
+	OutputPartial bool   `protobuf:"varint,57,opt,name=output_partial,json=outputPartial,proto3" json:"output_partial,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -603,6 +611,27 @@ func (x *ExecutionResult) GetCallback() *CallbackDelivery {
 		return x.Callback
 	}
 	return nil
+}
+
+func (x *ExecutionResult) GetOutputSize() int64 {
+	if x != nil {
+		return x.OutputSize
+	}
+	return 0
+}
+
+func (x *ExecutionResult) GetOutputSha256() string {
+	if x != nil {
+		return x.OutputSha256
+	}
+	return ""
+}
+
+func (x *ExecutionResult) GetOutputPartial() bool {
+	if x != nil {
+		return x.OutputPartial
+	}
+	return false
 }
 
 // AttemptInfo is one run of an execution.
@@ -813,7 +842,11 @@ type InvokeFunctionRequest struct {
 	// (GetExecutionStatusResponse) here, retrying with backoff.
 	CallbackUrl string `protobuf:"bytes,52,opt,name=callback_url,json=callbackUrl,proto3" json:"callback_url,omitempty"`
 	// Limits for a task registered by this call (NEW_TASK).
-	Limits        *TaskLimits `protobuf:"bytes,53,opt,name=limits,proto3" json:"limits,omitempty"`
+	Limits *TaskLimits `protobuf:"bytes,53,opt,name=limits,proto3" json:"limits,omitempty"`
+	// Standard input taken from an uploaded artifact ("artifact:sha256:<hex>",
+	// see UploadArtifact) instead of parameters: for inputs larger than one
+	// message.
+	InputRef      string `protobuf:"bytes,54,opt,name=input_ref,json=inputRef,proto3" json:"input_ref,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -965,6 +998,13 @@ func (x *InvokeFunctionRequest) GetLimits() *TaskLimits {
 		return x.Limits
 	}
 	return nil
+}
+
+func (x *InvokeFunctionRequest) GetInputRef() string {
+	if x != nil {
+		return x.InputRef
+	}
+	return ""
 }
 
 // TaskLimits are a task's quotas. Zero means no limit (or the node's
@@ -3510,7 +3550,7 @@ const file_spearlet_spearlet_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a:\n" +
 	"\fHeadersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xdc\x05\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xc9\x06\n" +
 	"\x0fExecutionResult\x121\n" +
 	"\x06status\x18\x01 \x01(\x0e2\x19.spearlet.ExecutionStatusR\x06status\x12,\n" +
 	"\x06result\x18\x02 \x01(\v2\x14.google.protobuf.AnyR\x06result\x12#\n" +
@@ -3527,7 +3567,11 @@ const file_spearlet_spearlet_proto_rawDesc = "" +
 	"\battempts\x183 \x01(\x05R\battempts\x12#\n" +
 	"\rdead_lettered\x184 \x01(\bR\fdeadLettered\x12>\n" +
 	"\x0fattempt_history\x185 \x03(\v2\x15.spearlet.AttemptInfoR\x0eattemptHistory\x126\n" +
-	"\bcallback\x186 \x01(\v2\x1a.spearlet.CallbackDeliveryR\bcallback\x1a:\n" +
+	"\bcallback\x186 \x01(\v2\x1a.spearlet.CallbackDeliveryR\bcallback\x12\x1f\n" +
+	"\voutput_size\x187 \x01(\x03R\n" +
+	"outputSize\x12#\n" +
+	"\routput_sha256\x188 \x01(\tR\foutputSha256\x12%\n" +
+	"\x0eoutput_partial\x189 \x01(\bR\routputPartial\x1a:\n" +
 	"\fMetricsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xac\x02\n" +
@@ -3548,7 +3592,7 @@ const file_spearlet_spearlet_proto_rawDesc = "" +
 	"\x10last_status_code\x18\x04 \x01(\x05R\x0elastStatusCode\x12\x1d\n" +
 	"\n" +
 	"last_error\x18\x05 \x01(\tR\tlastError\x12=\n" +
-	"\fdelivered_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\vdeliveredAt\"\x8a\a\n" +
+	"\fdelivered_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\vdeliveredAt\"\xa7\a\n" +
 	"\x15InvokeFunctionRequest\x12A\n" +
 	"\x0finvocation_type\x18\x01 \x01(\x0e2\x18.spearlet.InvocationTypeR\x0einvocationType\x12\x1b\n" +
 	"\ttask_name\x18\x02 \x01(\tR\btaskName\x12)\n" +
@@ -3569,7 +3613,8 @@ const file_spearlet_spearlet_proto_rawDesc = "" +
 	"\bpriority\x182 \x01(\x05R\bpriority\x12'\n" +
 	"\x0fidempotency_key\x183 \x01(\tR\x0eidempotencyKey\x12!\n" +
 	"\fcallback_url\x184 \x01(\tR\vcallbackUrl\x12,\n" +
-	"\x06limits\x185 \x01(\v2\x14.spearlet.TaskLimitsR\x06limits\x1aE\n" +
+	"\x06limits\x185 \x01(\v2\x14.spearlet.TaskLimitsR\x06limits\x12\x1b\n" +
+	"\tinput_ref\x186 \x01(\tR\binputRef\x1aE\n" +
 	"\x17InvocationMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xd6\x01\n" +

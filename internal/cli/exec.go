@@ -24,7 +24,7 @@ func (a *app) newExecCmd() *cobra.Command {
 		Args:  cobra.NoArgs,
 	}
 	cmd.AddCommand(a.newExecGetCmd(), a.newExecListCmd(), a.newExecCancelCmd(), a.newExecWaitCmd(),
-		a.newExecRequeueCmd(), a.newExecLogsCmd())
+		a.newExecRequeueCmd(), a.newExecLogsCmd(), a.newExecOutputCmd())
 	return cmd
 }
 
@@ -51,14 +51,14 @@ func (a *app) newExecGetCmd() *cobra.Command {
 			if human, err := a.answer(resp, resp.GetFound(), "execution %s not found%s", args[0], suffix(resp.GetMessage())); !human {
 				return err
 			}
-			return a.printExecution(args[0], resp)
+			return a.printExecution(cmd.Context(), args[0], resp)
 		},
 	}
 	cmd.Flags().BoolVar(&logs, "logs", false, "include the execution's logs")
 	return cmd
 }
 
-func (a *app) printExecution(id string, resp *spearlet.GetExecutionStatusResponse) error {
+func (a *app) printExecution(ctx context.Context, id string, resp *spearlet.GetExecutionStatusResponse) error {
 	res := resp.GetResult()
 	var kv kvList
 	kv.add("execution id", id)
@@ -88,7 +88,9 @@ func (a *app) printExecution(id string, resp *spearlet.GetExecutionStatusRespons
 	}
 	binary := len(out) > 0 && !utf8.Valid(out)
 	if binary {
-		kv.add("output", fmt.Sprintf("%d bytes (binary)", len(out)))
+		kv.add("output", fmt.Sprintf("%d bytes (binary; write it with: spear exec output %s > FILE)", max(int64(len(out)), res.GetOutputSize()), id))
+	} else if res.GetOutputPartial() {
+		kv.add("output size", fmtBytes(res.GetOutputSize()))
 	}
 	kv.print(a.stdout)
 	if h := res.GetAttemptHistory(); len(h) > 0 {
@@ -98,7 +100,11 @@ func (a *app) printExecution(id string, resp *spearlet.GetExecutionStatusRespons
 	}
 	if len(out) > 0 && !binary {
 		fmt.Fprintln(a.stdout, "output:")
-		printIndented(a, string(out))
+		iw := &indentWriter{w: a.stdout}
+		if err := a.writeOutput(ctx, id, res, iw); err != nil {
+			return err
+		}
+		iw.end()
 	}
 	if len(resp.GetLogs()) > 0 {
 		fmt.Fprintln(a.stdout, "logs:")
@@ -379,7 +385,7 @@ func (a *app) watchWait(ctx context.Context, c spearlet.FunctionServiceClient, i
 					return true, err
 				}
 			}
-			return true, a.finishExecution(id, ev.GetResult())
+			return true, a.finishExecution(ctx, id, ev.GetResult())
 		}
 	}
 }
@@ -504,7 +510,7 @@ func (a *app) execWait(cmd *cobra.Command, id string, poll time.Duration) error 
 					return err
 				}
 			}
-			return a.finishExecution(id, res)
+			return a.finishExecution(ctx, id, res)
 		}
 		if tty {
 			fmt.Fprintf(a.stderr, "%c %s %s", spinner[i%len(spinner)], statusName(st), elapsed)

@@ -209,7 +209,7 @@ func (a *app) invokeSync(ctx context.Context, c spearlet.FunctionServiceClient, 
 	}
 	res := resp.GetResult()
 	if _, terminal := outcome(res.GetStatus()); terminal {
-		return a.finishExecution(resp.GetExecutionId(), res)
+		return a.finishExecution(ctx, resp.GetExecutionId(), res)
 	}
 	if !resp.GetSuccess() {
 		return a.rejected(resp)

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"os"
@@ -260,22 +261,13 @@ func (a *app) reportFailure(execID string, s spearlet.ExecutionStatus, errorCode
 	fmt.Fprintln(a.stderr, b.String())
 }
 
-// printOutput writes an execution's output bytes raw to stdout.
-func (a *app) printOutput(res *spearlet.ExecutionResult) error {
-	out, err := anyBytes(res.GetResult())
-	if err != nil {
-		return err
-	}
-	return writeFlush(a.stdout, out)
-}
-
 // finishExecution reports a finished execution's result (human mode: raw
-// output on stdout, failure on stderr) and returns the outcome as an exit
-// error (nil for COMPLETED).
-func (a *app) finishExecution(execID string, res *spearlet.ExecutionResult) error {
+// output on stdout, the whole of it whatever its size; failure on stderr)
+// and returns the outcome as an exit error (nil for COMPLETED).
+func (a *app) finishExecution(ctx context.Context, execID string, res *spearlet.ExecutionResult) error {
 	code, _ := outcome(res.GetStatus())
 	if !a.json {
-		if err := a.printOutput(res); err != nil {
+		if err := a.writeOutput(ctx, execID, res, a.stdout); err != nil {
 			return err
 		}
 	}

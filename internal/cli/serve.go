@@ -76,7 +76,7 @@ environment, which wins over the file.`,
 	f.DurationVar(&cfg.ShutdownGrace, "shutdown-grace", 30*time.Second, "on SIGTERM, how long running executions may finish")
 	f.IntVar(&cfg.MaxMessageBytes, "max-message-bytes", 64<<20, "largest request or response message")
 	f.IntVar(&cfg.MaxInputBytes, "max-input-bytes", 32<<20, "largest function input")
-	f.Int64Var(&cfg.MaxOutputBytes, "max-output-bytes", 32<<20, "largest function output; beyond it the execution fails with OUTPUT_TOO_LARGE")
+	f.Int64Var(&cfg.MaxOutputBytes, "max-output-bytes", 256<<20, "largest function output (stored in JetStream, not memory); beyond it the execution fails with OUTPUT_TOO_LARGE")
 	f.StringVar(&cfg.Samples, "samples", "", "directory of sample functions to register at start-up")
 	f.BoolVar(&cfg.Pprof, "pprof", false, "serve Go's profiler under /debug/pprof/ (HTTP/1.1 side of --listen)")
 	f.StringVar(&level, "log-level", "info", "debug, info, warn or error")

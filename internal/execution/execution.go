@@ -86,22 +86,29 @@ const (
 	CodeQueueTimeout     = "QUEUE_TIMEOUT"     // waited too long to start
 	CodeRetriesExhausted = "RETRIES_EXHAUSTED" // every retry failed; dead-lettered
 	CodeMemoryLimit      = "MEMORY_LIMIT_EXCEEDED"
+	// The function completed but its output could not all be stored: the
+	// record keeps the first part.
+	CodeOutputNotStored = "OUTPUT_NOT_STORED"
 )
 
 // Spec is what to run: everything needed to start (or restart, after a
 // crash) an execution. Async specs travel in the durable queue.
 type Spec struct {
-	ExecutionID string            `json:"id"`
-	TaskID      string            `json:"task"`
-	Function    string            `json:"fn,omitempty"`
-	Mode        Mode              `json:"mode"`
-	Input       []byte            `json:"in,omitempty"`
-	Env         map[string]string `json:"env,omitempty"`
-	TimeoutMs   int64             `json:"timeout_ms,omitempty"`
-	MaxRetries  int32             `json:"max_retries,omitempty"`
-	Priority    int32             `json:"prio,omitempty"`
-	Metadata    map[string]string `json:"meta,omitempty"`
-	CreatedAt   time.Time         `json:"created"`
+	ExecutionID string `json:"id"`
+	TaskID      string `json:"task"`
+	Function    string `json:"fn,omitempty"`
+	Mode        Mode   `json:"mode"`
+	Input       []byte `json:"in,omitempty"`
+	// InputRef names a stored input used instead of Input: an uploaded
+	// artifact ("artifact:sha256:<hex>") or, for an async input too large
+	// for a queue message, "input:<id>".
+	InputRef   string            `json:"in_ref,omitempty"`
+	Env        map[string]string `json:"env,omitempty"`
+	TimeoutMs  int64             `json:"timeout_ms,omitempty"`
+	MaxRetries int32             `json:"max_retries,omitempty"`
+	Priority   int32             `json:"prio,omitempty"`
+	Metadata   map[string]string `json:"meta,omitempty"`
+	CreatedAt  time.Time         `json:"created"`
 	// IDGiven says the caller chose ExecutionID (it may be a duplicate).
 	IDGiven bool `json:"id_given,omitempty"`
 	// CallbackURL receives the final record.
@@ -115,6 +122,10 @@ type Spec struct {
 	// existing execution with that id is the answer, not an error.
 	Idempotent bool `json:"idempotent,omitempty"`
 }
+
+// OutputPartial reports whether Output holds only the first part of the
+// output.
+func (r *Record) OutputPartial() bool { return r.OutputSize > int64(len(r.Output)) }
 
 // LogLine is one line of standard error.
 type LogLine struct {
@@ -138,8 +149,14 @@ type Record struct {
 	StartedAt   time.Time         `json:"started,omitzero"`
 	CompletedAt time.Time         `json:"completed,omitzero"`
 	// Node is the id of the node that last ran (or runs) the execution.
-	Node            string    `json:"node,omitempty"`
+	Node string `json:"node,omitempty"`
+	// Output is the output's first part, at most the store's inline size;
+	// OutputSize and OutputSHA256 describe the whole of it, which
+	// OutputStored says the chunk stream holds.
 	Output          []byte    `json:"out,omitempty"`
+	OutputSize      int64     `json:"out_size,omitempty"`
+	OutputSHA256    string    `json:"out_sha256,omitempty"`
+	OutputStored    bool      `json:"out_stored,omitempty"`
 	Logs            []LogLine `json:"logs,omitempty"`
 	ExitCode        int32     `json:"exit"`
 	ErrorCode       string    `json:"err_code,omitempty"`

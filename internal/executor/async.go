@@ -32,6 +32,7 @@ func (m *Manager) Submit(ctx context.Context, spec *execution.Spec) (rec *execut
 		return nil, 0, false, errdefs.New(errdefs.ErrUnavailable, "NODE_SHUTTING_DOWN", "the node is shutting down")
 	}
 	if spec.Idempotent {
+		// A repeated key is answered even when the queue is full.
 		if old, _, err := m.store.GetRecord(ctx, spec.ExecutionID); err == nil {
 			return old, m.estimate(ctx, spec.TaskID), true, nil
 		}
@@ -52,25 +53,83 @@ func (m *Manager) Submit(ctx context.Context, spec *execution.Spec) (rec *execut
 	rec = execution.NewRecord(spec)
 	rec.EstimatedMs = max(1, estimate.Milliseconds())
 	if spec.IDGiven || spec.Idempotent {
-		// The id may exist already: create the record first, so a
-		// duplicate is refused (or, with a key, answered) before anything
-		// is queued.
-		if _, err := m.store.CreateRecord(ctx, rec); err != nil {
-			if spec.Idempotent && errors.Is(err, errdefs.ErrAlreadyExists) {
-				old, _, gerr := m.store.GetRecord(ctx, spec.ExecutionID)
-				return old, estimate, true, gerr
-			}
-			return nil, 0, false, err
-		}
-		if err := m.store.Enqueue(ctx, spec); err != nil {
-			m.failUnqueued(rec, err)
-			return nil, 0, false, err
-		}
-	} else if err := m.store.Submit(ctx, spec, rec); err != nil {
+		rec, existing, err = m.submitKeyed(ctx, spec, rec)
+		return rec, estimate, existing, err
+	}
+	if err := m.store.Submit(ctx, spec, rec); err != nil {
+		// The record may have been written: it must not stay PENDING.
 		m.failUnqueued(rec, err)
 		return nil, 0, false, err
 	}
 	return rec, estimate, false, nil
+}
+
+// submitKeyed accepts an execution whose id the caller chose, or derived
+// from an idempotency key, so it may exist already: an existing one is the
+// answer with a key, EXECUTION_EXISTS without. The queue message goes
+// first, de-duplicated by id: once JetStream stored it the execution is
+// accepted, and a crash before its record is written loses nothing (the
+// worker creates the record from the message).
+func (m *Manager) submitKeyed(ctx context.Context, spec *execution.Spec, rec *execution.Record) (*execution.Record, bool, error) {
+	if old, _, err := m.store.GetRecord(ctx, spec.ExecutionID); err == nil {
+		return m.existingExecution(ctx, spec, old)
+	} else if !errors.Is(err, errdefs.ErrNotFound) {
+		return nil, false, err
+	}
+	duplicate, err := m.store.Enqueue(ctx, spec)
+	if err != nil {
+		return nil, false, err
+	}
+	if duplicate { // queued a moment ago by a submission with the same id
+		return m.existingExecution(ctx, spec, nil)
+	}
+	if m.afterEnqueue != nil {
+		if err := m.afterEnqueue(); err != nil {
+			return nil, false, err
+		}
+	}
+	if _, err := m.store.CreateRecord(ctx, rec); err != nil && !errors.Is(err, errdefs.ErrAlreadyExists) {
+		// Queued, so accepted: the worker creates the record (it may
+		// already have: ErrAlreadyExists).
+		m.log.Warn("pending record not written; the worker will create it", "execution", rec.ID, "err", err)
+	}
+	return rec, false, nil
+}
+
+// existingExecution answers a keyed submission whose id exists: with an
+// idempotency key, the existing execution (read when old is nil); else
+// EXECUTION_EXISTS.
+func (m *Manager) existingExecution(ctx context.Context, spec *execution.Spec, old *execution.Record) (*execution.Record, bool, error) {
+	if !spec.Idempotent {
+		return nil, false, executionExists(spec.ExecutionID)
+	}
+	if old != nil {
+		return old, true, nil
+	}
+	// Its record is written right after its queue message, by the
+	// submission or by the worker that takes it.
+	for wait := 5 * time.Millisecond; ; wait *= 2 {
+		old, _, err := m.store.GetRecord(ctx, spec.ExecutionID)
+		if err == nil {
+			return old, true, nil
+		}
+		if !errors.Is(err, errdefs.ErrNotFound) {
+			return nil, false, err
+		}
+		if wait > time.Second {
+			return execution.NewRecord(spec), true, nil // queued; PENDING
+		}
+		select {
+		case <-ctx.Done():
+			return nil, false, ctx.Err()
+		case <-time.After(wait):
+		}
+	}
+}
+
+func executionExists(id string) error {
+	return errdefs.New(errdefs.ErrAlreadyExists, "EXECUTION_EXISTS",
+		"execution %q already exists: execution ids are never reused (attach to it with StreamFunction, or leave context.execution_id empty)", id)
 }
 
 // admit refuses an async execution when its task's queue (max_queued) or
@@ -393,7 +452,7 @@ func (m *Manager) Requeue(ctx context.Context, id string) (*execution.Record, er
 	if _, err := m.store.UpdateRecord(ctx, rec, rev); err != nil {
 		return nil, err
 	}
-	if err := m.store.Enqueue(ctx, &spec); err != nil {
+	if _, err := m.store.Enqueue(ctx, &spec); err != nil {
 		m.failUnqueued(rec, err)
 		return nil, err
 	}

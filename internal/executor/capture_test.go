@@ -8,38 +8,6 @@ import (
 	"github.com/spear-go/spear/internal/execution"
 )
 
-func TestOutputSink(t *testing.T) {
-	var chunks []string
-	overflows := 0
-	o := &outputSink{limit: 10, onChunk: func(p []byte) { chunks = append(chunks, string(p)) },
-		overflow: func() { overflows++ }}
-	for _, w := range []string{"12345", "6789", "ab", "c", "more"} {
-		n, err := o.Write([]byte(w))
-		if err != nil || n != len(w) {
-			t.Fatalf("Write(%q) = %d, %v; want %d, nil", w, n, err, len(w))
-		}
-	}
-	if got := string(o.bytes()); got != "123456789" {
-		t.Fatalf("bytes = %q, want the output up to the limit", got)
-	}
-	if strings.Join(chunks, "|") != "12345|6789" {
-		t.Fatalf("chunks = %q", chunks)
-	}
-	if overflows != 1 || !o.over {
-		t.Fatalf("overflow called %d times (over=%v), want once", overflows, o.over)
-	}
-}
-
-func TestOutputSinkExactLimit(t *testing.T) {
-	o := &outputSink{limit: 4, overflow: func() { t.Fatal("overflow at exactly the limit") }}
-	if _, err := o.Write([]byte("abcd")); err != nil {
-		t.Fatal(err)
-	}
-	if got := string(o.bytes()); got != "abcd" {
-		t.Fatalf("bytes = %q", got)
-	}
-}
-
 func lineTexts(lines []execution.LogLine) []string {
 	out := make([]string, len(lines))
 	for i, l := range lines {

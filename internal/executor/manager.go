@@ -115,6 +115,10 @@ type Manager struct {
 	// afterRead, in tests, runs between a worker's read of a record and its
 	// claim.
 	afterRead func()
+	// afterEnqueue, in tests, runs between a keyed submission's queue
+	// message and its record; an error stops the submission there (as a
+	// crash would).
+	afterEnqueue func() error
 	started   time.Time
 	// admission serializes the quota check and enqueue of async
 	// submissions per task.
@@ -167,7 +171,7 @@ func New(opts Options, st *store.Store, reg *registry.Registry, runtimes map[spe
 		opts.StopGrace = 5 * time.Second
 	}
 	if opts.MaxOutputBytes <= 0 {
-		opts.MaxOutputBytes = 32 << 20
+		opts.MaxOutputBytes = 256 << 20
 	}
 	if opts.MaxLogBytes <= 0 {
 		opts.MaxLogBytes = 64 << 10

@@ -581,7 +581,7 @@ func TestClaimConflictLeavesOtherClaim(t *testing.T) {
 	m := New(Options{Workers: 1, NodeID: "node-a"}, h.st, h.reg, h.m.runtimes)
 
 	spec := newSpec("echo", execution.ModeAsync, "")
-	if err := h.st.Enqueue(ctx, spec); err != nil {
+	if _, err := h.st.Enqueue(ctx, spec); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := h.st.CreateRecord(ctx, execution.NewRecord(spec)); err != nil {

@@ -13,6 +13,12 @@ func (m *Manager) List(ctx context.Context, f store.ListFilter) ([]*execution.Re
 	return m.store.ListRecords(ctx, f)
 }
 
+// OutputHead returns the first n bytes of a finished execution's stored
+// output.
+func (m *Manager) OutputHead(ctx context.Context, id string, n int) ([]byte, error) {
+	return m.store.ReadOutput(ctx, id, n)
+}
+
 // Wait blocks until execution id is terminal or ctx ends, and returns its
 // latest record.
 func (m *Manager) Wait(ctx context.Context, id string) (*execution.Record, error) {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"strings"
 	"time"
@@ -38,8 +39,8 @@ func (m *Manager) Run(ctx context.Context, spec *execution.Spec, onChunk func(Ch
 	if err != nil {
 		return nil, err
 	}
-	if spec.Idempotent {
-		if rec, err := m.claimIdempotent(ctx, spec); rec != nil || err != nil {
+	if spec.Idempotent || spec.IDGiven {
+		if rec, err := m.claimID(ctx, spec); rec != nil || err != nil {
 			return rec, err
 		}
 	}
@@ -72,7 +73,7 @@ func (m *Manager) Run(ctx context.Context, spec *execution.Spec, onChunk func(Ch
 			l.mu.Unlock()
 			close(l.done)
 			m.forget(spec.ExecutionID)
-			if spec.Idempotent {
+			if spec.Idempotent || spec.IDGiven {
 				if derr := m.store.DeleteRecord(context.WithoutCancel(ctx), spec.TaskID, spec.ExecutionID); derr != nil {
 					m.log.Warn("deleting a refused execution's record", "execution", spec.ExecutionID, "err", derr)
 				}
@@ -95,14 +96,18 @@ func (m *Manager) Run(ctx context.Context, spec *execution.Spec, onChunk func(Ch
 	return rec, nil
 }
 
-// claimIdempotent makes a keyed sync execution exist exactly once: it
-// returns the existing execution's final record, or nil once this caller
-// owns the (new) execution.
-func (m *Manager) claimIdempotent(ctx context.Context, spec *execution.Spec) (*execution.Record, error) {
+// claimID makes a sync or stream execution with a caller-given or keyed id
+// exist exactly once: it returns nil once this caller owns the (new)
+// execution; for an existing one, with an idempotency key its final
+// record, else EXECUTION_EXISTS (ids are never reused).
+func (m *Manager) claimID(ctx context.Context, spec *execution.Spec) (*execution.Record, error) {
 	if _, err := m.store.CreateRecord(ctx, execution.NewRecord(spec)); err == nil {
 		return nil, nil
 	} else if !errors.Is(err, errdefs.ErrAlreadyExists) {
 		return nil, err
+	}
+	if !spec.Idempotent {
+		return nil, executionExists(spec.ExecutionID)
 	}
 	return m.Wait(ctx, spec.ExecutionID)
 }
@@ -194,37 +199,7 @@ func (m *Manager) execute(ctx context.Context, l *live, rt spearrt.Runtime, art 
 	ctx, cancel := context.WithTimeoutCause(ctx, timeout, timeoutError(timeout))
 	defer cancel()
 
-	var seq int64
-	out := &outputSink{limit: m.opts.MaxOutputBytes, overflow: func() {
-		l.stop(fmt.Errorf("%w: more than %d bytes", errOutputTooLarge, m.opts.MaxOutputBytes), true)
-	}}
-	// Async and stream output is also kept in JetStream, for clients that
-	// attach later or on another node. (A sync caller gets the output in
-	// its answer; attaching to a sync execution is served from memory.)
-	keep := spec.Mode == execution.ModeAsync || spec.Mode == execution.ModeStream
-	if keep && l.final().Attempts > 0 {
-		// A retry or a rerun after a crash: the earlier run's chunks go.
-		if err := m.store.DeleteChunks(ctx, spec.ExecutionID); err != nil {
-			m.log.Warn("dropping an earlier attempt's output", "execution", spec.ExecutionID, "err", err)
-		}
-	}
-	if onChunk != nil || keep {
-		out.onChunk = func(p []byte) {
-			if keep {
-				m.store.PublishChunk(spec.ExecutionID, seq, p)
-			}
-			if onChunk != nil {
-				onChunk(Chunk{Seq: seq, Data: bytes.Clone(p)})
-			}
-			seq++
-		}
-	}
-	defer func() {
-		out.close()
-		if keep {
-			m.store.PublishChunksEnd(spec.ExecutionID, out.count())
-		}
-	}()
+	out := m.newOutputSink(ctx, l, spec, onChunk)
 	logs := &logSink{now: m.opts.Now, limit: m.opts.MaxLogBytes}
 	start := m.opts.Now()
 	l.mu.Lock()
@@ -238,11 +213,19 @@ func (m *Manager) execute(ctx context.Context, l *live, rt spearrt.Runtime, art 
 	l.mu.Unlock()
 
 	env := spec.Env
+	in, closeInput, err := m.openInput(ctx, spec)
+	if err != nil {
+		out.finish(ctx)
+		m.classify(l, ctx, err)
+		m.recordAttempt(l)
+		return
+	}
+	defer closeInput()
 	inv := &spearrt.Invocation{
 		ExecutionID:      spec.ExecutionID,
 		Artifact:         art,
 		Function:         spec.Function,
-		Input:            bytes.NewReader(spec.Input),
+		Input:            in,
 		Env:              env,
 		Stdout:           out,
 		Stderr:           logs,
@@ -250,12 +233,13 @@ func (m *Manager) execute(ctx context.Context, l *live, rt spearrt.Runtime, art 
 	}
 	res, err := rt.Run(ctx, inv)
 	end := m.opts.Now()
+	sum := out.finish(context.WithoutCancel(ctx))
 
 	l.mu.Lock()
 	r := l.rec
 	r.CompletedAt = end
 	r.DurationMs = end.Sub(start).Milliseconds()
-	r.Output = out.bytes()
+	r.Output, r.OutputSize, r.OutputSHA256, r.OutputStored = sum.head, sum.size, sum.sha256, sum.stored
 	r.Logs = logs.result()
 	r.MemoryUsedBytes = res.MemoryUsedBytes
 	r.StartupUs = res.Startup.Microseconds()
@@ -263,16 +247,19 @@ func (m *Manager) execute(ctx context.Context, l *live, rt spearrt.Runtime, art 
 	if err == nil {
 		r.ExitCode = int32(res.ExitCode)
 	}
-	out.mu.Lock()
-	overflowed := out.over
-	out.mu.Unlock()
 	l.mu.Unlock()
 
 	switch {
-	case overflowed:
+	case out.overflowed():
 		m.classify(l, ctx, fmt.Errorf("%w: more than %d bytes", errOutputTooLarge, m.opts.MaxOutputBytes))
 	case err != nil:
 		m.classify(l, ctx, err)
+	case res.ExitCode == 0 && sum.storeErr != nil && r.OutputPartial():
+		l.mu.Lock()
+		r.Status, r.ErrorCode = execution.StatusFailed, execution.CodeOutputNotStored
+		r.ErrorMessage = fmt.Sprintf("the function completed, but only the first %d of its %d output bytes could be kept: %v",
+			len(r.Output), r.OutputSize, sum.storeErr)
+		l.mu.Unlock()
 	case res.ExitCode == 0:
 		l.mu.Lock()
 		r.Status = execution.StatusCompleted
@@ -291,12 +278,54 @@ func (m *Manager) execute(ctx context.Context, l *live, rt spearrt.Runtime, art 
 		}
 		l.mu.Unlock()
 	}
+	m.recordAttempt(l)
+}
+
+// recordAttempt adds the run that just ended to the record's history.
+func (m *Manager) recordAttempt(l *live) {
 	l.mu.Lock()
+	defer l.mu.Unlock()
+	r := l.rec
 	r.History = append(r.History, execution.Attempt{
 		N: r.Attempts, Status: r.Status, ErrorCode: r.ErrorCode, ErrorMessage: r.ErrorMessage,
 		StartedAt: r.StartedAt, CompletedAt: r.CompletedAt, Node: r.Node,
 	})
-	l.mu.Unlock()
+}
+
+// newOutputSink makes the sink of one run's output. Async and stream
+// output is stored from the first chunk, for clients that attach later or
+// on another node; sync output only once it outgrows what a record keeps.
+func (m *Manager) newOutputSink(ctx context.Context, l *live, spec *execution.Spec, onChunk func(Chunk)) *outputSink {
+	storeAll := spec.Mode == execution.ModeAsync || spec.Mode == execution.ModeStream
+	if l.final().Attempts > 0 {
+		// A retry or a rerun after a crash: the earlier run's chunks go.
+		if err := m.store.DeleteChunks(ctx, spec.ExecutionID); err != nil {
+			m.log.Warn("dropping an earlier attempt's output", "execution", spec.ExecutionID, "err", err)
+		}
+	}
+	sizes := m.store.Sizes()
+	return newOutputSink(sinkConfig{
+		ctx: context.WithoutCancel(ctx), headLimit: sizes.Inline, block: sizes.Block,
+		limit: m.opts.MaxOutputBytes, storeAll: storeAll, onChunk: onChunk,
+		newWriter: func() chunkWriter { return m.store.NewOutputWriter(spec.ExecutionID) },
+		overflow: func() {
+			l.stop(fmt.Errorf("%w: more than %d bytes", errOutputTooLarge, m.opts.MaxOutputBytes), true)
+		},
+	})
+}
+
+// openInput returns the run's standard input: the spec's bytes, or the
+// stored input it refers to. In-memory input stays a *bytes.Reader, which
+// runtimes write without a copier.
+func (m *Manager) openInput(ctx context.Context, spec *execution.Spec) (io.Reader, func(), error) {
+	if spec.InputRef == "" {
+		return bytes.NewReader(spec.Input), func() {}, nil
+	}
+	rc, err := m.store.OpenInput(ctx, spec.InputRef)
+	if err != nil {
+		return nil, nil, err
+	}
+	return rc, func() { _ = rc.Close() }, nil
 }
 
 // timeoutError is why a run's deadline stopped it ("execution timeout of

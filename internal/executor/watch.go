@@ -12,104 +12,151 @@ import (
 // Attach follows an existing execution's output: every chunk from the
 // first, exactly once and in order (the early ones replayed), then the new
 // ones as they are written, until the execution ends. It returns the final
-// record (or the latest one, if ctx ends first).
+// record (or the latest one, if ctx ends first). Chunks come from memory
+// while the execution runs here and its output so far is all in memory,
+// else from the chunk stream, else (a small sync output) from the record.
 func (m *Manager) Attach(ctx context.Context, id string, send func(Chunk) error) (*execution.Record, error) {
 	if err := execution.ValidateID(id); err != nil {
 		return nil, err
 	}
-	var next int64 // the next chunk to send
-	emit := func(c Chunk) error {
-		if c.Seq < next {
-			return nil // already sent
-		}
-		next = c.Seq + 1
-		return send(c)
-	}
+	a := &attachment{m: m, id: id, send: send}
 	for {
+		stored := false
 		if l := m.liveOf(id); l != nil {
-			out := l.outputOf()
-			if out == nil { // waiting for a slot here
-				if err := m.pause(ctx, l.done, 20*time.Millisecond); err != nil {
-					return l.snapshot(), nil
-				}
+			rec, step, err := a.fromMemory(ctx, l)
+			switch {
+			case err != nil || step == attachDone:
+				return rec, err
+			case step == attachAgain:
 				continue
 			}
-			past, more := out.watch()
-			for _, c := range past {
-				if err := emit(c); err != nil {
-					return nil, err
-				}
-			}
-			if more != nil {
-				if err := m.follow(ctx, out, more, emit); err != nil {
-					return l.snapshot(), err
-				}
-			}
-			// A run that goes back to the queue continues later; the
-			// same watcher picks the next attempt up.
-			select {
-			case <-l.done:
-			case <-ctx.Done():
-				return l.snapshot(), nil
-			}
-			r := l.final()
-			if r.Status.Terminal() {
-				return r, nil
-			}
-			next = 0
-			continue
+			stored = true // the output outgrew memory: it is in the store
 		}
-		rec, err := m.Get(ctx, id)
-		if err != nil {
-			return nil, err
+		rec, step, err := a.fromStore(ctx, stored)
+		if err != nil || step == attachDone {
+			return rec, err
 		}
-		if rec.Mode == execution.ModeSync {
-			// Sync output is kept only in the record.
-			if !rec.Status.Terminal() {
-				if err := m.pause(ctx, nil, 50*time.Millisecond); err != nil {
-					return rec, nil
-				}
-				continue
-			}
-			if len(rec.Output) > 0 {
-				if err := emit(Chunk{Seq: 0, Data: rec.Output}); err != nil {
-					return nil, err
-				}
-			}
-			return rec, nil
-		}
-		// Async or stream, running elsewhere, queued, or finished: the
-		// stored chunks, followed live until the end mark.
-		err = m.store.ReadChunks(ctx, id, 500*time.Millisecond, func() bool {
-			r, err := m.Get(ctx, id)
-			return err != nil || r.Status.Terminal() || m.liveOf(id) != nil
-		}, func(seq int64, data []byte) error {
-			return emit(Chunk{Seq: seq, Data: data})
-		})
-		if err != nil {
-			if ctx.Err() != nil {
-				return rec, nil
-			}
-			return nil, err
-		}
-		if m.liveOf(id) != nil {
-			continue // it started here meanwhile
-		}
-		final, err := m.Get(ctx, id)
-		if err != nil {
-			return nil, err
-		}
-		if !final.Status.Terminal() {
-			continue // queued again (a retry): follow the next attempt
-		}
-		if next == 0 && len(final.Output) > 0 {
-			// Nothing stored (expired, or from before chunks were kept).
-			if err := emit(Chunk{Seq: 0, Data: final.Output}); err != nil {
-				return nil, err
-			}
-		}
-		return final, nil
 	}
+}
+
+// attachment is one client following one execution's output.
+type attachment struct {
+	m    *Manager
+	id   string
+	send func(Chunk) error
+	next int64 // the next chunk to send
+}
+
+// attachStep says how an attachment goes on.
+type attachStep int
+
+const (
+	attachDone  attachStep = iota // the execution ended (or the client left)
+	attachAgain                   // look again where the execution is
+	attachStore                   // read the chunk stream
+)
+
+func (a *attachment) emit(c Chunk) error {
+	if c.Seq < a.next {
+		return nil // already sent
+	}
+	a.next = c.Seq + 1
+	return a.send(c)
+}
+
+// fromMemory follows an execution live on this node.
+func (a *attachment) fromMemory(ctx context.Context, l *live) (*execution.Record, attachStep, error) {
+	out := l.outputOf()
+	if out == nil { // waiting for a slot here
+		if err := a.m.pause(ctx, l.done, 20*time.Millisecond); err != nil {
+			return l.snapshot(), attachDone, nil
+		}
+		return nil, attachAgain, nil
+	}
+	past, more, ok := out.watch()
+	if !ok {
+		return nil, attachStore, nil
+	}
+	for _, c := range past {
+		if err := a.emit(c); err != nil {
+			return nil, attachDone, err
+		}
+	}
+	if more != nil {
+		if err := a.m.follow(ctx, out, more, a.emit); err != nil {
+			return l.snapshot(), attachDone, err
+		}
+	}
+	// A run that goes back to the queue continues later; the same watcher
+	// picks the next attempt up.
+	select {
+	case <-l.done:
+	case <-ctx.Done():
+		return l.snapshot(), attachDone, nil
+	}
+	if r := l.final(); r.Status.Terminal() {
+		return r, attachDone, nil
+	}
+	a.next = 0
+	return nil, attachAgain, nil
+}
+
+// fromStore follows an execution through the store: its stored chunks,
+// followed live until the end mark, or the output its record keeps.
+// stored says the chunks are known to be stored (else a sync execution's
+// are only once its record says so).
+func (a *attachment) fromStore(ctx context.Context, stored bool) (*execution.Record, attachStep, error) {
+	m := a.m
+	rec, err := m.Get(ctx, a.id)
+	if err != nil {
+		return nil, attachDone, err
+	}
+	if rec.Mode == execution.ModeSync && !stored && !rec.OutputStored {
+		if !rec.Status.Terminal() {
+			if err := m.pause(ctx, nil, 50*time.Millisecond); err != nil {
+				return rec, attachDone, nil
+			}
+			return nil, attachAgain, nil
+		}
+		return a.finalFromRecord(rec)
+	}
+	err = m.store.ReadChunks(ctx, a.id, 500*time.Millisecond, func() bool {
+		r, err := m.Get(ctx, a.id)
+		return err != nil || r.Status.Terminal()
+	}, func(seq int64, data []byte) error {
+		return a.emit(Chunk{Seq: seq, Data: data})
+	})
+	if err != nil {
+		if ctx.Err() != nil {
+			return rec, attachDone, nil
+		}
+		return nil, attachDone, err
+	}
+	if l := m.liveOf(a.id); l != nil { // finishing here
+		if err := m.pause(ctx, l.done, time.Minute); err != nil {
+			return l.snapshot(), attachDone, nil
+		}
+	}
+	final, err := m.Get(ctx, a.id)
+	if err != nil {
+		return nil, attachDone, err
+	}
+	if !final.Status.Terminal() {
+		return nil, attachAgain, nil // queued again (a retry): follow the next attempt
+	}
+	return a.finalFromRecord(final)
+}
+
+// finalFromRecord ends an attachment with a terminal record, sending the
+// output it keeps if nothing was sent (nothing stored: a small sync output,
+// or an expired chunk stream).
+func (a *attachment) finalFromRecord(rec *execution.Record) (*execution.Record, attachStep, error) {
+	if a.next == 0 && len(rec.Output) > 0 {
+		if err := a.emit(Chunk{Seq: 0, Data: rec.Output}); err != nil {
+			return nil, attachDone, err
+		}
+	}
+	return rec, attachDone, nil
 }
 
 // follow sends a live execution's chunks until its output ends.

@@ -66,6 +66,7 @@ func resultOf(r *execution.Record, withOutput bool) *pb.ExecutionResult {
 	}
 	if withOutput && (r.Status.Terminal() || len(r.Output) > 0) {
 		res.Result = bytesAny(r.Output)
+		res.OutputSize, res.OutputSha256, res.OutputPartial = r.OutputSize, r.OutputSHA256, r.OutputPartial()
 	}
 	return res
 }

@@ -14,12 +14,14 @@ import (
 	pb "github.com/spear-go/spear/api/spearlet"
 	"github.com/spear-go/spear/internal/errdefs"
 	"github.com/spear-go/spear/internal/execution"
+	"github.com/spear-go/spear/internal/executor"
 )
 
 // routes registers the plain HTTP routes on mux.
 func (s *Service) routes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /api/v1/executions/{id}/status", s.handleStatus)
 	mux.HandleFunc("POST /api/v1/executions/{id}/cancel", s.handleCancel)
+	mux.HandleFunc("GET /api/v1/executions/{id}/output", s.handleOutput)
 	mux.HandleFunc("PUT /api/v1/artifacts", s.handleUpload)
 	mux.HandleFunc("POST /api/v1/artifacts", s.handleUpload)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
@@ -132,6 +134,41 @@ func (s *Service) handleStatus(w http.ResponseWriter, r *http.Request) {
 		code = http.StatusNotFound
 	}
 	writeProto(w, code, resp)
+}
+
+// handleOutput answers GET /api/v1/executions/{id}/output with the
+// execution's whole output, whatever its size, streamed from the store (a
+// running execution's output follows live until it ends). For a finished
+// execution Content-Length is the output's size and the headers
+// Spear-Output-Sha256 and Spear-Status describe it.
+func (s *Service) handleOutput(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	rec, err := s.mgr.Get(ctx, r.PathValue("id"))
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	h := w.Header()
+	h.Set("Content-Type", "application/octet-stream")
+	if rec.Status.Terminal() {
+		size := rec.OutputSize
+		if !rec.OutputStored {
+			size = int64(len(rec.Output)) // all there is (OUTPUT_NOT_STORED keeps the head)
+		}
+		h.Set("Content-Length", strconv.FormatInt(size, 10))
+		h.Set("Spear-Output-Sha256", rec.OutputSHA256)
+		h.Set("Spear-Status", rec.Status.String())
+	}
+	started := false
+	_, err = s.mgr.Attach(ctx, rec.ID, func(c executor.Chunk) error {
+		started = true
+		_, err := w.Write(c.Data)
+		return err
+	})
+	if err != nil && !started {
+		h.Del("Content-Length")
+		writeError(w, err)
+	}
 }
 
 // handleCancel answers POST /api/v1/executions/{id}/cancel?force=true.

@@ -3,6 +3,7 @@ package server
 import (
 	"bytes"
 	"context"
+	"errors"
 	"encoding/hex"
 	"fmt"
 	"log/slog"
@@ -118,7 +119,7 @@ func (s *Service) InvokeFunction(ctx context.Context, req *pb.InvokeFunctionRequ
 			if err != nil {
 				return nil, err
 			}
-			resp.Result = resultOf(final, true)
+			resp.Result = s.resultWithOutput(ctx, final)
 			resp.Success = final.Status == execution.StatusCompleted
 			resp.Message = outcome(final)
 		}
@@ -134,8 +135,30 @@ func (s *Service) InvokeFunction(ctx context.Context, req *pb.InvokeFunctionRequ
 		ExecutionId: rec.ID,
 		TaskId:      rec.TaskID,
 		InstanceId:  s.nodeID,
-		Result:      resultOf(rec, true),
+		Result:      s.resultWithOutput(ctx, rec),
 	}, nil
+}
+
+// replyOutputMax is the most output a unary answer carries: with the rest
+// of the answer it stays under the 4 MiB a gRPC client accepts by default.
+// A larger output comes whole by attaching or from the output route.
+const replyOutputMax = 3 << 20
+
+// resultWithOutput is an execution's result with as much of its output as
+// an answer carries: what the record keeps, completed from the store.
+func (s *Service) resultWithOutput(ctx context.Context, r *execution.Record) *pb.ExecutionResult {
+	res := resultOf(r, true)
+	if !r.OutputPartial() || !r.OutputStored {
+		return res
+	}
+	head, err := s.mgr.OutputHead(ctx, r.ID, replyOutputMax)
+	if err != nil || len(head) < len(r.Output) {
+		s.log.Warn("reading stored output", "execution", r.ID, "err", err)
+		return res
+	}
+	res.Result = bytesAny(head)
+	res.OutputPartial = r.OutputSize > int64(len(head))
+	return res
 }
 
 func outcome(r *execution.Record) string {
@@ -175,6 +198,11 @@ func (s *Service) prepare(ctx context.Context, req *pb.InvokeFunctionRequest, mo
 	if err != nil {
 		return nil, err
 	}
+	if req.InputRef != "" {
+		if err := s.checkInputRef(ctx, req); err != nil {
+			return nil, err
+		}
+	}
 	if s.maxInput > 0 && len(in) > s.maxInput {
 		return nil, errdefs.New(errdefs.ErrResourceExhausted, "INPUT_TOO_LARGE", "input of %d bytes exceeds the limit of %d bytes", len(in), s.maxInput)
 	}
@@ -207,6 +235,7 @@ func (s *Service) prepare(ctx context.Context, req *pb.InvokeFunctionRequest, mo
 		Function:    req.FunctionName,
 		Mode:        mode,
 		Input:       in,
+		InputRef:    req.InputRef,
 		Env:         c.Environment,
 		TimeoutMs:   c.TimeoutMs,
 		MaxRetries:  c.MaxRetries,
@@ -217,6 +246,19 @@ func (s *Service) prepare(ctx context.Context, req *pb.InvokeFunctionRequest, mo
 		Priority:    req.Priority,
 		CallbackURL: req.CallbackUrl,
 	}, nil
+}
+
+// checkInputRef checks an invocation's input_ref: an uploaded artifact
+// that exists, given instead of parameters.
+func (s *Service) checkInputRef(ctx context.Context, req *pb.InvokeFunctionRequest) error {
+	if len(req.Parameters) > 0 {
+		return errdefs.New(errdefs.ErrInvalidArgument, "CONFLICTING_INPUT", "give either parameters or input_ref, not both")
+	}
+	if !strings.HasPrefix(req.InputRef, store.ArtifactScheme) {
+		return errdefs.New(errdefs.ErrInvalidArgument, "INVALID_INPUT_REF",
+			"input_ref %q: want %ssha256:<hex>, the location UploadArtifact returned", req.InputRef, store.ArtifactScheme)
+	}
+	return s.store.InputExists(ctx, req.InputRef)
 }
 
 // resolveTask returns the task an invocation runs, registering it first for
@@ -262,10 +304,15 @@ func (s *Service) resolveTask(ctx context.Context, req *pb.InvokeFunctionRequest
 // function writes them and a final message with the outcome.
 func (s *Service) streamTo(ctx context.Context, req *pb.InvokeFunctionRequest, send func(*pb.StreamExecutionResult) error) error {
 	if id := req.GetContext().GetExecutionId(); id != "" {
-		if ok, err := s.mgr.Exists(ctx, id); err != nil {
-			return err
-		} else if ok {
+		rec, err := s.mgr.Get(ctx, id)
+		if err == nil {
+			if err := attachable(req, rec); err != nil {
+				return err
+			}
 			return s.attach(ctx, id, send)
+		}
+		if !errors.Is(err, errdefs.ErrNotFound) {
+			return err
 		}
 	}
 	spec, err := s.prepare(ctx, req, execution.ModeStream)
@@ -306,6 +353,20 @@ func (s *Service) streamTo(ctx context.Context, req *pb.InvokeFunctionRequest, s
 	mu.Lock()
 	defer mu.Unlock()
 	return sendErr
+}
+
+// attachable checks that a stream request naming an existing execution
+// asks only to attach to it: an id is never reused for a new run, so a
+// request that also names another task, a new task or input is refused
+// rather than silently ignored.
+func attachable(req *pb.InvokeFunctionRequest, rec *execution.Record) error {
+	if (req.TaskId == "" || req.TaskId == rec.TaskID) && len(req.Parameters) == 0 && req.InputRef == "" &&
+		req.InvocationType != pb.InvocationType_INVOCATION_TYPE_NEW_TASK {
+		return nil
+	}
+	return errdefs.New(errdefs.ErrAlreadyExists, "EXECUTION_EXISTS",
+		"execution %q already exists (task %q): execution ids are never reused; to attach to it send only context.execution_id, without input or another task",
+		rec.ID, rec.TaskID)
 }
 
 // finalMessage is the last message of a stream: the terminal status.
@@ -368,7 +429,10 @@ func (s *Service) GetExecutionStatus(ctx context.Context, req *pb.GetExecutionSt
 	if err != nil {
 		return nil, err
 	}
-	resp := &pb.GetExecutionStatusResponse{Found: true, Result: resultOf(rec, req.IncludeResult), Message: strings.ToLower(rec.Status.String())}
+	resp := &pb.GetExecutionStatusResponse{Found: true, Result: resultOf(rec, false), Message: strings.ToLower(rec.Status.String())}
+	if req.IncludeResult {
+		resp.Result = s.resultWithOutput(ctx, rec)
+	}
 	if req.IncludeLogs {
 		resp.Logs = logLines(rec)
 	}

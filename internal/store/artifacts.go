@@ -53,8 +53,7 @@ func (s *Store) PutArtifact(ctx context.Context, name string, content io.Reader,
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
 		return "", 0, err
 	}
-	meta := jetstream.ObjectMeta{Name: digest, Description: name}
-	if _, err := s.artifacts.Put(ctx, meta, f); err != nil {
+	if _, err := s.artifacts.Put(ctx, s.objectMeta(digest, name), f); err != nil {
 		return "", 0, unavailable("store artifact", err)
 	}
 	return digest, size, nil

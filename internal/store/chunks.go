@@ -11,11 +11,14 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// Output chunks of async and stream executions are kept in the stream
-// SPEAR_CHUNKS, one subject per execution, for the record retention, at most
-// MaxChunks per execution (the oldest go first), so that a client can
-// attach to an execution — running or finished, on any node — and get its
-// output from the first chunk.
+// Output is kept in the stream SPEAR_CHUNKS, one subject per execution, for
+// the record retention: every chunk of async and stream executions, and of
+// sync executions whose output is larger than a record keeps
+// (Sizes.Inline). A client can attach to an execution — running or
+// finished, on any node — and get its whole output from the first chunk;
+// for a large output it is the only place the whole of it is kept. No chunk
+// is dropped: an execution's output is bounded by the output limit, each
+// chunk by Sizes.Block.
 const (
 	StreamChunks     = "SPEAR_CHUNKS"
 	chunkSubjectBase = "spear.chunks."
@@ -31,7 +34,7 @@ func (s *Store) provisionChunks(ctx context.Context) error {
 		Storage:           jetstream.FileStorage,
 		Replicas:          s.opts.Replicas,
 		MaxAge:            s.opts.Retention,
-		MaxMsgsPerSubject: int64(s.opts.MaxChunks),
+		MaxMsgsPerSubject: -1,
 		Discard:           jetstream.DiscardOld,
 	})
 	if err != nil {
@@ -40,23 +43,75 @@ func (s *Store) provisionChunks(ctx context.Context) error {
 	return nil
 }
 
-// PublishChunk stores one output chunk without waiting for it to be
-// acknowledged (a lost chunk only shortens a replay; the record keeps the
-// whole output).
-func (s *Store) PublishChunk(id string, seq int64, data []byte) {
-	msg := &nats.Msg{Subject: chunkSubjectBase + id, Data: data, Header: nats.Header{headerSeq: []string{strconv.FormatInt(seq, 10)}}}
-	if _, err := s.js.PublishMsgAsync(msg); err != nil {
-		s.log.Debug("storing an output chunk", "execution", id, "err", err)
+// OutputWriter stores one execution's output chunks, publishing ahead of
+// the acknowledgements but never more than a window of bytes, so a fast
+// function is slowed to the store's pace instead of filling memory.
+type OutputWriter struct {
+	s       *Store
+	subject string
+	futs    []pendingChunk
+	pending int
+	err     error
+}
+
+type pendingChunk struct {
+	fut  jetstream.PubAckFuture
+	size int
+}
+
+// outputWindow is how many bytes of output may await acknowledgement.
+const outputWindow = 4 << 20
+
+// NewOutputWriter returns a writer of execution id's output.
+func (s *Store) NewOutputWriter(id string) *OutputWriter {
+	return &OutputWriter{s: s, subject: chunkSubjectBase + id}
+}
+
+// Write stores chunk seq (at most Sizes.Block bytes). After a failure it
+// does nothing; Close reports the failure.
+func (w *OutputWriter) Write(ctx context.Context, seq int64, data []byte) {
+	if w.err != nil {
+		return
+	}
+	msg := &nats.Msg{Subject: w.subject, Data: data, Header: nats.Header{headerSeq: []string{strconv.FormatInt(seq, 10)}}}
+	f, err := w.s.js.PublishMsgAsync(msg)
+	if err != nil {
+		w.err = unavailable("store output", err)
+		return
+	}
+	w.futs = append(w.futs, pendingChunk{f, len(data)})
+	w.pending += len(data)
+	for w.pending > outputWindow && w.err == nil {
+		w.awaitOldest(ctx)
 	}
 }
 
-// PublishChunksEnd marks the end of an execution's output, after count
-// chunks.
-func (s *Store) PublishChunksEnd(id string, count int64) {
-	msg := &nats.Msg{Subject: chunkSubjectBase + id, Header: nats.Header{headerEnd: []string{strconv.FormatInt(count, 10)}}}
-	if _, err := s.js.PublishMsgAsync(msg); err != nil {
-		s.log.Debug("storing the end of output", "execution", id, "err", err)
+func (w *OutputWriter) awaitOldest(ctx context.Context) {
+	p := w.futs[0]
+	w.futs = w.futs[1:]
+	w.pending -= p.size
+	if err := awaitAll(ctx, []jetstream.PubAckFuture{p.fut}, "store output"); err != nil {
+		w.err = err
 	}
+}
+
+// Close marks the end of the output, after count chunks, and waits until
+// every chunk is stored: nil means the whole output is durable.
+func (w *OutputWriter) Close(ctx context.Context, count int64) error {
+	if w.err == nil {
+		msg := &nats.Msg{Subject: w.subject, Header: nats.Header{headerEnd: []string{strconv.FormatInt(count, 10)}}}
+		f, err := w.s.js.PublishMsgAsync(msg)
+		if err != nil {
+			w.err = unavailable("store output", err)
+		} else {
+			w.futs = append(w.futs, pendingChunk{fut: f})
+		}
+	}
+	for len(w.futs) > 0 && w.err == nil {
+		w.awaitOldest(ctx)
+	}
+	w.futs = nil
+	return w.err
 }
 
 // ErrNoChunks says an execution has no stored output chunks.
@@ -113,4 +168,24 @@ func (s *Store) DeleteChunks(ctx context.Context, id string) error {
 		return unavailable("delete output chunks", err)
 	}
 	return nil
+}
+
+// errEnough stops ReadOutput's read once it has what it wants.
+var errEnough = errors.New("enough output read")
+
+// ReadOutput returns the first n bytes of a finished execution's stored
+// output (fewer if it is shorter).
+func (s *Store) ReadOutput(ctx context.Context, id string, n int) ([]byte, error) {
+	var out []byte
+	err := s.ReadChunks(ctx, id, 200*time.Millisecond, func() bool { return true }, func(_ int64, data []byte) error {
+		out = append(out, data[:min(len(data), n-len(out))]...)
+		if len(out) >= n {
+			return errEnough
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, errEnough) {
+		return nil, err
+	}
+	return out, nil
 }

@@ -41,33 +41,51 @@ func queueSubject(spec *execution.Spec) string {
 
 // Enqueue durably appends an async execution to the work queue. Publishing
 // the same execution id twice within two minutes stores it once.
-func (s *Store) Enqueue(ctx context.Context, spec *execution.Spec) error {
+// It reports whether the message was a duplicate (the same id queued within
+// the window), which stores nothing.
+func (s *Store) Enqueue(ctx context.Context, spec *execution.Spec) (duplicate bool, err error) {
+	b, err := s.queueMessage(ctx, spec)
+	if err != nil {
+		return false, err
+	}
+	ack, err := s.js.Publish(ctx, queueSubject(spec), b, jetstream.WithMsgID(msgID(spec)))
+	if err != nil {
+		return false, unavailable("enqueue execution", err)
+	}
+	return ack.Duplicate, nil
+}
+
+// queueMessage encodes spec as a queue message; an input larger than
+// Sizes.Inline is stored apart and referred to.
+func (s *Store) queueMessage(ctx context.Context, spec *execution.Spec) ([]byte, error) {
+	if len(spec.Input) > s.sizes.Inline {
+		ref, err := s.PutInput(ctx, spec.ExecutionID, spec.Input)
+		if err != nil {
+			return nil, err
+		}
+		c := *spec
+		c.Input, c.InputRef = nil, ref
+		spec = &c
+	}
 	b, err := json.Marshal(spec)
 	if err != nil {
-		return fmt.Errorf("encode spec: %w", err)
+		return nil, fmt.Errorf("encode spec: %w", err)
 	}
-	if len(b) > int(s.opts.MaxPayload)-1024 {
-		return errdefs.New(errdefs.ErrResourceExhausted, "INPUT_TOO_LARGE",
-			"async input of %d bytes exceeds the queue's message limit of %d bytes", len(spec.Input), s.opts.MaxPayload-1024)
+	if len(b) > s.sizes.Payload-1024 {
+		return nil, errdefs.New(errdefs.ErrResourceExhausted, "REQUEST_TOO_LARGE",
+			"the execution's environment and metadata take %d bytes, over the queue's message limit of %d bytes", len(b), s.sizes.Payload-1024)
 	}
-	if _, err := s.js.Publish(ctx, queueSubject(spec), b, jetstream.WithMsgID(msgID(spec))); err != nil {
-		return unavailable("enqueue execution", err)
-	}
-	return nil
+	return b, nil
 }
 
 // Submit durably accepts an async execution: its PENDING record, index
 // entry and queue message are written in one pipelined round trip. Use it
-// only for fresh execution ids (duplicates are not detected); Enqueue after
-// CreateRecord otherwise.
+// only for fresh execution ids (duplicates are not detected); Enqueue
+// otherwise.
 func (s *Store) Submit(ctx context.Context, spec *execution.Spec, rec *execution.Record) error {
-	msg, err := json.Marshal(spec)
+	msg, err := s.queueMessage(ctx, spec)
 	if err != nil {
-		return fmt.Errorf("encode spec: %w", err)
-	}
-	if len(msg) > int(s.opts.MaxPayload)-1024 {
-		return errdefs.New(errdefs.ErrResourceExhausted, "INPUT_TOO_LARGE",
-			"async input of %d bytes exceeds the queue's message limit of %d bytes", len(spec.Input), s.opts.MaxPayload-1024)
+		return err
 	}
 	b, err := json.Marshal(rec)
 	if err != nil {

@@ -83,11 +83,9 @@ type Options struct {
 	AckWait time.Duration
 	// Replicas for buckets and streams on a clustered external NATS.
 	Replicas int
-	// MaxChunks bounds the output chunks kept per execution (default
-	// 10000).
-	MaxChunks int
 	// MaxPayload bounds one message (queued input, a record) in the embedded
-	// server.
+	// server. With an external server, the server's own limit is read at
+	// connection and used instead.
 	MaxPayload int32
 	Logger     *slog.Logger
 }
@@ -104,6 +102,7 @@ type Store struct {
 	index     jetstream.KeyValue
 	stats     jetstream.KeyValue
 	artifacts jetstream.ObjectStore
+	inputs    jetstream.ObjectStore
 	queue     jetstream.Stream
 	chunks    jetstream.Stream
 	// bands are the queue's consumers, one per priority band, highest
@@ -111,6 +110,8 @@ type Store struct {
 	bands []jetstream.Consumer
 	// callbacks consumes the callback outbox (see callbacks.go).
 	callbacks jetstream.Consumer
+	// sizes are derived from the server's max payload (see sizes.go).
+	sizes Sizes
 }
 
 // Open starts (or connects to) NATS and creates the buckets, the queue
@@ -127,9 +128,6 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	}
 	if opts.Replicas <= 0 {
 		opts.Replicas = 1
-	}
-	if opts.MaxChunks <= 0 {
-		opts.MaxChunks = 10000
 	}
 	if opts.MaxPayload <= 0 {
 		opts.MaxPayload = 8 << 20
@@ -168,7 +166,7 @@ func (s *Store) connect() error {
 			SyncAlways:         s.opts.Sync == SyncAlways,
 			DontListen:         s.opts.Listen == "",
 			NoLog:              true,
-			MaxPending:         int64(s.opts.MaxPayload) * 4,
+			MaxPending:         max(64<<20, int64(s.opts.MaxPayload)*4),
 			JetStreamMaxMemory: 256 << 20,
 		}
 		if s.opts.Listen != "" {
@@ -199,6 +197,8 @@ func (s *Store) connect() error {
 		return fmt.Errorf("jetstream: %w", err)
 	}
 	s.js = js
+	s.sizes = sizesFor(s.nc.MaxPayload())
+	s.log.Debug("message sizes", "max_payload", s.sizes.Payload, "inline", s.sizes.Inline, "block", s.sizes.Block)
 	return nil
 }
 
@@ -235,6 +235,9 @@ func (s *Store) provision(ctx context.Context) error {
 	})
 	if err != nil {
 		return fmt.Errorf("object store: %w", err)
+	}
+	if err := s.provisionInputs(ctx); err != nil {
+		return err
 	}
 	s.queue, err = s.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name:       StreamQueue,
@@ -297,7 +300,7 @@ func (s *Store) Close() {
 func (s *Store) StorageBytes(ctx context.Context) (int64, error) {
 	var total int64
 	for _, name := range []string{StreamQueue, StreamChunks, StreamCallbacks, "KV_" + BucketTasks, "KV_" + BucketExecutions,
-		"KV_" + BucketExecIndex, "KV_" + BucketTaskStats, "OBJ_" + BucketArtifacts} {
+		"KV_" + BucketExecIndex, "KV_" + BucketTaskStats, "OBJ_" + BucketArtifacts, "OBJ_" + BucketInputs} {
 		st, err := s.js.Stream(ctx, name)
 		if err != nil {
 			return 0, err

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 	"sync"
@@ -388,14 +389,14 @@ func TestQueueAckNak(t *testing.T) {
 	if d := fetchOne(t, s, 100*time.Millisecond); d != nil {
 		t.Fatalf("Fetch on empty queue returned %+v", d.Spec)
 	}
-	if err := s.Enqueue(ctx, spec("q1")); err != nil {
+	if _, err := s.Enqueue(ctx, spec("q1")); err != nil {
 		t.Fatal(err)
 	}
-	// Same id again: stored once.
-	if err := s.Enqueue(ctx, spec("q1")); err != nil {
-		t.Fatal(err)
+	// Same id again: stored once, and said to be a duplicate.
+	if dup, err := s.Enqueue(ctx, spec("q1")); err != nil || !dup {
+		t.Fatalf("Enqueue of the same id again = %v, %v; want a duplicate", dup, err)
 	}
-	if err := s.Enqueue(ctx, spec("q2")); err != nil {
+	if _, err := s.Enqueue(ctx, spec("q2")); err != nil {
 		t.Fatal(err)
 	}
 	if w, f := depth(t, s); w != 2 || f != 0 {
@@ -455,7 +456,7 @@ func TestQueueAckWaitRedelivers(t *testing.T) {
 	if s.AckWait() != 300*time.Millisecond {
 		t.Fatalf("AckWait = %v", s.AckWait())
 	}
-	if err := s.Enqueue(ctx, spec("q1")); err != nil {
+	if _, err := s.Enqueue(ctx, spec("q1")); err != nil {
 		t.Fatal(err)
 	}
 	d := fetchOne(t, s, 5*time.Second)
@@ -472,18 +473,41 @@ func TestQueueAckWaitRedelivers(t *testing.T) {
 	}
 }
 
-func TestEnqueueTooLarge(t *testing.T) {
+// TestEnqueueLargeInput: on a server with a small max payload, an input
+// larger than a queue message is stored apart and read back whole; what
+// cannot be stored apart (a huge environment) is refused with a code.
+func TestEnqueueLargeInput(t *testing.T) {
 	ctx := testCtx(t)
-	dir := t.TempDir()
-	s, err := Open(ctx, Options{DataDir: dir, MaxPayload: 64 << 10})
+	s, err := Open(ctx, Options{DataDir: t.TempDir(), MaxPayload: 64 << 10})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer s.Close()
+	if got := s.Sizes(); got.Payload != 64<<10 || got.Inline != 16<<10 || got.Block != 32<<10 {
+		t.Fatalf("sizes for a 64 KiB payload: %+v", got)
+	}
 	sp := spec("big")
-	sp.Input = bytes.Repeat([]byte("x"), 64<<10)
-	if err := s.Enqueue(ctx, sp); !errors.Is(err, errdefs.ErrResourceExhausted) || errdefs.Code(err) != "INPUT_TOO_LARGE" {
-		t.Fatalf("Enqueue of an oversized spec: got %v, want INPUT_TOO_LARGE", err)
+	sp.Input = bytes.Repeat([]byte("x"), 1<<20)
+	if _, err := s.Enqueue(ctx, sp); err != nil {
+		t.Fatalf("Enqueue of a 1 MiB input: %v", err)
+	}
+	d := fetchOne(t, s, 5*time.Second)
+	if d == nil || d.Spec.InputRef != InputScheme+"big" || len(d.Spec.Input) != 0 {
+		t.Fatalf("queued spec: %+v", d)
+	}
+	r, err := s.OpenInput(ctx, d.Spec.InputRef)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(r)
+	r.Close()
+	if err != nil || !bytes.Equal(got, sp.Input) {
+		t.Fatalf("stored input: %d bytes, err %v; want the 1 MiB input", len(got), err)
+	}
+	huge := spec("huge")
+	huge.Env = map[string]string{"X": strings.Repeat("y", 64<<10)}
+	if _, err := s.Enqueue(ctx, huge); errdefs.Code(err) != "REQUEST_TOO_LARGE" {
+		t.Fatalf("Enqueue of a huge environment: got %v, want REQUEST_TOO_LARGE", err)
 	}
 }
 
@@ -554,7 +578,7 @@ func TestReopenKeepsData(t *testing.T) {
 	if _, err := s.CreateRecord(ctx, newRecord("keep", "t1", execution.StatusPending)); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Enqueue(ctx, spec("keep")); err != nil {
+	if _, err := s.Enqueue(ctx, spec("keep")); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.CreateTask(ctx, newTask("t1")); err != nil {
