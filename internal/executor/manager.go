@@ -119,7 +119,7 @@ type Manager struct {
 	// message and its record; an error stops the submission there (as a
 	// crash would).
 	afterEnqueue func() error
-	started   time.Time
+	started      time.Time
 	// admission serializes the quota check and enqueue of async
 	// submissions per task.
 	admission taskLocks
