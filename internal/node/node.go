@@ -7,7 +7,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -16,6 +15,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/spear-go/spear/internal/datadir"
+	"github.com/spear-go/spear/internal/errdefs"
 	"github.com/spear-go/spear/internal/executor"
 	"github.com/spear-go/spear/internal/metrics"
 	"github.com/spear-go/spear/internal/registry"
@@ -70,6 +71,8 @@ type Node struct {
 	server   *server.Server
 	listener net.Listener
 	cancel   context.CancelFunc
+	// lock holds the data dir for this node until close.
+	lock *datadir.Lock
 }
 
 // Start brings a node up and starts serving; Addr tells where.
@@ -77,19 +80,14 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	if cfg.DataDir == "" {
-		return nil, errors.New("node: a data directory is required")
-	}
-	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
-		return nil, fmt.Errorf("data dir: %w", err)
-	}
-	if cfg.NodeID == "" {
-		if cfg.NodeID, err = persistentID(filepath.Join(cfg.DataDir, "node-id")); err != nil {
-			return nil, err
-		}
+	// First of all: the data dir is this node's, or nothing else happens
+	// (another node's store stays closed, its processes alive).
+	lock, err := claimDataDir(&cfg)
+	if err != nil {
+		return nil, err
 	}
 	log := cfg.Logger.With("node", cfg.NodeID)
-	n := &Node{cfg: cfg, log: log}
+	n := &Node{cfg: cfg, log: log, lock: lock}
 	defer func() {
 		if err != nil {
 			n.close()
@@ -211,6 +209,33 @@ func (n *Node) close() {
 	if n.store != nil {
 		n.store.Close()
 	}
+	// Last: nothing of this node uses the data dir any more.
+	if err := n.lock.Release(); err != nil {
+		n.log.Warn("releasing the data dir lock", "err", err)
+	}
+}
+
+// claimDataDir creates cfg.DataDir if needed and locks it for this node
+// (see package datadir), then fills in cfg.NodeID from the data dir when it
+// is not set.
+func claimDataDir(cfg *Config) (*datadir.Lock, error) {
+	if cfg.DataDir == "" {
+		return nil, fmt.Errorf("node: a data directory is required: %w", errdefs.ErrInvalidArgument)
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
+		return nil, fmt.Errorf("data dir: %w", err)
+	}
+	lock, err := datadir.Acquire(cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.NodeID == "" {
+		if cfg.NodeID, err = persistentID(filepath.Join(cfg.DataDir, "node-id")); err != nil {
+			_ = lock.Release()
+			return nil, err
+		}
+	}
+	return lock, nil
 }
 
 func (n *Node) openRuntimes(ctx context.Context) (map[spearrt.Type]spearrt.Runtime, error) {

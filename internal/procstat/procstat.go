@@ -1,5 +1,6 @@
 // Package procstat reads the node's own resource use from the operating
-// system (Linux /proc): resident memory, CPU time and the machine's memory.
+// system (Linux /proc): resident memory, CPU time and the machine's memory;
+// and the parent of a process.
 package procstat
 
 import (
@@ -52,18 +53,41 @@ func OpenFDs() (int, error) {
 	return len(ents), nil
 }
 
-// cpuTime returns the process's user+system CPU time.
-func cpuTime() (time.Duration, error) {
-	b, err := os.ReadFile("/proc/self/stat")
+// statFields returns the fields of a /proc/<pid>/stat file after the
+// command name (which is in parentheses and may hold anything): the
+// state is f[0], the parent pid f[1].
+func statFields(path string) ([]string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return nil, fmt.Errorf("%s: unexpected format", path)
+	}
+	return strings.Fields(string(b[i+1:])), nil
+}
+
+// ParentPID returns the parent of process pid (0 for a process without
+// one, such as init).
+func ParentPID(pid int) (int, error) {
+	path := "/proc/" + strconv.Itoa(pid) + "/stat"
+	f, err := statFields(path)
 	if err != nil {
 		return 0, err
 	}
-	// Fields after the command name, which is in parentheses.
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return 0, fmt.Errorf("/proc/self/stat: unexpected format")
+	if len(f) < 2 {
+		return 0, fmt.Errorf("%s: too few fields", path)
 	}
-	f := strings.Fields(string(b[i+1:]))
+	return strconv.Atoi(f[1])
+}
+
+// cpuTime returns the process's user+system CPU time.
+func cpuTime() (time.Duration, error) {
+	f, err := statFields("/proc/self/stat")
+	if err != nil {
+		return 0, err
+	}
 	if len(f) < 13 {
 		return 0, fmt.Errorf("/proc/self/stat: too few fields")
 	}

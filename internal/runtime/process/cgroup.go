@@ -474,10 +474,14 @@ func removeParents(node string) {
 	}
 }
 
-// reconcile kills the processes in, and removes, every run cgroup of this
-// node left behind (by a node that died). It returns the pids it killed.
-func (c *cgroups) reconcile() (killed []int, removed int, err error) {
-	seen := map[int]bool{}
+// reconcile kills the processes of this node's runs (those guard allows)
+// left in the run cgroups of this node by a node that died, and removes
+// those cgroups. A cgroup that still holds other processes stays, and is
+// named in err; so does the fork server's shared cgroup, where a live
+// node's thread may be. seen holds the pids killed already (they may be
+// exiting); reconcile adds those it kills, and returns them.
+func (c *cgroups) reconcile(guard *killGuard, seen map[int]bool) (killed []int, removed int, err error) {
+	var errs []error
 	for _, h := range c.hierarchies() {
 		ents, err := os.ReadDir(h)
 		if errors.Is(err, fs.ErrNotExist) {
@@ -491,28 +495,64 @@ func (c *cgroups) reconcile() (killed []int, removed int, err error) {
 				continue
 			}
 			d := filepath.Join(h, e.Name())
-			for _, pid := range readPids(filepath.Join(d, "cgroup.procs")) {
-				if !seen[pid] && pid != os.Getpid() {
-					seen[pid] = true
-					killed = append(killed, pid)
-				}
-			}
 			if e.Name() == sharedCgroup {
-				// The fork server's: it stays; what earlier runs left in
-				// it goes.
-				for _, pid := range killed {
-					_ = unix.Kill(pid, unix.SIGKILL)
-				}
+				k, _ := killRunProcesses(d, guard, seen)
+				killed = append(killed, k...)
 				continue
 			}
-			g := &runCgroup{c: c, dirs: []string{d}}
-			if err := g.destroy(); err != nil {
-				return killed, removed, err
+			k, err := c.reapRunCgroup(d, guard, seen)
+			killed = append(killed, k...)
+			if err != nil {
+				errs = append(errs, err)
+				continue
 			}
 			removed++
 		}
 	}
-	return killed, removed, nil
+	return killed, removed, errors.Join(errs...)
+}
+
+// reapRunCgroup kills what guard allows in the run cgroup dir and removes
+// it, retrying until it is empty (bounded by cgroupRemoveTimeout: what was
+// killed takes a moment to leave). A cgroup that still holds a process
+// guard does not allow then stays.
+func (c *cgroups) reapRunCgroup(dir string, guard *killGuard, seen map[int]bool) (killed []int, err error) {
+	g := &runCgroup{c: c, dirs: []string{dir}}
+	deadline := time.Now().Add(cgroupRemoveTimeout)
+	for {
+		k, foreign := killRunProcesses(dir, guard, seen)
+		killed = append(killed, k...)
+		err := g.remove()
+		switch {
+		case err == nil:
+			return killed, nil
+		case !time.Now().After(deadline):
+			time.Sleep(5 * time.Millisecond)
+		case len(foreign) > 0:
+			return killed, fmt.Errorf("process: cgroup %s left in place: it holds processes %v, not of this node's runs: %w",
+				dir, foreign, errdefs.ErrFailedPrecondition)
+		default:
+			return killed, fmt.Errorf("process: removing cgroup: %w: %w", errdefs.ErrInternal, err)
+		}
+	}
+}
+
+// killRunProcesses sends SIGKILL to the processes in cgroup dir that guard
+// allows and that are not in seen (killed already) and adds them to seen.
+// It returns them, and the processes it may not kill.
+func killRunProcesses(dir string, guard *killGuard, seen map[int]bool) (killed, foreign []int) {
+	for _, pid := range readPids(filepath.Join(dir, "cgroup.procs")) {
+		switch {
+		case seen[pid]:
+		case guard.mayKill(pid):
+			seen[pid] = true
+			_ = unix.Kill(pid, unix.SIGKILL)
+			killed = append(killed, pid)
+		default:
+			foreign = append(foreign, pid)
+		}
+	}
+	return killed, foreign
 }
 
 // selfCgroups returns the node's own cgroup path per v1 controller, and

@@ -16,3 +16,21 @@ func CgroupControllers(r *Runtime) (pids, memory bool) {
 var SmallInput = smallInput
 
 const SmallInputMax = smallInputMax
+
+// MayKill and MayKillGroup ask a guard of Reconcile for node nodeID, made
+// now, whether it may kill process pid or process group pgid.
+func MayKill(nodeID string, pid int) bool { return newKillGuard(nodeID).mayKill(pid) }
+
+func MayKillGroup(nodeID string, pgid int) bool { return newKillGuard(nodeID).mayKillGroup(pgid) }
+
+// MarkedAsRun exposes the run marker test of Reconcile.
+var MarkedAsRun = markedAsRun
+
+// NodePidsCgroup creates, if needed, and returns r's node directory in the
+// pids hierarchy; "" when r has none.
+func NodePidsCgroup(r *Runtime) (string, error) {
+	if r.cgroups == nil || r.cgroups.pids == "" {
+		return "", nil
+	}
+	return r.cgroups.pids, r.cgroups.ensureParents(r.cgroups.pids)
+}
