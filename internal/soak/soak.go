@@ -73,7 +73,8 @@ type Config struct {
 	// Settle bounds how long accepted async executions may take to end
 	// after the load (default 60s).
 	Settle time.Duration
-	// MaxStorageGrowth bounds JetStream storage growth (default 512 MiB).
+	// MaxStorageGrowth bounds JetStream storage growth (default 1 GiB: large
+	// outputs are kept for the retention).
 	MaxStorageGrowth int64
 	// Docker: "auto" (default) or "off".
 	Docker string
@@ -100,7 +101,7 @@ func (c *Config) defaults() {
 		c.Settle = 60 * time.Second
 	}
 	if c.MaxStorageGrowth <= 0 {
-		c.MaxStorageGrowth = 512 << 20
+		c.MaxStorageGrowth = 1 << 30
 	}
 	if c.Docker == "" {
 		c.Docker = "auto"
@@ -497,7 +498,7 @@ func (l *load) setup(ctx context.Context, work string) error {
 		kind{"async cancel", 1, asyncCancel},
 		kind{"stream client cancel", 1, streamClientCancel},
 	)
-	return nil
+	return l.setupLarge(c, work)
 }
 
 // run starts invocations at the configured rate for d.
