@@ -32,7 +32,8 @@ func (m *Manager) Submit(ctx context.Context, spec *execution.Spec) (rec *execut
 		return nil, 0, false, errdefs.New(errdefs.ErrUnavailable, "NODE_SHUTTING_DOWN", "the node is shutting down")
 	}
 	if spec.Idempotent {
-		// A repeated key is answered even when the queue is full.
+		// A repeated key is answered even when the queue or the store is
+		// full.
 		if old, _, err := m.store.GetRecord(ctx, spec.ExecutionID); err == nil {
 			return old, m.estimate(ctx, spec.TaskID), true, nil
 		}
@@ -43,6 +44,9 @@ func (m *Manager) Submit(ctx context.Context, spec *execution.Spec) (rec *execut
 		// queue still can, by their number).
 		unlock := m.admission.lock(t.ID)
 		defer unlock()
+	}
+	if err := m.store.AdmitWork(); err != nil {
+		return nil, 0, false, err
 	}
 	if err := m.admit(ctx, t.ID, t.Limits.MaxQueued); err != nil {
 		return nil, 0, false, err
@@ -321,8 +325,12 @@ func (m *Manager) runDelivery(d *store.Delivery) {
 		}
 	}
 	if err != nil {
-		m.log.Warn("reading queued execution", "execution", spec.ExecutionID, "err", err)
-		_ = d.Nak(time.Second)
+		// The message stays queued, so the execution is not lost: it is
+		// read again later, ever less often while the store fails.
+		if d.Attempt == 1 {
+			m.log.Warn("reading queued execution; it will be read again", "execution", spec.ExecutionID, "err", err)
+		}
+		_ = d.Nak(min(backoff(int32(d.Attempt)), 30*time.Second))
 		return
 	}
 	if rec.Status.Terminal() { // cancelled while queued, or a duplicate
@@ -480,20 +488,26 @@ func backoff(n int32) time.Duration {
 func (m *Manager) complete(l *live, d *store.Delivery, wait time.Duration) {
 	ctx := context.WithoutCancel(m.baseCtx)
 	rec := l.final()
-	for attempt := 0; ; attempt++ {
+	// Retried until stored (a full store gets the record without its
+	// output's first part and logs) or the node stops: the message is kept
+	// in progress meanwhile, so the function does not run again.
+	err := retry(m.baseCtx, 0, func(attempt int32) error {
 		_, err := m.store.PutRecord(ctx, rec)
-		if err == nil {
-			break
+		if err != nil && attempt == 1 {
+			m.log.Warn("storing final record; retrying", "execution", rec.ID, "err", err)
 		}
-		if attempt == 4 {
-			// Not acked: the execution will be delivered again and its
-			// outcome recorded then.
-			m.log.Error("storing final record", "execution", rec.ID, "err", err)
-			close(l.done)
-			m.forget(rec.ID)
-			return
+		if errdefs.Code(err) == "STORAGE_FULL" {
+			rec = slimmed([]*execution.Record{rec})[0]
 		}
-		time.Sleep(time.Duration(50<<attempt) * time.Millisecond)
+		return err
+	})
+	if err != nil {
+		// Not acked: the execution will be delivered again and its
+		// outcome recorded then.
+		m.log.Error("storing final record", "execution", rec.ID, "err", err)
+		close(l.done)
+		m.forget(rec.ID)
+		return
 	}
 	// The callback is in the outbox before the execution leaves the queue:
 	// a crash in between runs nothing twice and loses no callback.

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/spear-go/spear/internal/errdefs"
 	"github.com/spear-go/spear/internal/execution"
 	"github.com/spear-go/spear/internal/store"
 )
@@ -86,20 +87,58 @@ func (p *persister) flush(ctx context.Context) {
 	}
 }
 
+// write stores a batch of final records, retrying with backoff; a store
+// too full for them gets them without their output's first part and logs
+// (size, sha256 and outcome stay), so no execution is lost. Until written,
+// they stay in the live table.
 func (p *persister) write(ctx context.Context, batch []*execution.Record) {
-	for attempt := 0; ; attempt++ {
+	err := retry(context.WithoutCancel(ctx), 20, func(attempt int32) error {
 		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
 		err := p.store.PutRecordsAsync(wctx, batch)
-		cancel()
-		if err == nil || attempt == 4 {
-			if err != nil {
-				p.log.Error("storing execution records", "count", len(batch), "first", batch[0].ID, "err", err)
+		if err != nil {
+			if attempt == 1 {
+				p.log.Warn("storing execution records; retrying", "count", len(batch), "first", batch[0].ID, "err", err)
 			}
-			for _, r := range batch {
-				p.done(r.ID)
+			if errdefs.Code(err) == "STORAGE_FULL" {
+				batch = slimmed(batch)
 			}
-			return
 		}
-		time.Sleep(time.Duration(50<<attempt) * time.Millisecond)
+		return err
+	})
+	if err != nil {
+		p.log.Error("storing execution records", "count", len(batch), "first", batch[0].ID, "err", err)
+	}
+	for _, r := range batch {
+		p.done(r.ID)
+	}
+}
+
+// slimmed returns records without their output's first part and logs:
+// what a record keeps when the store has no room for more.
+func slimmed(recs []*execution.Record) []*execution.Record {
+	out := make([]*execution.Record, len(recs))
+	for i, r := range recs {
+		c := *r
+		c.Output, c.Logs = nil, nil
+		out[i] = &c
+	}
+	return out
+}
+
+// retry runs op until it succeeds, ctx ends or maxAttempts (0: no bound)
+// have failed, waiting backoff(attempt) (at most 5 s) between attempts; it
+// returns op's last error.
+func retry(ctx context.Context, maxAttempts int32, op func(attempt int32) error) error {
+	for attempt := int32(1); ; attempt++ {
+		err := op(attempt)
+		if err == nil || (maxAttempts > 0 && attempt >= maxAttempts) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(min(backoff(attempt), 5*time.Second)):
+		}
 	}
 }

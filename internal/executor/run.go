@@ -39,6 +39,9 @@ func (m *Manager) Run(ctx context.Context, spec *execution.Spec, onChunk func(Ch
 	if err != nil {
 		return nil, err
 	}
+	if err := m.store.AdmitWork(); err != nil {
+		return nil, err
+	}
 	if spec.Idempotent || spec.IDGiven {
 		if rec, err := m.claimID(ctx, spec); rec != nil || err != nil {
 			return rec, err

@@ -24,6 +24,9 @@ const ArtifactScheme = "artifact:"
 // and returns the digest ("sha256:<hex>") and size. If want is set it must
 // match the content's digest.
 func (s *Store) PutArtifact(ctx context.Context, name string, content io.Reader, want string) (string, int64, error) {
+	if err := s.AdmitWork(); err != nil {
+		return "", 0, err
+	}
 	tmpDir := filepath.Join(s.opts.DataDir, "tmp")
 	if err := os.MkdirAll(tmpDir, 0o755); err != nil {
 		return "", 0, fmt.Errorf("spool dir: %w", err)
@@ -54,7 +57,7 @@ func (s *Store) PutArtifact(ctx context.Context, name string, content io.Reader,
 		return "", 0, err
 	}
 	if _, err := s.artifacts.Put(ctx, s.objectMeta(digest, name), f); err != nil {
-		return "", 0, unavailable("store artifact", err)
+		return "", 0, s.unavailable("store artifact", err)
 	}
 	return digest, size, nil
 }
@@ -80,7 +83,7 @@ func (s *Store) MaterializeArtifact(ctx context.Context, digest string) (string,
 		return "", errdefs.New(errdefs.ErrNotFound, "ARTIFACT_NOT_FOUND", "artifact %q was not uploaded", digest)
 	}
 	if err != nil {
-		return "", unavailable("fetch artifact", err)
+		return "", s.unavailable("fetch artifact", err)
 	}
 	defer obj.Close()
 	f, err := os.CreateTemp(dir, hexDigest+".*")
@@ -91,7 +94,7 @@ func (s *Store) MaterializeArtifact(ctx context.Context, digest string) (string,
 	h := sha256.New()
 	if _, err := io.Copy(io.MultiWriter(f, h), obj); err != nil {
 		f.Close()
-		return "", unavailable("fetch artifact", err)
+		return "", s.unavailable("fetch artifact", err)
 	}
 	if err := f.Close(); err != nil {
 		return "", err

@@ -83,7 +83,7 @@ func (s *Store) QueueCallback(ctx context.Context, due DueCallback) error {
 	msg := &nats.Msg{Subject: callbackSubject + due.ExecutionID, Data: b, Header: nats.Header{}}
 	msg.Header.Set(jetstream.MsgIDHeader, fmt.Sprintf("cb-%s-%d", due.ExecutionID, due.Attempts))
 	if _, err := s.js.PublishMsg(ctx, msg); err != nil {
-		return unavailable("queue callback", err)
+		return s.unavailable("queue callback", err)
 	}
 	return nil
 }
@@ -99,7 +99,7 @@ type CallbackStream struct {
 func (s *Store) DueCallbacks(buffer int) (*CallbackStream, error) {
 	it, err := s.callbacks.Messages(jetstream.PullMaxMessages(buffer))
 	if err != nil {
-		return nil, unavailable("consume callbacks", err)
+		return nil, s.unavailable("consume callbacks", err)
 	}
 	return &CallbackStream{it: it, log: s.log.Error}, nil
 }

@@ -73,6 +73,9 @@ func (w *OutputWriter) Write(ctx context.Context, seq int64, data []byte) {
 	if w.err != nil {
 		return
 	}
+	if w.err = w.s.usage.allowOutput(len(data)); w.err != nil {
+		return
+	}
 	msg := &nats.Msg{Subject: w.subject, Data: data, Header: nats.Header{headerSeq: []string{strconv.FormatInt(seq, 10)}}}
 	f, err := w.s.js.PublishMsgAsync(msg)
 	if err != nil {
@@ -92,6 +95,7 @@ func (w *OutputWriter) awaitOldest(ctx context.Context) {
 	w.pending -= p.size
 	if err := awaitAll(ctx, []jetstream.PubAckFuture{p.fut}, "store output"); err != nil {
 		w.err = err
+		w.s.note(err)
 	}
 }
 
@@ -128,11 +132,11 @@ func (s *Store) ReadChunks(ctx context.Context, id string, poll time.Duration, i
 		DeliverPolicy:  jetstream.DeliverAllPolicy,
 	})
 	if err != nil {
-		return unavailable("read output chunks", err)
+		return s.unavailable("read output chunks", err)
 	}
 	it, err := cons.Messages()
 	if err != nil {
-		return unavailable("read output chunks", err)
+		return s.unavailable("read output chunks", err)
 	}
 	defer it.Stop()
 	for {
@@ -149,7 +153,7 @@ func (s *Store) ReadChunks(ctx context.Context, id string, poll time.Duration, i
 				}
 				continue
 			}
-			return unavailable("read output chunks", err)
+			return s.unavailable("read output chunks", err)
 		}
 		_ = msg.Ack()
 		if msg.Headers().Get(headerEnd) != "" {
@@ -165,7 +169,7 @@ func (s *Store) ReadChunks(ctx context.Context, id string, poll time.Duration, i
 // DeleteChunks drops an execution's stored chunks.
 func (s *Store) DeleteChunks(ctx context.Context, id string) error {
 	if err := s.chunks.Purge(ctx, jetstream.WithPurgeSubject(chunkSubjectBase+id)); err != nil {
-		return unavailable("delete output chunks", err)
+		return s.unavailable("delete output chunks", err)
 	}
 	return nil
 }

@@ -40,7 +40,7 @@ func (s *Store) provisionInputs(ctx context.Context) error {
 // message carries instead of it.
 func (s *Store) PutInput(ctx context.Context, id string, data []byte) (string, error) {
 	if _, err := s.inputs.Put(ctx, s.objectMeta(id, ""), bytes.NewReader(data)); err != nil {
-		return "", unavailable("store input", err)
+		return "", s.unavailable("store input", err)
 	}
 	return InputScheme + id, nil
 }
@@ -98,7 +98,7 @@ func inputError(ref string, err error) error {
 // DeleteInput drops an execution's stored input, if any.
 func (s *Store) DeleteInput(ctx context.Context, id string) error {
 	if err := s.inputs.Delete(ctx, id); err != nil && !errors.Is(err, jetstream.ErrObjectNotFound) {
-		return unavailable("delete input", err)
+		return s.unavailable("delete input", err)
 	}
 	return nil
 }

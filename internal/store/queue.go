@@ -50,7 +50,7 @@ func (s *Store) Enqueue(ctx context.Context, spec *execution.Spec) (duplicate bo
 	}
 	ack, err := s.js.Publish(ctx, queueSubject(spec), b, jetstream.WithMsgID(msgID(spec)))
 	if err != nil {
-		return false, unavailable("enqueue execution", err)
+		return false, s.unavailable("enqueue execution", err)
 	}
 	return ack.Duplicate, nil
 }
@@ -95,17 +95,18 @@ func (s *Store) Submit(ctx context.Context, spec *execution.Spec, rec *execution
 	// message is the source of truth either way.
 	recF, err := s.js.PublishAsync(kvSubject(BucketExecutions, rec.ID), b)
 	if err != nil {
-		return unavailable("create execution record", err)
+		return s.unavailable("create execution record", err)
 	}
 	idxF, err := s.js.PublishAsync(kvSubject(BucketExecIndex, rec.TaskID+"."+rec.ID), nil)
 	if err != nil {
-		return unavailable("index execution record", err)
+		return s.unavailable("index execution record", err)
 	}
 	qF, err := s.js.PublishAsync(queueSubject(spec), msg, jetstream.WithMsgID(msgID(spec)))
 	if err != nil {
-		return unavailable("enqueue execution", err)
+		return s.unavailable("enqueue execution", err)
 	}
 	if err := awaitAll(ctx, []jetstream.PubAckFuture{qF}, "enqueue execution"); err != nil {
+		s.note(err)
 		return err
 	}
 	// Queued: accepted. A record write that failed is repaired by the
@@ -130,7 +131,7 @@ func msgID(spec *execution.Spec) string {
 func (s *Store) QueuedOfTask(ctx context.Context, taskID string) (int64, error) {
 	info, err := s.queue.Info(ctx, jetstream.WithSubjectFilter(queueSubjectBase+"*."+taskID+".*"))
 	if err != nil {
-		return 0, unavailable("queue info", err)
+		return 0, s.unavailable("queue info", err)
 	}
 	var n int64
 	for _, c := range info.State.Subjects {
@@ -144,7 +145,7 @@ func (s *Store) QueuedOfTask(ctx context.Context, taskID string) (int64, error) 
 func (s *Store) IsQueued(ctx context.Context, taskID, id string) (bool, error) {
 	info, err := s.queue.Info(ctx, jetstream.WithSubjectFilter(queueSubjectBase+"*."+taskID+"."+id))
 	if err != nil {
-		return false, unavailable("queue info", err)
+		return false, s.unavailable("queue info", err)
 	}
 	return len(info.State.Subjects) > 0, nil
 }
@@ -156,7 +157,7 @@ func (s *Store) QueueDepthByBand(ctx context.Context) ([]int64, error) {
 	for i, c := range s.bands { // highest band first
 		info, err := c.Info(ctx)
 		if err != nil {
-			return nil, unavailable("queue info", err)
+			return nil, s.unavailable("queue info", err)
 		}
 		out[Bands-1-i] = int64(info.NumPending)
 	}
@@ -169,7 +170,7 @@ func (s *Store) QueueDepth(ctx context.Context) (waiting, inFlight int64, err er
 	for _, c := range s.bands {
 		info, err := c.Info(ctx)
 		if err != nil {
-			return 0, 0, unavailable("queue info", err)
+			return 0, 0, s.unavailable("queue info", err)
 		}
 		waiting += int64(info.NumPending)
 		inFlight += int64(info.NumAckPending)
@@ -239,7 +240,7 @@ func (s *Store) fetchFrom(c jetstream.Consumer, n int, wait time.Duration, handl
 		batch, err = c.FetchNoWait(n)
 	}
 	if err != nil {
-		return 0, unavailable("fetch from queue", err)
+		return 0, s.unavailable("fetch from queue", err)
 	}
 	got := 0
 	for msg := range batch.Messages() {
@@ -249,7 +250,7 @@ func (s *Store) fetchFrom(c jetstream.Consumer, n int, wait time.Duration, handl
 		}
 	}
 	if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) && !errors.Is(err, context.DeadlineExceeded) {
-		return got, unavailable("fetch from queue", err)
+		return got, s.unavailable("fetch from queue", err)
 	}
 	return got, nil
 }
@@ -271,7 +272,7 @@ func (s *Store) Streams(buffer int) ([]*Stream, error) {
 			for _, st := range out {
 				st.Stop()
 			}
-			return nil, unavailable("consume queue", err)
+			return nil, s.unavailable("consume queue", err)
 		}
 		out = append(out, &Stream{it: it, store: s})
 	}

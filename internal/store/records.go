@@ -27,10 +27,10 @@ func (s *Store) CreateRecord(ctx context.Context, r *execution.Record) (uint64, 
 		return 0, errdefs.New(errdefs.ErrAlreadyExists, "EXECUTION_EXISTS", "execution %q already exists", r.ID)
 	}
 	if err != nil {
-		return 0, unavailable("create execution record", err)
+		return 0, s.unavailable("create execution record", err)
 	}
 	if _, err := s.index.Put(ctx, r.TaskID+"."+r.ID, nil); err != nil {
-		return 0, unavailable("index execution record", err)
+		return 0, s.unavailable("index execution record", err)
 	}
 	return rev, nil
 }
@@ -45,7 +45,7 @@ func (s *Store) PutRecord(ctx context.Context, r *execution.Record) (uint64, err
 	}
 	rev, err := s.execs.Put(ctx, r.ID, b)
 	if err != nil {
-		return 0, unavailable("store execution record", err)
+		return 0, s.unavailable("store execution record", err)
 	}
 	return rev, nil
 }
@@ -66,7 +66,7 @@ func (s *Store) PutRecordsAsync(ctx context.Context, recs []*execution.Record) e
 		}{{kvSubject(BucketExecutions, r.ID), b}, {kvSubject(BucketExecIndex, r.TaskID+"."+r.ID), nil}} {
 			f, err := s.js.PublishAsync(m.subj, m.data)
 			if err != nil {
-				return unavailable("store execution records", err)
+				return s.unavailable("store execution records", err)
 			}
 			futs = append(futs, f)
 		}
@@ -105,7 +105,7 @@ func (s *Store) UpdateRecord(ctx context.Context, r *execution.Record, rev uint6
 		if errors.Is(err, jetstream.ErrKeyExists) {
 			return 0, fmt.Errorf("execution %q changed concurrently: %w", r.ID, errdefs.ErrFailedPrecondition)
 		}
-		return 0, unavailable("update execution record", err)
+		return 0, s.unavailable("update execution record", err)
 	}
 	return n, nil
 }
@@ -117,7 +117,7 @@ func (s *Store) GetRecord(ctx context.Context, id string) (*execution.Record, ui
 		return nil, 0, errdefs.New(errdefs.ErrNotFound, "EXECUTION_NOT_FOUND", "execution %q not found", id)
 	}
 	if err != nil {
-		return nil, 0, unavailable("get execution record", err)
+		return nil, 0, s.unavailable("get execution record", err)
 	}
 	var r execution.Record
 	if err := json.Unmarshal(e.Value(), &r); err != nil {
@@ -180,7 +180,7 @@ func (s *Store) recordIDs(ctx context.Context, taskID string) ([]string, error) 
 	}
 	lister, err := bucket.ListKeysFiltered(ctx, filter)
 	if err != nil {
-		return nil, unavailable("list executions", err)
+		return nil, s.unavailable("list executions", err)
 	}
 	var ids []string
 	for k := range lister.Keys() {
@@ -212,10 +212,10 @@ func (s *Store) DeleteRecordsOfTask(ctx context.Context, taskID string) (int, er
 // what does not exist is not an error.
 func (s *Store) DeleteRecord(ctx context.Context, taskID, id string) error {
 	if err := s.execs.Purge(ctx, id); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
-		return unavailable("delete execution record", err)
+		return s.unavailable("delete execution record", err)
 	}
 	if err := s.index.Purge(ctx, taskID+"."+id); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
-		return unavailable("delete execution index", err)
+		return s.unavailable("delete execution index", err)
 	}
 	return nil
 }
@@ -230,7 +230,7 @@ func (s *Store) CreateTask(ctx context.Context, t *task.Task) error {
 		if errors.Is(err, jetstream.ErrKeyExists) {
 			return errdefs.New(errdefs.ErrAlreadyExists, "TASK_EXISTS", "task %q already exists", t.ID)
 		}
-		return unavailable("create task", err)
+		return s.unavailable("create task", err)
 	}
 	return nil
 }
@@ -242,7 +242,7 @@ func (s *Store) PutTask(ctx context.Context, t *task.Task) error {
 		return fmt.Errorf("encode task: %w", err)
 	}
 	if _, err := s.tasks.Put(ctx, t.ID, b); err != nil {
-		return unavailable("store task", err)
+		return s.unavailable("store task", err)
 	}
 	return nil
 }
@@ -254,7 +254,7 @@ func (s *Store) GetTask(ctx context.Context, id string) (*task.Task, error) {
 		return nil, errdefs.New(errdefs.ErrNotFound, "TASK_NOT_FOUND", "task %q not found", id)
 	}
 	if err != nil {
-		return nil, unavailable("get task", err)
+		return nil, s.unavailable("get task", err)
 	}
 	var t task.Task
 	if err := json.Unmarshal(e.Value(), &t); err != nil {
@@ -266,7 +266,7 @@ func (s *Store) GetTask(ctx context.Context, id string) (*task.Task, error) {
 // DeleteTask deletes task id.
 func (s *Store) DeleteTask(ctx context.Context, id string) error {
 	if err := s.tasks.Purge(ctx, id); err != nil {
-		return unavailable("delete task", err)
+		return s.unavailable("delete task", err)
 	}
 	return nil
 }
@@ -275,7 +275,7 @@ func (s *Store) DeleteTask(ctx context.Context, id string) error {
 func (s *Store) ListTasks(ctx context.Context) ([]*task.Task, error) {
 	lister, err := s.tasks.ListKeys(ctx)
 	if err != nil {
-		return nil, unavailable("list tasks", err)
+		return nil, s.unavailable("list tasks", err)
 	}
 	var ids []string
 	for k := range lister.Keys() {
@@ -312,7 +312,7 @@ func (s *Store) PutTaskStats(ctx context.Context, taskID string, st *TaskStats) 
 		return fmt.Errorf("encode task stats: %w", err)
 	}
 	if _, err := s.stats.Put(ctx, taskID, b); err != nil {
-		return unavailable("store task stats", err)
+		return s.unavailable("store task stats", err)
 	}
 	return nil
 }
@@ -325,7 +325,7 @@ func (s *Store) AllTaskStats(ctx context.Context) (map[string]*TaskStats, error)
 		return out, nil
 	}
 	if err != nil {
-		return nil, unavailable("list task stats", err)
+		return nil, s.unavailable("list task stats", err)
 	}
 	for k := range lister.Keys() {
 		e, err := s.stats.Get(ctx, k)
@@ -343,7 +343,7 @@ func (s *Store) AllTaskStats(ctx context.Context) (map[string]*TaskStats, error)
 // DeleteTaskStats deletes a task's stats.
 func (s *Store) DeleteTaskStats(ctx context.Context, taskID string) error {
 	if err := s.stats.Purge(ctx, taskID); err != nil {
-		return unavailable("delete task stats", err)
+		return s.unavailable("delete task stats", err)
 	}
 	return nil
 }
@@ -353,7 +353,7 @@ func (s *Store) DeleteTaskStats(ctx context.Context, taskID string) error {
 func (s *Store) WatchTasks(ctx context.Context, changed func(id string)) error {
 	w, err := s.tasks.WatchAll(ctx, jetstream.UpdatesOnly())
 	if err != nil {
-		return unavailable("watch tasks", err)
+		return s.unavailable("watch tasks", err)
 	}
 	go func() {
 		defer w.Stop()

@@ -87,7 +87,9 @@ type Options struct {
 	// server. With an external server, the server's own limit is read at
 	// connection and used instead.
 	MaxPayload int32
-	Logger     *slog.Logger
+	// MaxStoreBytes is the store's budget (see budget.go); 0 derives it.
+	MaxStoreBytes int64
+	Logger        *slog.Logger
 }
 
 // Store is Spear's durable state.
@@ -112,6 +114,9 @@ type Store struct {
 	callbacks jetstream.Consumer
 	// sizes are derived from the server's max payload (see sizes.go).
 	sizes Sizes
+	// usage is the store's size against its budget (see budget.go).
+	usage       usage
+	stopMeasure context.CancelFunc
 }
 
 // Open starts (or connects to) NATS and creates the buckets, the queue
@@ -133,6 +138,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		opts.MaxPayload = 8 << 20
 	}
 	s := &Store{opts: opts, log: opts.Logger}
+	s.usage.limit = opts.MaxStoreBytes
 	if err := s.connect(); err != nil {
 		s.Close()
 		return nil, err
@@ -141,6 +147,12 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		s.Close()
 		return nil, err
 	}
+	if s.usage.limit == 0 && s.srv == nil {
+		s.usage.limit = s.accountBudget(ctx)
+	}
+	mctx, cancel := context.WithCancel(context.Background())
+	s.stopMeasure = cancel
+	go s.measureUsage(mctx, time.Second)
 	return s, nil
 }
 
@@ -157,6 +169,13 @@ func (s *Store) connect() error {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return fmt.Errorf("data dir: %w", err)
 		}
+		if s.usage.limit == 0 {
+			b, err := embeddedBudget(dir)
+			if err != nil {
+				return err
+			}
+			s.usage.limit = b
+		}
 		so := &server.Options{
 			ServerName:         "spear-embedded",
 			JetStream:          true,
@@ -168,6 +187,7 @@ func (s *Store) connect() error {
 			NoLog:              true,
 			MaxPending:         max(64<<20, int64(s.opts.MaxPayload)*4),
 			JetStreamMaxMemory: 256 << 20,
+			JetStreamMaxStore:  s.usage.limit,
 		}
 		if s.opts.Listen != "" {
 			host, port, err := splitHostPort(s.opts.Listen)
@@ -287,6 +307,9 @@ func (s *Store) Embedded() bool { return s.srv != nil }
 
 // Close drains the connection and stops the embedded server.
 func (s *Store) Close() {
+	if s.stopMeasure != nil {
+		s.stopMeasure()
+	}
 	if s.nc != nil {
 		s.nc.Close()
 	}
@@ -314,9 +337,22 @@ func (s *Store) StorageBytes(ctx context.Context) (int64, error) {
 	return total, nil
 }
 
+// unavailable wraps a failed store operation: STORAGE_FULL when the server
+// refused it for lack of space, else the Unavailable class.
 func unavailable(what string, err error) error {
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return fmt.Errorf("%s: %w", what, err)
 	}
+	if noSpace(err) {
+		return storageFull("%s: the store is out of space (%v)", what, err)
+	}
 	return fmt.Errorf("%s: %w: %w", what, errdefs.ErrUnavailable, err)
+}
+
+// unavailable is the package function, and notes a write the server
+// refused for lack of space in the store's usage.
+func (s *Store) unavailable(what string, err error) error {
+	e := unavailable(what, err)
+	s.note(e)
+	return e
 }

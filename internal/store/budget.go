@@ -1,0 +1,165 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/sys/unix"
+
+	"github.com/spear-go/spear/internal/errdefs"
+)
+
+// The store's budget: how many bytes Spear's streams and buckets may hold.
+// It is --max-store-bytes when given; else, embedded, 90% of what the data
+// dir's filesystem could hold at start (the embedded server is held to it
+// too); else the account's JetStream limit; else it is learned: the usage
+// at which the server first refused a write for lack of space.
+//
+// A reserve is kept so that accepted work can always finish: new work is
+// refused (STORAGE_FULL) once the usage reaches the budget less the
+// reserve, output stops being stored at the budget less half the reserve,
+// and the final records of what was accepted fit in the rest.
+
+// storageFull is the error of work refused for lack of space.
+func storageFull(format string, args ...any) error {
+	return errdefs.New(errdefs.ErrResourceExhausted, "STORAGE_FULL", format, args...)
+}
+
+// noSpace reports whether the server refused an operation for lack of
+// space (JetStream's insufficient resources, or a full disk).
+func noSpace(err error) bool {
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) && (apiErr.ErrorCode == 10023 || apiErr.ErrorCode == 10047) {
+		return true
+	}
+	msg := err.Error()
+	return strings.Contains(msg, "insufficient resources") || strings.Contains(msg, "insufficient storage") ||
+		strings.Contains(msg, "no space left on device")
+}
+
+// usage tracks the store's size against its budget.
+type usage struct {
+	limit   int64        // the budget; 0: not known
+	learned atomic.Int64 // usage when the server refused a write (limit unknown)
+	used    atomic.Int64 // last measured, plus output written since
+	refused atomic.Int64 // Unix nanoseconds of the latest refused write
+}
+
+// refusedRecently is how long a refused write makes the store report
+// itself full, whatever the measured usage says.
+const refusedRecently = 5 * time.Second
+
+func (u *usage) budget() int64 {
+	if u.limit > 0 {
+		return u.limit
+	}
+	return u.learned.Load()
+}
+
+// reserve is what new work may not use: a tenth of the budget, at least
+// 4 MiB.
+func reserve(budget int64) int64 { return max(budget/10, 4<<20) }
+
+// admit refuses new work when accepting it would eat into the reserve.
+func (u *usage) admit() error {
+	b, used := u.budget(), u.used.Load()
+	if b > 0 && used+reserve(b) >= b {
+		return storageFull("the store holds %d of its %d bytes (%d kept for work already accepted): new work is refused until retention frees space; raise --max-store-bytes or free disk", used, b, reserve(b))
+	}
+	if t := u.refused.Load(); t != 0 && time.Since(time.Unix(0, t)) < refusedRecently {
+		return storageFull("the store refused a write for lack of space moments ago: new work is refused until retention frees space; raise --max-store-bytes or free disk")
+	}
+	return nil
+}
+
+// allowOutput refuses to store n more bytes of output once the usage
+// reaches the budget less half the reserve.
+func (u *usage) allowOutput(n int) error {
+	b := u.budget()
+	used := u.used.Add(int64(n))
+	if b > 0 && used > b-reserve(b)/2 {
+		return storageFull("the store is nearly full (%d of %d bytes): the rest of this output is not stored", used, b)
+	}
+	return nil
+}
+
+// note records a write the server refused for lack of space.
+func (s *Store) note(err error) {
+	if errdefs.Code(err) != "STORAGE_FULL" {
+		return
+	}
+	s.usage.refused.Store(time.Now().UnixNano())
+	if s.usage.limit == 0 {
+		s.usage.learned.Store(s.usage.used.Load())
+	}
+}
+
+// AdmitWork refuses new work (STORAGE_FULL) when the store is too full to
+// be sure it can be finished.
+func (s *Store) AdmitWork() error { return s.usage.admit() }
+
+// StorageState is the store's usage, for health, stats and metrics.
+type StorageState struct {
+	Used, Budget int64 // Budget 0: not known
+	// Full says a write was refused for lack of space moments ago.
+	Full bool
+}
+
+// Storage returns the store's usage as last measured.
+func (s *Store) Storage() StorageState {
+	t := s.usage.refused.Load()
+	return StorageState{Used: s.usage.used.Load(), Budget: s.usage.budget(),
+		Full: t != 0 && time.Since(time.Unix(0, t)) < refusedRecently}
+}
+
+// measureUsage refreshes the usage every interval until ctx ends.
+func (s *Store) measureUsage(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		if n, err := s.StorageBytes(ctx); err == nil {
+			s.usage.used.Store(n)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// embeddedBudget is 90% of what the data dir's filesystem can hold for
+// the embedded server: its free space plus what the server already keeps.
+func embeddedBudget(dir string) (int64, error) {
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		return 0, fmt.Errorf("free space of %s: %w", dir, err)
+	}
+	var kept int64
+	_ = filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() {
+			if fi, err := d.Info(); err == nil {
+				kept += fi.Size()
+			}
+		}
+		return nil
+	})
+	return (int64(st.Bavail)*st.Bsize + kept) / 10 * 9, nil
+}
+
+// accountBudget is the account's JetStream storage limit, 0 if it has
+// none.
+func (s *Store) accountBudget(ctx context.Context) int64 {
+	info, err := s.js.AccountInfo(ctx)
+	if err != nil || info.Limits.MaxStore <= 0 {
+		return 0
+	}
+	return info.Limits.MaxStore
+}
