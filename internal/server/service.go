@@ -368,11 +368,7 @@ func (s *Service) GetExecutionStatus(ctx context.Context, req *pb.GetExecutionSt
 	if err != nil {
 		return nil, err
 	}
-	resp := &pb.GetExecutionStatusResponse{Found: true, Result: resultOf(rec, req.IncludeResult), Message: strings.ToLower(rec.Status.String())}
-	if req.IncludeLogs {
-		resp.Logs = logLines(rec)
-	}
-	return resp, nil
+	return statusOf(rec, req.IncludeResult, req.IncludeLogs), nil
 }
 
 // CancelExecution stops a queued or running execution.
@@ -686,6 +682,15 @@ func (s *Service) UpdateTaskLimits(ctx context.Context, req *pb.UpdateTaskLimits
 		return nil, err
 	}
 	return &pb.UpdateTaskLimitsResponse{Task: s.taskInfo(t, true)}, nil
+}
+
+// UpdateTask re-pins a task to an artifact's content as it is now.
+func (s *Service) UpdateTask(ctx context.Context, req *pb.UpdateTaskRequest) (*pb.UpdateTaskResponse, error) {
+	t, changed, err := s.reg.Update(ctx, req.TaskId, artifactOf(req.ArtifactSpec))
+	if err != nil {
+		return nil, err
+	}
+	return &pb.UpdateTaskResponse{Task: s.taskInfo(t, true), Changed: changed}, nil
 }
 
 // RequeueExecution queues a dead-lettered execution again.
