@@ -1252,11 +1252,15 @@ func (x *GetExecutionStatusRequest) GetIncludeLogs() bool {
 }
 
 type GetExecutionStatusResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Found         bool                   `protobuf:"varint,1,opt,name=found,proto3" json:"found,omitempty"`
-	Result        *ExecutionResult       `protobuf:"bytes,2,opt,name=result,proto3" json:"result,omitempty"`
-	Logs          []string               `protobuf:"bytes,3,rep,name=logs,proto3" json:"logs,omitempty"`
-	Message       string                 `protobuf:"bytes,4,opt,name=message,proto3" json:"message,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Found   bool                   `protobuf:"varint,1,opt,name=found,proto3" json:"found,omitempty"`
+	Result  *ExecutionResult       `protobuf:"bytes,2,opt,name=result,proto3" json:"result,omitempty"`
+	Logs    []string               `protobuf:"bytes,3,rep,name=logs,proto3" json:"logs,omitempty"`
+	Message string                 `protobuf:"bytes,4,opt,name=message,proto3" json:"message,omitempty"`
+	// Extensions. Which execution this is, and of which task (also in the
+	// body of a completion callback).
+	ExecutionId   string `protobuf:"bytes,50,opt,name=execution_id,json=executionId,proto3" json:"execution_id,omitempty"`
+	TaskId        string `protobuf:"bytes,51,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1315,6 +1319,20 @@ func (x *GetExecutionStatusResponse) GetLogs() []string {
 func (x *GetExecutionStatusResponse) GetMessage() string {
 	if x != nil {
 		return x.Message
+	}
+	return ""
+}
+
+func (x *GetExecutionStatusResponse) GetExecutionId() string {
+	if x != nil {
+		return x.ExecutionId
+	}
+	return ""
+}
+
+func (x *GetExecutionStatusResponse) GetTaskId() string {
+	if x != nil {
+		return x.TaskId
 	}
 	return ""
 }
@@ -3146,6 +3164,116 @@ func (x *UpdateTaskLimitsResponse) GetTask() *TaskInfo {
 	return nil
 }
 
+// UpdateTaskRequest re-pins a task to an artifact's content as it is now:
+// the same file after it changed, another location, or an uploaded
+// artifact. Fields of artifact_spec left empty keep the task's (checksum
+// excepted: when given it must match the content, else the content's own
+// is pinned); without artifact_spec the task's location is read again.
+type UpdateTaskRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TaskId        string                 `protobuf:"bytes,1,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
+	ArtifactSpec  *ArtifactSpec          `protobuf:"bytes,2,opt,name=artifact_spec,json=artifactSpec,proto3" json:"artifact_spec,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateTaskRequest) Reset() {
+	*x = UpdateTaskRequest{}
+	mi := &file_spearlet_spearlet_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateTaskRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateTaskRequest) ProtoMessage() {}
+
+func (x *UpdateTaskRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_spearlet_spearlet_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateTaskRequest.ProtoReflect.Descriptor instead.
+func (*UpdateTaskRequest) Descriptor() ([]byte, []int) {
+	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *UpdateTaskRequest) GetTaskId() string {
+	if x != nil {
+		return x.TaskId
+	}
+	return ""
+}
+
+func (x *UpdateTaskRequest) GetArtifactSpec() *ArtifactSpec {
+	if x != nil {
+		return x.ArtifactSpec
+	}
+	return nil
+}
+
+type UpdateTaskResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Task  *TaskInfo              `protobuf:"bytes,1,opt,name=task,proto3" json:"task,omitempty"`
+	// False when the task already had this artifact and content.
+	Changed       bool `protobuf:"varint,2,opt,name=changed,proto3" json:"changed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateTaskResponse) Reset() {
+	*x = UpdateTaskResponse{}
+	mi := &file_spearlet_spearlet_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateTaskResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateTaskResponse) ProtoMessage() {}
+
+func (x *UpdateTaskResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_spearlet_spearlet_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateTaskResponse.ProtoReflect.Descriptor instead.
+func (*UpdateTaskResponse) Descriptor() ([]byte, []int) {
+	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *UpdateTaskResponse) GetTask() *TaskInfo {
+	if x != nil {
+		return x.Task
+	}
+	return nil
+}
+
+func (x *UpdateTaskResponse) GetChanged() bool {
+	if x != nil {
+		return x.Changed
+	}
+	return false
+}
+
 // RequeueExecutionRequest runs a dead-lettered execution again, with a
 // fresh retry budget.
 type RequeueExecutionRequest struct {
@@ -3157,7 +3285,7 @@ type RequeueExecutionRequest struct {
 
 func (x *RequeueExecutionRequest) Reset() {
 	*x = RequeueExecutionRequest{}
-	mi := &file_spearlet_spearlet_proto_msgTypes[36]
+	mi := &file_spearlet_spearlet_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3169,7 +3297,7 @@ func (x *RequeueExecutionRequest) String() string {
 func (*RequeueExecutionRequest) ProtoMessage() {}
 
 func (x *RequeueExecutionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_spearlet_spearlet_proto_msgTypes[36]
+	mi := &file_spearlet_spearlet_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3182,7 +3310,7 @@ func (x *RequeueExecutionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequeueExecutionRequest.ProtoReflect.Descriptor instead.
 func (*RequeueExecutionRequest) Descriptor() ([]byte, []int) {
-	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{36}
+	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *RequeueExecutionRequest) GetExecutionId() string {
@@ -3204,7 +3332,7 @@ type RequeueExecutionResponse struct {
 
 func (x *RequeueExecutionResponse) Reset() {
 	*x = RequeueExecutionResponse{}
-	mi := &file_spearlet_spearlet_proto_msgTypes[37]
+	mi := &file_spearlet_spearlet_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3216,7 +3344,7 @@ func (x *RequeueExecutionResponse) String() string {
 func (*RequeueExecutionResponse) ProtoMessage() {}
 
 func (x *RequeueExecutionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_spearlet_spearlet_proto_msgTypes[37]
+	mi := &file_spearlet_spearlet_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3229,7 +3357,7 @@ func (x *RequeueExecutionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequeueExecutionResponse.ProtoReflect.Descriptor instead.
 func (*RequeueExecutionResponse) Descriptor() ([]byte, []int) {
-	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{37}
+	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *RequeueExecutionResponse) GetSuccess() bool {
@@ -3272,7 +3400,7 @@ type WatchExecutionRequest struct {
 
 func (x *WatchExecutionRequest) Reset() {
 	*x = WatchExecutionRequest{}
-	mi := &file_spearlet_spearlet_proto_msgTypes[38]
+	mi := &file_spearlet_spearlet_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3284,7 +3412,7 @@ func (x *WatchExecutionRequest) String() string {
 func (*WatchExecutionRequest) ProtoMessage() {}
 
 func (x *WatchExecutionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_spearlet_spearlet_proto_msgTypes[38]
+	mi := &file_spearlet_spearlet_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3297,7 +3425,7 @@ func (x *WatchExecutionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchExecutionRequest.ProtoReflect.Descriptor instead.
 func (*WatchExecutionRequest) Descriptor() ([]byte, []int) {
-	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{38}
+	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *WatchExecutionRequest) GetExecutionId() string {
@@ -3330,7 +3458,7 @@ type ExecutionEvent struct {
 
 func (x *ExecutionEvent) Reset() {
 	*x = ExecutionEvent{}
-	mi := &file_spearlet_spearlet_proto_msgTypes[39]
+	mi := &file_spearlet_spearlet_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3342,7 +3470,7 @@ func (x *ExecutionEvent) String() string {
 func (*ExecutionEvent) ProtoMessage() {}
 
 func (x *ExecutionEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_spearlet_spearlet_proto_msgTypes[39]
+	mi := &file_spearlet_spearlet_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3355,7 +3483,7 @@ func (x *ExecutionEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecutionEvent.ProtoReflect.Descriptor instead.
 func (*ExecutionEvent) Descriptor() ([]byte, []int) {
-	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{39}
+	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *ExecutionEvent) GetExecutionId() string {
@@ -3401,7 +3529,7 @@ type UploadArtifactRequest struct {
 
 func (x *UploadArtifactRequest) Reset() {
 	*x = UploadArtifactRequest{}
-	mi := &file_spearlet_spearlet_proto_msgTypes[40]
+	mi := &file_spearlet_spearlet_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3413,7 +3541,7 @@ func (x *UploadArtifactRequest) String() string {
 func (*UploadArtifactRequest) ProtoMessage() {}
 
 func (x *UploadArtifactRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_spearlet_spearlet_proto_msgTypes[40]
+	mi := &file_spearlet_spearlet_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3426,7 +3554,7 @@ func (x *UploadArtifactRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadArtifactRequest.ProtoReflect.Descriptor instead.
 func (*UploadArtifactRequest) Descriptor() ([]byte, []int) {
-	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{40}
+	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *UploadArtifactRequest) GetName() string {
@@ -3463,7 +3591,7 @@ type UploadArtifactResponse struct {
 
 func (x *UploadArtifactResponse) Reset() {
 	*x = UploadArtifactResponse{}
-	mi := &file_spearlet_spearlet_proto_msgTypes[41]
+	mi := &file_spearlet_spearlet_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3475,7 +3603,7 @@ func (x *UploadArtifactResponse) String() string {
 func (*UploadArtifactResponse) ProtoMessage() {}
 
 func (x *UploadArtifactResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_spearlet_spearlet_proto_msgTypes[41]
+	mi := &file_spearlet_spearlet_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3488,7 +3616,7 @@ func (x *UploadArtifactResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadArtifactResponse.ProtoReflect.Descriptor instead.
 func (*UploadArtifactResponse) Descriptor() ([]byte, []int) {
-	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{41}
+	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *UploadArtifactResponse) GetLocation() string {
@@ -3639,12 +3767,14 @@ const file_spearlet_spearlet_proto_rawDesc = "" +
 	"\x19GetExecutionStatusRequest\x12!\n" +
 	"\fexecution_id\x18\x01 \x01(\tR\vexecutionId\x12%\n" +
 	"\x0einclude_result\x18\x02 \x01(\bR\rincludeResult\x12!\n" +
-	"\finclude_logs\x18\x03 \x01(\bR\vincludeLogs\"\x93\x01\n" +
+	"\finclude_logs\x18\x03 \x01(\bR\vincludeLogs\"\xcf\x01\n" +
 	"\x1aGetExecutionStatusResponse\x12\x14\n" +
 	"\x05found\x18\x01 \x01(\bR\x05found\x121\n" +
 	"\x06result\x18\x02 \x01(\v2\x19.spearlet.ExecutionResultR\x06result\x12\x12\n" +
 	"\x04logs\x18\x03 \x03(\tR\x04logs\x12\x18\n" +
-	"\amessage\x18\x04 \x01(\tR\amessage\"i\n" +
+	"\amessage\x18\x04 \x01(\tR\amessage\x12!\n" +
+	"\fexecution_id\x182 \x01(\tR\vexecutionId\x12\x17\n" +
+	"\atask_id\x183 \x01(\tR\x06taskId\"i\n" +
 	"\x16CancelExecutionRequest\x12!\n" +
 	"\fexecution_id\x18\x01 \x01(\tR\vexecutionId\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x14\n" +
@@ -3823,7 +3953,13 @@ const file_spearlet_spearlet_proto_rawDesc = "" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12,\n" +
 	"\x06limits\x18\x02 \x01(\v2\x14.spearlet.TaskLimitsR\x06limits\"B\n" +
 	"\x18UpdateTaskLimitsResponse\x12&\n" +
-	"\x04task\x18\x01 \x01(\v2\x12.spearlet.TaskInfoR\x04task\"<\n" +
+	"\x04task\x18\x01 \x01(\v2\x12.spearlet.TaskInfoR\x04task\"i\n" +
+	"\x11UpdateTaskRequest\x12\x17\n" +
+	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12;\n" +
+	"\rartifact_spec\x18\x02 \x01(\v2\x16.spearlet.ArtifactSpecR\fartifactSpec\"V\n" +
+	"\x12UpdateTaskResponse\x12&\n" +
+	"\x04task\x18\x01 \x01(\v2\x12.spearlet.TaskInfoR\x04task\x12\x18\n" +
+	"\achanged\x18\x02 \x01(\bR\achanged\"<\n" +
 	"\x17RequeueExecutionRequest\x12!\n" +
 	"\fexecution_id\x18\x01 \x01(\tR\vexecutionId\"\xa4\x01\n" +
 	"\x18RequeueExecutionResponse\x12\x18\n" +
@@ -3864,7 +4000,8 @@ const file_spearlet_spearlet_proto_rawDesc = "" +
 	"\x1aEXECUTION_STATUS_COMPLETED\x10\x03\x12\x1b\n" +
 	"\x17EXECUTION_STATUS_FAILED\x10\x04\x12\x1e\n" +
 	"\x1aEXECUTION_STATUS_CANCELLED\x10\x05\x12\x1c\n" +
-	"\x18EXECUTION_STATUS_TIMEOUT\x10\x062\xcb\t\n" +
+	"\x18EXECUTION_STATUS_TIMEOUT\x10\x062\x94\n" +
+	"\n" +
 	"\x0fFunctionService\x12S\n" +
 	"\x0eInvokeFunction\x12\x1f.spearlet.InvokeFunctionRequest\x1a .spearlet.InvokeFunctionResponse\x12_\n" +
 	"\x12GetExecutionStatus\x12#.spearlet.GetExecutionStatusRequest\x1a$.spearlet.GetExecutionStatusResponse\x12V\n" +
@@ -3881,7 +4018,9 @@ const file_spearlet_spearlet_proto_rawDesc = "" +
 	"\x10UpdateTaskLimits\x12!.spearlet.UpdateTaskLimitsRequest\x1a\".spearlet.UpdateTaskLimitsResponse\x12Y\n" +
 	"\x10RequeueExecution\x12!.spearlet.RequeueExecutionRequest\x1a\".spearlet.RequeueExecutionResponse\x12M\n" +
 	"\x0eWatchExecution\x12\x1f.spearlet.WatchExecutionRequest\x1a\x18.spearlet.ExecutionEvent0\x01\x12S\n" +
-	"\x0eUploadArtifact\x12\x1f.spearlet.UploadArtifactRequest\x1a .spearlet.UploadArtifactResponseB1Z/github.com/spear-go/spear/api/spearlet;spearletb\x06proto3"
+	"\x0eUploadArtifact\x12\x1f.spearlet.UploadArtifactRequest\x1a .spearlet.UploadArtifactResponse\x12G\n" +
+	"\n" +
+	"UpdateTask\x12\x1b.spearlet.UpdateTaskRequest\x1a\x1c.spearlet.UpdateTaskResponseB1Z/github.com/spear-go/spear/api/spearlet;spearletb\x06proto3"
 
 var (
 	file_spearlet_spearlet_proto_rawDescOnce sync.Once
@@ -3896,7 +4035,7 @@ func file_spearlet_spearlet_proto_rawDescGZIP() []byte {
 }
 
 var file_spearlet_spearlet_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_spearlet_spearlet_proto_msgTypes = make([]protoimpl.MessageInfo, 54)
+var file_spearlet_spearlet_proto_msgTypes = make([]protoimpl.MessageInfo, 56)
 var file_spearlet_spearlet_proto_goTypes = []any{
 	(InvocationType)(0),                // 0: spearlet.InvocationType
 	(ExecutionMode)(0),                 // 1: spearlet.ExecutionMode
@@ -3937,60 +4076,62 @@ var file_spearlet_spearlet_proto_goTypes = []any{
 	(*RegisterTaskResponse)(nil),       // 36: spearlet.RegisterTaskResponse
 	(*UpdateTaskLimitsRequest)(nil),    // 37: spearlet.UpdateTaskLimitsRequest
 	(*UpdateTaskLimitsResponse)(nil),   // 38: spearlet.UpdateTaskLimitsResponse
-	(*RequeueExecutionRequest)(nil),    // 39: spearlet.RequeueExecutionRequest
-	(*RequeueExecutionResponse)(nil),   // 40: spearlet.RequeueExecutionResponse
-	(*WatchExecutionRequest)(nil),      // 41: spearlet.WatchExecutionRequest
-	(*ExecutionEvent)(nil),             // 42: spearlet.ExecutionEvent
-	(*UploadArtifactRequest)(nil),      // 43: spearlet.UploadArtifactRequest
-	(*UploadArtifactResponse)(nil),     // 44: spearlet.UploadArtifactResponse
-	nil,                                // 45: spearlet.ArtifactSpec.MetadataEntry
-	nil,                                // 46: spearlet.ExecutionContext.EnvironmentEntry
-	nil,                                // 47: spearlet.ExecutionContext.HeadersEntry
-	nil,                                // 48: spearlet.ExecutionResult.MetricsEntry
-	nil,                                // 49: spearlet.InvokeFunctionRequest.InvocationMetadataEntry
-	nil,                                // 50: spearlet.StreamExecutionResult.MetadataEntry
-	nil,                                // 51: spearlet.TaskInfo.MetadataEntry
-	nil,                                // 52: spearlet.ExecutionInfo.MetadataEntry
-	nil,                                // 53: spearlet.HealthDetails.SystemInfoEntry
-	nil,                                // 54: spearlet.TaskStats.TasksByTypeEntry
-	nil,                                // 55: spearlet.ExecutionStats.ExecutionsByFunctionEntry
-	nil,                                // 56: spearlet.RegisterTaskRequest.MetadataEntry
-	(*anypb.Any)(nil),                  // 57: google.protobuf.Any
-	(*timestamppb.Timestamp)(nil),      // 58: google.protobuf.Timestamp
+	(*UpdateTaskRequest)(nil),          // 39: spearlet.UpdateTaskRequest
+	(*UpdateTaskResponse)(nil),         // 40: spearlet.UpdateTaskResponse
+	(*RequeueExecutionRequest)(nil),    // 41: spearlet.RequeueExecutionRequest
+	(*RequeueExecutionResponse)(nil),   // 42: spearlet.RequeueExecutionResponse
+	(*WatchExecutionRequest)(nil),      // 43: spearlet.WatchExecutionRequest
+	(*ExecutionEvent)(nil),             // 44: spearlet.ExecutionEvent
+	(*UploadArtifactRequest)(nil),      // 45: spearlet.UploadArtifactRequest
+	(*UploadArtifactResponse)(nil),     // 46: spearlet.UploadArtifactResponse
+	nil,                                // 47: spearlet.ArtifactSpec.MetadataEntry
+	nil,                                // 48: spearlet.ExecutionContext.EnvironmentEntry
+	nil,                                // 49: spearlet.ExecutionContext.HeadersEntry
+	nil,                                // 50: spearlet.ExecutionResult.MetricsEntry
+	nil,                                // 51: spearlet.InvokeFunctionRequest.InvocationMetadataEntry
+	nil,                                // 52: spearlet.StreamExecutionResult.MetadataEntry
+	nil,                                // 53: spearlet.TaskInfo.MetadataEntry
+	nil,                                // 54: spearlet.ExecutionInfo.MetadataEntry
+	nil,                                // 55: spearlet.HealthDetails.SystemInfoEntry
+	nil,                                // 56: spearlet.TaskStats.TasksByTypeEntry
+	nil,                                // 57: spearlet.ExecutionStats.ExecutionsByFunctionEntry
+	nil,                                // 58: spearlet.RegisterTaskRequest.MetadataEntry
+	(*anypb.Any)(nil),                  // 59: google.protobuf.Any
+	(*timestamppb.Timestamp)(nil),      // 60: google.protobuf.Timestamp
 }
 var file_spearlet_spearlet_proto_depIdxs = []int32{
-	45, // 0: spearlet.ArtifactSpec.metadata:type_name -> spearlet.ArtifactSpec.MetadataEntry
-	57, // 1: spearlet.FunctionParameter.value:type_name -> google.protobuf.Any
-	46, // 2: spearlet.ExecutionContext.environment:type_name -> spearlet.ExecutionContext.EnvironmentEntry
-	47, // 3: spearlet.ExecutionContext.headers:type_name -> spearlet.ExecutionContext.HeadersEntry
+	47, // 0: spearlet.ArtifactSpec.metadata:type_name -> spearlet.ArtifactSpec.MetadataEntry
+	59, // 1: spearlet.FunctionParameter.value:type_name -> google.protobuf.Any
+	48, // 2: spearlet.ExecutionContext.environment:type_name -> spearlet.ExecutionContext.EnvironmentEntry
+	49, // 3: spearlet.ExecutionContext.headers:type_name -> spearlet.ExecutionContext.HeadersEntry
 	2,  // 4: spearlet.ExecutionResult.status:type_name -> spearlet.ExecutionStatus
-	57, // 5: spearlet.ExecutionResult.result:type_name -> google.protobuf.Any
-	48, // 6: spearlet.ExecutionResult.metrics:type_name -> spearlet.ExecutionResult.MetricsEntry
-	58, // 7: spearlet.ExecutionResult.started_at:type_name -> google.protobuf.Timestamp
-	58, // 8: spearlet.ExecutionResult.completed_at:type_name -> google.protobuf.Timestamp
+	59, // 5: spearlet.ExecutionResult.result:type_name -> google.protobuf.Any
+	50, // 6: spearlet.ExecutionResult.metrics:type_name -> spearlet.ExecutionResult.MetricsEntry
+	60, // 7: spearlet.ExecutionResult.started_at:type_name -> google.protobuf.Timestamp
+	60, // 8: spearlet.ExecutionResult.completed_at:type_name -> google.protobuf.Timestamp
 	7,  // 9: spearlet.ExecutionResult.attempt_history:type_name -> spearlet.AttemptInfo
 	8,  // 10: spearlet.ExecutionResult.callback:type_name -> spearlet.CallbackDelivery
 	2,  // 11: spearlet.AttemptInfo.status:type_name -> spearlet.ExecutionStatus
-	58, // 12: spearlet.AttemptInfo.started_at:type_name -> google.protobuf.Timestamp
-	58, // 13: spearlet.AttemptInfo.completed_at:type_name -> google.protobuf.Timestamp
-	58, // 14: spearlet.CallbackDelivery.delivered_at:type_name -> google.protobuf.Timestamp
+	60, // 12: spearlet.AttemptInfo.started_at:type_name -> google.protobuf.Timestamp
+	60, // 13: spearlet.AttemptInfo.completed_at:type_name -> google.protobuf.Timestamp
+	60, // 14: spearlet.CallbackDelivery.delivered_at:type_name -> google.protobuf.Timestamp
 	0,  // 15: spearlet.InvokeFunctionRequest.invocation_type:type_name -> spearlet.InvocationType
 	3,  // 16: spearlet.InvokeFunctionRequest.artifact_spec:type_name -> spearlet.ArtifactSpec
 	4,  // 17: spearlet.InvokeFunctionRequest.parameters:type_name -> spearlet.FunctionParameter
 	1,  // 18: spearlet.InvokeFunctionRequest.execution_mode:type_name -> spearlet.ExecutionMode
 	5,  // 19: spearlet.InvokeFunctionRequest.context:type_name -> spearlet.ExecutionContext
-	49, // 20: spearlet.InvokeFunctionRequest.invocation_metadata:type_name -> spearlet.InvokeFunctionRequest.InvocationMetadataEntry
+	51, // 20: spearlet.InvokeFunctionRequest.invocation_metadata:type_name -> spearlet.InvokeFunctionRequest.InvocationMetadataEntry
 	10, // 21: spearlet.InvokeFunctionRequest.limits:type_name -> spearlet.TaskLimits
 	6,  // 22: spearlet.InvokeFunctionResponse.result:type_name -> spearlet.ExecutionResult
 	6,  // 23: spearlet.GetExecutionStatusResponse.result:type_name -> spearlet.ExecutionResult
 	2,  // 24: spearlet.CancelExecutionResponse.final_status:type_name -> spearlet.ExecutionStatus
 	2,  // 25: spearlet.StreamExecutionResult.status:type_name -> spearlet.ExecutionStatus
-	57, // 26: spearlet.StreamExecutionResult.chunk_data:type_name -> google.protobuf.Any
-	50, // 27: spearlet.StreamExecutionResult.metadata:type_name -> spearlet.StreamExecutionResult.MetadataEntry
+	59, // 26: spearlet.StreamExecutionResult.chunk_data:type_name -> google.protobuf.Any
+	52, // 27: spearlet.StreamExecutionResult.metadata:type_name -> spearlet.StreamExecutionResult.MetadataEntry
 	19, // 28: spearlet.ListTasksResponse.tasks:type_name -> spearlet.TaskInfo
 	3,  // 29: spearlet.TaskInfo.artifact_spec:type_name -> spearlet.ArtifactSpec
 	2,  // 30: spearlet.TaskInfo.last_status:type_name -> spearlet.ExecutionStatus
-	51, // 31: spearlet.TaskInfo.metadata:type_name -> spearlet.TaskInfo.MetadataEntry
+	53, // 31: spearlet.TaskInfo.metadata:type_name -> spearlet.TaskInfo.MetadataEntry
 	10, // 32: spearlet.TaskInfo.limits:type_name -> spearlet.TaskLimits
 	19, // 33: spearlet.GetTaskResponse.task:type_name -> spearlet.TaskInfo
 	26, // 34: spearlet.GetTaskResponse.executions:type_name -> spearlet.ExecutionInfo
@@ -3998,63 +4139,67 @@ var file_spearlet_spearlet_proto_depIdxs = []int32{
 	26, // 36: spearlet.ListExecutionsResponse.executions:type_name -> spearlet.ExecutionInfo
 	1,  // 37: spearlet.ExecutionInfo.execution_mode:type_name -> spearlet.ExecutionMode
 	2,  // 38: spearlet.ExecutionInfo.status:type_name -> spearlet.ExecutionStatus
-	58, // 39: spearlet.ExecutionInfo.started_at:type_name -> google.protobuf.Timestamp
-	58, // 40: spearlet.ExecutionInfo.completed_at:type_name -> google.protobuf.Timestamp
-	52, // 41: spearlet.ExecutionInfo.metadata:type_name -> spearlet.ExecutionInfo.MetadataEntry
-	58, // 42: spearlet.ExecutionInfo.created_at:type_name -> google.protobuf.Timestamp
+	60, // 39: spearlet.ExecutionInfo.started_at:type_name -> google.protobuf.Timestamp
+	60, // 40: spearlet.ExecutionInfo.completed_at:type_name -> google.protobuf.Timestamp
+	54, // 41: spearlet.ExecutionInfo.metadata:type_name -> spearlet.ExecutionInfo.MetadataEntry
+	60, // 42: spearlet.ExecutionInfo.created_at:type_name -> google.protobuf.Timestamp
 	29, // 43: spearlet.GetHealthResponse.details:type_name -> spearlet.HealthDetails
-	53, // 44: spearlet.HealthDetails.system_info:type_name -> spearlet.HealthDetails.SystemInfoEntry
+	55, // 44: spearlet.HealthDetails.system_info:type_name -> spearlet.HealthDetails.SystemInfoEntry
 	32, // 45: spearlet.GetStatsResponse.service_stats:type_name -> spearlet.ServiceStats
 	33, // 46: spearlet.GetStatsResponse.task_stats:type_name -> spearlet.TaskStats
 	34, // 47: spearlet.GetStatsResponse.execution_stats:type_name -> spearlet.ExecutionStats
-	54, // 48: spearlet.TaskStats.tasks_by_type:type_name -> spearlet.TaskStats.TasksByTypeEntry
+	56, // 48: spearlet.TaskStats.tasks_by_type:type_name -> spearlet.TaskStats.TasksByTypeEntry
 	19, // 49: spearlet.TaskStats.most_active_tasks:type_name -> spearlet.TaskInfo
-	55, // 50: spearlet.ExecutionStats.executions_by_function:type_name -> spearlet.ExecutionStats.ExecutionsByFunctionEntry
+	57, // 50: spearlet.ExecutionStats.executions_by_function:type_name -> spearlet.ExecutionStats.ExecutionsByFunctionEntry
 	3,  // 51: spearlet.RegisterTaskRequest.artifact_spec:type_name -> spearlet.ArtifactSpec
-	56, // 52: spearlet.RegisterTaskRequest.metadata:type_name -> spearlet.RegisterTaskRequest.MetadataEntry
+	58, // 52: spearlet.RegisterTaskRequest.metadata:type_name -> spearlet.RegisterTaskRequest.MetadataEntry
 	10, // 53: spearlet.RegisterTaskRequest.limits:type_name -> spearlet.TaskLimits
 	19, // 54: spearlet.RegisterTaskResponse.task:type_name -> spearlet.TaskInfo
 	10, // 55: spearlet.UpdateTaskLimitsRequest.limits:type_name -> spearlet.TaskLimits
 	19, // 56: spearlet.UpdateTaskLimitsResponse.task:type_name -> spearlet.TaskInfo
-	2,  // 57: spearlet.RequeueExecutionResponse.status:type_name -> spearlet.ExecutionStatus
-	2,  // 58: spearlet.ExecutionEvent.status:type_name -> spearlet.ExecutionStatus
-	58, // 59: spearlet.ExecutionEvent.time:type_name -> google.protobuf.Timestamp
-	6,  // 60: spearlet.ExecutionEvent.result:type_name -> spearlet.ExecutionResult
-	9,  // 61: spearlet.FunctionService.InvokeFunction:input_type -> spearlet.InvokeFunctionRequest
-	12, // 62: spearlet.FunctionService.GetExecutionStatus:input_type -> spearlet.GetExecutionStatusRequest
-	14, // 63: spearlet.FunctionService.CancelExecution:input_type -> spearlet.CancelExecutionRequest
-	9,  // 64: spearlet.FunctionService.StreamFunction:input_type -> spearlet.InvokeFunctionRequest
-	17, // 65: spearlet.FunctionService.ListTasks:input_type -> spearlet.ListTasksRequest
-	20, // 66: spearlet.FunctionService.GetTask:input_type -> spearlet.GetTaskRequest
-	22, // 67: spearlet.FunctionService.DeleteTask:input_type -> spearlet.DeleteTaskRequest
-	24, // 68: spearlet.FunctionService.ListExecutions:input_type -> spearlet.ListExecutionsRequest
-	27, // 69: spearlet.FunctionService.GetHealth:input_type -> spearlet.GetHealthRequest
-	30, // 70: spearlet.FunctionService.GetStats:input_type -> spearlet.GetStatsRequest
-	35, // 71: spearlet.FunctionService.RegisterTask:input_type -> spearlet.RegisterTaskRequest
-	37, // 72: spearlet.FunctionService.UpdateTaskLimits:input_type -> spearlet.UpdateTaskLimitsRequest
-	39, // 73: spearlet.FunctionService.RequeueExecution:input_type -> spearlet.RequeueExecutionRequest
-	41, // 74: spearlet.FunctionService.WatchExecution:input_type -> spearlet.WatchExecutionRequest
-	43, // 75: spearlet.FunctionService.UploadArtifact:input_type -> spearlet.UploadArtifactRequest
-	11, // 76: spearlet.FunctionService.InvokeFunction:output_type -> spearlet.InvokeFunctionResponse
-	13, // 77: spearlet.FunctionService.GetExecutionStatus:output_type -> spearlet.GetExecutionStatusResponse
-	15, // 78: spearlet.FunctionService.CancelExecution:output_type -> spearlet.CancelExecutionResponse
-	16, // 79: spearlet.FunctionService.StreamFunction:output_type -> spearlet.StreamExecutionResult
-	18, // 80: spearlet.FunctionService.ListTasks:output_type -> spearlet.ListTasksResponse
-	21, // 81: spearlet.FunctionService.GetTask:output_type -> spearlet.GetTaskResponse
-	23, // 82: spearlet.FunctionService.DeleteTask:output_type -> spearlet.DeleteTaskResponse
-	25, // 83: spearlet.FunctionService.ListExecutions:output_type -> spearlet.ListExecutionsResponse
-	28, // 84: spearlet.FunctionService.GetHealth:output_type -> spearlet.GetHealthResponse
-	31, // 85: spearlet.FunctionService.GetStats:output_type -> spearlet.GetStatsResponse
-	36, // 86: spearlet.FunctionService.RegisterTask:output_type -> spearlet.RegisterTaskResponse
-	38, // 87: spearlet.FunctionService.UpdateTaskLimits:output_type -> spearlet.UpdateTaskLimitsResponse
-	40, // 88: spearlet.FunctionService.RequeueExecution:output_type -> spearlet.RequeueExecutionResponse
-	42, // 89: spearlet.FunctionService.WatchExecution:output_type -> spearlet.ExecutionEvent
-	44, // 90: spearlet.FunctionService.UploadArtifact:output_type -> spearlet.UploadArtifactResponse
-	76, // [76:91] is the sub-list for method output_type
-	61, // [61:76] is the sub-list for method input_type
-	61, // [61:61] is the sub-list for extension type_name
-	61, // [61:61] is the sub-list for extension extendee
-	0,  // [0:61] is the sub-list for field type_name
+	3,  // 57: spearlet.UpdateTaskRequest.artifact_spec:type_name -> spearlet.ArtifactSpec
+	19, // 58: spearlet.UpdateTaskResponse.task:type_name -> spearlet.TaskInfo
+	2,  // 59: spearlet.RequeueExecutionResponse.status:type_name -> spearlet.ExecutionStatus
+	2,  // 60: spearlet.ExecutionEvent.status:type_name -> spearlet.ExecutionStatus
+	60, // 61: spearlet.ExecutionEvent.time:type_name -> google.protobuf.Timestamp
+	6,  // 62: spearlet.ExecutionEvent.result:type_name -> spearlet.ExecutionResult
+	9,  // 63: spearlet.FunctionService.InvokeFunction:input_type -> spearlet.InvokeFunctionRequest
+	12, // 64: spearlet.FunctionService.GetExecutionStatus:input_type -> spearlet.GetExecutionStatusRequest
+	14, // 65: spearlet.FunctionService.CancelExecution:input_type -> spearlet.CancelExecutionRequest
+	9,  // 66: spearlet.FunctionService.StreamFunction:input_type -> spearlet.InvokeFunctionRequest
+	17, // 67: spearlet.FunctionService.ListTasks:input_type -> spearlet.ListTasksRequest
+	20, // 68: spearlet.FunctionService.GetTask:input_type -> spearlet.GetTaskRequest
+	22, // 69: spearlet.FunctionService.DeleteTask:input_type -> spearlet.DeleteTaskRequest
+	24, // 70: spearlet.FunctionService.ListExecutions:input_type -> spearlet.ListExecutionsRequest
+	27, // 71: spearlet.FunctionService.GetHealth:input_type -> spearlet.GetHealthRequest
+	30, // 72: spearlet.FunctionService.GetStats:input_type -> spearlet.GetStatsRequest
+	35, // 73: spearlet.FunctionService.RegisterTask:input_type -> spearlet.RegisterTaskRequest
+	37, // 74: spearlet.FunctionService.UpdateTaskLimits:input_type -> spearlet.UpdateTaskLimitsRequest
+	41, // 75: spearlet.FunctionService.RequeueExecution:input_type -> spearlet.RequeueExecutionRequest
+	43, // 76: spearlet.FunctionService.WatchExecution:input_type -> spearlet.WatchExecutionRequest
+	45, // 77: spearlet.FunctionService.UploadArtifact:input_type -> spearlet.UploadArtifactRequest
+	39, // 78: spearlet.FunctionService.UpdateTask:input_type -> spearlet.UpdateTaskRequest
+	11, // 79: spearlet.FunctionService.InvokeFunction:output_type -> spearlet.InvokeFunctionResponse
+	13, // 80: spearlet.FunctionService.GetExecutionStatus:output_type -> spearlet.GetExecutionStatusResponse
+	15, // 81: spearlet.FunctionService.CancelExecution:output_type -> spearlet.CancelExecutionResponse
+	16, // 82: spearlet.FunctionService.StreamFunction:output_type -> spearlet.StreamExecutionResult
+	18, // 83: spearlet.FunctionService.ListTasks:output_type -> spearlet.ListTasksResponse
+	21, // 84: spearlet.FunctionService.GetTask:output_type -> spearlet.GetTaskResponse
+	23, // 85: spearlet.FunctionService.DeleteTask:output_type -> spearlet.DeleteTaskResponse
+	25, // 86: spearlet.FunctionService.ListExecutions:output_type -> spearlet.ListExecutionsResponse
+	28, // 87: spearlet.FunctionService.GetHealth:output_type -> spearlet.GetHealthResponse
+	31, // 88: spearlet.FunctionService.GetStats:output_type -> spearlet.GetStatsResponse
+	36, // 89: spearlet.FunctionService.RegisterTask:output_type -> spearlet.RegisterTaskResponse
+	38, // 90: spearlet.FunctionService.UpdateTaskLimits:output_type -> spearlet.UpdateTaskLimitsResponse
+	42, // 91: spearlet.FunctionService.RequeueExecution:output_type -> spearlet.RequeueExecutionResponse
+	44, // 92: spearlet.FunctionService.WatchExecution:output_type -> spearlet.ExecutionEvent
+	46, // 93: spearlet.FunctionService.UploadArtifact:output_type -> spearlet.UploadArtifactResponse
+	40, // 94: spearlet.FunctionService.UpdateTask:output_type -> spearlet.UpdateTaskResponse
+	79, // [79:95] is the sub-list for method output_type
+	63, // [63:79] is the sub-list for method input_type
+	63, // [63:63] is the sub-list for extension type_name
+	63, // [63:63] is the sub-list for extension extendee
+	0,  // [0:63] is the sub-list for field type_name
 }
 
 func init() { file_spearlet_spearlet_proto_init() }
@@ -4068,7 +4213,7 @@ func file_spearlet_spearlet_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_spearlet_spearlet_proto_rawDesc), len(file_spearlet_spearlet_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   54,
+			NumMessages:   56,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -41,6 +41,7 @@ const (
 	FunctionService_RequeueExecution_FullMethodName   = "/spearlet.FunctionService/RequeueExecution"
 	FunctionService_WatchExecution_FullMethodName     = "/spearlet.FunctionService/WatchExecution"
 	FunctionService_UploadArtifact_FullMethodName     = "/spearlet.FunctionService/UploadArtifact"
+	FunctionService_UpdateTask_FullMethodName         = "/spearlet.FunctionService/UpdateTask"
 )
 
 // FunctionServiceClient is the client API for FunctionService service.
@@ -63,6 +64,7 @@ type FunctionServiceClient interface {
 	RequeueExecution(ctx context.Context, in *RequeueExecutionRequest, opts ...grpc.CallOption) (*RequeueExecutionResponse, error)
 	WatchExecution(ctx context.Context, in *WatchExecutionRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ExecutionEvent], error)
 	UploadArtifact(ctx context.Context, in *UploadArtifactRequest, opts ...grpc.CallOption) (*UploadArtifactResponse, error)
+	UpdateTask(ctx context.Context, in *UpdateTaskRequest, opts ...grpc.CallOption) (*UpdateTaskResponse, error)
 }
 
 type functionServiceClient struct {
@@ -241,6 +243,16 @@ func (c *functionServiceClient) UploadArtifact(ctx context.Context, in *UploadAr
 	return out, nil
 }
 
+func (c *functionServiceClient) UpdateTask(ctx context.Context, in *UpdateTaskRequest, opts ...grpc.CallOption) (*UpdateTaskResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(UpdateTaskResponse)
+	err := c.cc.Invoke(ctx, FunctionService_UpdateTask_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // FunctionServiceServer is the server API for FunctionService service.
 // All implementations should embed UnimplementedFunctionServiceServer
 // for forward compatibility.
@@ -261,6 +273,7 @@ type FunctionServiceServer interface {
 	RequeueExecution(context.Context, *RequeueExecutionRequest) (*RequeueExecutionResponse, error)
 	WatchExecution(*WatchExecutionRequest, grpc.ServerStreamingServer[ExecutionEvent]) error
 	UploadArtifact(context.Context, *UploadArtifactRequest) (*UploadArtifactResponse, error)
+	UpdateTask(context.Context, *UpdateTaskRequest) (*UpdateTaskResponse, error)
 }
 
 // UnimplementedFunctionServiceServer should be embedded to have
@@ -314,6 +327,9 @@ func (UnimplementedFunctionServiceServer) WatchExecution(*WatchExecutionRequest,
 }
 func (UnimplementedFunctionServiceServer) UploadArtifact(context.Context, *UploadArtifactRequest) (*UploadArtifactResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method UploadArtifact not implemented")
+}
+func (UnimplementedFunctionServiceServer) UpdateTask(context.Context, *UpdateTaskRequest) (*UpdateTaskResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method UpdateTask not implemented")
 }
 func (UnimplementedFunctionServiceServer) testEmbeddedByValue() {}
 
@@ -591,6 +607,24 @@ func _FunctionService_UploadArtifact_Handler(srv interface{}, ctx context.Contex
 	return interceptor(ctx, in, info, handler)
 }
 
+func _FunctionService_UpdateTask_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UpdateTaskRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(FunctionServiceServer).UpdateTask(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: FunctionService_UpdateTask_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(FunctionServiceServer).UpdateTask(ctx, req.(*UpdateTaskRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // FunctionService_ServiceDesc is the grpc.ServiceDesc for FunctionService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -649,6 +683,10 @@ var FunctionService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "UploadArtifact",
 			Handler:    _FunctionService_UploadArtifact_Handler,
+		},
+		{
+			MethodName: "UpdateTask",
+			Handler:    _FunctionService_UpdateTask_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -50,6 +50,7 @@ type fakeServer struct {
 	register   func(context.Context, *spearlet.RegisterTaskRequest) (*spearlet.RegisterTaskResponse, error)
 	upload     func(context.Context, *spearlet.UploadArtifactRequest) (*spearlet.UploadArtifactResponse, error)
 	limits     func(context.Context, *spearlet.UpdateTaskLimitsRequest) (*spearlet.UpdateTaskLimitsResponse, error)
+	update     func(context.Context, *spearlet.UpdateTaskRequest) (*spearlet.UpdateTaskResponse, error)
 	requeue    func(context.Context, *spearlet.RequeueExecutionRequest) (*spearlet.RequeueExecutionResponse, error)
 	watch      func(*spearlet.WatchExecutionRequest, grpc.ServerStreamingServer[spearlet.ExecutionEvent]) error
 }
@@ -144,6 +145,10 @@ func (f *fakeServer) UploadArtifact(ctx context.Context, r *spearlet.UploadArtif
 
 func (f *fakeServer) UpdateTaskLimits(ctx context.Context, r *spearlet.UpdateTaskLimitsRequest) (*spearlet.UpdateTaskLimitsResponse, error) {
 	return handle(ctx, f, "UpdateTaskLimits", r, f.limits)
+}
+
+func (f *fakeServer) UpdateTask(ctx context.Context, r *spearlet.UpdateTaskRequest) (*spearlet.UpdateTaskResponse, error) {
+	return handle(ctx, f, "UpdateTask", r, f.update)
 }
 
 func (f *fakeServer) RequeueExecution(ctx context.Context, r *spearlet.RequeueExecutionRequest) (*spearlet.RequeueExecutionResponse, error) {

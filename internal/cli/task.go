@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -10,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/spear-go/spear/api/spearlet"
 )
@@ -17,17 +19,19 @@ import (
 func (a *app) newTaskCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "task",
-		Short: "Register, list, inspect and delete tasks",
+		Short: "Register, list, inspect, update and delete tasks",
 		Args:  cobra.NoArgs,
 	}
-	cmd.AddCommand(a.newTaskCreateCmd(), a.newTaskListCmd(), a.newTaskGetCmd(), a.newTaskLimitsCmd(), a.newTaskDeleteCmd())
+	cmd.AddCommand(a.newTaskCreateCmd(), a.newTaskListCmd(), a.newTaskGetCmd(), a.newTaskLimitsCmd(), a.newTaskUpdateCmd(),
+		a.newTaskDeleteCmd())
 	return cmd
 }
 
 type taskCreateOpts struct {
-	id, location, upload, typ, description, checksum, version string
-	meta                                                      []string
-	limits                                                    limitOpts
+	id, description string
+	artifact        artifactOpts
+	meta            []string
+	limits          limitOpts
 }
 
 func (a *app) newTaskCreateCmd() *cobra.Command {
@@ -44,6 +48,10 @@ and registers the task with the location the node returns.
 
 --type defaults to "wasm" when the artifact ends in .wasm, else "process".
 
+A task of a local file is pinned to the file's content: once the file
+changes, invocations are refused (ARTIFACT_CHANGED) until "spear task
+update" re-pins the task.
+
 The limit flags (--max-concurrency, --max-queued, --memory-limit,
 --default-timeout, --max-timeout) set the task's quotas; change them later
 with "spear task limits".`,
@@ -53,16 +61,11 @@ with "spear task limits".`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&o.location, "location", "", "artifact location (path, file:// URI, image reference, artifact id)")
-	f.StringVar(&o.upload, "upload", "", "local artifact file to upload")
-	f.StringVar(&o.typ, "type", "", "artifact type: process, wasm or docker (default from the file name)")
+	o.artifact.register(cmd, "artifact type: process, wasm or docker (default from the file name)")
 	f.StringVar(&o.description, "description", "", "task description")
-	f.StringVar(&o.checksum, "checksum", "", "expected artifact checksum, sha256:<hex>")
-	f.StringVar(&o.version, "version", "", "artifact version")
 	f.StringVar(&o.id, "id", "", "task id (default: derived by the node from NAME)")
 	f.StringArrayVar(&o.meta, "meta", nil, "task metadata KEY=VALUE (repeatable)")
 	o.limits.register(f)
-	cmd.MarkFlagsMutuallyExclusive("location", "upload")
 	cmd.MarkFlagsOneRequired("location", "upload")
 	return cmd
 }
@@ -72,24 +75,14 @@ func (a *app) taskCreate(cmd *cobra.Command, name string, o *taskCreateOpts) err
 	if err != nil {
 		return err
 	}
-	typ := o.typ
-	source := o.location
-	if o.upload != "" {
-		source = o.upload
-	}
-	if typ == "" {
-		typ = "process"
-		if strings.HasSuffix(strings.ToLower(source), ".wasm") {
-			typ = "wasm"
+	if o.artifact.typ == "" {
+		o.artifact.typ = "process"
+		if strings.HasSuffix(strings.ToLower(o.artifact.source()), ".wasm") {
+			o.artifact.typ = "wasm"
 		}
 	}
-	switch typ {
-	case "process", "wasm", "docker":
-	default:
-		return usageErrorf("--type %q: want process, wasm or docker", typ)
-	}
-	if o.checksum != "" && !strings.HasPrefix(o.checksum, "sha256:") {
-		return usageErrorf("--checksum %q: want sha256:<hex>", o.checksum)
+	if err := o.artifact.check(); err != nil {
+		return err
 	}
 	limits := &spearlet.TaskLimits{}
 	hasLimits, err := o.limits.apply(cmd.Flags(), limits)
@@ -105,48 +98,10 @@ func (a *app) taskCreate(cmd *cobra.Command, name string, o *taskCreateOpts) err
 		return err
 	}
 	ctx := cmd.Context()
-	spec := &spearlet.ArtifactSpec{
-		ArtifactType: typ,
-		Version:      o.version,
-		Checksum:     o.checksum,
+	spec, err := a.artifactSpec(ctx, c, &o.artifact)
+	if err != nil {
+		return err
 	}
-	if o.upload != "" {
-		content, err := os.ReadFile(o.upload)
-		if err != nil {
-			return usageErrorf("--upload: %v", err)
-		}
-		sum := sha256.Sum256(content)
-		checksum := "sha256:" + hex.EncodeToString(sum[:])
-		if o.checksum != "" && !strings.EqualFold(o.checksum, checksum) {
-			return usageErrorf("--checksum %s does not match %s (%s)", o.checksum, o.upload, checksum)
-		}
-		up, err := call(ctx, a.timeout, c.UploadArtifact, &spearlet.UploadArtifactRequest{
-			Name:     filepath.Base(o.upload),
-			Content:  content,
-			Checksum: checksum,
-		})
-		if err != nil {
-			return err
-		}
-		if up.GetLocation() == "" {
-			return failf("upload of %s: node returned no location", o.upload)
-		}
-		if !a.json {
-			fmt.Fprintf(a.stderr, "uploaded %s (%d bytes, %s) as %s\n", o.upload, len(content), checksum, up.GetLocation())
-		}
-		spec.Location = up.GetLocation()
-		spec.Checksum = up.GetChecksum()
-		if spec.Checksum == "" {
-			spec.Checksum = checksum
-		}
-	} else {
-		loc, err := absLocation(o.location, typ)
-		if err != nil {
-			return err
-		}
-		spec.Location = loc
-	}
-
 	resp, err := call(ctx, a.timeout, c.RegisterTask, &spearlet.RegisterTaskRequest{
 		TaskId:          o.id,
 		TaskName:        name,
@@ -158,17 +113,151 @@ func (a *app) taskCreate(cmd *cobra.Command, name string, o *taskCreateOpts) err
 	if err != nil {
 		return err
 	}
+	msg := "registered task %s"
+	if !resp.GetCreated() {
+		msg = "task %s already registered (unchanged)"
+	}
+	return a.printTaskAnswer(resp, resp.GetTask(), msg)
+}
+
+func (a *app) newTaskUpdateCmd() *cobra.Command {
+	var o artifactOpts
+	cmd := &cobra.Command{
+		Use:   "update ID [--location PATH | --upload PATH]",
+		Short: "Re-pin a task to its artifact's content as it is now",
+		Long: `Re-pin task ID to an artifact's current content: after its file changed
+(invocations answer ARTIFACT_CHANGED until then), or to another location
+(--location) or a local file uploaded now (--upload). Without either, the
+task's own location is read again. --type, --checksum and --version, when
+given, replace the task's; --checksum must match the content.
+
+The node releases what its runtime held for the previous content (a
+compiled WASM module).`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return a.taskUpdate(cmd, args[0], &o)
+		},
+	}
+	o.register(cmd, "artifact type: process, wasm or docker (default: the task's)")
+	return cmd
+}
+
+func (a *app) taskUpdate(cmd *cobra.Command, id string, o *artifactOpts) error {
+	if err := o.check(); err != nil {
+		return err
+	}
+	c, err := a.client()
+	if err != nil {
+		return err
+	}
+	ctx := cmd.Context()
+	spec, err := a.artifactSpec(ctx, c, o)
+	if err != nil {
+		return err
+	}
+	resp, err := call(ctx, a.timeout, c.UpdateTask, &spearlet.UpdateTaskRequest{TaskId: id, ArtifactSpec: spec})
+	if err != nil {
+		return err
+	}
+	msg := "updated task %s"
+	if !resp.GetChanged() {
+		msg = "task %s unchanged (already pinned to this content)"
+	}
+	return a.printTaskAnswer(resp, resp.GetTask(), msg)
+}
+
+// printTaskAnswer prints a node's answer about task t: as JSON with
+// --json, else the line format (with t's id) and the task.
+func (a *app) printTaskAnswer(resp proto.Message, t *spearlet.TaskInfo, format string) error {
 	if a.json {
 		return a.printJSON(resp)
 	}
-	t := resp.GetTask()
-	if resp.GetCreated() {
-		fmt.Fprintf(a.stdout, "registered task %s\n", t.GetTaskId())
-	} else {
-		fmt.Fprintf(a.stdout, "task %s already registered (unchanged)\n", t.GetTaskId())
-	}
+	fmt.Fprintf(a.stdout, format+"\n", t.GetTaskId())
 	a.printTask(t)
 	return nil
+}
+
+// artifactOpts are the flags that name a task's artifact, shared by
+// "task create" and "task update".
+type artifactOpts struct {
+	location, upload, typ, checksum, version string
+}
+
+// register adds the artifact flags to cmd; --location and --upload
+// exclude each other.
+func (o *artifactOpts) register(cmd *cobra.Command, typeUsage string) {
+	f := cmd.Flags()
+	f.StringVar(&o.location, "location", "", "artifact location (path, file:// URI, image reference, artifact id)")
+	f.StringVar(&o.upload, "upload", "", "local artifact file to upload")
+	f.StringVar(&o.typ, "type", "", typeUsage)
+	f.StringVar(&o.checksum, "checksum", "", "expected artifact checksum, sha256:<hex>")
+	f.StringVar(&o.version, "version", "", "artifact version")
+	cmd.MarkFlagsMutuallyExclusive("location", "upload")
+}
+
+// source is the file or location the flags name.
+func (o *artifactOpts) source() string {
+	if o.upload != "" {
+		return o.upload
+	}
+	return o.location
+}
+
+// check validates the flags before any RPC.
+func (o *artifactOpts) check() error {
+	switch o.typ {
+	case "", "process", "wasm", "docker":
+	default:
+		return usageErrorf("--type %q: want process, wasm or docker", o.typ)
+	}
+	if o.checksum != "" && !strings.HasPrefix(o.checksum, "sha256:") {
+		return usageErrorf("--checksum %q: want sha256:<hex>", o.checksum)
+	}
+	return nil
+}
+
+// artifactSpec is the artifact the flags name; --upload uploads the file
+// first and names the location the node returns.
+func (a *app) artifactSpec(ctx context.Context, c spearlet.FunctionServiceClient, o *artifactOpts) (*spearlet.ArtifactSpec, error) {
+	spec := &spearlet.ArtifactSpec{ArtifactType: o.typ, Version: o.version, Checksum: o.checksum}
+	if o.upload == "" {
+		if o.location != "" {
+			loc, err := absLocation(o.location, o.typ)
+			if err != nil {
+				return nil, err
+			}
+			spec.Location = loc
+		}
+		return spec, nil
+	}
+	content, err := os.ReadFile(o.upload)
+	if err != nil {
+		return nil, usageErrorf("--upload: %v", err)
+	}
+	sum := sha256.Sum256(content)
+	checksum := "sha256:" + hex.EncodeToString(sum[:])
+	if o.checksum != "" && !strings.EqualFold(o.checksum, checksum) {
+		return nil, usageErrorf("--checksum %s does not match %s (%s)", o.checksum, o.upload, checksum)
+	}
+	up, err := call(ctx, a.timeout, c.UploadArtifact, &spearlet.UploadArtifactRequest{
+		Name:     filepath.Base(o.upload),
+		Content:  content,
+		Checksum: checksum,
+	})
+	if err != nil {
+		return nil, err
+	}
+	if up.GetLocation() == "" {
+		return nil, failf("upload of %s: node returned no location", o.upload)
+	}
+	if !a.json {
+		fmt.Fprintf(a.stderr, "uploaded %s (%d bytes, %s) as %s\n", o.upload, len(content), checksum, up.GetLocation())
+	}
+	spec.Location, spec.Checksum = up.GetLocation(), up.GetChecksum()
+	if spec.Checksum == "" {
+		spec.Checksum = checksum
+	}
+	return spec, nil
 }
 
 // absLocation makes a relative filesystem location absolute; URIs, uploaded

@@ -35,6 +35,9 @@ type Gauges struct {
 	// QueuedByBand returns the executions waiting in the durable queue, by
 	// priority band (index 0 the lowest).
 	QueuedByBand func() []int64
+	// CachedArtifacts returns, by runtime, the artifacts the runtimes that
+	// cache them hold now (compiled WASM modules).
+	CachedArtifacts func() map[runtime.Type]int
 }
 
 // latency buckets: 100 µs to about 7 minutes.
@@ -79,8 +82,10 @@ func New(g Gauges) *Metrics {
 	reg.MustRegister(m.executions, m.duration, m.queueWait, m.coldStart, m.estimate, m.retries, m.dead, m.callbacks,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "spear_running_executions", Help: "Executions running on this node."}, g.Running),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "spear_waiting_executions", Help: "Executions on this node waiting for a run slot."}, g.Waiting),
-		&queueCollector{get: g.QueuedByBand, desc: prometheus.NewDesc("spear_queued_executions",
+		&gaugeVec{get: byBand(g.QueuedByBand), desc: prometheus.NewDesc("spear_queued_executions",
 			"Async executions waiting in the durable queue, by priority band (0 lowest, 4 highest).", []string{"band"}, nil)},
+		&gaugeVec{get: byRuntime(g.CachedArtifacts), desc: prometheus.NewDesc("spear_runtime_cached_artifacts",
+			"Artifacts a runtime holds ready between runs (compiled WASM modules), by runtime.", []string{"runtime"}, nil)},
 	)
 	return m
 }
@@ -117,16 +122,44 @@ func (m *Metrics) Retried(r *execution.Record) { m.retries.WithLabelValues(r.Tas
 // CallbackDelivered implements executor.Hooks.
 func (m *Metrics) CallbackDelivered(state string) { m.callbacks.WithLabelValues(state).Inc() }
 
-// queueCollector reads the queue depth by band once per scrape.
-type queueCollector struct {
-	get  func() []int64
+// gaugeVec reads a gauge's values, by its one label, once per scrape.
+type gaugeVec struct {
+	get  func() map[string]float64
 	desc *prometheus.Desc
 }
 
-func (c *queueCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+func (c *gaugeVec) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
 
-func (c *queueCollector) Collect(ch chan<- prometheus.Metric) {
-	for band, n := range c.get() {
-		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(n), strconv.Itoa(band))
+func (c *gaugeVec) Collect(ch chan<- prometheus.Metric) {
+	for label, v := range c.get() {
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, v, label)
+	}
+}
+
+// byBand labels queue depths by their band's index.
+func byBand(get func() []int64) func() map[string]float64 {
+	return func() map[string]float64 {
+		out := map[string]float64{}
+		if get == nil {
+			return out
+		}
+		for band, n := range get() {
+			out[strconv.Itoa(band)] = float64(n)
+		}
+		return out
+	}
+}
+
+// byRuntime labels counts by runtime type.
+func byRuntime(get func() map[runtime.Type]int) func() map[string]float64 {
+	return func() map[string]float64 {
+		out := map[string]float64{}
+		if get == nil {
+			return out
+		}
+		for t, n := range get() {
+			out[string(t)] = float64(n)
+		}
+		return out
 	}
 }

@@ -113,6 +113,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 			q, _ := mgr.QueueDepthByBand(ctx)
 			return q
 		},
+		CachedArtifacts: func() map[spearrt.Type]int { return cachedArtifacts(n.runtimes) },
 	})
 	if n.runtimes, err = n.openRuntimes(ctx); err != nil {
 		return nil, err
@@ -274,6 +275,17 @@ func (n *Node) openRuntimes(ctx context.Context) (map[spearrt.Type]spearrt.Runti
 		return nil, fmt.Errorf("docker %q: want auto, on or off", n.cfg.Docker)
 	}
 	return rts, nil
+}
+
+// cachedArtifacts counts the artifacts held by the runtimes that cache them.
+func cachedArtifacts(rts map[spearrt.Type]spearrt.Runtime) map[spearrt.Type]int {
+	out := map[spearrt.Type]int{}
+	for t, rt := range rts {
+		if c, ok := rt.(spearrt.CacheReporter); ok {
+			out[t] = c.CachedArtifacts()
+		}
+	}
+	return out
 }
 
 func runtimeNames(rts map[spearrt.Type]spearrt.Runtime) string {

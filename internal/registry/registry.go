@@ -1,6 +1,13 @@
 // Package registry registers tasks, validates their artifacts, and resolves a
 // task to what its runtime runs. Tasks are stored durably; resolved tasks are
 // cached in memory and the cache follows changes made by any node.
+//
+// A task whose artifact is a local file (a path, a file:// URI or an
+// uploaded artifact's copy) is pinned to the file's content when it is
+// registered: a run of a file that changed since is refused with
+// ARTIFACT_CHANGED until the task is re-pinned (Update). When a task is
+// deleted or re-pinned, its runtime releases what it held for the old
+// content (runtime.Forgetter).
 package registry
 
 import (
@@ -9,7 +16,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"maps"
 	"net/url"
@@ -46,27 +52,35 @@ type Registry struct {
 
 	mu    sync.Mutex
 	cache map[string]*entry
+	// held is, by task, the artifact last handed to the task's runtime:
+	// what the runtime may hold (a compiled module) until it is told to
+	// forget it.
+	held map[string]runtime.Artifact
 }
 
 type entry struct {
 	task     *task.Task
 	artifact runtime.Artifact
+	pin      *pin // nil when the artifact is not a local file (docker)
 }
 
 // New returns a registry over st. runtimes are the runtimes this node has;
 // tasks of other types can be registered only if their type is known.
 func New(st *store.Store, runtimes map[runtime.Type]runtime.Runtime, now func() time.Time, log *slog.Logger) *Registry {
-	return &Registry{store: st, runtimes: runtimes, now: now, log: log, cache: map[string]*entry{}}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Registry{
+		store: st, runtimes: runtimes, now: now, log: log,
+		cache: map[string]*entry{}, held: map[string]runtime.Artifact{},
+	}
 }
 
-// Watch keeps the cache coherent with changes made by other nodes until ctx
-// ends.
+// Watch keeps the cache coherent with changes made by any node until ctx
+// ends, and has runtimes release what they hold for tasks deleted or
+// re-pinned elsewhere.
 func (r *Registry) Watch(ctx context.Context) error {
-	return r.store.WatchTasks(ctx, func(id string) {
-		r.mu.Lock()
-		delete(r.cache, id)
-		r.mu.Unlock()
-	})
+	return r.store.WatchTasks(ctx, func(id string) { r.changed(ctx, id) })
 }
 
 var (
@@ -93,7 +107,7 @@ func (r *Registry) Register(ctx context.Context, reg Registration) (*task.Task, 
 	if err := reg.Limits.Validate(); err != nil {
 		return nil, false, err
 	}
-	art, err := r.resolve(ctx, id, reg.Artifact)
+	art, p, err := r.resolveNew(ctx, id, reg.Artifact)
 	if err != nil {
 		return nil, false, err
 	}
@@ -116,14 +130,47 @@ func (r *Registry) Register(ctx context.Context, reg Registration) (*task.Task, 
 		}
 		if !sameArtifact(old.Artifact, a) {
 			return nil, false, errdefs.New(errdefs.ErrAlreadyExists, "TASK_EXISTS",
-				"task %q already exists with another artifact; delete it first or use another name", id)
+				"task %q already exists with another artifact, or with other content of the same file; "+
+					"to re-pin it: spear task update %s --location %s (or delete it first, or use another name)",
+				id, id, a.Location)
 		}
 		return old, false, nil
 	}
 	r.mu.Lock()
-	r.cache[id] = &entry{task: t, artifact: art}
+	r.cache[id] = &entry{task: t, artifact: art, pin: p}
 	r.mu.Unlock()
 	return t, true, nil
+}
+
+// Update re-pins task id to an artifact's content as it is now: a's empty
+// fields keep the task's, except the checksum, which when given must match
+// the content. It reports whether the task changed; its runtime releases
+// what it held for the previous content.
+func (r *Registry) Update(ctx context.Context, id string, a task.Artifact) (*task.Task, bool, error) {
+	old, err := r.Lookup(ctx, id)
+	if err != nil {
+		return nil, false, err
+	}
+	a = a.Or(old.Artifact)
+	art, p, err := r.resolveNew(ctx, id, a)
+	if err != nil {
+		return nil, false, err
+	}
+	if a.Checksum == "" {
+		a.Checksum = art.Digest
+	}
+	if sameArtifact(old.Artifact, a) {
+		return old, false, nil
+	}
+	u := *old
+	u.Artifact, u.UpdatedAt = a, r.now()
+	if err := r.store.PutTask(ctx, &u); err != nil {
+		return nil, false, err
+	}
+	r.mu.Lock()
+	r.cache[id] = &entry{task: &u, artifact: art, pin: p}
+	r.mu.Unlock()
+	return &u, true, nil
 }
 
 func sameArtifact(a, b task.Artifact) bool {
@@ -214,6 +261,9 @@ func (r *Registry) entry(ctx context.Context, id string) (*entry, error) {
 	e := r.cache[id]
 	r.mu.Unlock()
 	if e != nil {
+		if err := r.verify(ctx, e); err != nil {
+			return nil, err
+		}
 		return e, nil
 	}
 	if err := task.ValidateID(id); err != nil {
@@ -223,11 +273,10 @@ func (r *Registry) entry(ctx context.Context, id string) (*entry, error) {
 	if err != nil {
 		return nil, err
 	}
-	art, err := r.resolve(ctx, id, t.Artifact)
+	e, err = r.resolveStored(ctx, t)
 	if err != nil {
 		return nil, fmt.Errorf("task %q: %w", id, err)
 	}
-	e = &entry{task: t, artifact: art}
 	r.mu.Lock()
 	r.cache[id] = e
 	r.mu.Unlock()
@@ -254,7 +303,7 @@ func (r *Registry) List(ctx context.Context, prefix, startAfter string, limit in
 	return out, false, nil
 }
 
-// Delete removes task id.
+// Delete removes task id; its runtime releases what it held for it.
 func (r *Registry) Delete(ctx context.Context, id string) error {
 	if _, err := r.Lookup(ctx, id); err != nil {
 		return err
@@ -262,59 +311,124 @@ func (r *Registry) Delete(ctx context.Context, id string) error {
 	if err := r.store.DeleteTask(ctx, id); err != nil {
 		return err
 	}
-	r.mu.Lock()
-	delete(r.cache, id)
-	r.mu.Unlock()
+	r.changed(ctx, id)
 	return nil
 }
 
-// resolve validates an artifact spec and turns it into what the runtime
-// runs.
-func (r *Registry) resolve(ctx context.Context, id string, a task.Artifact) (runtime.Artifact, error) {
+// resolveNew resolves an artifact a user gives (to register or re-pin a
+// task): a checksum, when given, must match the content.
+func (r *Registry) resolveNew(ctx context.Context, id string, a task.Artifact) (runtime.Artifact, *pin, error) {
+	art, p, err := r.locate(ctx, id, a)
+	if err != nil {
+		return runtime.Artifact{}, nil, err
+	}
+	if p != nil && a.Checksum != "" && !strings.EqualFold(a.Checksum, art.Digest) {
+		return runtime.Artifact{}, nil, errdefs.New(errdefs.ErrInvalidArgument, "CHECKSUM_MISMATCH",
+			"artifact %s: checksum %s given, file is %s", a.Location, a.Checksum, art.Digest)
+	}
+	if err := r.prepare(ctx, art); err != nil {
+		return runtime.Artifact{}, nil, err
+	}
+	return art, p, nil
+}
+
+// resolveStored resolves a stored task's artifact, which must still have
+// the content the task is pinned to.
+func (r *Registry) resolveStored(ctx context.Context, t *task.Task) (*entry, error) {
+	art, p, err := r.locate(ctx, t.ID, t.Artifact)
+	if err != nil {
+		return nil, err
+	}
+	if p != nil && !p.matches(art.Digest) {
+		return nil, artifactChanged(t, art.Digest)
+	}
+	if err := r.prepare(ctx, art); err != nil {
+		return nil, err
+	}
+	return &entry{task: t, artifact: art, pin: p}, nil
+}
+
+// verify checks that a cached task's artifact still has the content the
+// task is pinned to.
+func (r *Registry) verify(ctx context.Context, e *entry) error {
+	if e.pin == nil {
+		return nil
+	}
+	digest, err := e.pin.check(ctx)
+	if err != nil {
+		return fmt.Errorf("task %q: %w", e.task.ID, err)
+	}
+	if !e.pin.matches(digest) {
+		return artifactChanged(e.task, digest)
+	}
+	return nil
+}
+
+func artifactChanged(t *task.Task, digest string) error {
+	return errdefs.New(errdefs.ErrFailedPrecondition, "ARTIFACT_CHANGED",
+		"task %q: artifact %s changed since the task was registered (content %s, task pinned to %s); nothing was run. "+
+			"To run the new content, re-pin the task: spear task update %s --location %s",
+		t.ID, t.Artifact.Location, digest, t.Artifact.Checksum, t.ID, t.Artifact.Location)
+}
+
+// locate validates an artifact spec and finds what the runtime runs: for a
+// local file, its path, pinned to a.Checksum (or, without one, to the
+// content now), and the digest of its content now.
+func (r *Registry) locate(ctx context.Context, id string, a task.Artifact) (runtime.Artifact, *pin, error) {
 	switch a.Type {
 	case runtime.TypeProcess, runtime.TypeWasm, runtime.TypeDocker:
 	case "":
-		return runtime.Artifact{}, errdefs.New(errdefs.ErrInvalidArgument, "MISSING_ARTIFACT_TYPE",
+		return runtime.Artifact{}, nil, errdefs.New(errdefs.ErrInvalidArgument, "MISSING_ARTIFACT_TYPE",
 			"artifact_spec.artifact_type is required: process, wasm or docker")
 	default:
-		return runtime.Artifact{}, errdefs.New(errdefs.ErrInvalidArgument, "UNKNOWN_ARTIFACT_TYPE",
+		return runtime.Artifact{}, nil, errdefs.New(errdefs.ErrInvalidArgument, "UNKNOWN_ARTIFACT_TYPE",
 			"artifact_type %q is not one of process, wasm, docker", a.Type)
 	}
 	if a.Location == "" {
-		return runtime.Artifact{}, errdefs.New(errdefs.ErrInvalidArgument, "MISSING_ARTIFACT_LOCATION",
+		return runtime.Artifact{}, nil, errdefs.New(errdefs.ErrInvalidArgument, "MISSING_ARTIFACT_LOCATION",
 			"artifact_spec.location is required")
 	}
 	if a.Checksum != "" && !checksumPattern.MatchString(a.Checksum) {
-		return runtime.Artifact{}, errdefs.New(errdefs.ErrInvalidArgument, "INVALID_CHECKSUM",
+		return runtime.Artifact{}, nil, errdefs.New(errdefs.ErrInvalidArgument, "INVALID_CHECKSUM",
 			"checksum %q: want sha256:<64 hex digits>", a.Checksum)
 	}
 	art := runtime.Artifact{TaskID: id, Type: a.Type, Location: a.Location, Metadata: a.Metadata}
-	if a.Type != runtime.TypeDocker {
-		path, err := r.localPath(ctx, a.Location)
-		if err != nil {
-			return runtime.Artifact{}, err
-		}
-		digest, err := fileDigest(path)
-		if err != nil {
-			return runtime.Artifact{}, err
-		}
-		if a.Checksum != "" && !strings.EqualFold(a.Checksum, digest) {
-			return runtime.Artifact{}, errdefs.New(errdefs.ErrInvalidArgument, "CHECKSUM_MISMATCH",
-				"artifact %s: checksum %s given, file is %s", a.Location, a.Checksum, digest)
-		}
-		art.Location, art.Digest = path, digest
+	if a.Type == runtime.TypeDocker {
+		return art, nil, nil
 	}
-	rt, ok := r.runtimes[a.Type]
+	path, err := r.localPath(ctx, a.Location)
+	if err != nil {
+		return runtime.Artifact{}, nil, err
+	}
+	want, refetch := a.Checksum, (func(context.Context) error)(nil)
+	if digest, ok := strings.CutPrefix(a.Location, store.ArtifactScheme); ok {
+		// A copy of content-addressed bytes: pinned to its address, and
+		// fetched again should it change.
+		want, refetch = digest, r.refetcher(digest, path)
+	}
+	p, digest, err := pinFile(ctx, path, want, refetch)
+	if err != nil {
+		return runtime.Artifact{}, nil, err
+	}
+	art.Location, art.Digest = path, digest
+	return art, p, nil
+}
+
+// prepare checks that this node can run art and lets its runtime validate
+// it (and warm its cache).
+func (r *Registry) prepare(ctx context.Context, art runtime.Artifact) error {
+	rt, ok := r.runtimes[art.Type]
 	if !ok {
-		return runtime.Artifact{}, errdefs.New(errdefs.ErrFailedPrecondition, "RUNTIME_UNAVAILABLE",
-			"this node has no %s runtime", a.Type)
+		return errdefs.New(errdefs.ErrFailedPrecondition, "RUNTIME_UNAVAILABLE",
+			"this node has no %s runtime", art.Type)
 	}
 	if v, ok := rt.(runtime.Validator); ok {
 		if err := v.Validate(ctx, art); err != nil {
-			return runtime.Artifact{}, err
+			return err
 		}
 	}
-	return art, nil
+	r.hold(ctx, art)
+	return nil
 }
 
 // localPath turns a location into a local file path: an absolute path, a
@@ -344,17 +458,4 @@ func (r *Registry) localPath(ctx context.Context, loc string) (string, error) {
 		return "", errdefs.New(errdefs.ErrFailedPrecondition, "ARTIFACT_NOT_FOUND", "artifact %s is not a regular file", path)
 	}
 	return filepath.Clean(path), nil
-}
-
-func fileDigest(path string) (string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return "", errdefs.New(errdefs.ErrFailedPrecondition, "ARTIFACT_NOT_FOUND", "artifact %s: %v", path, err)
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return "", errdefs.New(errdefs.ErrFailedPrecondition, "ARTIFACT_UNREADABLE", "artifact %s: %v", path, err)
-	}
-	return "sha256:" + hex.EncodeToString(h.Sum(nil)), nil
 }

@@ -4,8 +4,8 @@
 // error kept as logs, an exit code, an environment, and a context that bounds
 // the run.
 //
-// Optional capabilities are separate interfaces (Validator), in the style of
-// Nomad's task drivers.
+// Optional capabilities are separate interfaces (Validator, Forgetter,
+// CacheReporter, Closer), in the style of Nomad's task drivers.
 package runtime
 
 import (
@@ -98,6 +98,21 @@ type Runtime interface {
 // any cache, so that bad tasks are refused at registration.
 type Validator interface {
 	Validate(ctx context.Context, a Artifact) error
+}
+
+// Forgetter is implemented by runtimes that keep something per artifact
+// between runs (a compiled module). Forget releases what the runtime holds
+// for a's task — only the version a.Digest names when it is set, every
+// version when it is empty — once no run uses it. The node calls it when a
+// task is deleted or re-pinned to other content.
+type Forgetter interface {
+	Forget(ctx context.Context, a Artifact)
+}
+
+// CacheReporter is implemented by runtimes that cache artifacts:
+// CachedArtifacts is how many they hold now.
+type CacheReporter interface {
+	CachedArtifacts() int
 }
 
 // Closer is implemented by runtimes holding resources (caches, clients).

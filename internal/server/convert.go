@@ -154,6 +154,18 @@ func specOf(a task.Artifact) *pb.ArtifactSpec {
 	}
 }
 
+// statusOf is the status of the execution r.
+func statusOf(r *execution.Record, withOutput, withLogs bool) *pb.GetExecutionStatusResponse {
+	st := &pb.GetExecutionStatusResponse{
+		Found: true, ExecutionId: r.ID, TaskId: r.TaskID,
+		Result: resultOf(r, withOutput), Message: strings.ToLower(r.Status.String()),
+	}
+	if withLogs {
+		st.Logs = logLines(r)
+	}
+	return st
+}
+
 func artifactOf(s *pb.ArtifactSpec) task.Artifact {
 	if s == nil {
 		return task.Artifact{}

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"encoding/json"
 	"maps"
 	"testing"
 
@@ -28,5 +29,30 @@ func TestMetricsOf(t *testing.T) {
 				t.Fatalf("metricsOf = %v, want %v", got, tc.want)
 			}
 		})
+	}
+}
+
+// TestStatusJSON: a callback's body names its execution and task in
+// lowerCamelCase, next to the final result and the logs.
+func TestStatusJSON(t *testing.T) {
+	rec := &execution.Record{
+		ID: "exec-1", TaskID: "task-1", Status: execution.StatusCompleted,
+		Output: []byte("out"), Logs: []execution.LogLine{{Line: "a log line"}},
+	}
+	var body map[string]any
+	if err := json.Unmarshal(StatusJSON(rec), &body); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]any{"found": true, "executionId": "exec-1", "taskId": "task-1", "message": "completed"}
+	for k, v := range want {
+		if body[k] != v {
+			t.Errorf("%s = %v, want %v (body %v)", k, body[k], v, body)
+		}
+	}
+	if res, _ := body["result"].(map[string]any); res["status"] != "EXECUTION_STATUS_COMPLETED" || res["result"] == nil {
+		t.Errorf("result %v, want COMPLETED with the output", body["result"])
+	}
+	if logs, _ := body["logs"].([]any); len(logs) != 1 {
+		t.Errorf("logs %v, want one line", body["logs"])
 	}
 }

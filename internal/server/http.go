@@ -85,12 +85,10 @@ func snake(s string) string {
 }
 
 // StatusJSON is an execution's final record as completion callbacks carry
-// it: the JSON form of GetExecutionStatusResponse, result and logs
-// included, as the status endpoint answers.
+// it: the JSON form of GetExecutionStatusResponse, with the execution and
+// task ids, result and logs included, as the status endpoint answers.
 func StatusJSON(r *execution.Record) []byte {
-	b, err := jsonOpts.Marshal(&pb.GetExecutionStatusResponse{
-		Found: true, Result: resultOf(r, true), Logs: logLines(r), Message: strings.ToLower(r.Status.String()),
-	})
+	b, err := jsonOpts.Marshal(statusOf(r, true, true))
 	if err != nil {
 		return []byte("{}")
 	}

@@ -429,12 +429,9 @@ func (s *Service) GetExecutionStatus(ctx context.Context, req *pb.GetExecutionSt
 	if err != nil {
 		return nil, err
 	}
-	resp := &pb.GetExecutionStatusResponse{Found: true, Result: resultOf(rec, false), Message: strings.ToLower(rec.Status.String())}
+	resp := statusOf(rec, false, req.IncludeLogs)
 	if req.IncludeResult {
 		resp.Result = s.resultWithOutput(ctx, rec)
-	}
-	if req.IncludeLogs {
-		resp.Logs = logLines(rec)
 	}
 	return resp, nil
 }
@@ -750,6 +747,15 @@ func (s *Service) UpdateTaskLimits(ctx context.Context, req *pb.UpdateTaskLimits
 		return nil, err
 	}
 	return &pb.UpdateTaskLimitsResponse{Task: s.taskInfo(t, true)}, nil
+}
+
+// UpdateTask re-pins a task to an artifact's content as it is now.
+func (s *Service) UpdateTask(ctx context.Context, req *pb.UpdateTaskRequest) (*pb.UpdateTaskResponse, error) {
+	t, changed, err := s.reg.Update(ctx, req.TaskId, artifactOf(req.ArtifactSpec))
+	if err != nil {
+		return nil, err
+	}
+	return &pb.UpdateTaskResponse{Task: s.taskInfo(t, true), Changed: changed}, nil
 }
 
 // RequeueExecution queues a dead-lettered execution again.

@@ -64,6 +64,7 @@ func (s *Store) PutArtifact(ctx context.Context, name string, content io.Reader,
 
 // MaterializeArtifact returns the path of a local, executable copy of the
 // uploaded artifact digest, fetching it from the object store on first use.
+// The copy is read-only: its name is its content's address.
 func (s *Store) MaterializeArtifact(ctx context.Context, digest string) (string, error) {
 	hexDigest, ok := strings.CutPrefix(digest, "sha256:")
 	if !ok || len(hexDigest) != 64 {
@@ -102,7 +103,7 @@ func (s *Store) MaterializeArtifact(ctx context.Context, digest string) (string,
 	if got := hex.EncodeToString(h.Sum(nil)); got != hexDigest {
 		return "", fmt.Errorf("artifact %s: stored content hashes to %s: %w", digest, got, errdefs.ErrInternal)
 	}
-	if err := os.Chmod(f.Name(), 0o755); err != nil {
+	if err := os.Chmod(f.Name(), 0o555); err != nil {
 		return "", err
 	}
 	if err := os.Rename(f.Name(), path); err != nil {

@@ -65,6 +65,27 @@ type Artifact struct {
 	Metadata map[string]string `json:"meta,omitempty"`
 }
 
+// Or returns a with its empty fields taken from b, except the checksum:
+// it pins content, so it is never carried over.
+func (a Artifact) Or(b Artifact) Artifact {
+	if a.ID == "" {
+		a.ID = b.ID
+	}
+	if a.Type == "" {
+		a.Type = b.Type
+	}
+	if a.Location == "" {
+		a.Location = b.Location
+	}
+	if a.Version == "" {
+		a.Version = b.Version
+	}
+	if a.Metadata == nil {
+		a.Metadata = b.Metadata
+	}
+	return a
+}
+
 // ValidateID checks a task id: it is used as a NATS subject token and a KV
 // key.
 func ValidateID(id string) error {

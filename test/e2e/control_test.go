@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -850,6 +851,11 @@ func TestControlCallback(t *testing.T) {
 			}
 			if out := output(t, res.GetResult()); !strings.Contains(out, input) {
 				t.Errorf("callback body output %q, want it to contain %q", out, input)
+			}
+			if body.GetExecutionId() != id || body.GetTaskId() != "echo" ||
+				!bytes.Contains(p.body, []byte(`"executionId"`)) || !bytes.Contains(p.body, []byte(`"taskId"`)) {
+				t.Errorf("callback body names execution %q task %q, want %q echo (as executionId, taskId)\n%s",
+					body.GetExecutionId(), body.GetTaskId(), id, p.body)
 			}
 
 			st := n.ctlWaitCallback(t, id, finishBound)

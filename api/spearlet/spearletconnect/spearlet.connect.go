@@ -84,6 +84,9 @@ const (
 	// FunctionServiceUploadArtifactProcedure is the fully-qualified name of the FunctionService's
 	// UploadArtifact RPC.
 	FunctionServiceUploadArtifactProcedure = "/spearlet.FunctionService/UploadArtifact"
+	// FunctionServiceUpdateTaskProcedure is the fully-qualified name of the FunctionService's
+	// UpdateTask RPC.
+	FunctionServiceUpdateTaskProcedure = "/spearlet.FunctionService/UpdateTask"
 )
 
 // FunctionServiceClient is a client for the spearlet.FunctionService service.
@@ -104,6 +107,7 @@ type FunctionServiceClient interface {
 	RequeueExecution(context.Context, *spearlet.RequeueExecutionRequest) (*spearlet.RequeueExecutionResponse, error)
 	WatchExecution(context.Context, *spearlet.WatchExecutionRequest) (*connect.ServerStreamForClient[spearlet.ExecutionEvent], error)
 	UploadArtifact(context.Context, *spearlet.UploadArtifactRequest) (*spearlet.UploadArtifactResponse, error)
+	UpdateTask(context.Context, *spearlet.UpdateTaskRequest) (*spearlet.UpdateTaskResponse, error)
 }
 
 // NewFunctionServiceClient constructs a client for the spearlet.FunctionService service. By
@@ -207,6 +211,12 @@ func NewFunctionServiceClient(httpClient connect.HTTPClient, baseURL string, opt
 			connect.WithSchema(functionServiceMethods.ByName("UploadArtifact")),
 			connect.WithClientOptions(opts...),
 		),
+		updateTask: connect.NewClient[spearlet.UpdateTaskRequest, spearlet.UpdateTaskResponse](
+			httpClient,
+			baseURL+FunctionServiceUpdateTaskProcedure,
+			connect.WithSchema(functionServiceMethods.ByName("UpdateTask")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -227,6 +237,7 @@ type functionServiceClient struct {
 	requeueExecution   *connect.Client[spearlet.RequeueExecutionRequest, spearlet.RequeueExecutionResponse]
 	watchExecution     *connect.Client[spearlet.WatchExecutionRequest, spearlet.ExecutionEvent]
 	uploadArtifact     *connect.Client[spearlet.UploadArtifactRequest, spearlet.UploadArtifactResponse]
+	updateTask         *connect.Client[spearlet.UpdateTaskRequest, spearlet.UpdateTaskResponse]
 }
 
 // InvokeFunction calls spearlet.FunctionService.InvokeFunction.
@@ -356,6 +367,15 @@ func (c *functionServiceClient) UploadArtifact(ctx context.Context, req *spearle
 	return nil, err
 }
 
+// UpdateTask calls spearlet.FunctionService.UpdateTask.
+func (c *functionServiceClient) UpdateTask(ctx context.Context, req *spearlet.UpdateTaskRequest) (*spearlet.UpdateTaskResponse, error) {
+	response, err := c.updateTask.CallUnary(ctx, connect.NewRequest(req))
+	if response != nil {
+		return response.Msg, err
+	}
+	return nil, err
+}
+
 // FunctionServiceHandler is an implementation of the spearlet.FunctionService service.
 type FunctionServiceHandler interface {
 	InvokeFunction(context.Context, *spearlet.InvokeFunctionRequest) (*spearlet.InvokeFunctionResponse, error)
@@ -374,6 +394,7 @@ type FunctionServiceHandler interface {
 	RequeueExecution(context.Context, *spearlet.RequeueExecutionRequest) (*spearlet.RequeueExecutionResponse, error)
 	WatchExecution(context.Context, *spearlet.WatchExecutionRequest, *connect.ServerStream[spearlet.ExecutionEvent]) error
 	UploadArtifact(context.Context, *spearlet.UploadArtifactRequest) (*spearlet.UploadArtifactResponse, error)
+	UpdateTask(context.Context, *spearlet.UpdateTaskRequest) (*spearlet.UpdateTaskResponse, error)
 }
 
 // NewFunctionServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -473,6 +494,12 @@ func NewFunctionServiceHandler(svc FunctionServiceHandler, opts ...connect.Handl
 		connect.WithSchema(functionServiceMethods.ByName("UploadArtifact")),
 		connect.WithHandlerOptions(opts...),
 	)
+	functionServiceUpdateTaskHandler := connect.NewUnaryHandlerSimple(
+		FunctionServiceUpdateTaskProcedure,
+		svc.UpdateTask,
+		connect.WithSchema(functionServiceMethods.ByName("UpdateTask")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/spearlet.FunctionService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case FunctionServiceInvokeFunctionProcedure:
@@ -505,6 +532,8 @@ func NewFunctionServiceHandler(svc FunctionServiceHandler, opts ...connect.Handl
 			functionServiceWatchExecutionHandler.ServeHTTP(w, r)
 		case FunctionServiceUploadArtifactProcedure:
 			functionServiceUploadArtifactHandler.ServeHTTP(w, r)
+		case FunctionServiceUpdateTaskProcedure:
+			functionServiceUpdateTaskHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -572,4 +601,8 @@ func (UnimplementedFunctionServiceHandler) WatchExecution(context.Context, *spea
 
 func (UnimplementedFunctionServiceHandler) UploadArtifact(context.Context, *spearlet.UploadArtifactRequest) (*spearlet.UploadArtifactResponse, error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("spearlet.FunctionService.UploadArtifact is not implemented"))
+}
+
+func (UnimplementedFunctionServiceHandler) UpdateTask(context.Context, *spearlet.UpdateTaskRequest) (*spearlet.UpdateTaskResponse, error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("spearlet.FunctionService.UpdateTask is not implemented"))
 }

@@ -7,7 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -84,24 +86,35 @@ func (r *Runtime) engine(ctx context.Context, pages uint32) (*engine, error) {
 	return e, nil
 }
 
-// Forget drops the compiled modules of a task (once no run uses them), for
-// when the task is deleted.
-func (r *Runtime) Forget(ctx context.Context, taskID string) {
+// Forget implements runtime.Forgetter: it drops the compiled module of a's
+// task (of the version a.Digest names, or any version when it is empty)
+// from every engine, closing it once no run uses it.
+func (r *Runtime) Forget(ctx context.Context, a runtime.Artifact) {
 	r.mu.Lock()
-	engines := make([]*engine, 0, len(r.engines))
-	for _, e := range r.engines {
-		engines = append(engines, e)
-	}
+	engines := slices.Collect(maps.Values(r.engines))
 	r.mu.Unlock()
 	for _, e := range engines {
-		e.mu.Lock()
-		if m := e.mods[taskID]; m != nil {
-			delete(e.mods, taskID)
-			m.stale = true
-			e.closeIfUnused(ctx, m)
-		}
-		e.mu.Unlock()
+		e.forget(ctx, slotOf(a), a.Digest)
 	}
+}
+
+// CachedArtifacts implements runtime.CacheReporter: the compiled modules
+// held in memory, in every engine, including replaced ones that a run
+// still uses.
+func (r *Runtime) CachedArtifacts() int { return int(r.held.Load()) }
+
+// forget drops the module in slot if its version is key (any when key is
+// empty).
+func (e *engine) forget(ctx context.Context, slot, key string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	m := e.mods[slot]
+	if m == nil || (key != "" && !strings.EqualFold(m.key, key)) {
+		return
+	}
+	delete(e.mods, slot)
+	m.stale = true
+	e.closeIfUnused(ctx, m)
 }
 
 // acquire returns the compiled module of a, compiling it on first use. The
@@ -165,6 +178,7 @@ func (e *engine) closeIfUnused(ctx context.Context, m *module) {
 		e.r.log.Warn("closing compiled wasm module", "slot", m.slot, "error", err)
 	}
 	m.cm = nil
+	e.r.held.Add(-1)
 }
 
 // compile reads, checks and compiles a into m, then marks m ready.
@@ -201,6 +215,7 @@ func (e *engine) compile(ctx context.Context, m *module, a runtime.Artifact) {
 		return
 	}
 	m.cm = cm
+	e.r.held.Add(1)
 	m.start, m.startErr = entryPoints(cm, "")
 	e.r.log.DebugContext(ctx, "compiled wasm module", "task_id", a.TaskID, "location", a.Location,
 		"digest", a.Digest, "memory_limit_pages", e.pages, "took", time.Since(start))
@@ -210,10 +225,7 @@ func (e *engine) compile(ctx context.Context, m *module, a runtime.Artifact) {
 // task) and the key of its current version (its digest, or its file's path,
 // modification time and size).
 func cacheKey(a runtime.Artifact) (slot, key string, err error) {
-	slot = a.TaskID
-	if slot == "" {
-		slot = "file:" + a.Location
-	}
+	slot = slotOf(a)
 	if a.Digest != "" {
 		return slot, a.Digest, nil
 	}
@@ -225,6 +237,14 @@ func cacheKey(a runtime.Artifact) (slot, key string, err error) {
 		return "", "", invalidArtifact(a, "not a regular file")
 	}
 	return slot, fmt.Sprintf("%s|%d|%d", a.Location, fi.ModTime().UnixNano(), fi.Size()), nil
+}
+
+// slotOf is the cache slot of a: its task, or its file when it has no task.
+func slotOf(a runtime.Artifact) string {
+	if a.TaskID == "" {
+		return "file:" + a.Location
+	}
+	return a.TaskID
 }
 
 func fileError(a runtime.Artifact, err error) error {

@@ -68,12 +68,15 @@ type Options struct {
 }
 
 // Runtime runs WASI modules. It implements runtime.Runtime,
-// runtime.Validator and runtime.Closer, and is safe for concurrent use.
+// runtime.Validator, runtime.Forgetter, runtime.CacheReporter and
+// runtime.Closer, and is safe for concurrent use.
 type Runtime struct {
 	log   *slog.Logger
 	cache wazero.CompilationCache
 	// compiles counts module compilations (compiled-module cache misses).
 	compiles atomic.Int64
+	// held counts the compiled modules in memory (not yet closed).
+	held atomic.Int64
 	// mem recycles instances' linear memories.
 	mem memPool
 	// config is what every instance's configuration starts from.
@@ -88,6 +91,9 @@ var (
 	_ runtime.Runtime   = (*Runtime)(nil)
 	_ runtime.Validator = (*Runtime)(nil)
 	_ runtime.Closer    = (*Runtime)(nil)
+
+	_ runtime.Forgetter     = (*Runtime)(nil)
+	_ runtime.CacheReporter = (*Runtime)(nil)
 )
 
 // New returns a Runtime. Close it to release compiled code.

@@ -299,7 +299,7 @@ func TestCompileCache(t *testing.T) {
 	check(t, 6)
 
 	// Forget drops a task's module; the next use compiles again.
-	r.Forget(ctx, echo.TaskID)
+	r.Forget(ctx, echo)
 	runEcho(t, echo)
 	check(t, 7)
 }
