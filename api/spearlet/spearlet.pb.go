@@ -2692,8 +2692,13 @@ type ServiceStats struct {
 	TotalMemoryUsed    int64                  `protobuf:"varint,4,opt,name=total_memory_used,json=totalMemoryUsed,proto3" json:"total_memory_used,omitempty"`
 	CpuUsagePercent    float64                `protobuf:"fixed64,5,opt,name=cpu_usage_percent,json=cpuUsagePercent,proto3" json:"cpu_usage_percent,omitempty"`
 	MemoryUsagePercent float64                `protobuf:"fixed64,6,opt,name=memory_usage_percent,json=memoryUsagePercent,proto3" json:"memory_usage_percent,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// Extensions.
+	// Bytes the store holds for Spear, and its budget (0: not known; see
+	// --max-store-bytes).
+	StoreBytes       int64 `protobuf:"varint,50,opt,name=store_bytes,json=storeBytes,proto3" json:"store_bytes,omitempty"`
+	StoreBudgetBytes int64 `protobuf:"varint,51,opt,name=store_budget_bytes,json=storeBudgetBytes,proto3" json:"store_budget_bytes,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *ServiceStats) Reset() {
@@ -2764,6 +2769,20 @@ func (x *ServiceStats) GetCpuUsagePercent() float64 {
 func (x *ServiceStats) GetMemoryUsagePercent() float64 {
 	if x != nil {
 		return x.MemoryUsagePercent
+	}
+	return 0
+}
+
+func (x *ServiceStats) GetStoreBytes() int64 {
+	if x != nil {
+		return x.StoreBytes
+	}
+	return 0
+}
+
+func (x *ServiceStats) GetStoreBudgetBytes() int64 {
+	if x != nil {
+		return x.StoreBudgetBytes
 	}
 	return 0
 }
@@ -3907,7 +3926,7 @@ const file_spearlet_spearlet_proto_rawDesc = "" +
 	"\rservice_stats\x18\x01 \x01(\v2\x16.spearlet.ServiceStatsR\fserviceStats\x122\n" +
 	"\n" +
 	"task_stats\x18\x02 \x01(\v2\x13.spearlet.TaskStatsR\ttaskStats\x12A\n" +
-	"\x0fexecution_stats\x18\x03 \x01(\v2\x18.spearlet.ExecutionStatsR\x0eexecutionStats\"\x8b\x02\n" +
+	"\x0fexecution_stats\x18\x03 \x01(\v2\x18.spearlet.ExecutionStatsR\x0eexecutionStats\"\xda\x02\n" +
 	"\fServiceStats\x12%\n" +
 	"\x0euptime_seconds\x18\x01 \x01(\x03R\ruptimeSeconds\x12\x1f\n" +
 	"\vtotal_tasks\x18\x02 \x01(\x05R\n" +
@@ -3915,7 +3934,10 @@ const file_spearlet_spearlet_proto_rawDesc = "" +
 	"\x10total_executions\x18\x03 \x01(\x05R\x0ftotalExecutions\x12*\n" +
 	"\x11total_memory_used\x18\x04 \x01(\x03R\x0ftotalMemoryUsed\x12*\n" +
 	"\x11cpu_usage_percent\x18\x05 \x01(\x01R\x0fcpuUsagePercent\x120\n" +
-	"\x14memory_usage_percent\x18\x06 \x01(\x01R\x12memoryUsagePercent\"\x97\x02\n" +
+	"\x14memory_usage_percent\x18\x06 \x01(\x01R\x12memoryUsagePercent\x12\x1f\n" +
+	"\vstore_bytes\x182 \x01(\x03R\n" +
+	"storeBytes\x12,\n" +
+	"\x12store_budget_bytes\x183 \x01(\x03R\x10storeBudgetBytes\"\x97\x02\n" +
 	"\tTaskStats\x12!\n" +
 	"\factive_tasks\x18\x01 \x01(\x05R\vactiveTasks\x12\x1d\n" +
 	"\n" +

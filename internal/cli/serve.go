@@ -76,6 +76,7 @@ environment, which wins over the file.`,
 	f.DurationVar(&cfg.ShutdownGrace, "shutdown-grace", 30*time.Second, "on SIGTERM, how long running executions may finish")
 	f.IntVar(&cfg.MaxMessageBytes, "max-message-bytes", 64<<20, "largest request or response message")
 	f.IntVar(&cfg.MaxInputBytes, "max-input-bytes", 32<<20, "largest function input")
+	f.Int64Var(&cfg.MaxStoreBytes, "max-store-bytes", 0, "bytes the store may hold; 0: 90% of the data dir's filesystem (embedded), the account limit (external), else learned when the server first refuses a write")
 	f.Int64Var(&cfg.MaxOutputBytes, "max-output-bytes", 256<<20, "largest function output (stored in JetStream, not memory); beyond it the execution fails with OUTPUT_TOO_LARGE")
 	f.StringVar(&cfg.Samples, "samples", "", "directory of sample functions to register at start-up")
 	f.BoolVar(&cfg.Pprof, "pprof", false, "serve Go's profiler under /debug/pprof/ (HTTP/1.1 side of --listen)")

@@ -306,6 +306,13 @@ func (m *Manager) Get(ctx context.Context, id string) (*execution.Record, error)
 		return l.snapshot(), nil
 	}
 	r, _, err := m.store.GetRecord(ctx, id)
+	if errors.Is(err, errdefs.ErrNotFound) {
+		// Accepted but not recorded yet (or the store refused the record):
+		// the queue message is the execution.
+		if spec, qerr := m.store.QueuedSpec(ctx, id); qerr == nil {
+			return execution.NewRecord(spec), nil
+		}
+	}
 	return r, err
 }
 

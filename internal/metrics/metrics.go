@@ -38,6 +38,9 @@ type Gauges struct {
 	// CachedArtifacts returns, by runtime, the artifacts the runtimes that
 	// cache them hold now (compiled WASM modules).
 	CachedArtifacts func() map[runtime.Type]int
+	// StoreBytes and StoreBudgetBytes are the store's size and budget (0:
+	// not known).
+	StoreBytes, StoreBudgetBytes func() float64
 }
 
 // latency buckets: 100 µs to about 7 minutes.
@@ -80,14 +83,24 @@ func New(g Gauges) *Metrics {
 		}, []string{"state"}),
 	}
 	reg.MustRegister(m.executions, m.duration, m.queueWait, m.coldStart, m.estimate, m.retries, m.dead, m.callbacks,
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "spear_running_executions", Help: "Executions running on this node."}, g.Running),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "spear_waiting_executions", Help: "Executions on this node waiting for a run slot."}, g.Waiting),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "spear_running_executions", Help: "Executions running on this node."}, orZero(g.Running)),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "spear_waiting_executions", Help: "Executions on this node waiting for a run slot."}, orZero(g.Waiting)),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "spear_store_bytes", Help: "Bytes the store holds for Spear."}, orZero(g.StoreBytes)),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "spear_store_budget_bytes", Help: "Bytes the store may hold (0: not known)."}, orZero(g.StoreBudgetBytes)),
 		&gaugeVec{get: byBand(g.QueuedByBand), desc: prometheus.NewDesc("spear_queued_executions",
 			"Async executions waiting in the durable queue, by priority band (0 lowest, 4 highest).", []string{"band"}, nil)},
 		&gaugeVec{get: byRuntime(g.CachedArtifacts), desc: prometheus.NewDesc("spear_runtime_cached_artifacts",
 			"Artifacts a runtime holds ready between runs (compiled WASM modules), by runtime.", []string{"runtime"}, nil)},
 	)
 	return m
+}
+
+// orZero is f, or a gauge of 0 when the source is missing.
+func orZero(f func() float64) func() float64 {
+	if f == nil {
+		return func() float64 { return 0 }
+	}
+	return f
 }
 
 // Handler serves the metrics.

@@ -53,6 +53,8 @@ type Config struct {
 	MaxMessageBytes int
 	MaxInputBytes   int
 	MaxOutputBytes  int64
+	// MaxStoreBytes is the store's budget; 0 derives it.
+	MaxStoreBytes int64
 
 	// Samples is a directory of sample functions to register at start-up.
 	Samples string
@@ -80,6 +82,9 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	if cfg.MaxStoreBytes < 0 {
+		return nil, fmt.Errorf("--max-store-bytes %d: want a positive number of bytes, or 0 to derive it: %w", cfg.MaxStoreBytes, errdefs.ErrInvalidArgument)
+	}
 	// First of all: the data dir is this node's, or nothing else happens
 	// (another node's store stays closed, its processes alive).
 	lock, err := claimDataDir(&cfg)
@@ -98,7 +103,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 
 	n.store, err = store.Open(ctx, store.Options{
 		DataDir: cfg.DataDir, URL: cfg.NATSURL, Sync: cfg.Sync, Listen: cfg.NATSListen,
-		Retention: cfg.Retention, AckWait: cfg.AckWait, Logger: log,
+		Retention: cfg.Retention, AckWait: cfg.AckWait, MaxStoreBytes: cfg.MaxStoreBytes, Logger: log,
 	})
 	if err != nil {
 		return nil, err
@@ -113,7 +118,9 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 			q, _ := mgr.QueueDepthByBand(ctx)
 			return q
 		},
-		CachedArtifacts: func() map[spearrt.Type]int { return cachedArtifacts(n.runtimes) },
+		CachedArtifacts:  func() map[spearrt.Type]int { return cachedArtifacts(n.runtimes) },
+		StoreBytes:       func() float64 { return float64(n.store.Storage().Used) },
+		StoreBudgetBytes: func() float64 { return float64(n.store.Storage().Budget) },
 	})
 	if n.runtimes, err = n.openRuntimes(ctx); err != nil {
 		return nil, err

@@ -593,8 +593,14 @@ func (s *Service) ListExecutions(ctx context.Context, req *pb.ListExecutionsRequ
 func (s *Service) GetHealth(ctx context.Context, req *pb.GetHealthRequest) (*pb.GetHealthResponse, error) {
 	resp := &pb.GetHealthResponse{Status: "healthy", Message: "serving", UptimeSeconds: int64(s.mgr.Uptime().Seconds())}
 	queued, qerr := s.mgr.QueueDepth(ctx)
-	if qerr != nil {
+	store := s.store.Storage()
+	switch {
+	case qerr != nil:
 		resp.Status, resp.Message = "degraded", "the durable store does not answer: "+qerr.Error()
+	case store.Full:
+		resp.Status, resp.Message = "degraded", "the store refused a write for lack of space: new work is refused (STORAGE_FULL) until retention frees space"
+	case store.Budget > 0 && store.Used*10 > store.Budget*9:
+		resp.Status, resp.Message = "degraded", fmt.Sprintf("the store holds %d of its %d bytes (over 90%%): new work will soon be refused (STORAGE_FULL)", store.Used, store.Budget)
 	}
 	if !req.IncludeDetails {
 		return resp, nil
@@ -610,12 +616,14 @@ func (s *Service) GetHealth(ctx context.Context, req *pb.GetHealthRequest) (*pb.
 	mem = rss
 	_, total := s.mgr.Finished(s.now())
 	info := map[string]string{
-		"node_id":    s.nodeID,
-		"go_version": runtime.Version(),
-		"num_cpu":    strconv.Itoa(runtime.NumCPU()),
-		"goroutines": strconv.Itoa(runtime.NumGoroutine()),
-		"workers":    strconv.Itoa(s.mgr.Workers()),
-		"rss_bytes":  strconv.FormatInt(rss, 10),
+		"node_id":            s.nodeID,
+		"go_version":         runtime.Version(),
+		"num_cpu":            strconv.Itoa(runtime.NumCPU()),
+		"goroutines":         strconv.Itoa(runtime.NumGoroutine()),
+		"workers":            strconv.Itoa(s.mgr.Workers()),
+		"rss_bytes":          strconv.FormatInt(rss, 10),
+		"store_bytes":        strconv.FormatInt(store.Used, 10),
+		"store_budget_bytes": strconv.FormatInt(store.Budget, 10),
 	}
 	for k, v := range s.info {
 		info[k] = v
@@ -657,6 +665,8 @@ func (s *Service) GetStats(ctx context.Context, req *pb.GetStatsRequest) (*pb.Ge
 		TotalMemoryUsed: rss,
 		CpuUsagePercent: cpu,
 	}}
+	st := s.store.Storage()
+	resp.ServiceStats.StoreBytes, resp.ServiceStats.StoreBudgetBytes = st.Used, st.Budget
 	if memTotal > 0 {
 		resp.ServiceStats.MemoryUsagePercent = float64(rss) / float64(memTotal) * 100
 	}

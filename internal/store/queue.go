@@ -150,6 +150,24 @@ func (s *Store) IsQueued(ctx context.Context, taskID, id string) (bool, error) {
 	return len(info.State.Subjects) > 0, nil
 }
 
+// QueuedSpec returns the spec of execution id while it is in the queue
+// (its record may not be written yet, or could not be); ErrNotFound
+// otherwise.
+func (s *Store) QueuedSpec(ctx context.Context, id string) (*execution.Spec, error) {
+	msg, err := s.queue.GetLastMsgForSubject(ctx, queueSubjectBase+"*.*."+id)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return nil, errdefs.New(errdefs.ErrNotFound, "EXECUTION_NOT_FOUND", "execution %q not found", id)
+	}
+	if err != nil {
+		return nil, s.unavailable("read queued execution", err)
+	}
+	var spec execution.Spec
+	if err := json.Unmarshal(msg.Data, &spec); err != nil {
+		return nil, fmt.Errorf("decode queued execution %q: %w: %w", id, errdefs.ErrInternal, err)
+	}
+	return &spec, nil
+}
+
 // QueueDepthByBand is the number of executions waiting in the queue by
 // priority band, index 0 the lowest.
 func (s *Store) QueueDepthByBand(ctx context.Context) ([]int64, error) {

@@ -504,6 +504,12 @@ func TestEnqueueLargeInput(t *testing.T) {
 	if err != nil || !bytes.Equal(got, sp.Input) {
 		t.Fatalf("stored input: %d bytes, err %v; want the 1 MiB input", len(got), err)
 	}
+	if q, err := s.QueuedSpec(ctx, "big"); err != nil || q.InputRef != InputScheme+"big" {
+		t.Fatalf("QueuedSpec(big) = %+v, %v", q, err)
+	}
+	if _, err := s.QueuedSpec(ctx, "nothing"); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Fatalf("QueuedSpec(nothing) = %v, want not found", err)
+	}
 	huge := spec("huge")
 	huge.Env = map[string]string{"X": strings.Repeat("y", 64<<10)}
 	if _, err := s.Enqueue(ctx, huge); errdefs.Code(err) != "REQUEST_TOO_LARGE" {
