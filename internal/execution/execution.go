@@ -153,10 +153,13 @@ type Record struct {
 	// Output is the output's first part, at most the store's inline size;
 	// OutputSize and OutputSHA256 describe the whole of it, which
 	// OutputStored says the chunk stream holds.
-	Output          []byte    `json:"out,omitempty"`
-	OutputSize      int64     `json:"out_size,omitempty"`
-	OutputSHA256    string    `json:"out_sha256,omitempty"`
-	OutputStored    bool      `json:"out_stored,omitempty"`
+	Output       []byte `json:"out,omitempty"`
+	OutputSize   int64  `json:"out_size,omitempty"`
+	OutputSHA256 string `json:"out_sha256,omitempty"`
+	OutputStored bool   `json:"out_stored,omitempty"`
+	// OutputDropped says the stored output (and input) went to free space
+	// (retention by size); the record keeps the first part.
+	OutputDropped   bool      `json:"out_dropped,omitempty"`
 	Logs            []LogLine `json:"logs,omitempty"`
 	ExitCode        int32     `json:"exit"`
 	ErrorCode       string    `json:"err_code,omitempty"`

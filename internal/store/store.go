@@ -153,6 +153,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	mctx, cancel := context.WithCancel(context.Background())
 	s.stopMeasure = cancel
 	go s.measureUsage(mctx, time.Second)
+	go s.reclaimLoop(mctx, 2*time.Second)
 	return s, nil
 }
 
