@@ -130,10 +130,14 @@ func (s *Store) ReadChunks(ctx context.Context, id string, poll time.Duration, i
 	cons, err := s.js.OrderedConsumer(ctx, StreamChunks, jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{chunkSubjectBase + id},
 		DeliverPolicy:  jetstream.DeliverAllPolicy,
+		// Reaped soon after its reader is gone (the default keeps an
+		// ephemeral consumer, and its server goroutines, for 5 minutes).
+		InactiveThreshold: 5 * time.Second,
 	})
 	if err != nil {
 		return s.unavailable("read output chunks", err)
 	}
+	defer s.dropConsumer(StreamChunks, cons)
 	it, err := cons.Messages()
 	if err != nil {
 		return s.unavailable("read output chunks", err)
@@ -163,6 +167,15 @@ func (s *Store) ReadChunks(ctx context.Context, id string, poll time.Duration, i
 		if err := fn(seq, msg.Data()); err != nil {
 			return err
 		}
+	}
+}
+
+// dropConsumer deletes a reader's ordered consumer once it is done with it.
+func (s *Store) dropConsumer(stream string, cons jetstream.Consumer) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if info := cons.CachedInfo(); info != nil {
+		_ = s.js.DeleteConsumer(ctx, stream, info.Name)
 	}
 }
 
