@@ -303,7 +303,7 @@ func (e *env) timeoutOne(ctx context.Context, task string) (total, _ time.Durati
 		return 0, 0, err
 	}
 	total = time.Since(t0)
-	if r := resp.GetResult(); r.GetStatus() != pb.ExecutionStatus_EXECUTION_STATUS_TIMEOUT || r.GetErrorCode() != "EXECUTION_TIMEOUT" {
+	if r := resp.GetResult(); r.GetStatus() != pb.ExecutionStatus_EXECUTION_STATUS_TIMEOUT || r.GetErrorCode() != errdefs.ExecutionTimeout.String() {
 		return 0, 0, fmt.Errorf("%s ended %s %s, not TIMEOUT EXECUTION_TIMEOUT: %w", task, r.GetStatus(), r.GetErrorCode(), errdefs.ErrInternal)
 	}
 	return total, 0, nil

@@ -71,8 +71,7 @@ func New(opts Options) *Deliverer {
 func ValidateURL(raw string) error {
 	u, err := url.Parse(raw)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || len(raw) > 2048 {
-		return errdefs.New(errdefs.ErrInvalidArgument, "INVALID_CALLBACK_URL",
-			"callback_url %q: want an absolute http:// or https:// URL of at most 2048 bytes", raw)
+		return errdefs.InvalidCallbackURL.New("callback_url %q: want an absolute http:// or https:// URL of at most 2048 bytes", raw)
 	}
 	return nil
 }

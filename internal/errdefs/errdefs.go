@@ -4,13 +4,11 @@
 // error_code strings in one place.
 //
 // A Coded error carries a more specific stable error_code (QUEUE_FULL,
-// CHECKSUM_MISMATCH, ...) on top of its class.
+// CHECKSUM_MISMATCH, ...) on top of its class; every code is declared once,
+// with its class, in codes.go (QueueFull.New("...")).
 package errdefs
 
-import (
-	"errors"
-	"fmt"
-)
+import "errors"
 
 // Error classes. Each maps to one gRPC code at the server edge.
 var (
@@ -36,14 +34,9 @@ func (e *Coded) Error() string { return e.Msg }
 
 func (e *Coded) Unwrap() error { return e.Class }
 
-// New returns a Coded error of class with a stable code.
-func New(class error, code, format string, args ...any) error {
-	return &Coded{Code: code, Class: class, Msg: fmt.Sprintf(format, args...)}
-}
-
-// Code returns the stable error code of err: the Coded code if err wraps
-// one, otherwise a code derived from its class.
-func Code(err error) string {
+// CodeOf returns the stable error code of err: the Coded code if err wraps
+// one, otherwise the code of its class.
+func CodeOf(err error) string {
 	if err == nil {
 		return ""
 	}
@@ -51,22 +44,16 @@ func Code(err error) string {
 	if errors.As(err, &c) {
 		return c.Code
 	}
-	switch {
-	case errors.Is(err, ErrInvalidArgument):
-		return "INVALID_ARGUMENT"
-	case errors.Is(err, ErrNotFound):
-		return "NOT_FOUND"
-	case errors.Is(err, ErrAlreadyExists):
-		return "ALREADY_EXISTS"
-	case errors.Is(err, ErrFailedPrecondition):
-		return "FAILED_PRECONDITION"
-	case errors.Is(err, ErrResourceExhausted):
-		return "RESOURCE_EXHAUSTED"
-	case errors.Is(err, ErrUnavailable):
-		return "UNAVAILABLE"
-	case errors.Is(err, ErrUnimplemented):
-		return "UNIMPLEMENTED"
-	default:
-		return "INTERNAL"
+	for _, code := range ClassCodes() {
+		if errors.Is(err, code.class) {
+			return code.name
+		}
 	}
+	return Internal.name
+}
+
+// ClassCodes are the codes of the error classes, Internal last.
+func ClassCodes() []Code {
+	return []Code{InvalidArgument, NotFound, AlreadyExists, FailedPrecondition,
+		ResourceExhausted, Unavailable, Unimplemented, DeadlineExceeded, Cancelled, Internal}
 }

@@ -75,21 +75,6 @@ func (m Mode) String() string {
 	}
 }
 
-// Stable error codes recorded on executions.
-const (
-	CodeFunctionFailed   = "FUNCTION_FAILED"   // non-zero exit
-	CodeExecutionTimeout = "EXECUTION_TIMEOUT" // the run's deadline passed
-	CodeCancelled        = "CANCELLED"         // cancelled by a caller
-	CodeOutputTooLarge   = "OUTPUT_TOO_LARGE"  // output exceeded the limit
-	CodeRuntimeError     = "RUNTIME_ERROR"     // the function could not be run
-	CodeNodeShutdown     = "NODE_SHUTDOWN"     // sync/stream work cut by shutdown
-	CodeQueueTimeout     = "QUEUE_TIMEOUT"     // waited too long to start
-	CodeRetriesExhausted = "RETRIES_EXHAUSTED" // every retry failed; dead-lettered
-	CodeMemoryLimit      = "MEMORY_LIMIT_EXCEEDED"
-	// The function completed but its output could not all be stored: the
-	// record keeps the first part.
-	CodeOutputNotStored = "OUTPUT_NOT_STORED"
-)
 
 // Spec is what to run: everything needed to start (or restart, after a
 // crash) an execution. Async specs travel in the durable queue.
@@ -238,8 +223,7 @@ func IdempotentID(taskID, key string) string {
 // subject tokens and KV keys.
 func ValidateID(id string) error {
 	if !isToken(id) {
-		return errdefs.New(errdefs.ErrInvalidArgument, "INVALID_EXECUTION_ID",
-			"execution id %q: want 1-128 characters of A-Z, a-z, 0-9, '_' or '-'", id)
+		return errdefs.InvalidExecutionID.New("execution id %q: want 1-128 characters of A-Z, a-z, 0-9, '_' or '-'", id)
 	}
 	return nil
 }

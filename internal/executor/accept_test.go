@@ -45,7 +45,7 @@ func TestKeyedSubmitCrash(t *testing.T) {
 			switch {
 			case spec.Idempotent && (err != nil || !existing || rec.Status != execution.StatusCompleted):
 				t.Fatalf("the same key again = %v, existing %v, %v; want the completed execution", rec, existing, err)
-			case spec.IDGiven && errdefs.Code(err) != "EXECUTION_EXISTS":
+			case spec.IDGiven && errdefs.CodeOf(err) != "EXECUTION_EXISTS":
 				t.Fatalf("the same id again = %v; want EXECUTION_EXISTS", err)
 			}
 			h.gone(spec.ExecutionID)
@@ -71,7 +71,7 @@ func TestSyncRefusesExistingID(t *testing.T) {
 	for _, mode := range []execution.Mode{execution.ModeSync, execution.ModeStream} {
 		spec := newSpec("echo", mode, "replacement")
 		spec.ExecutionID, spec.IDGiven = first.ExecutionID, true
-		if _, err := h.m.Run(ctx, spec, nil); errdefs.Code(err) != "EXECUTION_EXISTS" {
+		if _, err := h.m.Run(ctx, spec, nil); errdefs.CodeOf(err) != "EXECUTION_EXISTS" {
 			t.Fatalf("%v run with an existing id = %v, want EXECUTION_EXISTS", mode, err)
 		}
 	}

@@ -29,7 +29,7 @@ func (m *Manager) Submit(ctx context.Context, spec *execution.Spec) (rec *execut
 	draining := m.draining
 	m.mu.Unlock()
 	if draining {
-		return nil, 0, false, errdefs.New(errdefs.ErrUnavailable, "NODE_SHUTTING_DOWN", "the node is shutting down")
+		return nil, 0, false, errdefs.NodeShuttingDown.New("the node is shutting down")
 	}
 	if spec.Idempotent {
 		// A repeated key is answered even when the queue or the store is
@@ -132,8 +132,7 @@ func (m *Manager) existingExecution(ctx context.Context, spec *execution.Spec, o
 }
 
 func executionExists(id string) error {
-	return errdefs.New(errdefs.ErrAlreadyExists, "EXECUTION_EXISTS",
-		"execution %q already exists: execution ids are never reused (attach to it with StreamFunction, or leave context.execution_id empty)", id)
+	return errdefs.ExecutionExists.New("execution %q already exists: execution ids are never reused (attach to it with StreamFunction, or leave context.execution_id empty)", id)
 }
 
 // admit refuses an async execution when its task's queue (max_queued) or
@@ -153,8 +152,7 @@ func (m *Manager) admit(ctx context.Context, taskID string, taskMax int32) error
 	if m.opts.MaxQueued > 0 {
 		m.queuedAhead(ctx) // refreshes the cached depth at most every 100 ms
 		if n := m.queueWaiting.Load(); n >= m.opts.MaxQueued {
-			return errdefs.New(errdefs.ErrResourceExhausted, "QUEUE_FULL",
-				"the node's queue holds %d executions (its limit); try again later", n)
+			return errdefs.QueueFull.New("the node's queue holds %d executions (its limit); try again later", n)
 		}
 	}
 	return nil
@@ -164,7 +162,7 @@ func (m *Manager) admit(ctx context.Context, taskID string, taskMax int32) error
 // as FAILED, so no PENDING record is left that nothing will run.
 func (m *Manager) failUnqueued(rec *execution.Record, err error) {
 	r := *rec
-	r.Status, r.ErrorCode, r.ErrorMessage = execution.StatusFailed, errdefs.Code(err), "not queued: "+err.Error()
+	r.Status, r.ErrorCode, r.ErrorMessage = execution.StatusFailed, errdefs.CodeOf(err), "not queued: "+err.Error()
 	r.CompletedAt = m.opts.Now()
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(m.baseCtx), 5*time.Second)
 	defer cancel()
@@ -433,7 +431,7 @@ func (m *Manager) deadLetter(l *live, spec *execution.Spec) {
 	defer l.mu.Unlock()
 	r := l.rec
 	r.ErrorMessage = fmt.Sprintf("%d attempts failed; the last: %s: %s", r.Attempts-spec.AttemptBase, r.ErrorCode, r.ErrorMessage)
-	r.Status, r.ErrorCode = execution.StatusFailed, execution.CodeRetriesExhausted
+	r.Status, r.ErrorCode = execution.StatusFailed, errdefs.RetriesExhausted.String()
 	r.DeadLettered = true
 	r.Spec = spec
 }
@@ -449,8 +447,7 @@ func (m *Manager) Requeue(ctx context.Context, id string) (*execution.Record, er
 		return nil, err
 	}
 	if !rec.DeadLettered || rec.Spec == nil {
-		return nil, errdefs.New(errdefs.ErrFailedPrecondition, "NOT_DEAD_LETTERED",
-			"execution %q is %s, not dead-lettered: only executions whose retries ran out can be requeued", id, rec.Status)
+		return nil, errdefs.NotDeadLettered.New("execution %q is %s, not dead-lettered: only executions whose retries ran out can be requeued", id, rec.Status)
 	}
 	spec := *rec.Spec
 	spec.Requeues++
@@ -470,7 +467,7 @@ func (m *Manager) Requeue(ctx context.Context, id string) (*execution.Record, er
 func retryable(r *execution.Record) bool {
 	switch r.Status {
 	case execution.StatusFailed:
-		return r.ErrorCode != execution.CodeOutputTooLarge
+		return r.ErrorCode != errdefs.OutputTooLarge.String()
 	case execution.StatusTimeout:
 		return true
 	}
@@ -496,7 +493,7 @@ func (m *Manager) complete(l *live, d *store.Delivery, wait time.Duration) {
 		if err != nil && attempt == 1 {
 			m.log.Warn("storing final record; retrying", "execution", rec.ID, "err", err)
 		}
-		if errdefs.Code(err) == "STORAGE_FULL" {
+		if errdefs.StorageFull.Is(err) {
 			rec = slimmed([]*execution.Record{rec})[0]
 		}
 		return err

@@ -47,7 +47,7 @@ func (m *Manager) Cancel(ctx context.Context, id, reason string, force bool) (Ca
 			return finished(rec.Status), nil
 		}
 		rec.Status = execution.StatusCancelled
-		rec.ErrorCode = execution.CodeCancelled
+		rec.ErrorCode = errdefs.Cancelled.String()
 		rec.ErrorMessage = cancelCause(reason).Error()
 		rec.CompletedAt = m.opts.Now()
 		if _, err := m.store.UpdateRecord(ctx, rec, rev); err == nil {

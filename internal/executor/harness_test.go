@@ -111,7 +111,7 @@ func (f *fakeRuntime) Run(ctx context.Context, inv *spearrt.Invocation) (spearrt
 		f.clock.Advance(200 * time.Millisecond)
 		return spearrt.Result{}, nil
 	}
-	return spearrt.Result{}, errdefs.New(errdefs.ErrInvalidArgument, "NO_SUCH_FUNCTION", "no function %q", inv.Function)
+	return spearrt.Result{}, errdefs.FunctionNotFound.New("no function %q", inv.Function)
 }
 
 func (f *fakeRuntime) callsOf(id string) int {

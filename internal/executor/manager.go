@@ -339,10 +339,10 @@ func (m *Manager) addSyncLive(l *live) error {
 
 func (m *Manager) addLiveLocked(l *live) error {
 	if m.draining {
-		return errdefs.New(errdefs.ErrUnavailable, "NODE_SHUTTING_DOWN", "the node is shutting down")
+		return errdefs.NodeShuttingDown.New("the node is shutting down")
 	}
 	if _, ok := m.live[l.rec.ID]; ok {
-		return errdefs.New(errdefs.ErrAlreadyExists, "EXECUTION_EXISTS", "execution %q is already running", l.rec.ID)
+		return errdefs.ExecutionExists.New("execution %q is already running", l.rec.ID)
 	}
 	m.live[l.rec.ID] = l
 	return nil

@@ -30,13 +30,13 @@ func TestRunSync(t *testing.T) {
 	}{
 		{name: "echo", fn: "echo", input: "hello", status: execution.StatusCompleted, output: "hello"},
 		{name: "empty output", fn: "echo", status: execution.StatusCompleted},
-		{name: "fail", fn: "fail", status: execution.StatusFailed, code: execution.CodeFunctionFailed, exit: 3,
+		{name: "fail", fn: "fail", status: execution.StatusFailed, code: errdefs.FunctionFailed.String(), exit: 3,
 			msg: []string{"exit status 3", "boom"}},
-		{name: "timeout", fn: "sleep", timeoutMs: 50, status: execution.StatusTimeout, code: execution.CodeExecutionTimeout, exit: -1,
+		{name: "timeout", fn: "sleep", timeoutMs: 50, status: execution.StatusTimeout, code: errdefs.ExecutionTimeout.String(), exit: -1,
 			msg: []string{"50ms"}},
-		{name: "output too large", fn: "huge", status: execution.StatusFailed, code: execution.CodeOutputTooLarge, exit: -1,
+		{name: "output too large", fn: "huge", status: execution.StatusFailed, code: errdefs.OutputTooLarge.String(), exit: -1,
 			msg: []string{"4096"}},
-		{name: "runtime error", fn: "nope", status: execution.StatusFailed, code: "NO_SUCH_FUNCTION", exit: -1},
+		{name: "runtime error", fn: "nope", status: execution.StatusFailed, code: "FUNCTION_NOT_FOUND", exit: -1},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -275,7 +275,7 @@ func TestCancelQueued(t *testing.T) {
 	recv(t, blocked, "the blocker to stop")
 	h.gone(spec.ExecutionID) // the worker takes it and drops it
 	r := h.stored(spec.ExecutionID)
-	if r.Status != execution.StatusCancelled || r.ErrorCode != execution.CodeCancelled || !strings.Contains(r.ErrorMessage, "not needed") {
+	if r.Status != execution.StatusCancelled || r.ErrorCode != errdefs.Cancelled.String() || !strings.Contains(r.ErrorMessage, "not needed") {
 		t.Fatalf("record = %+v", r)
 	}
 	if n := h.rt.callsOf(spec.ExecutionID); n != 0 {
@@ -328,7 +328,7 @@ func TestCancelRunning(t *testing.T) {
 			} else {
 				h.gone(spec.ExecutionID)
 			}
-			if r := h.stored(spec.ExecutionID); r.Status != execution.StatusCancelled || r.ErrorCode != execution.CodeCancelled {
+			if r := h.stored(spec.ExecutionID); r.Status != execution.StatusCancelled || r.ErrorCode != errdefs.Cancelled.String() {
 				t.Fatalf("stored record = %+v", r)
 			}
 			if n := h.rt.callsOf(spec.ExecutionID); n != 1 {
@@ -414,11 +414,11 @@ func TestShutdownLeavesQueuedWork(t *testing.T) {
 	}
 
 	shutdown(h.m, 200*time.Millisecond)
-	if r := recv(t, blocked, "the sync run to end"); r == nil || r.Status != execution.StatusFailed || r.ErrorCode != execution.CodeNodeShutdown {
+	if r := recv(t, blocked, "the sync run to end"); r == nil || r.Status != execution.StatusFailed || r.ErrorCode != errdefs.NodeShutdown.String() {
 		t.Fatalf("sync run cut by shutdown = %+v", r)
 	}
 	// Its record is durable once Shutdown returns.
-	if r, _, err := h.st.GetRecord(ctx, blocker.ExecutionID); err != nil || r.ErrorCode != execution.CodeNodeShutdown {
+	if r, _, err := h.st.GetRecord(ctx, blocker.ExecutionID); err != nil || r.ErrorCode != errdefs.NodeShutdown.String() {
 		t.Fatalf("stored record of the sync run = %+v, %v", r, err)
 	}
 	if _, _, _, err := h.m.Submit(ctx, newSpec("echo", execution.ModeAsync, "")); !errors.Is(err, errdefs.ErrUnavailable) {
@@ -647,7 +647,7 @@ func TestRunMaxQueuedExact(t *testing.T) {
 		}()
 	}
 	for i := range callers - maxQueued {
-		if o := recv(t, results, "a refusal"); errdefs.Code(o.err) != "QUEUE_FULL" {
+		if o := recv(t, results, "a refusal"); errdefs.CodeOf(o.err) != "QUEUE_FULL" {
 			t.Fatalf("caller %d: Run = %v, %v; want QUEUE_FULL while %d wait", i, o.rec, o.err, maxQueued)
 		}
 	}
@@ -658,7 +658,7 @@ func TestRunMaxQueuedExact(t *testing.T) {
 	// Refused with an idempotency key: no record stays behind.
 	keyed := newSpec("echo", execution.ModeSync, "keyed")
 	keyed.ExecutionID, keyed.Idempotent = execution.IdempotentID(testTask, "k"), true
-	if _, err := h.m.Run(ctx, keyed, nil); errdefs.Code(err) != "QUEUE_FULL" {
+	if _, err := h.m.Run(ctx, keyed, nil); errdefs.CodeOf(err) != "QUEUE_FULL" {
 		t.Fatalf("keyed Run = %v, want QUEUE_FULL", err)
 	}
 	if _, _, err := h.st.GetRecord(ctx, keyed.ExecutionID); !errors.Is(err, errdefs.ErrNotFound) {
@@ -699,7 +699,7 @@ func TestSubmitMaxQueuedExact(t *testing.T) {
 		switch err := recv(t, errs, "a submission"); {
 		case err == nil:
 			accepted++
-		case errdefs.Code(err) != "QUEUE_FULL":
+		case errdefs.CodeOf(err) != "QUEUE_FULL":
 			t.Fatalf("Submit: %v, want QUEUE_FULL or accepted", err)
 		}
 	}

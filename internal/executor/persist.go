@@ -100,7 +100,7 @@ func (p *persister) write(ctx context.Context, batch []*execution.Record) {
 			if attempt == 1 {
 				p.log.Warn("storing execution records; retrying", "count", len(batch), "first", batch[0].ID, "err", err)
 			}
-			if errdefs.Code(err) == "STORAGE_FULL" {
+			if errdefs.StorageFull.Is(err) {
 				batch = slimmed(batch)
 			}
 		}

@@ -49,7 +49,7 @@ func (m *Manager) Run(ctx context.Context, spec *execution.Spec, onChunk func(Ch
 	}
 	l := &live{rec: execution.NewRecord(spec), done: make(chan struct{})}
 	if err := m.addSyncLive(l); err != nil {
-		if spec.Idempotent && errdefs.Code(err) == "EXECUTION_EXISTS" {
+		if spec.Idempotent && errdefs.ExecutionExists.Is(err) {
 			return m.Wait(ctx, spec.ExecutionID)
 		}
 		return nil, err
@@ -72,7 +72,7 @@ func (m *Manager) Run(ctx context.Context, spec *execution.Spec, onChunk func(Ch
 			// Refused, not run: no execution remains (an idempotency key
 			// can be used again).
 			l.mu.Lock()
-			l.rec.Status, l.rec.ErrorCode = execution.StatusFailed, "QUEUE_FULL"
+			l.rec.Status, l.rec.ErrorCode = execution.StatusFailed, errdefs.QueueFull.String()
 			l.mu.Unlock()
 			close(l.done)
 			m.forget(spec.ExecutionID)
@@ -137,14 +137,13 @@ func (m *Manager) acquire(ctx context.Context, spec *execution.Spec, t *task.Tas
 }
 
 func queueFull(taskID string, n int64) error {
-	return errdefs.New(errdefs.ErrResourceExhausted, "QUEUE_FULL",
-		"task %q already has %d executions waiting (its max_queued); try again later", taskID, n)
+	return errdefs.QueueFull.New("task %q already has %d executions waiting (its max_queued); try again later", taskID, n)
 }
 
 func (m *Manager) runtime(t spearrt.Type) (spearrt.Runtime, error) {
 	rt, ok := m.runtimes[t]
 	if !ok {
-		return nil, errdefs.New(errdefs.ErrFailedPrecondition, "RUNTIME_UNAVAILABLE", "this node has no %s runtime", t)
+		return nil, errdefs.RuntimeUnavailable.New("this node has no %s runtime", t)
 	}
 	return rt, nil
 }
@@ -158,7 +157,7 @@ func (l *live) setCancel(cancel context.CancelCauseFunc) bool {
 	if l.cancelCause != nil {
 		cancel(l.cancelCause)
 		l.rec.Status = execution.StatusCancelled
-		l.rec.ErrorCode = execution.CodeCancelled
+		l.rec.ErrorCode = errdefs.Cancelled.String()
 		l.rec.ErrorMessage = l.cancelCause.Error()
 		return false
 	}
@@ -259,7 +258,7 @@ func (m *Manager) execute(ctx context.Context, l *live, rt spearrt.Runtime, art 
 		m.classify(l, ctx, err)
 	case res.ExitCode == 0 && sum.storeErr != nil && r.OutputPartial():
 		l.mu.Lock()
-		r.Status, r.ErrorCode = execution.StatusFailed, execution.CodeOutputNotStored
+		r.Status, r.ErrorCode = execution.StatusFailed, errdefs.OutputNotStored.String()
 		r.ErrorMessage = fmt.Sprintf("the function completed, but only the first %d of its %d output bytes could be kept: %v",
 			len(r.Output), r.OutputSize, sum.storeErr)
 		l.mu.Unlock()
@@ -270,13 +269,13 @@ func (m *Manager) execute(ctx context.Context, l *live, rt spearrt.Runtime, art 
 	default:
 		l.mu.Lock()
 		r.Status = execution.StatusFailed
-		r.ErrorCode = execution.CodeFunctionFailed
+		r.ErrorCode = errdefs.FunctionFailed.String()
 		r.ErrorMessage = fmt.Sprintf("exit status %d", res.ExitCode)
 		if t := tail(r.Logs, 1024); t != "" {
 			r.ErrorMessage += ": " + t
 		}
 		if limits.MemoryLimitBytes > 0 && (res.MemoryLimitHit || mentionsMemory(r.Logs)) {
-			r.ErrorCode = execution.CodeMemoryLimit
+			r.ErrorCode = errdefs.MemoryLimitExceeded.String()
 			r.ErrorMessage = fmt.Sprintf("the function ran out of memory (limit %d bytes): %s", limits.MemoryLimitBytes, r.ErrorMessage)
 		}
 		l.mu.Unlock()
@@ -366,23 +365,23 @@ func (m *Manager) classify(l *live, ctx context.Context, err error) {
 	set := func(s execution.Status, code, msg string) { r.Status, r.ErrorCode, r.ErrorMessage = s, code, msg }
 	switch {
 	case errors.Is(cause, errOutputTooLarge):
-		set(execution.StatusFailed, execution.CodeOutputTooLarge, "output exceeded the limit: "+cause.Error())
+		set(execution.StatusFailed, errdefs.OutputTooLarge.String(), "output exceeded the limit: "+cause.Error())
 	case errors.Is(cause, errQueueTimeout):
-		set(execution.StatusTimeout, execution.CodeQueueTimeout, cause.Error())
+		set(execution.StatusTimeout, errdefs.QueueTimeout.String(), cause.Error())
 	case errors.Is(cause, errTimeout):
-		set(execution.StatusTimeout, execution.CodeExecutionTimeout, "the execution exceeded its "+cause.Error())
+		set(execution.StatusTimeout, errdefs.ExecutionTimeout.String(), "the execution exceeded its "+cause.Error())
 	case errors.Is(cause, errCancelled):
-		set(execution.StatusCancelled, execution.CodeCancelled, cause.Error())
+		set(execution.StatusCancelled, errdefs.Cancelled.String(), cause.Error())
 	case errors.Is(cause, errShutdown):
-		set(execution.StatusFailed, execution.CodeNodeShutdown, "the node shut down before the execution finished")
+		set(execution.StatusFailed, errdefs.NodeShutdown.String(), "the node shut down before the execution finished")
 	case errors.Is(cause, context.DeadlineExceeded):
-		set(execution.StatusTimeout, execution.CodeExecutionTimeout, "the caller's deadline passed")
+		set(execution.StatusTimeout, errdefs.ExecutionTimeout.String(), "the caller's deadline passed")
 	case errors.Is(cause, context.Canceled):
-		set(execution.StatusCancelled, "CALLER_CANCELLED", "the caller went away")
+		set(execution.StatusCancelled, errdefs.CallerCancelled.String(), "the caller went away")
 	default:
-		code := errdefs.Code(cause)
-		if code == "INTERNAL" {
-			code = execution.CodeRuntimeError
+		code := errdefs.CodeOf(cause)
+		if code == errdefs.Internal.String() {
+			code = errdefs.RuntimeError.String()
 		}
 		set(execution.StatusFailed, code, cause.Error())
 	}

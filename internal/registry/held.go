@@ -75,7 +75,7 @@ func (r *Registry) refetcher(digest, path string) func(context.Context) error {
 	return func(ctx context.Context) error {
 		r.log.Warn("the local copy of an uploaded artifact changed; fetching it again", "artifact", digest, "path", path)
 		if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return errdefs.New(errdefs.ErrFailedPrecondition, "ARTIFACT_UNREADABLE", "artifact %s: %v", path, err)
+			return errdefs.ArtifactUnreadable.New("artifact %s: %v", path, err)
 		}
 		_, err := r.store.MaterializeArtifact(ctx, digest)
 		return err

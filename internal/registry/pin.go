@@ -79,7 +79,7 @@ func (p *pin) check(ctx context.Context) (string, error) {
 	defer p.mu.Unlock()
 	fi, err := os.Stat(p.path)
 	if err != nil {
-		return "", errdefs.New(errdefs.ErrFailedPrecondition, "ARTIFACT_NOT_FOUND", "artifact %s: %v", p.path, err)
+		return "", errdefs.ArtifactNotFound.New("artifact %s: %v", p.path, err)
 	}
 	if s := stampOf(fi); s != (fileStamp{}) && s == p.stamp {
 		return p.digest, nil
@@ -107,7 +107,7 @@ func (p *pin) matches(digest string) bool { return strings.EqualFold(digest, p.d
 func readStamped(path string) (fileStamp, string, error) {
 	fi, err := os.Stat(path)
 	if err != nil {
-		return fileStamp{}, "", errdefs.New(errdefs.ErrFailedPrecondition, "ARTIFACT_NOT_FOUND", "artifact %s: %v", path, err)
+		return fileStamp{}, "", errdefs.ArtifactNotFound.New("artifact %s: %v", path, err)
 	}
 	digest, err := fileDigest(path)
 	return stampOf(fi), digest, err
@@ -116,12 +116,12 @@ func readStamped(path string) (fileStamp, string, error) {
 func fileDigest(path string) (string, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return "", errdefs.New(errdefs.ErrFailedPrecondition, "ARTIFACT_NOT_FOUND", "artifact %s: %v", path, err)
+		return "", errdefs.ArtifactNotFound.New("artifact %s: %v", path, err)
 	}
 	defer f.Close()
 	h := sha256.New()
 	if _, err := io.Copy(h, f); err != nil {
-		return "", errdefs.New(errdefs.ErrFailedPrecondition, "ARTIFACT_UNREADABLE", "artifact %s: %v", path, err)
+		return "", errdefs.ArtifactUnreadable.New("artifact %s: %v", path, err)
 	}
 	return "sha256:" + hex.EncodeToString(h.Sum(nil)), nil
 }

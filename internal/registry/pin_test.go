@@ -58,9 +58,9 @@ func TestArtifactChanged(t *testing.T) {
 						}
 						continue
 					}
-					if errdefs.Code(err) != "ARTIFACT_CHANGED" || !errors.Is(err, errdefs.ErrFailedPrecondition) ||
+					if errdefs.CodeOf(err) != "ARTIFACT_CHANGED" || !errors.Is(err, errdefs.ErrFailedPrecondition) ||
 						!strings.Contains(err.Error(), "spear task update fn --location "+path) {
-						t.Errorf("%s: %v (%s), want ARTIFACT_CHANGED with the update hint", name, err, errdefs.Code(err))
+						t.Errorf("%s: %v (%s), want ARTIFACT_CHANGED with the update hint", name, err, errdefs.CodeOf(err))
 					}
 				}
 			}
@@ -83,7 +83,7 @@ func TestUpdate(t *testing.T) {
 		t.Fatal(err)
 	}
 	replace(t, path, "#!/bin/sh\necho two\n")
-	if _, _, err := r.Register(ctxT(t), reg); errdefs.Code(err) != "TASK_EXISTS" || !strings.Contains(err.Error(), "spear task update fn") {
+	if _, _, err := r.Register(ctxT(t), reg); errdefs.CodeOf(err) != "TASK_EXISTS" || !strings.Contains(err.Error(), "spear task update fn") {
 		t.Errorf("re-registering the changed file: %v, want TASK_EXISTS with the update hint", err)
 	}
 
@@ -100,7 +100,7 @@ func TestUpdate(t *testing.T) {
 		if tc.code == "TASK_NOT_FOUND" {
 			id = "nope"
 		}
-		if _, _, err := r.Update(ctxT(t), id, tc.a); errdefs.Code(err) != tc.code {
+		if _, _, err := r.Update(ctxT(t), id, tc.a); errdefs.CodeOf(err) != tc.code {
 			t.Errorf("%s: %v, want %s", tc.name, err, tc.code)
 		}
 	}

@@ -101,7 +101,7 @@ func (r *Registry) Register(ctx context.Context, reg Registration) (*task.Task, 
 	}
 	for _, s := range []string{reg.Name, reg.Description} {
 		if !utf8.ValidString(s) {
-			return nil, false, errdefs.New(errdefs.ErrInvalidArgument, "INVALID_UTF8", "task name and description must be valid UTF-8")
+			return nil, false, errdefs.InvalidUTF8.New("task name and description must be valid UTF-8")
 		}
 	}
 	if err := reg.Limits.Validate(); err != nil {
@@ -129,8 +129,7 @@ func (r *Registry) Register(ctx context.Context, reg Registration) (*task.Task, 
 			return nil, false, gerr
 		}
 		if !sameArtifact(old.Artifact, a) {
-			return nil, false, errdefs.New(errdefs.ErrAlreadyExists, "TASK_EXISTS",
-				"task %q already exists with another artifact, or with other content of the same file; "+
+			return nil, false, errdefs.TaskExists.New("task %q already exists with another artifact, or with other content of the same file; "+
 					"to re-pin it: spear task update %s --location %s (or delete it first, or use another name)",
 				id, id, a.Location)
 		}
@@ -183,13 +182,13 @@ func taskID(reg Registration) (string, error) {
 		return reg.ID, task.ValidateID(reg.ID)
 	}
 	if reg.Name == "" {
-		return "", errdefs.New(errdefs.ErrInvalidArgument, "MISSING_TASK_NAME", "a new task needs a task_name (or task_id)")
+		return "", errdefs.MissingTaskName.New("a new task needs a task_name (or task_id)")
 	}
 	if task.ValidateID(reg.Name) == nil {
 		return reg.Name, nil
 	}
 	if !utf8.ValidString(reg.Name) {
-		return "", errdefs.New(errdefs.ErrInvalidArgument, "INVALID_UTF8", "task name must be valid UTF-8")
+		return "", errdefs.InvalidUTF8.New("task name must be valid UTF-8")
 	}
 	base := strings.Trim(idUnsafe.ReplaceAllString(reg.Name, "-"), "-")
 	if len(base) > 100 {
@@ -323,8 +322,7 @@ func (r *Registry) resolveNew(ctx context.Context, id string, a task.Artifact) (
 		return runtime.Artifact{}, nil, err
 	}
 	if p != nil && a.Checksum != "" && !strings.EqualFold(a.Checksum, art.Digest) {
-		return runtime.Artifact{}, nil, errdefs.New(errdefs.ErrInvalidArgument, "CHECKSUM_MISMATCH",
-			"artifact %s: checksum %s given, file is %s", a.Location, a.Checksum, art.Digest)
+		return runtime.Artifact{}, nil, errdefs.ChecksumMismatch.New("artifact %s: checksum %s given, file is %s", a.Location, a.Checksum, art.Digest)
 	}
 	if err := r.prepare(ctx, art); err != nil {
 		return runtime.Artifact{}, nil, err
@@ -365,8 +363,7 @@ func (r *Registry) verify(ctx context.Context, e *entry) error {
 }
 
 func artifactChanged(t *task.Task, digest string) error {
-	return errdefs.New(errdefs.ErrFailedPrecondition, "ARTIFACT_CHANGED",
-		"task %q: artifact %s changed since the task was registered (content %s, task pinned to %s); nothing was run. "+
+	return errdefs.ArtifactChanged.New("task %q: artifact %s changed since the task was registered (content %s, task pinned to %s); nothing was run. "+
 			"To run the new content, re-pin the task: spear task update %s --location %s",
 		t.ID, t.Artifact.Location, digest, t.Artifact.Checksum, t.ID, t.Artifact.Location)
 }
@@ -378,19 +375,15 @@ func (r *Registry) locate(ctx context.Context, id string, a task.Artifact) (runt
 	switch a.Type {
 	case runtime.TypeProcess, runtime.TypeWasm, runtime.TypeDocker:
 	case "":
-		return runtime.Artifact{}, nil, errdefs.New(errdefs.ErrInvalidArgument, "MISSING_ARTIFACT_TYPE",
-			"artifact_spec.artifact_type is required: process, wasm or docker")
+		return runtime.Artifact{}, nil, errdefs.MissingArtifactType.New("artifact_spec.artifact_type is required: process, wasm or docker")
 	default:
-		return runtime.Artifact{}, nil, errdefs.New(errdefs.ErrInvalidArgument, "UNKNOWN_ARTIFACT_TYPE",
-			"artifact_type %q is not one of process, wasm, docker", a.Type)
+		return runtime.Artifact{}, nil, errdefs.UnknownArtifactType.New("artifact_type %q is not one of process, wasm, docker", a.Type)
 	}
 	if a.Location == "" {
-		return runtime.Artifact{}, nil, errdefs.New(errdefs.ErrInvalidArgument, "MISSING_ARTIFACT_LOCATION",
-			"artifact_spec.location is required")
+		return runtime.Artifact{}, nil, errdefs.MissingArtifactLocation.New("artifact_spec.location is required")
 	}
 	if a.Checksum != "" && !checksumPattern.MatchString(a.Checksum) {
-		return runtime.Artifact{}, nil, errdefs.New(errdefs.ErrInvalidArgument, "INVALID_CHECKSUM",
-			"checksum %q: want sha256:<64 hex digits>", a.Checksum)
+		return runtime.Artifact{}, nil, errdefs.InvalidChecksum.New("checksum %q: want sha256:<64 hex digits>", a.Checksum)
 	}
 	art := runtime.Artifact{TaskID: id, Type: a.Type, Location: a.Location, Metadata: a.Metadata}
 	if a.Type == runtime.TypeDocker {
@@ -419,8 +412,7 @@ func (r *Registry) locate(ctx context.Context, id string, a task.Artifact) (runt
 func (r *Registry) prepare(ctx context.Context, art runtime.Artifact) error {
 	rt, ok := r.runtimes[art.Type]
 	if !ok {
-		return errdefs.New(errdefs.ErrFailedPrecondition, "RUNTIME_UNAVAILABLE",
-			"this node has no %s runtime", art.Type)
+		return errdefs.RuntimeUnavailable.New("this node has no %s runtime", art.Type)
 	}
 	if v, ok := rt.(runtime.Validator); ok {
 		if err := v.Validate(ctx, art); err != nil {
@@ -441,21 +433,19 @@ func (r *Registry) localPath(ctx context.Context, loc string) (string, error) {
 	if strings.HasPrefix(loc, "file:") {
 		u, err := url.Parse(loc)
 		if err != nil || (u.Host != "" && u.Host != "localhost") {
-			return "", errdefs.New(errdefs.ErrInvalidArgument, "INVALID_ARTIFACT_LOCATION",
-				"location %q: want file:///absolute/path", loc)
+			return "", errdefs.InvalidArtifactLocation.New("location %q: want file:///absolute/path", loc)
 		}
 		path = u.Path
 	}
 	if !filepath.IsAbs(path) {
-		return "", errdefs.New(errdefs.ErrInvalidArgument, "INVALID_ARTIFACT_LOCATION",
-			"location %q: want an absolute path, a file:// URI or an uploaded artifact (%ssha256:...)", loc, store.ArtifactScheme)
+		return "", errdefs.InvalidArtifactLocation.New("location %q: want an absolute path, a file:// URI or an uploaded artifact (%ssha256:...)", loc, store.ArtifactScheme)
 	}
 	st, err := os.Stat(path)
 	if err != nil {
-		return "", errdefs.New(errdefs.ErrFailedPrecondition, "ARTIFACT_NOT_FOUND", "artifact %s: %v", path, err)
+		return "", errdefs.ArtifactNotFound.New("artifact %s: %v", path, err)
 	}
 	if !st.Mode().IsRegular() {
-		return "", errdefs.New(errdefs.ErrFailedPrecondition, "ARTIFACT_NOT_FOUND", "artifact %s is not a regular file", path)
+		return "", errdefs.ArtifactNotFound.New("artifact %s is not a regular file", path)
 	}
 	return filepath.Clean(path), nil
 }

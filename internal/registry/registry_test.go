@@ -131,7 +131,7 @@ func TestRegisterValidation(t *testing.T) {
 		{"invalid UTF-8 name with id", Registration{ID: "t", Name: "bad\xff", Artifact: proc(f.echo)}, errdefs.ErrInvalidArgument, "INVALID_UTF8"},
 		{"invalid UTF-8 name", Registration{Name: "bad\xffname", Artifact: proc(f.echo)}, errdefs.ErrInvalidArgument, "INVALID_UTF8"},
 		{"invalid UTF-8 description", Registration{ID: "t", Description: "\xc3", Artifact: proc(f.echo)}, errdefs.ErrInvalidArgument, "INVALID_UTF8"},
-		{"uploaded artifact unknown", Registration{ID: "t", Artifact: proc("artifact:sha256:" + strings.Repeat("1", 64))}, errdefs.ErrNotFound, "ARTIFACT_NOT_FOUND"},
+		{"uploaded artifact unknown", Registration{ID: "t", Artifact: proc("artifact:sha256:" + strings.Repeat("1", 64))}, errdefs.ErrFailedPrecondition, "ARTIFACT_NOT_FOUND"},
 		{"uploaded artifact malformed", Registration{ID: "t", Artifact: proc("artifact:sha256:xyz")}, errdefs.ErrInvalidArgument, "INVALID_ARTIFACT_LOCATION"},
 	}
 	for _, tc := range tests {
@@ -143,8 +143,8 @@ func TestRegisterValidation(t *testing.T) {
 			if !errors.Is(err, tc.class) {
 				t.Errorf("error %v is not of class %v", err, tc.class)
 			}
-			if tc.code != "" && errdefs.Code(err) != tc.code {
-				t.Errorf("error code %s, want %s (%v)", errdefs.Code(err), tc.code, err)
+			if tc.code != "" && errdefs.CodeOf(err) != tc.code {
+				t.Errorf("error code %s, want %s (%v)", errdefs.CodeOf(err), tc.code, err)
 			}
 		})
 	}
@@ -219,7 +219,7 @@ func TestRegisterIdempotence(t *testing.T) {
 		"other metadata": {Type: runtime.TypeProcess, Location: f.echo, Metadata: map[string]string{"k": "w"}},
 	} {
 		_, _, err := r.Register(ctxT(t), Registration{ID: "same", Artifact: other})
-		if !errors.Is(err, errdefs.ErrAlreadyExists) || errdefs.Code(err) != "TASK_EXISTS" {
+		if !errors.Is(err, errdefs.ErrAlreadyExists) || errdefs.CodeOf(err) != "TASK_EXISTS" {
 			t.Errorf("%s: %v, want TASK_EXISTS", name, err)
 		}
 	}
@@ -270,7 +270,7 @@ func TestDerivedIDs(t *testing.T) {
 	if id, _ := taskID(Registration{Name: "日本語の関数"}); !strings.HasPrefix(id, "task-") {
 		t.Errorf("id of a name without ASCII is %q", id)
 	}
-	if _, err := taskID(Registration{Name: "a\xffb c"}); errdefs.Code(err) != "INVALID_UTF8" {
+	if _, err := taskID(Registration{Name: "a\xffb c"}); errdefs.CodeOf(err) != "INVALID_UTF8" {
 		t.Errorf("invalid UTF-8 name: %v", err)
 	}
 }
@@ -352,19 +352,19 @@ func TestGetListDelete(t *testing.T) {
 		}
 	}
 
-	if _, err := r.Get(ctxT(t), "nope"); errdefs.Code(err) != "TASK_NOT_FOUND" || !errors.Is(err, errdefs.ErrNotFound) {
+	if _, err := r.Get(ctxT(t), "nope"); errdefs.CodeOf(err) != "TASK_NOT_FOUND" || !errors.Is(err, errdefs.ErrNotFound) {
 		t.Errorf("Get unknown: %v", err)
 	}
-	if _, err := r.Get(ctxT(t), "no/pe"); errdefs.Code(err) != "INVALID_TASK_ID" {
+	if _, err := r.Get(ctxT(t), "no/pe"); errdefs.CodeOf(err) != "INVALID_TASK_ID" {
 		t.Errorf("Get invalid: %v", err)
 	}
 	if err := r.Delete(ctxT(t), "a"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := r.Get(ctxT(t), "a"); errdefs.Code(err) != "TASK_NOT_FOUND" {
+	if _, err := r.Get(ctxT(t), "a"); errdefs.CodeOf(err) != "TASK_NOT_FOUND" {
 		t.Errorf("Get after Delete: %v", err)
 	}
-	if err := r.Delete(ctxT(t), "a"); errdefs.Code(err) != "TASK_NOT_FOUND" {
+	if err := r.Delete(ctxT(t), "a"); errdefs.CodeOf(err) != "TASK_NOT_FOUND" {
 		t.Errorf("Delete twice: %v", err)
 	}
 }
@@ -396,7 +396,7 @@ func TestDeleteVanishedArtifact(t *testing.T) {
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		_, err := r.Lookup(ctxT(t), "gone")
-		if errdefs.Code(err) == "TASK_NOT_FOUND" {
+		if errdefs.CodeOf(err) == "TASK_NOT_FOUND" {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -423,7 +423,7 @@ func TestWatchInvalidatesCache(t *testing.T) {
 	}
 	eventually(t, "r2 sees the delete", func() bool {
 		_, err := r2.Get(ctxT(t), "w")
-		return errdefs.Code(err) == "TASK_NOT_FOUND"
+		return errdefs.CodeOf(err) == "TASK_NOT_FOUND"
 	})
 	if _, _, err := r1.Register(ctxT(t), Registration{ID: "w", Artifact: task.Artifact{Type: runtime.TypeProcess, Location: upper}}); err != nil {
 		t.Fatal(err)

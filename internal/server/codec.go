@@ -133,7 +133,7 @@ func invalidUTF8Field(m protoreflect.Message) string {
 }
 
 func errInvalidUTF8(field string) error {
-	return errdefs.New(errdefs.ErrInvalidArgument, "INVALID_UTF8", "field %s is not valid UTF-8", field)
+	return errdefs.InvalidUTF8.New("field %s is not valid UTF-8", field)
 }
 
 // utf8Marks holds the requests utf8Codec decoded with marked fields, until

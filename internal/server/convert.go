@@ -188,16 +188,16 @@ func input(params []*pb.FunctionParameter) ([]byte, error) {
 	for i, p := range params {
 		if p.Value == nil {
 			if p.Required {
-				return nil, errdefs.New(errdefs.ErrInvalidArgument, "MISSING_PARAMETER", "parameter %q is required but has no value", p.Name)
+				return nil, errdefs.MissingParameter.New("parameter %q is required but has no value", p.Name)
 			}
 			continue
 		}
 		if len(params) > 1 {
 			if p.Name == "" {
-				return nil, errdefs.New(errdefs.ErrInvalidArgument, "INVALID_PARAMETER", "parameter %d has no name; several parameters need names", i)
+				return nil, errdefs.InvalidParameter.New("parameter %d has no name; several parameters need names", i)
 			}
 			if seen[p.Name] {
-				return nil, errdefs.New(errdefs.ErrInvalidArgument, "DUPLICATE_PARAMETER", "parameter %q is given twice", p.Name)
+				return nil, errdefs.DuplicateParameter.New("parameter %q is given twice", p.Name)
 			}
 			seen[p.Name] = true
 		}
@@ -227,12 +227,11 @@ func input(params []*pb.FunctionParameter) ([]byte, error) {
 		}
 		m, err := p.Value.UnmarshalNew()
 		if err != nil {
-			return nil, errdefs.New(errdefs.ErrInvalidArgument, "INVALID_PARAMETER",
-				"parameter %q: cannot decode value of type %q: %v", p.Name, p.Value.TypeUrl, err)
+			return nil, errdefs.InvalidParameter.New("parameter %q: cannot decode value of type %q: %v", p.Name, p.Value.TypeUrl, err)
 		}
 		b, err := protojson.Marshal(m)
 		if err != nil {
-			return nil, errdefs.New(errdefs.ErrInvalidArgument, "INVALID_PARAMETER", "parameter %q: %v", p.Name, err)
+			return nil, errdefs.InvalidParameter.New("parameter %q: %v", p.Name, err)
 		}
 		obj[p.Name] = b
 	}
@@ -256,8 +255,7 @@ func unpack(a *anypb.Any) proto.Message {
 func validEnv(env map[string]string) error {
 	for k, v := range env {
 		if k == "" || strings.ContainsAny(k, "=\x00") || strings.Contains(v, "\x00") || !utf8.ValidString(k) || !utf8.ValidString(v) {
-			return errdefs.New(errdefs.ErrInvalidArgument, "INVALID_ENVIRONMENT",
-				"environment variable %q: names must be non-empty without '=' or NUL, values without NUL, both UTF-8", k)
+			return errdefs.InvalidEnvironment.New("environment variable %q: names must be non-empty without '=' or NUL, values without NUL, both UTF-8", k)
 		}
 	}
 	return nil

@@ -3,7 +3,6 @@ package server
 import (
 	"context"
 	"errors"
-	"strings"
 
 	"connectrpc.com/connect"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
@@ -58,15 +57,20 @@ func errorCode(err error) string {
 				return info.Reason
 			}
 		}
-		return strings.ToUpper(snake(st.Code().String()))
+		return codeOfStatus(st.Code())
 	}
-	switch grpcCode(err) {
-	case codes.DeadlineExceeded:
-		return "DEADLINE_EXCEEDED"
-	case codes.Canceled:
-		return "CANCELLED"
+	return errdefs.CodeOf(err)
+}
+
+// codeOfStatus is the error code of a gRPC status without an ErrorInfo
+// (one grpc-go made itself): the class code grpcCode maps to it.
+func codeOfStatus(c codes.Code) string {
+	for _, k := range errdefs.ClassCodes() {
+		if grpcCode(k.Class()) == c {
+			return k.String()
+		}
 	}
-	return errdefs.Code(err)
+	return errdefs.Internal.String()
 }
 
 // toGRPC converts a domain error to a gRPC status error with the error code

@@ -31,15 +31,15 @@ type errorCase struct {
 
 func errorCases() []errorCase {
 	return []errorCase{
-		{"invalid argument coded", errdefs.New(errdefs.ErrInvalidArgument, "INVALID_LIMIT", "bad"), codes.InvalidArgument, "INVALID_LIMIT"},
+		{"invalid argument coded", errdefs.InvalidLimit.New("bad"), codes.InvalidArgument, "INVALID_LIMIT"},
 		{"invalid argument class", fmt.Errorf("x: %w", errdefs.ErrInvalidArgument), codes.InvalidArgument, "INVALID_ARGUMENT"},
-		{"not found coded", errdefs.New(errdefs.ErrNotFound, "TASK_NOT_FOUND", "no task"), codes.NotFound, "TASK_NOT_FOUND"},
+		{"not found coded", errdefs.TaskNotFound.New("no task"), codes.NotFound, "TASK_NOT_FOUND"},
 		{"not found class", fmt.Errorf("x: %w", errdefs.ErrNotFound), codes.NotFound, "NOT_FOUND"},
-		{"already exists", errdefs.New(errdefs.ErrAlreadyExists, "TASK_EXISTS", "dup"), codes.AlreadyExists, "TASK_EXISTS"},
+		{"already exists", errdefs.TaskExists.New("dup"), codes.AlreadyExists, "TASK_EXISTS"},
 		{"already exists class", fmt.Errorf("x: %w", errdefs.ErrAlreadyExists), codes.AlreadyExists, "ALREADY_EXISTS"},
-		{"failed precondition", errdefs.New(errdefs.ErrFailedPrecondition, "TASK_BUSY", "busy"), codes.FailedPrecondition, "TASK_BUSY"},
+		{"failed precondition", errdefs.TaskBusy.New("busy"), codes.FailedPrecondition, "TASK_BUSY"},
 		{"failed precondition class", fmt.Errorf("x: %w", errdefs.ErrFailedPrecondition), codes.FailedPrecondition, "FAILED_PRECONDITION"},
-		{"resource exhausted", errdefs.New(errdefs.ErrResourceExhausted, "QUEUE_FULL", "full"), codes.ResourceExhausted, "QUEUE_FULL"},
+		{"resource exhausted", errdefs.QueueFull.New("full"), codes.ResourceExhausted, "QUEUE_FULL"},
 		{"resource exhausted class", fmt.Errorf("x: %w", errdefs.ErrResourceExhausted), codes.ResourceExhausted, "RESOURCE_EXHAUSTED"},
 		{"unavailable", fmt.Errorf("store: %w", errdefs.ErrUnavailable), codes.Unavailable, "UNAVAILABLE"},
 		{"unimplemented", fmt.Errorf("x: %w", errdefs.ErrUnimplemented), codes.Unimplemented, "UNIMPLEMENTED"},

@@ -211,3 +211,19 @@ func jsonMap(t *testing.T, b []byte) map[string]any {
 	}
 	return m
 }
+
+// reasonOf is the error code of a Connect JSON error body: the reason of
+// its google.rpc.ErrorInfo detail.
+func reasonOf(m map[string]any) string {
+	details, _ := m["details"].([]any)
+	for _, d := range details {
+		dm, _ := d.(map[string]any)
+		if dm["type"] != "google.rpc.ErrorInfo" {
+			continue
+		}
+		debug, _ := dm["debug"].(map[string]any)
+		reason, _ := debug["reason"].(string)
+		return reason
+	}
+	return ""
+}

@@ -2,12 +2,11 @@ package server
 
 import (
 	"context"
-	"encoding/json"
 	"net/http"
 	"strconv"
-	"strings"
 	"time"
 
+	"connectrpc.com/connect"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
@@ -27,23 +26,23 @@ func (s *Service) routes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		resp, err := s.GetHealth(r.Context(), &pb.GetHealthRequest{})
 		if err != nil {
-			writeError(w, err)
+			writeError(w, r, err)
 			return
 		}
 		code := http.StatusOK
 		if resp.Status != "healthy" {
 			code = http.StatusServiceUnavailable
 		}
-		writeProto(w, code, resp)
+		writeProto(w, r, code, resp)
 	})
 }
 
 var jsonOpts = protojson.MarshalOptions{EmitUnpopulated: false, UseProtoNames: false}
 
-func writeProto(w http.ResponseWriter, code int, m proto.Message) {
+func writeProto(w http.ResponseWriter, r *http.Request, code int, m proto.Message) {
 	b, err := jsonOpts.Marshal(m)
 	if err != nil {
-		writeError(w, err)
+		writeError(w, r, err)
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")
@@ -52,36 +51,11 @@ func writeProto(w http.ResponseWriter, code int, m proto.Message) {
 	_, _ = w.Write([]byte("\n"))
 }
 
-// writeError answers with the same code names as Connect's JSON errors.
-func writeError(w http.ResponseWriter, err error) {
-	code := grpcCode(err)
-	httpCode := map[string]int{
-		"InvalidArgument": 400, "NotFound": 404, "AlreadyExists": 409, "FailedPrecondition": 412,
-		"ResourceExhausted": 429, "Unavailable": 503, "Unimplemented": 501, "DeadlineExceeded": 504, "Canceled": 499,
-	}[code.String()]
-	if httpCode == 0 {
-		httpCode = 500
-	}
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set(ErrorCodeTrailer, errorCode(err))
-	w.WriteHeader(httpCode)
-	_ = json.NewEncoder(w).Encode(map[string]string{
-		"code":       strings.ToLower(snake(code.String())),
-		"error_code": errorCode(err),
-		"message":    err.Error(),
-	})
-}
-
-// snake turns "InvalidArgument" into "invalid_argument", Connect's spelling.
-func snake(s string) string {
-	var b strings.Builder
-	for i, r := range s {
-		if i > 0 && r >= 'A' && r <= 'Z' {
-			b.WriteByte('_')
-		}
-		b.WriteRune(r)
-	}
-	return b.String()
+// writeError answers as Connect answers the same error: one HTTP status
+// per error class everywhere, a Connect JSON error body (code, message, an
+// ErrorInfo detail) and the error code in the spear-error-code header.
+func writeError(w http.ResponseWriter, r *http.Request, err error) {
+	_ = connect.NewErrorWriter().Write(w, r, toConnect(err))
 }
 
 // StatusJSON is an execution's final record as completion callbacks carry
@@ -105,7 +79,7 @@ func (s *Service) handleStatus(w http.ResponseWriter, r *http.Request) {
 	if ws := q.Get("wait"); ws != "" {
 		d, err := time.ParseDuration(ws)
 		if err != nil || d < 0 {
-			writeError(w, errdefs.New(errdefs.ErrInvalidArgument, "INVALID_WAIT", "wait=%q: want a duration such as 30s", ws))
+			writeError(w, r, errdefs.InvalidWait.New("wait=%q: want a duration such as 30s", ws))
 			return
 		}
 		if d > 0 {
@@ -115,8 +89,8 @@ func (s *Service) handleStatus(w http.ResponseWriter, r *http.Request) {
 			// now is the answer.
 			waitOver := wctx.Err() != nil && ctx.Err() == nil
 			cancel()
-			if err != nil && !waitOver && errdefs.Code(err) != "EXECUTION_NOT_FOUND" {
-				writeError(w, err)
+			if err != nil && !waitOver && !errdefs.ExecutionNotFound.Is(err) {
+				writeError(w, r, err)
 				return
 			}
 		}
@@ -124,14 +98,14 @@ func (s *Service) handleStatus(w http.ResponseWriter, r *http.Request) {
 	logs, _ := strconv.ParseBool(q.Get("logs"))
 	resp, err := s.GetExecutionStatus(ctx, &pb.GetExecutionStatusRequest{ExecutionId: id, IncludeResult: true, IncludeLogs: logs})
 	if err != nil {
-		writeError(w, err)
+		writeError(w, r, err)
 		return
 	}
 	code := http.StatusOK
 	if !resp.Found {
 		code = http.StatusNotFound
 	}
-	writeProto(w, code, resp)
+	writeProto(w, r, code, resp)
 }
 
 // handleOutput answers GET /api/v1/executions/{id}/output with the
@@ -143,7 +117,7 @@ func (s *Service) handleOutput(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	rec, err := s.mgr.Get(ctx, r.PathValue("id"))
 	if err != nil {
-		writeError(w, err)
+		writeError(w, r, err)
 		return
 	}
 	h := w.Header()
@@ -165,7 +139,7 @@ func (s *Service) handleOutput(w http.ResponseWriter, r *http.Request) {
 	})
 	if err != nil && !started {
 		h.Del("Content-Length")
-		writeError(w, err)
+		writeError(w, r, err)
 	}
 }
 
@@ -176,10 +150,10 @@ func (s *Service) handleCancel(w http.ResponseWriter, r *http.Request) {
 		ExecutionId: r.PathValue("id"), Reason: r.URL.Query().Get("reason"), Force: force,
 	})
 	if err != nil {
-		writeError(w, err)
+		writeError(w, r, err)
 		return
 	}
-	writeProto(w, http.StatusOK, resp)
+	writeProto(w, r, http.StatusOK, resp)
 }
 
 // handleUpload streams a request body into the artifact store:
@@ -187,13 +161,13 @@ func (s *Service) handleCancel(w http.ResponseWriter, r *http.Request) {
 func (s *Service) handleUpload(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	if err := checkChecksum(q.Get("checksum")); err != nil {
-		writeError(w, err)
+		writeError(w, r, err)
 		return
 	}
 	digest, size, err := s.store.PutArtifact(r.Context(), q.Get("name"), r.Body, q.Get("checksum"))
 	if err != nil {
-		writeError(w, err)
+		writeError(w, r, err)
 		return
 	}
-	writeProto(w, http.StatusCreated, &pb.UploadArtifactResponse{Location: "artifact:" + digest, Checksum: digest, SizeBytes: size})
+	writeProto(w, r, http.StatusCreated, &pb.UploadArtifactResponse{Location: "artifact:" + digest, Checksum: digest, SizeBytes: size})
 }

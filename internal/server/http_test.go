@@ -84,7 +84,7 @@ func TestHTTPStatusRoute(t *testing.T) {
 		req, _ := http.NewRequestWithContext(testCtx(t), http.MethodGet, e.base+"/api/v1/executions/bad%20id/status", nil)
 		r, body := httpDo(t, req)
 		m := jsonMap(t, body)
-		if r.StatusCode != http.StatusBadRequest || m["error_code"] != "INVALID_EXECUTION_ID" || m["code"] != "invalid_argument" ||
+		if r.StatusCode != http.StatusBadRequest || reasonOf(m) != "INVALID_EXECUTION_ID" || m["code"] != "invalid_argument" ||
 			r.Header.Get(ErrorCodeTrailer) != "INVALID_EXECUTION_ID" {
 			t.Errorf("%d %s", r.StatusCode, body)
 		}
@@ -124,7 +124,7 @@ func TestHTTPStatusRoute(t *testing.T) {
 				e.base+fmt.Sprintf(StatusPath, resp.ExecutionId)+"?wait="+url.QueryEscape(w), nil)
 			r, body := httpDo(t, req)
 			m := jsonMap(t, body)
-			if r.StatusCode != http.StatusBadRequest || m["error_code"] != "INVALID_WAIT" || m["code"] != "invalid_argument" {
+			if r.StatusCode != http.StatusBadRequest || reasonOf(m) != "INVALID_WAIT" || m["code"] != "invalid_argument" {
 				t.Errorf("wait=%s: %d %s", w, r.StatusCode, body)
 			}
 		}
@@ -192,7 +192,7 @@ func TestHTTPUploadRoute(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			r, body := put(t, http.MethodPut, tc.query, tc.body)
 			m := jsonMap(t, body)
-			if r.StatusCode != tc.status || m["error_code"] != tc.code || r.Header.Get(ErrorCodeTrailer) != tc.code {
+			if r.StatusCode != tc.status || reasonOf(m) != tc.code || r.Header.Get(ErrorCodeTrailer) != tc.code {
 				t.Errorf("%d %s", r.StatusCode, body)
 			}
 		})

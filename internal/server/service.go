@@ -72,11 +72,11 @@ func NewService(opts ServiceOptions, mgr *executor.Manager, reg *registry.Regist
 
 // failed is an InvokeFunction answer for an invocation refused without an
 // RPC error (the contract's mode errors).
-func failed(code, msg string) *pb.InvokeFunctionResponse {
+func failed(code errdefs.Code, msg string) *pb.InvokeFunctionResponse {
 	return &pb.InvokeFunctionResponse{
 		Success: false,
 		Message: msg,
-		Result:  &pb.ExecutionResult{Status: pb.ExecutionStatus_EXECUTION_STATUS_FAILED, ErrorCode: code, ErrorMessage: msg},
+		Result:  &pb.ExecutionResult{Status: pb.ExecutionStatus_EXECUTION_STATUS_FAILED, ErrorCode: code.String(), ErrorMessage: msg},
 	}
 }
 
@@ -85,10 +85,10 @@ func (s *Service) InvokeFunction(ctx context.Context, req *pb.InvokeFunctionRequ
 	switch req.ExecutionMode {
 	case pb.ExecutionMode_EXECUTION_MODE_SYNC, pb.ExecutionMode_EXECUTION_MODE_ASYNC:
 	case pb.ExecutionMode_EXECUTION_MODE_STREAM:
-		return failed("STREAM_MODE_NOT_SUPPORTED",
+		return failed(errdefs.StreamModeNotSupported,
 			"stream mode is not supported by InvokeFunction: call the StreamFunction method, which streams output chunks as they are produced"), nil
 	default:
-		return failed("UNKNOWN_EXECUTION_MODE",
+		return failed(errdefs.UnknownExecutionMode,
 			fmt.Sprintf("unknown execution_mode %d: use EXECUTION_MODE_SYNC, EXECUTION_MODE_ASYNC, or the StreamFunction method", req.ExecutionMode)), nil
 	}
 	spec, err := s.prepare(ctx, req, execution.Mode(req.ExecutionMode))
@@ -183,16 +183,16 @@ func (s *Service) prepare(ctx context.Context, req *pb.InvokeFunctionRequest, mo
 		c = &pb.ExecutionContext{}
 	}
 	if c.TimeoutMs < 0 {
-		return nil, errdefs.New(errdefs.ErrInvalidArgument, "INVALID_TIMEOUT", "context.timeout_ms must not be negative (0 means the default)")
+		return nil, errdefs.InvalidTimeout.New("context.timeout_ms must not be negative (0 means the default)")
 	}
 	if c.MaxRetries < 0 {
-		return nil, errdefs.New(errdefs.ErrInvalidArgument, "INVALID_MAX_RETRIES", "context.max_retries must not be negative")
+		return nil, errdefs.InvalidMaxRetries.New("context.max_retries must not be negative")
 	}
 	if err := validEnv(c.Environment); err != nil {
 		return nil, err
 	}
 	if !utf8.ValidString(req.FunctionName) || strings.ContainsRune(req.FunctionName, 0) || len(req.FunctionName) > 256 {
-		return nil, errdefs.New(errdefs.ErrInvalidArgument, "INVALID_FUNCTION_NAME", "function_name must be UTF-8 without NUL, at most 256 bytes")
+		return nil, errdefs.InvalidFunctionName.New("function_name must be UTF-8 without NUL, at most 256 bytes")
 	}
 	in, err := input(req.Parameters)
 	if err != nil {
@@ -204,7 +204,7 @@ func (s *Service) prepare(ctx context.Context, req *pb.InvokeFunctionRequest, mo
 		}
 	}
 	if s.maxInput > 0 && len(in) > s.maxInput {
-		return nil, errdefs.New(errdefs.ErrResourceExhausted, "INPUT_TOO_LARGE", "input of %d bytes exceeds the limit of %d bytes", len(in), s.maxInput)
+		return nil, errdefs.InputTooLarge.New("input of %d bytes exceeds the limit of %d bytes", len(in), s.maxInput)
 	}
 	if req.CallbackUrl != "" {
 		if err := callback.ValidateURL(req.CallbackUrl); err != nil {
@@ -215,11 +215,10 @@ func (s *Service) prepare(ctx context.Context, req *pb.InvokeFunctionRequest, mo
 	id := c.ExecutionId
 	switch {
 	case req.IdempotencyKey != "" && id != "":
-		return nil, errdefs.New(errdefs.ErrInvalidArgument, "CONFLICTING_IDS",
-			"give either context.execution_id or idempotency_key, not both")
+		return nil, errdefs.ConflictingIDs.New("give either context.execution_id or idempotency_key, not both")
 	case req.IdempotencyKey != "":
 		if len(req.IdempotencyKey) > 256 || !utf8.ValidString(req.IdempotencyKey) {
-			return nil, errdefs.New(errdefs.ErrInvalidArgument, "INVALID_IDEMPOTENCY_KEY", "idempotency_key must be valid UTF-8 of at most 256 bytes")
+			return nil, errdefs.InvalidIdempotencyKey.New("idempotency_key must be valid UTF-8 of at most 256 bytes")
 		}
 		id = execution.IdempotentID(taskID, req.IdempotencyKey)
 	case id == "":
@@ -252,11 +251,10 @@ func (s *Service) prepare(ctx context.Context, req *pb.InvokeFunctionRequest, mo
 // that exists, given instead of parameters.
 func (s *Service) checkInputRef(ctx context.Context, req *pb.InvokeFunctionRequest) error {
 	if len(req.Parameters) > 0 {
-		return errdefs.New(errdefs.ErrInvalidArgument, "CONFLICTING_INPUT", "give either parameters or input_ref, not both")
+		return errdefs.ConflictingInput.New("give either parameters or input_ref, not both")
 	}
 	if !strings.HasPrefix(req.InputRef, store.ArtifactScheme) {
-		return errdefs.New(errdefs.ErrInvalidArgument, "INVALID_INPUT_REF",
-			"input_ref %q: want %ssha256:<hex>, the location UploadArtifact returned", req.InputRef, store.ArtifactScheme)
+		return errdefs.InvalidInputRef.New("input_ref %q: want %ssha256:<hex>, the location UploadArtifact returned", req.InputRef, store.ArtifactScheme)
 	}
 	return s.store.InputExists(ctx, req.InputRef)
 }
@@ -266,7 +264,7 @@ func (s *Service) checkInputRef(ctx context.Context, req *pb.InvokeFunctionReque
 func (s *Service) resolveTask(ctx context.Context, req *pb.InvokeFunctionRequest) (string, error) {
 	register := func() (string, error) {
 		if req.ArtifactSpec == nil {
-			return "", errdefs.New(errdefs.ErrInvalidArgument, "MISSING_ARTIFACT_SPEC", "a new task needs an artifact_spec")
+			return "", errdefs.MissingArtifactSpec.New("a new task needs an artifact_spec")
 		}
 		t, _, err := s.reg.Register(ctx, registry.Registration{
 			ID: req.TaskId, Name: req.TaskName, Description: req.TaskDescription, Artifact: artifactOf(req.ArtifactSpec),
@@ -285,18 +283,18 @@ func (s *Service) resolveTask(ctx context.Context, req *pb.InvokeFunctionRequest
 			if req.InvocationType == pb.InvocationType_INVOCATION_TYPE_UNKNOWN && req.ArtifactSpec != nil {
 				return register()
 			}
-			return "", errdefs.New(errdefs.ErrInvalidArgument, "MISSING_TASK_ID", "task_id is required to invoke an existing task")
+			return "", errdefs.MissingTaskID.New("task_id is required to invoke an existing task")
 		}
 		_, err := s.reg.Get(ctx, req.TaskId)
 		if err == nil {
 			return req.TaskId, nil
 		}
-		if errdefs.Code(err) == "TASK_NOT_FOUND" && req.CreateIfNotExists && req.ArtifactSpec != nil {
+		if errdefs.TaskNotFound.Is(err) && req.CreateIfNotExists && req.ArtifactSpec != nil {
 			return register()
 		}
 		return "", err
 	default:
-		return "", errdefs.New(errdefs.ErrInvalidArgument, "INVALID_INVOCATION_TYPE", "unknown invocation_type %d", req.InvocationType)
+		return "", errdefs.InvalidInvocationType.New("unknown invocation_type %d", req.InvocationType)
 	}
 }
 
@@ -364,8 +362,7 @@ func attachable(req *pb.InvokeFunctionRequest, rec *execution.Record) error {
 		req.InvocationType != pb.InvocationType_INVOCATION_TYPE_NEW_TASK {
 		return nil
 	}
-	return errdefs.New(errdefs.ErrAlreadyExists, "EXECUTION_EXISTS",
-		"execution %q already exists (task %q): execution ids are never reused; to attach to it send only context.execution_id, without input or another task",
+	return errdefs.ExecutionExists.New("execution %q already exists (task %q): execution ids are never reused; to attach to it send only context.execution_id, without input or another task",
 		rec.ID, rec.TaskID)
 }
 
@@ -423,7 +420,7 @@ func (s *Service) watch(ctx context.Context, req *pb.WatchExecutionRequest, send
 // GetExecutionStatus reports an execution's status, output and logs.
 func (s *Service) GetExecutionStatus(ctx context.Context, req *pb.GetExecutionStatusRequest) (*pb.GetExecutionStatusResponse, error) {
 	rec, err := s.mgr.Get(ctx, req.ExecutionId)
-	if errdefs.Code(err) == "EXECUTION_NOT_FOUND" {
+	if errdefs.ExecutionNotFound.Is(err) {
 		return &pb.GetExecutionStatusResponse{Found: false, Message: err.Error()}, nil
 	}
 	if err != nil {
@@ -439,7 +436,7 @@ func (s *Service) GetExecutionStatus(ctx context.Context, req *pb.GetExecutionSt
 // CancelExecution stops a queued or running execution.
 func (s *Service) CancelExecution(ctx context.Context, req *pb.CancelExecutionRequest) (*pb.CancelExecutionResponse, error) {
 	if !utf8.ValidString(req.Reason) {
-		return nil, errdefs.New(errdefs.ErrInvalidArgument, "INVALID_UTF8", "reason must be valid UTF-8")
+		return nil, errdefs.InvalidUTF8.New("reason must be valid UTF-8")
 	}
 	out, err := s.mgr.Cancel(ctx, req.ExecutionId, req.Reason, req.Force)
 	if err != nil {
@@ -456,7 +453,7 @@ const (
 func pageSize(limit int32) (int, error) {
 	switch {
 	case limit < 0:
-		return 0, errdefs.New(errdefs.ErrInvalidArgument, "INVALID_LIMIT", "limit must not be negative")
+		return 0, errdefs.InvalidLimit.New("limit must not be negative")
 	case limit == 0:
 		return defaultPage, nil
 	default:
@@ -506,7 +503,7 @@ func (s *Service) ListTasks(ctx context.Context, req *pb.ListTasksRequest) (*pb.
 // GetTask returns one task and, optionally, its latest executions.
 func (s *Service) GetTask(ctx context.Context, req *pb.GetTaskRequest) (*pb.GetTaskResponse, error) {
 	t, err := s.reg.Lookup(ctx, req.TaskId)
-	if errdefs.Code(err) == "TASK_NOT_FOUND" {
+	if errdefs.TaskNotFound.Is(err) {
 		return &pb.GetTaskResponse{Found: false, Message: err.Error()}, nil
 	}
 	if err != nil {
@@ -538,8 +535,7 @@ func (s *Service) DeleteTask(ctx context.Context, req *pb.DeleteTaskRequest) (*p
 		return nil, err
 	}
 	if n := s.mgr.LiveOfTask(req.TaskId); n > 0 && !req.Force {
-		return nil, errdefs.New(errdefs.ErrFailedPrecondition, "TASK_BUSY",
-			"task %q has %d executions running or queued on this node; wait, cancel them, or delete with force", req.TaskId, n)
+		return nil, errdefs.TaskBusy.New("task %q has %d executions running or queued on this node; wait, cancel them, or delete with force", req.TaskId, n)
 	}
 	if err := s.reg.Delete(ctx, req.TaskId); err != nil {
 		return nil, err
@@ -565,7 +561,7 @@ func (s *Service) ListExecutions(ctx context.Context, req *pb.ListExecutionsRequ
 		return nil, err
 	}
 	if req.StatusFilter < 0 || req.StatusFilter > pb.ExecutionStatus_EXECUTION_STATUS_TIMEOUT {
-		return nil, errdefs.New(errdefs.ErrInvalidArgument, "INVALID_STATUS_FILTER", "unknown status_filter %d", req.StatusFilter)
+		return nil, errdefs.InvalidStatusFilter.New("unknown status_filter %d", req.StatusFilter)
 	}
 	if req.TaskId != "" {
 		if err := task.ValidateID(req.TaskId); err != nil {
@@ -643,7 +639,7 @@ func (s *Service) GetHealth(ctx context.Context, req *pb.GetHealthRequest) (*pb.
 // time range (default 24 h).
 func (s *Service) GetStats(ctx context.Context, req *pb.GetStatsRequest) (*pb.GetStatsResponse, error) {
 	if req.TimeRangeHours < 0 {
-		return nil, errdefs.New(errdefs.ErrInvalidArgument, "INVALID_TIME_RANGE", "time_range_hours must not be negative")
+		return nil, errdefs.InvalidTimeRange.New("time_range_hours must not be negative")
 	}
 	hours := req.TimeRangeHours
 	if hours == 0 {
@@ -738,7 +734,7 @@ func (s *Service) GetStats(ctx context.Context, req *pb.GetStatsRequest) (*pb.Ge
 // RegisterTask registers a task without invoking it.
 func (s *Service) RegisterTask(ctx context.Context, req *pb.RegisterTaskRequest) (*pb.RegisterTaskResponse, error) {
 	if req.ArtifactSpec == nil {
-		return nil, errdefs.New(errdefs.ErrInvalidArgument, "MISSING_ARTIFACT_SPEC", "artifact_spec is required")
+		return nil, errdefs.MissingArtifactSpec.New("artifact_spec is required")
 	}
 	t, created, err := s.reg.Register(ctx, registry.Registration{
 		ID: req.TaskId, Name: req.TaskName, Description: req.TaskDescription,
@@ -799,7 +795,7 @@ func checkChecksum(sum string) error {
 	}
 	hexPart, ok := strings.CutPrefix(sum, "sha256:")
 	if _, err := hex.DecodeString(hexPart); !ok || len(hexPart) != 64 || err != nil {
-		return errdefs.New(errdefs.ErrInvalidArgument, "INVALID_CHECKSUM", "checksum %q: want sha256:<64 hex digits>", sum)
+		return errdefs.InvalidChecksum.New("checksum %q: want sha256:<64 hex digits>", sum)
 	}
 	return nil
 }

@@ -74,7 +74,7 @@ func TestInput(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := input(tc.params)
 			if tc.code != "" {
-				if err == nil || errdefs.Code(err) != tc.code || !errors.Is(err, errdefs.ErrInvalidArgument) {
+				if err == nil || errdefs.CodeOf(err) != tc.code || !errors.Is(err, errdefs.ErrInvalidArgument) {
 					t.Fatalf("input = %q, %v; want an invalid-argument error %s", got, err, tc.code)
 				}
 				return
@@ -108,8 +108,8 @@ func TestValidEnv(t *testing.T) {
 		if (err == nil) != tc.ok {
 			t.Errorf("validEnv(%q) = %v, want ok=%v", tc.env, err, tc.ok)
 		}
-		if err != nil && errdefs.Code(err) != "INVALID_ENVIRONMENT" {
-			t.Errorf("validEnv(%q): code %s", tc.env, errdefs.Code(err))
+		if err != nil && errdefs.CodeOf(err) != "INVALID_ENVIRONMENT" {
+			t.Errorf("validEnv(%q): code %s", tc.env, errdefs.CodeOf(err))
 		}
 	}
 }
@@ -230,7 +230,7 @@ func TestInvokeFunction(t *testing.T) {
 		req := invokeReq("echo", "x", pb.ExecutionMode_EXECUTION_MODE_SYNC)
 		req.FunctionName = "f\xff"
 		_, err := e.svc.InvokeFunction(testCtx(t), req)
-		if errdefs.Code(err) != "INVALID_FUNCTION_NAME" || grpcCode(err) != codes.InvalidArgument {
+		if errdefs.CodeOf(err) != "INVALID_FUNCTION_NAME" || grpcCode(err) != codes.InvalidArgument {
 			t.Errorf("err = %v", err)
 		}
 	})

@@ -43,12 +43,11 @@ func (s *Store) PutArtifact(ctx context.Context, name string, content io.Reader,
 		return "", 0, fmt.Errorf("read upload: %w: %w", errdefs.ErrInvalidArgument, err)
 	}
 	if size == 0 {
-		return "", 0, errdefs.New(errdefs.ErrInvalidArgument, "EMPTY_ARTIFACT", "artifact %q is empty", name)
+		return "", 0, errdefs.EmptyArtifact.New("artifact %q is empty", name)
 	}
 	digest := "sha256:" + hex.EncodeToString(h.Sum(nil))
 	if want != "" && !strings.EqualFold(want, digest) {
-		return "", 0, errdefs.New(errdefs.ErrInvalidArgument, "CHECKSUM_MISMATCH",
-			"artifact %q: checksum %s given, content is %s", name, want, digest)
+		return "", 0, errdefs.ChecksumMismatch.New("artifact %q: checksum %s given, content is %s", name, want, digest)
 	}
 	if _, err := s.artifacts.GetInfo(ctx, digest); err == nil {
 		return digest, size, nil // already stored
@@ -68,8 +67,7 @@ func (s *Store) PutArtifact(ctx context.Context, name string, content io.Reader,
 func (s *Store) MaterializeArtifact(ctx context.Context, digest string) (string, error) {
 	hexDigest, ok := strings.CutPrefix(digest, "sha256:")
 	if !ok || len(hexDigest) != 64 {
-		return "", errdefs.New(errdefs.ErrInvalidArgument, "INVALID_ARTIFACT_LOCATION",
-			"artifact %q: want %ssha256:<64 hex digits>", digest, ArtifactScheme)
+		return "", errdefs.InvalidArtifactLocation.New("artifact %q: want %ssha256:<64 hex digits>", digest, ArtifactScheme)
 	}
 	dir := filepath.Join(s.opts.DataDir, "artifacts")
 	path := filepath.Join(dir, hexDigest)
@@ -81,7 +79,7 @@ func (s *Store) MaterializeArtifact(ctx context.Context, digest string) (string,
 	}
 	obj, err := s.artifacts.Get(ctx, digest)
 	if errors.Is(err, jetstream.ErrObjectNotFound) {
-		return "", errdefs.New(errdefs.ErrNotFound, "ARTIFACT_NOT_FOUND", "artifact %q was not uploaded", digest)
+		return "", errdefs.ArtifactNotFound.New("artifact %q was not uploaded", digest)
 	}
 	if err != nil {
 		return "", s.unavailable("fetch artifact", err)

@@ -29,7 +29,7 @@ import (
 
 // storageFull is the error of work refused for lack of space.
 func storageFull(format string, args ...any) error {
-	return errdefs.New(errdefs.ErrResourceExhausted, "STORAGE_FULL", format, args...)
+	return errdefs.StorageFull.New(format, args...)
 }
 
 // noSpace reports whether the server refused an operation for lack of
@@ -92,7 +92,7 @@ func (u *usage) allowOutput(n int) error {
 
 // note records a write the server refused for lack of space.
 func (s *Store) note(err error) {
-	if errdefs.Code(err) != "STORAGE_FULL" {
+	if !errdefs.StorageFull.Is(err) {
 		return
 	}
 	s.usage.refused.Store(time.Now().UnixNano())

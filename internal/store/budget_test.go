@@ -27,7 +27,7 @@ func TestNoSpace(t *testing.T) {
 		if got := noSpace(tc.err); got != tc.want {
 			t.Errorf("noSpace(%v) = %v, want %v", tc.err, got, tc.want)
 		}
-		if got := errdefs.Code(unavailable("x", tc.err)) == "STORAGE_FULL"; got != tc.want {
+		if got := errdefs.CodeOf(unavailable("x", tc.err)) == "STORAGE_FULL"; got != tc.want {
 			t.Errorf("unavailable(%v) STORAGE_FULL = %v, want %v", tc.err, got, tc.want)
 		}
 	}
@@ -52,7 +52,7 @@ func TestUsageAdmit(t *testing.T) {
 			u.learned.Store(tc.learnt)
 			u.used.Store(tc.used)
 			err := u.admit()
-			if (err != nil) != tc.wantFull || (err != nil && errdefs.Code(err) != "STORAGE_FULL") {
+			if (err != nil) != tc.wantFull || (err != nil && errdefs.CodeOf(err) != "STORAGE_FULL") {
 				t.Fatalf("admit = %v, want full %v", err, tc.wantFull)
 			}
 		})

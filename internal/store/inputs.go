@@ -84,13 +84,12 @@ func (s *Store) inputBucket(ref string) (jetstream.ObjectStore, string, error) {
 	if id, ok := strings.CutPrefix(ref, InputScheme); ok {
 		return s.inputs, id, nil
 	}
-	return nil, "", errdefs.New(errdefs.ErrInvalidArgument, "INVALID_INPUT_REF",
-		"input_ref %q: want %ssha256:<hex> (an uploaded artifact)", ref, ArtifactScheme)
+	return nil, "", errdefs.InvalidInputRef.New("input_ref %q: want %ssha256:<hex> (an uploaded artifact)", ref, ArtifactScheme)
 }
 
 func inputError(ref string, err error) error {
 	if errors.Is(err, jetstream.ErrObjectNotFound) {
-		return errdefs.New(errdefs.ErrNotFound, "INPUT_NOT_FOUND", "input %q is not stored (expired, or never uploaded)", ref)
+		return errdefs.InputNotFound.New("input %q is not stored (expired, or never uploaded)", ref)
 	}
 	return unavailable("read input", err)
 }

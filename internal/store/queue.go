@@ -72,8 +72,7 @@ func (s *Store) queueMessage(ctx context.Context, spec *execution.Spec) ([]byte,
 		return nil, fmt.Errorf("encode spec: %w", err)
 	}
 	if len(b) > s.sizes.Payload-1024 {
-		return nil, errdefs.New(errdefs.ErrResourceExhausted, "REQUEST_TOO_LARGE",
-			"the execution's environment and metadata take %d bytes, over the queue's message limit of %d bytes", len(b), s.sizes.Payload-1024)
+		return nil, errdefs.RequestTooLarge.New("the execution's environment and metadata take %d bytes, over the queue's message limit of %d bytes", len(b), s.sizes.Payload-1024)
 	}
 	return b, nil
 }
@@ -156,7 +155,7 @@ func (s *Store) IsQueued(ctx context.Context, taskID, id string) (bool, error) {
 func (s *Store) QueuedSpec(ctx context.Context, id string) (*execution.Spec, error) {
 	msg, err := s.queue.GetLastMsgForSubject(ctx, queueSubjectBase+"*.*."+id)
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return nil, errdefs.New(errdefs.ErrNotFound, "EXECUTION_NOT_FOUND", "execution %q not found", id)
+		return nil, errdefs.ExecutionNotFound.New("execution %q not found", id)
 	}
 	if err != nil {
 		return nil, s.unavailable("read queued execution", err)

@@ -24,7 +24,7 @@ func (s *Store) CreateRecord(ctx context.Context, r *execution.Record) (uint64, 
 	}
 	rev, err := s.execs.Create(ctx, r.ID, b)
 	if errors.Is(err, jetstream.ErrKeyExists) {
-		return 0, errdefs.New(errdefs.ErrAlreadyExists, "EXECUTION_EXISTS", "execution %q already exists", r.ID)
+		return 0, errdefs.ExecutionExists.New("execution %q already exists", r.ID)
 	}
 	if err != nil {
 		return 0, s.unavailable("create execution record", err)
@@ -114,7 +114,7 @@ func (s *Store) UpdateRecord(ctx context.Context, r *execution.Record, rev uint6
 func (s *Store) GetRecord(ctx context.Context, id string) (*execution.Record, uint64, error) {
 	e, err := s.execs.Get(ctx, id)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return nil, 0, errdefs.New(errdefs.ErrNotFound, "EXECUTION_NOT_FOUND", "execution %q not found", id)
+		return nil, 0, errdefs.ExecutionNotFound.New("execution %q not found", id)
 	}
 	if err != nil {
 		return nil, 0, s.unavailable("get execution record", err)
@@ -228,7 +228,7 @@ func (s *Store) CreateTask(ctx context.Context, t *task.Task) error {
 	}
 	if _, err := s.tasks.Create(ctx, t.ID, b); err != nil {
 		if errors.Is(err, jetstream.ErrKeyExists) {
-			return errdefs.New(errdefs.ErrAlreadyExists, "TASK_EXISTS", "task %q already exists", t.ID)
+			return errdefs.TaskExists.New("task %q already exists", t.ID)
 		}
 		return s.unavailable("create task", err)
 	}
@@ -251,7 +251,7 @@ func (s *Store) PutTask(ctx context.Context, t *task.Task) error {
 func (s *Store) GetTask(ctx context.Context, id string) (*task.Task, error) {
 	e, err := s.tasks.Get(ctx, id)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return nil, errdefs.New(errdefs.ErrNotFound, "TASK_NOT_FOUND", "task %q not found", id)
+		return nil, errdefs.TaskNotFound.New("task %q not found", id)
 	}
 	if err != nil {
 		return nil, s.unavailable("get task", err)

@@ -512,7 +512,7 @@ func TestEnqueueLargeInput(t *testing.T) {
 	}
 	huge := spec("huge")
 	huge.Env = map[string]string{"X": strings.Repeat("y", 64<<10)}
-	if _, err := s.Enqueue(ctx, huge); errdefs.Code(err) != "REQUEST_TOO_LARGE" {
+	if _, err := s.Enqueue(ctx, huge); errdefs.CodeOf(err) != "REQUEST_TOO_LARGE" {
 		t.Fatalf("Enqueue of a huge environment: got %v, want REQUEST_TOO_LARGE", err)
 	}
 }
@@ -539,7 +539,7 @@ func TestArtifacts(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			digest, size, err := s.PutArtifact(ctx, "hello.sh", bytes.NewReader(tc.content), tc.want)
 			if tc.code != "" {
-				if !errors.Is(err, errdefs.ErrInvalidArgument) || errdefs.Code(err) != tc.code {
+				if !errors.Is(err, errdefs.ErrInvalidArgument) || errdefs.CodeOf(err) != tc.code {
 					t.Fatalf("PutArtifact: got %v, want %s", err, tc.code)
 				}
 				return
@@ -566,8 +566,8 @@ func TestArtifacts(t *testing.T) {
 	}
 
 	unknown := "sha256:" + strings.Repeat("a", 64)
-	if _, err := s.MaterializeArtifact(ctx, unknown); !errors.Is(err, errdefs.ErrNotFound) {
-		t.Fatalf("MaterializeArtifact(unknown): got %v, want NotFound", err)
+	if _, err := s.MaterializeArtifact(ctx, unknown); !errdefs.ArtifactNotFound.Is(err) {
+		t.Fatalf("MaterializeArtifact(unknown): got %v, want ARTIFACT_NOT_FOUND", err)
 	}
 	if _, err := s.MaterializeArtifact(ctx, "md5:abc"); !errors.Is(err, errdefs.ErrInvalidArgument) {
 		t.Fatalf("MaterializeArtifact(bad digest): got %v, want InvalidArgument", err)

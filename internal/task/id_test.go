@@ -15,7 +15,7 @@ func TestValidateID(t *testing.T) {
 		t.Fatalf("valid id refused: %v", err)
 	}
 	for _, bad := range []string{"", "a.b", "a*", "a>", "a b", strings.Repeat("x", 129)} {
-		if err := ValidateID(bad); !errors.Is(err, errdefs.ErrInvalidArgument) || errdefs.Code(err) != "INVALID_TASK_ID" {
+		if err := ValidateID(bad); !errors.Is(err, errdefs.ErrInvalidArgument) || errdefs.CodeOf(err) != "INVALID_TASK_ID" {
 			t.Errorf("ValidateID(%q) = %v, want INVALID_TASK_ID", bad, err)
 		}
 	}

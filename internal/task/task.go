@@ -41,15 +41,13 @@ type Limits struct {
 // Validate checks that limits are non-negative and consistent.
 func (l Limits) Validate() error {
 	if l.MaxConcurrency < 0 || l.MaxQueued < 0 || l.MemoryLimitBytes < 0 || l.DefaultTimeoutMs < 0 || l.MaxTimeoutMs < 0 {
-		return errdefs.New(errdefs.ErrInvalidArgument, "INVALID_LIMITS", "task limits must not be negative (0 means no limit)")
+		return errdefs.InvalidLimits.New("task limits must not be negative (0 means no limit)")
 	}
 	if l.MaxTimeoutMs > 0 && l.DefaultTimeoutMs > l.MaxTimeoutMs {
-		return errdefs.New(errdefs.ErrInvalidArgument, "INVALID_LIMITS",
-			"default_timeout_ms %d exceeds max_timeout_ms %d", l.DefaultTimeoutMs, l.MaxTimeoutMs)
+		return errdefs.InvalidLimits.New("default_timeout_ms %d exceeds max_timeout_ms %d", l.DefaultTimeoutMs, l.MaxTimeoutMs)
 	}
 	if l.MemoryLimitBytes > 0 && l.MemoryLimitBytes < 1<<20 {
-		return errdefs.New(errdefs.ErrInvalidArgument, "INVALID_LIMITS",
-			"memory_limit_bytes %d is below the 1 MiB minimum", l.MemoryLimitBytes)
+		return errdefs.InvalidLimits.New("memory_limit_bytes %d is below the 1 MiB minimum", l.MemoryLimitBytes)
 	}
 	return nil
 }
@@ -90,8 +88,7 @@ func (a Artifact) Or(b Artifact) Artifact {
 // key.
 func ValidateID(id string) error {
 	if !isToken(id) {
-		return errdefs.New(errdefs.ErrInvalidArgument, "INVALID_TASK_ID",
-			"task id %q: want 1-128 characters of A-Z, a-z, 0-9, '_' or '-'", id)
+		return errdefs.InvalidTaskID.New("task id %q: want 1-128 characters of A-Z, a-z, 0-9, '_' or '-'", id)
 	}
 	return nil
 }

@@ -206,8 +206,7 @@ func parseLimits(md map[string]string) (limits, error) {
 		}
 		v, err := strconv.ParseInt(s, 10, 64)
 		if err != nil || v < 0 {
-			return limits{}, errdefs.New(errdefs.ErrInvalidArgument, "INVALID_ARTIFACT_METADATA",
-				"docker: artifact metadata %s=%q: not a non-negative integer", key, s)
+			return limits{}, errdefs.InvalidArtifactMetadata.New("docker: artifact metadata %s=%q: not a non-negative integer", key, s)
 		}
 		*dst = v
 	}
@@ -580,8 +579,7 @@ func (r *Runtime) engineError(ctx context.Context, op, image string, err error) 
 	case ctx.Err() != nil:
 		return fmt.Errorf("docker: %s: %w", op, ctx.Err())
 	case cerrdefs.IsNotFound(err) && image != "":
-		return errdefs.New(errdefs.ErrFailedPrecondition, "IMAGE_NOT_FOUND",
-			"docker: %s: image %q not found on the engine: %v", op, image, err)
+		return errdefs.ImageNotFound.New("docker: %s: image %q not found on the engine: %v", op, image, err)
 	case cerrdefs.IsInvalidArgument(err):
 		return fmt.Errorf("docker: %s: %w: %w", op, errdefs.ErrInvalidArgument, err)
 	case client.IsErrConnectionFailed(err), cerrdefs.IsUnavailable(err),

@@ -173,8 +173,8 @@ func TestDocker(t *testing.T) {
 
 	t.Run("ValidateImageNotFound", func(t *testing.T) {
 		err := rt.Validate(t.Context(), imageArtifact("spear-no-such-image:nope", nil))
-		if !errors.Is(err, errdefs.ErrFailedPrecondition) || errdefs.Code(err) != "IMAGE_NOT_FOUND" {
-			t.Fatalf("Validate(missing) = %v (code %s), want IMAGE_NOT_FOUND", err, errdefs.Code(err))
+		if !errors.Is(err, errdefs.ErrFailedPrecondition) || errdefs.CodeOf(err) != "IMAGE_NOT_FOUND" {
+			t.Fatalf("Validate(missing) = %v (code %s), want IMAGE_NOT_FOUND", err, errdefs.CodeOf(err))
 		}
 		if err := rt.Validate(t.Context(), fx.Echo.Artifact); err != nil {
 			t.Fatalf("Validate(fixture) = %v", err)
@@ -187,8 +187,8 @@ func TestDocker(t *testing.T) {
 
 	t.Run("RunImageNotFound", func(t *testing.T) {
 		_, _, _, err := run(t.Context(), rt, imageArtifact("spear-no-such-image:nope", nil), "", "exec-missing", "")
-		if errdefs.Code(err) != "IMAGE_NOT_FOUND" {
-			t.Fatalf("Run(missing image) = %v (code %s), want IMAGE_NOT_FOUND", err, errdefs.Code(err))
+		if errdefs.CodeOf(err) != "IMAGE_NOT_FOUND" {
+			t.Fatalf("Run(missing image) = %v (code %s), want IMAGE_NOT_FOUND", err, errdefs.CodeOf(err))
 		}
 	})
 

@@ -267,8 +267,7 @@ func checkExecutable(path string) error {
 		return fmt.Errorf("process: artifact %q is not a regular file (mode %v): %w", path, fi.Mode().Type(), errdefs.ErrFailedPrecondition)
 	}
 	if fi.Mode().Perm()&0o111 == 0 {
-		return errdefs.New(errdefs.ErrFailedPrecondition, "ARTIFACT_NOT_EXECUTABLE",
-			"process: artifact %q is not executable (mode %v): chmod +x it, or register a script through an interpreter", path, fi.Mode().Perm())
+		return errdefs.ArtifactNotExecutable.New("process: artifact %q is not executable (mode %v): chmod +x it, or register a script through an interpreter", path, fi.Mode().Perm())
 	}
 	return nil
 }

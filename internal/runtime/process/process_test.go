@@ -169,8 +169,8 @@ func TestArtifactErrors(t *testing.T) {
 			if tc.name == "NotExecutable" {
 				wantCode = "ARTIFACT_NOT_EXECUTABLE"
 			}
-			if errdefs.Code(err) != wantCode {
-				t.Errorf("Run: error code %q, want %s", errdefs.Code(err), wantCode)
+			if errdefs.CodeOf(err) != wantCode {
+				t.Errorf("Run: error code %q, want %s", errdefs.CodeOf(err), wantCode)
 			}
 			t.Logf("error: %v", err)
 		})

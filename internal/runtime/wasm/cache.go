@@ -191,8 +191,7 @@ func (e *engine) compile(ctx context.Context, m *module, a runtime.Artifact) {
 	}
 	if want, ok := strings.CutPrefix(a.Digest, "sha256:"); ok {
 		if sum := sha256.Sum256(bin); !strings.EqualFold(hex.EncodeToString(sum[:]), want) {
-			m.err = errdefs.New(errdefs.ErrFailedPrecondition, "CHECKSUM_MISMATCH",
-				"wasm: %s: content does not match digest %s", a.Location, a.Digest)
+			m.err = errdefs.ArtifactChanged.New("wasm: %s: content does not match digest %s", a.Location, a.Digest)
 			return
 		}
 	}
@@ -249,11 +248,11 @@ func slotOf(a runtime.Artifact) string {
 
 func fileError(a runtime.Artifact, err error) error {
 	if errors.Is(err, fs.ErrNotExist) {
-		return errdefs.New(errdefs.ErrNotFound, "ARTIFACT_NOT_FOUND", "wasm: artifact %s: %v", a.Location, err)
+		return errdefs.ArtifactNotFound.New("wasm: artifact %s: %v", a.Location, err)
 	}
-	return errdefs.New(errdefs.ErrFailedPrecondition, "ARTIFACT_UNREADABLE", "wasm: artifact %s: %v", a.Location, err)
+	return errdefs.ArtifactUnreadable.New("wasm: artifact %s: %v", a.Location, err)
 }
 
 func invalidArtifact(a runtime.Artifact, format string, args ...any) error {
-	return errdefs.New(errdefs.ErrInvalidArgument, "INVALID_ARTIFACT", "wasm: %s: "+format, append([]any{a.Location}, args...)...)
+	return errdefs.InvalidArtifact.New("wasm: %s: "+format, append([]any{a.Location}, args...)...)
 }

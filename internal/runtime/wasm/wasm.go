@@ -183,7 +183,7 @@ func (r *Runtime) Close(ctx context.Context) error {
 func (r *Runtime) Run(ctx context.Context, inv *runtime.Invocation) (runtime.Result, error) {
 	begin := time.Now()
 	if inv == nil {
-		return runtime.Result{}, errdefs.New(errdefs.ErrInvalidArgument, "INVALID_INVOCATION", "wasm: nil invocation")
+		return runtime.Result{}, errdefs.InvalidInvocation.New("wasm: nil invocation")
 	}
 	if err := checkType(inv.Artifact); err != nil {
 		return runtime.Result{}, err
@@ -198,7 +198,7 @@ func (r *Runtime) Run(ctx context.Context, inv *runtime.Invocation) (runtime.Res
 	}
 	m, err := e.acquire(ctx, inv.Artifact)
 	if err != nil {
-		if pages != 0 && errdefs.Code(err) == "INVALID_ARTIFACT" {
+		if pages != 0 && errdefs.InvalidArtifact.Is(err) {
 			err = r.limitError(ctx, inv, err)
 		}
 		return runtime.Result{}, err
@@ -227,7 +227,7 @@ func (r *Runtime) Run(ctx context.Context, inv *runtime.Invocation) (runtime.Res
 		WithNanosleep(sleeper(ctx))
 	for _, k := range slices.Sorted(maps.Keys(inv.Env)) {
 		if k == "" || strings.ContainsAny(k, "=\x00") || strings.Contains(inv.Env[k], "\x00") {
-			return runtime.Result{}, errdefs.New(errdefs.ErrInvalidArgument, "INVALID_ENV", "wasm: invalid environment variable %q", k)
+			return runtime.Result{}, errdefs.InvalidEnvironment.New("wasm: invalid environment variable %q", k)
 		}
 		cfg = cfg.WithEnv(k, inv.Env[k])
 	}
@@ -241,7 +241,7 @@ func (r *Runtime) Run(ctx context.Context, inv *runtime.Invocation) (runtime.Res
 		if r.isClosed() {
 			return runtime.Result{}, errClosed()
 		}
-		return runtime.Result{}, errdefs.New(errdefs.ErrInvalidArgument, "INSTANTIATE_FAILED", "wasm: %s: instantiate: %v", inv.Artifact.Location, err)
+		return runtime.Result{}, errdefs.InstantiateFailed.New("wasm: %s: instantiate: %v", inv.Artifact.Location, err)
 	}
 	// Close without ctx: it must happen even when ctx has ended.
 	defer func() { _ = mod.Close(context.WithoutCancel(ctx)) }()
@@ -315,7 +315,7 @@ func (r *Runtime) isClosed() bool {
 }
 
 func errClosed() error {
-	return errdefs.New(errdefs.ErrUnavailable, "RUNTIME_CLOSED", "wasm: runtime is closed")
+	return errdefs.RuntimeClosed.New("wasm: runtime is closed")
 }
 
 // limitError explains a failed compile under a memory ceiling: when the
@@ -330,8 +330,7 @@ func (r *Runtime) limitError(ctx context.Context, inv *runtime.Invocation, limit
 		return err
 	}
 	e.release(ctx, m)
-	return errdefs.New(errdefs.ErrResourceExhausted, "MEMORY_LIMIT_EXCEEDED",
-		"wasm: %s: module needs more memory than the %d-byte limit: %v", inv.Artifact.Location, inv.MemoryLimitBytes, limitErr)
+	return errdefs.MemoryLimitExceeded.New("wasm: %s: module needs more memory than the %d-byte limit: %v", inv.Artifact.Location, inv.MemoryLimitBytes, limitErr)
 }
 
 // entryPoints returns the exports to call, in order, to run function fn;
@@ -348,19 +347,17 @@ func entryPoints(cm wazero.CompiledModule, fn string) ([]string, error) {
 	exports := cm.ExportedFunctions()
 	if fn == "" || fn == runtime.DefaultFunction {
 		if _, ok := exports[startFunc]; !ok {
-			return nil, errdefs.New(errdefs.ErrNotFound, "FUNCTION_NOT_FOUND",
-				"wasm: module has no %s (a reactor): name the function to call", startFunc)
+			return nil, errdefs.FunctionNotFound.New("wasm: module has no %s (a reactor): name the function to call", startFunc)
 		}
 		return []string{startFunc}, nil
 	}
 	def, ok := exports[fn]
 	if !ok {
-		return nil, errdefs.New(errdefs.ErrNotFound, "FUNCTION_NOT_FOUND", "wasm: module exports no function %q", fn)
+		return nil, errdefs.FunctionNotFound.New("wasm: module exports no function %q", fn)
 	}
 	if len(def.ParamTypes()) != 0 || len(def.ResultTypes()) > 1 ||
 		(len(def.ResultTypes()) == 1 && def.ResultTypes()[0] != api.ValueTypeI32) {
-		return nil, errdefs.New(errdefs.ErrInvalidArgument, "INVALID_FUNCTION",
-			"wasm: function %q must take no parameters and return nothing or an i32 status", fn)
+		return nil, errdefs.InvalidFunction.New("wasm: function %q must take no parameters and return nothing or an i32 status", fn)
 	}
 	_, isCommand := exports[startFunc]
 	if _, isReactor := exports[initializeFunc]; isReactor && !isCommand && fn != initializeFunc {
@@ -400,10 +397,10 @@ func checkWASI(cm wazero.CompiledModule, wasi api.Module) error {
 
 func checkType(a runtime.Artifact) error {
 	if a.Type != "" && a.Type != runtime.TypeWasm {
-		return errdefs.New(errdefs.ErrInvalidArgument, "INVALID_ARTIFACT", "wasm: artifact type %q is not %q", a.Type, runtime.TypeWasm)
+		return errdefs.InvalidArtifact.New("wasm: artifact type %q is not %q", a.Type, runtime.TypeWasm)
 	}
 	if a.Location == "" {
-		return errdefs.New(errdefs.ErrInvalidArgument, "INVALID_ARTIFACT", "wasm: artifact has no location")
+		return errdefs.InvalidArtifact.New("wasm: artifact has no location")
 	}
 	return nil
 }

@@ -132,10 +132,10 @@ func TestValidate(t *testing.T) {
 		{"Empty", write("empty.wasm", nil), errdefs.ErrInvalidArgument, "INVALID_ARTIFACT"},
 		{"NotWASI", bare, errdefs.ErrInvalidArgument, "INVALID_ARTIFACT"},
 		{"ForeignImport", foreign, errdefs.ErrInvalidArgument, "INVALID_ARTIFACT"},
-		{"Missing", runtime.Artifact{TaskID: "missing", Location: filepath.Join(dir, "missing.wasm")}, errdefs.ErrNotFound, "ARTIFACT_NOT_FOUND"},
+		{"Missing", runtime.Artifact{TaskID: "missing", Location: filepath.Join(dir, "missing.wasm")}, errdefs.ErrFailedPrecondition, "ARTIFACT_NOT_FOUND"},
 		{"Directory", runtime.Artifact{TaskID: "dir", Location: dir}, errdefs.ErrInvalidArgument, "INVALID_ARTIFACT"},
 		{"WrongType", wrongType, errdefs.ErrInvalidArgument, "INVALID_ARTIFACT"},
-		{"DigestMismatch", badDigest, errdefs.ErrFailedPrecondition, "CHECKSUM_MISMATCH"},
+		{"DigestMismatch", badDigest, errdefs.ErrFailedPrecondition, "ARTIFACT_CHANGED"},
 	}
 	r := newRuntime(t, Options{})
 	for _, tc := range tests {
@@ -147,13 +147,13 @@ func TestValidate(t *testing.T) {
 				}
 				return
 			}
-			if !errors.Is(err, tc.wantClass) || errdefs.Code(err) != tc.wantCode {
-				t.Fatalf("Validate: error %v (code %s), want class %v, code %s", err, errdefs.Code(err), tc.wantClass, tc.wantCode)
+			if !errors.Is(err, tc.wantClass) || errdefs.CodeOf(err) != tc.wantCode {
+				t.Fatalf("Validate: error %v (code %s), want class %v, code %s", err, errdefs.CodeOf(err), tc.wantClass, tc.wantCode)
 			}
 			// Run refuses it the same way.
 			_, _, _, err = run(t, t.Context(), r, tc.artifact, "", "", nil)
-			if errdefs.Code(err) != tc.wantCode {
-				t.Fatalf("Run: error %v (code %s), want code %s", err, errdefs.Code(err), tc.wantCode)
+			if errdefs.CodeOf(err) != tc.wantCode {
+				t.Fatalf("Run: error %v (code %s), want code %s", err, errdefs.CodeOf(err), tc.wantCode)
 			}
 		})
 	}
@@ -187,8 +187,8 @@ func TestFunctions(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			res, stdout, stderr, err := run(t, t.Context(), r, fixture(t, tc.fixture), tc.function, tc.input, nil)
 			if tc.wantCode != "" {
-				if err == nil || errdefs.Code(err) != tc.wantCode {
-					t.Fatalf("Run: error %v (code %s), want code %s", err, errdefs.Code(err), tc.wantCode)
+				if err == nil || errdefs.CodeOf(err) != tc.wantCode {
+					t.Fatalf("Run: error %v (code %s), want code %s", err, errdefs.CodeOf(err), tc.wantCode)
 				}
 				return
 			}
@@ -355,8 +355,8 @@ func TestMemoryLimit(t *testing.T) {
 				inv.Env = map[string]string{"GROW_MIB": "24"}
 			})
 			if tc.wantCode != "" {
-				if errdefs.Code(err) != tc.wantCode || !errors.Is(err, errdefs.ErrResourceExhausted) {
-					t.Fatalf("Run: error %v (code %s), want code %s", err, errdefs.Code(err), tc.wantCode)
+				if errdefs.CodeOf(err) != tc.wantCode || !errors.Is(err, errdefs.ErrResourceExhausted) {
+					t.Fatalf("Run: error %v (code %s), want code %s", err, errdefs.CodeOf(err), tc.wantCode)
 				}
 				return
 			}
