@@ -75,7 +75,6 @@ func (m Mode) String() string {
 	}
 }
 
-
 // Spec is what to run: everything needed to start (or restart, after a
 // crash) an execution. Async specs travel in the durable queue.
 type Spec struct {

@@ -130,7 +130,7 @@ func (r *Registry) Register(ctx context.Context, reg Registration) (*task.Task, 
 		}
 		if !sameArtifact(old.Artifact, a) {
 			return nil, false, errdefs.TaskExists.New("task %q already exists with another artifact, or with other content of the same file; "+
-					"to re-pin it: spear task update %s --location %s (or delete it first, or use another name)",
+				"to re-pin it: spear task update %s --location %s (or delete it first, or use another name)",
 				id, id, a.Location)
 		}
 		return old, false, nil
@@ -364,7 +364,7 @@ func (r *Registry) verify(ctx context.Context, e *entry) error {
 
 func artifactChanged(t *task.Task, digest string) error {
 	return errdefs.ArtifactChanged.New("task %q: artifact %s changed since the task was registered (content %s, task pinned to %s); nothing was run. "+
-			"To run the new content, re-pin the task: spear task update %s --location %s",
+		"To run the new content, re-pin the task: spear task update %s --location %s",
 		t.ID, t.Artifact.Location, digest, t.Artifact.Checksum, t.ID, t.Artifact.Location)
 }
 
