@@ -9,12 +9,12 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"time"
 
 	"github.com/spear-go/spear/internal/errdefs"
+	"github.com/spear-go/spear/internal/retry"
 )
 
 // States of a delivery.
@@ -81,7 +81,7 @@ func ValidateURL(raw string) error {
 // request carries the execution id in the Spear-Execution-Id header.
 func (d *Deliverer) Deliver(ctx context.Context, target, executionID string, body []byte) Outcome {
 	var out Outcome
-	delay := d.opts.BaseDelay
+	schedule := retry.Backoff{Base: d.opts.BaseDelay, Max: d.opts.MaxDelay}
 	for {
 		out.Attempts++
 		code, err := d.post(ctx, target, executionID, body)
@@ -106,16 +106,11 @@ func (d *Deliverer) Deliver(ctx context.Context, target, executionID string, bod
 			out.State = StateFailed
 			return out
 		}
-		// Full jitter over the upper half keeps retries spread out.
-		wait := delay/2 + rand.N(delay/2+1)
-		select {
-		case <-ctx.Done():
+		if !retry.Sleep(ctx, schedule.Delay(int(out.Attempts))) {
 			out.State = StateFailed
 			out.LastError = "gave up: " + context.Cause(ctx).Error()
 			return out
-		case <-time.After(wait):
 		}
-		delay = min(2*delay, d.opts.MaxDelay)
 	}
 }
 

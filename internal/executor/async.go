@@ -4,13 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/spear-go/spear/internal/errdefs"
 	"github.com/spear-go/spear/internal/execution"
+	"github.com/spear-go/spear/internal/retry"
 	"github.com/spear-go/spear/internal/store"
 )
 
@@ -212,20 +212,16 @@ func (m *Manager) dispatch(ctx context.Context) {
 	// store round trips around it (read, claim, final record), so several
 	// per worker keep the workers busy; as many again are fetched ahead.
 	limit := 2 * m.opts.Workers
-	backoff := 100 * time.Millisecond
+	failures := 0
 	for ctx.Err() == nil {
 		streams, err := m.store.Streams(limit)
 		if err != nil {
 			m.log.Warn("consuming the queue", "err", err)
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(backoff):
-			}
-			backoff = min(2*backoff, 5*time.Second)
+			failures++
+			retry.Sleep(ctx, storeBackoff.Delay(failures))
 			continue
 		}
-		backoff = 100 * time.Millisecond
+		failures = 0
 		bctx, cancel := context.WithCancel(ctx)
 		var wg sync.WaitGroup
 		for _, st := range streams {
@@ -328,7 +324,7 @@ func (m *Manager) runDelivery(d *store.Delivery) {
 		if d.Attempt == 1 {
 			m.log.Warn("reading queued execution; it will be read again", "execution", spec.ExecutionID, "err", err)
 		}
-		_ = d.Nak(min(backoff(int32(d.Attempt)), 30*time.Second))
+		_ = d.Nak(retryBackoff.Delay(d.Attempt))
 		return
 	}
 	if rec.Status.Terminal() { // cancelled while queued, or a duplicate
@@ -416,7 +412,7 @@ func (m *Manager) runDelivery(d *store.Delivery) {
 			if m.opts.Hooks != nil {
 				m.opts.Hooks.Retried(r)
 			}
-			m.requeue(l, d, backoff(r.Attempts-spec.AttemptBase))
+			m.requeue(l, d, retryBackoff.Delay(int(r.Attempts-spec.AttemptBase)))
 			return
 		}
 		m.deadLetter(l, spec)
@@ -474,12 +470,9 @@ func retryable(r *execution.Record) bool {
 	return false
 }
 
-// backoff is the delay before retry n (from 1): exponential with full
-// jitter, capped at 30 s.
-func backoff(n int32) time.Duration {
-	d := min(100*time.Millisecond<<min(n-1, 10), 30*time.Second)
-	return d/2 + rand.N(d/2+1)
-}
+// retryBackoff spaces an execution's retries, and a store's repeated
+// failures: 100 ms doubling to 30 s, full jitter.
+var retryBackoff = retry.Backoff{Base: 100 * time.Millisecond, Max: 30 * time.Second}
 
 // complete stores the terminal record, then acks the queue message.
 func (m *Manager) complete(l *live, d *store.Delivery, wait time.Duration) {
@@ -488,7 +481,7 @@ func (m *Manager) complete(l *live, d *store.Delivery, wait time.Duration) {
 	// Retried until stored (a full store gets the record without its
 	// output's first part and logs) or the node stops: the message is kept
 	// in progress meanwhile, so the function does not run again.
-	err := retry(m.baseCtx, 0, func(attempt int32) error {
+	err := storeBackoff.Do(m.baseCtx, 0, func(attempt int) error {
 		_, err := m.store.PutRecord(ctx, rec)
 		if err != nil && attempt == 1 {
 			m.log.Warn("storing final record; retrying", "execution", rec.ID, "err", err)

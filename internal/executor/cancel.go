@@ -46,6 +46,16 @@ func (m *Manager) Cancel(ctx context.Context, id, reason string, force bool) (Ca
 		if rec.Status.Terminal() {
 			return finished(rec.Status), nil
 		}
+		if rec.Status == execution.StatusRunning {
+			// A worker claimed it since we looked: stop it where it is
+			// live (overwriting its claim would let it run anyway).
+			if out, ok := m.cancelLocal(ctx, id, reason, force); ok {
+				return out, nil
+			}
+			if out, ok := m.cancelRemote(ctx, id, reason, force); ok {
+				return out, nil
+			}
+		}
 		rec.Status = execution.StatusCancelled
 		rec.ErrorCode = errdefs.Cancelled.String()
 		rec.ErrorMessage = cancelCause(reason).Error()

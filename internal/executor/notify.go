@@ -9,6 +9,7 @@ import (
 	"github.com/spear-go/spear/internal/callback"
 	"github.com/spear-go/spear/internal/errdefs"
 	"github.com/spear-go/spear/internal/execution"
+	"github.com/spear-go/spear/internal/retry"
 	"github.com/spear-go/spear/internal/store"
 )
 
@@ -54,7 +55,7 @@ func (m *Manager) deliverCallbacks(ctx context.Context) {
 			break
 		}
 		m.log.Warn("reading the callback outbox", "err", err)
-		if !sleepCtx(ctx, time.Second) {
+		if !retry.Sleep(ctx, time.Second) {
 			return
 		}
 	}
@@ -66,7 +67,7 @@ func (m *Manager) deliverCallbacks(ctx context.Context) {
 				return
 			}
 			m.log.Warn("reading the callback outbox", "err", err)
-			if !sleepCtx(ctx, 100*time.Millisecond) {
+			if !retry.Sleep(ctx, 100*time.Millisecond) {
 				return
 			}
 			continue
@@ -139,33 +140,25 @@ func (m *Manager) callbackBody(r *execution.Record) []byte {
 func (m *Manager) recordCallback(id string, out callback.Outcome) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(m.baseCtx), 30*time.Second)
 	defer cancel()
-	for ctx.Err() == nil {
+	// A compare-and-set, tried again while the record is not written yet or
+	// changes under it.
+	var failed error
+	err := retry.Backoff{Base: 20 * time.Millisecond, Max: 500 * time.Millisecond}.Do(ctx, 0, func(int) error {
 		rec, rev, err := m.store.GetRecord(ctx, id)
 		if err == nil {
 			rec.Callback = &execution.Callback{
 				URL: rec.Callback.URL, State: out.State, Attempts: out.Attempts,
 				LastStatusCode: out.LastStatusCode, LastError: out.LastError, DeliveredAt: out.DeliveredAt,
 			}
-			if _, err = m.store.UpdateRecord(ctx, rec, rev); err == nil {
-				return
-			}
+			_, err = m.store.UpdateRecord(ctx, rec, rev)
 		}
 		if err != nil && !errors.Is(err, errdefs.ErrNotFound) && !errors.Is(err, errdefs.ErrFailedPrecondition) {
-			m.log.Warn("recording callback delivery", "execution", id, "err", err)
-			return
+			failed = err // not worth retrying
+			return nil
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-// sleepCtx waits d; it reports false when ctx ended first.
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
+		return err
+	})
+	if err = errors.Join(err, failed); err != nil {
+		m.log.Warn("recording callback delivery", "execution", id, "err", err)
 	}
 }

@@ -7,6 +7,7 @@ import (
 
 	"github.com/spear-go/spear/internal/errdefs"
 	"github.com/spear-go/spear/internal/execution"
+	"github.com/spear-go/spear/internal/retry"
 	"github.com/spear-go/spear/internal/store"
 )
 
@@ -92,7 +93,7 @@ func (p *persister) flush(ctx context.Context) {
 // (size, sha256 and outcome stay), so no execution is lost. Until written,
 // they stay in the live table.
 func (p *persister) write(ctx context.Context, batch []*execution.Record) {
-	err := retry(context.WithoutCancel(ctx), 20, func(attempt int32) error {
+	err := storeBackoff.Do(context.WithoutCancel(ctx), 20, func(attempt int) error {
 		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
 		err := p.store.PutRecordsAsync(wctx, batch)
@@ -126,19 +127,6 @@ func slimmed(recs []*execution.Record) []*execution.Record {
 	return out
 }
 
-// retry runs op until it succeeds, ctx ends or maxAttempts (0: no bound)
-// have failed, waiting backoff(attempt) (at most 5 s) between attempts; it
-// returns op's last error.
-func retry(ctx context.Context, maxAttempts int32, op func(attempt int32) error) error {
-	for attempt := int32(1); ; attempt++ {
-		err := op(attempt)
-		if err == nil || (maxAttempts > 0 && attempt >= maxAttempts) {
-			return err
-		}
-		select {
-		case <-ctx.Done():
-			return err
-		case <-time.After(min(backoff(attempt), 5*time.Second)):
-		}
-	}
-}
+// storeBackoff spaces the retries of a failed store write: 50 ms
+// doubling to 5 s, full jitter.
+var storeBackoff = retry.Backoff{Base: 50 * time.Millisecond, Max: 5 * time.Second}

@@ -6,6 +6,8 @@ import (
 	"net"
 	"sync"
 	"time"
+
+	"github.com/spear-go/spear/internal/retry"
 )
 
 // http2Preface starts every HTTP/2 connection with prior knowledge (h2c),
@@ -33,7 +35,7 @@ func newSplit(l net.Listener) *split {
 // serve accepts connections until the base listener fails for good; it
 // returns that error (net.ErrClosed after close).
 func (s *split) serve() error {
-	var delay time.Duration
+	failures := 0
 	for {
 		c, err := s.base.Accept()
 		if err != nil {
@@ -41,14 +43,14 @@ func (s *split) serve() error {
 			// instead of giving up the listener.
 			var te interface{ Temporary() bool }
 			if !errors.Is(err, net.ErrClosed) && errors.As(err, &te) && te.Temporary() {
-				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-				time.Sleep(delay)
+				failures++
+				time.Sleep(retry.Backoff{Base: 5 * time.Millisecond, Max: time.Second}.Delay(failures))
 				continue
 			}
 			s.close()
 			return err
 		}
-		delay = 0
+		failures = 0
 		go s.route(c)
 	}
 }
