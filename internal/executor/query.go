@@ -47,13 +47,14 @@ func (m *Manager) Wait(ctx context.Context, id string) (*execution.Record, error
 	}
 }
 
-// LiveOfTask counts the executions of a task live on this node.
+// LiveOfTask counts the executions of a task running or waiting on this
+// node (a finished one whose record is still being written does not count).
 func (m *Manager) LiveOfTask(taskID string) int {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	n := 0
 	for _, l := range m.live {
-		if l.rec.TaskID == taskID {
+		if r := l.final(); r.TaskID == taskID && !r.Status.Terminal() {
 			n++
 		}
 	}
