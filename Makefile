@@ -41,11 +41,11 @@ samples:
 
 ## bench: Spear against bare baselines, side by side (a few minutes)
 bench:
-	$(GO) run ./cmd/spear-bench
+	$(GO) run ./bench/cmd/spear-bench
 
 ## bench-quick: the same, shorter (under a minute)
 bench-quick:
-	$(GO) run ./cmd/spear-bench --quick
+	$(GO) run ./bench/cmd/spear-bench --quick
 
 ## fuzz: run each fuzz target for FUZZTIME (CI: a short fixed time)
 FUZZTIME ?= 30s
@@ -57,7 +57,7 @@ fuzz:
 ## soak: mixed load on a real node for SOAK_DURATION, checking for leaks
 SOAK_DURATION ?= 10m
 soak:
-	$(GO) run ./cmd/spear-soak --duration $(SOAK_DURATION)
+	$(GO) run ./tools/soak/cmd/spear-soak --duration $(SOAK_DURATION)
 
 clean:
 	rm -rf bin $(DATA_DIR)

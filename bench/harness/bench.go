@@ -1,11 +1,12 @@
-// Package bench is Spear's benchmark: it builds the node and tiny baseline
-// programs that do only the irreducible work, drives both over the network
-// with a Go load generator in interleaved rounds (A B A B ...), and reports
-// each figure as a ratio against its baseline measured in the same run, so
-// that the noise of a shared machine cancels out.
+// Package harness is Spear's benchmark harness: it builds the node and tiny
+// baseline programs that do only the irreducible work, drives both over the
+// network with a Go load generator in interleaved rounds (A B A B ...), and
+// reports each figure as a ratio against its baseline measured in the same
+// run, so that the noise of a shared machine cancels out.
 //
-// The command is cmd/spear-bench; see Run.
-package bench
+// The command is bench/cmd/spear-bench; see Run. The baselines it compares
+// against are in bench/baseline, the functions in bench/fn.
+package harness
 
 import (
 	"context"

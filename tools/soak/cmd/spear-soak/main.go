@@ -4,9 +4,9 @@
 // descriptors, memory or storage, or leaves accepted executions unfinished.
 // It is not part of make test.
 //
-//	go run ./cmd/spear-soak [--duration 10m] [--rate 8]
+//	go run ./tools/soak/cmd/spear-soak [--duration 10m] [--rate 8]
 //
-// Run it from the repository root. See internal/soak for the bounds.
+// Run it from the repository root. See tools/soak for the bounds.
 package main
 
 import (
@@ -18,7 +18,7 @@ import (
 	"path/filepath"
 	"syscall"
 
-	"github.com/spear-go/spear/internal/soak"
+	"github.com/spear-go/spear/tools/soak"
 )
 
 func main() {

@@ -3,9 +3,9 @@
 // also writes the table as JSON and Markdown (with a description of the
 // machine) under --out.
 //
-//	go run ./cmd/spear-bench [--quick] [--rows sync-wasm,async,...] [--out bench/results]
+//	go run ./bench/cmd/spear-bench [--quick] [--rows sync-wasm,async,...] [--out bench/results]
 //
-// Run it from the repository root. See internal/bench.
+// Run it from the repository root. See bench/harness and bench/README.md.
 package main
 
 import (
@@ -18,7 +18,7 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/spear-go/spear/internal/bench"
+	"github.com/spear-go/spear/bench/harness"
 )
 
 func main() {
@@ -27,7 +27,7 @@ func main() {
 
 func run() int {
 	quick := flag.Bool("quick", false, "fewer, shorter rounds and smaller populations (about a minute)")
-	rows := flag.String("rows", "", "comma-separated row groups to run (default all): "+strings.Join(bench.Groups, ","))
+	rows := flag.String("rows", "", "comma-separated row groups to run (default all): "+strings.Join(harness.Groups, ","))
 	out := flag.String("out", "bench/results", "directory for latest.json and latest.md; empty writes nothing")
 	docker := flag.String("docker", "auto", "docker rows: auto (if an engine answers) or off")
 	root := flag.String("root", ".", "repository root")
@@ -48,7 +48,7 @@ func run() int {
 	if *rows != "" {
 		groups = strings.Split(*rows, ",")
 	}
-	rep, err := bench.Run(ctx, bench.Options{
+	rep, err := harness.Run(ctx, harness.Options{
 		Root: abs, Quick: *quick, Rows: groups, Docker: *docker, Log: os.Stderr,
 	})
 	if rep == nil {
@@ -56,13 +56,13 @@ func run() int {
 		return 1
 	}
 	fmt.Println()
-	bench.WriteTable(os.Stdout, rep)
+	harness.WriteTable(os.Stdout, rep)
 	if *out != "" {
 		dir := *out
 		if !filepath.IsAbs(dir) {
 			dir = filepath.Join(abs, dir)
 		}
-		files, werr := bench.Save(dir, rep)
+		files, werr := harness.Save(dir, rep)
 		if werr != nil {
 			fmt.Fprintln(os.Stderr, "spear-bench: writing results:", werr)
 			return 1
