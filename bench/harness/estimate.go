@@ -55,7 +55,7 @@ func (e *env) estimateRows(ctx context.Context) ([]Row, error) {
 	}
 	var ratios []float64
 	for _, s := range subs {
-		r, err := e.main.waitStatus(ctx, s.id, 5*time.Millisecond, 2*time.Minute, terminal)
+		r, err := e.main.waitStatus(ctx, s.id, 5*time.Millisecond, 2*time.Minute, pb.ExecutionStatus.Terminal)
 		if err != nil {
 			return nil, err
 		}

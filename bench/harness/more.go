@@ -147,7 +147,7 @@ func (e *env) waitAll(ctx context.Context, n *node, ids []string, timeout time.D
 					case err != nil:
 						firstBad.CompareAndSwap(nil, err.Error())
 						failed.Add(1)
-					case !terminal(r.Status):
+					case !r.Status.Terminal():
 						next = append(next, id)
 					case r.Status == pb.ExecutionStatus_EXECUTION_STATUS_COMPLETED:
 						done++

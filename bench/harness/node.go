@@ -218,9 +218,6 @@ func (n *node) status(ctx context.Context, id string) (*pb.ExecutionResult, erro
 	return resp.Result, nil
 }
 
-func terminal(s pb.ExecutionStatus) bool {
-	return s >= pb.ExecutionStatus_EXECUTION_STATUS_COMPLETED
-}
 
 // waitStatus polls id every interval until pred holds or timeout passes.
 func (n *node) waitStatus(ctx context.Context, id string, interval, timeout time.Duration, pred func(pb.ExecutionStatus) bool) (*pb.ExecutionResult, error) {

@@ -315,7 +315,7 @@ func (e *env) cancelOne(ctx context.Context, task string) (total, rpc time.Durat
 		return 0, 0, err
 	}
 	if _, err := e.main.waitStatus(ctx, id, 2*time.Millisecond, 30*time.Second, func(s pb.ExecutionStatus) bool {
-		return s == pb.ExecutionStatus_EXECUTION_STATUS_RUNNING || terminal(s)
+		return s == pb.ExecutionStatus_EXECUTION_STATUS_RUNNING || s.Terminal()
 	}); err != nil {
 		return 0, 0, err
 	}
@@ -325,7 +325,7 @@ func (e *env) cancelOne(ctx context.Context, task string) (total, rpc time.Durat
 		return 0, 0, err
 	}
 	rpc = time.Since(t0)
-	r, err := e.main.waitStatus(ctx, id, time.Millisecond, 30*time.Second, terminal)
+	r, err := e.main.waitStatus(ctx, id, time.Millisecond, 30*time.Second, pb.ExecutionStatus.Terminal)
 	if err != nil {
 		return 0, 0, err
 	}

@@ -190,7 +190,7 @@ func runCLI(ctx context.Context, addr, stdin string, args ...string) runResult {
 func execResult(st spearlet.ExecutionStatus, out, code, msg string) *spearlet.ExecutionResult {
 	r := &spearlet.ExecutionResult{Status: st, ErrorCode: code, ErrorMessage: msg, ExecutionTimeMs: 12}
 	if out != "" {
-		r.Result = bytesAny([]byte(out))
+		r.Result = spearlet.BytesAny([]byte(out))
 	}
 	return r
 }
@@ -217,7 +217,7 @@ func invokeReq(mode spearlet.ExecutionMode, in []byte) *spearlet.InvokeFunctionR
 		Context:        &spearlet.ExecutionContext{},
 	}
 	if in != nil {
-		r.Parameters = []*spearlet.FunctionParameter{{Name: "input", Value: bytesAny(in)}}
+		r.Parameters = []*spearlet.FunctionParameter{{Name: "input", Value: spearlet.BytesAny(in)}}
 	}
 	return r
 }
@@ -586,7 +586,7 @@ func TestInvokeStreamWritesChunksAsTheyArrive(t *testing.T) {
 			f.stream = func(_ *spearlet.InvokeFunctionRequest, s grpc.ServerStreamingServer[spearlet.StreamExecutionResult]) error {
 				for i, c := range chunks {
 					if err := s.Send(&spearlet.StreamExecutionResult{ExecutionId: "exec-s", Status: stRunning,
-						ChunkData: bytesAny([]byte(c)), Sequence: int64(i)}); err != nil {
+						ChunkData: spearlet.BytesAny([]byte(c)), Sequence: int64(i)}); err != nil {
 						return err
 					}
 					// Send the next chunk only once the CLI has written this one:
@@ -632,7 +632,7 @@ func TestInvokeStreamJSONAndErrors(t *testing.T) {
 			args: []string{"--json", "invoke", "t1", "-m", "stream"},
 			setup: func(f *fakeServer) {
 				f.stream = func(_ *spearlet.InvokeFunctionRequest, s grpc.ServerStreamingServer[spearlet.StreamExecutionResult]) error {
-					_ = s.Send(&spearlet.StreamExecutionResult{ExecutionId: "e", ChunkData: bytesAny([]byte("a"))})
+					_ = s.Send(&spearlet.StreamExecutionResult{ExecutionId: "e", ChunkData: spearlet.BytesAny([]byte("a"))})
 					return s.Send(&spearlet.StreamExecutionResult{ExecutionId: "e", IsFinal: true, Status: stCompleted})
 				}
 			},
@@ -654,7 +654,7 @@ func TestInvokeStreamJSONAndErrors(t *testing.T) {
 			args: []string{"invoke", "t1", "-m", "stream"},
 			setup: func(f *fakeServer) {
 				f.stream = func(_ *spearlet.InvokeFunctionRequest, s grpc.ServerStreamingServer[spearlet.StreamExecutionResult]) error {
-					return s.Send(&spearlet.StreamExecutionResult{ChunkData: bytesAny([]byte("a"))})
+					return s.Send(&spearlet.StreamExecutionResult{ChunkData: spearlet.BytesAny([]byte("a"))})
 				}
 			},
 			code:      1,
@@ -666,7 +666,7 @@ func TestInvokeStreamJSONAndErrors(t *testing.T) {
 			args: []string{"invoke", "t1", "-m", "stream"},
 			setup: func(f *fakeServer) {
 				f.stream = func(_ *spearlet.InvokeFunctionRequest, s grpc.ServerStreamingServer[spearlet.StreamExecutionResult]) error {
-					_ = s.Send(&spearlet.StreamExecutionResult{ChunkData: bytesAny([]byte("a"))})
+					_ = s.Send(&spearlet.StreamExecutionResult{ChunkData: spearlet.BytesAny([]byte("a"))})
 					s.SetTrailer(metadata.Pairs("spear-error-code", "NODE_SHUTTING_DOWN"))
 					return status.Error(codes.Unavailable, "draining")
 				}

@@ -36,7 +36,7 @@ func (a *app) fetchOutput(ctx context.Context, id, want string, w io.Writer) (*s
 		if err != nil {
 			return nil, newRPCError(err, stream.Trailer())
 		}
-		data, err := anyBytes(msg.GetChunkData())
+		data, err := spearlet.AnyBytes(msg.GetChunkData())
 		if err != nil {
 			return nil, err
 		}
@@ -61,7 +61,7 @@ func (a *app) writeOutput(ctx context.Context, id string, res *spearlet.Executio
 		_, err := a.fetchOutput(ctx, id, res.GetOutputSha256(), w)
 		return err
 	}
-	out, err := anyBytes(res.GetResult())
+	out, err := spearlet.AnyBytes(res.GetResult())
 	if err != nil {
 		return err
 	}

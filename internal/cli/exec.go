@@ -82,7 +82,7 @@ func (a *app) printExecution(ctx context.Context, id string, resp *spearlet.GetE
 	if cb := res.GetCallback(); cb != nil {
 		addCallback(&kv, cb)
 	}
-	out, err := anyBytes(res.GetResult())
+	out, err := spearlet.AnyBytes(res.GetResult())
 	if err != nil {
 		return err
 	}

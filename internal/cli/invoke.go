@@ -136,7 +136,7 @@ func (a *app) invoke(cmd *cobra.Command, taskID string, o *invokeOpts) error {
 		if err != nil {
 			return err
 		}
-		req.Parameters = []*spearlet.FunctionParameter{{Name: "input", Value: bytesAny(in)}}
+		req.Parameters = []*spearlet.FunctionParameter{{Name: "input", Value: spearlet.BytesAny(in)}}
 	}
 
 	c, err := a.client()
@@ -287,7 +287,7 @@ func (a *app) readStream(stream grpc.ServerStreamingClient[spearlet.StreamExecut
 				return err
 			}
 		} else {
-			out, err := anyBytes(msg.GetChunkData())
+			out, err := spearlet.AnyBytes(msg.GetChunkData())
 			if err != nil {
 				return err
 			}

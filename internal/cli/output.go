@@ -13,9 +13,7 @@ import (
 
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/timestamppb"
-	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/spear-go/spear/api/spearlet"
 )
@@ -155,35 +153,7 @@ func truncate(s string, n int) string {
 	return string(r[:n-1]) + "…"
 }
 
-// anyBytes extracts the payload of an output Any: a BytesValue (or, leniently,
-// a StringValue). A nil Any is empty output.
-func anyBytes(a *anypb.Any) ([]byte, error) {
-	if a == nil {
-		return nil, nil
-	}
-	m, err := a.UnmarshalNew()
-	if err != nil {
-		return nil, fmt.Errorf("decoding output (%s): %w", a.GetTypeUrl(), err)
-	}
-	switch v := m.(type) {
-	case *wrapperspb.BytesValue:
-		return v.GetValue(), nil
-	case *wrapperspb.StringValue:
-		return []byte(v.GetValue()), nil
-	default:
-		return nil, fmt.Errorf("unexpected output type %s, want google.protobuf.BytesValue", a.GetTypeUrl())
-	}
-}
 
-// bytesAny wraps b as an Any holding a google.protobuf.BytesValue.
-func bytesAny(b []byte) *anypb.Any {
-	a, err := anypb.New(wrapperspb.Bytes(b))
-	if err != nil {
-		// Marshalling a BytesValue cannot fail.
-		panic(err)
-	}
-	return a
-}
 
 // writeFlush writes b to w and flushes w if it buffers.
 func writeFlush(w io.Writer, b []byte) error {

@@ -9,11 +9,13 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/reflect/protoreflect"
+
+	"github.com/spear-go/spear/internal/errdefs"
 )
 
 // errorCodeTrailer is the trailer metadata key under which the node sends
 // the stable error_code of a failed RPC.
-const errorCodeTrailer = "spear-error-code"
+const errorCodeTrailer = errdefs.Trailer
 
 // rpcError is a gRPC error status plus the node's stable error_code, if it
 // sent one. Printed as "<grpc code>: <message> (error_code: <code>)".

@@ -22,6 +22,10 @@ var (
 	ErrInternal           = errors.New("internal error")
 )
 
+// Trailer is the gRPC trailer (and HTTP header) that carries a failed
+// call's error code, beside its google.rpc.ErrorInfo detail.
+const Trailer = "spear-error-code"
+
 // Coded is an error with a stable machine-readable code. Unwrap returns the
 // class, so errors.Is(err, ErrNotFound) still works.
 type Coded struct {

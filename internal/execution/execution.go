@@ -7,10 +7,10 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/spear-go/spear/internal/errdefs"
+	"github.com/spear-go/spear/internal/ident"
 )
 
 // Status is an execution's state. The zero value means unknown. Values equal
@@ -221,8 +221,8 @@ func IdempotentID(taskID, key string) string {
 // ValidateID checks a caller-supplied execution id. Ids are used as NATS
 // subject tokens and KV keys.
 func ValidateID(id string) error {
-	if !isToken(id) {
-		return errdefs.InvalidExecutionID.New("execution id %q: want 1-128 characters of A-Z, a-z, 0-9, '_' or '-'", id)
+	if !ident.Valid(id) {
+		return errdefs.InvalidExecutionID.New("execution id %q: want "+ident.Rule, id)
 	}
 	return nil
 }
@@ -239,12 +239,4 @@ func NewID(now time.Time) string {
 		panic(fmt.Sprintf("crypto/rand: %v", err)) // never fails on Linux
 	}
 	return hex.EncodeToString(b[:])
-}
-
-// isToken reports whether id is 1-128 characters of A-Z, a-z, 0-9, '_' or
-// '-' (a NATS subject token and KV key); on every request, so no regexp.
-func isToken(id string) bool {
-	return len(id) > 0 && len(id) <= 128 && strings.IndexFunc(id, func(r rune) bool {
-		return !(r == '_' || r == '-' || 'a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || '0' <= r && r <= '9')
-	}) < 0
 }

@@ -19,6 +19,7 @@ import (
 	spearrt "github.com/spear-go/spear/internal/runtime"
 	"github.com/spear-go/spear/internal/store"
 	"github.com/spear-go/spear/internal/task"
+	"github.com/spear-go/spear/internal/testwait"
 )
 
 // testTask is the task every test execution runs.
@@ -252,18 +253,6 @@ func newSpec(fn string, mode execution.Mode, input string) *execution.Spec {
 		Mode: mode, Input: []byte(input), CreatedAt: time.Now()}
 }
 
-// eventually polls cond until it holds, failing after a generous bound.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // wait waits for execution id to be terminal and returns its record.
 func (h *harness) wait(m *Manager, id string) *execution.Record {
 	h.t.Helper()
@@ -283,7 +272,7 @@ func (h *harness) wait(m *Manager, id string) *execution.Record {
 func (h *harness) stored(id string) *execution.Record {
 	h.t.Helper()
 	var r *execution.Record
-	eventually(h.t, "the terminal record of "+id+" in the store", func() bool {
+	testwait.Until(h.t, "the terminal record of "+id+" in the store", func() bool {
 		got, _, err := h.st.GetRecord(context.Background(), id)
 		if err != nil || !got.Status.Terminal() {
 			return false
@@ -297,7 +286,7 @@ func (h *harness) stored(id string) *execution.Record {
 // gone waits until execution id has left the durable queue.
 func (h *harness) gone(id string) {
 	h.t.Helper()
-	eventually(h.t, id+" to leave the queue", func() bool {
+	testwait.Until(h.t, id+" to leave the queue", func() bool {
 		q, err := h.st.IsQueued(context.Background(), testTask, id)
 		return err == nil && !q
 	})

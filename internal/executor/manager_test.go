@@ -13,6 +13,7 @@ import (
 	"github.com/spear-go/spear/internal/execution"
 	"github.com/spear-go/spear/internal/store"
 	"github.com/spear-go/spear/internal/task"
+	"github.com/spear-go/spear/internal/testwait"
 )
 
 func TestRunSync(t *testing.T) {
@@ -376,7 +377,7 @@ func TestCancelFinishedAndUnknown(t *testing.T) {
 	for _, when := range []string{"just finished", "persisted"} {
 		if when == "persisted" {
 			h.stored(spec.ExecutionID)
-			eventually(t, "the execution to leave the live table", func() bool { return len(h.m.Live()) == 0 })
+			testwait.Until(t, "the execution to leave the live table", func() bool { return len(h.m.Live()) == 0 })
 		}
 		out, err := h.m.Cancel(ctx, spec.ExecutionID, "", false)
 		if err != nil || out.Cancelled || out.Status != execution.StatusCompleted {
@@ -518,7 +519,7 @@ func TestEstimate(t *testing.T) {
 		ids = append(ids, spec.ExecutionID)
 		want := time.Duration(i+2) * 200 * time.Millisecond
 		var got time.Duration
-		eventually(t, fmt.Sprintf("the estimate to count %d queued", i+1), func() bool {
+		testwait.Until(t, fmt.Sprintf("the estimate to count %d queued", i+1), func() bool {
 			got = estimate()
 			return got == want
 		})
@@ -528,7 +529,7 @@ func TestEstimate(t *testing.T) {
 		h.wait(h.m, id)
 	}
 	// The workers' bookkeeping ends just after the records are terminal.
-	eventually(t, "the estimate to drop back to one round", func() bool { return estimate() == 200*time.Millisecond })
+	testwait.Until(t, "the estimate to drop back to one round", func() bool { return estimate() == 200*time.Millisecond })
 }
 
 func TestStatsSurviveRestart(t *testing.T) {
@@ -608,7 +609,7 @@ func TestClaimConflictLeavesOtherClaim(t *testing.T) {
 	m.mu.Unlock()
 	m.wg.Add(1)
 	go m.runDelivery(d)
-	eventually(t, "the worker to give the execution up", func() bool {
+	testwait.Until(t, "the worker to give the execution up", func() bool {
 		m.mu.Lock()
 		defer m.mu.Unlock()
 		return len(m.live) == 0 && m.asyncInFlight == 0

@@ -15,6 +15,7 @@ import (
 	"github.com/spear-go/spear/internal/runtime/wasm"
 	"github.com/spear-go/spear/internal/store"
 	"github.com/spear-go/spear/internal/task"
+	"github.com/spear-go/spear/internal/testwait"
 )
 
 // TestArtifactChanged: a task runs only the content it was registered
@@ -187,15 +188,15 @@ func TestRuntimeReleases(t *testing.T) {
 	if err := r.Delete(ctxT(t), "a"); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "delete releases the module", cached(2))
+	testwait.Until(t, "delete releases the module", cached(2))
 	if _, _, err := r.Update(ctxT(t), "b", task.Artifact{Location: upper}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "update keeps only the new module", cached(2))
+	testwait.Until(t, "update keeps only the new module", cached(2))
 	if err := other.Delete(ctxT(t), "c"); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "a delete by another node releases the module", cached(1))
+	testwait.Until(t, "a delete by another node releases the module", cached(1))
 	if _, _, err := r.Artifact(ctxT(t), "b"); err != nil {
 		t.Errorf("the updated task: %v", err)
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/spear-go/spear/internal/runtime/wasm"
 	"github.com/spear-go/spear/internal/store"
 	"github.com/spear-go/spear/internal/task"
+	"github.com/spear-go/spear/internal/testwait"
 )
 
 type fixture struct {
@@ -421,14 +422,14 @@ func TestWatchInvalidatesCache(t *testing.T) {
 	if err := r1.Delete(ctxT(t), "w"); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "r2 sees the delete", func() bool {
+	testwait.Until(t, "r2 sees the delete", func() bool {
 		_, err := r2.Get(ctxT(t), "w")
 		return errdefs.CodeOf(err) == "TASK_NOT_FOUND"
 	})
 	if _, _, err := r1.Register(ctxT(t), Registration{ID: "w", Artifact: task.Artifact{Type: runtime.TypeProcess, Location: upper}}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "r2 sees the new artifact", func() bool {
+	testwait.Until(t, "r2 sees the new artifact", func() bool {
 		_, art, err := r2.Artifact(ctxT(t), "w")
 		return err == nil && art.Location == upper
 	})
@@ -439,20 +440,8 @@ func TestWatchInvalidatesCache(t *testing.T) {
 	if _, _, err := r1.Register(ctxT(t), Registration{ID: "w", Artifact: task.Artifact{Type: runtime.TypeProcess, Location: f.echo}}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "r2 sees the third artifact", func() bool {
+	testwait.Until(t, "r2 sees the third artifact", func() bool {
 		_, art, err := r2.Artifact(ctxT(t), "w")
 		return err == nil && art.Location == f.echo
 	})
-}
-
-// eventually polls cond with a generous hang guard.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within 30s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }

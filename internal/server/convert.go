@@ -29,14 +29,6 @@ func ts(t time.Time) *timestamppb.Timestamp {
 	return timestamppb.New(t)
 }
 
-// bytesAny wraps b as an Any holding a BytesValue.
-func bytesAny(b []byte) *anypb.Any {
-	a, err := anypb.New(wrapperspb.Bytes(b))
-	if err != nil {
-		panic(err) // marshalling a BytesValue cannot fail
-	}
-	return a
-}
 
 func resultOf(r *execution.Record, withOutput bool) *pb.ExecutionResult {
 	res := &pb.ExecutionResult{
@@ -65,7 +57,7 @@ func resultOf(r *execution.Record, withOutput bool) *pb.ExecutionResult {
 		}
 	}
 	if withOutput && (r.Status.Terminal() || len(r.Output) > 0) {
-		res.Result = bytesAny(r.Output)
+		res.Result = pb.BytesAny(r.Output)
 		res.OutputSize, res.OutputSha256, res.OutputPartial = r.OutputSize, r.OutputSHA256, r.OutputPartial()
 	}
 	return res

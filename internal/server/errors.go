@@ -18,7 +18,7 @@ import (
 // stable error_code of a failed call, beside the google.rpc.ErrorInfo detail
 // (reason = error code, domain = ErrorDomain).
 const (
-	ErrorCodeTrailer = "spear-error-code"
+	ErrorCodeTrailer = errdefs.Trailer
 	ErrorDomain      = "spear.dev"
 )
 

@@ -163,7 +163,7 @@ func testCtx(t *testing.T) context.Context {
 }
 
 func bytesParam(b string) []*pb.FunctionParameter {
-	return []*pb.FunctionParameter{{Name: "input", Value: bytesAny([]byte(b))}}
+	return []*pb.FunctionParameter{{Name: "input", Value: pb.BytesAny([]byte(b))}}
 }
 
 // output returns the bytes of a result's Any(BytesValue).

@@ -156,7 +156,7 @@ func (s *Service) resultWithOutput(ctx context.Context, r *execution.Record) *pb
 		s.log.Warn("reading stored output", "execution", r.ID, "err", err)
 		return res
 	}
-	res.Result = bytesAny(head)
+	res.Result = pb.BytesAny(head)
 	res.OutputPartial = r.OutputSize > int64(len(head))
 	return res
 }
@@ -340,7 +340,7 @@ func (s *Service) streamTo(ctx context.Context, req *pb.InvokeFunctionRequest, s
 		emit(&pb.StreamExecutionResult{
 			ExecutionId: spec.ExecutionID,
 			Status:      pb.ExecutionStatus_EXECUTION_STATUS_RUNNING,
-			ChunkData:   bytesAny(c.Data),
+			ChunkData:   pb.BytesAny(c.Data),
 			Sequence:    c.Seq,
 		})
 	})
@@ -391,7 +391,7 @@ func (s *Service) attach(ctx context.Context, id string, send func(*pb.StreamExe
 		return send(&pb.StreamExecutionResult{
 			ExecutionId: id,
 			Status:      pb.ExecutionStatus_EXECUTION_STATUS_RUNNING,
-			ChunkData:   bytesAny(c.Data),
+			ChunkData:   pb.BytesAny(c.Data),
 			Sequence:    c.Seq,
 			Metadata:    map[string]string{"attached": "true"},
 		})

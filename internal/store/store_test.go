@@ -18,6 +18,7 @@ import (
 	"github.com/spear-go/spear/internal/execution"
 	"github.com/spear-go/spear/internal/runtime"
 	"github.com/spear-go/spear/internal/task"
+	"github.com/spear-go/spear/internal/testwait"
 )
 
 // openStore opens an embedded store in dir and closes it when the test ends.
@@ -370,18 +371,6 @@ func depth(t *testing.T, s *Store) (int64, int64) {
 	return w, f
 }
 
-// eventually polls cond until it holds, failing after a generous bound.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 func TestQueueAckNak(t *testing.T) {
 	ctx := testCtx(t)
 	s := openStore(t, t.TempDir(), 0)
@@ -422,7 +411,7 @@ func TestQueueAckNak(t *testing.T) {
 	if err := d.Ack(ctx); err != nil {
 		t.Fatalf("Ack: %v", err)
 	}
-	eventually(t, "acked q1 to leave the queue", func() bool {
+	testwait.Until(t, "acked q1 to leave the queue", func() bool {
 		n, err := s.QueuedOfTask(ctx, spec("q1").TaskID)
 		return err == nil && n == 1
 	})
@@ -444,7 +433,7 @@ func TestQueueAckNak(t *testing.T) {
 	if err := d.Ack(ctx); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "an empty queue", func() bool {
+	testwait.Until(t, "an empty queue", func() bool {
 		w, f := depth(t, s)
 		return w == 0 && f == 0
 	})

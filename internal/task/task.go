@@ -3,10 +3,10 @@
 package task
 
 import (
-	"strings"
 	"time"
 
 	"github.com/spear-go/spear/internal/errdefs"
+	"github.com/spear-go/spear/internal/ident"
 	"github.com/spear-go/spear/internal/runtime"
 )
 
@@ -87,16 +87,8 @@ func (a Artifact) Or(b Artifact) Artifact {
 // ValidateID checks a task id: it is used as a NATS subject token and a KV
 // key.
 func ValidateID(id string) error {
-	if !isToken(id) {
-		return errdefs.InvalidTaskID.New("task id %q: want 1-128 characters of A-Z, a-z, 0-9, '_' or '-'", id)
+	if !ident.Valid(id) {
+		return errdefs.InvalidTaskID.New("task id %q: want "+ident.Rule, id)
 	}
 	return nil
-}
-
-// isToken reports whether id is 1-128 characters of A-Z, a-z, 0-9, '_' or
-// '-' (a NATS subject token and KV key); on every request, so no regexp.
-func isToken(id string) bool {
-	return len(id) > 0 && len(id) <= 128 && strings.IndexFunc(id, func(r rune) bool {
-		return !(r == '_' || r == '-' || 'a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || '0' <= r && r <= '9')
-	}) < 0
 }

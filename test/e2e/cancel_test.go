@@ -47,7 +47,7 @@ func TestCancel(t *testing.T) {
 			}()
 
 			n.waitStatus(t, id, finishBound, func(s pb.ExecutionStatus) bool {
-				return s == pb.ExecutionStatus_EXECUTION_STATUS_RUNNING || terminal(s)
+				return s == pb.ExecutionStatus_EXECUTION_STATUS_RUNNING || s.Terminal()
 			})
 			resp, err := n.client.CancelExecution(ctx(t, callTimeout), &pb.CancelExecutionRequest{ExecutionId: id, Reason: "e2e"})
 			if err != nil {
@@ -79,7 +79,7 @@ func TestCancel(t *testing.T) {
 		busy := invocation(t, "e2e-sleeper", pb.ExecutionMode_EXECUTION_MODE_ASYNC, nil)
 		busyID := n.invoke(t, busy).GetExecutionId()
 		n.waitStatus(t, busyID, finishBound, func(s pb.ExecutionStatus) bool {
-			return s == pb.ExecutionStatus_EXECUTION_STATUS_RUNNING || terminal(s)
+			return s == pb.ExecutionStatus_EXECUTION_STATUS_RUNNING || s.Terminal()
 		})
 
 		mark := filepath.Join(dir, "queued-ran")

@@ -947,7 +947,7 @@ func (n *node) ctlCancel(t *testing.T, id string, force bool) *pb.CancelExecutio
 // ctlWaitRunning waits until id runs, failing if it ends first.
 func (n *node) ctlWaitRunning(t *testing.T, id string) {
 	t.Helper()
-	st := n.waitStatus(t, id, finishBound, func(s pb.ExecutionStatus) bool { return s == statusRunning || terminal(s) })
+	st := n.waitStatus(t, id, finishBound, func(s pb.ExecutionStatus) bool { return s == statusRunning || s.Terminal() })
 	if s := st.GetResult().GetStatus(); s != statusRunning {
 		t.Fatalf("execution %s ended %v (%s) before it was seen running", id, s, st.GetResult().GetErrorMessage())
 	}
@@ -970,7 +970,7 @@ func (n *node) ctlWaitRunningOutput(t *testing.T, id, want string, returned <-ch
 		if st.GetFound() && res.GetStatus() == statusRunning && strings.Contains(output(t, res.GetResult()), want) {
 			return
 		}
-		if terminal(res.GetStatus()) {
+		if res.GetStatus().Terminal() {
 			t.Fatalf("execution %s ended %v (%s %s) before it was seen running", id, res.GetStatus(), res.GetErrorCode(), res.GetErrorMessage())
 		}
 		if time.Now().After(deadline) {

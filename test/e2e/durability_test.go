@@ -52,7 +52,7 @@ func TestDurability(t *testing.T) {
 			}
 			// With one worker, the first runs while the others wait.
 			n.waitStatus(t, ids[0], finishBound, func(s pb.ExecutionStatus) bool {
-				return s == pb.ExecutionStatus_EXECUTION_STATUS_RUNNING || terminal(s)
+				return s == pb.ExecutionStatus_EXECUTION_STATUS_RUNNING || s.Terminal()
 			})
 			if st := n.status(t, ids[jobs-1]).GetResult().GetStatus(); st != pb.ExecutionStatus_EXECUTION_STATUS_PENDING {
 				t.Logf("last execution is %v before the stop (want it queued; the machine is slow?)", st)

@@ -27,6 +27,7 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	pb "github.com/spear-go/spear/api/spearlet"
+	"github.com/spear-go/spear/internal/errdefs"
 	"github.com/spear-go/spear/internal/runtime/conformance"
 )
 
@@ -217,15 +218,6 @@ func ctx(t *testing.T, d time.Duration) context.Context {
 	return c
 }
 
-// bytesAny wraps b as Any(BytesValue), the contract's input and output form.
-func bytesAny(t *testing.T, b []byte) *anypb.Any {
-	t.Helper()
-	a, err := anypb.New(wrapperspb.Bytes(b))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return a
-}
 
 // output returns the bytes of an Any(BytesValue) output ("" for nil).
 func output(t *testing.T, a *anypb.Any) string {
@@ -250,7 +242,7 @@ func invocation(t *testing.T, taskID string, mode pb.ExecutionMode, input []byte
 		Context:        &pb.ExecutionContext{},
 	}
 	if input != nil {
-		req.Parameters = []*pb.FunctionParameter{{Name: "input", Value: bytesAny(t, input)}}
+		req.Parameters = []*pb.FunctionParameter{{Name: "input", Value: pb.BytesAny(input)}}
 	}
 	return req
 }
@@ -280,20 +272,12 @@ func (n *node) status(t *testing.T, id string) *pb.GetExecutionStatusResponse {
 	return resp
 }
 
-func terminal(s pb.ExecutionStatus) bool {
-	switch s {
-	case pb.ExecutionStatus_EXECUTION_STATUS_COMPLETED, pb.ExecutionStatus_EXECUTION_STATUS_FAILED,
-		pb.ExecutionStatus_EXECUTION_STATUS_CANCELLED, pb.ExecutionStatus_EXECUTION_STATUS_TIMEOUT:
-		return true
-	}
-	return false
-}
 
 // waitFinal polls GetExecutionStatus until id reaches a terminal status,
 // failing the test after bound.
 func (n *node) waitFinal(t *testing.T, id string, bound time.Duration) *pb.GetExecutionStatusResponse {
 	t.Helper()
-	return n.waitStatus(t, id, bound, func(s pb.ExecutionStatus) bool { return terminal(s) })
+	return n.waitStatus(t, id, bound, func(s pb.ExecutionStatus) bool { return s.Terminal() })
 }
 
 // waitStatus polls GetExecutionStatus until ok(status) holds.
@@ -339,7 +323,7 @@ func asRPCError(t *testing.T, err error, trailer metadata.MD) rpcError {
 			e.reason = info.GetReason()
 		}
 	}
-	if v := trailer.Get("spear-error-code"); len(v) > 0 {
+	if v := trailer.Get(errdefs.Trailer); len(v) > 0 {
 		e.trailer = v[0]
 	}
 	return e

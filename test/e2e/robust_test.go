@@ -263,10 +263,10 @@ func TestBadInput(t *testing.T) {
 
 		// Inputs.
 		{name: "invoke/oversized input", call: invokeCall(echo(func(r *pb.InvokeFunctionRequest) {
-			r.Parameters[0].Value = bytesAny(t, bytes.Repeat([]byte("i"), badMaxInput+1))
+			r.Parameters[0].Value = pb.BytesAny(bytes.Repeat([]byte("i"), badMaxInput+1))
 		})), code: codes.ResourceExhausted, errorCode: "INPUT_TOO_LARGE"},
 		{name: "invoke/oversized request", call: invokeCall(echo(func(r *pb.InvokeFunctionRequest) {
-			r.Parameters[0].Value = bytesAny(t, bytes.Repeat([]byte("m"), badMaxMessage+1))
+			r.Parameters[0].Value = pb.BytesAny(bytes.Repeat([]byte("m"), badMaxMessage+1))
 		})), code: codes.ResourceExhausted, transport: true},
 		{name: "invoke/required parameter without value", call: invokeCall(echo(func(r *pb.InvokeFunctionRequest) {
 			r.Parameters = append(r.Parameters, &pb.FunctionParameter{Name: "must", Required: true})

@@ -161,7 +161,7 @@ func testGrpcurl(t *testing.T, n *node) {
 		for {
 			var st pb.GetExecutionStatusResponse
 			unmarshalJSON(t, call(t, "GetExecutionStatus", fmt.Sprintf(`{"executionId":%q,"includeResult":true}`, id)), &st)
-			if s := st.GetResult().GetStatus(); terminal(s) {
+			if s := st.GetResult().GetStatus(); s.Terminal() {
 				if got := output(t, st.GetResult().GetResult()); s != pb.ExecutionStatus_EXECUTION_STATUS_COMPLETED || got != "gc:async" {
 					t.Errorf("async final: %v output %q", s, got)
 				}
@@ -225,7 +225,7 @@ func testCurl(t *testing.T, n *node) {
 		for {
 			var st pb.GetExecutionStatusResponse
 			unmarshalJSON(t, runTool(t, "", bin, "-sS", "--fail-with-body", "--max-time", "60", url), &st)
-			if s := st.GetResult().GetStatus(); terminal(s) {
+			if s := st.GetResult().GetStatus(); s.Terminal() {
 				if got := output(t, st.GetResult().GetResult()); !st.GetFound() || s != pb.ExecutionStatus_EXECUTION_STATUS_COMPLETED || got != "via curl" {
 					t.Errorf("async final: found=%v %v output %q", st.GetFound(), s, got)
 				}

@@ -73,7 +73,7 @@ func (n *node) finalResult(ctx context.Context, id string) (*pb.ExecutionResult,
 		if err != nil {
 			return nil, err
 		}
-		if terminal(st.GetResult().GetStatus()) {
+		if st.GetResult().GetStatus().Terminal() {
 			return st.GetResult(), nil
 		}
 		select {

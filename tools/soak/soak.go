@@ -564,7 +564,7 @@ func (l *load) settle(ctx context.Context) []string {
 			c, cancel := context.WithTimeout(ctx, 10*time.Second)
 			st, err := l.n.client.GetExecutionStatus(c, &pb.GetExecutionStatusRequest{ExecutionId: id})
 			cancel()
-			if err == nil && st.GetFound() && terminal(st.GetResult().GetStatus()) {
+			if err == nil && st.GetFound() && st.GetResult().GetStatus().Terminal() {
 				break
 			}
 			if time.Now().After(deadline) || ctx.Err() != nil {
@@ -577,22 +577,7 @@ func (l *load) settle(ctx context.Context) []string {
 	return pending
 }
 
-func terminal(s pb.ExecutionStatus) bool {
-	switch s {
-	case pb.ExecutionStatus_EXECUTION_STATUS_COMPLETED, pb.ExecutionStatus_EXECUTION_STATUS_FAILED,
-		pb.ExecutionStatus_EXECUTION_STATUS_CANCELLED, pb.ExecutionStatus_EXECUTION_STATUS_TIMEOUT:
-		return true
-	}
-	return false
-}
 
-func bytesAny(b []byte) *anypb.Any {
-	a, err := anypb.New(wrapperspb.Bytes(b))
-	if err != nil {
-		panic(err) // a BytesValue always marshals
-	}
-	return a
-}
 
 func outputOf(a *anypb.Any) string {
 	var v wrapperspb.BytesValue
@@ -608,7 +593,7 @@ func request(task string, mode pb.ExecutionMode, in []byte) *pb.InvokeFunctionRe
 		Context: &pb.ExecutionContext{},
 	}
 	if in != nil {
-		r.Parameters = []*pb.FunctionParameter{{Name: "input", Value: bytesAny(in)}}
+		r.Parameters = []*pb.FunctionParameter{{Name: "input", Value: pb.BytesAny(in)}}
 	}
 	return r
 }
@@ -705,7 +690,7 @@ func asyncCancel(ctx context.Context, l *load) error {
 	if err != nil {
 		return fmt.Errorf("cancel %s: %w", id, err)
 	}
-	if !c.GetSuccess() && !terminal(c.GetFinalStatus()) {
+	if !c.GetSuccess() && !c.GetFinalStatus().Terminal() {
 		return fmt.Errorf("cancel %s: refused while %v: %s", id, c.GetFinalStatus(), c.GetMessage())
 	}
 	return nil
