@@ -218,7 +218,6 @@ func (n *node) status(ctx context.Context, id string) (*pb.ExecutionResult, erro
 	return resp.Result, nil
 }
 
-
 // waitStatus polls id every interval until pred holds or timeout passes.
 func (n *node) waitStatus(ctx context.Context, id string, interval, timeout time.Duration, pred func(pb.ExecutionStatus) bool) (*pb.ExecutionResult, error) {
 	deadline := time.Now().Add(timeout)

@@ -153,8 +153,6 @@ func truncate(s string, n int) string {
 	return string(r[:n-1]) + "…"
 }
 
-
-
 // writeFlush writes b to w and flushes w if it buffers.
 func writeFlush(w io.Writer, b []byte) error {
 	if len(b) == 0 {

@@ -29,7 +29,6 @@ func ts(t time.Time) *timestamppb.Timestamp {
 	return timestamppb.New(t)
 }
 
-
 func resultOf(r *execution.Record, withOutput bool) *pb.ExecutionResult {
 	res := &pb.ExecutionResult{
 		Status:          pb.ExecutionStatus(r.Status),

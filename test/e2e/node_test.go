@@ -218,7 +218,6 @@ func ctx(t *testing.T, d time.Duration) context.Context {
 	return c
 }
 
-
 // output returns the bytes of an Any(BytesValue) output ("" for nil).
 func output(t *testing.T, a *anypb.Any) string {
 	t.Helper()
@@ -271,7 +270,6 @@ func (n *node) status(t *testing.T, id string) *pb.GetExecutionStatusResponse {
 	}
 	return resp
 }
-
 
 // waitFinal polls GetExecutionStatus until id reaches a terminal status,
 // failing the test after bound.

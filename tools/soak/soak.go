@@ -577,8 +577,6 @@ func (l *load) settle(ctx context.Context) []string {
 	return pending
 }
 
-
-
 func outputOf(a *anypb.Any) string {
 	var v wrapperspb.BytesValue
 	if a == nil || a.UnmarshalTo(&v) != nil {
