@@ -33,7 +33,7 @@ func TestKeyedSubmitCrash(t *testing.T) {
 			if _, _, _, err := crashing.Submit(ctx, spec); err == nil || err.Error() != "killed" {
 				t.Fatalf("Submit with the injected crash = %v", err)
 			}
-			if _, _, err := h.st.GetRecord(ctx, spec.ExecutionID); !errors.Is(err, errdefs.ErrNotFound) {
+			if _, _, err := h.st.Records.Get(ctx, spec.ExecutionID); !errors.Is(err, errdefs.ErrNotFound) {
 				t.Fatalf("a record exists before the crash point: %v", err)
 			}
 			restarted := h.newManager(Options{Workers: 1})

@@ -34,7 +34,7 @@ func (m *Manager) Submit(ctx context.Context, spec *execution.Spec) (rec *execut
 	if spec.Idempotent {
 		// A repeated key is answered even when the queue or the store is
 		// full.
-		if old, _, err := m.store.GetRecord(ctx, spec.ExecutionID); err == nil {
+		if old, _, err := m.store.Records.Get(ctx, spec.ExecutionID); err == nil {
 			return old, m.estimate(ctx, spec.TaskID), true, nil
 		}
 	}
@@ -60,7 +60,7 @@ func (m *Manager) Submit(ctx context.Context, spec *execution.Spec) (rec *execut
 		rec, existing, err = m.submitKeyed(ctx, spec, rec)
 		return rec, estimate, existing, err
 	}
-	if err := m.store.Submit(ctx, spec, rec); err != nil {
+	if err := m.store.Queue.Submit(ctx, spec, rec); err != nil {
 		// The record may have been written: it must not stay PENDING.
 		m.failUnqueued(rec, err)
 		return nil, 0, false, err
@@ -75,12 +75,12 @@ func (m *Manager) Submit(ctx context.Context, spec *execution.Spec) (rec *execut
 // accepted, and a crash before its record is written loses nothing (the
 // worker creates the record from the message).
 func (m *Manager) submitKeyed(ctx context.Context, spec *execution.Spec, rec *execution.Record) (*execution.Record, bool, error) {
-	if old, _, err := m.store.GetRecord(ctx, spec.ExecutionID); err == nil {
+	if old, _, err := m.store.Records.Get(ctx, spec.ExecutionID); err == nil {
 		return m.existingExecution(ctx, spec, old)
 	} else if !errors.Is(err, errdefs.ErrNotFound) {
 		return nil, false, err
 	}
-	duplicate, err := m.store.Enqueue(ctx, spec)
+	duplicate, err := m.store.Queue.Enqueue(ctx, spec)
 	if err != nil {
 		return nil, false, err
 	}
@@ -92,7 +92,7 @@ func (m *Manager) submitKeyed(ctx context.Context, spec *execution.Spec, rec *ex
 			return nil, false, err
 		}
 	}
-	if _, err := m.store.CreateRecord(ctx, rec); err != nil && !errors.Is(err, errdefs.ErrAlreadyExists) {
+	if _, err := m.store.Records.Create(ctx, rec); err != nil && !errors.Is(err, errdefs.ErrAlreadyExists) {
 		// Queued, so accepted: the worker creates the record (it may
 		// already have: ErrAlreadyExists).
 		m.log.Warn("pending record not written; the worker will create it", "execution", rec.ID, "err", err)
@@ -113,7 +113,7 @@ func (m *Manager) existingExecution(ctx context.Context, spec *execution.Spec, o
 	// Its record is written right after its queue message, by the
 	// submission or by the worker that takes it.
 	for wait := 5 * time.Millisecond; ; wait *= 2 {
-		old, _, err := m.store.GetRecord(ctx, spec.ExecutionID)
+		old, _, err := m.store.Records.Get(ctx, spec.ExecutionID)
 		if err == nil {
 			return old, true, nil
 		}
@@ -141,7 +141,7 @@ func executionExists(id string) error {
 // concurrent submissions may overshoot it by their number.
 func (m *Manager) admit(ctx context.Context, taskID string, taskMax int32) error {
 	if taskMax > 0 {
-		n, err := m.store.QueuedOfTask(ctx, taskID)
+		n, err := m.store.Queue.OfTask(ctx, taskID)
 		if err != nil {
 			return err
 		}
@@ -166,7 +166,7 @@ func (m *Manager) failUnqueued(rec *execution.Record, err error) {
 	r.CompletedAt = m.opts.Now()
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(m.baseCtx), 5*time.Second)
 	defer cancel()
-	_, _ = m.store.PutRecord(ctx, &r)
+	_, _ = m.store.Records.Put(ctx, &r)
 }
 
 // estimate is the expected time until an async execution of taskID
@@ -190,7 +190,7 @@ func (m *Manager) queuedAhead(ctx context.Context) int64 {
 	waiting := m.queueWaiting.Load()
 	now := m.opts.Now().UnixNano()
 	if last := m.queueCheckedAt.Load(); now-last > int64(100*time.Millisecond) && m.queueCheckedAt.CompareAndSwap(last, now) {
-		if w, _, err := m.store.QueueDepth(ctx); err == nil {
+		if w, _, err := m.store.Queue.Depth(ctx); err == nil {
 			waiting = w
 			m.queueWaiting.Store(w)
 		}
@@ -214,7 +214,7 @@ func (m *Manager) dispatch(ctx context.Context) {
 	limit := 2 * m.opts.Workers
 	failures := 0
 	for ctx.Err() == nil {
-		streams, err := m.store.Streams(limit)
+		streams, err := m.store.Queue.Streams(limit)
 		if err != nil {
 			m.log.Warn("consuming the queue", "err", err)
 			failures++
@@ -304,18 +304,18 @@ func (m *Manager) runDelivery(d *store.Delivery) {
 	}()
 	ctx := m.baseCtx
 	spec := d.Spec
-	rec, rev, err := m.store.GetRecord(ctx, spec.ExecutionID)
+	rec, rev, err := m.store.Records.Get(ctx, spec.ExecutionID)
 	if errors.Is(err, errdefs.ErrNotFound) {
 		// Written in the same round trip as the message, the record may
 		// land a moment later.
 		time.Sleep(5 * time.Millisecond)
-		rec, rev, err = m.store.GetRecord(ctx, spec.ExecutionID)
+		rec, rev, err = m.store.Records.Get(ctx, spec.ExecutionID)
 	}
 	if errors.Is(err, errdefs.ErrNotFound) {
 		rec = execution.NewRecord(spec)
-		rev, err = m.store.CreateRecord(ctx, rec)
+		rev, err = m.store.Records.Create(ctx, rec)
 		if errors.Is(err, errdefs.ErrAlreadyExists) {
-			rec, rev, err = m.store.GetRecord(ctx, spec.ExecutionID)
+			rec, rev, err = m.store.Records.Get(ctx, spec.ExecutionID)
 		}
 	}
 	if err != nil {
@@ -366,8 +366,8 @@ func (m *Manager) runDelivery(d *store.Delivery) {
 	l.mu.Unlock()
 	claim.Status, claim.Node, claim.StartedAt = execution.StatusRunning, m.opts.NodeID, m.opts.Now()
 	claim.Attempts++
-	if _, err := m.store.UpdateRecord(ctx, &claim, rev); err != nil {
-		cur, _, gerr := m.store.GetRecord(ctx, spec.ExecutionID)
+	if _, err := m.store.Records.Update(ctx, &claim, rev); err != nil {
+		cur, _, gerr := m.store.Records.Get(ctx, spec.ExecutionID)
 		if gerr == nil && cur.Status.Terminal() {
 			l.mu.Lock()
 			l.rec = cur
@@ -438,7 +438,7 @@ func (m *Manager) Requeue(ctx context.Context, id string) (*execution.Record, er
 	if err := execution.ValidateID(id); err != nil {
 		return nil, err
 	}
-	rec, rev, err := m.store.GetRecord(ctx, id)
+	rec, rev, err := m.store.Records.Get(ctx, id)
 	if err != nil {
 		return nil, err
 	}
@@ -450,10 +450,10 @@ func (m *Manager) Requeue(ctx context.Context, id string) (*execution.Record, er
 	spec.AttemptBase = rec.Attempts
 	rec.Status, rec.ErrorCode, rec.ErrorMessage = execution.StatusPending, "", ""
 	rec.DeadLettered, rec.Spec, rec.CompletedAt = false, nil, time.Time{}
-	if _, err := m.store.UpdateRecord(ctx, rec, rev); err != nil {
+	if _, err := m.store.Records.Update(ctx, rec, rev); err != nil {
 		return nil, err
 	}
-	if _, err := m.store.Enqueue(ctx, &spec); err != nil {
+	if _, err := m.store.Queue.Enqueue(ctx, &spec); err != nil {
 		m.failUnqueued(rec, err)
 		return nil, err
 	}
@@ -482,7 +482,7 @@ func (m *Manager) complete(l *live, d *store.Delivery, wait time.Duration) {
 	// output's first part and logs) or the node stops: the message is kept
 	// in progress meanwhile, so the function does not run again.
 	err := storeBackoff.Do(m.baseCtx, 0, func(attempt int) error {
-		_, err := m.store.PutRecord(ctx, rec)
+		_, err := m.store.Records.Put(ctx, rec)
 		if err != nil && attempt == 1 {
 			m.log.Warn("storing final record; retrying", "execution", rec.ID, "err", err)
 		}
@@ -519,7 +519,7 @@ func (m *Manager) requeue(l *live, d *store.Delivery, delay time.Duration) {
 	l.rec.ErrorCode, l.rec.ErrorMessage = "", ""
 	rec := *l.rec
 	l.mu.Unlock()
-	if _, err := m.store.PutRecord(ctx, &rec); err != nil {
+	if _, err := m.store.Records.Put(ctx, &rec); err != nil {
 		m.log.Warn("storing requeued record", "execution", rec.ID, "err", err)
 	}
 	_ = d.Nak(delay)
@@ -530,7 +530,7 @@ func (m *Manager) requeue(l *live, d *store.Delivery, delay time.Duration) {
 // heartbeat tells JetStream a message (an execution, a callback) is in
 // progress until ctx ends, so long work is not handed to another node.
 func (m *Manager) heartbeat(ctx context.Context, d interface{ InProgress() error }) {
-	t := time.NewTicker(m.store.AckWait() / 3)
+	t := time.NewTicker(m.store.Queue.AckWait() / 3)
 	defer t.Stop()
 	for {
 		select {

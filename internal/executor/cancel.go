@@ -39,7 +39,7 @@ func (m *Manager) Cancel(ctx context.Context, id, reason string, force bool) (Ca
 	// Nobody runs it: it waits in the queue (or its node died). Mark it
 	// CANCELLED; the worker that takes it from the queue drops it.
 	for range 5 {
-		rec, rev, err := m.store.GetRecord(ctx, id)
+		rec, rev, err := m.store.Records.Get(ctx, id)
 		if err != nil {
 			return CancelOutcome{}, err
 		}
@@ -60,7 +60,7 @@ func (m *Manager) Cancel(ctx context.Context, id, reason string, force bool) (Ca
 		rec.ErrorCode = errdefs.Cancelled.String()
 		rec.ErrorMessage = cancelCause(reason).Error()
 		rec.CompletedAt = m.opts.Now()
-		if _, err := m.store.UpdateRecord(ctx, rec, rev); err == nil {
+		if _, err := m.store.Records.Update(ctx, rec, rev); err == nil {
 			m.stats.record(rec)
 			if m.opts.Hooks != nil { // the worker that dequeues it drops it silently
 				m.opts.Hooks.Finished(rec, m.runtimeOf(rec.TaskID), 0)

@@ -273,7 +273,7 @@ func (h *harness) stored(id string) *execution.Record {
 	h.t.Helper()
 	var r *execution.Record
 	testwait.Until(h.t, "the terminal record of "+id+" in the store", func() bool {
-		got, _, err := h.st.GetRecord(context.Background(), id)
+		got, _, err := h.st.Records.Get(context.Background(), id)
 		if err != nil || !got.Status.Terminal() {
 			return false
 		}
@@ -287,7 +287,7 @@ func (h *harness) stored(id string) *execution.Record {
 func (h *harness) gone(id string) {
 	h.t.Helper()
 	testwait.Until(h.t, id+" to leave the queue", func() bool {
-		q, err := h.st.IsQueued(context.Background(), testTask, id)
+		q, err := h.st.Queue.Has(context.Background(), testTask, id)
 		return err == nil && !q
 	})
 }

@@ -197,7 +197,7 @@ func New(opts Options, st *store.Store, reg *registry.Registry, runtimes map[spe
 // Start loads history, answers cancel requests from other nodes and starts
 // the async dispatcher.
 func (m *Manager) Start(ctx context.Context) error {
-	all, err := m.store.AllTaskStats(ctx)
+	all, err := m.store.Tasks.AllStats(ctx)
 	if err != nil {
 		return err
 	}
@@ -305,11 +305,11 @@ func (m *Manager) Get(ctx context.Context, id string) (*execution.Record, error)
 	if l != nil {
 		return l.snapshot(), nil
 	}
-	r, _, err := m.store.GetRecord(ctx, id)
+	r, _, err := m.store.Records.Get(ctx, id)
 	if errors.Is(err, errdefs.ErrNotFound) {
 		// Accepted but not recorded yet (or the store refused the record):
 		// the queue message is the execution.
-		if spec, qerr := m.store.QueuedSpec(ctx, id); qerr == nil {
+		if spec, qerr := m.store.Queue.Spec(ctx, id); qerr == nil {
 			return execution.NewRecord(spec), nil
 		}
 	}

@@ -419,18 +419,18 @@ func TestShutdownLeavesQueuedWork(t *testing.T) {
 		t.Fatalf("sync run cut by shutdown = %+v", r)
 	}
 	// Its record is durable once Shutdown returns.
-	if r, _, err := h.st.GetRecord(ctx, blocker.ExecutionID); err != nil || r.ErrorCode != errdefs.NodeShutdown.String() {
+	if r, _, err := h.st.Records.Get(ctx, blocker.ExecutionID); err != nil || r.ErrorCode != errdefs.NodeShutdown.String() {
 		t.Fatalf("stored record of the sync run = %+v, %v", r, err)
 	}
 	if _, _, _, err := h.m.Submit(ctx, newSpec("echo", execution.ModeAsync, "")); !errors.Is(err, errdefs.ErrUnavailable) {
 		t.Fatalf("Submit after shutdown: %v, want Unavailable", err)
 	}
 	for _, id := range queued {
-		q, err := h.st.IsQueued(ctx, testTask, id)
+		q, err := h.st.Queue.Has(ctx, testTask, id)
 		if err != nil || !q {
 			t.Fatalf("IsQueued(%s) after shutdown = %v, %v; want still queued", id, q, err)
 		}
-		r, _, err := h.st.GetRecord(ctx, id)
+		r, _, err := h.st.Records.Get(ctx, id)
 		if err != nil || r.Status != execution.StatusPending {
 			t.Fatalf("record of %s after shutdown = %+v, %v; want PENDING", id, r, err)
 		}
@@ -461,11 +461,11 @@ func TestShutdownRequeuesRunningAsync(t *testing.T) {
 	if cause := h.rt.causeOf(spec.ExecutionID); !errors.Is(cause, errShutdown) {
 		t.Fatalf("runtime saw cause %v, want the shutdown", cause)
 	}
-	r, _, err := h.st.GetRecord(ctx, spec.ExecutionID)
+	r, _, err := h.st.Records.Get(ctx, spec.ExecutionID)
 	if err != nil || r.Status != execution.StatusPending {
 		t.Fatalf("record after shutdown = %+v, %v; want PENDING", r, err)
 	}
-	if q, err := h.st.IsQueued(ctx, testTask, spec.ExecutionID); err != nil || !q {
+	if q, err := h.st.Queue.Has(ctx, testTask, spec.ExecutionID); err != nil || !q {
 		t.Fatalf("IsQueued after shutdown = %v, %v; want true", q, err)
 	}
 	// Another node takes it over; it sleeps again, so cancel it there.
@@ -549,7 +549,7 @@ func TestStatsSurviveRestart(t *testing.T) {
 	}
 	shutdown(h.m, 5*time.Second)
 
-	all, err := h.st.AllTaskStats(ctx)
+	all, err := h.st.Tasks.AllStats(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -567,7 +567,7 @@ func TestStatsSurviveRestart(t *testing.T) {
 	if n, _ := m2.TaskStats(testTask); n != 0 {
 		t.Fatalf("TaskStats after ForgetTask = %d", n)
 	}
-	if all, err := h.st.AllTaskStats(ctx); err != nil || all[testTask] != nil {
+	if all, err := h.st.Tasks.AllStats(ctx); err != nil || all[testTask] != nil {
 		t.Fatalf("stored stats after ForgetTask = %v, %v", all, err)
 	}
 }
@@ -582,25 +582,25 @@ func TestClaimConflictLeavesOtherClaim(t *testing.T) {
 	m := New(Options{Workers: 1, NodeID: "node-a"}, h.st, h.reg, h.m.runtimes)
 
 	spec := newSpec("echo", execution.ModeAsync, "")
-	if _, err := h.st.Enqueue(ctx, spec); err != nil {
+	if _, err := h.st.Queue.Enqueue(ctx, spec); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := h.st.CreateRecord(ctx, execution.NewRecord(spec)); err != nil {
+	if _, err := h.st.Records.Create(ctx, execution.NewRecord(spec)); err != nil {
 		t.Fatal(err)
 	}
 	var d *store.Delivery
-	if err := h.st.Fetch(ctx, 1, 10*time.Second, func(x *store.Delivery) { d = x }); err != nil || d == nil {
+	if err := h.st.Queue.Fetch(ctx, 1, 10*time.Second, func(x *store.Delivery) { d = x }); err != nil || d == nil {
 		t.Fatalf("Fetch = %v, %v", d, err)
 	}
 	// Another node claims it between the worker's read and its claim.
 	m.afterRead = func() {
-		other, _, err := h.st.GetRecord(ctx, spec.ExecutionID)
+		other, _, err := h.st.Records.Get(ctx, spec.ExecutionID)
 		if err != nil {
 			t.Error(err)
 			return
 		}
 		other.Status, other.Node, other.Attempts = execution.StatusRunning, "node-b", 1
-		if _, err := h.st.PutRecord(ctx, other); err != nil {
+		if _, err := h.st.Records.Put(ctx, other); err != nil {
 			t.Error(err)
 		}
 	}
@@ -615,7 +615,7 @@ func TestClaimConflictLeavesOtherClaim(t *testing.T) {
 		return len(m.live) == 0 && m.asyncInFlight == 0
 	})
 	m.wg.Wait()
-	r, _, err := h.st.GetRecord(ctx, spec.ExecutionID)
+	r, _, err := h.st.Records.Get(ctx, spec.ExecutionID)
 	if err != nil || r.Status != execution.StatusRunning || r.Node != "node-b" {
 		t.Fatalf("record after the lost claim = %+v, %v; want node-b's RUNNING claim kept", r, err)
 	}
@@ -662,7 +662,7 @@ func TestRunMaxQueuedExact(t *testing.T) {
 	if _, err := h.m.Run(ctx, keyed, nil); errdefs.CodeOf(err) != "QUEUE_FULL" {
 		t.Fatalf("keyed Run = %v, want QUEUE_FULL", err)
 	}
-	if _, _, err := h.st.GetRecord(ctx, keyed.ExecutionID); !errors.Is(err, errdefs.ErrNotFound) {
+	if _, _, err := h.st.Records.Get(ctx, keyed.ExecutionID); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Fatalf("record of the refused keyed execution: %v, want not found", err)
 	}
 

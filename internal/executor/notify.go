@@ -27,7 +27,7 @@ func (m *Manager) notify(r *execution.Record) {
 	}
 	due := store.DueCallback{ExecutionID: r.ID, Attempts: r.Attempts, URL: r.Callback.URL, Body: m.callbackBody(r)}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(m.baseCtx), 5*time.Second)
-	err := m.store.QueueCallback(ctx, due)
+	err := m.store.Callbacks.Queue(ctx, due)
 	cancel()
 	if err == nil {
 		return
@@ -51,7 +51,7 @@ func (m *Manager) deliverCallbacks(ctx context.Context) {
 	var cs *store.CallbackStream
 	for {
 		var err error
-		if cs, err = m.store.DueCallbacks(maxCallbacks); err == nil {
+		if cs, err = m.store.Callbacks.Due(maxCallbacks); err == nil {
 			break
 		}
 		m.log.Warn("reading the callback outbox", "err", err)
@@ -105,7 +105,7 @@ func (m *Manager) keepCallback(ctx context.Context, d *store.CallbackDelivery) (
 // callbackRecorded reports whether the outcome of due is already on the
 // execution's record.
 func (m *Manager) callbackRecorded(ctx context.Context, due store.DueCallback) bool {
-	rec, _, err := m.store.GetRecord(ctx, due.ExecutionID)
+	rec, _, err := m.store.Records.Get(ctx, due.ExecutionID)
 	if err != nil || rec.Callback == nil || rec.Attempts != due.Attempts {
 		return false
 	}
@@ -144,13 +144,13 @@ func (m *Manager) recordCallback(id string, out callback.Outcome) {
 	// changes under it.
 	var failed error
 	err := retry.Backoff{Base: 20 * time.Millisecond, Max: 500 * time.Millisecond}.Do(ctx, 0, func(int) error {
-		rec, rev, err := m.store.GetRecord(ctx, id)
+		rec, rev, err := m.store.Records.Get(ctx, id)
 		if err == nil {
 			rec.Callback = &execution.Callback{
 				URL: rec.Callback.URL, State: out.State, Attempts: out.Attempts,
 				LastStatusCode: out.LastStatusCode, LastError: out.LastError, DeliveredAt: out.DeliveredAt,
 			}
-			_, err = m.store.UpdateRecord(ctx, rec, rev)
+			_, err = m.store.Records.Update(ctx, rec, rev)
 		}
 		if err != nil && !errors.Is(err, errdefs.ErrNotFound) && !errors.Is(err, errdefs.ErrFailedPrecondition) {
 			failed = err // not worth retrying

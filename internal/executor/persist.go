@@ -96,7 +96,7 @@ func (p *persister) write(ctx context.Context, batch []*execution.Record) {
 	err := storeBackoff.Do(context.WithoutCancel(ctx), 20, func(attempt int) error {
 		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
-		err := p.store.PutRecordsAsync(wctx, batch)
+		err := p.store.Records.PutAll(wctx, batch)
 		if err != nil {
 			if attempt == 1 {
 				p.log.Warn("storing execution records; retrying", "count", len(batch), "first", batch[0].ID, "err", err)

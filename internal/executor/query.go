@@ -10,13 +10,13 @@ import (
 
 // List returns execution records from the store, oldest first.
 func (m *Manager) List(ctx context.Context, f store.ListFilter) ([]*execution.Record, bool, error) {
-	return m.store.ListRecords(ctx, f)
+	return m.store.Records.List(ctx, f)
 }
 
 // OutputHead returns the first n bytes of a finished execution's stored
 // output.
 func (m *Manager) OutputHead(ctx context.Context, id string, n int) ([]byte, error) {
-	return m.store.ReadOutput(ctx, id, n)
+	return m.store.Outputs.ReadHead(ctx, id, n)
 }
 
 // Wait blocks until execution id is terminal or ctx ends, and returns its
@@ -72,7 +72,7 @@ func (m *Manager) Finished(since time.Time) ([]Finished, int64) {
 // QueueDepth is the number of async executions waiting in the durable
 // queue (for every node), refreshed from the store.
 func (m *Manager) QueueDepth(ctx context.Context) (int64, error) {
-	w, _, err := m.store.QueueDepth(ctx)
+	w, _, err := m.store.Queue.Depth(ctx)
 	if err == nil {
 		m.queueWaiting.Store(w)
 	}
@@ -82,11 +82,11 @@ func (m *Manager) QueueDepth(ctx context.Context) (int64, error) {
 // QueueDepthByBand is the number of async executions waiting in the
 // durable queue, by priority band (index 0 the lowest).
 func (m *Manager) QueueDepthByBand(ctx context.Context) ([]int64, error) {
-	return m.store.QueueDepthByBand(ctx)
+	return m.store.Queue.DepthByBand(ctx)
 }
 
 // ForgetTask drops a deleted task's stats.
 func (m *Manager) ForgetTask(ctx context.Context, taskID string) error {
 	m.stats.forgetTask(taskID)
-	return m.store.DeleteTaskStats(ctx, taskID)
+	return m.store.Tasks.DeleteStats(ctx, taskID)
 }

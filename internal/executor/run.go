@@ -77,7 +77,7 @@ func (m *Manager) Run(ctx context.Context, spec *execution.Spec, onChunk func(Ch
 			close(l.done)
 			m.forget(spec.ExecutionID)
 			if spec.Idempotent || spec.IDGiven {
-				if derr := m.store.DeleteRecord(context.WithoutCancel(ctx), spec.TaskID, spec.ExecutionID); derr != nil {
+				if derr := m.store.Records.Delete(context.WithoutCancel(ctx), spec.TaskID, spec.ExecutionID); derr != nil {
 					m.log.Warn("deleting a refused execution's record", "execution", spec.ExecutionID, "err", derr)
 				}
 			}
@@ -104,7 +104,7 @@ func (m *Manager) Run(ctx context.Context, spec *execution.Spec, onChunk func(Ch
 // execution; for an existing one, with an idempotency key its final
 // record, else EXECUTION_EXISTS (ids are never reused).
 func (m *Manager) claimID(ctx context.Context, spec *execution.Spec) (*execution.Record, error) {
-	if _, err := m.store.CreateRecord(ctx, execution.NewRecord(spec)); err == nil {
+	if _, err := m.store.Records.Create(ctx, execution.NewRecord(spec)); err == nil {
 		return nil, nil
 	} else if !errors.Is(err, errdefs.ErrAlreadyExists) {
 		return nil, err
@@ -301,7 +301,7 @@ func (m *Manager) newOutputSink(ctx context.Context, l *live, spec *execution.Sp
 	storeAll := spec.Mode == execution.ModeAsync || spec.Mode == execution.ModeStream
 	if l.final().Attempts > 0 {
 		// A retry or a rerun after a crash: the earlier run's chunks go.
-		if err := m.store.DeleteChunks(ctx, spec.ExecutionID); err != nil {
+		if err := m.store.Outputs.Delete(ctx, spec.ExecutionID); err != nil {
 			m.log.Warn("dropping an earlier attempt's output", "execution", spec.ExecutionID, "err", err)
 		}
 	}
@@ -309,7 +309,7 @@ func (m *Manager) newOutputSink(ctx context.Context, l *live, spec *execution.Sp
 	return newOutputSink(sinkConfig{
 		ctx: context.WithoutCancel(ctx), headLimit: sizes.Inline, block: sizes.Block,
 		limit: m.opts.MaxOutputBytes, storeAll: storeAll, onChunk: onChunk,
-		newWriter: func() chunkWriter { return m.store.NewOutputWriter(spec.ExecutionID) },
+		newWriter: func() chunkWriter { return m.store.Outputs.NewWriter(spec.ExecutionID) },
 		overflow: func() {
 			l.stop(fmt.Errorf("%w: more than %d bytes", errOutputTooLarge, m.opts.MaxOutputBytes), true)
 		},
@@ -323,7 +323,7 @@ func (m *Manager) openInput(ctx context.Context, spec *execution.Spec) (io.Reade
 	if spec.InputRef == "" {
 		return bytes.NewReader(spec.Input), func() {}, nil
 	}
-	rc, err := m.store.OpenInput(ctx, spec.InputRef)
+	rc, err := m.store.Inputs.Open(ctx, spec.InputRef)
 	if err != nil {
 		return nil, nil, err
 	}

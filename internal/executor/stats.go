@@ -171,7 +171,7 @@ func (s *stats) flush(ctx context.Context, st *store.Store, log *slog.Logger) {
 	clear(s.dirty)
 	s.mu.Unlock()
 	for id, ts := range batch {
-		if err := st.PutTaskStats(ctx, id, &ts); err != nil {
+		if err := st.Tasks.PutStats(ctx, id, &ts); err != nil {
 			log.Warn("storing task stats", "task", id, "err", err)
 			s.mu.Lock()
 			s.dirty[id] = true

@@ -120,7 +120,7 @@ func (a *attachment) fromStore(ctx context.Context, stored bool) (*execution.Rec
 		}
 		return a.finalFromRecord(rec)
 	}
-	err = m.store.ReadChunks(ctx, a.id, 500*time.Millisecond, func() bool {
+	err = m.store.Outputs.Read(ctx, a.id, 500*time.Millisecond, func() bool {
 		r, err := m.Get(ctx, a.id)
 		return err != nil || r.Status.Terminal()
 	}, func(seq int64, data []byte) error {

@@ -34,7 +34,7 @@ func (r *Registry) changed(ctx context.Context, id string) {
 	if !had {
 		return
 	}
-	t, err := r.store.GetTask(ctx, id)
+	t, err := r.store.Tasks.Get(ctx, id)
 	release := prev
 	switch {
 	case errors.Is(err, errdefs.ErrNotFound):
@@ -77,7 +77,7 @@ func (r *Registry) refetcher(digest, path string) func(context.Context) error {
 		if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return errdefs.ArtifactUnreadable.New("artifact %s: %v", path, err)
 		}
-		_, err := r.store.MaterializeArtifact(ctx, digest)
+		_, err := r.store.Artifacts.Materialize(ctx, digest)
 		return err
 	}
 }

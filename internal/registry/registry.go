@@ -80,7 +80,7 @@ func New(st *store.Store, runtimes map[runtime.Type]runtime.Runtime, now func() 
 // ends, and has runtimes release what they hold for tasks deleted or
 // re-pinned elsewhere.
 func (r *Registry) Watch(ctx context.Context) error {
-	return r.store.WatchTasks(ctx, func(id string) { r.changed(ctx, id) })
+	return r.store.Tasks.Watch(ctx, func(id string) { r.changed(ctx, id) })
 }
 
 var (
@@ -120,11 +120,11 @@ func (r *Registry) Register(ctx context.Context, reg Registration) (*task.Task, 
 		ID: id, Name: reg.Name, Description: reg.Description, Artifact: a,
 		Metadata: reg.Metadata, Limits: reg.Limits, CreatedAt: now, UpdatedAt: now,
 	}
-	if err := r.store.CreateTask(ctx, t); err != nil {
+	if err := r.store.Tasks.Create(ctx, t); err != nil {
 		if !errors.Is(err, errdefs.ErrAlreadyExists) {
 			return nil, false, err
 		}
-		old, gerr := r.store.GetTask(ctx, id)
+		old, gerr := r.store.Tasks.Get(ctx, id)
 		if gerr != nil {
 			return nil, false, gerr
 		}
@@ -163,7 +163,7 @@ func (r *Registry) Update(ctx context.Context, id string, a task.Artifact) (*tas
 	}
 	u := *old
 	u.Artifact, u.UpdatedAt = a, r.now()
-	if err := r.store.PutTask(ctx, &u); err != nil {
+	if err := r.store.Tasks.Put(ctx, &u); err != nil {
 		return nil, false, err
 	}
 	r.mu.Lock()
@@ -212,7 +212,7 @@ func (r *Registry) UpdateLimits(ctx context.Context, id string, l task.Limits) (
 	}
 	u := *t
 	u.Limits, u.UpdatedAt = l, r.now()
-	if err := r.store.PutTask(ctx, &u); err != nil {
+	if err := r.store.Tasks.Put(ctx, &u); err != nil {
 		return nil, err
 	}
 	r.mu.Lock()
@@ -243,7 +243,7 @@ func (r *Registry) Lookup(ctx context.Context, id string) (*task.Task, error) {
 	if e != nil {
 		return e.task, nil
 	}
-	return r.store.GetTask(ctx, id)
+	return r.store.Tasks.Get(ctx, id)
 }
 
 // Artifact returns the task and what its runtime runs.
@@ -268,7 +268,7 @@ func (r *Registry) entry(ctx context.Context, id string) (*entry, error) {
 	if err := task.ValidateID(id); err != nil {
 		return nil, err
 	}
-	t, err := r.store.GetTask(ctx, id)
+	t, err := r.store.Tasks.Get(ctx, id)
 	if err != nil {
 		return nil, err
 	}
@@ -285,7 +285,7 @@ func (r *Registry) entry(ctx context.Context, id string) (*entry, error) {
 // List returns tasks whose id starts with prefix, after startAfter, at most
 // limit, and whether more exist.
 func (r *Registry) List(ctx context.Context, prefix, startAfter string, limit int) ([]*task.Task, bool, error) {
-	all, err := r.store.ListTasks(ctx)
+	all, err := r.store.Tasks.List(ctx)
 	if err != nil {
 		return nil, false, err
 	}
@@ -307,7 +307,7 @@ func (r *Registry) Delete(ctx context.Context, id string) error {
 	if _, err := r.Lookup(ctx, id); err != nil {
 		return err
 	}
-	if err := r.store.DeleteTask(ctx, id); err != nil {
+	if err := r.store.Tasks.Delete(ctx, id); err != nil {
 		return err
 	}
 	r.changed(ctx, id)
@@ -427,7 +427,7 @@ func (r *Registry) prepare(ctx context.Context, art runtime.Artifact) error {
 // file:// URI, or an uploaded artifact.
 func (r *Registry) localPath(ctx context.Context, loc string) (string, error) {
 	if digest, ok := strings.CutPrefix(loc, store.ArtifactScheme); ok {
-		return r.store.MaterializeArtifact(ctx, digest)
+		return r.store.Artifacts.Materialize(ctx, digest)
 	}
 	path := loc
 	if strings.HasPrefix(loc, "file:") {

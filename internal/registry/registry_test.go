@@ -280,7 +280,7 @@ func TestUploadedArtifact(t *testing.T) {
 	f := newFixture(t)
 	r := f.registry(t)
 	script := []byte("#!/bin/sh\necho uploaded\n")
-	digest, _, err := f.st.PutArtifact(ctxT(t), "up.sh", bytes.NewReader(script), "")
+	digest, _, err := f.st.Artifacts.Put(ctxT(t), "up.sh", bytes.NewReader(script), "")
 	if err != nil {
 		t.Fatal(err)
 	}

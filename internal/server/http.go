@@ -164,7 +164,7 @@ func (s *Service) handleUpload(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, err)
 		return
 	}
-	digest, size, err := s.store.PutArtifact(r.Context(), q.Get("name"), r.Body, q.Get("checksum"))
+	digest, size, err := s.store.Artifacts.Put(r.Context(), q.Get("name"), r.Body, q.Get("checksum"))
 	if err != nil {
 		writeError(w, r, err)
 		return

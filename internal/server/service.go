@@ -256,7 +256,7 @@ func (s *Service) checkInputRef(ctx context.Context, req *pb.InvokeFunctionReque
 	if !strings.HasPrefix(req.InputRef, store.ArtifactScheme) {
 		return errdefs.InvalidInputRef.New("input_ref %q: want %ssha256:<hex>, the location UploadArtifact returned", req.InputRef, store.ArtifactScheme)
 	}
-	return s.store.InputExists(ctx, req.InputRef)
+	return s.store.Inputs.Exists(ctx, req.InputRef)
 }
 
 // resolveTask returns the task an invocation runs, registering it first for
@@ -545,7 +545,7 @@ func (s *Service) DeleteTask(ctx context.Context, req *pb.DeleteTaskRequest) (*p
 	}
 	resp := &pb.DeleteTaskResponse{Success: true, Deleted: true, Message: "deleted"}
 	if req.CleanupExecutions {
-		n, err := s.store.DeleteRecordsOfTask(ctx, req.TaskId)
+		n, err := s.store.Records.DeleteOfTask(ctx, req.TaskId)
 		if err != nil {
 			return nil, err
 		}
@@ -780,7 +780,7 @@ func (s *Service) UploadArtifact(ctx context.Context, req *pb.UploadArtifactRequ
 	if err := checkChecksum(req.Checksum); err != nil {
 		return nil, err
 	}
-	digest, size, err := s.store.PutArtifact(ctx, req.Name, bytes.NewReader(req.Content), req.Checksum)
+	digest, size, err := s.store.Artifacts.Put(ctx, req.Name, bytes.NewReader(req.Content), req.Checksum)
 	if err != nil {
 		return nil, err
 	}

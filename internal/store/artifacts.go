@@ -23,8 +23,8 @@ const ArtifactScheme = "artifact:"
 // PutArtifact stores content in the object store under its SHA-256 digest
 // and returns the digest ("sha256:<hex>") and size. If want is set it must
 // match the content's digest.
-func (s *Store) PutArtifact(ctx context.Context, name string, content io.Reader, want string) (string, int64, error) {
-	if err := s.AdmitWork(); err != nil {
+func (s *Artifacts) Put(ctx context.Context, name string, content io.Reader, want string) (string, int64, error) {
+	if err := s.usage.admit(); err != nil {
 		return "", 0, err
 	}
 	tmpDir := filepath.Join(s.opts.DataDir, "tmp")
@@ -64,7 +64,7 @@ func (s *Store) PutArtifact(ctx context.Context, name string, content io.Reader,
 // MaterializeArtifact returns the path of a local, executable copy of the
 // uploaded artifact digest, fetching it from the object store on first use.
 // The copy is read-only: its name is its content's address.
-func (s *Store) MaterializeArtifact(ctx context.Context, digest string) (string, error) {
+func (s *Artifacts) Materialize(ctx context.Context, digest string) (string, error) {
 	hexDigest, ok := strings.CutPrefix(digest, "sha256:")
 	if !ok || len(hexDigest) != 64 {
 		return "", errdefs.InvalidArtifactLocation.New("artifact %q: want %ssha256:<64 hex digits>", digest, ArtifactScheme)

@@ -91,7 +91,7 @@ func (u *usage) allowOutput(n int) error {
 }
 
 // note records a write the server refused for lack of space.
-func (s *Store) note(err error) {
+func (s *core) note(err error) {
 	if !errdefs.StorageFull.Is(err) {
 		return
 	}

@@ -71,7 +71,7 @@ func TestReclaim(t *testing.T) {
 	defer s.Close()
 	block := bytes.Repeat([]byte("x"), 256<<10)
 	write := func(id string, status execution.Status, blocks int) {
-		w := s.NewOutputWriter(id)
+		w := s.Outputs.NewWriter(id)
 		for i := range blocks {
 			w.Write(ctx, int64(i), block)
 		}
@@ -80,7 +80,7 @@ func TestReclaim(t *testing.T) {
 		}
 		r := newRecord(id, "t", status)
 		r.OutputStored = status.Terminal()
-		if _, err := s.CreateRecord(ctx, r); err != nil {
+		if _, err := s.Records.Create(ctx, r); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -99,11 +99,11 @@ func TestReclaim(t *testing.T) {
 	if used, _ := s.StorageBytes(ctx); used > 28<<20 {
 		t.Fatalf("after Reclaim the store holds %d bytes, want under 70%% of 40 MiB", used)
 	}
-	r, _, err := s.GetRecord(ctx, "b-done-0")
+	r, _, err := s.Records.Get(ctx, "b-done-0")
 	if err != nil || !r.OutputDropped || r.OutputStored {
 		t.Fatalf("oldest finished record = %+v, %v; want kept, output dropped", r, err)
 	}
-	if out, err := s.ReadOutput(ctx, "a-running", 1<<30); err != nil || len(out) != 40*len(block) {
+	if out, err := s.Outputs.ReadHead(ctx, "a-running", 1<<30); err != nil || len(out) != 40*len(block) {
 		t.Fatalf("running execution's output: %d bytes, %v; want all kept", len(out), err)
 	}
 }

@@ -50,7 +50,7 @@ func (d *CallbackDelivery) Ack() error {
 // InProgress keeps the callback with this node while it is being delivered.
 func (d *CallbackDelivery) InProgress() error { return d.msg.InProgress() }
 
-func (s *Store) provisionCallbacks(ctx context.Context) error {
+func (s *core) provisionCallbacks(ctx context.Context) error {
 	st, err := s.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name:       StreamCallbacks,
 		Subjects:   []string{callbackSubject + ">"},
@@ -75,7 +75,7 @@ func (s *Store) provisionCallbacks(ctx context.Context) error {
 
 // QueueCallback puts a due callback in the outbox; the same execution
 // attempt queued twice is stored once.
-func (s *Store) QueueCallback(ctx context.Context, due DueCallback) error {
+func (s *Callbacks) Queue(ctx context.Context, due DueCallback) error {
 	b, err := json.Marshal(due)
 	if err != nil {
 		return fmt.Errorf("encode callback: %w", err)
@@ -96,7 +96,7 @@ type CallbackStream struct {
 }
 
 // DueCallbacks starts a flow of due callbacks; Stop it when done.
-func (s *Store) DueCallbacks(buffer int) (*CallbackStream, error) {
+func (s *Callbacks) Due(buffer int) (*CallbackStream, error) {
 	it, err := s.callbacks.Messages(jetstream.PullMaxMessages(buffer))
 	if err != nil {
 		return nil, s.unavailable("consume callbacks", err)

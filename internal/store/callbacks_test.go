@@ -17,11 +17,11 @@ func TestCallbackOutbox(t *testing.T) {
 		{ExecutionID: "e1", Attempts: 2, URL: "http://127.0.0.1:1/cb", Body: []byte(`{"a":2}`)}, // a rerun owes its own
 	}
 	for _, d := range dues {
-		if err := s.QueueCallback(ctx, d); err != nil {
+		if err := s.Callbacks.Queue(ctx, d); err != nil {
 			t.Fatal(err)
 		}
 	}
-	cs, err := s.DueCallbacks(8)
+	cs, err := s.Callbacks.Due(8)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -26,7 +26,7 @@ const (
 	headerEnd        = "Spear-End" // the last message: the number of chunks
 )
 
-func (s *Store) provisionChunks(ctx context.Context) error {
+func (s *core) provisionChunks(ctx context.Context) error {
 	var err error
 	s.chunks, err = s.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name:              StreamChunks,
@@ -47,7 +47,7 @@ func (s *Store) provisionChunks(ctx context.Context) error {
 // the acknowledgements but never more than a window of bytes, so a fast
 // function is slowed to the store's pace instead of filling memory.
 type OutputWriter struct {
-	s       *Store
+	s       *Outputs
 	subject string
 	futs    []pendingChunk
 	pending int
@@ -63,7 +63,7 @@ type pendingChunk struct {
 const outputWindow = 4 << 20
 
 // NewOutputWriter returns a writer of execution id's output.
-func (s *Store) NewOutputWriter(id string) *OutputWriter {
+func (s *Outputs) NewWriter(id string) *OutputWriter {
 	return &OutputWriter{s: s, subject: chunkSubjectBase + id}
 }
 
@@ -126,7 +126,7 @@ var ErrNoChunks = errors.New("no stored output chunks")
 // or ctx ends. While nothing arrives, idle is called every poll interval;
 // when it returns true, reading stops (the execution ended without an end
 // mark, e.g. its node died).
-func (s *Store) ReadChunks(ctx context.Context, id string, poll time.Duration, idle func() bool, fn func(seq int64, data []byte) error) error {
+func (s *Outputs) Read(ctx context.Context, id string, poll time.Duration, idle func() bool, fn func(seq int64, data []byte) error) error {
 	cons, err := s.js.OrderedConsumer(ctx, StreamChunks, jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{chunkSubjectBase + id},
 		DeliverPolicy:  jetstream.DeliverAllPolicy,
@@ -171,7 +171,7 @@ func (s *Store) ReadChunks(ctx context.Context, id string, poll time.Duration, i
 }
 
 // dropConsumer deletes a reader's ordered consumer once it is done with it.
-func (s *Store) dropConsumer(stream string, cons jetstream.Consumer) {
+func (s *Outputs) dropConsumer(stream string, cons jetstream.Consumer) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	if info := cons.CachedInfo(); info != nil {
@@ -180,7 +180,7 @@ func (s *Store) dropConsumer(stream string, cons jetstream.Consumer) {
 }
 
 // DeleteChunks drops an execution's stored chunks.
-func (s *Store) DeleteChunks(ctx context.Context, id string) error {
+func (s *Outputs) Delete(ctx context.Context, id string) error {
 	if err := s.chunks.Purge(ctx, jetstream.WithPurgeSubject(chunkSubjectBase+id)); err != nil {
 		return s.unavailable("delete output chunks", err)
 	}
@@ -192,9 +192,9 @@ var errEnough = errors.New("enough output read")
 
 // ReadOutput returns the first n bytes of a finished execution's stored
 // output (fewer if it is shorter).
-func (s *Store) ReadOutput(ctx context.Context, id string, n int) ([]byte, error) {
+func (s *Outputs) ReadHead(ctx context.Context, id string, n int) ([]byte, error) {
 	var out []byte
-	err := s.ReadChunks(ctx, id, 200*time.Millisecond, func() bool { return true }, func(_ int64, data []byte) error {
+	err := s.Read(ctx, id, 200*time.Millisecond, func() bool { return true }, func(_ int64, data []byte) error {
 		out = append(out, data[:min(len(data), n-len(out))]...)
 		if len(out) >= n {
 			return errEnough

@@ -22,7 +22,7 @@ const (
 	InputScheme = "input:"
 )
 
-func (s *Store) provisionInputs(ctx context.Context) error {
+func (s *core) provisionInputs(ctx context.Context) error {
 	var err error
 	s.inputs, err = s.js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
 		Bucket:   BucketInputs,
@@ -38,7 +38,7 @@ func (s *Store) provisionInputs(ctx context.Context) error {
 
 // PutInput stores an execution's input and returns the reference a queue
 // message carries instead of it.
-func (s *Store) PutInput(ctx context.Context, id string, data []byte) (string, error) {
+func (s *Inputs) Put(ctx context.Context, id string, data []byte) (string, error) {
 	if _, err := s.inputs.Put(ctx, s.objectMeta(id, ""), bytes.NewReader(data)); err != nil {
 		return "", s.unavailable("store input", err)
 	}
@@ -46,14 +46,14 @@ func (s *Store) PutInput(ctx context.Context, id string, data []byte) (string, e
 }
 
 // objectMeta names an object whose chunks fit the server's max payload.
-func (s *Store) objectMeta(name, description string) jetstream.ObjectMeta {
+func (s *core) objectMeta(name, description string) jetstream.ObjectMeta {
 	return jetstream.ObjectMeta{Name: name, Description: description, Opts: &jetstream.ObjectMetaOptions{ChunkSize: uint32(s.sizes.Block)}}
 }
 
 // OpenInput opens a stored input: "input:<id>" (stored by PutInput) or an
 // uploaded artifact, "artifact:sha256:<hex>". The caller closes it.
-func (s *Store) OpenInput(ctx context.Context, ref string) (io.ReadCloser, error) {
-	bucket, name, err := s.inputBucket(ref)
+func (s *Inputs) Open(ctx context.Context, ref string) (io.ReadCloser, error) {
+	bucket, name, err := s.bucket(ref)
 	if err != nil {
 		return nil, err
 	}
@@ -66,8 +66,8 @@ func (s *Store) OpenInput(ctx context.Context, ref string) (io.ReadCloser, error
 
 // InputExists checks that a stored input exists, to refuse an invocation
 // that names a missing one before accepting it.
-func (s *Store) InputExists(ctx context.Context, ref string) error {
-	bucket, name, err := s.inputBucket(ref)
+func (s *Inputs) Exists(ctx context.Context, ref string) error {
+	bucket, name, err := s.bucket(ref)
 	if err != nil {
 		return err
 	}
@@ -77,7 +77,7 @@ func (s *Store) InputExists(ctx context.Context, ref string) error {
 	return nil
 }
 
-func (s *Store) inputBucket(ref string) (jetstream.ObjectStore, string, error) {
+func (s *Inputs) bucket(ref string) (jetstream.ObjectStore, string, error) {
 	if digest, ok := strings.CutPrefix(ref, ArtifactScheme); ok {
 		return s.artifacts, digest, nil
 	}
@@ -95,7 +95,7 @@ func inputError(ref string, err error) error {
 }
 
 // DeleteInput drops an execution's stored input, if any.
-func (s *Store) DeleteInput(ctx context.Context, id string) error {
+func (s *Inputs) Delete(ctx context.Context, id string) error {
 	if err := s.inputs.Delete(ctx, id); err != nil && !errors.Is(err, jetstream.ErrObjectNotFound) {
 		return s.unavailable("delete input", err)
 	}

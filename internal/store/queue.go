@@ -43,8 +43,8 @@ func queueSubject(spec *execution.Spec) string {
 // the same execution id twice within two minutes stores it once.
 // It reports whether the message was a duplicate (the same id queued within
 // the window), which stores nothing.
-func (s *Store) Enqueue(ctx context.Context, spec *execution.Spec) (duplicate bool, err error) {
-	b, err := s.queueMessage(ctx, spec)
+func (s *Queue) Enqueue(ctx context.Context, spec *execution.Spec) (duplicate bool, err error) {
+	b, err := s.message(ctx, spec)
 	if err != nil {
 		return false, err
 	}
@@ -57,9 +57,9 @@ func (s *Store) Enqueue(ctx context.Context, spec *execution.Spec) (duplicate bo
 
 // queueMessage encodes spec as a queue message; an input larger than
 // Sizes.Inline is stored apart and referred to.
-func (s *Store) queueMessage(ctx context.Context, spec *execution.Spec) ([]byte, error) {
+func (s *Queue) message(ctx context.Context, spec *execution.Spec) ([]byte, error) {
 	if len(spec.Input) > s.sizes.Inline {
-		ref, err := s.PutInput(ctx, spec.ExecutionID, spec.Input)
+		ref, err := s.inputs.Put(ctx, spec.ExecutionID, spec.Input)
 		if err != nil {
 			return nil, err
 		}
@@ -81,8 +81,8 @@ func (s *Store) queueMessage(ctx context.Context, spec *execution.Spec) ([]byte,
 // entry and queue message are written in one pipelined round trip. Use it
 // only for fresh execution ids (duplicates are not detected); Enqueue
 // otherwise.
-func (s *Store) Submit(ctx context.Context, spec *execution.Spec, rec *execution.Record) error {
-	msg, err := s.queueMessage(ctx, spec)
+func (s *Queue) Submit(ctx context.Context, spec *execution.Spec, rec *execution.Record) error {
+	msg, err := s.message(ctx, spec)
 	if err != nil {
 		return err
 	}
@@ -127,7 +127,7 @@ func msgID(spec *execution.Spec) string {
 
 // QueuedOfTask counts a task's executions in the queue: waiting, and taken
 // by a worker but not finished.
-func (s *Store) QueuedOfTask(ctx context.Context, taskID string) (int64, error) {
+func (s *Queue) OfTask(ctx context.Context, taskID string) (int64, error) {
 	info, err := s.queue.Info(ctx, jetstream.WithSubjectFilter(queueSubjectBase+"*."+taskID+".*"))
 	if err != nil {
 		return 0, s.unavailable("queue info", err)
@@ -141,7 +141,7 @@ func (s *Store) QueuedOfTask(ctx context.Context, taskID string) (int64, error) 
 
 // IsQueued reports whether an execution of a task is in the queue (waiting,
 // or taken by a worker and not finished).
-func (s *Store) IsQueued(ctx context.Context, taskID, id string) (bool, error) {
+func (s *Queue) Has(ctx context.Context, taskID, id string) (bool, error) {
 	info, err := s.queue.Info(ctx, jetstream.WithSubjectFilter(queueSubjectBase+"*."+taskID+"."+id))
 	if err != nil {
 		return false, s.unavailable("queue info", err)
@@ -152,7 +152,7 @@ func (s *Store) IsQueued(ctx context.Context, taskID, id string) (bool, error) {
 // QueuedSpec returns the spec of execution id while it is in the queue
 // (its record may not be written yet, or could not be); ErrNotFound
 // otherwise.
-func (s *Store) QueuedSpec(ctx context.Context, id string) (*execution.Spec, error) {
+func (s *Queue) Spec(ctx context.Context, id string) (*execution.Spec, error) {
 	msg, err := s.queue.GetLastMsgForSubject(ctx, queueSubjectBase+"*.*."+id)
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return nil, errdefs.ExecutionNotFound.New("execution %q not found", id)
@@ -169,7 +169,7 @@ func (s *Store) QueuedSpec(ctx context.Context, id string) (*execution.Spec, err
 
 // QueueDepthByBand is the number of executions waiting in the queue by
 // priority band, index 0 the lowest.
-func (s *Store) QueueDepthByBand(ctx context.Context) ([]int64, error) {
+func (s *Queue) DepthByBand(ctx context.Context) ([]int64, error) {
 	out := make([]int64, Bands)
 	for i, c := range s.bands { // highest band first
 		info, err := c.Info(ctx)
@@ -183,7 +183,7 @@ func (s *Store) QueueDepthByBand(ctx context.Context) ([]int64, error) {
 
 // QueueDepth is the number of executions in the queue: waiting ones plus
 // those delivered to a worker and not yet finished.
-func (s *Store) QueueDepth(ctx context.Context) (waiting, inFlight int64, err error) {
+func (s *Queue) Depth(ctx context.Context) (waiting, inFlight int64, err error) {
 	for _, c := range s.bands {
 		info, err := c.Info(ctx)
 		if err != nil {
@@ -230,7 +230,7 @@ func (d *Delivery) InProgress() error { return d.msg.InProgress() }
 // Fetch takes up to n executions from the queue, handing each to handle as
 // it arrives, and returns when n were handed over or maxWait passed (a
 // one-off take; workers use Stream).
-func (s *Store) Fetch(ctx context.Context, n int, maxWait time.Duration, handle func(*Delivery)) error {
+func (s *Queue) Fetch(ctx context.Context, n int, maxWait time.Duration, handle func(*Delivery)) error {
 	// Highest band first, without waiting; then wait on the normal band.
 	for i, c := range s.bands {
 		wait := time.Duration(0)
@@ -248,7 +248,7 @@ func (s *Store) Fetch(ctx context.Context, n int, maxWait time.Duration, handle 
 	return nil
 }
 
-func (s *Store) fetchFrom(c jetstream.Consumer, n int, wait time.Duration, handle func(*Delivery)) (int, error) {
+func (s *Queue) fetchFrom(c jetstream.Consumer, n int, wait time.Duration, handle func(*Delivery)) (int, error) {
 	var batch jetstream.MessageBatch
 	var err error
 	if wait > 0 {
@@ -276,12 +276,12 @@ func (s *Store) fetchFrom(c jetstream.Consumer, n int, wait time.Duration, handl
 // buffer of them fetched ahead in the client (the rest stay in JetStream).
 type Stream struct {
 	it    jetstream.MessagesContext
-	store *Store
+	queue *Queue
 }
 
 // Streams starts a flow of deliveries per priority band, highest band
 // first; Stop each when done.
-func (s *Store) Streams(buffer int) ([]*Stream, error) {
+func (s *Queue) Streams(buffer int) ([]*Stream, error) {
 	var out []*Stream
 	for _, c := range s.bands {
 		it, err := c.Messages(jetstream.PullMaxMessages(buffer))
@@ -291,7 +291,7 @@ func (s *Store) Streams(buffer int) ([]*Stream, error) {
 			}
 			return nil, s.unavailable("consume queue", err)
 		}
-		out = append(out, &Stream{it: it, store: s})
+		out = append(out, &Stream{it: it, queue: s})
 	}
 	return out, nil
 }
@@ -307,7 +307,7 @@ func (st *Stream) Next(ctx context.Context) (*Delivery, error) {
 			}
 			return nil, unavailable("consume queue", err)
 		}
-		if d := st.store.delivery(msg); d != nil {
+		if d := st.queue.delivery(msg); d != nil {
 			return d, nil
 		}
 	}
@@ -315,7 +315,7 @@ func (st *Stream) Next(ctx context.Context) (*Delivery, error) {
 
 // delivery decodes a queue message; one that cannot be decoded is
 // terminated (it would fail again on every delivery) and nil returned.
-func (s *Store) delivery(msg jetstream.Msg) *Delivery {
+func (s *Queue) delivery(msg jetstream.Msg) *Delivery {
 	var spec execution.Spec
 	if err := json.Unmarshal(msg.Data(), &spec); err != nil || spec.ExecutionID == "" {
 		s.log.Error("dropping undecodable queue message", "subject", msg.Subject(), "err", err)
@@ -343,4 +343,4 @@ func (st *Stream) Stop() {
 }
 
 // AckWait is the queue's redelivery timeout.
-func (s *Store) AckWait() time.Duration { return s.opts.AckWait }
+func (s *Queue) AckWait() time.Duration { return s.opts.AckWait }

@@ -66,7 +66,7 @@ func (s *Store) Reclaim(ctx context.Context) (int, error) {
 	if more, err := over(); err != nil || !more {
 		return n, err
 	}
-	ids, err := s.recordIDs(ctx, "")
+	ids, err := s.Records.ids(ctx, "")
 	if err != nil {
 		return n, err
 	}
@@ -96,7 +96,7 @@ func (s *Store) dropUnusedArtifacts(ctx context.Context) (int, error) {
 	if err != nil {
 		return 0, s.unavailable("list artifacts", err)
 	}
-	tasks, err := s.ListTasks(ctx)
+	tasks, err := s.Tasks.List(ctx)
 	if err != nil {
 		return 0, err
 	}
@@ -120,21 +120,21 @@ func (s *Store) dropUnusedArtifacts(ctx context.Context) (int, error) {
 // dropOutput drops a finished execution's stored output and input; it
 // reports whether there was any to drop.
 func (s *Store) dropOutput(ctx context.Context, id string) (bool, error) {
-	r, rev, err := s.GetRecord(ctx, id)
+	r, rev, err := s.Records.Get(ctx, id)
 	if errors.Is(err, errdefs.ErrNotFound) {
 		return false, nil // expired since listed
 	}
 	if err != nil || !r.Status.Terminal() || r.OutputDropped {
 		return false, err
 	}
-	if err := s.DeleteChunks(ctx, id); err != nil {
+	if err := s.Outputs.Delete(ctx, id); err != nil {
 		return false, err
 	}
-	if err := s.DeleteInput(ctx, id); err != nil {
+	if err := s.Inputs.Delete(ctx, id); err != nil {
 		return false, err
 	}
 	r.OutputStored, r.OutputDropped = false, true
-	if _, err := s.UpdateRecord(ctx, r, rev); err != nil && !errors.Is(err, errdefs.ErrFailedPrecondition) {
+	if _, err := s.Records.Update(ctx, r, rev); err != nil && !errors.Is(err, errdefs.ErrFailedPrecondition) {
 		return false, err
 	}
 	return true, nil

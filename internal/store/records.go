@@ -17,7 +17,7 @@ import (
 
 // CreateRecord stores a new execution record; ErrAlreadyExists if the id is
 // taken.
-func (s *Store) CreateRecord(ctx context.Context, r *execution.Record) (uint64, error) {
+func (s *Records) Create(ctx context.Context, r *execution.Record) (uint64, error) {
 	b, err := json.Marshal(r)
 	if err != nil {
 		return 0, fmt.Errorf("encode record: %w", err)
@@ -38,7 +38,7 @@ func (s *Store) CreateRecord(ctx context.Context, r *execution.Record) (uint64, 
 // PutRecord stores r, replacing any earlier version, and returns its
 // revision. The per-task index is written by CreateRecord and
 // PutRecordsAsync; an update of a record created by them needs none.
-func (s *Store) PutRecord(ctx context.Context, r *execution.Record) (uint64, error) {
+func (s *Records) Put(ctx context.Context, r *execution.Record) (uint64, error) {
 	b, err := json.Marshal(r)
 	if err != nil {
 		return 0, fmt.Errorf("encode record: %w", err)
@@ -53,7 +53,7 @@ func (s *Store) PutRecord(ctx context.Context, r *execution.Record) (uint64, err
 // PutRecordsAsync stores new records and their index entries, pipelining
 // the writes: one round trip for the whole batch rather than two per
 // record.
-func (s *Store) PutRecordsAsync(ctx context.Context, recs []*execution.Record) error {
+func (s *Records) PutAll(ctx context.Context, recs []*execution.Record) error {
 	futs := make([]jetstream.PubAckFuture, 0, 2*len(recs))
 	for _, r := range recs {
 		b, err := json.Marshal(r)
@@ -95,7 +95,7 @@ func awaitAll(ctx context.Context, futs []jetstream.PubAckFuture, what string) e
 
 // UpdateRecord stores r if the stored revision is still rev; otherwise it
 // returns an error wrapping ErrFailedPrecondition.
-func (s *Store) UpdateRecord(ctx context.Context, r *execution.Record, rev uint64) (uint64, error) {
+func (s *Records) Update(ctx context.Context, r *execution.Record, rev uint64) (uint64, error) {
 	b, err := json.Marshal(r)
 	if err != nil {
 		return 0, fmt.Errorf("encode record: %w", err)
@@ -111,7 +111,7 @@ func (s *Store) UpdateRecord(ctx context.Context, r *execution.Record, rev uint6
 }
 
 // GetRecord returns the record of execution id and its revision.
-func (s *Store) GetRecord(ctx context.Context, id string) (*execution.Record, uint64, error) {
+func (s *Records) Get(ctx context.Context, id string) (*execution.Record, uint64, error) {
 	e, err := s.execs.Get(ctx, id)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return nil, 0, errdefs.ExecutionNotFound.New("execution %q not found", id)
@@ -140,8 +140,8 @@ type ListFilter struct {
 
 // ListRecords returns records in execution id order (creation order), after
 // StartAfter, at most Limit of them, and whether more exist.
-func (s *Store) ListRecords(ctx context.Context, f ListFilter) ([]*execution.Record, bool, error) {
-	ids, err := s.recordIDs(ctx, f.TaskID)
+func (s *Records) List(ctx context.Context, f ListFilter) ([]*execution.Record, bool, error) {
+	ids, err := s.ids(ctx, f.TaskID)
 	if err != nil {
 		return nil, false, err
 	}
@@ -154,7 +154,7 @@ func (s *Store) ListRecords(ctx context.Context, f ListFilter) ([]*execution.Rec
 		if f.StartAfter != "" && id <= f.StartAfter {
 			continue
 		}
-		r, _, err := s.GetRecord(ctx, id)
+		r, _, err := s.Get(ctx, id)
 		if errors.Is(err, errdefs.ErrNotFound) {
 			continue // expired since listed
 		}
@@ -173,7 +173,7 @@ func (s *Store) ListRecords(ctx context.Context, f ListFilter) ([]*execution.Rec
 }
 
 // recordIDs lists execution ids, of one task when taskID is set, sorted.
-func (s *Store) recordIDs(ctx context.Context, taskID string) ([]string, error) {
+func (s *Records) ids(ctx context.Context, taskID string) ([]string, error) {
 	bucket, filter := s.execs, ">"
 	if taskID != "" {
 		bucket, filter = s.index, taskID+".>"
@@ -195,13 +195,13 @@ func (s *Store) recordIDs(ctx context.Context, taskID string) ([]string, error) 
 
 // DeleteRecordsOfTask deletes every execution record of a task and returns
 // how many it deleted.
-func (s *Store) DeleteRecordsOfTask(ctx context.Context, taskID string) (int, error) {
-	ids, err := s.recordIDs(ctx, taskID)
+func (s *Records) DeleteOfTask(ctx context.Context, taskID string) (int, error) {
+	ids, err := s.ids(ctx, taskID)
 	if err != nil {
 		return 0, err
 	}
 	for _, id := range ids {
-		if err := s.DeleteRecord(ctx, taskID, id); err != nil {
+		if err := s.Delete(ctx, taskID, id); err != nil {
 			return 0, err
 		}
 	}
@@ -210,7 +210,7 @@ func (s *Store) DeleteRecordsOfTask(ctx context.Context, taskID string) (int, er
 
 // DeleteRecord deletes an execution's record and its index entry; deleting
 // what does not exist is not an error.
-func (s *Store) DeleteRecord(ctx context.Context, taskID, id string) error {
+func (s *Records) Delete(ctx context.Context, taskID, id string) error {
 	if err := s.execs.Purge(ctx, id); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
 		return s.unavailable("delete execution record", err)
 	}
@@ -221,7 +221,7 @@ func (s *Store) DeleteRecord(ctx context.Context, taskID, id string) error {
 }
 
 // CreateTask stores a new task; ErrAlreadyExists if its id is taken.
-func (s *Store) CreateTask(ctx context.Context, t *task.Task) error {
+func (s *Tasks) Create(ctx context.Context, t *task.Task) error {
 	b, err := json.Marshal(t)
 	if err != nil {
 		return fmt.Errorf("encode task: %w", err)
@@ -236,7 +236,7 @@ func (s *Store) CreateTask(ctx context.Context, t *task.Task) error {
 }
 
 // PutTask stores t, replacing an earlier version.
-func (s *Store) PutTask(ctx context.Context, t *task.Task) error {
+func (s *Tasks) Put(ctx context.Context, t *task.Task) error {
 	b, err := json.Marshal(t)
 	if err != nil {
 		return fmt.Errorf("encode task: %w", err)
@@ -248,7 +248,7 @@ func (s *Store) PutTask(ctx context.Context, t *task.Task) error {
 }
 
 // GetTask returns task id.
-func (s *Store) GetTask(ctx context.Context, id string) (*task.Task, error) {
+func (s *Tasks) Get(ctx context.Context, id string) (*task.Task, error) {
 	e, err := s.tasks.Get(ctx, id)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return nil, errdefs.TaskNotFound.New("task %q not found", id)
@@ -264,7 +264,7 @@ func (s *Store) GetTask(ctx context.Context, id string) (*task.Task, error) {
 }
 
 // DeleteTask deletes task id.
-func (s *Store) DeleteTask(ctx context.Context, id string) error {
+func (s *Tasks) Delete(ctx context.Context, id string) error {
 	if err := s.tasks.Purge(ctx, id); err != nil {
 		return s.unavailable("delete task", err)
 	}
@@ -272,7 +272,7 @@ func (s *Store) DeleteTask(ctx context.Context, id string) error {
 }
 
 // ListTasks returns every task, sorted by id.
-func (s *Store) ListTasks(ctx context.Context) ([]*task.Task, error) {
+func (s *Tasks) List(ctx context.Context) ([]*task.Task, error) {
 	lister, err := s.tasks.ListKeys(ctx)
 	if err != nil {
 		return nil, s.unavailable("list tasks", err)
@@ -284,7 +284,7 @@ func (s *Store) ListTasks(ctx context.Context) ([]*task.Task, error) {
 	slices.Sort(ids)
 	out := make([]*task.Task, 0, len(ids))
 	for _, id := range ids {
-		t, err := s.GetTask(ctx, id)
+		t, err := s.Get(ctx, id)
 		if errors.Is(err, errdefs.ErrNotFound) {
 			continue
 		}
@@ -306,7 +306,7 @@ type TaskStats struct {
 }
 
 // PutTaskStats stores a task's stats.
-func (s *Store) PutTaskStats(ctx context.Context, taskID string, st *TaskStats) error {
+func (s *Tasks) PutStats(ctx context.Context, taskID string, st *TaskStats) error {
 	b, err := json.Marshal(st)
 	if err != nil {
 		return fmt.Errorf("encode task stats: %w", err)
@@ -318,7 +318,7 @@ func (s *Store) PutTaskStats(ctx context.Context, taskID string, st *TaskStats) 
 }
 
 // AllTaskStats loads every task's stats.
-func (s *Store) AllTaskStats(ctx context.Context) (map[string]*TaskStats, error) {
+func (s *Tasks) AllStats(ctx context.Context) (map[string]*TaskStats, error) {
 	out := map[string]*TaskStats{}
 	lister, err := s.stats.ListKeys(ctx)
 	if errors.Is(err, jetstream.ErrNoKeysFound) {
@@ -341,7 +341,7 @@ func (s *Store) AllTaskStats(ctx context.Context) (map[string]*TaskStats, error)
 }
 
 // DeleteTaskStats deletes a task's stats.
-func (s *Store) DeleteTaskStats(ctx context.Context, taskID string) error {
+func (s *Tasks) DeleteStats(ctx context.Context, taskID string) error {
 	if err := s.stats.Purge(ctx, taskID); err != nil {
 		return s.unavailable("delete task stats", err)
 	}
@@ -350,7 +350,7 @@ func (s *Store) DeleteTaskStats(ctx context.Context, taskID string) error {
 
 // WatchTasks calls changed with the id of every task that is created,
 // updated or deleted (by any node) until ctx ends.
-func (s *Store) WatchTasks(ctx context.Context, changed func(id string)) error {
+func (s *Tasks) Watch(ctx context.Context, changed func(id string)) error {
 	w, err := s.tasks.WatchAll(ctx, jetstream.UpdatesOnly())
 	if err != nil {
 		return s.unavailable("watch tasks", err)

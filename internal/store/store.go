@@ -92,8 +92,10 @@ type Options struct {
 	Logger        *slog.Logger
 }
 
-// Store is Spear's durable state.
-type Store struct {
+// core is what every part of the store shares: the connection, the
+// JetStream assets, the options, the byte sizes and the usage against the
+// budget.
+type core struct {
 	opts      Options
 	log       *slog.Logger
 	srv       *server.Server // nil with an external NATS
@@ -115,8 +117,57 @@ type Store struct {
 	// sizes are derived from the server's max payload (see sizes.go).
 	sizes Sizes
 	// usage is the store's size against its budget (see budget.go).
-	usage       usage
+	usage usage
+}
+
+// Store is Spear's durable state, in parts with one job each, over one
+// connection: execution records, tasks, the work queue, output chunks,
+// stored inputs, uploaded artifacts and the callback outbox. The Store
+// itself owns the connection, the budget and the reclaiming of space.
+type Store struct {
+	*core
+	Records   *Records
+	Tasks     *Tasks
+	Queue     *Queue
+	Outputs   *Outputs
+	Inputs    *Inputs
+	Artifacts *Artifacts
+	Callbacks *Callbacks
+
 	stopMeasure context.CancelFunc
+}
+
+// Records are executions' records, with a per-task index (records.go).
+type Records struct{ *core }
+
+// Tasks are registered tasks and their measured stats (tasks.go).
+type Tasks struct{ *core }
+
+// Queue is the durable work queue of async executions (queue.go).
+type Queue struct {
+	*core
+	inputs *Inputs // where inputs too large for a message go
+}
+
+// Outputs are executions' output chunks (chunks.go).
+type Outputs struct{ *core }
+
+// Inputs are stored inputs: async inputs too large for a queue message,
+// and uploaded artifacts used as input (inputs.go).
+type Inputs struct{ *core }
+
+// Artifacts are uploaded artifacts, by content digest (artifacts.go).
+type Artifacts struct{ *core }
+
+// Callbacks is the durable outbox of completion callbacks (callbacks.go).
+type Callbacks struct{ *core }
+
+func newStore(opts Options) *Store {
+	c := &core{opts: opts, log: opts.Logger}
+	c.usage.limit = opts.MaxStoreBytes
+	inputs := &Inputs{c}
+	return &Store{core: c, Records: &Records{c}, Tasks: &Tasks{c}, Queue: &Queue{core: c, inputs: inputs},
+		Outputs: &Outputs{c}, Inputs: inputs, Artifacts: &Artifacts{c}, Callbacks: &Callbacks{c}}
 }
 
 // Open starts (or connects to) NATS and creates the buckets, the queue
@@ -137,8 +188,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	if opts.MaxPayload <= 0 {
 		opts.MaxPayload = 8 << 20
 	}
-	s := &Store{opts: opts, log: opts.Logger}
-	s.usage.limit = opts.MaxStoreBytes
+	s := newStore(opts)
 	if err := s.connect(); err != nil {
 		s.Close()
 		return nil, err
@@ -157,7 +207,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	return s, nil
 }
 
-func (s *Store) connect() error {
+func (s *core) connect() error {
 	connOpts := []nats.Option{nats.Name("spear"), nats.MaxReconnects(-1)}
 	if s.opts.URL != "" {
 		nc, err := nats.Connect(s.opts.URL, connOpts...)
@@ -223,7 +273,7 @@ func (s *Store) connect() error {
 	return nil
 }
 
-func (s *Store) provision(ctx context.Context) error {
+func (s *core) provision(ctx context.Context) error {
 	var err error
 	kv := func(name string, ttl time.Duration) jetstream.KeyValue {
 		if err != nil {
@@ -352,7 +402,7 @@ func unavailable(what string, err error) error {
 
 // unavailable is the package function, and notes a write the server
 // refused for lack of space in the store's usage.
-func (s *Store) unavailable(what string, err error) error {
+func (s *core) unavailable(what string, err error) error {
 	e := unavailable(what, err)
 	s.note(e)
 	return e

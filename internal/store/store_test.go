@@ -53,17 +53,17 @@ func TestRecordCreateGetPut(t *testing.T) {
 	s := openStore(t, t.TempDir(), 0)
 
 	r := newRecord("e1", "t1", execution.StatusPending)
-	rev, err := s.CreateRecord(ctx, r)
+	rev, err := s.Records.Create(ctx, r)
 	if err != nil {
 		t.Fatalf("CreateRecord: %v", err)
 	}
 	if rev == 0 {
 		t.Fatal("CreateRecord returned revision 0")
 	}
-	if _, err := s.CreateRecord(ctx, r); !errors.Is(err, errdefs.ErrAlreadyExists) {
+	if _, err := s.Records.Create(ctx, r); !errors.Is(err, errdefs.ErrAlreadyExists) {
 		t.Fatalf("second CreateRecord: got %v, want AlreadyExists", err)
 	}
-	got, grev, err := s.GetRecord(ctx, "e1")
+	got, grev, err := s.Records.Get(ctx, "e1")
 	if err != nil {
 		t.Fatalf("GetRecord: %v", err)
 	}
@@ -73,14 +73,14 @@ func TestRecordCreateGetPut(t *testing.T) {
 
 	r.Status = execution.StatusCompleted
 	r.Output = []byte("out")
-	prev, err := s.PutRecord(ctx, r)
+	prev, err := s.Records.Put(ctx, r)
 	if err != nil {
 		t.Fatalf("PutRecord: %v", err)
 	}
 	if prev <= rev {
 		t.Fatalf("PutRecord revision %d not after %d", prev, rev)
 	}
-	got, _, err = s.GetRecord(ctx, "e1")
+	got, _, err = s.Records.Get(ctx, "e1")
 	if err != nil {
 		t.Fatalf("GetRecord: %v", err)
 	}
@@ -88,7 +88,7 @@ func TestRecordCreateGetPut(t *testing.T) {
 		t.Fatalf("after PutRecord got %+v", got)
 	}
 
-	if _, _, err := s.GetRecord(ctx, "missing"); !errors.Is(err, errdefs.ErrNotFound) {
+	if _, _, err := s.Records.Get(ctx, "missing"); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Fatalf("GetRecord(missing): got %v, want NotFound", err)
 	}
 }
@@ -97,20 +97,20 @@ func TestUpdateRecordCAS(t *testing.T) {
 	ctx := testCtx(t)
 	s := openStore(t, t.TempDir(), 0)
 	r := newRecord("e1", "t1", execution.StatusPending)
-	rev, err := s.CreateRecord(ctx, r)
+	rev, err := s.Records.Create(ctx, r)
 	if err != nil {
 		t.Fatal(err)
 	}
 	r.Status = execution.StatusRunning
-	rev2, err := s.UpdateRecord(ctx, r, rev)
+	rev2, err := s.Records.Update(ctx, r, rev)
 	if err != nil {
 		t.Fatalf("UpdateRecord with current revision: %v", err)
 	}
 	r.Status = execution.StatusCancelled
-	if _, err := s.UpdateRecord(ctx, r, rev); !errors.Is(err, errdefs.ErrFailedPrecondition) {
+	if _, err := s.Records.Update(ctx, r, rev); !errors.Is(err, errdefs.ErrFailedPrecondition) {
 		t.Fatalf("UpdateRecord with stale revision: got %v, want FailedPrecondition", err)
 	}
-	got, grev, err := s.GetRecord(ctx, "e1")
+	got, grev, err := s.Records.Get(ctx, "e1")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -132,7 +132,7 @@ func TestListRecords(t *testing.T) {
 	s := openStore(t, t.TempDir(), 0)
 
 	// An empty store lists nothing.
-	recs, more, err := s.ListRecords(ctx, ListFilter{Limit: 10})
+	recs, more, err := s.Records.List(ctx, ListFilter{Limit: 10})
 	if err != nil || len(recs) != 0 || more {
 		t.Fatalf("empty ListRecords = %v, %v, %v", ids(recs), more, err)
 	}
@@ -147,7 +147,7 @@ func TestListRecords(t *testing.T) {
 		if i == 1 || i == 4 {
 			st = execution.StatusFailed
 		}
-		if _, err := s.CreateRecord(ctx, newRecord(fmt.Sprintf("e%d", i), taskID, st)); err != nil {
+		if _, err := s.Records.Create(ctx, newRecord(fmt.Sprintf("e%d", i), taskID, st)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -175,7 +175,7 @@ func TestListRecords(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			recs, more, err := s.ListRecords(ctx, tc.f)
+			recs, more, err := s.Records.List(ctx, tc.f)
 			if err != nil {
 				t.Fatalf("ListRecords: %v", err)
 			}
@@ -190,28 +190,28 @@ func TestDeleteRecordsOfTask(t *testing.T) {
 	ctx := testCtx(t)
 	s := openStore(t, t.TempDir(), 0)
 	for i, taskID := range []string{"a", "b", "a"} {
-		if _, err := s.CreateRecord(ctx, newRecord(fmt.Sprintf("e%d", i), taskID, execution.StatusCompleted)); err != nil {
+		if _, err := s.Records.Create(ctx, newRecord(fmt.Sprintf("e%d", i), taskID, execution.StatusCompleted)); err != nil {
 			t.Fatal(err)
 		}
 	}
-	n, err := s.DeleteRecordsOfTask(ctx, "a")
+	n, err := s.Records.DeleteOfTask(ctx, "a")
 	if err != nil || n != 2 {
 		t.Fatalf("DeleteRecordsOfTask = %d, %v; want 2", n, err)
 	}
 	for _, id := range []string{"e0", "e2"} {
-		if _, _, err := s.GetRecord(ctx, id); !errors.Is(err, errdefs.ErrNotFound) {
+		if _, _, err := s.Records.Get(ctx, id); !errors.Is(err, errdefs.ErrNotFound) {
 			t.Errorf("GetRecord(%s) after delete: %v, want NotFound", id, err)
 		}
 	}
-	recs, _, err := s.ListRecords(ctx, ListFilter{Limit: 10})
+	recs, _, err := s.Records.List(ctx, ListFilter{Limit: 10})
 	if err != nil || strings.Join(ids(recs), ",") != "e1" {
 		t.Fatalf("remaining records = %v, %v; want [e1]", ids(recs), err)
 	}
-	recs, _, err = s.ListRecords(ctx, ListFilter{Limit: 10, TaskID: "a"})
+	recs, _, err = s.Records.List(ctx, ListFilter{Limit: 10, TaskID: "a"})
 	if err != nil || len(recs) != 0 {
 		t.Fatalf("records of deleted task = %v, %v", ids(recs), err)
 	}
-	if n, err := s.DeleteRecordsOfTask(ctx, "a"); err != nil || n != 0 {
+	if n, err := s.Records.DeleteOfTask(ctx, "a"); err != nil || n != 0 {
 		t.Fatalf("second DeleteRecordsOfTask = %d, %v; want 0", n, err)
 	}
 }
@@ -226,30 +226,30 @@ func TestTasks(t *testing.T) {
 	ctx := testCtx(t)
 	s := openStore(t, t.TempDir(), 0)
 
-	if list, err := s.ListTasks(ctx); err != nil || len(list) != 0 {
+	if list, err := s.Tasks.List(ctx); err != nil || len(list) != 0 {
 		t.Fatalf("ListTasks on empty store = %v, %v", list, err)
 	}
 	for _, id := range []string{"b", "a", "c"} {
-		if err := s.CreateTask(ctx, newTask(id)); err != nil {
+		if err := s.Tasks.Create(ctx, newTask(id)); err != nil {
 			t.Fatalf("CreateTask(%s): %v", id, err)
 		}
 	}
-	if err := s.CreateTask(ctx, newTask("a")); !errors.Is(err, errdefs.ErrAlreadyExists) {
+	if err := s.Tasks.Create(ctx, newTask("a")); !errors.Is(err, errdefs.ErrAlreadyExists) {
 		t.Fatalf("duplicate CreateTask: got %v, want AlreadyExists", err)
 	}
-	got, err := s.GetTask(ctx, "a")
+	got, err := s.Tasks.Get(ctx, "a")
 	if err != nil || got.ID != "a" || got.Artifact.Location != "/bin/a" {
 		t.Fatalf("GetTask(a) = %+v, %v", got, err)
 	}
-	if _, err := s.GetTask(ctx, "nope"); !errors.Is(err, errdefs.ErrNotFound) {
+	if _, err := s.Tasks.Get(ctx, "nope"); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Fatalf("GetTask(nope): got %v, want NotFound", err)
 	}
 	upd := newTask("a")
 	upd.Description = "updated"
-	if err := s.PutTask(ctx, upd); err != nil {
+	if err := s.Tasks.Put(ctx, upd); err != nil {
 		t.Fatal(err)
 	}
-	list, err := s.ListTasks(ctx)
+	list, err := s.Tasks.List(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -260,13 +260,13 @@ func TestTasks(t *testing.T) {
 	if strings.Join(names, ",") != "a,b,c" || list[0].Description != "updated" {
 		t.Fatalf("ListTasks = %v (a: %q), want a,b,c sorted with a updated", names, list[0].Description)
 	}
-	if err := s.DeleteTask(ctx, "b"); err != nil {
+	if err := s.Tasks.Delete(ctx, "b"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.GetTask(ctx, "b"); !errors.Is(err, errdefs.ErrNotFound) {
+	if _, err := s.Tasks.Get(ctx, "b"); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Fatalf("GetTask after delete: got %v, want NotFound", err)
 	}
-	if list, err := s.ListTasks(ctx); err != nil || len(list) != 2 {
+	if list, err := s.Tasks.List(ctx); err != nil || len(list) != 2 {
 		t.Fatalf("ListTasks after delete = %d tasks, %v; want 2", len(list), err)
 	}
 }
@@ -279,7 +279,7 @@ func TestWatchTasks(t *testing.T) {
 	var mu sync.Mutex
 	seen := map[string]int{}
 	changed := make(chan struct{}, 16)
-	if err := s.WatchTasks(wctx, func(id string) {
+	if err := s.Tasks.Watch(wctx, func(id string) {
 		mu.Lock()
 		seen[id]++
 		mu.Unlock()
@@ -297,11 +297,11 @@ func TestWatchTasks(t *testing.T) {
 	}
 	// One change at a time: JetStream may fold a change not yet delivered
 	// into the next one of the same key (history 1).
-	if err := s.CreateTask(ctx, newTask("w")); err != nil {
+	if err := s.Tasks.Create(ctx, newTask("w")); err != nil {
 		t.Fatal(err)
 	}
 	wantEvent("creation")
-	if err := s.DeleteTask(ctx, "w"); err != nil {
+	if err := s.Tasks.Delete(ctx, "w"); err != nil {
 		t.Fatal(err)
 	}
 	wantEvent("deletion")
@@ -315,18 +315,18 @@ func TestWatchTasks(t *testing.T) {
 func TestTaskStats(t *testing.T) {
 	ctx := testCtx(t)
 	s := openStore(t, t.TempDir(), 0)
-	all, err := s.AllTaskStats(ctx)
+	all, err := s.Tasks.AllStats(ctx)
 	if err != nil || len(all) != 0 {
 		t.Fatalf("AllTaskStats on empty store = %v, %v", all, err)
 	}
 	in := &TaskStats{Count: 3, LastStatus: execution.StatusFailed, RecentMs: []int64{5, 7}}
-	if err := s.PutTaskStats(ctx, "t1", in); err != nil {
+	if err := s.Tasks.PutStats(ctx, "t1", in); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.PutTaskStats(ctx, "t2", &TaskStats{Count: 1, LastStatus: execution.StatusCompleted}); err != nil {
+	if err := s.Tasks.PutStats(ctx, "t2", &TaskStats{Count: 1, LastStatus: execution.StatusCompleted}); err != nil {
 		t.Fatal(err)
 	}
-	all, err = s.AllTaskStats(ctx)
+	all, err = s.Tasks.AllStats(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -335,10 +335,10 @@ func TestTaskStats(t *testing.T) {
 		len(got.RecentMs) != 2 || got.RecentMs[0] != 5 || got.RecentMs[1] != 7 {
 		t.Fatalf("AllTaskStats = %v (t1 %+v)", all, got)
 	}
-	if err := s.DeleteTaskStats(ctx, "t1"); err != nil {
+	if err := s.Tasks.DeleteStats(ctx, "t1"); err != nil {
 		t.Fatal(err)
 	}
-	all, err = s.AllTaskStats(ctx)
+	all, err = s.Tasks.AllStats(ctx)
 	if err != nil || len(all) != 1 || all["t2"] == nil {
 		t.Fatalf("AllTaskStats after delete = %v, %v", all, err)
 	}
@@ -353,7 +353,7 @@ func spec(id string) *execution.Spec {
 func fetchOne(t *testing.T, s *Store, maxWait time.Duration) *Delivery {
 	t.Helper()
 	var got []*Delivery
-	if err := s.Fetch(testCtx(t), 1, maxWait, func(d *Delivery) { got = append(got, d) }); err != nil {
+	if err := s.Queue.Fetch(testCtx(t), 1, maxWait, func(d *Delivery) { got = append(got, d) }); err != nil {
 		t.Fatalf("Fetch: %v", err)
 	}
 	if len(got) == 0 {
@@ -364,7 +364,7 @@ func fetchOne(t *testing.T, s *Store, maxWait time.Duration) *Delivery {
 
 func depth(t *testing.T, s *Store) (int64, int64) {
 	t.Helper()
-	w, f, err := s.QueueDepth(testCtx(t))
+	w, f, err := s.Queue.Depth(testCtx(t))
 	if err != nil {
 		t.Fatalf("QueueDepth: %v", err)
 	}
@@ -378,23 +378,23 @@ func TestQueueAckNak(t *testing.T) {
 	if d := fetchOne(t, s, 100*time.Millisecond); d != nil {
 		t.Fatalf("Fetch on empty queue returned %+v", d.Spec)
 	}
-	if _, err := s.Enqueue(ctx, spec("q1")); err != nil {
+	if _, err := s.Queue.Enqueue(ctx, spec("q1")); err != nil {
 		t.Fatal(err)
 	}
 	// Same id again: stored once, and said to be a duplicate.
-	if dup, err := s.Enqueue(ctx, spec("q1")); err != nil || !dup {
+	if dup, err := s.Queue.Enqueue(ctx, spec("q1")); err != nil || !dup {
 		t.Fatalf("Enqueue of the same id again = %v, %v; want a duplicate", dup, err)
 	}
-	if _, err := s.Enqueue(ctx, spec("q2")); err != nil {
+	if _, err := s.Queue.Enqueue(ctx, spec("q2")); err != nil {
 		t.Fatal(err)
 	}
 	if w, f := depth(t, s); w != 2 || f != 0 {
 		t.Fatalf("QueueDepth = %d waiting, %d in flight; want 2, 0", w, f)
 	}
-	if n, err := s.QueuedOfTask(ctx, spec("q1").TaskID); err != nil || n != 2 {
+	if n, err := s.Queue.OfTask(ctx, spec("q1").TaskID); err != nil || n != 2 {
 		t.Fatalf("QueuedOfTask = %d, %v; want 2", n, err)
 	}
-	if n, err := s.QueuedOfTask(ctx, "other-task"); err != nil || n != 0 {
+	if n, err := s.Queue.OfTask(ctx, "other-task"); err != nil || n != 0 {
 		t.Fatalf("QueuedOfTask(other) = %d, %v; want 0", n, err)
 	}
 
@@ -412,7 +412,7 @@ func TestQueueAckNak(t *testing.T) {
 		t.Fatalf("Ack: %v", err)
 	}
 	testwait.Until(t, "acked q1 to leave the queue", func() bool {
-		n, err := s.QueuedOfTask(ctx, spec("q1").TaskID)
+		n, err := s.Queue.OfTask(ctx, spec("q1").TaskID)
 		return err == nil && n == 1
 	})
 
@@ -423,7 +423,7 @@ func TestQueueAckNak(t *testing.T) {
 	if err := d.Nak(0); err != nil {
 		t.Fatalf("Nak: %v", err)
 	}
-	if n, err := s.QueuedOfTask(ctx, spec("q2").TaskID); err != nil || n != 1 {
+	if n, err := s.Queue.OfTask(ctx, spec("q2").TaskID); err != nil || n != 1 {
 		t.Fatalf("QueuedOfTask after Nak = %d, %v; want 1", n, err)
 	}
 	d = fetchOne(t, s, 5*time.Second)
@@ -442,10 +442,10 @@ func TestQueueAckNak(t *testing.T) {
 func TestQueueAckWaitRedelivers(t *testing.T) {
 	ctx := testCtx(t)
 	s := openStore(t, t.TempDir(), 300*time.Millisecond)
-	if s.AckWait() != 300*time.Millisecond {
-		t.Fatalf("AckWait = %v", s.AckWait())
+	if s.Queue.AckWait() != 300*time.Millisecond {
+		t.Fatalf("AckWait = %v", s.Queue.AckWait())
 	}
-	if _, err := s.Enqueue(ctx, spec("q1")); err != nil {
+	if _, err := s.Queue.Enqueue(ctx, spec("q1")); err != nil {
 		t.Fatal(err)
 	}
 	d := fetchOne(t, s, 5*time.Second)
@@ -477,14 +477,14 @@ func TestEnqueueLargeInput(t *testing.T) {
 	}
 	sp := spec("big")
 	sp.Input = bytes.Repeat([]byte("x"), 1<<20)
-	if _, err := s.Enqueue(ctx, sp); err != nil {
+	if _, err := s.Queue.Enqueue(ctx, sp); err != nil {
 		t.Fatalf("Enqueue of a 1 MiB input: %v", err)
 	}
 	d := fetchOne(t, s, 5*time.Second)
 	if d == nil || d.Spec.InputRef != InputScheme+"big" || len(d.Spec.Input) != 0 {
 		t.Fatalf("queued spec: %+v", d)
 	}
-	r, err := s.OpenInput(ctx, d.Spec.InputRef)
+	r, err := s.Inputs.Open(ctx, d.Spec.InputRef)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -493,15 +493,15 @@ func TestEnqueueLargeInput(t *testing.T) {
 	if err != nil || !bytes.Equal(got, sp.Input) {
 		t.Fatalf("stored input: %d bytes, err %v; want the 1 MiB input", len(got), err)
 	}
-	if q, err := s.QueuedSpec(ctx, "big"); err != nil || q.InputRef != InputScheme+"big" {
+	if q, err := s.Queue.Spec(ctx, "big"); err != nil || q.InputRef != InputScheme+"big" {
 		t.Fatalf("QueuedSpec(big) = %+v, %v", q, err)
 	}
-	if _, err := s.QueuedSpec(ctx, "nothing"); !errors.Is(err, errdefs.ErrNotFound) {
+	if _, err := s.Queue.Spec(ctx, "nothing"); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Fatalf("QueuedSpec(nothing) = %v, want not found", err)
 	}
 	huge := spec("huge")
 	huge.Env = map[string]string{"X": strings.Repeat("y", 64<<10)}
-	if _, err := s.Enqueue(ctx, huge); errdefs.CodeOf(err) != "REQUEST_TOO_LARGE" {
+	if _, err := s.Queue.Enqueue(ctx, huge); errdefs.CodeOf(err) != "REQUEST_TOO_LARGE" {
 		t.Fatalf("Enqueue of a huge environment: got %v, want REQUEST_TOO_LARGE", err)
 	}
 }
@@ -526,7 +526,7 @@ func TestArtifacts(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			digest, size, err := s.PutArtifact(ctx, "hello.sh", bytes.NewReader(tc.content), tc.want)
+			digest, size, err := s.Artifacts.Put(ctx, "hello.sh", bytes.NewReader(tc.content), tc.want)
 			if tc.code != "" {
 				if !errors.Is(err, errdefs.ErrInvalidArgument) || errdefs.CodeOf(err) != tc.code {
 					t.Fatalf("PutArtifact: got %v, want %s", err, tc.code)
@@ -540,7 +540,7 @@ func TestArtifacts(t *testing.T) {
 	}
 
 	for i := range 2 { // the second call finds the local copy
-		path, err := s.MaterializeArtifact(ctx, wantDigest)
+		path, err := s.Artifacts.Materialize(ctx, wantDigest)
 		if err != nil {
 			t.Fatalf("MaterializeArtifact #%d: %v", i, err)
 		}
@@ -555,10 +555,10 @@ func TestArtifacts(t *testing.T) {
 	}
 
 	unknown := "sha256:" + strings.Repeat("a", 64)
-	if _, err := s.MaterializeArtifact(ctx, unknown); !errdefs.ArtifactNotFound.Is(err) {
+	if _, err := s.Artifacts.Materialize(ctx, unknown); !errdefs.ArtifactNotFound.Is(err) {
 		t.Fatalf("MaterializeArtifact(unknown): got %v, want ARTIFACT_NOT_FOUND", err)
 	}
-	if _, err := s.MaterializeArtifact(ctx, "md5:abc"); !errors.Is(err, errdefs.ErrInvalidArgument) {
+	if _, err := s.Artifacts.Materialize(ctx, "md5:abc"); !errors.Is(err, errdefs.ErrInvalidArgument) {
 		t.Fatalf("MaterializeArtifact(bad digest): got %v, want InvalidArgument", err)
 	}
 }
@@ -570,26 +570,26 @@ func TestReopenKeepsData(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.CreateRecord(ctx, newRecord("keep", "t1", execution.StatusPending)); err != nil {
+	if _, err := s.Records.Create(ctx, newRecord("keep", "t1", execution.StatusPending)); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Enqueue(ctx, spec("keep")); err != nil {
+	if _, err := s.Queue.Enqueue(ctx, spec("keep")); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.CreateTask(ctx, newTask("t1")); err != nil {
+	if err := s.Tasks.Create(ctx, newTask("t1")); err != nil {
 		t.Fatal(err)
 	}
 	s.Close()
 
 	s = openStore(t, dir, 0)
-	r, _, err := s.GetRecord(ctx, "keep")
+	r, _, err := s.Records.Get(ctx, "keep")
 	if err != nil || r.TaskID != "t1" {
 		t.Fatalf("record after reopen = %+v, %v", r, err)
 	}
-	if recs, _, err := s.ListRecords(ctx, ListFilter{TaskID: "t1", Limit: 10}); err != nil || len(recs) != 1 {
+	if recs, _, err := s.Records.List(ctx, ListFilter{TaskID: "t1", Limit: 10}); err != nil || len(recs) != 1 {
 		t.Fatalf("records of t1 after reopen = %v, %v", ids(recs), err)
 	}
-	if _, err := s.GetTask(ctx, "t1"); err != nil {
+	if _, err := s.Tasks.Get(ctx, "t1"); err != nil {
 		t.Fatalf("task after reopen: %v", err)
 	}
 	d := fetchOne(t, s, 5*time.Second)
