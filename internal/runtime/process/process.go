@@ -247,15 +247,16 @@ func checkExecutable(path string) error {
 // (0 if it exited before the first sample), which can miss a final spike.
 //
 // With cgroups, the run's cgroup is created, with its pids limit, before the
-// child starts. With v1 the child is born in it: the thread that forks it
-// (locked to this goroutine) enters the cgroup for the fork and leaves it
-// right after (see enterThread), and the memory limit is set then. Otherwise
-// (v2, or the node's own cgroup unknown) the child is moved in right after
-// it has started, os/exec offering no hook between fork and exec: in the few
-// microseconds between its exec and that move, the child is limited only by
-// its process group, a process it forks in that window is outside the
-// cgroup (still killed with the group), and memory it touches is charged to
-// the node's cgroup.
+// child starts, and the child is born in it. With v1 the thread that forks
+// it (locked to this goroutine) enters the cgroup for the fork and leaves it
+// right after (see enterThread), and the memory limit is set then. With v2
+// the child is cloned straight into the cgroup (see startInCgroupV2). Where
+// neither works (v1 with the node's own cgroup unknown, a kernel older than
+// 5.7) the child is moved in right after it has started, os/exec offering no
+// hook between fork and exec: in the few microseconds between its exec and
+// that move, the child is limited only by its process group, a process it
+// forks in that window is outside the cgroup (still killed with the group),
+// and memory it touches is charged to the node's cgroup.
 //
 // When inv.MemoryLimitBytes > 0 and there is no memory cgroup, the child's
 // RLIMIT_AS is set with prlimit right after it has started instead, with the

@@ -152,6 +152,8 @@ func (x *run) spawn() error {
 	switch {
 	case x.cg == nil && x.r.forker != nil:
 		return x.r.forker.start(x.cmd)
+	case x.cg != nil && x.cg.c.v2:
+		return x.startInCgroupV2()
 	default:
 		return x.r.startLocked(x.cmd, x.cg, x.inv.ExecutionID)
 	}

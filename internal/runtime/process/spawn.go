@@ -1,8 +1,9 @@
 package process
 
 // Starting the child: from a locked OS thread (for the parent-death signal),
-// born inside the run's cgroup on cgroup v1, where the forking thread enters
-// the cgroup for the fork (see enterThread).
+// born inside the run's cgroup. On cgroup v1 the forking thread enters the
+// cgroup for the fork (see enterThread); on cgroup v2 the child is cloned
+// straight into it (startInCgroupV2).
 
 import (
 	"os/exec"
