@@ -131,7 +131,12 @@ func fixtureImage(tb testing.TB, rt *Runtime) conformance.Fixtures {
 	fn := func(name string) conformance.Fn {
 		return conformance.Fn{Artifact: imageArtifact(fixtureTag, nil), Function: name}
 	}
-	return conformance.FixtureFunctions(fn)
+	fx := conformance.FixtureFunctions(fn)
+	fx.Invalid = map[string]runtime.Artifact{
+		"MissingImage": imageArtifact("spear-no-such-image:nope", nil),
+		"BadMetadata":  imageArtifact(fixtureTag, map[string]string{MetaPidsLimit: "many"}),
+	}
+	return fx
 }
 
 // probeImage builds the image of testdata/probe and returns its tag.

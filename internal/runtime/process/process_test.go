@@ -25,20 +25,31 @@ import (
 )
 
 // ProcessFixtures returns the conformance fixtures for the process runtime,
-// all served by the fixture binary bin (see conformance.BuildFixture).
-func ProcessFixtures(bin string) conformance.Fixtures {
-	fn := func(name string) conformance.Fn {
-		return conformance.Fn{
-			Artifact: runtime.Artifact{TaskID: "conformance", Type: runtime.TypeProcess, Location: bin},
-			Function: name,
-		}
+// all served by the fixture binary bin (see conformance.BuildFixture), and
+// bad artifacts written into dir.
+func ProcessFixtures(t *testing.T, bin, dir string) conformance.Fixtures {
+	artifact := func(location string) runtime.Artifact {
+		return runtime.Artifact{TaskID: "conformance", Type: runtime.TypeProcess, Location: location}
 	}
-	return conformance.FixtureFunctions(fn)
+	fx := conformance.FixtureFunctions(func(name string) conformance.Fn {
+		return conformance.Fn{Artifact: artifact(bin), Function: name}
+	})
+	notExec := filepath.Join(dir, "not-executable")
+	if err := os.WriteFile(notExec, []byte("#!/bin/sh\necho hi\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	fx.Invalid = map[string]runtime.Artifact{
+		"NotExecutable": artifact(notExec),
+		"Missing":       artifact(filepath.Join(dir, "missing")),
+		"Directory":     artifact(dir),
+	}
+	return fx
 }
 
 func TestConformance(t *testing.T) {
-	bin := conformance.BuildFixture(t, t.TempDir())
-	conformance.Run(t, process.New(process.Options{}), ProcessFixtures(bin))
+	dir := t.TempDir()
+	bin := conformance.BuildFixture(t, dir)
+	conformance.Run(t, process.New(process.Options{}), ProcessFixtures(t, bin, dir))
 }
 
 // failWriter fails every Write.

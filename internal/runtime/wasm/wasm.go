@@ -68,8 +68,8 @@ type Options struct {
 }
 
 // Runtime runs WASI modules. It implements runtime.Runtime,
-// runtime.Validator, runtime.Forgetter, runtime.CacheReporter and
-// runtime.Closer, and is safe for concurrent use.
+// runtime.CapabilityReporter, runtime.Validator, runtime.Forgetter,
+// runtime.CacheReporter and runtime.Closer, and is safe for concurrent use.
 type Runtime struct {
 	log   *slog.Logger
 	cache wazero.CompilationCache
@@ -88,9 +88,10 @@ type Runtime struct {
 }
 
 var (
-	_ runtime.Runtime   = (*Runtime)(nil)
-	_ runtime.Validator = (*Runtime)(nil)
-	_ runtime.Closer    = (*Runtime)(nil)
+	_ runtime.Runtime            = (*Runtime)(nil)
+	_ runtime.CapabilityReporter = (*Runtime)(nil)
+	_ runtime.Validator          = (*Runtime)(nil)
+	_ runtime.Closer             = (*Runtime)(nil)
 
 	_ runtime.Forgetter     = (*Runtime)(nil)
 	_ runtime.CacheReporter = (*Runtime)(nil)
@@ -130,6 +131,13 @@ func New(ctx context.Context, opts Options) (*Runtime, error) {
 
 // Type returns runtime.TypeWasm.
 func (r *Runtime) Type() runtime.Type { return runtime.TypeWasm }
+
+// Capabilities implements runtime.CapabilityReporter: memory is limited
+// and measured (linear memory), and a guest cannot catch a signal, so every
+// stop is immediate.
+func (r *Runtime) Capabilities() runtime.Capabilities {
+	return runtime.Capabilities{MemoryLimit: true, MemoryPeak: true}
+}
 
 // Validate compiles the module a points to, checks that it is a WASI
 // (preview 1) command or reactor, and keeps it compiled for later runs.

@@ -65,6 +65,11 @@ func run(t *testing.T, ctx context.Context, r *Runtime, a runtime.Artifact, fn s
 func TestConformance(t *testing.T) {
 	r := newRuntime(t, Options{})
 	fn := func(name string) conformance.Fn { return conformance.Fn{Artifact: fixture(t, name)} }
+	dir := t.TempDir()
+	notWasm := filepath.Join(dir, "script.wasm")
+	if err := os.WriteFile(notWasm, []byte("#!/bin/sh\necho hi\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
 	conformance.Run(t, r, conformance.Fixtures{
 		Echo:   fn("echo"),
 		Stderr: fn("stderr"),
@@ -73,6 +78,11 @@ func TestConformance(t *testing.T) {
 		Ticks:  fn("ticks"),
 		Sleep:  fn("sleep"),
 		Spin:   fn("spin"),
+		Alloc:  conformance.Fn{Artifact: fixture(t, "reactor"), Function: "grow", Env: map[string]string{"GROW_MIB": "64"}},
+		Invalid: map[string]runtime.Artifact{
+			"NotWasm": {TaskID: "not-wasm", Type: runtime.TypeWasm, Location: notWasm},
+			"Missing": {TaskID: "missing", Type: runtime.TypeWasm, Location: filepath.Join(dir, "missing.wasm")},
+		},
 	})
 }
 
