@@ -431,24 +431,32 @@ func TestDocker(t *testing.T) {
 	t.Run("MemorySampling", func(t *testing.T) {
 		mrt := newRuntime(t, Options{MemorySampleInterval: 50 * time.Millisecond})
 		pr, pw := io.Pipe()
+		out := &notifyWriter{notify: make(chan struct{})}
 		go func() {
+			defer pw.Close()
 			_, _ = pw.Write([]byte("hello"))
-			time.Sleep(400 * time.Millisecond)
-			_ = pw.Close()
+			select {
+			case <-out.notify: // running: it echoed
+			case <-t.Context().Done():
+				return
+			}
+			// The engine has served several samples of it: so has it the
+			// runtime's sampler, which asks as often.
+			waitStats(t, rt, "exec-mem", 3)
 		}()
-		var out bytes.Buffer
 		res, err := mrt.Run(t.Context(), &runtime.Invocation{
 			ExecutionID: "exec-mem", Artifact: imageArtifact(probe, nil), Function: "cat",
-			Input: pr, Stdout: &out, Stderr: io.Discard,
+			Input: pr, Stdout: out, Stderr: io.Discard,
 		})
-		if err != nil || res.ExitCode != 0 || out.String() != "hello" {
-			t.Fatalf("cat: out %q res %+v err %v", out.String(), res, err)
+		if err != nil || res.ExitCode != 0 {
+			t.Fatalf("cat: res %+v err %v", res, err)
 		}
 		if res.MemoryUsedBytes <= 0 {
-			t.Fatalf("MemoryUsedBytes = %d after a 400ms run sampled every 50ms, want > 0", res.MemoryUsedBytes)
+			t.Fatalf("MemoryUsedBytes = %d after a run sampled every 50ms, want > 0", res.MemoryUsedBytes)
 		}
 		t.Logf("MemoryUsedBytes = %d", res.MemoryUsedBytes)
 	})
+
 }
 
 // BenchmarkColdStart runs the echo fixture once per iteration: create,
