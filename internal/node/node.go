@@ -136,24 +136,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		CallbackBody: server.StatusJSON, Logger: log, Hooks: m,
 	}, n.store, reg, n.runtimes)
 	n.mgr = mgr
-	if p, ok := n.runtimes[spearrt.TypeProcess].(*process.Runtime); ok {
-		// Processes of executions that died with an earlier run of this
-		// node: those executions will run again from the queue.
-		if killed, err := p.Reconcile(ctx); err != nil {
-			log.Warn("reconciling processes", "err", err)
-		} else if killed > 0 {
-			log.Info("killed orphaned function processes", "count", killed)
-		}
-	}
-	if d, ok := n.runtimes[spearrt.TypeDocker].(*docker.Runtime); ok {
-		// Containers of executions that died with an earlier run of this
-		// node; nothing is live yet.
-		if removed, err := d.Reconcile(ctx, func(string) bool { return false }); err != nil {
-			log.Warn("reconciling containers", "err", err)
-		} else if removed > 0 {
-			log.Info("removed orphaned containers", "count", removed)
-		}
-	}
+	n.reconcileRuntimes(ctx)
 	if err := mgr.Start(ctx); err != nil {
 		return nil, err
 	}
@@ -284,6 +267,30 @@ func (n *Node) openRuntimes(ctx context.Context) (map[spearrt.Type]spearrt.Runti
 	return rts, nil
 }
 
+// reconcileRuntimes has every runtime that can clean up after an earlier
+// run of this node (processes, containers left by a node that died) do so:
+// those executions will run again from the queue. Nothing of this node is
+// live yet.
+func (n *Node) reconcileRuntimes(ctx context.Context) {
+	for _, t := range runtimeTypes() {
+		rc, ok := n.runtimes[t].(spearrt.Reconciler)
+		if !ok {
+			continue
+		}
+		if cleaned, err := rc.Reconcile(ctx); err != nil {
+			n.log.Warn("reconciling what an earlier run of this node left", "runtime", t, "cleaned", cleaned, "err", err)
+		} else if cleaned > 0 {
+			n.log.Info("cleaned up what an earlier run of this node left", "runtime", t, "count", cleaned)
+		}
+	}
+}
+
+// runtimeTypes returns the runtime types in the order the node reports
+// them.
+func runtimeTypes() []spearrt.Type {
+	return []spearrt.Type{spearrt.TypeProcess, spearrt.TypeWasm, spearrt.TypeDocker}
+}
+
 // cachedArtifacts counts the artifacts held by the runtimes that cache them.
 func cachedArtifacts(rts map[spearrt.Type]spearrt.Runtime) map[spearrt.Type]int {
 	out := map[spearrt.Type]int{}
@@ -297,7 +304,7 @@ func cachedArtifacts(rts map[spearrt.Type]spearrt.Runtime) map[spearrt.Type]int 
 
 func runtimeNames(rts map[spearrt.Type]spearrt.Runtime) string {
 	var names []string
-	for _, t := range []spearrt.Type{spearrt.TypeProcess, spearrt.TypeWasm, spearrt.TypeDocker} {
+	for _, t := range runtimeTypes() {
 		if rts[t] != nil {
 			names = append(names, string(t))
 		}

@@ -1,6 +1,7 @@
-// Package procstat reads the node's own resource use from the operating
-// system (Linux /proc): resident memory, CPU time and the machine's memory;
-// and the parent of a process.
+// Package procstat reads resource use from the operating system (Linux
+// /proc): the node's resident memory and CPU time, the machine's memory, and
+// a process's peak memory and parent. It is the one reader of /proc status
+// files in Spear.
 package procstat
 
 import (
@@ -20,6 +21,14 @@ func RSS() (int64, error) { return statusField("/proc/self/status", "VmRSS:") }
 // MemTotal returns the machine's memory in bytes.
 func MemTotal() (int64, error) { return statusField("/proc/meminfo", "MemTotal:") }
 
+// PeakRSS returns the peak resident set size (VmHWM) of process pid in
+// bytes. It fails once the process has exited.
+func PeakRSS(pid int) (int64, error) {
+	return statusField("/proc/"+strconv.Itoa(pid)+"/status", "VmHWM:")
+}
+
+// statusField reads the "key value kB" line of a /proc status-style file
+// (status, meminfo) as bytes.
 func statusField(path, key string) (int64, error) {
 	f, err := os.Open(path)
 	if err != nil {

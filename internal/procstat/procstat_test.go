@@ -24,3 +24,18 @@ func TestParentPID(t *testing.T) {
 		t.Error("ParentPID(-1) succeeded")
 	}
 }
+
+func TestPeakRSS(t *testing.T) {
+	// The peak read after the current size is at least that size.
+	rss, err := procstat.RSS()
+	if err != nil || rss <= 0 {
+		t.Fatalf("RSS() = %d, %v; want > 0", rss, err)
+	}
+	peak, err := procstat.PeakRSS(os.Getpid())
+	if err != nil || peak < rss {
+		t.Fatalf("PeakRSS(self) = %d, %v; want at least the RSS %d", peak, err, rss)
+	}
+	if _, err := procstat.PeakRSS(-1); err == nil {
+		t.Error("PeakRSS(-1) succeeded")
+	}
+}

@@ -4,8 +4,11 @@
 // error kept as logs, an exit code, an environment, and a context that bounds
 // the run.
 //
-// Optional capabilities are separate interfaces (Validator, Forgetter,
-// CacheReporter, Closer), in the style of Nomad's task drivers.
+// A runtime says what its Run can do as data, Capabilities (in the style of
+// the Capabilities of Nomad's task drivers), and offers optional lifecycle
+// methods as separate one-method interfaces (Validator, Reconciler,
+// Forgetter, CacheReporter, Closer): the node wires every runtime through
+// these, without knowing its concrete type.
 package runtime
 
 import (
@@ -91,6 +94,48 @@ type Runtime interface {
 	// means the function could not be run (bad artifact, engine down) and
 	// wraps an errdefs class.
 	Run(ctx context.Context, inv *Invocation) (Result, error)
+}
+
+// Capabilities is what a runtime's Run does beyond the contract every
+// runtime keeps (see Runtime). The zero value claims nothing.
+type Capabilities struct {
+	// GracefulStop: a context ended with a GracefulStop cause asks the
+	// function to stop (a signal it can catch) and kills it only after the
+	// grace; without it every stop kills at once.
+	GracefulStop bool
+	// MemoryLimit: Invocation.MemoryLimitBytes is enforced, and a function
+	// that runs over it ends with Result.MemoryLimitHit set.
+	MemoryLimit bool
+	// MemoryPeak: Result.MemoryUsedBytes is measured (the function's peak,
+	// exact or sampled); without it, it is 0.
+	MemoryPeak bool
+}
+
+// CapabilityReporter is implemented by runtimes that declare their
+// Capabilities. They may depend on the machine (a memory cgroup) or the
+// runtime's options, so they are asked of a runtime as it was set up.
+type CapabilityReporter interface {
+	Capabilities() Capabilities
+}
+
+// CapabilitiesOf returns what rt declares, or no capability when it
+// declares none.
+func CapabilitiesOf(rt Runtime) Capabilities {
+	if c, ok := rt.(CapabilityReporter); ok {
+		return c.Capabilities()
+	}
+	return Capabilities{}
+}
+
+// Reconciler is implemented by runtimes whose functions can outlive a node
+// killed with SIGKILL (processes, containers). Reconcile stops and removes
+// what an earlier run of this node left behind and returns how much it
+// cleaned up; it never touches another node's functions. The node calls it
+// once at start-up, holding its data dir, before any function runs: at that
+// point nothing of this node is live, so everything of this node's found is
+// a leftover.
+type Reconciler interface {
+	Reconcile(ctx context.Context) (cleaned int, err error)
 }
 
 // Validator is implemented by runtimes that can check an artifact when a task

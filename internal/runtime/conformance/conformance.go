@@ -10,7 +10,12 @@
 // The suite checks the shared contract of package runtime: input, output and
 // error streams (output streamed as written), exit codes, the environment,
 // deadlines and cancellation (forced, and graceful with a
-// runtime.GracefulStop cause), and concurrent invocations.
+// runtime.GracefulStop cause), concurrent invocations, and artifact
+// validation (every runtime is a runtime.Validator that refuses bad
+// artifacts). What a runtime declares in its runtime.Capabilities is checked
+// too: a graceful stop, memory limits (a function over its limit ends with
+// the limit hit reported) and the measured memory peak; a runtime that does
+// not declare GracefulStop must stop at once whatever the cause.
 //
 // For runtimes that run native programs, BuildFixture builds the fixture
 // command (./fixture) that implements every behaviour, selected by its first
@@ -23,24 +28,29 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
 	goruntime "runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/spear-go/spear/internal/errdefs"
 	"github.com/spear-go/spear/internal/runtime"
 )
 
-// Fn is one fixture function: an artifact and the function name to call.
+// Fn is one fixture function: an artifact, the function name to call and
+// environment variables it needs.
 type Fn struct {
 	Artifact runtime.Artifact
 	Function string
+	Env      map[string]string
 }
 
 // Fixtures names, for one runtime, a function for each behaviour the suite
@@ -53,11 +63,18 @@ type Fixtures struct {
 	Ticks  Fn // writes "tick 0\n" .. "tick 4\n", one every 100 ms, flushing each, exit 0
 	Sleep  Fn // blocks (sleeps) forever
 	Spin   Fn // busy-loops forever burning CPU
+	// Alloc allocates and touches 64 MiB (in 1 MiB blocks), then exits 0;
+	// refused memory, it fails or is killed. Needed when the runtime
+	// declares the MemoryLimit capability.
+	Alloc Fn
 	// Graceful traps SIGTERM: it writes "ready\n" once it can take the
-	// signal, blocks until SIGTERM, then writes "bye\n" and exits 0. A
-	// runtime that cannot signal functions (wasm) leaves it zero, and the
-	// graceful stop cases are skipped.
+	// signal, blocks until SIGTERM, then writes "bye\n" and exits 0.
+	// Needed when the runtime declares the GracefulStop capability.
 	Graceful Fn
+	// Invalid are artifacts, by name, that the runtime's Validate must
+	// refuse and Run must not run: not executable, not a WASM module, an
+	// image the engine does not have, missing. At least one.
+	Invalid map[string]runtime.Artifact
 }
 
 // Bounds used by the suite. They are hang checks, not performance
@@ -69,6 +86,9 @@ const (
 	stopBound = 5 * time.Second
 	// deadline is the timeout given to functions that never end.
 	deadline = 300 * time.Millisecond
+	// memoryLimit is the limit the MemoryLimit case gives Fixtures.Alloc:
+	// half what it allocates, far above what a program needs to start.
+	memoryLimit = 32 << 20
 	// minTickSpread is the least time between the arrival of "tick 0" and
 	// of "tick 4". The fixture writes them >= 400 ms apart; a runtime that
 	// buffers output until the function ends delivers them together.
@@ -96,6 +116,9 @@ func Run(t *testing.T, rt runtime.Runtime, fx Fixtures) {
 	t.Run("AlreadyCanceled", s.testAlreadyCanceled)
 	t.Run("GracefulStop", s.testGracefulStop)
 	t.Run("Concurrent", s.testConcurrent)
+	t.Run("MemoryLimit", s.testMemoryLimit)
+	t.Run("MemoryPeak", s.testMemoryPeak)
+	t.Run("Validate", s.testValidate)
 }
 
 // suite holds what every case needs.
@@ -112,8 +135,8 @@ type call struct {
 	stderr *recorder
 }
 
-// newCall returns an invocation of fn with input and env and fresh
-// recorders.
+// newCall returns an invocation of fn with input, fn's environment plus env,
+// and fresh recorders.
 func (s *suite) newCall(t testing.TB, fn Fn, input []byte, env map[string]string) *call {
 	if fn.Artifact.Location == "" {
 		t.Fatalf("fixture for %s is not set (empty artifact location)", t.Name())
@@ -124,11 +147,22 @@ func (s *suite) newCall(t testing.TB, fn Fn, input []byte, env map[string]string
 		Artifact:    fn.Artifact,
 		Function:    fn.Function,
 		Input:       bytes.NewReader(input),
-		Env:         env,
+		Env:         mergeEnv(fn.Env, env),
 		Stdout:      c.stdout,
 		Stderr:      c.stderr,
 	}
 	return c
+}
+
+// mergeEnv returns the variables of a and b, b's winning; nil when both are
+// empty.
+func mergeEnv(a, b map[string]string) map[string]string {
+	if len(a) == 0 {
+		return b
+	}
+	env := maps.Clone(a)
+	maps.Copy(env, b)
+	return env
 }
 
 // outcome is what Run returned and how long it took.
@@ -365,8 +399,9 @@ const stopGrace = 5 * time.Second
 // function gets to clean up ("bye"); with a plain cancel it is killed at
 // once. Either way Run reports the cancellation.
 func (s *suite) testGracefulStop(t *testing.T) {
-	if s.fx.Graceful.Artifact.Location == "" {
-		t.Skip("no Graceful fixture: this runtime cannot signal functions, so graceful stop is not checked")
+	if !runtime.CapabilitiesOf(s.rt).GracefulStop {
+		t.Run("NotDeclared", s.testStopAtOnce)
+		return
 	}
 	cases := []struct {
 		name    string
@@ -413,6 +448,23 @@ func (s *suite) testGracefulStop(t *testing.T) {
 	}
 }
 
+// testStopAtOnce checks that a runtime without the GracefulStop capability
+// stops a function at once, even when the cause asks for a long grace.
+func (s *suite) testStopAtOnce(t *testing.T) {
+	c := s.newCall(t, s.fx.Sleep, nil, nil)
+	ctx, cancel := context.WithCancelCause(t.Context())
+	defer cancel(nil)
+	stop := time.AfterFunc(deadline, func() {
+		cancel(&runtime.GracefulStop{Grace: time.Hour, Reason: context.Canceled})
+	})
+	defer stop.Stop()
+	o := s.run(t, ctx, c, deadline+stopBound)
+	t.Logf("Run returned after %v: %v", o.elapsed, o.err)
+	if !errors.Is(o.err, context.Canceled) {
+		t.Errorf("Run: error %v, want one wrapping context.Canceled", o.err)
+	}
+}
+
 func (s *suite) testConcurrent(t *testing.T) {
 	const n = 32
 	ctx, cancel := context.WithTimeout(t.Context(), runBound)
@@ -441,6 +493,89 @@ func (s *suite) testConcurrent(t *testing.T) {
 	case <-time.After(runBound + stopBound):
 		t.Fatalf("%d concurrent invocations did not all return within %v (hang)", n, runBound+stopBound)
 	}
+}
+
+// testMemoryLimit runs Fixtures.Alloc over its memory limit, and without
+// one, when the runtime declares the MemoryLimit capability.
+func (s *suite) testMemoryLimit(t *testing.T) {
+	if !runtime.CapabilitiesOf(s.rt).MemoryLimit {
+		t.Skip("the runtime does not declare the MemoryLimit capability")
+	}
+	t.Run("OverLimit", func(t *testing.T) {
+		c := s.newCall(t, s.fx.Alloc, nil, nil)
+		c.inv.MemoryLimitBytes = memoryLimit
+		ctx, cancel := context.WithTimeout(t.Context(), runBound)
+		defer cancel()
+		o := s.run(t, ctx, c, runBound+stopBound)
+		if o.err != nil {
+			t.Fatalf("Run: error %v; a function that runs out of memory is a result, not an error", o.err)
+		}
+		t.Logf("result %+v (stderr %q)", o.res, c.stderr.tail())
+		if o.res.ExitCode == 0 || !o.res.MemoryLimitHit {
+			t.Errorf("ExitCode = %d, MemoryLimitHit = %v; want a failed run with the memory limit hit", o.res.ExitCode, o.res.MemoryLimitHit)
+		}
+	})
+	t.Run("Unlimited", func(t *testing.T) {
+		o := s.runOK(t, s.newCall(t, s.fx.Alloc, nil, nil))
+		if o.res.MemoryLimitHit {
+			t.Errorf("MemoryLimitHit = true without a memory limit (%+v)", o.res)
+		}
+	})
+}
+
+// testMemoryPeak checks that a run's memory is measured when the runtime
+// declares the MemoryPeak capability. Ticks runs long enough for a runtime
+// that samples.
+func (s *suite) testMemoryPeak(t *testing.T) {
+	if !runtime.CapabilitiesOf(s.rt).MemoryPeak {
+		t.Skip("the runtime does not declare the MemoryPeak capability")
+	}
+	o := s.runOK(t, s.newCall(t, s.fx.Ticks, nil, nil))
+	if o.res.MemoryUsedBytes <= 0 {
+		t.Errorf("MemoryUsedBytes = %d, want the measured peak", o.res.MemoryUsedBytes)
+	}
+}
+
+// testValidate checks that the runtime validates artifacts: a good one
+// passes, and each of Fixtures.Invalid is refused, by Validate and by Run,
+// as a bad artifact rather than a failure of the runtime.
+func (s *suite) testValidate(t *testing.T) {
+	v, ok := s.rt.(runtime.Validator)
+	if !ok {
+		t.Fatal("the runtime is not a runtime.Validator: bad artifacts would only be found when run")
+	}
+	if err := v.Validate(t.Context(), s.fx.Echo.Artifact); err != nil {
+		t.Fatalf("Validate(Echo's artifact) = %v, want nil", err)
+	}
+	if len(s.fx.Invalid) == 0 {
+		t.Fatal("Fixtures.Invalid is empty: name at least one artifact the runtime must refuse")
+	}
+	for _, name := range slices.Sorted(maps.Keys(s.fx.Invalid)) {
+		a := s.fx.Invalid[name]
+		t.Run(name, func(t *testing.T) {
+			err := v.Validate(t.Context(), a)
+			t.Logf("Validate: %v", err)
+			if err == nil {
+				t.Fatalf("Validate(%q) = nil, want it refused", a.Location)
+			}
+			if !badArtifact(err) {
+				t.Errorf("Validate: error %v (code %s); want the class of a bad artifact (invalid argument, not found, failed precondition)", err, errdefs.CodeOf(err))
+			}
+			ctx, cancel := context.WithTimeout(t.Context(), runBound)
+			defer cancel()
+			c := s.newCall(t, Fn{Artifact: a}, nil, nil)
+			if o := s.run(t, ctx, c, runBound+stopBound); o.err == nil {
+				t.Errorf("Run(%q) = %+v, nil error; want it refused", a.Location, o.res)
+			}
+		})
+	}
+}
+
+// badArtifact reports whether err says that an artifact is bad, rather than
+// that the runtime failed.
+func badArtifact(err error) bool {
+	return errors.Is(err, errdefs.ErrInvalidArgument) || errors.Is(err, errdefs.ErrNotFound) ||
+		errors.Is(err, errdefs.ErrFailedPrecondition)
 }
 
 // recorder is a goroutine-safe io.Writer that keeps what was written and
@@ -536,8 +671,8 @@ var _ io.Writer = (*recorder)(nil)
 // the module's source; it fails t if the build fails.
 //
 // The fixture's function names are "echo", "stderr", "exit", "env",
-// "ticks", "sleep", "spin" and "graceful" (the Fixtures fields), plus
-// "environ", which writes the whole environment sorted, one variable a
+// "ticks", "sleep", "spin", "alloc" and "graceful" (the Fixtures fields),
+// plus "environ", which writes the whole environment sorted, one variable a
 // line.
 func BuildFixture(t testing.TB, dir string) string {
 	t.Helper()
@@ -566,7 +701,7 @@ func BuildFixture(t testing.TB, dir string) string {
 
 // FixtureFunctions returns the Fixtures of the fixture program (see
 // BuildFixture), fn giving the Fn that runs one of its function names in a
-// runtime.
+// runtime. Invalid is left to the caller.
 func FixtureFunctions(fn func(name string) Fn) Fixtures {
 	return Fixtures{
 		Echo:     fn("echo"),
@@ -576,6 +711,7 @@ func FixtureFunctions(fn func(name string) Fn) Fixtures {
 		Ticks:    fn("ticks"),
 		Sleep:    fn("sleep"),
 		Spin:     fn("spin"),
+		Alloc:    fn("alloc"),
 		Graceful: fn("graceful"),
 	}
 }

@@ -47,6 +47,7 @@ func TestFixture(t *testing.T) {
 		{name: "Exit", args: []string{"exit"}, wantErr: "boom", wantStatus: 3},
 		{name: "Env", args: []string{"env"}, env: []string{"SPEAR_TEST_VAR=v a l"}, wantOut: "v a l"},
 		{name: "Ticks", args: []string{"ticks"}, wantOut: "tick 0\ntick 1\ntick 2\ntick 3\ntick 4\n"},
+		{name: "Alloc", args: []string{"alloc"}, wantOut: "survived 64\n"},
 		{name: "Environ", args: []string{"environ"}, env: []string{"B=2", "A=1"}, wantOut: "A=1\nB=2\n"},
 		{name: "Unknown", args: []string{"nope"}, wantErr: "fixture: unknown function \"nope\"\n", wantStatus: 2},
 		{name: "NoArgs", wantErr: "fixture: no function name\n", wantStatus: 2},

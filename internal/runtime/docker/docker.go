@@ -4,12 +4,14 @@
 // Each Run creates one container from inv.Artifact.Location (an image that
 // must already be present on the engine: there is no registry), attaches to
 // its standard streams, starts it, feeds inv.Input to its standard input,
-// streams standard output and error frame by frame, waits for it to exit and
-// removes it. When the run's context ends the container is killed (SIGKILL)
-// at once, or, when the cause is a runtime.GracefulStop, sent SIGTERM and
-// killed only if it has not exited within the grace. Every container carries the labels io.spear.managed=true,
-// io.spear.execution=<execution id> and io.spear.node=<node id>, so that
-// Reconcile can remove what a crashed node left behind.
+// streams standard output and error frame by frame and waits for it to exit;
+// the container is then removed in the background. When the run's context
+// ends the container is killed (SIGKILL) at once, or, when the cause is a
+// runtime.GracefulStop, sent SIGTERM and killed only if it has not exited
+// within the grace. Every container carries the labels
+// io.spear.managed=true, io.spear.execution=<execution id> and
+// io.spear.node=<node id>, so that Reconcile can remove what a crashed node
+// left behind.
 //
 // Containers are locked down by default: no network, read-only root file
 // system, no privileges, no new privileges, a PID limit and no log driver
@@ -28,7 +30,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"maps"
 	"slices"
@@ -37,7 +38,6 @@ import (
 	"time"
 
 	cerrdefs "github.com/containerd/errdefs"
-	"github.com/moby/moby/api/pkg/stdcopy"
 	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/client"
 
@@ -118,9 +118,11 @@ type Runtime struct {
 const maxPendingRemovals = 64
 
 var (
-	_ runtime.Runtime   = (*Runtime)(nil)
-	_ runtime.Validator = (*Runtime)(nil)
-	_ runtime.Closer    = (*Runtime)(nil)
+	_ runtime.Runtime            = (*Runtime)(nil)
+	_ runtime.CapabilityReporter = (*Runtime)(nil)
+	_ runtime.Validator          = (*Runtime)(nil)
+	_ runtime.Reconciler         = (*Runtime)(nil)
+	_ runtime.Closer             = (*Runtime)(nil)
 )
 
 // New returns a Runtime talking to the engine at opts.Host. It does not
@@ -152,7 +154,14 @@ func New(_ context.Context, opts Options) (*Runtime, error) {
 // Type returns runtime.TypeDocker.
 func (r *Runtime) Type() runtime.Type { return runtime.TypeDocker }
 
-// Close releases the engine client's idle connections.
+// Capabilities implements runtime.CapabilityReporter: the memory peak is
+// measured only with Options.MemorySampleInterval.
+func (r *Runtime) Capabilities() runtime.Capabilities {
+	return runtime.Capabilities{GracefulStop: true, MemoryLimit: true, MemoryPeak: r.memInterval > 0}
+}
+
+// Close waits for the containers being removed in the background, then
+// releases the engine client's idle connections.
 func (r *Runtime) Close(context.Context) error {
 	r.removing.Wait()
 	return r.cli.Close()
@@ -281,173 +290,33 @@ func (r *Runtime) containerConfig(inv *runtime.Invocation) (*container.Config, *
 	return cfg, hc, nil
 }
 
-// Run runs inv in a new container and removes the container before
-// returning, whatever the outcome.
+// Run runs inv in a new container. Once Run has the result, the container
+// is removed in the background (see removeSoon; Close waits for those
+// removals), or before Run returns when too many removals are pending.
 //
 // inv.Input is copied to the container's standard input by a goroutine that
 // may outlive Run when inv.Input blocks; it stops at the first read or
 // write error. inv.Stdout and inv.Stderr are never written once Run
 // returns.
 func (r *Runtime) Run(ctx context.Context, inv *runtime.Invocation) (runtime.Result, error) {
-	start := time.Now()
-	if err := ctx.Err(); err != nil {
-		return runtime.Result{}, fmt.Errorf("docker: run %s: %w", inv.ExecutionID, err)
+	c := &containerRun{r: r, ctx: ctx, inv: inv, begin: time.Now()}
+	defer c.finish()
+	if err := c.create(); err != nil {
+		return runtime.Result{}, err
 	}
-	cfg, hc, err := r.containerConfig(inv)
+	if err := c.attach(); err != nil {
+		return runtime.Result{}, err
+	}
+	c.watchExit()
+	if err := c.start(); err != nil {
+		return runtime.Result{}, err
+	}
+	c.stream()
+	exit, err := c.waitExit()
 	if err != nil {
 		return runtime.Result{}, err
 	}
-
-	// Create with a context the caller cannot cancel: if the caller gave
-	// up mid-request the engine could still create the container and we
-	// would not know its ID.
-	cctx, ccancel := context.WithTimeout(context.WithoutCancel(ctx), createTimeout)
-	created, err := r.cli.ContainerCreate(cctx, client.ContainerCreateOptions{Config: cfg, HostConfig: hc})
-	ccancel()
-	if err != nil {
-		return runtime.Result{}, r.engineError(ctx, "create container", cfg.Image, err)
-	}
-	id := created.ID
-	defer r.removeSoon(ctx, id, inv.ExecutionID)
-	if err := ctx.Err(); err != nil {
-		return runtime.Result{}, fmt.Errorf("docker: run %s: %w", inv.ExecutionID, err)
-	}
-
-	// Attach before start so no output is lost.
-	att, err := r.cli.ContainerAttach(ctx, id, client.ContainerAttachOptions{
-		Stream: true, Stdin: true, Stdout: true, Stderr: true,
-	})
-	if err != nil {
-		return runtime.Result{}, r.engineError(ctx, "attach container", "", err)
-	}
-	defer att.Close()
-
-	// Register the wait before start, so that the exit cannot be missed.
-	// The wait outlives ctx (a graceful stop waits for the exit after ctx
-	// has ended); wcancel ends it.
-	wctx, wcancel := context.WithCancel(context.WithoutCancel(ctx))
-	defer wcancel()
-	wait := r.cli.ContainerWait(wctx, id, client.ContainerWaitOptions{Condition: container.WaitConditionNextExit})
-	waitC, waitErrC := wait.Result, wait.Error
-	defer func() {
-		// ContainerWait's goroutine sends on an unbuffered channel: drain
-		// it (wctx is cancelled by then, so it ends promptly).
-		if waitC != nil {
-			go func() {
-				select {
-				case <-waitC:
-				case <-waitErrC:
-				}
-			}()
-		}
-	}()
-
-	if _, err := r.cli.ContainerStart(ctx, id, client.ContainerStartOptions{}); err != nil {
-		return runtime.Result{}, r.engineError(ctx, "start container", "", err)
-	}
-	startup := time.Since(start)
-
-	memPeak := r.sampleMemory(wctx, id)
-
-	go func() {
-		if inv.Input != nil {
-			_, _ = io.Copy(att.Conn, inv.Input)
-		}
-		_ = att.CloseWrite()
-	}()
-	outDone := make(chan error, 1)
-	go func() {
-		_, err := stdcopy.StdCopy(inv.Stdout, inv.Stderr, att.Reader)
-		outDone <- err
-	}()
-	// stopOutput ends the output copy and waits for it, so that nothing
-	// writes to inv.Stdout or inv.Stderr after Run returns.
-	stopOutput := func() {
-		if outDone != nil {
-			att.Close()
-			<-outDone
-			outDone = nil
-		}
-	}
-	defer stopOutput()
-
-	var (
-		exit    container.WaitResponse
-		exited  bool
-		outErr  error
-		outOpen = true
-		// While a graceful stop is under way, ctxDone is nil and graceC
-		// fires when the grace is over.
-		ctxDone  = ctx.Done()
-		graceC   <-chan time.Time
-		stopping bool
-	)
-	stopped := func() error {
-		err, cause := ctx.Err(), context.Cause(ctx)
-		if cause != nil && cause != err {
-			return fmt.Errorf("docker: run %s: %w (cause: %w)", inv.ExecutionID, err, cause)
-		}
-		return fmt.Errorf("docker: run %s: %w", inv.ExecutionID, err)
-	}
-	for !exited || outOpen {
-		select {
-		case <-ctxDone:
-			if grace := runtime.StopGrace(ctx); grace > 0 && !exited {
-				// Ask the function to stop, and keep streaming its
-				// output until it has exited or the grace is over.
-				r.signal(ctx, id, inv.ExecutionID, "SIGTERM")
-				t := time.NewTimer(grace)
-				defer t.Stop()
-				ctxDone, graceC, stopping = nil, t.C, true
-				continue
-			}
-			r.kill(ctx, id, inv.ExecutionID)
-			stopOutput()
-			return runtime.Result{}, stopped()
-		case <-graceC:
-			r.kill(ctx, id, inv.ExecutionID)
-			stopOutput()
-			return runtime.Result{}, stopped()
-		case exit = <-waitC:
-			exited, waitC = true, nil
-		case err := <-waitErrC:
-			waitC = nil
-			switch {
-			case ctx.Err() == nil:
-				return runtime.Result{}, r.engineError(ctx, "wait container", "", err)
-			case !stopping:
-				continue // reported by the ctxDone case
-			}
-			// Stopping, but the exit cannot be waited for: kill now.
-			r.kill(ctx, id, inv.ExecutionID)
-			stopOutput()
-			return runtime.Result{}, stopped()
-		case outErr = <-outDone:
-			outOpen, outDone = false, nil
-			if outErr != nil {
-				return runtime.Result{}, fmt.Errorf("docker: run %s: streaming output: %w: %w",
-					inv.ExecutionID, errdefs.ErrUnavailable, outErr)
-			}
-		}
-	}
-	if stopping {
-		// It exited within the grace, having been asked to stop.
-		return runtime.Result{}, stopped()
-	}
-	if exit.Error != nil && exit.Error.Message != "" {
-		return runtime.Result{}, fmt.Errorf("docker: run %s: wait: %w: %s",
-			inv.ExecutionID, errdefs.ErrInternal, exit.Error.Message)
-	}
-	wcancel()
-	res := runtime.Result{ExitCode: int(exit.StatusCode), MemoryUsedBytes: memPeak(), Startup: startup}
-	if res.ExitCode != 0 && hc.Memory > 0 {
-		// Killed by the kernel for its memory limit? (One more round trip,
-		// for failed runs under a limit only.)
-		if in, err := r.cli.ContainerInspect(ctx, id, client.ContainerInspectOptions{}); err == nil && in.Container.State != nil {
-			res.MemoryLimitHit = in.Container.State.OOMKilled
-		}
-	}
-	return res, nil
+	return c.collect(exit)
 }
 
 // sampleMemory starts sampling the memory of container id every
@@ -540,11 +409,12 @@ func (r *Runtime) removeContainer(ctx context.Context, id string) error {
 	return err
 }
 
-// Reconcile removes the containers of this node (labels io.spear.managed=true
-// and io.spear.node=NodeID) whose execution is not live. It is meant for node
-// start-up, to clean up after a crash. It returns how many containers it
-// removed; failures to remove individual containers are joined into err.
-func (r *Runtime) Reconcile(ctx context.Context, live func(executionID string) bool) (removed int, err error) {
+// Reconcile implements runtime.Reconciler: it removes, running or not, the
+// containers of this node (labels io.spear.managed=true and
+// io.spear.node=NodeID), left by an earlier run of the node. It returns how
+// many it removed; failures to remove individual containers are joined
+// into err.
+func (r *Runtime) Reconcile(ctx context.Context) (removed int, err error) {
 	f := make(client.Filters).Add("label", LabelManaged+"=true")
 	list, err := r.cli.ContainerList(ctx, client.ContainerListOptions{All: true, Filters: f})
 	if err != nil {
@@ -556,9 +426,6 @@ func (r *Runtime) Reconcile(ctx context.Context, live func(executionID string) b
 			continue
 		}
 		execID := c.Labels[LabelExecution]
-		if live != nil && live(execID) {
-			continue
-		}
 		if err := r.removeContainer(ctx, c.ID); err != nil {
 			errs = append(errs, fmt.Errorf("docker: remove container %s (execution %s): %w: %w",
 				c.ID, execID, errdefs.ErrUnavailable, err))

@@ -202,27 +202,6 @@ func TestDocker(t *testing.T) {
 		}
 	})
 
-	t.Run("OOMKilled", func(t *testing.T) {
-		// 256 MiB touched under a 32 MiB limit: the kernel kills it, and the
-		// result says the limit was hit (MEMORY_LIMIT_EXCEEDED upstream).
-		var out, errOut bytes.Buffer
-		res, err := rt.Run(t.Context(), &runtime.Invocation{
-			ExecutionID: "exec-oom", Artifact: imageArtifact(probe, nil), Function: "alloc",
-			Input: strings.NewReader(""), Stdout: &out, Stderr: &errOut, MemoryLimitBytes: 32 << 20,
-		})
-		if err != nil {
-			t.Fatalf("Run: %v", err)
-		}
-		if res.ExitCode == 0 || !res.MemoryLimitHit || strings.Contains(out.String(), "survived") {
-			t.Fatalf("alloc under 32 MiB: exit %d, limit hit %v, out %q, stderr %q; want killed for memory", res.ExitCode, res.MemoryLimitHit, out.String(), errOut.String())
-		}
-		// The same without a limit survives: the probe itself is sound.
-		o, _, res, err := run(t.Context(), rt, imageArtifact(probe, nil), "alloc", "exec-no-oom", "")
-		if err != nil || res.ExitCode != 0 || res.MemoryLimitHit || !strings.HasPrefix(o, "survived") {
-			t.Fatalf("alloc without a limit: out %q res %+v err %v", o, res, err)
-		}
-	})
-
 	t.Run("ReadOnlyRootfs", func(t *testing.T) {
 		out, stderr, res, err := run(t.Context(), rt, imageArtifact(probe, nil), "rootfs", "exec-ro", "")
 		if err != nil || res.ExitCode != 0 {
@@ -400,6 +379,9 @@ func TestDocker(t *testing.T) {
 	})
 
 	t.Run("Reconcile", func(t *testing.T) {
+		// A runtime of its own, so that containers of the other subtests
+		// still being removed in the background are not counted.
+		own := newRuntime(t, Options{NodeID: testNodeID() + "-reconcile"})
 		create := func(execID, node string) string {
 			t.Helper()
 			res, err := rt.cli.ContainerCreate(t.Context(), client.ContainerCreateOptions{
@@ -418,52 +400,63 @@ func TestDocker(t *testing.T) {
 			})
 			return res.ID
 		}
-		orphan := create("exec-orphan", rt.nodeID)
-		live := create("exec-live", rt.nodeID)
-		other := create("exec-other-node", rt.nodeID+"-other")
+		orphans := []string{create("exec-orphan", own.nodeID), create("exec-orphan-2", own.nodeID)}
+		other := create("exec-other-node", own.nodeID+"-other")
 		// A running orphan too.
-		running := create("exec-orphan-running", rt.nodeID)
+		running := create("exec-orphan-running", own.nodeID)
+		orphans = append(orphans, running)
 		if _, err := rt.cli.ContainerStart(t.Context(), running, client.ContainerStartOptions{}); err != nil {
 			t.Fatal(err)
 		}
 
-		removed, err := rt.Reconcile(t.Context(), func(id string) bool { return id == "exec-live" })
-		if err != nil || removed != 2 {
-			t.Fatalf("Reconcile = %d, %v; want 2 removed", removed, err)
+		var rec runtime.Reconciler = own
+		removed, err := rec.Reconcile(t.Context())
+		if err != nil || removed != len(orphans) {
+			t.Fatalf("Reconcile = %d, %v; want %d removed", removed, err, len(orphans))
 		}
 		exists := func(id string) bool {
 			_, err := rt.cli.ContainerInspect(t.Context(), id, client.ContainerInspectOptions{})
 			return err == nil
 		}
-		if exists(orphan) || exists(running) {
-			t.Error("orphan containers still exist")
+		for _, id := range orphans {
+			if exists(id) {
+				t.Errorf("orphan container %.12s still exists", id)
+			}
 		}
-		if !exists(live) || !exists(other) {
-			t.Error("Reconcile removed a live execution's or another node's container")
+		if !exists(other) {
+			t.Error("Reconcile removed another node's container")
 		}
 	})
 
 	t.Run("MemorySampling", func(t *testing.T) {
 		mrt := newRuntime(t, Options{MemorySampleInterval: 50 * time.Millisecond})
 		pr, pw := io.Pipe()
+		out := &notifyWriter{notify: make(chan struct{})}
 		go func() {
+			defer pw.Close()
 			_, _ = pw.Write([]byte("hello"))
-			time.Sleep(400 * time.Millisecond)
-			_ = pw.Close()
+			select {
+			case <-out.notify: // running: it echoed
+			case <-t.Context().Done():
+				return
+			}
+			// The engine has served several samples of it: so has it the
+			// runtime's sampler, which asks as often.
+			waitStats(t, rt, "exec-mem", 3)
 		}()
-		var out bytes.Buffer
 		res, err := mrt.Run(t.Context(), &runtime.Invocation{
 			ExecutionID: "exec-mem", Artifact: imageArtifact(probe, nil), Function: "cat",
-			Input: pr, Stdout: &out, Stderr: io.Discard,
+			Input: pr, Stdout: out, Stderr: io.Discard,
 		})
-		if err != nil || res.ExitCode != 0 || out.String() != "hello" {
-			t.Fatalf("cat: out %q res %+v err %v", out.String(), res, err)
+		if err != nil || res.ExitCode != 0 {
+			t.Fatalf("cat: res %+v err %v", res, err)
 		}
 		if res.MemoryUsedBytes <= 0 {
-			t.Fatalf("MemoryUsedBytes = %d after a 400ms run sampled every 50ms, want > 0", res.MemoryUsedBytes)
+			t.Fatalf("MemoryUsedBytes = %d after a run sampled every 50ms, want > 0", res.MemoryUsedBytes)
 		}
 		t.Logf("MemoryUsedBytes = %d", res.MemoryUsedBytes)
 	})
+
 }
 
 // BenchmarkColdStart runs the echo fixture once per iteration: create,
@@ -505,7 +498,7 @@ func TestEngineDown(t *testing.T) {
 	if err := rt.Validate(t.Context(), imageArtifact(fixtureTag, nil)); !errors.Is(err, errdefs.ErrUnavailable) {
 		t.Errorf("Validate = %v, want unavailable", err)
 	}
-	if _, err := rt.Reconcile(t.Context(), nil); !errors.Is(err, errdefs.ErrUnavailable) {
+	if _, err := rt.Reconcile(t.Context()); !errors.Is(err, errdefs.ErrUnavailable) {
 		t.Errorf("Reconcile = %v, want unavailable", err)
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/client"
 
 	"github.com/spear-go/spear/internal/runtime"
@@ -131,7 +132,12 @@ func fixtureImage(tb testing.TB, rt *Runtime) conformance.Fixtures {
 	fn := func(name string) conformance.Fn {
 		return conformance.Fn{Artifact: imageArtifact(fixtureTag, nil), Function: name}
 	}
-	return conformance.FixtureFunctions(fn)
+	fx := conformance.FixtureFunctions(fn)
+	fx.Invalid = map[string]runtime.Artifact{
+		"MissingImage": imageArtifact("spear-no-such-image:nope", nil),
+		"BadMetadata":  imageArtifact(fixtureTag, map[string]string{MetaPidsLimit: "many"}),
+	}
+	return fx
 }
 
 // probeImage builds the image of testdata/probe and returns its tag.
@@ -202,6 +208,36 @@ func waitRemoved(tb testing.TB, rt *Runtime, execID string) {
 			tb.Fatalf("container of %s not removed: %v, err %v", execID, left, err)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// waitStats waits until the engine has answered n stats requests, with a
+// memory usage, for the running container of execution execID (bounded:
+// it gives up after 30 s).
+func waitStats(tb testing.TB, rt *Runtime, execID string, n int) {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	f := make(client.Filters).Add("label", LabelExecution+"="+execID)
+	for served := 0; served < n && ctx.Err() == nil; {
+		list, err := rt.cli.ContainerList(ctx, client.ContainerListOptions{Filters: f})
+		if err != nil || len(list.Items) == 0 {
+			time.Sleep(20 * time.Millisecond)
+			continue
+		}
+		res, err := rt.cli.ContainerStats(ctx, list.Items[0].ID, client.ContainerStatsOptions{})
+		if err != nil {
+			time.Sleep(20 * time.Millisecond)
+			continue
+		}
+		var st container.StatsResponse
+		if json.NewDecoder(res.Body).Decode(&st) == nil && st.MemoryStats.Usage > 0 {
+			served++
+		}
+		_ = res.Body.Close()
+	}
+	if ctx.Err() != nil {
+		tb.Logf("the engine served no %d stats of %s within 30 s", n, execID)
 	}
 }
 

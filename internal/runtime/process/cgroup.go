@@ -75,42 +75,56 @@ func detectCgroups(nodeID string) (*cgroups, string) {
 		node = "node"
 	}
 	if isDir(filepath.Join(cgroupMount, "pids")) || isDir(filepath.Join(cgroupMount, "memory")) {
-		c := &cgroups{}
-		var reasons []string
-		for _, h := range []struct {
-			controller string
-			file       string // a file every cgroup of the controller has
-			dst, home  *string
-		}{
-			{"pids", "pids.max", &c.pids, &c.pidsHome},
-			{"memory", "memory.limit_in_bytes", &c.memory, &c.memoryHome},
-		} {
-			mount := filepath.Join(cgroupMount, h.controller)
-			if !isDir(mount) {
-				reasons = append(reasons, h.controller+": not mounted")
-				continue
-			}
-			base := filepath.Join(mount, self[h.controller])
-			home := base
-			if !isDir(base) {
-				// The path is relative to another namespace's root.
-				base, home = mount, ""
-			}
-			dir := filepath.Join(base, cgroupDirName, node)
-			if err := c.probe(dir, h.file); err != nil {
-				reasons = append(reasons, fmt.Sprintf("%s: %v", h.controller, err))
-				continue
-			}
-			*h.dst, *h.home = dir, home
-		}
-		if c.pids == "" && c.memory == "" {
-			return nil, "cgroup v1: " + strings.Join(reasons, "; ")
-		}
-		return c, strings.Join(reasons, "; ")
+		return detectCgroupsV1(self, node)
 	}
 	if _, err := os.Stat(filepath.Join(cgroupMount, "cgroup.controllers")); err != nil {
 		return nil, "no cgroup v1 pids or memory hierarchy and no cgroup v2 unified hierarchy"
 	}
+	return detectCgroupsV2(self, node)
+}
+
+// detectCgroupsV1 finds the pids and memory hierarchies of cgroup v1 for
+// node, given the node's own cgroups (see selfCgroups). The reason names
+// the controllers that cannot be used.
+func detectCgroupsV1(self map[string]string, node string) (*cgroups, string) {
+	c := &cgroups{}
+	var reasons []string
+	for _, h := range []struct {
+		controller string
+		file       string // a file every cgroup of the controller has
+		dst, home  *string
+	}{
+		{"pids", "pids.max", &c.pids, &c.pidsHome},
+		{"memory", "memory.limit_in_bytes", &c.memory, &c.memoryHome},
+	} {
+		mount := filepath.Join(cgroupMount, h.controller)
+		if !isDir(mount) {
+			reasons = append(reasons, h.controller+": not mounted")
+			continue
+		}
+		base := filepath.Join(mount, self[h.controller])
+		home := base
+		if !isDir(base) {
+			// The path is relative to another namespace's root.
+			base, home = mount, ""
+		}
+		dir := filepath.Join(base, cgroupDirName, node)
+		if err := c.probe(dir, h.file); err != nil {
+			reasons = append(reasons, fmt.Sprintf("%s: %v", h.controller, err))
+			continue
+		}
+		*h.dst, *h.home = dir, home
+	}
+	if c.pids == "" && c.memory == "" {
+		return nil, "cgroup v1: " + strings.Join(reasons, "; ")
+	}
+	return c, strings.Join(reasons, "; ")
+}
+
+// detectCgroupsV2 finds the pids and memory controllers of the cgroup v2
+// unified hierarchy for node, given the node's own cgroup (see
+// selfCgroups).
+func detectCgroupsV2(self map[string]string, node string) (*cgroups, string) {
 	selfDir := filepath.Join(cgroupMount, self[""])
 	if !isDir(selfDir) {
 		selfDir = cgroupMount

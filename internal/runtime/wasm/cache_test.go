@@ -1,6 +1,8 @@
 package wasm
 
 import (
+	"fmt"
+	goruntime "runtime"
 	"testing"
 
 	"github.com/spear-go/spear/internal/runtime"
@@ -72,5 +74,54 @@ func TestForget(t *testing.T) {
 				t.Errorf("Run after Forget: %q %v", out, err)
 			}
 		})
+	}
+}
+
+// TestForgetWhileCompiling: Forget may come while the module is being
+// compiled; the module is then closed once its compilation's users are
+// done, and nothing races.
+func TestForgetWhileCompiling(t *testing.T) {
+	ctx := t.Context()
+	r := newRuntime(t, Options{})
+	for i := range 20 {
+		a := fixture(t, "echo")
+		a.TaskID = fmt.Sprintf("task-%d", i)
+		done := make(chan error, 1)
+		go func() { done <- r.Validate(ctx, a) }()
+		waitCompiling(t, r, a.TaskID, done)
+		r.Forget(ctx, a)
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		r.Forget(ctx, a) // whichever came first, now it is forgotten
+	}
+	if got := r.CachedArtifacts(); got != 0 {
+		t.Errorf("CachedArtifacts = %d after every task was forgotten, want 0", got)
+	}
+}
+
+// waitCompiling waits until the unlimited engine has a module for task
+// (being compiled, or compiled), or until validated reports that the
+// validation is over.
+func waitCompiling(t *testing.T, r *Runtime, task string, validated chan error) {
+	t.Helper()
+	e, err := r.engine(t.Context(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		e.mu.Lock()
+		_, ok := e.mods[task]
+		e.mu.Unlock()
+		if ok {
+			return
+		}
+		select {
+		case err := <-validated:
+			validated <- err
+			return
+		default:
+			goruntime.Gosched()
+		}
 	}
 }

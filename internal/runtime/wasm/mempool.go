@@ -67,7 +67,10 @@ type pooledMemory struct {
 	buf  []byte
 }
 
-// Reallocate grows the memory to size bytes; new bytes are zero.
+// Reallocate grows the memory to size bytes; new bytes are zero. A buffer
+// that must be replaced is replaced by one at least twice as large (up to
+// the maximum), so that a guest growing its memory a page at a time costs
+// a linear amount of copying, not a quadratic one.
 func (m *pooledMemory) Reallocate(size uint64) []byte {
 	if size > m.max {
 		return nil
@@ -76,7 +79,7 @@ func (m *pooledMemory) Reallocate(size uint64) []byte {
 		m.buf = m.buf[:size] // the capacity beyond len is already zero
 		return m.buf
 	}
-	grown := m.pool.get(size)[:size]
+	grown := m.pool.get(max(size, min(2*uint64(cap(m.buf)), m.max)))[:size]
 	copy(grown, m.buf)
 	m.pool.put(m.buf)
 	m.buf = grown

@@ -47,6 +47,29 @@ func TestMemPoolZeroes(t *testing.T) {
 	}
 }
 
+// TestMemPoolGrowsGeometrically: a memory grown a page at a time is
+// replaced a logarithmic number of times, beyond the pooled sizes too.
+func TestMemPoolGrowsGeometrically(t *testing.T) {
+	var p memPool
+	m := p.Allocate(minPooled, 1<<30)
+	replaced := 0
+	last := m.Reallocate(minPooled)
+	for size := uint64(2 * minPooled); size <= 64<<20; size += minPooled {
+		buf := m.Reallocate(size)
+		if uint64(len(buf)) != size {
+			t.Fatalf("Reallocate(%d) returned %d bytes", size, len(buf))
+		}
+		if &buf[0] != &last[0] {
+			replaced++
+		}
+		last = buf
+	}
+	if replaced > 12 {
+		t.Errorf("growing to 64 MiB a page at a time replaced the buffer %d times, want at most 12", replaced)
+	}
+	m.Free()
+}
+
 func allZero(b []byte) bool {
 	for _, c := range b {
 		if c != 0 {

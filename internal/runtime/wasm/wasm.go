@@ -68,8 +68,8 @@ type Options struct {
 }
 
 // Runtime runs WASI modules. It implements runtime.Runtime,
-// runtime.Validator, runtime.Forgetter, runtime.CacheReporter and
-// runtime.Closer, and is safe for concurrent use.
+// runtime.CapabilityReporter, runtime.Validator, runtime.Forgetter,
+// runtime.CacheReporter and runtime.Closer, and is safe for concurrent use.
 type Runtime struct {
 	log   *slog.Logger
 	cache wazero.CompilationCache
@@ -88,9 +88,10 @@ type Runtime struct {
 }
 
 var (
-	_ runtime.Runtime   = (*Runtime)(nil)
-	_ runtime.Validator = (*Runtime)(nil)
-	_ runtime.Closer    = (*Runtime)(nil)
+	_ runtime.Runtime            = (*Runtime)(nil)
+	_ runtime.CapabilityReporter = (*Runtime)(nil)
+	_ runtime.Validator          = (*Runtime)(nil)
+	_ runtime.Closer             = (*Runtime)(nil)
 
 	_ runtime.Forgetter     = (*Runtime)(nil)
 	_ runtime.CacheReporter = (*Runtime)(nil)
@@ -130,6 +131,13 @@ func New(ctx context.Context, opts Options) (*Runtime, error) {
 
 // Type returns runtime.TypeWasm.
 func (r *Runtime) Type() runtime.Type { return runtime.TypeWasm }
+
+// Capabilities implements runtime.CapabilityReporter: memory is limited
+// and measured (linear memory), and a guest cannot catch a signal, so every
+// stop is immediate.
+func (r *Runtime) Capabilities() runtime.Capabilities {
+	return runtime.Capabilities{MemoryLimit: true, MemoryPeak: true}
+}
 
 // Validate compiles the module a points to, checks that it is a WASI
 // (preview 1) command or reactor, and keeps it compiled for later runs.
@@ -182,43 +190,64 @@ func (r *Runtime) Close(ctx context.Context) error {
 // _initialize for a reactor).
 func (r *Runtime) Run(ctx context.Context, inv *runtime.Invocation) (runtime.Result, error) {
 	begin := time.Now()
-	if inv == nil {
-		return runtime.Result{}, errdefs.InvalidInvocation.New("wasm: nil invocation")
-	}
-	if err := checkType(inv.Artifact); err != nil {
+	e, m, err := r.acquire(ctx, inv)
+	if err != nil {
 		return runtime.Result{}, err
 	}
+	defer e.release(ctx, m)
+	calls, err := m.entryPoints(inv.Function)
+	if err != nil {
+		return runtime.Result{}, err
+	}
+	stdin, stopStdin := stdinFor(ctx, inv.Input)
+	defer stopStdin()
+	stdout, stderr := orDiscard(inv.Stdout), orDiscard(inv.Stderr)
+	cfg, err := r.moduleConfig(ctx, inv, stdin, stdout, stderr)
+	if err != nil {
+		return runtime.Result{}, err
+	}
+	mod, err := e.rt.InstantiateModule(experimental.WithMemoryAllocator(ctx, &r.mem), m.cm, cfg)
+	startup := time.Since(begin)
+	if err != nil {
+		return runtime.Result{}, r.instantiateError(ctx, inv, err)
+	}
+	// Close without ctx: it must happen even when ctx has ended.
+	defer func() { _ = mod.Close(context.WithoutCancel(ctx)) }()
+	res, err := r.call(ctx, inv, stderr, mod, calls)
+	res.Startup = startup
+	return res, err
+}
+
+// acquire checks inv and returns the engine of its memory ceiling and the
+// module of its artifact, compiled; release the module when done.
+func (r *Runtime) acquire(ctx context.Context, inv *runtime.Invocation) (*engine, *module, error) {
+	if inv == nil {
+		return nil, nil, errdefs.InvalidInvocation.New("wasm: nil invocation")
+	}
+	if err := checkType(inv.Artifact); err != nil {
+		return nil, nil, err
+	}
 	if err := ctx.Err(); err != nil {
-		return runtime.Result{}, fmt.Errorf("wasm: %s: %w", inv.ExecutionID, err)
+		return nil, nil, fmt.Errorf("wasm: %s: %w", inv.ExecutionID, err)
 	}
 	pages := limitPages(inv.MemoryLimitBytes)
 	e, err := r.engine(ctx, pages)
 	if err != nil {
-		return runtime.Result{}, err
+		return nil, nil, err
 	}
 	m, err := e.acquire(ctx, inv.Artifact)
 	if err != nil {
 		if pages != 0 && errdefs.InvalidArtifact.Is(err) {
 			err = r.limitError(ctx, inv, err)
 		}
-		return runtime.Result{}, err
+		return nil, nil, err
 	}
-	defer e.release(ctx, m)
+	return e, m, nil
+}
 
-	calls, fnErr := m.entryPoints(inv.Function)
-	if fnErr != nil {
-		return runtime.Result{}, fnErr
-	}
-
-	stdout, stderr := inv.Stdout, inv.Stderr
-	if stdout == nil {
-		stdout = io.Discard
-	}
-	if stderr == nil {
-		stderr = io.Discard
-	}
-	stdin, stopStdin := stdinFor(ctx, inv.Input)
-	defer stopStdin()
+// moduleConfig is the configuration of inv's instance: its program name,
+// streams, sleep and environment.
+func (r *Runtime) moduleConfig(ctx context.Context, inv *runtime.Invocation, stdin io.Reader, stdout, stderr io.Writer) (wazero.ModuleConfig, error) {
 	cfg := r.config.
 		WithArgs(programName(inv.Artifact)).
 		WithStdin(stdin).
@@ -227,25 +256,27 @@ func (r *Runtime) Run(ctx context.Context, inv *runtime.Invocation) (runtime.Res
 		WithNanosleep(sleeper(ctx))
 	for _, k := range slices.Sorted(maps.Keys(inv.Env)) {
 		if k == "" || strings.ContainsAny(k, "=\x00") || strings.Contains(inv.Env[k], "\x00") {
-			return runtime.Result{}, errdefs.InvalidEnvironment.New("wasm: invalid environment variable %q", k)
+			return nil, errdefs.InvalidEnvironment.New("wasm: invalid environment variable %q", k)
 		}
 		cfg = cfg.WithEnv(k, inv.Env[k])
 	}
+	return cfg, nil
+}
 
-	mod, err := e.rt.InstantiateModule(experimental.WithMemoryAllocator(ctx, &r.mem), m.cm, cfg)
-	startup := time.Since(begin)
-	if err != nil {
-		if ctx.Err() != nil {
-			return runtime.Result{}, fmt.Errorf("wasm: %s: %w", inv.ExecutionID, ctx.Err())
-		}
-		if r.isClosed() {
-			return runtime.Result{}, errClosed()
-		}
-		return runtime.Result{}, errdefs.InstantiateFailed.New("wasm: %s: instantiate: %v", inv.Artifact.Location, err)
+// instantiateError classifies an error instantiating inv's module.
+func (r *Runtime) instantiateError(ctx context.Context, inv *runtime.Invocation, err error) error {
+	if ctx.Err() != nil {
+		return fmt.Errorf("wasm: %s: %w", inv.ExecutionID, ctx.Err())
 	}
-	// Close without ctx: it must happen even when ctx has ended.
-	defer func() { _ = mod.Close(context.WithoutCancel(ctx)) }()
+	if r.isClosed() {
+		return errClosed()
+	}
+	return errdefs.InstantiateFailed.New("wasm: %s: instantiate: %v", inv.Artifact.Location, err)
+}
 
+// call makes the calls that run the function in mod, and returns Run's
+// result.
+func (r *Runtime) call(ctx context.Context, inv *runtime.Invocation, stderr io.Writer, mod api.Module, calls []string) (runtime.Result, error) {
 	var (
 		results []uint64
 		callErr error
@@ -256,7 +287,6 @@ func (r *Runtime) Run(ctx context.Context, inv *runtime.Invocation) (runtime.Res
 		}
 	}
 	res, err := r.outcome(ctx, inv, stderr, mod, results, callErr)
-	res.Startup = startup
 	// Linear memory never shrinks: a guest that failed with its memory
 	// within the last quarter of its ceiling was, in practice, refused
 	// memory (allocators grow in steps and give up on the one that does not
@@ -265,6 +295,13 @@ func (r *Runtime) Run(ctx context.Context, inv *runtime.Invocation) (runtime.Res
 		res.MemoryLimitHit = true
 	}
 	return res, err
+}
+
+func orDiscard(w io.Writer) io.Writer {
+	if w == nil {
+		return io.Discard
+	}
+	return w
 }
 
 // outcome turns how the guest's calls ended into Run's result.

@@ -14,6 +14,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tetratelabs/wazero/api"
+	"github.com/tetratelabs/wazero/experimental"
+
 	"github.com/spear-go/spear/internal/errdefs"
 	"github.com/spear-go/spear/internal/runtime"
 	"github.com/spear-go/spear/internal/runtime/conformance"
@@ -65,6 +68,11 @@ func run(t *testing.T, ctx context.Context, r *Runtime, a runtime.Artifact, fn s
 func TestConformance(t *testing.T) {
 	r := newRuntime(t, Options{})
 	fn := func(name string) conformance.Fn { return conformance.Fn{Artifact: fixture(t, name)} }
+	dir := t.TempDir()
+	notWasm := filepath.Join(dir, "script.wasm")
+	if err := os.WriteFile(notWasm, []byte("#!/bin/sh\necho hi\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
 	conformance.Run(t, r, conformance.Fixtures{
 		Echo:   fn("echo"),
 		Stderr: fn("stderr"),
@@ -73,6 +81,11 @@ func TestConformance(t *testing.T) {
 		Ticks:  fn("ticks"),
 		Sleep:  fn("sleep"),
 		Spin:   fn("spin"),
+		Alloc:  conformance.Fn{Artifact: fixture(t, "reactor"), Function: "grow", Env: map[string]string{"GROW_MIB": "64"}},
+		Invalid: map[string]runtime.Artifact{
+			"NotWasm": {TaskID: "not-wasm", Type: runtime.TypeWasm, Location: notWasm},
+			"Missing": {TaskID: "missing", Type: runtime.TypeWasm, Location: filepath.Join(dir, "missing.wasm")},
+		},
 	})
 }
 
@@ -393,45 +406,46 @@ func (b blockingReader) Read([]byte) (int, error) {
 	return 0, io.EOF
 }
 
+// stopBound bounds how long Run may take to return once its context has
+// ended: a hang check, far above what a stop takes.
+const stopBound = 10 * time.Second
+
 func TestStop(t *testing.T) {
 	tests := []struct {
-		name     string
-		fixture  string
-		cancel   bool          // cancel after 100 ms instead of a deadline
-		deadline time.Duration // when !cancel
-		bound    time.Duration // after the deadline or cancel
-		want     error
-		input    func(t *testing.T) io.Reader
+		name    string
+		fixture string
+		cancel  bool // cancel after the deadline instead of a deadline
+		want    error
+		input   func(t *testing.T) io.Reader
 	}{
-		{name: "SpinDeadline", fixture: "spin", deadline: 300 * time.Millisecond, bound: 700 * time.Millisecond, want: context.DeadlineExceeded},
-		{name: "SleepDeadline", fixture: "sleep", deadline: 300 * time.Millisecond, bound: 700 * time.Millisecond, want: context.DeadlineExceeded},
-		{name: "SpinCancel", fixture: "spin", cancel: true, bound: 200 * time.Millisecond, want: context.Canceled},
-		{name: "SleepCancel", fixture: "sleep", cancel: true, bound: 200 * time.Millisecond, want: context.Canceled},
-		{name: "BlockedOnInput", fixture: "echo", deadline: 300 * time.Millisecond, bound: 700 * time.Millisecond, want: context.DeadlineExceeded,
+		{name: "SpinDeadline", fixture: "spin", want: context.DeadlineExceeded},
+		{name: "SleepDeadline", fixture: "sleep", want: context.DeadlineExceeded},
+		{name: "SpinCancel", fixture: "spin", cancel: true, want: context.Canceled},
+		{name: "SleepCancel", fixture: "sleep", cancel: true, want: context.Canceled},
+		{name: "BlockedOnInput", fixture: "echo", want: context.DeadlineExceeded,
 			input: func(t *testing.T) io.Reader {
 				done := make(chan struct{})
 				t.Cleanup(func() { close(done) })
 				return blockingReader{done: done}
 			}},
 	}
+	const deadline = 300 * time.Millisecond
 	r := newRuntime(t, Options{})
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			var (
 				ctx    context.Context
 				cancel context.CancelFunc
-				stopAt time.Time
 			)
 			if tc.cancel {
 				ctx, cancel = context.WithCancel(t.Context())
-				stopAt = time.Now().Add(100 * time.Millisecond)
-				timer := time.AfterFunc(100*time.Millisecond, cancel)
+				timer := time.AfterFunc(deadline, cancel)
 				defer timer.Stop()
 			} else {
-				ctx, cancel = context.WithTimeout(t.Context(), tc.deadline)
-				stopAt = time.Now().Add(tc.deadline)
+				ctx, cancel = context.WithTimeout(t.Context(), deadline)
 			}
 			defer cancel()
+			stopAt := time.Now().Add(deadline)
 			_, _, _, err := run(t, ctx, r, fixture(t, tc.fixture), "", "", func(inv *runtime.Invocation) {
 				if tc.input != nil {
 					inv.Input = tc.input(t)
@@ -442,8 +456,8 @@ func TestStop(t *testing.T) {
 			if !errors.Is(err, tc.want) {
 				t.Errorf("Run: error %v, want one wrapping %v", err, tc.want)
 			}
-			if late > tc.bound {
-				t.Errorf("Run returned %v after the stop, want within %v", late, tc.bound)
+			if late > stopBound {
+				t.Errorf("Run returned %v after the stop, want within %v", late, stopBound)
 			}
 		})
 	}
@@ -559,19 +573,31 @@ func copyFile(t *testing.T, from, to string) {
 	}
 }
 
+// TestCloseStopsRuns: Close stops a guest that is running (spinning).
 func TestCloseStopsRuns(t *testing.T) {
 	r, err := New(t.Context(), Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	spin := fixture(t, "spin")
+	running := make(chan struct{})
+	// Compiled with a listener that says when the guest makes its first
+	// call: it is running then.
+	if err := r.Validate(callListener(t.Context(), running), spin); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
 	done := make(chan error, 1)
 	go func() {
-		_, _, _, err := run(t, ctx, r, fixture(t, "spin"), "", "", nil)
+		_, _, _, err := run(t, ctx, r, spin, "", "", nil)
 		done <- err
 	}()
-	time.Sleep(100 * time.Millisecond)
+	select {
+	case <-running:
+	case err := <-done:
+		t.Fatalf("Run returned before the guest ran: %v", err)
+	}
 	if err := r.Close(t.Context()); err != nil {
 		t.Fatal(err)
 	}
@@ -580,7 +606,19 @@ func TestCloseStopsRuns(t *testing.T) {
 		if !errors.Is(err, errdefs.ErrUnavailable) {
 			t.Fatalf("Run interrupted by Close: error %v, want unavailable", err)
 		}
-	case <-time.After(time.Second):
-		t.Fatal("Run did not return within 1s of Close")
+	case <-time.After(stopBound):
+		t.Fatalf("Run did not return within %v of Close", stopBound)
 	}
+}
+
+// callListener returns ctx carrying a function listener that closes called
+// at the first call into a guest compiled with it.
+func callListener(ctx context.Context, called chan struct{}) context.Context {
+	var once sync.Once
+	return experimental.WithFunctionListenerFactory(ctx, experimental.FunctionListenerFactoryFunc(
+		func(api.FunctionDefinition) experimental.FunctionListener {
+			return experimental.FunctionListenerFunc(func(context.Context, api.Module, api.FunctionDefinition, []uint64, experimental.StackIterator) {
+				once.Do(func() { close(called) })
+			})
+		}))
 }

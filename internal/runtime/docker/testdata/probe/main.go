@@ -8,7 +8,6 @@
 //	        "read-only: <error>"
 //	ignoreterm
 //	        ignores SIGTERM, prints "ready" and sleeps forever
-//	alloc   allocates and touches 256 MiB, then prints "survived"
 package main
 
 import (
@@ -23,7 +22,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: probe cat|net|rootfs|ignoreterm|alloc")
+		fmt.Fprintln(os.Stderr, "usage: probe cat|net|rootfs|ignoreterm")
 		os.Exit(2)
 	}
 	switch os.Args[1] {
@@ -53,16 +52,6 @@ func main() {
 		for {
 			time.Sleep(time.Hour)
 		}
-	case "alloc":
-		var keep [][]byte
-		for range 256 {
-			b := make([]byte, 1<<20)
-			for i := 0; i < len(b); i += 4096 {
-				b[i] = 1
-			}
-			keep = append(keep, b)
-		}
-		fmt.Println("survived", len(keep))
 	default:
 		fmt.Fprintf(os.Stderr, "unknown probe %q\n", os.Args[1])
 		os.Exit(2)

@@ -1,0 +1,313 @@
+package process
+
+// One Run, phase by phase: prepare (cgroup, command, pipes), start (the
+// child, under its limits, with its stop armed), stream (output and input
+// copied), wait (the child's exit, its group killed, its output drained)
+// and collect (the result). Runtime.Run calls them in this order.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"slices"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/spear-go/spear/internal/errdefs"
+	"github.com/spear-go/spear/internal/runtime"
+)
+
+// run is one invocation of the process runtime, from its cgroup to its
+// result.
+type run struct {
+	r     *Runtime
+	inv   *runtime.Invocation
+	begin time.Time
+
+	// Set by prepare. cg is nil for a run without a cgroup of its own.
+	cg    *runCgroup
+	cmd   *exec.Cmd
+	pipes *pipes
+
+	// Set by start.
+	startup time.Duration
+	pid     int
+	log     *slog.Logger
+	stop    *groupStop
+	// memCgroup: the run's memory is limited and measured by its cgroup;
+	// otherwise peak samples the child's RSS.
+	memCgroup      bool
+	memLimitFailed bool
+	peak           *peakSampler
+
+	// Set by stream; outErr and errErr are read once readersDone is
+	// closed.
+	readersDone    chan struct{}
+	outErr, errErr error
+	stdinDone      chan struct{}
+
+	// Set by wait.
+	waitErr error
+}
+
+// prepare checks the artifact and sets up what the child needs before it
+// exists: its cgroup with its limits, its command and its pipes.
+func (x *run) prepare(ctx context.Context) error {
+	if err := checkExecutable(x.inv.Artifact.Location); err != nil {
+		return err
+	}
+	if ctx.Err() != nil {
+		return ctxError(ctx, "process: not started")
+	}
+	x.cg = x.r.newRunCgroup(x.inv)
+	x.cmd = x.r.command(x.inv)
+	p, err := openPipes(x.cmd, x.inv.Input)
+	if err != nil {
+		return err
+	}
+	x.pipes = p
+	return nil
+}
+
+// newRunCgroup creates the cgroup of a run, with its limits, before the
+// child exists. A run gets one of its own when it has a memory limit, or
+// when no fork server gives it the shared pids cgroup (joining a cgroup
+// costs milliseconds on cgroup v1). It is nil without one, or when it could
+// not be created (logged).
+func (r *Runtime) newRunCgroup(inv *runtime.Invocation) *runCgroup {
+	if r.cgroups == nil || (inv.MemoryLimitBytes <= 0 && r.forker != nil) {
+		return nil
+	}
+	cg, err := r.cgroups.create(inv.ExecutionID, r.pidsLimit, inv.MemoryLimitBytes)
+	if err != nil {
+		r.log.Warn("process: running without a cgroup", "execution_id", inv.ExecutionID, "err", err)
+		return nil
+	}
+	return cg
+}
+
+// removeCgroup removes the run's cgroup, once the result has been read from
+// it.
+func (x *run) removeCgroup() {
+	if x.cg == nil {
+		return
+	}
+	if err := x.cg.destroy(); err != nil {
+		x.r.log.Warn("process: cgroup left behind", "execution_id", x.inv.ExecutionID, "err", err)
+	}
+}
+
+// command returns the child's command: the artifact with its arguments and
+// environment, in a process group of its own.
+func (r *Runtime) command(inv *runtime.Invocation) *exec.Cmd {
+	return &exec.Cmd{
+		Path: inv.Artifact.Location,
+		Args: argv(inv),
+		Env:  environ(inv, r.nodeID),
+		// Pdeathsig kills the child if the node dies (it fires when the
+		// forking OS thread exits, hence the locked thread around Start;
+		// Go only ends a thread when a goroutine exits while locked to
+		// it). Descendants of the child are found by Reconcile.
+		SysProcAttr: &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL},
+	}
+}
+
+// start starts the child, arms the stop of its group for when ctx ends, and
+// puts it under its limits. On error nothing of the child is left.
+func (x *run) start(ctx context.Context) error {
+	err := x.spawn()
+	x.startup = time.Since(x.begin)
+	x.pipes.closeChildEnds()
+	if err != nil {
+		x.pipes.closeOurEnds()
+		return startError(x.inv.Artifact.Location, err)
+	}
+	x.pid = x.cmd.Process.Pid
+	x.log = x.r.log.With("execution_id", x.inv.ExecutionID, "pid", x.pid)
+	x.stop = armGroupStop(ctx, x.pid, x.cg)
+	if err := x.limit(); err != nil {
+		killGroup(x.pid)
+		x.stop.childExited()
+		x.stop.disarm()
+		_ = x.cmd.Wait()
+		x.pipes.closeOurEnds()
+		return err
+	}
+	if !x.memCgroup {
+		x.peak = samplePeak(x.pid)
+	}
+	return nil
+}
+
+// spawn starts the child: from the fork server, inside the node's shared
+// pids cgroup, when the run has no cgroup of its own; else born in the
+// run's cgroup.
+func (x *run) spawn() error {
+	switch {
+	case x.cg == nil && x.r.forker != nil:
+		return x.r.forker.start(x.cmd)
+	case x.cg != nil && x.cg.c.v2:
+		return x.startInCgroupV2()
+	default:
+		return x.r.startLocked(x.cmd, x.cg, x.inv.ExecutionID)
+	}
+}
+
+// limit puts the started child under its limits: in its cgroup (where it
+// was not born there: see Run), with the memory limit that thread entry
+// leaves unset until the child exists, or, without a memory cgroup, with
+// RLIMIT_AS.
+func (x *run) limit() error {
+	if x.cg != nil {
+		if err := x.cg.add(x.pid); err != nil {
+			return err
+		}
+		if x.r.cgroupHook != nil {
+			x.r.cgroupHook(slices.Clone(x.cg.dirs))
+		}
+	}
+	x.memCgroup = x.cg != nil && x.cg.memory != ""
+	if x.memCgroup && x.cg.threadEntry() {
+		// If the child already uses more than the limit and the kernel
+		// cannot reclaim it, it has hit the limit.
+		if err := x.cg.setMemoryLimit(x.inv.MemoryLimitBytes); err != nil {
+			x.log.Warn("process: setting the memory limit failed; killing the function", "err", err)
+			x.memLimitFailed = true
+			killGroup(x.pid)
+			x.cg.killAll()
+		}
+	}
+	if x.inv.MemoryLimitBytes <= 0 || x.memCgroup {
+		return nil
+	}
+	lim := uint64(x.inv.MemoryLimitBytes)
+	// ESRCH: the child has already exited (and been released); nothing
+	// left to limit.
+	if err := unix.Prlimit(x.pid, unix.RLIMIT_AS, &unix.Rlimit{Cur: lim, Max: lim}, nil); err != nil && !errors.Is(err, unix.ESRCH) {
+		return fmt.Errorf("process: setting memory limit: %w: %w", errdefs.ErrInternal, err)
+	}
+	return nil
+}
+
+// stream starts copying the child's output to the invocation's writers,
+// and its input, unless it was written whole already, to the child.
+func (x *run) stream() {
+	x.readersDone = make(chan struct{})
+	var left atomic.Int32
+	left.Store(2)
+	readerDone := func() {
+		if left.Add(-1) == 0 {
+			close(x.readersDone)
+		}
+	}
+	go func() { defer readerDone(); x.outErr = pump(&x.r.bufs, x.pipes.outR, x.inv.Stdout) }()
+	go func() { defer readerDone(); x.errErr = pump(&x.r.bufs, x.pipes.errR, x.inv.Stderr) }()
+
+	x.stdinDone = make(chan struct{})
+	if x.pipes.inW == nil {
+		close(x.stdinDone)
+		return
+	}
+	go func() {
+		defer close(x.stdinDone)
+		if err := x.pipes.copyInput(x.inv.Input); err != nil {
+			x.log.Warn("process: copying input to stdin", "err", err)
+		}
+	}()
+}
+
+// wait waits for the child to exit, kills what is left of its group,
+// reaps it and drains its output. It reports whether the stop armed by
+// start fired (ctx ended).
+func (x *run) wait() (fired bool) {
+	// Not reaped yet, so that its pid (the group id) cannot be reused
+	// while the rest of the group is killed.
+	waitExitNoReap(x.cmd.Process)
+	x.stop.childExited()
+	x.peak.stop() // no /proc/<pid> read once pid may be reused
+	killGroup(x.pid)
+	if x.cg != nil {
+		// Also what left the group, so that output closes at once.
+		x.cg.killAll()
+	}
+	fired = x.stop.disarm()
+	x.waitErr = x.cmd.Wait()
+	x.drain()
+	return fired
+}
+
+// drain waits, bounded by the drain timeout, for the output to reach EOF
+// and for the input copier to finish, so that nothing touches the
+// invocation's streams after Run returns.
+func (x *run) drain() {
+	// Close our end of stdin so that a copier blocked writing (a
+	// descendant holds the read end but does not read) returns.
+	x.pipes.closeInput()
+	timer := time.NewTimer(x.r.drain)
+	select {
+	case <-x.readersDone:
+		timer.Stop()
+	case <-timer.C:
+		x.log.Warn("process: output still open after the process group was killed; closing it", "drain_timeout", x.r.drain)
+		x.pipes.closeOutput()
+		<-x.readersDone
+	}
+	x.pipes.closeOutput()
+	// The copier can only be stuck in inv.Input.Read.
+	select {
+	case <-x.stdinDone:
+	case <-time.After(x.r.drain):
+		x.log.Warn("process: reading input did not finish; abandoning it")
+	}
+}
+
+// collect turns how the child ended into Run's result.
+func (x *run) collect(ctx context.Context, fired bool) (runtime.Result, error) {
+	state := x.cmd.ProcessState
+	if state == nil {
+		return runtime.Result{}, fmt.Errorf("process: waiting for %q: %w: %w", x.inv.Artifact.Location, errdefs.ErrInternal, x.waitErr)
+	}
+	res := runtime.Result{ExitCode: exitCode(state), Startup: x.startup}
+	res.MemoryUsedBytes, res.MemoryLimitHit = x.memory(state)
+	ws, _ := state.Sys().(syscall.WaitStatus)
+	switch {
+	case fired && x.stop.termed.Load():
+		// ctx ended and we asked the child to stop: however it exited,
+		// it was stopped.
+		return res, ctxError(ctx, "process: stopped")
+	case fired && !ws.Exited():
+		// ctx ended and we killed the child (if the child exited
+		// normally in the same instant, it finished first: report its
+		// result).
+		return res, ctxError(ctx, "process: killed")
+	case x.outErr != nil:
+		return res, fmt.Errorf("process: writing stdout: %w: %w", errdefs.ErrUnavailable, x.outErr)
+	case x.errErr != nil:
+		return res, fmt.Errorf("process: writing stderr: %w: %w", errdefs.ErrUnavailable, x.errErr)
+	}
+	return res, nil
+}
+
+// memory returns the run's peak memory and whether it hit its limit: from
+// the memory cgroup when the run has one, else the child's peak RSS (see
+// Run).
+func (x *run) memory(state *os.ProcessState) (peak int64, hit bool) {
+	if peak, hit, ok := x.cg.memoryStats(); ok {
+		return peak, hit || x.memLimitFailed
+	}
+	peak = x.peak.max()
+	if ru, ok := state.SysUsage().(*syscall.Rusage); ok && ru != nil {
+		// Our own peak only grows, so reading it now bounds the floor
+		// the child inherited at exec.
+		if maxRSS := ru.Maxrss * 1024; maxRSS > x.r.nodePeak() {
+			peak = maxRSS
+		}
+	}
+	return peak, false
+}
