@@ -30,7 +30,7 @@ func TestKeyedSubmitCrash(t *testing.T) {
 			crashing.afterEnqueue = func() error { return errors.New("killed") }
 			spec := newSpec("echo", execution.ModeAsync, "once")
 			tc.keyed(spec)
-			if _, _, _, err := crashing.Submit(ctx, spec); err == nil || err.Error() != "killed" {
+			if _, _, _, err := crashing.Async.Submit(ctx, spec); err == nil || err.Error() != "killed" {
 				t.Fatalf("Submit with the injected crash = %v", err)
 			}
 			if _, _, err := h.st.Records.Get(ctx, spec.ExecutionID); !errors.Is(err, errdefs.ErrNotFound) {
@@ -41,7 +41,7 @@ func TestKeyedSubmitCrash(t *testing.T) {
 				t.Fatalf("after the restart: %v %s %q", r.Status, r.ErrorMessage, r.Output)
 			}
 			again := *spec
-			rec, _, existing, err := restarted.Submit(ctx, &again)
+			rec, _, existing, err := restarted.Async.Submit(ctx, &again)
 			switch {
 			case spec.Idempotent && (err != nil || !existing || rec.Status != execution.StatusCompleted):
 				t.Fatalf("the same key again = %v, existing %v, %v; want the completed execution", rec, existing, err)
@@ -64,14 +64,14 @@ func TestSyncRefusesExistingID(t *testing.T) {
 	ctx := testCtx(t)
 	first := newSpec("echo", execution.ModeAsync, "original")
 	first.IDGiven = true
-	if _, _, _, err := h.m.Submit(ctx, first); err != nil {
+	if _, _, _, err := h.m.Async.Submit(ctx, first); err != nil {
 		t.Fatal(err)
 	}
 	before := h.stored(first.ExecutionID)
 	for _, mode := range []execution.Mode{execution.ModeSync, execution.ModeStream} {
 		spec := newSpec("echo", mode, "replacement")
 		spec.ExecutionID, spec.IDGiven = first.ExecutionID, true
-		if _, err := h.m.Run(ctx, spec, nil); errdefs.CodeOf(err) != "EXECUTION_EXISTS" {
+		if _, err := h.m.Runs.Run(ctx, spec, nil); errdefs.CodeOf(err) != "EXECUTION_EXISTS" {
 			t.Fatalf("%v run with an existing id = %v, want EXECUTION_EXISTS", mode, err)
 		}
 	}

@@ -20,7 +20,7 @@ import (
 // record and an estimate of when the execution will be done. With an
 // idempotency key, an execution that already exists is returned as it is
 // (existing true) and nothing new is queued.
-func (m *Manager) Submit(ctx context.Context, spec *execution.Spec) (rec *execution.Record, estimate time.Duration, existing bool, err error) {
+func (m *Async) Submit(ctx context.Context, spec *execution.Spec) (rec *execution.Record, estimate time.Duration, existing bool, err error) {
 	t, err := m.registry.Get(ctx, spec.TaskID)
 	if err != nil {
 		return nil, 0, false, err
@@ -74,7 +74,7 @@ func (m *Manager) Submit(ctx context.Context, spec *execution.Spec) (rec *execut
 // first, de-duplicated by id: once JetStream stored it the execution is
 // accepted, and a crash before its record is written loses nothing (the
 // worker creates the record from the message).
-func (m *Manager) submitKeyed(ctx context.Context, spec *execution.Spec, rec *execution.Record) (*execution.Record, bool, error) {
+func (m *Async) submitKeyed(ctx context.Context, spec *execution.Spec, rec *execution.Record) (*execution.Record, bool, error) {
 	if old, _, err := m.store.Records.Get(ctx, spec.ExecutionID); err == nil {
 		return m.existingExecution(ctx, spec, old)
 	} else if !errors.Is(err, errdefs.ErrNotFound) {
@@ -103,7 +103,7 @@ func (m *Manager) submitKeyed(ctx context.Context, spec *execution.Spec, rec *ex
 // existingExecution answers a keyed submission whose id exists: with an
 // idempotency key, the existing execution (read when old is nil); else
 // EXECUTION_EXISTS.
-func (m *Manager) existingExecution(ctx context.Context, spec *execution.Spec, old *execution.Record) (*execution.Record, bool, error) {
+func (m *Async) existingExecution(ctx context.Context, spec *execution.Spec, old *execution.Record) (*execution.Record, bool, error) {
 	if !spec.Idempotent {
 		return nil, false, executionExists(spec.ExecutionID)
 	}
@@ -139,7 +139,7 @@ func executionExists(id string) error {
 // the node's (MaxQueued) is full, so nothing is accepted and then dropped.
 // The node's bound is read from a cache refreshed every 100 ms, so
 // concurrent submissions may overshoot it by their number.
-func (m *Manager) admit(ctx context.Context, taskID string, taskMax int32) error {
+func (m *Async) admit(ctx context.Context, taskID string, taskMax int32) error {
 	if taskMax > 0 {
 		n, err := m.store.Queue.OfTask(ctx, taskID)
 		if err != nil {
@@ -160,7 +160,7 @@ func (m *Manager) admit(ctx context.Context, taskID string, taskMax int32) error
 
 // failUnqueued marks the record of an execution that could not be queued
 // as FAILED, so no PENDING record is left that nothing will run.
-func (m *Manager) failUnqueued(rec *execution.Record, err error) {
+func (m *Async) failUnqueued(rec *execution.Record, err error) {
 	r := *rec
 	r.Status, r.ErrorCode, r.ErrorMessage = execution.StatusFailed, errdefs.CodeOf(err), "not queued: "+err.Error()
 	r.CompletedAt = m.opts.Now()
@@ -172,7 +172,7 @@ func (m *Manager) failUnqueued(rec *execution.Record, err error) {
 // estimate is the expected time until an async execution of taskID
 // finishes: the task's typical duration times the rounds of work ahead of it
 // (queued executions, spread over the pool's workers), plus its own run.
-func (m *Manager) estimate(ctx context.Context, taskID string) time.Duration {
+func (m *Async) estimate(ctx context.Context, taskID string) time.Duration {
 	typical, ok := m.stats.typical(taskID)
 	if !ok {
 		// Nothing was ever measured on this node: the only honest basis is
@@ -186,7 +186,7 @@ func (m *Manager) estimate(ctx context.Context, taskID string) time.Duration {
 
 // queuedAhead counts executions that will run before a newly queued one:
 // those waiting in the durable queue and those this node holds.
-func (m *Manager) queuedAhead(ctx context.Context) int64 {
+func (m *Async) queuedAhead(ctx context.Context) int64 {
 	waiting := m.queueWaiting.Load()
 	now := m.opts.Now().UnixNano()
 	if last := m.queueCheckedAt.Load(); now-last > int64(100*time.Millisecond) && m.queueCheckedAt.CompareAndSwap(last, now) {
@@ -207,7 +207,7 @@ func (m *Manager) queuedAhead(ctx context.Context) int64 {
 // not in memory. Every band keeps some work in hand, so the run slots see
 // the high priority work at once and the oldest low priority work too
 // (which a fixed share of slots goes to).
-func (m *Manager) dispatch(ctx context.Context) {
+func (m *dispatcher) dispatch(ctx context.Context) {
 	// Executions in hand per band: a worker's run is short next to the
 	// store round trips around it (read, claim, final record), so several
 	// per worker keep the workers busy; as many again are fetched ahead.
@@ -248,7 +248,7 @@ func (m *Manager) dispatch(ctx context.Context) {
 
 // pump hands one band's deliveries to workers while fewer than limit of
 // that band are in hand.
-func (m *Manager) pump(ctx context.Context, stream *store.Stream, limit int) error {
+func (m *dispatcher) pump(ctx context.Context, stream *store.Stream, limit int) error {
 	var inHand atomic.Int32
 	for {
 		for {
@@ -294,7 +294,7 @@ func (m *Manager) pump(ctx context.Context, stream *store.Stream, limit int) err
 
 // runDelivery runs one execution taken from the queue, and acks it once its
 // terminal state is durable.
-func (m *Manager) runDelivery(d *store.Delivery) {
+func (m *dispatcher) runDelivery(d *store.Delivery) {
 	defer func() {
 		m.mu.Lock()
 		m.asyncInFlight--
@@ -337,10 +337,10 @@ func (m *Manager) runDelivery(d *store.Delivery) {
 	t, art, err := m.registry.Artifact(ctx, spec.TaskID)
 	var rtErr error
 	if err == nil {
-		_, rtErr = m.runtime(art.Type)
+		_, rtErr = m.engine.runtime(art.Type)
 	}
 	l := &live{rec: rec, done: make(chan struct{})}
-	if err := m.addLive(l); err != nil {
+	if err := m.lives.addLive(l); err != nil {
 		if errors.Is(err, errdefs.ErrUnavailable) { // shutting down
 			_ = d.Nak(0)
 		}
@@ -351,7 +351,7 @@ func (m *Manager) runDelivery(d *store.Delivery) {
 	go m.heartbeat(runCtx, d)
 
 	if err != nil || rtErr != nil {
-		m.classify(l, runCtx, errors.Join(err, rtErr))
+		m.engine.classify(l, runCtx, errors.Join(err, rtErr))
 		m.complete(l, d, 0)
 		return
 	}
@@ -374,7 +374,7 @@ func (m *Manager) runDelivery(d *store.Delivery) {
 			l.mu.Unlock()
 			_ = d.Ack(ctx)
 			close(l.done)
-			m.forget(spec.ExecutionID)
+			m.lives.forget(spec.ExecutionID)
 			return
 		}
 		// Another worker claimed it since we read it (or the store failed):
@@ -385,11 +385,11 @@ func (m *Manager) runDelivery(d *store.Delivery) {
 			_ = d.Nak(time.Second)
 		}
 		close(l.done)
-		m.forget(spec.ExecutionID)
+		m.lives.forget(spec.ExecutionID)
 		return
 	}
-	if err := m.acquire(runCtx, spec, t); err != nil {
-		m.classify(l, runCtx, err)
+	if err := m.runs.acquire(runCtx, spec, t); err != nil {
+		m.engine.classify(l, runCtx, err)
 		if errors.Is(context.Cause(runCtx), errShutdown) {
 			m.requeue(l, d, 0)
 			return
@@ -398,7 +398,7 @@ func (m *Manager) runDelivery(d *store.Delivery) {
 		return
 	}
 	wait := m.opts.Now().Sub(spec.CreatedAt)
-	m.execute(runCtx, l, m.runtimes[art.Type], art, spec, t.Limits, nil)
+	m.engine.execute(runCtx, l, m.runtimes[art.Type], art, spec, t.Limits, nil)
 	m.slots.release(t.ID)
 	if errors.Is(context.Cause(runCtx), errShutdown) {
 		m.requeue(l, d, 0)
@@ -422,7 +422,7 @@ func (m *Manager) runDelivery(d *store.Delivery) {
 
 // deadLetter marks an execution whose retries ran out: FAILED with
 // RETRIES_EXHAUSTED, listed as dead-lettered, its spec kept for requeueing.
-func (m *Manager) deadLetter(l *live, spec *execution.Spec) {
+func (m *dispatcher) deadLetter(l *live, spec *execution.Spec) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	r := l.rec
@@ -434,7 +434,7 @@ func (m *Manager) deadLetter(l *live, spec *execution.Spec) {
 
 // Requeue queues a dead-lettered execution again, with a fresh retry
 // budget; its attempts so far stay in its history.
-func (m *Manager) Requeue(ctx context.Context, id string) (*execution.Record, error) {
+func (m *Async) Requeue(ctx context.Context, id string) (*execution.Record, error) {
 	if err := execution.ValidateID(id); err != nil {
 		return nil, err
 	}
@@ -475,7 +475,7 @@ func retryable(r *execution.Record) bool {
 var retryBackoff = retry.Backoff{Base: 100 * time.Millisecond, Max: 30 * time.Second}
 
 // complete stores the terminal record, then acks the queue message.
-func (m *Manager) complete(l *live, d *store.Delivery, wait time.Duration) {
+func (m *dispatcher) complete(l *live, d *store.Delivery, wait time.Duration) {
 	ctx := context.WithoutCancel(m.baseCtx)
 	rec := l.final()
 	// Retried until stored (a full store gets the record without its
@@ -496,22 +496,22 @@ func (m *Manager) complete(l *live, d *store.Delivery, wait time.Duration) {
 		// outcome recorded then.
 		m.log.Error("storing final record", "execution", rec.ID, "err", err)
 		close(l.done)
-		m.forget(rec.ID)
+		m.lives.forget(rec.ID)
 		return
 	}
 	// The callback is in the outbox before the execution leaves the queue:
 	// a crash in between runs nothing twice and loses no callback.
-	m.notify(rec)
+	m.outbox.notify(rec)
 	if err := d.Ack(ctx); err != nil {
 		m.log.Warn("acking finished execution", "execution", rec.ID, "err", err)
 	}
-	m.finish(l, wait)
-	m.forget(rec.ID)
+	m.engine.finish(l, wait)
+	m.lives.forget(rec.ID)
 }
 
 // requeue puts the execution back to PENDING and returns it to the queue,
 // to be delivered again after delay.
-func (m *Manager) requeue(l *live, d *store.Delivery, delay time.Duration) {
+func (m *dispatcher) requeue(l *live, d *store.Delivery, delay time.Duration) {
 	ctx := context.WithoutCancel(m.baseCtx)
 	l.mu.Lock()
 	// The attempt's outcome stays in the history.
@@ -524,12 +524,12 @@ func (m *Manager) requeue(l *live, d *store.Delivery, delay time.Duration) {
 	}
 	_ = d.Nak(delay)
 	close(l.done)
-	m.forget(rec.ID)
+	m.lives.forget(rec.ID)
 }
 
 // heartbeat tells JetStream a message (an execution, a callback) is in
 // progress until ctx ends, so long work is not handed to another node.
-func (m *Manager) heartbeat(ctx context.Context, d interface{ InProgress() error }) {
+func (m *dispatcher) heartbeat(ctx context.Context, d interface{ InProgress() error }) {
 	t := time.NewTicker(m.store.Queue.AckWait() / 3)
 	defer t.Stop()
 	for {

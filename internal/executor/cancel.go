@@ -26,7 +26,7 @@ type CancelOutcome struct {
 // Cancel stops execution id: a queued one never starts, a running one is
 // stopped (on whichever node runs it) and ends CANCELLED; a finished one is
 // left as it is and reported with Cancelled false.
-func (m *Manager) Cancel(ctx context.Context, id, reason string, force bool) (CancelOutcome, error) {
+func (m *Cancels) Cancel(ctx context.Context, id, reason string, force bool) (CancelOutcome, error) {
 	if err := execution.ValidateID(id); err != nil {
 		return CancelOutcome{}, err
 	}
@@ -63,7 +63,7 @@ func (m *Manager) Cancel(ctx context.Context, id, reason string, force bool) (Ca
 		if _, err := m.store.Records.Update(ctx, rec, rev); err == nil {
 			m.stats.record(rec)
 			if m.opts.Hooks != nil { // the worker that dequeues it drops it silently
-				m.opts.Hooks.Finished(rec, m.runtimeOf(rec.TaskID), 0)
+				m.opts.Hooks.Finished(rec, m.engine.runtimeOf(rec.TaskID), 0)
 			}
 			return CancelOutcome{Cancelled: true, Status: execution.StatusCancelled, Message: "cancelled before it started"}, nil
 		} else if !errors.Is(err, errdefs.ErrFailedPrecondition) {
@@ -93,7 +93,7 @@ func cancelCause(reason string) error {
 
 // cancelLocal cancels an execution live on this node and waits for it to
 // stop.
-func (m *Manager) cancelLocal(ctx context.Context, id, reason string, force bool) (CancelOutcome, bool) {
+func (m *Cancels) cancelLocal(ctx context.Context, id, reason string, force bool) (CancelOutcome, bool) {
 	m.mu.Lock()
 	l := m.live[id]
 	m.mu.Unlock()
@@ -137,7 +137,7 @@ type cancelRequest struct {
 }
 
 // cancelRemote asks the node that runs the execution, if any, to cancel it.
-func (m *Manager) cancelRemote(ctx context.Context, id, reason string, force bool) (CancelOutcome, bool) {
+func (m *Cancels) cancelRemote(ctx context.Context, id, reason string, force bool) (CancelOutcome, bool) {
 	if !m.shared {
 		return CancelOutcome{}, false
 	}
@@ -157,7 +157,7 @@ func (m *Manager) cancelRemote(ctx context.Context, id, reason string, force boo
 
 // onCancelRequest answers another node's cancel request for an execution
 // live here; it stays silent otherwise.
-func (m *Manager) onCancelRequest(msg *nats.Msg) {
+func (m *Cancels) onCancelRequest(msg *nats.Msg) {
 	id := msg.Subject[len(store.CancelSubjectBase):]
 	var req cancelRequest
 	_ = json.Unmarshal(msg.Data, &req)

@@ -258,7 +258,7 @@ func (h *harness) wait(m *Manager, id string) *execution.Record {
 	h.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	r, err := m.Wait(ctx, id)
+	r, err := m.Views.Wait(ctx, id)
 	if err != nil {
 		h.t.Fatalf("Wait(%s): %v", id, err)
 	}

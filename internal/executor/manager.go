@@ -79,8 +79,49 @@ var (
 	errQueueFull      = errors.New("queue full")
 )
 
-// Manager runs executions.
+// Manager runs executions. Its parts each have one job: sync and stream
+// runs (Runs), async acceptance (Async), the dispatcher that takes work
+// from the queue, the engine that runs one execution, the callback outbox,
+// status and output views (Views), cancellation (Cancels) and the table of
+// what is live on this node. They share the node's state in core.
 type Manager struct {
+	*core
+	Runs    *SyncRuns
+	Async   *Async
+	Views   *Views
+	Cancels *Cancels
+}
+
+// SyncRuns runs sync and stream executions on the caller's goroutine.
+type SyncRuns struct{ *core }
+
+// Async accepts async executions into the durable queue, and requeues
+// dead-lettered ones.
+type Async struct{ *core }
+
+// dispatcher takes async work from the queue while this node has room, runs
+// it and settles it: final record, retry or dead letter.
+type dispatcher struct{ *core }
+
+// engine runs one execution: output, input, deadline, outcome.
+type engine struct{ *core }
+
+// outbox delivers completion callbacks through the durable outbox.
+type outbox struct{ *core }
+
+// Views answer what an execution is and was: records, waits, watches and
+// output attachments.
+type Views struct{ *core }
+
+// Cancels stops executions, here or on the node that runs them.
+type Cancels struct{ *core }
+
+// liveTable is what is live on this node: running, waiting for a slot, or
+// finished with its record not yet written.
+type liveTable struct{ *core }
+
+// core is the state the parts share, and the parts themselves.
+type core struct {
 	opts     Options
 	log      *slog.Logger
 	store    *store.Store
@@ -123,6 +164,15 @@ type Manager struct {
 	// admission serializes the quota check and enqueue of async
 	// submissions per task.
 	admission taskLocks
+
+	runs       *SyncRuns
+	async      *Async
+	dispatcher *dispatcher
+	engine     *engine
+	outbox     *outbox
+	views      *Views
+	cancels    *Cancels
+	lives      *liveTable
 }
 
 // live is an execution that runs, or waits for a slot, on this node.
@@ -182,16 +232,18 @@ func New(opts Options, st *store.Store, reg *registry.Registry, runtimes map[spe
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	m := &Manager{
+	c := &core{
 		opts: opts, log: opts.Logger, store: st, registry: reg, runtimes: runtimes,
 		slots: newSlots(opts.Workers), live: map[string]*live{}, started: opts.Now(), shared: opts.Shared,
 	}
-	m.stats = newStats(opts.Now)
-	m.callbacks = callback.New(callback.Options{})
-	m.callbackSlots = make(chan struct{}, maxCallbacks)
-	m.persist = newPersister(st, opts.Logger, m.forget)
-	m.baseCtx, m.baseCancel = context.WithCancelCause(context.Background())
-	return m
+	c.runs, c.async, c.dispatcher, c.engine = &SyncRuns{c}, &Async{c}, &dispatcher{c}, &engine{c}
+	c.outbox, c.views, c.cancels, c.lives = &outbox{c}, &Views{c}, &Cancels{c}, &liveTable{c}
+	c.stats = newStats(opts.Now)
+	c.callbacks = callback.New(callback.Options{})
+	c.callbackSlots = make(chan struct{}, maxCallbacks)
+	c.persist = newPersister(st, opts.Logger, c.lives.forget)
+	c.baseCtx, c.baseCancel = context.WithCancelCause(context.Background())
+	return &Manager{core: c, Runs: c.runs, Async: c.async, Views: c.views, Cancels: c.cancels}
 }
 
 // Start loads history, answers cancel requests from other nodes and starts
@@ -202,7 +254,7 @@ func (m *Manager) Start(ctx context.Context) error {
 		return err
 	}
 	m.stats.load(all)
-	sub, err := m.store.Conn().Subscribe(store.CancelSubjectBase+"*", m.onCancelRequest)
+	sub, err := m.store.Conn().Subscribe(store.CancelSubjectBase+"*", m.cancels.onCancelRequest)
 	if err != nil {
 		return fmt.Errorf("subscribe to cancel requests: %w", err)
 	}
@@ -210,8 +262,8 @@ func (m *Manager) Start(ctx context.Context) error {
 	m.wg.Add(4)
 	go func() { defer m.wg.Done(); m.persist.run(m.baseCtx) }()
 	go func() { defer m.wg.Done(); m.stats.flushLoop(m.baseCtx, m.store, m.log) }()
-	go func() { defer m.wg.Done(); m.dispatch(m.baseCtx) }()
-	go func() { defer m.wg.Done(); m.deliverCallbacks(m.baseCtx) }()
+	go func() { defer m.wg.Done(); m.dispatcher.dispatch(m.baseCtx) }()
+	go func() { defer m.wg.Done(); m.outbox.deliverCallbacks(m.baseCtx) }()
 	return nil
 }
 
@@ -269,7 +321,14 @@ func (m *Manager) Shutdown(ctx context.Context) {
 }
 
 // Live returns a snapshot of the live executions' records.
-func (m *Manager) Live() []*execution.Record {
+func (m *Manager) Live() []*execution.Record { return m.lives.snapshots() }
+
+// LiveOfTask counts the executions of a task running or waiting on this
+// node.
+func (m *Manager) LiveOfTask(taskID string) int { return m.lives.ofTask(taskID) }
+
+// snapshots returns a snapshot of the live executions' records.
+func (m *liveTable) snapshots() []*execution.Record {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	out := make([]*execution.Record, 0, len(m.live))
@@ -295,7 +354,7 @@ func (m *Manager) TaskStats(taskID string) (count int64, last execution.Status) 
 
 // Get returns the record of execution id: live from this node if it runs
 // here, otherwise from the store.
-func (m *Manager) Get(ctx context.Context, id string) (*execution.Record, error) {
+func (m *Views) Get(ctx context.Context, id string) (*execution.Record, error) {
 	if err := execution.ValidateID(id); err != nil {
 		return nil, err
 	}
@@ -316,7 +375,7 @@ func (m *Manager) Get(ctx context.Context, id string) (*execution.Record, error)
 	return r, err
 }
 
-func (m *Manager) addLive(l *live) error {
+func (m *liveTable) addLive(l *live) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.addLiveLocked(l)
@@ -325,7 +384,7 @@ func (m *Manager) addLive(l *live) error {
 // addSyncLive is addLive for a sync or stream run, which Shutdown waits
 // for: the caller must call m.syncRuns.Done once it handed the final record
 // to the persister.
-func (m *Manager) addSyncLive(l *live) error {
+func (m *liveTable) addSyncLive(l *live) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if err := m.addLiveLocked(l); err != nil {
@@ -337,7 +396,7 @@ func (m *Manager) addSyncLive(l *live) error {
 	return nil
 }
 
-func (m *Manager) addLiveLocked(l *live) error {
+func (m *liveTable) addLiveLocked(l *live) error {
 	if m.draining {
 		return errdefs.NodeShuttingDown.New("the node is shutting down")
 	}
@@ -350,7 +409,7 @@ func (m *Manager) addLiveLocked(l *live) error {
 
 // forget drops a finished execution from the live table once its record is
 // durable.
-func (m *Manager) forget(id string) {
+func (m *liveTable) forget(id string) {
 	m.mu.Lock()
 	delete(m.live, id)
 	m.mu.Unlock()

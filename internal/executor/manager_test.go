@@ -43,7 +43,7 @@ func TestRunSync(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			spec := newSpec(tc.fn, execution.ModeSync, tc.input)
 			spec.TimeoutMs = tc.timeoutMs
-			r, err := h.m.Run(testCtx(t), spec, nil)
+			r, err := h.m.Runs.Run(testCtx(t), spec, nil)
 			if err != nil {
 				t.Fatalf("Run: %v", err)
 			}
@@ -66,7 +66,7 @@ func TestRunSync(t *testing.T) {
 				t.Fatalf("logs = %+v, want the two stderr lines", r.Logs)
 			}
 			// Visible at once (live until persisted), then from the store.
-			got, err := h.m.Get(testCtx(t), r.ID)
+			got, err := h.m.Views.Get(testCtx(t), r.ID)
 			if err != nil || got.Status != tc.status {
 				t.Fatalf("Get right after Run = %+v, %v", got, err)
 			}
@@ -86,13 +86,13 @@ func TestRunErrors(t *testing.T) {
 	ctx := testCtx(t)
 	spec := newSpec("echo", execution.ModeSync, "")
 	spec.TaskID = "missing"
-	if _, err := h.m.Run(ctx, spec, nil); !errors.Is(err, errdefs.ErrNotFound) {
+	if _, err := h.m.Runs.Run(ctx, spec, nil); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Fatalf("Run of an unknown task: %v, want NotFound", err)
 	}
-	if _, err := h.m.Get(ctx, "bad id!"); !errors.Is(err, errdefs.ErrInvalidArgument) {
+	if _, err := h.m.Views.Get(ctx, "bad id!"); !errors.Is(err, errdefs.ErrInvalidArgument) {
 		t.Fatalf("Get(bad id): %v, want InvalidArgument", err)
 	}
-	if _, err := h.m.Get(ctx, "nope"); !errors.Is(err, errdefs.ErrNotFound) {
+	if _, err := h.m.Views.Get(ctx, "nope"); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Fatalf("Get(unknown): %v, want NotFound", err)
 	}
 }
@@ -100,7 +100,7 @@ func TestRunErrors(t *testing.T) {
 func TestRunChunks(t *testing.T) {
 	h := newHarness(t, Options{Workers: 1}, nil)
 	var chunks []Chunk
-	r, err := h.m.Run(testCtx(t), newSpec("chunks", execution.ModeStream, "5"), func(c Chunk) { chunks = append(chunks, c) })
+	r, err := h.m.Runs.Run(testCtx(t), newSpec("chunks", execution.ModeStream, "5"), func(c Chunk) { chunks = append(chunks, c) })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -125,7 +125,7 @@ func TestRunCallerCancel(t *testing.T) {
 	spec := newSpec("sleep", execution.ModeSync, "")
 	done := make(chan *execution.Record, 1)
 	go func() {
-		r, err := h.m.Run(ctx, spec, nil)
+		r, err := h.m.Runs.Run(ctx, spec, nil)
 		if err != nil {
 			t.Errorf("Run: %v", err)
 		}
@@ -154,7 +154,7 @@ func TestRunWaitsForSlotInPriorityOrder(t *testing.T) {
 	ctx, cancel := context.WithCancel(testCtx(t))
 	defer cancel()
 	blocker := newSpec("sleep", execution.ModeSync, "")
-	go func() { _, _ = h.m.Run(ctx, blocker, nil) }()
+	go func() { _, _ = h.m.Runs.Run(ctx, blocker, nil) }()
 	h.rt.waitStarted(t, blocker.ExecutionID)
 
 	var wg sync.WaitGroup
@@ -166,7 +166,7 @@ func TestRunWaitsForSlotInPriorityOrder(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			r, err := h.m.Run(testCtx(t), spec, nil)
+			r, err := h.m.Runs.Run(testCtx(t), spec, nil)
 			if err != nil || r.Status != execution.StatusCompleted {
 				t.Errorf("Run: %+v, %v", r, err)
 			}
@@ -188,7 +188,7 @@ func TestSubmitAsync(t *testing.T) {
 	h := newHarness(t, Options{Workers: 2}, nil)
 	ctx := testCtx(t)
 	spec := newSpec("echo", execution.ModeAsync, "async hi")
-	rec, est, _, err := h.m.Submit(ctx, spec)
+	rec, est, _, err := h.m.Async.Submit(ctx, spec)
 	if err != nil {
 		t.Fatalf("Submit: %v", err)
 	}
@@ -206,7 +206,7 @@ func TestSubmitAsync(t *testing.T) {
 
 	bad := newSpec("echo", execution.ModeAsync, "")
 	bad.TaskID = "missing"
-	if _, _, _, err := h.m.Submit(ctx, bad); !errors.Is(err, errdefs.ErrNotFound) {
+	if _, _, _, err := h.m.Async.Submit(ctx, bad); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Fatalf("Submit of an unknown task: %v, want NotFound", err)
 	}
 }
@@ -229,7 +229,7 @@ func TestAsyncRetries(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			spec := newSpec(tc.fn, execution.ModeAsync, tc.input)
 			spec.MaxRetries = tc.maxRetries
-			if _, _, _, err := h.m.Submit(testCtx(t), spec); err != nil {
+			if _, _, _, err := h.m.Async.Submit(testCtx(t), spec); err != nil {
 				t.Fatal(err)
 			}
 			r := h.wait(h.m, spec.ExecutionID)
@@ -258,14 +258,14 @@ func TestCancelQueued(t *testing.T) {
 	defer unblock()
 	blocker := newSpec("sleep", execution.ModeSync, "")
 	blocked := make(chan struct{})
-	go func() { defer close(blocked); _, _ = h.m.Run(blockCtx, blocker, nil) }()
+	go func() { defer close(blocked); _, _ = h.m.Runs.Run(blockCtx, blocker, nil) }()
 	h.rt.waitStarted(t, blocker.ExecutionID)
 
 	spec := newSpec("echo", execution.ModeAsync, "")
-	if _, _, _, err := h.m.Submit(ctx, spec); err != nil {
+	if _, _, _, err := h.m.Async.Submit(ctx, spec); err != nil {
 		t.Fatal(err)
 	}
-	out, err := h.m.Cancel(ctx, spec.ExecutionID, "not needed", false)
+	out, err := h.m.Cancels.Cancel(ctx, spec.ExecutionID, "not needed", false)
 	if err != nil {
 		t.Fatalf("Cancel: %v", err)
 	}
@@ -299,20 +299,20 @@ func TestCancelRunning(t *testing.T) {
 			ran := make(chan *execution.Record, 1)
 			if mode == execution.ModeSync {
 				go func() {
-					r, err := h.m.Run(ctx, spec, nil)
+					r, err := h.m.Runs.Run(ctx, spec, nil)
 					if err != nil {
 						t.Errorf("Run: %v", err)
 					}
 					ran <- r
 				}()
-			} else if _, _, _, err := h.m.Submit(ctx, spec); err != nil {
+			} else if _, _, _, err := h.m.Async.Submit(ctx, spec); err != nil {
 				t.Fatal(err)
 			}
 			h.rt.waitStarted(t, spec.ExecutionID)
 			if live := h.m.Live(); len(live) != 1 || live[0].Status != execution.StatusRunning {
 				t.Fatalf("Live = %+v, want the running execution", live)
 			}
-			out, err := h.m.Cancel(ctx, spec.ExecutionID, "", true)
+			out, err := h.m.Cancels.Cancel(ctx, spec.ExecutionID, "", true)
 			if err != nil {
 				t.Fatalf("Cancel: %v", err)
 			}
@@ -346,11 +346,11 @@ func TestCancelRacingFailure(t *testing.T) {
 	ctx := testCtx(t)
 	spec := newSpec("exit-on-cancel", execution.ModeAsync, "")
 	spec.MaxRetries = 2
-	if _, _, _, err := h.m.Submit(ctx, spec); err != nil {
+	if _, _, _, err := h.m.Async.Submit(ctx, spec); err != nil {
 		t.Fatal(err)
 	}
 	h.rt.waitStarted(t, spec.ExecutionID)
-	out, err := h.m.Cancel(ctx, spec.ExecutionID, "", false)
+	out, err := h.m.Cancels.Cancel(ctx, spec.ExecutionID, "", false)
 	if err != nil {
 		t.Fatalf("Cancel: %v", err)
 	}
@@ -371,7 +371,7 @@ func TestCancelFinishedAndUnknown(t *testing.T) {
 	h := newHarness(t, Options{Workers: 1}, nil)
 	ctx := testCtx(t)
 	spec := newSpec("echo", execution.ModeSync, "x")
-	if r, err := h.m.Run(ctx, spec, nil); err != nil || r.Status != execution.StatusCompleted {
+	if r, err := h.m.Runs.Run(ctx, spec, nil); err != nil || r.Status != execution.StatusCompleted {
 		t.Fatalf("Run = %+v, %v", r, err)
 	}
 	for _, when := range []string{"just finished", "persisted"} {
@@ -379,7 +379,7 @@ func TestCancelFinishedAndUnknown(t *testing.T) {
 			h.stored(spec.ExecutionID)
 			testwait.Until(t, "the execution to leave the live table", func() bool { return len(h.m.Live()) == 0 })
 		}
-		out, err := h.m.Cancel(ctx, spec.ExecutionID, "", false)
+		out, err := h.m.Cancels.Cancel(ctx, spec.ExecutionID, "", false)
 		if err != nil || out.Cancelled || out.Status != execution.StatusCompleted {
 			t.Fatalf("Cancel of a finished execution (%s) = %+v, %v", when, out, err)
 		}
@@ -387,10 +387,10 @@ func TestCancelFinishedAndUnknown(t *testing.T) {
 	if r := h.stored(spec.ExecutionID); r.Status != execution.StatusCompleted {
 		t.Fatalf("record after cancel = %+v", r)
 	}
-	if _, err := h.m.Cancel(ctx, "unknown", "", false); !errors.Is(err, errdefs.ErrNotFound) {
+	if _, err := h.m.Cancels.Cancel(ctx, "unknown", "", false); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Fatalf("Cancel(unknown): %v, want NotFound", err)
 	}
-	if _, err := h.m.Cancel(ctx, "bad id!", "", false); !errors.Is(err, errdefs.ErrInvalidArgument) {
+	if _, err := h.m.Cancels.Cancel(ctx, "bad id!", "", false); !errors.Is(err, errdefs.ErrInvalidArgument) {
 		t.Fatalf("Cancel(bad id): %v, want InvalidArgument", err)
 	}
 }
@@ -401,14 +401,14 @@ func TestShutdownLeavesQueuedWork(t *testing.T) {
 	blocker := newSpec("sleep", execution.ModeSync, "")
 	blocked := make(chan *execution.Record, 1)
 	go func() {
-		r, _ := h.m.Run(ctx, blocker, nil)
+		r, _ := h.m.Runs.Run(ctx, blocker, nil)
 		blocked <- r
 	}()
 	h.rt.waitStarted(t, blocker.ExecutionID)
 	var queued []string
 	for i := range 3 {
 		spec := newSpec("echo", execution.ModeAsync, fmt.Sprint("q", i))
-		if _, _, _, err := h.m.Submit(ctx, spec); err != nil {
+		if _, _, _, err := h.m.Async.Submit(ctx, spec); err != nil {
 			t.Fatal(err)
 		}
 		queued = append(queued, spec.ExecutionID)
@@ -422,7 +422,7 @@ func TestShutdownLeavesQueuedWork(t *testing.T) {
 	if r, _, err := h.st.Records.Get(ctx, blocker.ExecutionID); err != nil || r.ErrorCode != errdefs.NodeShutdown.String() {
 		t.Fatalf("stored record of the sync run = %+v, %v", r, err)
 	}
-	if _, _, _, err := h.m.Submit(ctx, newSpec("echo", execution.ModeAsync, "")); !errors.Is(err, errdefs.ErrUnavailable) {
+	if _, _, _, err := h.m.Async.Submit(ctx, newSpec("echo", execution.ModeAsync, "")); !errors.Is(err, errdefs.ErrUnavailable) {
 		t.Fatalf("Submit after shutdown: %v, want Unavailable", err)
 	}
 	for _, id := range queued {
@@ -453,7 +453,7 @@ func TestShutdownRequeuesRunningAsync(t *testing.T) {
 	h := newHarness(t, Options{Workers: 1}, nil)
 	ctx := testCtx(t)
 	spec := newSpec("sleep", execution.ModeAsync, "")
-	if _, _, _, err := h.m.Submit(ctx, spec); err != nil {
+	if _, _, _, err := h.m.Async.Submit(ctx, spec); err != nil {
 		t.Fatal(err)
 	}
 	h.rt.waitStarted(t, spec.ExecutionID)
@@ -471,7 +471,7 @@ func TestShutdownRequeuesRunningAsync(t *testing.T) {
 	// Another node takes it over; it sleeps again, so cancel it there.
 	m2 := h.newManager(Options{Workers: 1, NodeID: "node-2"})
 	h.rt.waitStarted(t, spec.ExecutionID)
-	if out, err := m2.Cancel(ctx, spec.ExecutionID, "", false); err != nil || !out.Cancelled {
+	if out, err := m2.Cancels.Cancel(ctx, spec.ExecutionID, "", false); err != nil || !out.Cancelled {
 		t.Fatalf("Cancel on the new node = %+v, %v", out, err)
 	}
 	h.gone(spec.ExecutionID)
@@ -488,13 +488,13 @@ func TestEstimate(t *testing.T) {
 	// the (fake) clock; advancing it forces a fresh look.
 	estimate := func() time.Duration {
 		clock.Advance(time.Second)
-		return h.m.estimate(ctx, testTask)
+		return h.m.async.estimate(ctx, testTask)
 	}
 	if got := estimate(); got != 100*time.Millisecond {
 		t.Fatalf("estimate with no history = %v, want the 100ms prior", got)
 	}
 	for range 3 {
-		r, err := h.m.Run(ctx, newSpec("advance", execution.ModeSync, ""), nil)
+		r, err := h.m.Runs.Run(ctx, newSpec("advance", execution.ModeSync, ""), nil)
 		if err != nil || r.Status != execution.StatusCompleted || r.DurationMs != 200 {
 			t.Fatalf("Run = %+v, %v; want COMPLETED in 200ms", r, err)
 		}
@@ -508,12 +508,12 @@ func TestEstimate(t *testing.T) {
 	blockCtx, unblock := context.WithCancel(ctx)
 	defer unblock()
 	blocker := newSpec("sleep", execution.ModeSync, "")
-	go func() { _, _ = h.m.Run(blockCtx, blocker, nil) }()
+	go func() { _, _ = h.m.Runs.Run(blockCtx, blocker, nil) }()
 	h.rt.waitStarted(t, blocker.ExecutionID)
 	var ids []string
 	for i := range 3 {
 		spec := newSpec("advance", execution.ModeAsync, "")
-		if _, _, _, err := h.m.Submit(ctx, spec); err != nil {
+		if _, _, _, err := h.m.Async.Submit(ctx, spec); err != nil {
 			t.Fatal(err)
 		}
 		ids = append(ids, spec.ExecutionID)
@@ -536,7 +536,7 @@ func TestStatsSurviveRestart(t *testing.T) {
 	h := newHarness(t, Options{Workers: 1}, nil)
 	ctx := testCtx(t)
 	for _, fn := range []string{"echo", "echo", "fail"} {
-		if _, err := h.m.Run(ctx, newSpec(fn, execution.ModeSync, ""), nil); err != nil {
+		if _, err := h.m.Runs.Run(ctx, newSpec(fn, execution.ModeSync, ""), nil); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -608,7 +608,7 @@ func TestClaimConflictLeavesOtherClaim(t *testing.T) {
 	m.asyncInFlight++
 	m.mu.Unlock()
 	m.wg.Add(1)
-	go m.runDelivery(d)
+	go m.dispatcher.runDelivery(d)
 	testwait.Until(t, "the worker to give the execution up", func() bool {
 		m.mu.Lock()
 		defer m.mu.Unlock()
@@ -643,7 +643,7 @@ func TestRunMaxQueuedExact(t *testing.T) {
 	results := make(chan outcome, callers)
 	for range callers {
 		go func() {
-			rec, err := h.m.Run(ctx, newSpec("echo", execution.ModeSync, "x"), nil)
+			rec, err := h.m.Runs.Run(ctx, newSpec("echo", execution.ModeSync, "x"), nil)
 			results <- outcome{rec, err}
 		}()
 	}
@@ -659,7 +659,7 @@ func TestRunMaxQueuedExact(t *testing.T) {
 	// Refused with an idempotency key: no record stays behind.
 	keyed := newSpec("echo", execution.ModeSync, "keyed")
 	keyed.ExecutionID, keyed.Idempotent = execution.IdempotentID(testTask, "k"), true
-	if _, err := h.m.Run(ctx, keyed, nil); errdefs.CodeOf(err) != "QUEUE_FULL" {
+	if _, err := h.m.Runs.Run(ctx, keyed, nil); errdefs.CodeOf(err) != "QUEUE_FULL" {
 		t.Fatalf("keyed Run = %v, want QUEUE_FULL", err)
 	}
 	if _, _, err := h.st.Records.Get(ctx, keyed.ExecutionID); !errors.Is(err, errdefs.ErrNotFound) {
@@ -672,7 +672,7 @@ func TestRunMaxQueuedExact(t *testing.T) {
 			t.Fatalf("waiter: %+v, %v; want COMPLETED", o.rec, o.err)
 		}
 	}
-	if rec, err := h.m.Run(ctx, keyed, nil); err != nil || rec.Status != execution.StatusCompleted || string(rec.Output) != "keyed" {
+	if rec, err := h.m.Runs.Run(ctx, keyed, nil); err != nil || rec.Status != execution.StatusCompleted || string(rec.Output) != "keyed" {
 		t.Fatalf("the refused key used again: %+v, %v", rec, err)
 	}
 }
@@ -688,7 +688,7 @@ func TestSubmitMaxQueuedExact(t *testing.T) {
 	ids := make(chan string, callers)
 	for range callers {
 		go func() {
-			rec, _, _, err := h.m.Submit(ctx, newSpec("echo", execution.ModeAsync, "x"))
+			rec, _, _, err := h.m.Async.Submit(ctx, newSpec("echo", execution.ModeAsync, "x"))
 			if err == nil {
 				ids <- rec.ID
 			}
@@ -733,7 +733,7 @@ func busyWithQuota(t *testing.T, maxQueued int32) (h *harness, unblock func()) {
 	blockCtx, unblock := context.WithCancel(ctx)
 	t.Cleanup(unblock)
 	blocker := newSpec("sleep", execution.ModeSync, "")
-	go func() { _, _ = h.m.Run(blockCtx, blocker, nil) }()
+	go func() { _, _ = h.m.Runs.Run(blockCtx, blocker, nil) }()
 	h.rt.waitStarted(t, blocker.ExecutionID)
 	return h, unblock
 }

@@ -21,7 +21,7 @@ const maxCallbacks = 64
 // deliverCallbacks delivers it on this node or, after a crash, another.
 // Should the outbox refuse it, the callback is delivered from memory at
 // once (and then not resumed after a crash).
-func (m *Manager) notify(r *execution.Record) {
+func (m *outbox) notify(r *execution.Record) {
 	if r.Callback == nil || r.Callback.URL == "" {
 		return
 	}
@@ -47,7 +47,7 @@ func (m *Manager) notify(r *execution.Record) {
 // deliverCallbacks delivers the outbox's due callbacks, at most
 // maxCallbacks at a time, until ctx ends. Each is acked once its outcome is
 // on the record; one cut short by the node stopping comes back later.
-func (m *Manager) deliverCallbacks(ctx context.Context) {
+func (m *outbox) deliverCallbacks(ctx context.Context) {
 	var cs *store.CallbackStream
 	for {
 		var err error
@@ -95,16 +95,16 @@ func (m *Manager) deliverCallbacks(ctx context.Context) {
 
 // keepCallback keeps d with this node while it is being delivered, until
 // the returned stop is called.
-func (m *Manager) keepCallback(ctx context.Context, d *store.CallbackDelivery) (stop func()) {
+func (m *outbox) keepCallback(ctx context.Context, d *store.CallbackDelivery) (stop func()) {
 	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
-	go func() { defer close(done); m.heartbeat(ctx, d) }()
+	go func() { defer close(done); m.dispatcher.heartbeat(ctx, d) }()
 	return func() { cancel(); <-done }
 }
 
 // callbackRecorded reports whether the outcome of due is already on the
 // execution's record.
-func (m *Manager) callbackRecorded(ctx context.Context, due store.DueCallback) bool {
+func (m *outbox) callbackRecorded(ctx context.Context, due store.DueCallback) bool {
 	rec, _, err := m.store.Records.Get(ctx, due.ExecutionID)
 	if err != nil || rec.Callback == nil || rec.Attempts != due.Attempts {
 		return false
@@ -114,7 +114,7 @@ func (m *Manager) callbackRecorded(ctx context.Context, due store.DueCallback) b
 
 // deliver sends a callback and records the outcome; it reports false when
 // the node stopped first (nothing recorded).
-func (m *Manager) deliver(due store.DueCallback) bool {
+func (m *outbox) deliver(due store.DueCallback) bool {
 	out := m.callbacks.Deliver(m.baseCtx, due.URL, due.ExecutionID, due.Body)
 	if m.baseCtx.Err() != nil {
 		return false
@@ -126,7 +126,7 @@ func (m *Manager) deliver(due store.DueCallback) bool {
 	return true
 }
 
-func (m *Manager) callbackBody(r *execution.Record) []byte {
+func (m *outbox) callbackBody(r *execution.Record) []byte {
 	if m.opts.CallbackBody != nil {
 		return m.opts.CallbackBody(r)
 	}
@@ -137,7 +137,7 @@ func (m *Manager) callbackBody(r *execution.Record) []byte {
 // recordCallback stores a delivery's outcome on the execution's record,
 // once that record is stored (a sync execution's is written in the
 // background).
-func (m *Manager) recordCallback(id string, out callback.Outcome) {
+func (m *outbox) recordCallback(id string, out callback.Outcome) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(m.baseCtx), 30*time.Second)
 	defer cancel()
 	// A compare-and-set, tried again while the record is not written yet or

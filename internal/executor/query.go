@@ -9,19 +9,19 @@ import (
 )
 
 // List returns execution records from the store, oldest first.
-func (m *Manager) List(ctx context.Context, f store.ListFilter) ([]*execution.Record, bool, error) {
+func (m *Views) List(ctx context.Context, f store.ListFilter) ([]*execution.Record, bool, error) {
 	return m.store.Records.List(ctx, f)
 }
 
 // OutputHead returns the first n bytes of a finished execution's stored
 // output.
-func (m *Manager) OutputHead(ctx context.Context, id string, n int) ([]byte, error) {
+func (m *Views) OutputHead(ctx context.Context, id string, n int) ([]byte, error) {
 	return m.store.Outputs.ReadHead(ctx, id, n)
 }
 
 // Wait blocks until execution id is terminal or ctx ends, and returns its
 // latest record.
-func (m *Manager) Wait(ctx context.Context, id string) (*execution.Record, error) {
+func (m *Views) Wait(ctx context.Context, id string) (*execution.Record, error) {
 	poll := 10 * time.Millisecond
 	for {
 		m.mu.Lock()
@@ -47,9 +47,9 @@ func (m *Manager) Wait(ctx context.Context, id string) (*execution.Record, error
 	}
 }
 
-// LiveOfTask counts the executions of a task running or waiting on this
+// ofTask counts the executions of a task running or waiting on this
 // node (a finished one whose record is still being written does not count).
-func (m *Manager) LiveOfTask(taskID string) int {
+func (m *liveTable) ofTask(taskID string) int {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	n := 0

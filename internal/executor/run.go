@@ -30,12 +30,12 @@ type Chunk struct {
 // queue, node shutting down); every outcome of the function itself is in
 // the record. With an idempotency key, an execution that already exists
 // is the answer: Run waits for it and returns its record.
-func (m *Manager) Run(ctx context.Context, spec *execution.Spec, onChunk func(Chunk)) (*execution.Record, error) {
+func (m *SyncRuns) Run(ctx context.Context, spec *execution.Spec, onChunk func(Chunk)) (*execution.Record, error) {
 	t, art, err := m.registry.Artifact(ctx, spec.TaskID)
 	if err != nil {
 		return nil, err
 	}
-	rt, err := m.runtime(art.Type)
+	rt, err := m.engine.runtime(art.Type)
 	if err != nil {
 		return nil, err
 	}
@@ -48,9 +48,9 @@ func (m *Manager) Run(ctx context.Context, spec *execution.Spec, onChunk func(Ch
 		}
 	}
 	l := &live{rec: execution.NewRecord(spec), done: make(chan struct{})}
-	if err := m.addSyncLive(l); err != nil {
+	if err := m.lives.addSyncLive(l); err != nil {
 		if spec.Idempotent && errdefs.ExecutionExists.Is(err) {
-			return m.Wait(ctx, spec.ExecutionID)
+			return m.views.Wait(ctx, spec.ExecutionID)
 		}
 		return nil, err
 	}
@@ -58,8 +58,8 @@ func (m *Manager) Run(ctx context.Context, spec *execution.Spec, onChunk func(Ch
 	runCtx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	if !l.setCancel(cancel) {
-		m.finish(l, 0)
-		m.notify(l.final())
+		m.engine.finish(l, 0)
+		m.outbox.notify(l.final())
 		m.persist.add(ctx, l.final())
 		return l.final(), nil
 	}
@@ -75,7 +75,7 @@ func (m *Manager) Run(ctx context.Context, spec *execution.Spec, onChunk func(Ch
 			l.rec.Status, l.rec.ErrorCode = execution.StatusFailed, errdefs.QueueFull.String()
 			l.mu.Unlock()
 			close(l.done)
-			m.forget(spec.ExecutionID)
+			m.lives.forget(spec.ExecutionID)
 			if spec.Idempotent || spec.IDGiven {
 				if derr := m.store.Records.Delete(context.WithoutCancel(ctx), spec.TaskID, spec.ExecutionID); derr != nil {
 					m.log.Warn("deleting a refused execution's record", "execution", spec.ExecutionID, "err", derr)
@@ -83,18 +83,18 @@ func (m *Manager) Run(ctx context.Context, spec *execution.Spec, onChunk func(Ch
 			}
 			return nil, queueFull(t.ID, int64(t.Limits.MaxQueued))
 		}
-		m.classify(l, runCtx, err)
-		m.finish(l, 0)
-		m.notify(l.final())
+		m.engine.classify(l, runCtx, err)
+		m.engine.finish(l, 0)
+		m.outbox.notify(l.final())
 		m.persist.add(ctx, l.final())
 		return l.final(), nil
 	}
 	wait := m.opts.Now().Sub(spec.CreatedAt)
-	m.execute(runCtx, l, rt, art, spec, t.Limits, onChunk)
+	m.engine.execute(runCtx, l, rt, art, spec, t.Limits, onChunk)
 	m.slots.release(t.ID)
-	m.finish(l, wait)
+	m.engine.finish(l, wait)
 	rec := l.final()
-	m.notify(rec)
+	m.outbox.notify(rec)
 	m.persist.add(ctx, rec)
 	return rec, nil
 }
@@ -103,7 +103,7 @@ func (m *Manager) Run(ctx context.Context, spec *execution.Spec, onChunk func(Ch
 // exist exactly once: it returns nil once this caller owns the (new)
 // execution; for an existing one, with an idempotency key its final
 // record, else EXECUTION_EXISTS (ids are never reused).
-func (m *Manager) claimID(ctx context.Context, spec *execution.Spec) (*execution.Record, error) {
+func (m *SyncRuns) claimID(ctx context.Context, spec *execution.Spec) (*execution.Record, error) {
 	if _, err := m.store.Records.Create(ctx, execution.NewRecord(spec)); err == nil {
 		return nil, nil
 	} else if !errors.Is(err, errdefs.ErrAlreadyExists) {
@@ -112,12 +112,12 @@ func (m *Manager) claimID(ctx context.Context, spec *execution.Spec) (*execution
 	if !spec.Idempotent {
 		return nil, executionExists(spec.ExecutionID)
 	}
-	return m.Wait(ctx, spec.ExecutionID)
+	return m.views.Wait(ctx, spec.ExecutionID)
 }
 
 // acquire waits for a run slot, bounded by the queue TTL (and the caller's
 // context): a wait that runs out is QUEUE_TIMEOUT, not EXECUTION_TIMEOUT.
-func (m *Manager) acquire(ctx context.Context, spec *execution.Spec, t *task.Task) error {
+func (m *SyncRuns) acquire(ctx context.Context, spec *execution.Spec, t *task.Task) error {
 	c := claim{prio: spec.Priority, age: spec.CreatedAt.UnixNano(), task: t.ID,
 		limit: int(t.Limits.MaxConcurrency), maxQueued: int(t.Limits.MaxQueued)}
 	if m.slots.tryAcquire(c) {
@@ -140,7 +140,7 @@ func queueFull(taskID string, n int64) error {
 	return errdefs.QueueFull.New("task %q already has %d executions waiting (its max_queued); try again later", taskID, n)
 }
 
-func (m *Manager) runtime(t spearrt.Type) (spearrt.Runtime, error) {
+func (m *engine) runtime(t spearrt.Type) (spearrt.Runtime, error) {
 	rt, ok := m.runtimes[t]
 	if !ok {
 		return nil, errdefs.RuntimeUnavailable.New("this node has no %s runtime", t)
@@ -172,7 +172,7 @@ func (l *live) final() *execution.Record {
 
 // timeout is the run's deadline: the execution's own, or the task's
 // default, or the node's; capped by the task's and the node's maximum.
-func (m *Manager) timeout(spec *execution.Spec, l task.Limits) time.Duration {
+func (m *engine) timeout(spec *execution.Spec, l task.Limits) time.Duration {
 	d := m.opts.DefaultTimeout
 	switch {
 	case spec.TimeoutMs > 0:
@@ -196,7 +196,7 @@ func millis(ms int64) time.Duration {
 }
 
 // execute runs the function once and fills l's record with the outcome.
-func (m *Manager) execute(ctx context.Context, l *live, rt spearrt.Runtime, art spearrt.Artifact, spec *execution.Spec, limits task.Limits, onChunk func(Chunk)) {
+func (m *engine) execute(ctx context.Context, l *live, rt spearrt.Runtime, art spearrt.Artifact, spec *execution.Spec, limits task.Limits, onChunk func(Chunk)) {
 	timeout := m.timeout(spec, limits)
 	ctx, cancel := context.WithTimeoutCause(ctx, timeout, timeoutError(timeout))
 	defer cancel()
@@ -284,7 +284,7 @@ func (m *Manager) execute(ctx context.Context, l *live, rt spearrt.Runtime, art 
 }
 
 // recordAttempt adds the run that just ended to the record's history.
-func (m *Manager) recordAttempt(l *live) {
+func (m *engine) recordAttempt(l *live) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	r := l.rec
@@ -297,7 +297,7 @@ func (m *Manager) recordAttempt(l *live) {
 // newOutputSink makes the sink of one run's output. Async and stream
 // output is stored from the first chunk, for clients that attach later or
 // on another node; sync output only once it outgrows what a record keeps.
-func (m *Manager) newOutputSink(ctx context.Context, l *live, spec *execution.Spec, onChunk func(Chunk)) *outputSink {
+func (m *engine) newOutputSink(ctx context.Context, l *live, spec *execution.Spec, onChunk func(Chunk)) *outputSink {
 	storeAll := spec.Mode == execution.ModeAsync || spec.Mode == execution.ModeStream
 	if l.final().Attempts > 0 {
 		// A retry or a rerun after a crash: the earlier run's chunks go.
@@ -319,7 +319,7 @@ func (m *Manager) newOutputSink(ctx context.Context, l *live, spec *execution.Sp
 // openInput returns the run's standard input: the spec's bytes, or the
 // stored input it refers to. In-memory input stays a *bytes.Reader, which
 // runtimes write without a copier.
-func (m *Manager) openInput(ctx context.Context, spec *execution.Spec) (io.Reader, func(), error) {
+func (m *engine) openInput(ctx context.Context, spec *execution.Spec) (io.Reader, func(), error) {
 	if spec.InputRef == "" {
 		return bytes.NewReader(spec.Input), func() {}, nil
 	}
@@ -351,7 +351,7 @@ func mentionsMemory(logs []execution.LogLine) bool {
 }
 
 // classify records why a run or a wait for a slot ended with err.
-func (m *Manager) classify(l *live, ctx context.Context, err error) {
+func (m *engine) classify(l *live, ctx context.Context, err error) {
 	cause := err
 	if ctx.Err() != nil {
 		cause = context.Cause(ctx)
@@ -389,7 +389,7 @@ func (m *Manager) classify(l *live, ctx context.Context, err error) {
 
 // finish records a terminal execution's stats and wakes those waiting for
 // it.
-func (m *Manager) finish(l *live, queueWait time.Duration) {
+func (m *engine) finish(l *live, queueWait time.Duration) {
 	r := l.final()
 	m.stats.record(r)
 	if m.opts.Hooks != nil {
@@ -400,7 +400,7 @@ func (m *Manager) finish(l *live, queueWait time.Duration) {
 	close(l.done)
 }
 
-func (m *Manager) runtimeOf(taskID string) spearrt.Type {
+func (m *engine) runtimeOf(taskID string) spearrt.Type {
 	_, art, err := m.registry.Artifact(context.Background(), taskID)
 	if err != nil {
 		return ""

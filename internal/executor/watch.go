@@ -15,7 +15,7 @@ import (
 // record (or the latest one, if ctx ends first). Chunks come from memory
 // while the execution runs here and its output so far is all in memory,
 // else from the chunk stream, else (a small sync output) from the record.
-func (m *Manager) Attach(ctx context.Context, id string, send func(Chunk) error) (*execution.Record, error) {
+func (m *Views) Attach(ctx context.Context, id string, send func(Chunk) error) (*execution.Record, error) {
 	if err := execution.ValidateID(id); err != nil {
 		return nil, err
 	}
@@ -41,7 +41,7 @@ func (m *Manager) Attach(ctx context.Context, id string, send func(Chunk) error)
 
 // attachment is one client following one execution's output.
 type attachment struct {
-	m    *Manager
+	m    *Views
 	id   string
 	send func(Chunk) error
 	next int64 // the next chunk to send
@@ -160,7 +160,7 @@ func (a *attachment) finalFromRecord(rec *execution.Record) (*execution.Record, 
 }
 
 // follow sends a live execution's chunks until its output ends.
-func (m *Manager) follow(ctx context.Context, out *outputSink, more chan Chunk, emit func(Chunk) error) error {
+func (m *Views) follow(ctx context.Context, out *outputSink, more chan Chunk, emit func(Chunk) error) error {
 	defer out.unwatch(more)
 	for {
 		select {
@@ -179,7 +179,7 @@ func (m *Manager) follow(ctx context.Context, out *outputSink, more chan Chunk, 
 
 // Watch sends an execution's status as it changes: first its current
 // record, then one per transition, the last one terminal.
-func (m *Manager) Watch(ctx context.Context, id string, send func(*execution.Record) error) error {
+func (m *Views) Watch(ctx context.Context, id string, send func(*execution.Record) error) error {
 	if err := execution.ValidateID(id); err != nil {
 		return err
 	}
@@ -214,7 +214,7 @@ func (m *Manager) Watch(ctx context.Context, id string, send func(*execution.Rec
 
 // pause waits for d, done or ctx, whichever comes first; it returns ctx's
 // error if ctx ended.
-func (m *Manager) pause(ctx context.Context, done <-chan struct{}, d time.Duration) error {
+func (m *Views) pause(ctx context.Context, done <-chan struct{}, d time.Duration) error {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
@@ -226,7 +226,7 @@ func (m *Manager) pause(ctx context.Context, done <-chan struct{}, d time.Durati
 	return nil
 }
 
-func (m *Manager) liveOf(id string) *live {
+func (m *Views) liveOf(id string) *live {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.live[id]
@@ -239,7 +239,7 @@ func (l *live) outputOf() *outputSink {
 }
 
 // Exists reports whether execution id exists (live here or stored).
-func (m *Manager) Exists(ctx context.Context, id string) (bool, error) {
+func (m *Views) Exists(ctx context.Context, id string) (bool, error) {
 	_, err := m.Get(ctx, id)
 	if errors.Is(err, errdefs.ErrNotFound) {
 		return false, nil

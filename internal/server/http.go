@@ -84,7 +84,7 @@ func (s *Service) handleStatus(w http.ResponseWriter, r *http.Request) {
 		}
 		if d > 0 {
 			wctx, cancel := context.WithTimeout(ctx, min(d, 60*time.Second))
-			_, err = s.mgr.Wait(wctx, id)
+			_, err = s.mgr.Views.Wait(wctx, id)
 			// The wait running out is not an error: the status as it is
 			// now is the answer.
 			waitOver := wctx.Err() != nil && ctx.Err() == nil
@@ -115,7 +115,7 @@ func (s *Service) handleStatus(w http.ResponseWriter, r *http.Request) {
 // Spear-Output-Sha256 and Spear-Status describe it.
 func (s *Service) handleOutput(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
-	rec, err := s.mgr.Get(ctx, r.PathValue("id"))
+	rec, err := s.mgr.Views.Get(ctx, r.PathValue("id"))
 	if err != nil {
 		writeError(w, r, err)
 		return
@@ -132,7 +132,7 @@ func (s *Service) handleOutput(w http.ResponseWriter, r *http.Request) {
 		h.Set("Spear-Status", rec.Status.String())
 	}
 	started := false
-	_, err = s.mgr.Attach(ctx, rec.ID, func(c executor.Chunk) error {
+	_, err = s.mgr.Views.Attach(ctx, rec.ID, func(c executor.Chunk) error {
 		started = true
 		_, err := w.Write(c.Data)
 		return err

@@ -96,7 +96,7 @@ func TestMetricsFollowInvocations(t *testing.T) {
 		ids = append(ids, resp.ExecutionId)
 	}
 	for _, id := range ids {
-		if _, err := e.mgr.Wait(ctx, id); err != nil {
+		if _, err := e.mgr.Views.Wait(ctx, id); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -96,7 +96,7 @@ func (s *Service) InvokeFunction(ctx context.Context, req *pb.InvokeFunctionRequ
 		return nil, err
 	}
 	if spec.Mode == execution.ModeAsync {
-		rec, est, existing, err := s.mgr.Submit(ctx, spec)
+		rec, est, existing, err := s.mgr.Async.Submit(ctx, spec)
 		if err != nil {
 			return nil, err
 		}
@@ -115,7 +115,7 @@ func (s *Service) InvokeFunction(ctx context.Context, req *pb.InvokeFunctionRequ
 			EstimatedCompletionMs: max(1, est.Milliseconds()),
 		}
 		if req.Wait {
-			final, err := s.mgr.Wait(ctx, rec.ID)
+			final, err := s.mgr.Views.Wait(ctx, rec.ID)
 			if err != nil {
 				return nil, err
 			}
@@ -125,7 +125,7 @@ func (s *Service) InvokeFunction(ctx context.Context, req *pb.InvokeFunctionRequ
 		}
 		return resp, nil
 	}
-	rec, err := s.mgr.Run(ctx, spec, nil)
+	rec, err := s.mgr.Runs.Run(ctx, spec, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -151,7 +151,7 @@ func (s *Service) resultWithOutput(ctx context.Context, r *execution.Record) *pb
 	if !r.OutputPartial() || !r.OutputStored {
 		return res
 	}
-	head, err := s.mgr.OutputHead(ctx, r.ID, replyOutputMax)
+	head, err := s.mgr.Views.OutputHead(ctx, r.ID, replyOutputMax)
 	if err != nil || len(head) < len(r.Output) {
 		s.log.Warn("reading stored output", "execution", r.ID, "err", err)
 		return res
@@ -302,7 +302,7 @@ func (s *Service) resolveTask(ctx context.Context, req *pb.InvokeFunctionRequest
 // function writes them and a final message with the outcome.
 func (s *Service) streamTo(ctx context.Context, req *pb.InvokeFunctionRequest, send func(*pb.StreamExecutionResult) error) error {
 	if id := req.GetContext().GetExecutionId(); id != "" {
-		rec, err := s.mgr.Get(ctx, id)
+		rec, err := s.mgr.Views.Get(ctx, id)
 		if err == nil {
 			if err := attachable(req, rec); err != nil {
 				return err
@@ -336,7 +336,7 @@ func (s *Service) streamTo(ctx context.Context, req *pb.InvokeFunctionRequest, s
 		Status:      pb.ExecutionStatus_EXECUTION_STATUS_PENDING,
 		Metadata:    map[string]string{"task_id": spec.TaskID, "node": s.nodeID},
 	})
-	rec, err := s.mgr.Run(ctx, spec, func(c executor.Chunk) {
+	rec, err := s.mgr.Runs.Run(ctx, spec, func(c executor.Chunk) {
 		emit(&pb.StreamExecutionResult{
 			ExecutionId: spec.ExecutionID,
 			Status:      pb.ExecutionStatus_EXECUTION_STATUS_RUNNING,
@@ -387,7 +387,7 @@ func finalMessage(rec *execution.Record, node string) *pb.StreamExecutionResult 
 // attach streams an existing execution's output, replayed from the first
 // chunk and then followed live, and ends with its final status.
 func (s *Service) attach(ctx context.Context, id string, send func(*pb.StreamExecutionResult) error) error {
-	rec, err := s.mgr.Attach(ctx, id, func(c executor.Chunk) error {
+	rec, err := s.mgr.Views.Attach(ctx, id, func(c executor.Chunk) error {
 		return send(&pb.StreamExecutionResult{
 			ExecutionId: id,
 			Status:      pb.ExecutionStatus_EXECUTION_STATUS_RUNNING,
@@ -407,7 +407,7 @@ func (s *Service) attach(ctx context.Context, id string, send func(*pb.StreamExe
 
 // WatchExecution streams an execution's status transitions.
 func (s *Service) watch(ctx context.Context, req *pb.WatchExecutionRequest, send func(*pb.ExecutionEvent) error) error {
-	return s.mgr.Watch(ctx, req.ExecutionId, func(r *execution.Record) error {
+	return s.mgr.Views.Watch(ctx, req.ExecutionId, func(r *execution.Record) error {
 		return send(&pb.ExecutionEvent{
 			ExecutionId: r.ID,
 			Status:      pb.ExecutionStatus(r.Status),
@@ -419,7 +419,7 @@ func (s *Service) watch(ctx context.Context, req *pb.WatchExecutionRequest, send
 
 // GetExecutionStatus reports an execution's status, output and logs.
 func (s *Service) GetExecutionStatus(ctx context.Context, req *pb.GetExecutionStatusRequest) (*pb.GetExecutionStatusResponse, error) {
-	rec, err := s.mgr.Get(ctx, req.ExecutionId)
+	rec, err := s.mgr.Views.Get(ctx, req.ExecutionId)
 	if errdefs.ExecutionNotFound.Is(err) {
 		return &pb.GetExecutionStatusResponse{Found: false, Message: err.Error()}, nil
 	}
@@ -438,7 +438,7 @@ func (s *Service) CancelExecution(ctx context.Context, req *pb.CancelExecutionRe
 	if !utf8.ValidString(req.Reason) {
 		return nil, errdefs.InvalidUTF8.New("reason must be valid UTF-8")
 	}
-	out, err := s.mgr.Cancel(ctx, req.ExecutionId, req.Reason, req.Force)
+	out, err := s.mgr.Cancels.Cancel(ctx, req.ExecutionId, req.Reason, req.Force)
 	if err != nil {
 		return nil, err
 	}
@@ -518,7 +518,7 @@ func (s *Service) GetTask(ctx context.Context, req *pb.GetTaskRequest) (*pb.GetT
 		if req.ExecutionLimit == 0 {
 			n = 10
 		}
-		recs, _, err := s.mgr.List(ctx, store.ListFilter{TaskID: t.ID, Limit: n, Newest: true})
+		recs, _, err := s.mgr.Views.List(ctx, store.ListFilter{TaskID: t.ID, Limit: n, Newest: true})
 		if err != nil {
 			return nil, err
 		}
@@ -568,7 +568,7 @@ func (s *Service) ListExecutions(ctx context.Context, req *pb.ListExecutionsRequ
 			return nil, err
 		}
 	}
-	recs, more, err := s.mgr.List(ctx, store.ListFilter{
+	recs, more, err := s.mgr.Views.List(ctx, store.ListFilter{
 		TaskID: req.TaskId, StartAfter: req.StartAfter, Limit: n, Status: execution.Status(req.StatusFilter),
 		DeadLettered: req.DeadLetteredOnly,
 	})
@@ -766,7 +766,7 @@ func (s *Service) UpdateTask(ctx context.Context, req *pb.UpdateTaskRequest) (*p
 
 // RequeueExecution queues a dead-lettered execution again.
 func (s *Service) RequeueExecution(ctx context.Context, req *pb.RequeueExecutionRequest) (*pb.RequeueExecutionResponse, error) {
-	rec, err := s.mgr.Requeue(ctx, req.ExecutionId)
+	rec, err := s.mgr.Async.Requeue(ctx, req.ExecutionId)
 	if err != nil {
 		return nil, err
 	}
