@@ -11,7 +11,9 @@ import (
 	"github.com/spear-go/spear/internal/errdefs"
 	"github.com/spear-go/spear/internal/execution"
 	"github.com/spear-go/spear/internal/retry"
+	spearrt "github.com/spear-go/spear/internal/runtime"
 	"github.com/spear-go/spear/internal/store"
+	"github.com/spear-go/spear/internal/task"
 )
 
 // Submit durably accepts an async execution: once it returns nil the
@@ -302,8 +304,44 @@ func (m *dispatcher) runDelivery(d *store.Delivery) {
 		m.slots.kick()
 		m.wg.Done()
 	}()
-	ctx := m.baseCtx
+	rec, rev, ok := m.readQueued(d)
+	if !ok {
+		return
+	}
+	if m.afterRead != nil {
+		m.afterRead()
+	}
 	spec := d.Spec
+	t, art, err := m.registry.Artifact(m.baseCtx, spec.TaskID)
+	if err == nil {
+		_, err = m.engine.runtime(art.Type)
+	}
+	l := &live{rec: rec, done: make(chan struct{})}
+	if err := m.lives.addLive(l); err != nil {
+		if errors.Is(err, errdefs.ErrUnavailable) { // shutting down
+			_ = d.Nak(0)
+		}
+		return // already running here (a redelivery): that run acks it
+	}
+	runCtx, cancel := context.WithCancelCause(m.baseCtx)
+	defer cancel(nil)
+	go m.heartbeat(runCtx, d)
+	switch {
+	case err != nil:
+		m.engine.classify(l, runCtx, err)
+		m.complete(l, d, 0)
+	case !l.setCancel(cancel):
+		m.complete(l, d, 0)
+	case m.claim(l, d, rev):
+		m.run(runCtx, l, d, t, art)
+	}
+}
+
+// readQueued reads (or, if its node died before writing it, creates) the
+// record of a delivered execution. ok is false when there is nothing to
+// run: the message was settled or handed back.
+func (m *dispatcher) readQueued(d *store.Delivery) (*execution.Record, uint64, bool) {
+	ctx, spec := m.baseCtx, d.Spec
 	rec, rev, err := m.store.Records.Get(ctx, spec.ExecutionID)
 	if errors.Is(err, errdefs.ErrNotFound) {
 		// Written in the same round trip as the message, the record may
@@ -325,72 +363,55 @@ func (m *dispatcher) runDelivery(d *store.Delivery) {
 			m.log.Warn("reading queued execution; it will be read again", "execution", spec.ExecutionID, "err", err)
 		}
 		_ = d.Nak(retryBackoff.Delay(d.Attempt))
-		return
+		return nil, 0, false
 	}
 	if rec.Status.Terminal() { // cancelled while queued, or a duplicate
 		_ = d.Ack(ctx)
-		return
+		return nil, 0, false
 	}
-	if m.afterRead != nil {
-		m.afterRead()
-	}
-	t, art, err := m.registry.Artifact(ctx, spec.TaskID)
-	var rtErr error
-	if err == nil {
-		_, rtErr = m.engine.runtime(art.Type)
-	}
-	l := &live{rec: rec, done: make(chan struct{})}
-	if err := m.lives.addLive(l); err != nil {
-		if errors.Is(err, errdefs.ErrUnavailable) { // shutting down
-			_ = d.Nak(0)
-		}
-		return // already running here (a redelivery): that run acks it
-	}
-	runCtx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	go m.heartbeat(runCtx, d)
+	return rec, rev, true
+}
 
-	if err != nil || rtErr != nil {
-		m.engine.classify(l, runCtx, errors.Join(err, rtErr))
-		m.complete(l, d, 0)
-		return
-	}
-	if !l.setCancel(cancel) {
-		m.complete(l, d, 0)
-		return
-	}
-	// Claim it before waiting for a slot, so the slot is not held across a
-	// store round trip: a cancel that reached the store first wins.
+// claim marks the execution RUNNING here by compare-and-set, before it
+// waits for a slot, so the slot is not held across a store round trip: a
+// cancel that reached the store first wins. false: not ours to run (l is
+// done and gone).
+func (m *dispatcher) claim(l *live, d *store.Delivery, rev uint64) bool {
+	ctx, id := m.baseCtx, d.Spec.ExecutionID
 	l.mu.Lock()
 	claim := *l.rec
 	l.mu.Unlock()
 	claim.Status, claim.Node, claim.StartedAt = execution.StatusRunning, m.opts.NodeID, m.opts.Now()
 	claim.Attempts++
-	if _, err := m.store.Records.Update(ctx, &claim, rev); err != nil {
-		cur, _, gerr := m.store.Records.Get(ctx, spec.ExecutionID)
-		if gerr == nil && cur.Status.Terminal() {
-			l.mu.Lock()
-			l.rec = cur
-			l.mu.Unlock()
-			_ = d.Ack(ctx)
-			close(l.done)
-			m.lives.forget(spec.ExecutionID)
-			return
-		}
-		// Another worker claimed it since we read it (or the store failed):
-		// leave its record alone, as requeue would overwrite that claim
-		// with our stale PENDING one. A worker running it keeps the message
-		// alive and acks it; otherwise it comes back.
-		if gerr != nil || cur.Status != execution.StatusRunning {
-			_ = d.Nak(time.Second)
-		}
-		close(l.done)
-		m.lives.forget(spec.ExecutionID)
-		return
+	if _, err := m.store.Records.Update(ctx, &claim, rev); err == nil {
+		return true
 	}
-	if err := m.runs.acquire(runCtx, spec, t); err != nil {
-		m.engine.classify(l, runCtx, err)
-		if errors.Is(context.Cause(runCtx), errShutdown) {
+	cur, _, gerr := m.store.Records.Get(ctx, id)
+	switch {
+	case gerr == nil && cur.Status.Terminal():
+		l.mu.Lock()
+		l.rec = cur
+		l.mu.Unlock()
+		_ = d.Ack(ctx)
+	case gerr != nil || cur.Status != execution.StatusRunning:
+		// The store failed, or the record changed but is not claimed:
+		// hand the message back. Another worker's claim is left alone (a
+		// requeue would overwrite it with our stale PENDING record); that
+		// worker keeps the message alive and acks it.
+		_ = d.Nak(time.Second)
+	}
+	close(l.done)
+	m.lives.forget(id)
+	return false
+}
+
+// run waits for a slot, runs the claimed execution and settles it: done,
+// retried with backoff, dead-lettered, or back to the queue on shutdown.
+func (m *dispatcher) run(ctx context.Context, l *live, d *store.Delivery, t *task.Task, art spearrt.Artifact) {
+	spec := d.Spec
+	if err := m.runs.acquire(ctx, spec, t); err != nil {
+		m.engine.classify(l, ctx, err)
+		if errors.Is(context.Cause(ctx), errShutdown) {
 			m.requeue(l, d, 0)
 			return
 		}
@@ -398,9 +419,9 @@ func (m *dispatcher) runDelivery(d *store.Delivery) {
 		return
 	}
 	wait := m.opts.Now().Sub(spec.CreatedAt)
-	m.engine.execute(runCtx, l, m.runtimes[art.Type], art, spec, t.Limits, nil)
+	m.engine.execute(ctx, l, m.runtimes[art.Type], art, spec, t.Limits, nil)
 	m.slots.release(t.ID)
-	if errors.Is(context.Cause(runCtx), errShutdown) {
+	if errors.Is(context.Cause(ctx), errShutdown) {
 		m.requeue(l, d, 0)
 		return
 	}
