@@ -17,14 +17,14 @@ import (
 )
 
 // routes registers the plain HTTP routes on mux.
-func (s *Service) routes(mux *http.ServeMux) {
+func (s *restAPI) routes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /api/v1/executions/{id}/status", s.handleStatus)
 	mux.HandleFunc("POST /api/v1/executions/{id}/cancel", s.handleCancel)
 	mux.HandleFunc("GET /api/v1/executions/{id}/output", s.handleOutput)
 	mux.HandleFunc("PUT /api/v1/artifacts", s.handleUpload)
 	mux.HandleFunc("POST /api/v1/artifacts", s.handleUpload)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		resp, err := s.GetHealth(r.Context(), &pb.GetHealthRequest{})
+		resp, err := s.node.GetHealth(r.Context(), &pb.GetHealthRequest{})
 		if err != nil {
 			writeError(w, r, err)
 			return
@@ -72,7 +72,7 @@ func StatusJSON(r *execution.Record) []byte {
 // handleStatus answers GET /api/v1/executions/{id}/status with the JSON
 // form of GetExecutionStatusResponse, result included. Query: logs=true
 // adds logs; wait=DURATION (at most 60s) waits for a terminal state first.
-func (s *Service) handleStatus(w http.ResponseWriter, r *http.Request) {
+func (s *restAPI) handleStatus(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
 	q := r.URL.Query()
 	ctx := r.Context()
@@ -96,7 +96,7 @@ func (s *Service) handleStatus(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	logs, _ := strconv.ParseBool(q.Get("logs"))
-	resp, err := s.GetExecutionStatus(ctx, &pb.GetExecutionStatusRequest{ExecutionId: id, IncludeResult: true, IncludeLogs: logs})
+	resp, err := s.execs.GetExecutionStatus(ctx, &pb.GetExecutionStatusRequest{ExecutionId: id, IncludeResult: true, IncludeLogs: logs})
 	if err != nil {
 		writeError(w, r, err)
 		return
@@ -113,7 +113,7 @@ func (s *Service) handleStatus(w http.ResponseWriter, r *http.Request) {
 // running execution's output follows live until it ends). For a finished
 // execution Content-Length is the output's size and the headers
 // Spear-Output-Sha256 and Spear-Status describe it.
-func (s *Service) handleOutput(w http.ResponseWriter, r *http.Request) {
+func (s *restAPI) handleOutput(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	rec, err := s.mgr.Views.Get(ctx, r.PathValue("id"))
 	if err != nil {
@@ -144,9 +144,9 @@ func (s *Service) handleOutput(w http.ResponseWriter, r *http.Request) {
 }
 
 // handleCancel answers POST /api/v1/executions/{id}/cancel?force=true.
-func (s *Service) handleCancel(w http.ResponseWriter, r *http.Request) {
+func (s *restAPI) handleCancel(w http.ResponseWriter, r *http.Request) {
 	force, _ := strconv.ParseBool(r.URL.Query().Get("force"))
-	resp, err := s.CancelExecution(r.Context(), &pb.CancelExecutionRequest{
+	resp, err := s.execs.CancelExecution(r.Context(), &pb.CancelExecutionRequest{
 		ExecutionId: r.PathValue("id"), Reason: r.URL.Query().Get("reason"), Force: force,
 	})
 	if err != nil {
@@ -158,7 +158,7 @@ func (s *Service) handleCancel(w http.ResponseWriter, r *http.Request) {
 
 // handleUpload streams a request body into the artifact store:
 // PUT /api/v1/artifacts?name=NAME&checksum=sha256:HEX.
-func (s *Service) handleUpload(w http.ResponseWriter, r *http.Request) {
+func (s *restAPI) handleUpload(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	if err := checkChecksum(q.Get("checksum")); err != nil {
 		writeError(w, r, err)

@@ -33,6 +33,31 @@ const StatusPath = "/api/v1/executions/%s/status"
 // Service implements spearlet.FunctionService over the executor and the
 // registry. Its methods return domain errors; the transports convert them.
 type Service struct {
+	*invocations
+	*executionsAPI
+	*tasksAPI
+	*nodeAPI
+	*restAPI
+}
+
+// The Service's parts, one per concern; they share serviceCore.
+type (
+	// invocations invoke functions: sync, async, stream, attach.
+	invocations struct{ *serviceCore }
+	// executionsAPI answers about executions: status, cancel, list,
+	// requeue, watch.
+	executionsAPI struct{ *serviceCore }
+	// tasksAPI registers, updates, lists and deletes tasks, and takes
+	// uploads.
+	tasksAPI struct{ *serviceCore }
+	// nodeAPI reports the node's health and stats.
+	nodeAPI struct{ *serviceCore }
+	// restAPI serves the plain HTTP routes.
+	restAPI struct{ *serviceCore }
+)
+
+// serviceCore is what the Service's parts share.
+type serviceCore struct {
 	mgr      *executor.Manager
 	reg      *registry.Registry
 	store    *store.Store
@@ -42,6 +67,12 @@ type Service struct {
 	cpu      *procstat.CPU
 	log      *slog.Logger
 	maxInput int
+
+	inv   *invocations
+	execs *executionsAPI
+	tasks *tasksAPI
+	node  *nodeAPI
+	rest  *restAPI
 }
 
 // ServiceOptions configures a Service.
@@ -63,11 +94,13 @@ func NewService(opts ServiceOptions, mgr *executor.Manager, reg *registry.Regist
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Service{
+	c := &serviceCore{
 		mgr: mgr, reg: reg, store: st, nodeID: opts.NodeID, info: opts.SystemInfo,
 		now: opts.Now, cpu: procstat.NewCPU(runtime.NumCPU()), log: opts.Logger,
 		maxInput: opts.MaxInputBytes,
 	}
+	c.inv, c.execs, c.tasks, c.node, c.rest = &invocations{c}, &executionsAPI{c}, &tasksAPI{c}, &nodeAPI{c}, &restAPI{c}
+	return &Service{invocations: c.inv, executionsAPI: c.execs, tasksAPI: c.tasks, nodeAPI: c.node, restAPI: c.rest}
 }
 
 // failed is an InvokeFunction answer for an invocation refused without an
@@ -81,7 +114,7 @@ func failed(code errdefs.Code, msg string) *pb.InvokeFunctionResponse {
 }
 
 // InvokeFunction runs a function in sync mode or accepts it in async mode.
-func (s *Service) InvokeFunction(ctx context.Context, req *pb.InvokeFunctionRequest) (*pb.InvokeFunctionResponse, error) {
+func (s *invocations) InvokeFunction(ctx context.Context, req *pb.InvokeFunctionRequest) (*pb.InvokeFunctionResponse, error) {
 	switch req.ExecutionMode {
 	case pb.ExecutionMode_EXECUTION_MODE_SYNC, pb.ExecutionMode_EXECUTION_MODE_ASYNC:
 	case pb.ExecutionMode_EXECUTION_MODE_STREAM:
@@ -146,7 +179,7 @@ const replyOutputMax = 3 << 20
 
 // resultWithOutput is an execution's result with as much of its output as
 // an answer carries: what the record keeps, completed from the store.
-func (s *Service) resultWithOutput(ctx context.Context, r *execution.Record) *pb.ExecutionResult {
+func (s *invocations) resultWithOutput(ctx context.Context, r *execution.Record) *pb.ExecutionResult {
 	res := resultOf(r, true)
 	if !r.OutputPartial() || !r.OutputStored {
 		return res
@@ -173,7 +206,7 @@ func outcome(r *execution.Record) string {
 
 // prepare validates an invocation, registers its task if it asks to, and
 // returns what to run.
-func (s *Service) prepare(ctx context.Context, req *pb.InvokeFunctionRequest, mode execution.Mode) (*execution.Spec, error) {
+func (s *invocations) prepare(ctx context.Context, req *pb.InvokeFunctionRequest, mode execution.Mode) (*execution.Spec, error) {
 	taskID, err := s.resolveTask(ctx, req)
 	if err != nil {
 		return nil, err
@@ -249,7 +282,7 @@ func (s *Service) prepare(ctx context.Context, req *pb.InvokeFunctionRequest, mo
 
 // checkInputRef checks an invocation's input_ref: an uploaded artifact
 // that exists, given instead of parameters.
-func (s *Service) checkInputRef(ctx context.Context, req *pb.InvokeFunctionRequest) error {
+func (s *invocations) checkInputRef(ctx context.Context, req *pb.InvokeFunctionRequest) error {
 	if len(req.Parameters) > 0 {
 		return errdefs.ConflictingInput.New("give either parameters or input_ref, not both")
 	}
@@ -261,7 +294,7 @@ func (s *Service) checkInputRef(ctx context.Context, req *pb.InvokeFunctionReque
 
 // resolveTask returns the task an invocation runs, registering it first for
 // NEW_TASK (or EXISTING_TASK with create_if_not_exists).
-func (s *Service) resolveTask(ctx context.Context, req *pb.InvokeFunctionRequest) (string, error) {
+func (s *invocations) resolveTask(ctx context.Context, req *pb.InvokeFunctionRequest) (string, error) {
 	register := func() (string, error) {
 		if req.ArtifactSpec == nil {
 			return "", errdefs.MissingArtifactSpec.New("a new task needs an artifact_spec")
@@ -300,7 +333,7 @@ func (s *Service) resolveTask(ctx context.Context, req *pb.InvokeFunctionRequest
 
 // streamTo runs an invocation in stream mode, sending output chunks as the
 // function writes them and a final message with the outcome.
-func (s *Service) streamTo(ctx context.Context, req *pb.InvokeFunctionRequest, send func(*pb.StreamExecutionResult) error) error {
+func (s *invocations) streamTo(ctx context.Context, req *pb.InvokeFunctionRequest, send func(*pb.StreamExecutionResult) error) error {
 	if id := req.GetContext().GetExecutionId(); id != "" {
 		rec, err := s.mgr.Views.Get(ctx, id)
 		if err == nil {
@@ -386,7 +419,7 @@ func finalMessage(rec *execution.Record, node string) *pb.StreamExecutionResult 
 
 // attach streams an existing execution's output, replayed from the first
 // chunk and then followed live, and ends with its final status.
-func (s *Service) attach(ctx context.Context, id string, send func(*pb.StreamExecutionResult) error) error {
+func (s *invocations) attach(ctx context.Context, id string, send func(*pb.StreamExecutionResult) error) error {
 	rec, err := s.mgr.Views.Attach(ctx, id, func(c executor.Chunk) error {
 		return send(&pb.StreamExecutionResult{
 			ExecutionId: id,
@@ -406,7 +439,7 @@ func (s *Service) attach(ctx context.Context, id string, send func(*pb.StreamExe
 }
 
 // WatchExecution streams an execution's status transitions.
-func (s *Service) watch(ctx context.Context, req *pb.WatchExecutionRequest, send func(*pb.ExecutionEvent) error) error {
+func (s *executionsAPI) watch(ctx context.Context, req *pb.WatchExecutionRequest, send func(*pb.ExecutionEvent) error) error {
 	return s.mgr.Views.Watch(ctx, req.ExecutionId, func(r *execution.Record) error {
 		return send(&pb.ExecutionEvent{
 			ExecutionId: r.ID,
@@ -418,7 +451,7 @@ func (s *Service) watch(ctx context.Context, req *pb.WatchExecutionRequest, send
 }
 
 // GetExecutionStatus reports an execution's status, output and logs.
-func (s *Service) GetExecutionStatus(ctx context.Context, req *pb.GetExecutionStatusRequest) (*pb.GetExecutionStatusResponse, error) {
+func (s *executionsAPI) GetExecutionStatus(ctx context.Context, req *pb.GetExecutionStatusRequest) (*pb.GetExecutionStatusResponse, error) {
 	rec, err := s.mgr.Views.Get(ctx, req.ExecutionId)
 	if errdefs.ExecutionNotFound.Is(err) {
 		return &pb.GetExecutionStatusResponse{Found: false, Message: err.Error()}, nil
@@ -428,13 +461,13 @@ func (s *Service) GetExecutionStatus(ctx context.Context, req *pb.GetExecutionSt
 	}
 	resp := statusOf(rec, false, req.IncludeLogs)
 	if req.IncludeResult {
-		resp.Result = s.resultWithOutput(ctx, rec)
+		resp.Result = s.inv.resultWithOutput(ctx, rec)
 	}
 	return resp, nil
 }
 
 // CancelExecution stops a queued or running execution.
-func (s *Service) CancelExecution(ctx context.Context, req *pb.CancelExecutionRequest) (*pb.CancelExecutionResponse, error) {
+func (s *executionsAPI) CancelExecution(ctx context.Context, req *pb.CancelExecutionRequest) (*pb.CancelExecutionResponse, error) {
 	if !utf8.ValidString(req.Reason) {
 		return nil, errdefs.InvalidUTF8.New("reason must be valid UTF-8")
 	}
@@ -461,7 +494,7 @@ func pageSize(limit int32) (int, error) {
 	}
 }
 
-func (s *Service) taskInfo(t *task.Task, details bool) *pb.TaskInfo {
+func (s *tasksAPI) taskInfo(t *task.Task, details bool) *pb.TaskInfo {
 	count, last := s.mgr.TaskStats(t.ID)
 	ti := &pb.TaskInfo{
 		TaskId:         t.ID,
@@ -481,7 +514,7 @@ func (s *Service) taskInfo(t *task.Task, details bool) *pb.TaskInfo {
 }
 
 // ListTasks lists tasks by id, paginated.
-func (s *Service) ListTasks(ctx context.Context, req *pb.ListTasksRequest) (*pb.ListTasksResponse, error) {
+func (s *tasksAPI) ListTasks(ctx context.Context, req *pb.ListTasksRequest) (*pb.ListTasksResponse, error) {
 	n, err := pageSize(req.Limit)
 	if err != nil {
 		return nil, err
@@ -501,7 +534,7 @@ func (s *Service) ListTasks(ctx context.Context, req *pb.ListTasksRequest) (*pb.
 }
 
 // GetTask returns one task and, optionally, its latest executions.
-func (s *Service) GetTask(ctx context.Context, req *pb.GetTaskRequest) (*pb.GetTaskResponse, error) {
+func (s *tasksAPI) GetTask(ctx context.Context, req *pb.GetTaskRequest) (*pb.GetTaskResponse, error) {
 	t, err := s.reg.Lookup(ctx, req.TaskId)
 	if errdefs.TaskNotFound.Is(err) {
 		return &pb.GetTaskResponse{Found: false, Message: err.Error()}, nil
@@ -530,7 +563,7 @@ func (s *Service) GetTask(ctx context.Context, req *pb.GetTaskRequest) (*pb.GetT
 }
 
 // DeleteTask removes a task and, optionally, its execution records.
-func (s *Service) DeleteTask(ctx context.Context, req *pb.DeleteTaskRequest) (*pb.DeleteTaskResponse, error) {
+func (s *tasksAPI) DeleteTask(ctx context.Context, req *pb.DeleteTaskRequest) (*pb.DeleteTaskResponse, error) {
 	if _, err := s.reg.Lookup(ctx, req.TaskId); err != nil {
 		return nil, err
 	}
@@ -555,7 +588,7 @@ func (s *Service) DeleteTask(ctx context.Context, req *pb.DeleteTaskRequest) (*p
 }
 
 // ListExecutions lists execution records in creation order, paginated.
-func (s *Service) ListExecutions(ctx context.Context, req *pb.ListExecutionsRequest) (*pb.ListExecutionsResponse, error) {
+func (s *executionsAPI) ListExecutions(ctx context.Context, req *pb.ListExecutionsRequest) (*pb.ListExecutionsResponse, error) {
 	n, err := pageSize(req.Limit)
 	if err != nil {
 		return nil, err
@@ -586,7 +619,7 @@ func (s *Service) ListExecutions(ctx context.Context, req *pb.ListExecutionsRequ
 }
 
 // GetHealth reports the node's health from measured values.
-func (s *Service) GetHealth(ctx context.Context, req *pb.GetHealthRequest) (*pb.GetHealthResponse, error) {
+func (s *nodeAPI) GetHealth(ctx context.Context, req *pb.GetHealthRequest) (*pb.GetHealthResponse, error) {
 	resp := &pb.GetHealthResponse{Status: "healthy", Message: "serving", UptimeSeconds: int64(s.mgr.Uptime().Seconds())}
 	queued, qerr := s.mgr.QueueDepth(ctx)
 	store := s.store.Storage()
@@ -637,7 +670,7 @@ func (s *Service) GetHealth(ctx context.Context, req *pb.GetHealthRequest) (*pb.
 
 // GetStats reports measured service, task and execution statistics over a
 // time range (default 24 h).
-func (s *Service) GetStats(ctx context.Context, req *pb.GetStatsRequest) (*pb.GetStatsResponse, error) {
+func (s *nodeAPI) GetStats(ctx context.Context, req *pb.GetStatsRequest) (*pb.GetStatsResponse, error) {
 	if req.TimeRangeHours < 0 {
 		return nil, errdefs.InvalidTimeRange.New("time_range_hours must not be negative")
 	}
@@ -695,7 +728,7 @@ func (s *Service) GetStats(ctx context.Context, req *pb.GetStatsRequest) (*pb.Ge
 			return strings.Compare(a, b)
 		})
 		for _, id := range ids[:min(len(ids), 5)] {
-			ts.MostActiveTasks = append(ts.MostActiveTasks, s.taskInfo(byID[id], false))
+			ts.MostActiveTasks = append(ts.MostActiveTasks, s.tasks.taskInfo(byID[id], false))
 		}
 		resp.TaskStats = ts
 	}
@@ -732,7 +765,7 @@ func (s *Service) GetStats(ctx context.Context, req *pb.GetStatsRequest) (*pb.Ge
 }
 
 // RegisterTask registers a task without invoking it.
-func (s *Service) RegisterTask(ctx context.Context, req *pb.RegisterTaskRequest) (*pb.RegisterTaskResponse, error) {
+func (s *tasksAPI) RegisterTask(ctx context.Context, req *pb.RegisterTaskRequest) (*pb.RegisterTaskResponse, error) {
 	if req.ArtifactSpec == nil {
 		return nil, errdefs.MissingArtifactSpec.New("artifact_spec is required")
 	}
@@ -747,7 +780,7 @@ func (s *Service) RegisterTask(ctx context.Context, req *pb.RegisterTaskRequest)
 }
 
 // UpdateTaskLimits replaces a task's limits.
-func (s *Service) UpdateTaskLimits(ctx context.Context, req *pb.UpdateTaskLimitsRequest) (*pb.UpdateTaskLimitsResponse, error) {
+func (s *tasksAPI) UpdateTaskLimits(ctx context.Context, req *pb.UpdateTaskLimitsRequest) (*pb.UpdateTaskLimitsResponse, error) {
 	t, err := s.reg.UpdateLimits(ctx, req.TaskId, limitsOf(req.Limits))
 	if err != nil {
 		return nil, err
@@ -756,7 +789,7 @@ func (s *Service) UpdateTaskLimits(ctx context.Context, req *pb.UpdateTaskLimits
 }
 
 // UpdateTask re-pins a task to an artifact's content as it is now.
-func (s *Service) UpdateTask(ctx context.Context, req *pb.UpdateTaskRequest) (*pb.UpdateTaskResponse, error) {
+func (s *tasksAPI) UpdateTask(ctx context.Context, req *pb.UpdateTaskRequest) (*pb.UpdateTaskResponse, error) {
 	t, changed, err := s.reg.Update(ctx, req.TaskId, artifactOf(req.ArtifactSpec))
 	if err != nil {
 		return nil, err
@@ -765,7 +798,7 @@ func (s *Service) UpdateTask(ctx context.Context, req *pb.UpdateTaskRequest) (*p
 }
 
 // RequeueExecution queues a dead-lettered execution again.
-func (s *Service) RequeueExecution(ctx context.Context, req *pb.RequeueExecutionRequest) (*pb.RequeueExecutionResponse, error) {
+func (s *executionsAPI) RequeueExecution(ctx context.Context, req *pb.RequeueExecutionRequest) (*pb.RequeueExecutionResponse, error) {
 	rec, err := s.mgr.Async.Requeue(ctx, req.ExecutionId)
 	if err != nil {
 		return nil, err
@@ -776,7 +809,7 @@ func (s *Service) RequeueExecution(ctx context.Context, req *pb.RequeueExecution
 }
 
 // UploadArtifact stores an artifact's bytes on the node.
-func (s *Service) UploadArtifact(ctx context.Context, req *pb.UploadArtifactRequest) (*pb.UploadArtifactResponse, error) {
+func (s *tasksAPI) UploadArtifact(ctx context.Context, req *pb.UploadArtifactRequest) (*pb.UploadArtifactResponse, error) {
 	if err := checkChecksum(req.Checksum); err != nil {
 		return nil, err
 	}
