@@ -23,6 +23,15 @@ import (
 	"github.com/spear-go/spear/api/spearlet"
 )
 
+// The commands, by noun; each group shares the app (flags, client,
+// output).
+type (
+	taskCommands   struct{ *app }
+	invokeCommands struct{ *app }
+	execCommands   struct{ *app }
+	nodeCommands   struct{ *app }
+)
+
 // Exit codes.
 const (
 	// ExitOK: the command succeeded; for executions, status COMPLETED.
@@ -139,12 +148,12 @@ func (a *app) newRootCmd() *cobra.Command {
 	pf.DurationVar(&a.timeout, "timeout", defaultTimeout, "RPC timeout (sync/stream invoke: execution timeout + margin)")
 
 	root.AddCommand(
-		a.newTaskCmd(),
-		a.newInvokeCmd(),
-		a.newExecCmd(),
-		a.newHealthCmd(),
-		a.newStatsCmd(),
-		a.newServeCmd(),
+		(&taskCommands{a}).newTaskCmd(),
+		(&invokeCommands{a}).newInvokeCmd(),
+		(&execCommands{a}).newExecCmd(),
+		(&nodeCommands{a}).newHealthCmd(),
+		(&nodeCommands{a}).newStatsCmd(),
+		(&nodeCommands{a}).newServeCmd(),
 	)
 	return root
 }

@@ -68,7 +68,7 @@ func (a *app) writeOutput(ctx context.Context, id string, res *spearlet.Executio
 	return writeFlush(w, out)
 }
 
-func (a *app) newExecOutputCmd() *cobra.Command {
+func (a *execCommands) newExecOutputCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "output ID",
 		Short: "Write an execution's whole output to stdout",

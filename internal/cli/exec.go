@@ -17,7 +17,7 @@ import (
 
 const statusNames = "pending, running, completed, failed, cancelled or timeout"
 
-func (a *app) newExecCmd() *cobra.Command {
+func (a *execCommands) newExecCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "exec",
 		Short: "Inspect, list, cancel, wait for and requeue executions",
@@ -28,7 +28,7 @@ func (a *app) newExecCmd() *cobra.Command {
 	return cmd
 }
 
-func (a *app) newExecGetCmd() *cobra.Command {
+func (a *execCommands) newExecGetCmd() *cobra.Command {
 	var logs bool
 	cmd := &cobra.Command{
 		Use:   "get ID",
@@ -58,7 +58,7 @@ func (a *app) newExecGetCmd() *cobra.Command {
 	return cmd
 }
 
-func (a *app) printExecution(ctx context.Context, id string, resp *spearlet.GetExecutionStatusResponse) error {
+func (a *execCommands) printExecution(ctx context.Context, id string, resp *spearlet.GetExecutionStatusResponse) error {
 	res := resp.GetResult()
 	var kv kvList
 	kv.add("execution id", id)
@@ -109,7 +109,7 @@ func (a *app) printExecution(ctx context.Context, id string, resp *spearlet.GetE
 	if len(resp.GetLogs()) > 0 {
 		fmt.Fprintln(a.stdout, "logs:")
 		for _, l := range resp.GetLogs() {
-			printIndented(a, l)
+			printIndented(a.app, l)
 		}
 	}
 	return nil
@@ -155,7 +155,7 @@ func plural(n int32) string {
 
 // printAttempts prints an execution's attempt history as an indented
 // table.
-func (a *app) printAttempts(h []*spearlet.AttemptInfo) error {
+func (a *execCommands) printAttempts(h []*spearlet.AttemptInfo) error {
 	fmt.Fprintln(a.stdout, "attempt history:")
 	tw := newTable(a.stdout)
 	row(tw, "  #", "STATUS", "STARTED", "DURATION", "NODE", "ERROR")
@@ -189,7 +189,7 @@ type execListOpts struct {
 	all, dead    bool
 }
 
-func (a *app) newExecListCmd() *cobra.Command {
+func (a *execCommands) newExecListCmd() *cobra.Command {
 	var o execListOpts
 	cmd := &cobra.Command{
 		Use:   "list",
@@ -208,7 +208,7 @@ func (a *app) newExecListCmd() *cobra.Command {
 	return cmd
 }
 
-func (a *app) execList(cmd *cobra.Command, o *execListOpts) error {
+func (a *execCommands) execList(cmd *cobra.Command, o *execListOpts) error {
 	req := &spearlet.ListExecutionsRequest{TaskId: o.task, Limit: o.limit, DeadLetteredOnly: o.dead}
 	if o.status != "" {
 		s, ok := parseStatus(o.status)
@@ -278,7 +278,7 @@ func (a *app) printExecutions(execs []*spearlet.ExecutionInfo) error {
 	return tw.Flush()
 }
 
-func (a *app) newExecCancelCmd() *cobra.Command {
+func (a *execCommands) newExecCancelCmd() *cobra.Command {
 	var reason string
 	var force bool
 	cmd := &cobra.Command{
@@ -318,7 +318,7 @@ func (a *app) newExecCancelCmd() *cobra.Command {
 	return cmd
 }
 
-func (a *app) newExecRequeueCmd() *cobra.Command {
+func (a *execCommands) newExecRequeueCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "requeue ID",
 		Short: "Run a dead-lettered execution again",
@@ -355,7 +355,7 @@ dead-lettered with FailedPrecondition, error_code NOT_DEAD_LETTERED).`,
 
 // watchWait follows an execution with WatchExecution. done is false when
 // the node does not have the method (the caller then polls).
-func (a *app) watchWait(ctx context.Context, c spearlet.FunctionServiceClient, id string) (done bool, err error) {
+func (a *execCommands) watchWait(ctx context.Context, c spearlet.FunctionServiceClient, id string) (done bool, err error) {
 	stream, err := c.WatchExecution(ctx, &spearlet.WatchExecutionRequest{ExecutionId: id, IncludeResult: true})
 	if err != nil {
 		if status.Code(err) == codes.Unimplemented {
@@ -390,7 +390,7 @@ func (a *app) watchWait(ctx context.Context, c spearlet.FunctionServiceClient, i
 	}
 }
 
-func (a *app) newExecLogsCmd() *cobra.Command {
+func (a *execCommands) newExecLogsCmd() *cobra.Command {
 	var follow bool
 	cmd := &cobra.Command{
 		Use:   "logs ID",
@@ -436,7 +436,7 @@ func (a *app) newExecLogsCmd() *cobra.Command {
 	return cmd
 }
 
-func (a *app) newExecWaitCmd() *cobra.Command {
+func (a *execCommands) newExecWaitCmd() *cobra.Command {
 	var poll time.Duration
 	cmd := &cobra.Command{
 		Use:   "wait ID",
@@ -459,7 +459,7 @@ Exit codes: 0 COMPLETED, 1 FAILED (or not found), 2 usage or RPC error,
 	return cmd
 }
 
-func (a *app) execWait(cmd *cobra.Command, id string, poll time.Duration) error {
+func (a *execCommands) execWait(cmd *cobra.Command, id string, poll time.Duration) error {
 	c, err := a.client()
 	if err != nil {
 		return err

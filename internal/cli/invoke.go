@@ -33,7 +33,7 @@ type invokeOpts struct {
 	callback  string
 }
 
-func (a *app) newInvokeCmd() *cobra.Command {
+func (a *invokeCommands) newInvokeCmd() *cobra.Command {
 	var o invokeOpts
 	cmd := &cobra.Command{
 		Use:   "invoke TASK",
@@ -88,7 +88,7 @@ async exits 0 once the invocation is accepted.`,
 	return cmd
 }
 
-func (a *app) invoke(cmd *cobra.Command, taskID string, o *invokeOpts) error {
+func (a *invokeCommands) invoke(cmd *cobra.Command, taskID string, o *invokeOpts) error {
 	var mode spearlet.ExecutionMode
 	switch o.mode {
 	case "sync":
@@ -167,7 +167,7 @@ func checkCallbackURL(s string) error {
 }
 
 // readInput resolves --input: "@FILE", "-" (stdin) or literal text.
-func (a *app) readInput(v string) ([]byte, error) {
+func (a *invokeCommands) readInput(v string) ([]byte, error) {
 	switch {
 	case v == "-":
 		b, err := io.ReadAll(a.stdin)
@@ -187,7 +187,7 @@ func (a *app) readInput(v string) ([]byte, error) {
 }
 
 // executionDeadline is the RPC timeout of a sync or stream invocation.
-func (a *app) executionDeadline(cmd *cobra.Command, timeoutMs int64) time.Duration {
+func (a *invokeCommands) executionDeadline(cmd *cobra.Command, timeoutMs int64) time.Duration {
 	if timeoutMs > 0 {
 		return time.Duration(timeoutMs)*time.Millisecond + invokeMargin
 	}
@@ -197,7 +197,7 @@ func (a *app) executionDeadline(cmd *cobra.Command, timeoutMs int64) time.Durati
 	return 0
 }
 
-func (a *app) invokeSync(ctx context.Context, c spearlet.FunctionServiceClient, req *spearlet.InvokeFunctionRequest, timeout time.Duration) error {
+func (a *invokeCommands) invokeSync(ctx context.Context, c spearlet.FunctionServiceClient, req *spearlet.InvokeFunctionRequest, timeout time.Duration) error {
 	resp, err := call(ctx, timeout, c.InvokeFunction, req)
 	if err != nil {
 		return err
@@ -219,7 +219,7 @@ func (a *app) invokeSync(ctx context.Context, c spearlet.FunctionServiceClient, 
 }
 
 // rejected reports an invocation the node did not accept.
-func (a *app) rejected(resp *spearlet.InvokeFunctionResponse) error {
+func (a *invokeCommands) rejected(resp *spearlet.InvokeFunctionResponse) error {
 	msg := "invocation rejected"
 	if c := resp.GetResult().GetErrorCode(); c != "" {
 		msg += ": " + c
@@ -231,7 +231,7 @@ func (a *app) rejected(resp *spearlet.InvokeFunctionResponse) error {
 	return failf("%s%s", msg, suffix(m))
 }
 
-func (a *app) invokeAsync(ctx context.Context, c spearlet.FunctionServiceClient, req *spearlet.InvokeFunctionRequest) error {
+func (a *invokeCommands) invokeAsync(ctx context.Context, c spearlet.FunctionServiceClient, req *spearlet.InvokeFunctionRequest) error {
 	resp, err := call(ctx, a.timeout, c.InvokeFunction, req)
 	if err != nil {
 		return err
@@ -257,7 +257,7 @@ func (a *app) invokeAsync(ctx context.Context, c spearlet.FunctionServiceClient,
 	return nil
 }
 
-func (a *app) invokeStream(ctx context.Context, c spearlet.FunctionServiceClient, req *spearlet.InvokeFunctionRequest, timeout time.Duration) error {
+func (a *invokeCommands) invokeStream(ctx context.Context, c spearlet.FunctionServiceClient, req *spearlet.InvokeFunctionRequest, timeout time.Duration) error {
 	var cancel context.CancelFunc
 	if timeout > 0 {
 		ctx, cancel = context.WithTimeout(ctx, timeout)
@@ -273,7 +273,7 @@ func (a *app) invokeStream(ctx context.Context, c spearlet.FunctionServiceClient
 }
 
 // readStream writes chunks as they arrive and returns the final outcome.
-func (a *app) readStream(stream grpc.ServerStreamingClient[spearlet.StreamExecutionResult]) error {
+func (a *invokeCommands) readStream(stream grpc.ServerStreamingClient[spearlet.StreamExecutionResult]) error {
 	for {
 		msg, err := stream.Recv()
 		if errors.Is(err, io.EOF) {

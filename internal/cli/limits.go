@@ -162,7 +162,7 @@ func addLimits(kv *kvList, l *spearlet.TaskLimits, all bool) {
 	kv.add("max timeout", orUnset(fmtMillis(l.GetMaxTimeoutMs())))
 }
 
-func (a *app) newTaskLimitsCmd() *cobra.Command {
+func (a *taskCommands) newTaskLimitsCmd() *cobra.Command {
 	var o limitOpts
 	cmd := &cobra.Command{
 		Use:   "limits ID [flags]",
@@ -184,7 +184,7 @@ Exits 1 when the task is not found.`,
 	return cmd
 }
 
-func (a *app) taskLimits(cmd *cobra.Command, id string, o *limitOpts) error {
+func (a *taskCommands) taskLimits(cmd *cobra.Command, id string, o *limitOpts) error {
 	// Validate the flags before any RPC.
 	changed, err := o.apply(cmd.Flags(), &spearlet.TaskLimits{})
 	if err != nil {

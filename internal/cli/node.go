@@ -11,7 +11,7 @@ import (
 	"github.com/spear-go/spear/api/spearlet"
 )
 
-func (a *app) newHealthCmd() *cobra.Command {
+func (a *nodeCommands) newHealthCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "health",
 		Short: "Show the node's health",
@@ -53,7 +53,7 @@ func (a *app) newHealthCmd() *cobra.Command {
 	}
 }
 
-func (a *app) newStatsCmd() *cobra.Command {
+func (a *nodeCommands) newStatsCmd() *cobra.Command {
 	var hours int32
 	cmd := &cobra.Command{
 		Use:   "stats",
@@ -86,7 +86,7 @@ func (a *app) newStatsCmd() *cobra.Command {
 	return cmd
 }
 
-func (a *app) printStats(resp *spearlet.GetStatsResponse) {
+func (a *nodeCommands) printStats(resp *spearlet.GetStatsResponse) {
 	if s := resp.GetServiceStats(); s != nil {
 		fmt.Fprintln(a.stdout, "Service")
 		var kv kvList

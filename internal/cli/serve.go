@@ -18,7 +18,7 @@ import (
 
 // newServeCmd returns `spear serve`, which runs a spearlet node until
 // SIGINT or SIGTERM.
-func (a *app) newServeCmd() *cobra.Command {
+func (a *nodeCommands) newServeCmd() *cobra.Command {
 	var (
 		cfg                     node.Config
 		configFile, sync, level string
@@ -46,7 +46,7 @@ environment, which wins over the file.`,
 				return usageErrorf("--sync: %v", err)
 			}
 			cfg.Sync = policy
-			logger, err := newLogger(a, level, format)
+			logger, err := newLogger(a.app, level, format)
 			if err != nil {
 				return usageErrorf("%v", err)
 			}

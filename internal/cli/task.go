@@ -16,7 +16,7 @@ import (
 	"github.com/spear-go/spear/api/spearlet"
 )
 
-func (a *app) newTaskCmd() *cobra.Command {
+func (a *taskCommands) newTaskCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "task",
 		Short: "Register, list, inspect, update and delete tasks",
@@ -34,7 +34,7 @@ type taskCreateOpts struct {
 	limits          limitOpts
 }
 
-func (a *app) newTaskCreateCmd() *cobra.Command {
+func (a *taskCommands) newTaskCreateCmd() *cobra.Command {
 	var o taskCreateOpts
 	cmd := &cobra.Command{
 		Use:   "create NAME (--location PATH | --upload PATH)",
@@ -70,7 +70,7 @@ with "spear task limits".`,
 	return cmd
 }
 
-func (a *app) taskCreate(cmd *cobra.Command, name string, o *taskCreateOpts) error {
+func (a *taskCommands) taskCreate(cmd *cobra.Command, name string, o *taskCreateOpts) error {
 	meta, err := parseKVs("meta", o.meta)
 	if err != nil {
 		return err
@@ -120,7 +120,7 @@ func (a *app) taskCreate(cmd *cobra.Command, name string, o *taskCreateOpts) err
 	return a.printTaskAnswer(resp, resp.GetTask(), msg)
 }
 
-func (a *app) newTaskUpdateCmd() *cobra.Command {
+func (a *taskCommands) newTaskUpdateCmd() *cobra.Command {
 	var o artifactOpts
 	cmd := &cobra.Command{
 		Use:   "update ID [--location PATH | --upload PATH]",
@@ -142,7 +142,7 @@ compiled WASM module).`,
 	return cmd
 }
 
-func (a *app) taskUpdate(cmd *cobra.Command, id string, o *artifactOpts) error {
+func (a *taskCommands) taskUpdate(cmd *cobra.Command, id string, o *artifactOpts) error {
 	if err := o.check(); err != nil {
 		return err
 	}
@@ -168,7 +168,7 @@ func (a *app) taskUpdate(cmd *cobra.Command, id string, o *artifactOpts) error {
 
 // printTaskAnswer prints a node's answer about task t: as JSON with
 // --json, else the line format (with t's id) and the task.
-func (a *app) printTaskAnswer(resp proto.Message, t *spearlet.TaskInfo, format string) error {
+func (a *taskCommands) printTaskAnswer(resp proto.Message, t *spearlet.TaskInfo, format string) error {
 	if a.json {
 		return a.printJSON(resp)
 	}
@@ -218,7 +218,7 @@ func (o *artifactOpts) check() error {
 
 // artifactSpec is the artifact the flags name; --upload uploads the file
 // first and names the location the node returns.
-func (a *app) artifactSpec(ctx context.Context, c spearlet.FunctionServiceClient, o *artifactOpts) (*spearlet.ArtifactSpec, error) {
+func (a *taskCommands) artifactSpec(ctx context.Context, c spearlet.FunctionServiceClient, o *artifactOpts) (*spearlet.ArtifactSpec, error) {
 	spec := &spearlet.ArtifactSpec{ArtifactType: o.typ, Version: o.version, Checksum: o.checksum}
 	if o.upload == "" {
 		if o.location != "" {
@@ -273,7 +273,7 @@ func absLocation(loc, typ string) (string, error) {
 	return abs, nil
 }
 
-func (a *app) printTask(t *spearlet.TaskInfo) {
+func (a *taskCommands) printTask(t *spearlet.TaskInfo) {
 	var kv kvList
 	spec := t.GetArtifactSpec()
 	kv.add("task id", t.GetTaskId())
@@ -300,7 +300,7 @@ type taskListOpts struct {
 	all    bool
 }
 
-func (a *app) newTaskListCmd() *cobra.Command {
+func (a *taskCommands) newTaskListCmd() *cobra.Command {
 	var o taskListOpts
 	cmd := &cobra.Command{
 		Use:   "list",
@@ -319,7 +319,7 @@ with --all, pages (of --limit tasks) are followed until the end.`,
 	return cmd
 }
 
-func (a *app) taskList(cmd *cobra.Command, o *taskListOpts) error {
+func (a *taskCommands) taskList(cmd *cobra.Command, o *taskListOpts) error {
 	if o.limit < 0 {
 		return usageErrorf("--limit must not be negative")
 	}
@@ -369,7 +369,7 @@ func (a *app) taskList(cmd *cobra.Command, o *taskListOpts) error {
 	return nil
 }
 
-func (a *app) newTaskGetCmd() *cobra.Command {
+func (a *taskCommands) newTaskGetCmd() *cobra.Command {
 	var executions int32
 	cmd := &cobra.Command{
 		Use:   "get ID",
@@ -407,7 +407,7 @@ func (a *app) newTaskGetCmd() *cobra.Command {
 	return cmd
 }
 
-func (a *app) newTaskDeleteCmd() *cobra.Command {
+func (a *taskCommands) newTaskDeleteCmd() *cobra.Command {
 	var force, cleanup bool
 	cmd := &cobra.Command{
 		Use:   "delete ID",
