@@ -221,11 +221,19 @@ func newHarness(t *testing.T, opts Options, clock *fakeClock) *harness {
 // it is shut down when the test ends (before the store closes).
 func (h *harness) newManager(opts Options) *Manager {
 	h.t.Helper()
+	return h.newManagerWith(opts, func(*Manager) {})
+}
+
+// newManagerWith is newManager with parts replaced (by fakes) before the
+// Manager starts.
+func (h *harness) newManagerWith(opts Options, replace func(*Manager)) *Manager {
+	h.t.Helper()
 	opts.Hooks = h.hooks
 	if opts.NodeID == "" {
 		opts.NodeID = "node-test"
 	}
 	m := New(opts, h.st, h.reg, map[spearrt.Type]spearrt.Runtime{spearrt.TypeProcess: h.rt})
+	replace(m)
 	if err := m.Start(testCtx(h.t)); err != nil {
 		h.t.Fatalf("Start: %v", err)
 	}

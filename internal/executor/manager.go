@@ -22,6 +22,7 @@ import (
 	"github.com/spear-go/spear/internal/registry"
 	spearrt "github.com/spear-go/spear/internal/runtime"
 	"github.com/spear-go/spear/internal/store"
+	"github.com/spear-go/spear/internal/task"
 )
 
 // Options configures a Manager.
@@ -120,6 +121,27 @@ type Cancels struct{ *core }
 // finished with its record not yet written.
 type liveTable struct{ *core }
 
+// runner is the engine as the other parts use it: it runs one execution
+// and records its outcome. Tests give the dispatcher and SyncRuns a fake.
+type runner interface {
+	runtime(t spearrt.Type) (spearrt.Runtime, error)
+	execute(ctx context.Context, l *live, rt spearrt.Runtime, art spearrt.Artifact, spec *execution.Spec, limits task.Limits, onChunk func(Chunk))
+	classify(l *live, ctx context.Context, err error)
+	finish(l *live, queueWait time.Duration)
+	runtimeOf(taskID string) spearrt.Type
+}
+
+// notifier is the callback outbox as the other parts use it.
+type notifier interface {
+	notify(r *execution.Record)
+	deliverCallbacks(ctx context.Context)
+}
+
+// deliverer posts one completion callback (callback.Deliverer).
+type deliverer interface {
+	Deliver(ctx context.Context, target, executionID string, body []byte) callback.Outcome
+}
+
 // core is the state the parts share, and the parts themselves.
 type core struct {
 	opts     Options
@@ -131,7 +153,7 @@ type core struct {
 	stats    *stats
 	persist  *persister
 
-	callbacks     *callback.Deliverer
+	callbacks     deliverer
 	callbackSlots chan struct{}
 
 	mu   sync.Mutex
@@ -168,8 +190,8 @@ type core struct {
 	runs       *SyncRuns
 	async      *Async
 	dispatcher *dispatcher
-	engine     *engine
-	outbox     *outbox
+	engine     runner
+	outbox     notifier
 	views      *Views
 	cancels    *Cancels
 	lives      *liveTable
