@@ -2,7 +2,6 @@ package harness
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -12,7 +11,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -404,52 +402,28 @@ func populate(ctx context.Context, dir string, n int) ([]string, error) {
 		return nil, err
 	}
 	defer st.Close()
-	js, err := jetstream.New(st.Conn(), jetstream.WithPublishAsyncMaxPending(8192))
-	if err != nil {
-		return nil, err
-	}
 	now := time.Now()
 	sample := make([]string, 0, 10_000)
-	const taskID = "bench-status"
+	batch := make([]*execution.Record, 0, 4096)
 	for i := range n {
 		t := now.Add(time.Duration(i-n) * time.Millisecond)
-		id := execution.NewID(t)
 		rec := &execution.Record{
-			ID: id, TaskID: taskID, Mode: execution.ModeAsync, Status: execution.StatusCompleted,
+			ID: execution.NewID(t), TaskID: "bench-status", Mode: execution.ModeAsync, Status: execution.StatusCompleted,
 			Attempts: 1, CreatedAt: t, StartedAt: t, CompletedAt: t.Add(time.Millisecond),
 			Node: "bench", Output: []byte("spear-bench-output"), DurationMs: 1,
 		}
-		b, err := json.Marshal(rec)
-		if err != nil {
-			return nil, err
-		}
-		if _, err := js.PublishAsync("$KV."+store.BucketExecutions+"."+id, b); err != nil {
-			return nil, fmt.Errorf("populate: %w: %w", errdefs.ErrUnavailable, err)
-		}
-		if _, err := js.PublishAsync("$KV."+store.BucketExecIndex+"."+taskID+"."+id, nil); err != nil {
-			return nil, fmt.Errorf("populate: %w: %w", errdefs.ErrUnavailable, err)
+		if batch = append(batch, rec); len(batch) == cap(batch) || i == n-1 {
+			// Records and index entries pipelined, one round trip a batch.
+			if err := st.Records.PutAll(ctx, batch); err != nil {
+				return nil, fmt.Errorf("populate: %w", err)
+			}
+			batch = batch[:0]
 		}
 		if len(sample) < cap(sample) {
-			sample = append(sample, id)
+			sample = append(sample, rec.ID)
 		} else if j := rand.IntN(i + 1); j < len(sample) {
-			sample[j] = id
-		}
-		if i%20_000 == 19_999 {
-			if err := waitPublished(ctx, js); err != nil {
-				return nil, err
-			}
+			sample[j] = rec.ID
 		}
 	}
-	return sample, waitPublished(ctx, js)
-}
-
-func waitPublished(ctx context.Context, js jetstream.JetStream) error {
-	select {
-	case <-js.PublishAsyncComplete():
-		return nil
-	case <-time.After(2 * time.Minute):
-		return fmt.Errorf("populate: publishes not acknowledged: %w", errdefs.ErrUnavailable)
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	return sample, nil
 }

@@ -7,12 +7,9 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/nats-io/nats.go"
-
 	"github.com/spear-go/spear/internal/errdefs"
 	"github.com/spear-go/spear/internal/execution"
 	spearrt "github.com/spear-go/spear/internal/runtime"
-	"github.com/spear-go/spear/internal/store"
 )
 
 // CancelOutcome is the answer to a cancel request.
@@ -144,12 +141,12 @@ func (m *Cancels) cancelRemote(ctx context.Context, id, reason string, force boo
 	body, _ := json.Marshal(cancelRequest{Reason: reason, Force: force})
 	ctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
 	defer cancel()
-	msg, err := m.store.Conn().RequestWithContext(ctx, store.CancelSubjectBase+id, body)
+	answer, err := m.store.Control.RequestCancel(ctx, id, body)
 	if err != nil {
 		return CancelOutcome{}, false
 	}
 	var out CancelOutcome
-	if json.Unmarshal(msg.Data, &out) != nil {
+	if json.Unmarshal(answer, &out) != nil {
 		return CancelOutcome{}, false
 	}
 	return out, true
@@ -157,10 +154,9 @@ func (m *Cancels) cancelRemote(ctx context.Context, id, reason string, force boo
 
 // onCancelRequest answers another node's cancel request for an execution
 // live here; it stays silent otherwise.
-func (m *Cancels) onCancelRequest(msg *nats.Msg) {
-	id := msg.Subject[len(store.CancelSubjectBase):]
+func (m *Cancels) onCancelRequest(id string, body []byte, respond func([]byte)) {
 	var req cancelRequest
-	_ = json.Unmarshal(msg.Data, &req)
+	_ = json.Unmarshal(body, &req)
 	m.mu.Lock()
 	_, ok := m.live[id]
 	m.mu.Unlock()
@@ -175,6 +171,6 @@ func (m *Cancels) onCancelRequest(msg *nats.Msg) {
 			return
 		}
 		b, _ := json.Marshal(out)
-		_ = msg.Respond(b)
+		respond(b)
 	}()
 }

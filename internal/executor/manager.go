@@ -7,14 +7,11 @@ package executor
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/nats-io/nats.go"
 
 	"github.com/spear-go/spear/internal/callback"
 	"github.com/spear-go/spear/internal/errdefs"
@@ -172,9 +169,9 @@ type core struct {
 	wg         sync.WaitGroup // async runs and background loops
 	// syncRuns counts sync and stream runs in progress, so that Shutdown
 	// waits for their final records before its last persister flush.
-	syncRuns  sync.WaitGroup
-	cancelSub *nats.Subscription
-	shared    bool
+	syncRuns    sync.WaitGroup
+	stopCancels func()
+	shared      bool
 	// afterRead, in tests, runs between a worker's read of a record and its
 	// claim.
 	afterRead func()
@@ -207,6 +204,8 @@ type live struct {
 	force       bool
 	output      *outputSink
 	logs        *logSink
+	// runtime is the type of runtime that runs it, once it started.
+	runtime spearrt.Type
 	// done is closed when the execution reaches a terminal state (or goes
 	// back to the queue).
 	done chan struct{}
@@ -276,11 +275,11 @@ func (m *Manager) Start(ctx context.Context) error {
 		return err
 	}
 	m.stats.load(all)
-	sub, err := m.store.Conn().Subscribe(store.CancelSubjectBase+"*", m.cancels.onCancelRequest)
+	stop, err := m.store.Control.ServeCancels(m.cancels.onCancelRequest)
 	if err != nil {
-		return fmt.Errorf("subscribe to cancel requests: %w", err)
+		return err
 	}
-	m.cancelSub = sub
+	m.stopCancels = stop
 	m.wg.Add(4)
 	go func() { defer m.wg.Done(); m.persist.run(m.baseCtx) }()
 	go func() { defer m.wg.Done(); m.stats.flushLoop(m.baseCtx, m.store, m.log) }()
@@ -299,8 +298,8 @@ func (m *Manager) Shutdown(ctx context.Context) {
 	m.mu.Lock()
 	m.draining = true
 	m.mu.Unlock()
-	if m.cancelSub != nil {
-		_ = m.cancelSub.Unsubscribe()
+	if m.stopCancels != nil {
+		m.stopCancels()
 	}
 	done := make(chan struct{})
 	go func() {

@@ -205,7 +205,7 @@ func (m *engine) execute(ctx context.Context, l *live, rt spearrt.Runtime, art s
 	logs := &logSink{now: m.opts.Now, limit: m.opts.MaxLogBytes}
 	start := m.opts.Now()
 	l.mu.Lock()
-	l.output, l.logs = out, logs
+	l.output, l.logs, l.runtime = out, logs, art.Type
 	l.rec.Status = execution.StatusRunning
 	l.rec.StartedAt = start
 	l.rec.Attempts++
@@ -393,7 +393,13 @@ func (m *engine) finish(l *live, queueWait time.Duration) {
 	r := l.final()
 	m.stats.record(r)
 	if m.opts.Hooks != nil {
-		m.opts.Hooks.Finished(r, m.runtimeOf(r.TaskID), queueWait)
+		l.mu.Lock()
+		rt := l.runtime
+		l.mu.Unlock()
+		if rt == "" { // it never started: the task is looked up once more
+			rt = m.runtimeOf(r.TaskID)
+		}
+		m.opts.Hooks.Finished(r, rt, queueWait)
 	}
 	m.log.Debug("execution finished", "execution", r.ID, "task", r.TaskID, "mode", r.Mode.String(),
 		"status", r.Status.String(), "error_code", r.ErrorCode, "duration_ms", r.DurationMs)

@@ -133,6 +133,7 @@ type Store struct {
 	Inputs    *Inputs
 	Artifacts *Artifacts
 	Callbacks *Callbacks
+	Control   *Control
 
 	stopMeasure context.CancelFunc
 }
@@ -167,7 +168,7 @@ func newStore(opts Options) *Store {
 	c.usage.limit = opts.MaxStoreBytes
 	inputs := &Inputs{c}
 	return &Store{core: c, Records: &Records{c}, Tasks: &Tasks{c}, Queue: &Queue{core: c, inputs: inputs},
-		Outputs: &Outputs{c}, Inputs: inputs, Artifacts: &Artifacts{c}, Callbacks: &Callbacks{c}}
+		Outputs: &Outputs{c}, Inputs: inputs, Artifacts: &Artifacts{c}, Callbacks: &Callbacks{c}, Control: &Control{c}}
 }
 
 // Open starts (or connects to) NATS and creates the buckets, the queue
@@ -349,9 +350,6 @@ func (s *core) provision(ctx context.Context) error {
 	}
 	return nil
 }
-
-// Conn is the NATS connection, for core request/reply between nodes.
-func (s *Store) Conn() *nats.Conn { return s.nc }
 
 // Embedded reports whether the store runs its own NATS server.
 func (s *Store) Embedded() bool { return s.srv != nil }
