@@ -242,6 +242,11 @@ func (m *engine) execute(ctx context.Context, l *live, rt spearrt.Runtime, art s
 	r.CompletedAt = end
 	r.DurationMs = end.Sub(start).Milliseconds()
 	r.Output, r.OutputSize, r.OutputSHA256, r.OutputStored = sum.head, sum.size, sum.sha256, sum.stored
+	if sum.stored {
+		// The chunks hold it all: the record keeps a preview, so output is
+		// stored once.
+		r.Output = sum.head[:min(len(sum.head), storedPreview)]
+	}
 	r.Logs = logs.result()
 	r.MemoryUsedBytes = res.MemoryUsedBytes
 	r.StartupUs = res.Startup.Microseconds()
@@ -282,6 +287,10 @@ func (m *engine) execute(ctx context.Context, l *live, rt spearrt.Runtime, art s
 	}
 	m.recordAttempt(l)
 }
+
+// storedPreview is how much of an output whose chunks are stored the
+// record keeps too.
+const storedPreview = 16 << 10
 
 // recordAttempt adds the run that just ended to the record's history.
 func (m *engine) recordAttempt(l *live) {

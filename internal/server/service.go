@@ -185,8 +185,11 @@ func (s *invocations) resultWithOutput(ctx context.Context, r *execution.Record)
 		return res
 	}
 	head, err := s.mgr.Views.OutputHead(ctx, r.ID, replyOutputMax)
-	if err != nil || len(head) < len(r.Output) {
+	if err != nil {
 		s.log.Warn("reading stored output", "execution", r.ID, "err", err)
+		return res
+	}
+	if len(head) < len(r.Output) { // the chunks expired or went to free space
 		return res
 	}
 	res.Result = pb.BytesAny(head)

@@ -85,6 +85,7 @@ func (u *usage) allowOutput(n int) error {
 	b := u.budget()
 	used := u.used.Add(int64(n))
 	if b > 0 && used > b-reserve(b)/2 {
+		u.used.Add(-int64(n)) // not written
 		return storageFull("the store is nearly full (%d of %d bytes): the rest of this output is not stored", used, b)
 	}
 	return nil
@@ -124,9 +125,7 @@ func (s *Store) measureUsage(ctx context.Context, interval time.Duration) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
-		if n, err := s.StorageBytes(ctx); err == nil {
-			s.usage.used.Store(n)
-		}
+		_, _ = s.measure(ctx)
 		select {
 		case <-ctx.Done():
 			return
@@ -135,23 +134,56 @@ func (s *Store) measureUsage(ctx context.Context, interval time.Duration) {
 	}
 }
 
+// measure refreshes the usage: what the streams hold, and for the
+// embedded server what its files take on disk, if more (deleted messages
+// take disk space until their blocks are compacted), or all of the
+// budget when the filesystem itself is nearly full.
+func (s *Store) measure(ctx context.Context) (int64, error) {
+	n, err := s.StorageBytes(ctx)
+	if err != nil {
+		return 0, err
+	}
+	if s.srv != nil {
+		dir := filepath.Join(s.opts.DataDir, "jetstream")
+		n = max(n, dirBytes(dir))
+		if free, err := freeBytes(dir); err == nil && free < reserve(s.usage.limit)/2 {
+			n = max(n, s.usage.limit)
+		}
+	}
+	s.usage.used.Store(n)
+	return n, nil
+}
+
 // embeddedBudget is 90% of what the data dir's filesystem can hold for
 // the embedded server: its free space plus what the server already keeps.
 func embeddedBudget(dir string) (int64, error) {
+	free, err := freeBytes(dir)
+	if err != nil {
+		return 0, err
+	}
+	return (free + dirBytes(dir)) / 10 * 9, nil
+}
+
+func freeBytes(dir string) (int64, error) {
 	var st unix.Statfs_t
 	if err := unix.Statfs(dir, &st); err != nil {
 		return 0, fmt.Errorf("free space of %s: %w", dir, err)
 	}
-	var kept int64
+	return int64(st.Bavail) * st.Bsize, nil
+}
+
+// dirBytes is the size of the files under dir.
+func dirBytes(dir string) int64 {
+	var n int64
 	_ = filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
 		if err == nil && d.Type().IsRegular() {
 			if fi, err := d.Info(); err == nil {
-				kept += fi.Size()
+				n += fi.Size()
 			}
 		}
 		return nil
 	})
-	return (int64(st.Bavail)*st.Bsize + kept) / 10 * 9, nil
+	return n
 }
 
 // accountBudget is the account's JetStream storage limit, 0 if it has

@@ -30,15 +30,25 @@ const (
 func (s *Store) reclaimLoop(ctx context.Context, interval time.Duration) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
+	failures := 0
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
-		if n, err := s.Reclaim(ctx); err != nil && ctx.Err() == nil {
-			s.log.Warn("reclaiming store space", "err", err)
-		} else if n > 0 {
+		n, err := s.Reclaim(ctx)
+		switch {
+		case err != nil && ctx.Err() == nil:
+			// Said once, then once a minute while it goes on.
+			if failures%30 == 0 {
+				s.log.Warn("reclaiming store space", "err", err, "failures", failures+1)
+			}
+			failures++
+		case err == nil:
+			failures = 0
+		}
+		if n > 0 {
 			s.log.Info("reclaimed store space", "dropped", n, "store_bytes", s.usage.used.Load(), "budget", s.usage.budget())
 		}
 	}
@@ -49,11 +59,10 @@ func (s *Store) reclaimLoop(ctx context.Context, interval time.Duration) {
 func (s *Store) Reclaim(ctx context.Context) (int, error) {
 	b := s.usage.budget()
 	over := func() (bool, error) {
-		used, err := s.StorageBytes(ctx)
+		used, err := s.measure(ctx)
 		if err != nil {
 			return false, err
 		}
-		s.usage.used.Store(used)
 		return float64(used) > reclaimBelow*float64(b), nil
 	}
 	if b == 0 || float64(s.usage.used.Load()) <= reclaimAbove*float64(b) {
