@@ -54,9 +54,11 @@ func (m *liveTable) ofTask(taskID string) int {
 	defer m.mu.Unlock()
 	n := 0
 	for _, l := range m.live {
-		if r := l.final(); r.TaskID == taskID && !r.Status.Terminal() {
+		l.mu.Lock()
+		if l.rec.TaskID == taskID && !l.rec.Status.Terminal() {
 			n++
 		}
+		l.mu.Unlock()
 	}
 	return n
 }
