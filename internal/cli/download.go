@@ -79,6 +79,18 @@ Exit codes: 0 COMPLETED, 1 FAILED (or not found), 2 usage or RPC error,
 124 TIMEOUT, 130 CANCELLED.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			// An unknown id would read as a new invocation to attach to.
+			st, err := call(cmd.Context(), a.timeout, c.GetExecutionStatus, &spearlet.GetExecutionStatusRequest{ExecutionId: args[0]})
+			if err != nil {
+				return err
+			}
+			if !st.GetFound() {
+				return failf("execution %s not found%s", args[0], suffix(st.GetMessage()))
+			}
 			final, err := a.fetchOutput(cmd.Context(), args[0], "", a.stdout)
 			if err != nil {
 				return err
