@@ -110,6 +110,7 @@ type Runtime struct {
 	// forker starts runs without a memory limit inside the node's shared
 	// pids cgroup; nil when there is none.
 	forker    *forkServer
+	reaper    *orphanReaper // nil: init reaps what runs leave
 	closeOnce sync.Once
 	// cgroups is where runs' cgroups are created; nil when cgroups cannot
 	// be used.
@@ -152,6 +153,11 @@ func New(opts Options) *Runtime {
 	case opts.PidsLimit > 0:
 		r.pidsLimit = int64(opts.PidsLimit)
 	}
+	if o, err := newOrphanReaper(); err != nil {
+		r.log.Warn("process: the node cannot reap what runs leave behind; init will", "err", err)
+	} else {
+		r.reaper = o
+	}
 	cg, why := detectCgroups(opts.NodeID)
 	r.cgroups = cg
 	if !opts.OwnCgroups {
@@ -170,12 +176,16 @@ func New(opts Options) *Runtime {
 	return r
 }
 
-// Close stops the fork server and removes the node's shared cgroup. Runs
+// Close stops the fork server and the reaper's sweep, and removes the
+// node's shared cgroup. Runs
 // must have ended.
 func (r *Runtime) Close(context.Context) error {
 	r.closeOnce.Do(func() {
 		if r.forker != nil {
 			r.forker.stop()
+		}
+		if r.reaper != nil {
+			r.reaper.stop()
 		}
 	})
 	return nil

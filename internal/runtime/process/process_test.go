@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -104,24 +105,15 @@ func runBounded(t *testing.T, ctx context.Context, rt *process.Runtime, in *runt
 	}
 }
 
-// waitGone fails t unless process pid has exited (gone, or a zombie waiting
-// for its new parent to reap it) within a generous bound.
+// waitGone fails t unless process pid is gone, reaped too (the runtime
+// reaps what runs leave), within a generous bound.
 func waitGone(t *testing.T, pid int) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
-	for {
-		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-		if errors.Is(err, os.ErrNotExist) {
-			return
-		}
-		if err == nil {
-			// State is the first field after the parenthesised command.
-			if i := bytes.LastIndexByte(stat, ')'); i >= 0 && i+2 < len(stat) && stat[i+2] == 'Z' {
-				return
-			}
-		}
+	for syscall.Kill(pid, 0) == nil {
 		if time.Now().After(deadline) {
-			t.Errorf("process %d still running after Run returned: %s", pid, stat)
+			stat, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+			t.Errorf("process %d still there (or not reaped) after Run returned: %s", pid, stat)
 			_ = syscall.Kill(pid, syscall.SIGKILL)
 			return
 		}
@@ -318,7 +310,10 @@ func TestBackgroundChildKilled(t *testing.T) {
 				t.Fatalf("Run: %+v, %v (stderr %q)", res, err, stderr)
 			}
 			t.Logf("Run returned after %v", elapsed)
-			waitGone(t, firstPid(t, stdout.String()))
+			// Gone, zombie included, when Run returns.
+			if pid := firstPid(t, stdout.String()); syscall.Kill(pid, 0) == nil {
+				t.Errorf("child %d is left after Run", pid)
+			}
 		})
 	}
 }
@@ -824,11 +819,37 @@ func TestSharedPidsCgroup(t *testing.T) {
 	if !errors.Is(err, context.DeadlineExceeded) && (err != nil || res.ExitCode == 0) {
 		t.Errorf("Run: %+v, %v; want a timeout or a non-zero exit", res, err)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for len(processesWithEnv(t, process.EnvExecutionID+"="+execID)) > 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("processes of the fork bomb left after Run")
-		}
-		time.Sleep(20 * time.Millisecond)
+	// Run returns once the bomb's processes are reaped, not only killed:
+	// nothing is left, and the next run can fork at once.
+	if left := processesWithEnv(t, process.EnvExecutionID+"="+execID); len(left) > 0 {
+		t.Fatalf("processes of the fork bomb left after Run: %v", left)
 	}
+	in, stdout, stderr := inv(script(t, "i=0\nwhile [ $i -lt 8 ]; do (true) & i=$((i+1)); done\nwait\necho forked\n"), "", nil)
+	res, err, _ = runBounded(t, t.Context(), rt, in, 30*time.Second)
+	if err != nil || res.ExitCode != 0 || stdout.String() != "forked\n" {
+		t.Errorf("the run after the bomb: %+v, %v (stdout %q, stderr %s)", res, err, stdout, trimLog(stderr.String()))
+	}
+}
+
+// TestReaperLeavesOtherChildren: the node reaps what runs leave, never a
+// child os/exec waits for, though sweeps run while such children exit.
+func TestReaperLeavesOtherChildren(t *testing.T) {
+	rt := process.New(process.Options{})
+	defer func() { _ = rt.Close(t.Context()) }()
+	var wg sync.WaitGroup
+	for range 4 { // runs whose background children the sweep reaps
+		wg.Go(func() {
+			in, _, _ := inv(script(t, "sleep 300 &\nsetsid sleep 0.05 &\n"), "", nil)
+			_, _, _ = runBounded(t, t.Context(), rt, in, 60*time.Second)
+		})
+	}
+	for i := range 40 {
+		wg.Go(func() {
+			cmd := exec.Command("sh", "-c", "sleep 0.0$0", strconv.Itoa(i%10))
+			if err := cmd.Run(); err != nil {
+				t.Errorf("a child the runtime does not own: %v", err)
+			}
+		})
+	}
+	wg.Wait()
 }

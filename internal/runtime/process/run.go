@@ -239,7 +239,24 @@ func (x *run) wait() (fired bool) {
 	fired = x.stop.disarm()
 	x.waitErr = x.cmd.Wait()
 	x.drain()
+	x.awaitGroupGone()
 	return fired
+}
+
+// awaitGroupGone reaps the run's group and waits, up to the drain
+// timeout, until no process of it is left, zombies included: when a run
+// ends, what it forked is gone, and a fork bomb that was killed no longer
+// fills the pids cgroup the next runs fork in (see orphanReaper). The
+// group id cannot be reused while a member holds it.
+func (x *run) awaitGroupGone() {
+	deadline := time.Now().Add(x.r.drain)
+	for delay := 100 * time.Microsecond; !reapGroup(x.pid); delay = min(2*delay, 20*time.Millisecond) {
+		if time.Now().After(deadline) {
+			x.log.Warn("process: processes of the run's group are not reaped yet", "pgid", x.pid, "waited", x.r.drain)
+			return
+		}
+		time.Sleep(delay)
+	}
 }
 
 // drain waits, bounded by the drain timeout, for the output to reach EOF
