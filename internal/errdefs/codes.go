@@ -39,12 +39,19 @@ var (
 	Unavailable        = Code{"UNAVAILABLE", ErrUnavailable}
 	Unimplemented      = Code{"UNIMPLEMENTED", ErrUnimplemented}
 	Internal           = Code{"INTERNAL", ErrInternal}
+	Unauthenticated    = Code{"UNAUTHENTICATED", ErrUnauthenticated}
+	PermissionDenied   = Code{"PERMISSION_DENIED", ErrPermissionDenied}
 	DeadlineExceeded   = Code{"DEADLINE_EXCEEDED", context.DeadlineExceeded} // the caller's deadline passed
 	Cancelled          = Code{"CANCELLED", context.Canceled}                 // cancelled by a caller
 )
 
 // Codes of calls refused for what they ask.
 var (
+	ArtifactOutsideRoot     = Code{"ARTIFACT_OUTSIDE_ROOT", ErrPermissionDenied}     // a local artifact path outside --artifact-root
+	AuthInvalid             = Code{"AUTH_INVALID", ErrUnauthenticated}               // a token that is malformed, unknown, revoked or expired
+	AuthRequired            = Code{"AUTH_REQUIRED", ErrUnauthenticated}              // no bearer token on a node with auth on
+	AuthScope               = Code{"AUTH_SCOPE", ErrPermissionDenied}                // the token's scope does not allow the call
+	CallbackNotAllowed      = Code{"CALLBACK_NOT_ALLOWED", ErrPermissionDenied}      // a callback_url host not in --callback-allow
 	ArtifactChanged         = Code{"ARTIFACT_CHANGED", ErrFailedPrecondition}        // a task's file no longer has the content it was registered with
 	ArtifactNotExecutable   = Code{"ARTIFACT_NOT_EXECUTABLE", ErrFailedPrecondition} // a process artifact without execute permission
 	ArtifactNotFound        = Code{"ARTIFACT_NOT_FOUND", ErrFailedPrecondition}      // no file (or uploaded artifact) at the location
@@ -117,4 +124,5 @@ var (
 	RetriesExhausted    = Code{"RETRIES_EXHAUSTED", nil}                      // every retry failed; dead-lettered
 	CallerCancelled     = Code{"CALLER_CANCELLED", nil}                       // the sync or stream caller went away
 	MemoryLimitExceeded = Code{"MEMORY_LIMIT_EXCEEDED", ErrResourceExhausted} // the function ran out of its memory limit
+	PidsLimit           = Code{"PIDS_LIMIT", ErrResourceExhausted}            // the function hit its process (pids) limit
 )

@@ -20,6 +20,8 @@ var (
 	ErrUnavailable        = errors.New("unavailable")
 	ErrUnimplemented      = errors.New("unimplemented")
 	ErrInternal           = errors.New("internal error")
+	ErrUnauthenticated    = errors.New("unauthenticated")
+	ErrPermissionDenied   = errors.New("permission denied")
 )
 
 // Trailer is the gRPC trailer (and HTTP header) that carries a failed
@@ -59,5 +61,6 @@ func CodeOf(err error) string {
 // ClassCodes are the codes of the error classes, Internal last.
 func ClassCodes() []Code {
 	return []Code{InvalidArgument, NotFound, AlreadyExists, FailedPrecondition,
-		ResourceExhausted, Unavailable, Unimplemented, DeadlineExceeded, Cancelled, Internal}
+		ResourceExhausted, Unavailable, Unimplemented, Unauthenticated, PermissionDenied,
+		DeadlineExceeded, Cancelled, Internal}
 }

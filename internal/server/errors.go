@@ -39,6 +39,10 @@ func grpcCode(err error) codes.Code {
 		return codes.Unavailable
 	case errors.Is(err, errdefs.ErrUnimplemented):
 		return codes.Unimplemented
+	case errors.Is(err, errdefs.ErrUnauthenticated):
+		return codes.Unauthenticated
+	case errors.Is(err, errdefs.ErrPermissionDenied):
+		return codes.PermissionDenied
 	case errors.Is(err, context.DeadlineExceeded):
 		return codes.DeadlineExceeded
 	case errors.Is(err, context.Canceled):
