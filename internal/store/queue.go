@@ -232,6 +232,8 @@ func (d *Delivery) Nak(delay time.Duration) error {
 // back by the ack wait); a plain NAK only queues the message in memory, so
 // after a restart it would wait for the ack wait from its first delivery.
 func (s *Queue) HandBack(ctx context.Context, d *Delivery) error {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
 	if _, err := s.nc.RequestWithContext(ctx, d.msg.Reply(), []byte(`-NAK {"delay":1000000}`)); err != nil {
 		return unavailable("nak queued execution", err)
 	}
