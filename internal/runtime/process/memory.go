@@ -65,11 +65,11 @@ func (s *peakSampler) max() int64 {
 }
 
 // nodePeak returns the node's own peak RSS (VmHWM), refreshed at most once
-// a second (it only grows).
-func (r *Runtime) nodePeak() int64 {
+// a second (it only grows), or now when fresh.
+func (r *Runtime) nodePeak(fresh bool) int64 {
 	r.peakMu.Lock()
 	defer r.peakMu.Unlock()
-	if time.Since(r.peakReadAt) > time.Second {
+	if fresh || time.Since(r.peakReadAt) > time.Second {
 		r.peak, _ = procstat.PeakRSS(os.Getpid())
 		r.peakReadAt = time.Now()
 	}

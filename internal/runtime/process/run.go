@@ -321,8 +321,9 @@ func (x *run) memory(state *os.ProcessState) (peak int64, hit bool) {
 	peak = x.peak.max()
 	if ru, ok := state.SysUsage().(*syscall.Rusage); ok && ru != nil {
 		// Our own peak only grows, so reading it now bounds the floor
-		// the child inherited at exec.
-		if maxRSS := ru.Maxrss * 1024; maxRSS > x.r.nodePeak() {
+		// the child inherited at exec (the cached value first: it is
+		// cheap, and a child that is below it is done).
+		if maxRSS := ru.Maxrss * 1024; maxRSS > x.r.nodePeak(false) && maxRSS > x.r.nodePeak(true) {
 			peak = maxRSS
 		}
 	}
