@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/spear-go/spear/internal/confine"
 	"github.com/spear-go/spear/internal/datadir"
 	"github.com/spear-go/spear/internal/errdefs"
 	"github.com/spear-go/spear/internal/executor"
@@ -58,6 +59,12 @@ type Config struct {
 
 	// Samples is a directory of sample functions to register at start-up.
 	Samples string
+	// ArtifactRoots are the directories a task's local artifact may lie
+	// in, besides the data dir's artifacts and Samples (package confine).
+	ArtifactRoots []string
+	// CallbackAllow are the host patterns a callback_url may name (package
+	// callback); none allows loopback hosts only.
+	CallbackAllow []string
 	// Pprof serves Go's profiler under /debug/pprof/ on the HTTP side.
 	Pprof  bool
 	Logger *slog.Logger
@@ -125,7 +132,12 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if n.runtimes, err = n.openRuntimes(ctx); err != nil {
 		return nil, err
 	}
-	reg := registry.New(n.store, n.runtimes, time.Now, log)
+	roots, err := artifactRoots(cfg)
+	if err != nil {
+		return nil, err
+	}
+	log.Info("artifact roots: tasks may name local files in these only", "roots", strings.Join(roots.Dirs(), ","))
+	reg := registry.New(n.store, n.runtimes, roots, time.Now, log)
 	if err := reg.Watch(bg); err != nil {
 		return nil, err
 	}
@@ -216,6 +228,25 @@ func (n *Node) close() {
 	if err := n.lock.Release(); err != nil {
 		n.log.Warn("releasing the data dir lock", "err", err)
 	}
+}
+
+// artifactRoots are the directories a task's local artifact may lie in:
+// the data dir's artifacts (uploaded artifacts' copies), the samples and
+// those configured.
+func artifactRoots(cfg Config) (confine.Roots, error) {
+	own := filepath.Join(cfg.DataDir, "artifacts")
+	if err := os.MkdirAll(own, 0o755); err != nil {
+		return confine.Roots{}, fmt.Errorf("artifact dir: %w", err)
+	}
+	dirs := append([]string{own}, cfg.ArtifactRoots...)
+	if st, err := os.Stat(cfg.Samples); cfg.Samples != "" && err == nil && st.IsDir() {
+		dirs = append(dirs, cfg.Samples)
+	}
+	roots, err := confine.New(dirs)
+	if err != nil {
+		return confine.Roots{}, fmt.Errorf("--artifact-root: %w", err)
+	}
+	return roots, nil
 }
 
 // claimDataDir creates cfg.DataDir if needed and locks it for this node

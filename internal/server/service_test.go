@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -197,8 +198,12 @@ func TestInvokeFunction(t *testing.T) {
 			{"input too large", with(func(r *pb.InvokeFunctionRequest) { r.Parameters = bytesParam(strings.Repeat("x", 2<<10)) }), codes.ResourceExhausted, "INPUT_TOO_LARGE"},
 			{"missing artifact file", &pb.InvokeFunctionRequest{
 				InvocationType: pb.InvocationType_INVOCATION_TYPE_NEW_TASK, TaskName: "ghost", ExecutionMode: sync,
-				ArtifactSpec: &pb.ArtifactSpec{ArtifactType: "process", Location: "/no/such/file"},
+				ArtifactSpec: &pb.ArtifactSpec{ArtifactType: "process", Location: filepath.Join(os.TempDir(), "spear-no-such-file")},
 			}, codes.FailedPrecondition, "ARTIFACT_NOT_FOUND"},
+			{"artifact outside the roots", &pb.InvokeFunctionRequest{
+				InvocationType: pb.InvocationType_INVOCATION_TYPE_NEW_TASK, TaskName: "shell", ExecutionMode: sync,
+				ArtifactSpec: &pb.ArtifactSpec{ArtifactType: "process", Location: "/bin/sh"},
+			}, codes.PermissionDenied, "ARTIFACT_OUTSIDE_ROOT"},
 			{"docker runtime absent", &pb.InvokeFunctionRequest{
 				InvocationType: pb.InvocationType_INVOCATION_TYPE_NEW_TASK, TaskName: "img", ExecutionMode: sync,
 				ArtifactSpec: &pb.ArtifactSpec{ArtifactType: "docker", Location: "alpine:3"},
