@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/spear-go/spear/internal/callback"
 	"github.com/spear-go/spear/internal/confine"
 	"github.com/spear-go/spear/internal/datadir"
 	"github.com/spear-go/spear/internal/errdefs"
@@ -136,6 +137,10 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if err != nil {
 		return nil, err
 	}
+	allow, err := callback.ParseAllowlist(cfg.CallbackAllow)
+	if err != nil {
+		return nil, fmt.Errorf("--callback-allow: %w", err)
+	}
 	log.Info("artifact roots: tasks may name local files in these only", "roots", strings.Join(roots.Dirs(), ","))
 	reg := registry.New(n.store, n.runtimes, roots, time.Now, log)
 	if err := reg.Watch(bg); err != nil {
@@ -145,7 +150,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		NodeID: cfg.NodeID, Workers: cfg.Workers, Shared: cfg.NATSURL != "" || cfg.NATSListen != "",
 		DefaultTimeout: cfg.DefaultTimeout, MaxTimeout: cfg.MaxTimeout, MaxOutputBytes: cfg.MaxOutputBytes,
 		QueueTTL: cfg.QueueTTL, StopGrace: cfg.StopGrace, MaxQueued: cfg.MaxQueued,
-		CallbackBody: server.StatusJSON, Logger: log, Hooks: m,
+		CallbackBody: server.StatusJSON, CallbackAllow: allow, Logger: log, Hooks: m,
 	}, n.store, reg, n.runtimes)
 	n.mgr = mgr
 	n.reconcileRuntimes(ctx)
@@ -157,7 +162,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		storeMode = "external"
 	}
 	svc := server.NewService(server.ServiceOptions{
-		NodeID: cfg.NodeID, MaxInputBytes: cfg.MaxInputBytes, Logger: log,
+		NodeID: cfg.NodeID, MaxInputBytes: cfg.MaxInputBytes, CallbackAllow: allow, Logger: log,
 		SystemInfo: map[string]string{"store": storeMode, "runtimes": runtimeNames(n.runtimes), "sync": syncName(cfg.Sync)},
 	}, mgr, reg, n.store)
 	n.server = server.New(svc, server.Options{MaxMessageBytes: cfg.MaxMessageBytes, Metrics: m.Handler(), Pprof: cfg.Pprof, Logger: log})

@@ -177,6 +177,8 @@ func TestInvokeFunction(t *testing.T) {
 		}{
 			{"unknown task", invokeReq("no-such-task", "x", sync), codes.NotFound, "TASK_NOT_FOUND"},
 			{"invalid task id", invokeReq("bad id!", "x", sync), codes.InvalidArgument, "INVALID_TASK_ID"},
+			{"callback to a host not allowed", with(func(r *pb.InvokeFunctionRequest) { r.CallbackUrl = "http://example.com/hook" }), codes.PermissionDenied, "CALLBACK_NOT_ALLOWED"},
+			{"callback to a private address", with(func(r *pb.InvokeFunctionRequest) { r.CallbackUrl = "http://10.0.0.5:8080/hook" }), codes.PermissionDenied, "CALLBACK_NOT_ALLOWED"},
 			{"missing task id", invokeReq("", "x", sync), codes.InvalidArgument, "MISSING_TASK_ID"},
 			{"new task without artifact", with(func(r *pb.InvokeFunctionRequest) {
 				r.InvocationType = pb.InvocationType_INVOCATION_TYPE_NEW_TASK

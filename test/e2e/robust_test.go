@@ -282,6 +282,9 @@ func TestBadInput(t *testing.T) {
 		{name: "invoke/bad callback_url", call: invokeCall(echo(func(r *pb.InvokeFunctionRequest) {
 			r.ExecutionMode, r.CallbackUrl = pb.ExecutionMode_EXECUTION_MODE_ASYNC, "ftp://example.invalid/x"
 		})), code: codes.InvalidArgument, errorCode: "INVALID_CALLBACK_URL"},
+		{name: "invoke/callback host not allowed", call: invokeCall(echo(func(r *pb.InvokeFunctionRequest) {
+			r.ExecutionMode, r.CallbackUrl = pb.ExecutionMode_EXECUTION_MODE_ASYNC, "http://169.254.169.254/latest/meta-data"
+		})), code: codes.PermissionDenied, errorCode: "CALLBACK_NOT_ALLOWED"},
 		{name: "stream/unknown task", call: func(ctx context.Context, c pb.FunctionServiceClient, tr *metadata.MD) (string, error) {
 			s, err := c.StreamFunction(ctx, invocation(t, "no-such-task", pb.ExecutionMode_EXECUTION_MODE_STREAM, []byte("x")))
 			if err != nil {
