@@ -27,11 +27,11 @@ var errNotAllowed = errors.New("callback host not allowed")
 // Allowlist is the set of hosts completion callbacks may be sent to
 // (--callback-allow). A pattern is one of
 //
-//	*                 any host
-//	name              that host name (case-insensitive), e.g. hooks.example.com
-//	*.domain          any host name under domain (not domain itself)
-//	IP                that address, e.g. 10.0.0.5 or ::1 ([::1] too)
-//	IP/bits           any address in that CIDR block, e.g. 10.0.0.0/8
+//   - any host
+//     name              that host name (case-insensitive), e.g. hooks.example.com
+//     *.domain          any host name under domain (not domain itself)
+//     IP                that address, e.g. 10.0.0.5 or ::1 ([::1] too)
+//     IP/bits           any address in that CIDR block, e.g. 10.0.0.0/8
 //
 // each optionally followed by :port (IPv6 in brackets: [::1]:8080), which
 // then must be the URL's port (80 or 443 when it names none). A name is
