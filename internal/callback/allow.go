@@ -16,9 +16,9 @@ import (
 	"github.com/spear-go/spear/internal/errdefs"
 )
 
-// DefaultAllow are the patterns of an Allowlist given none: loopback
+// DefaultAllow returns the patterns of an Allowlist given none: loopback
 // hosts only.
-var DefaultAllow = []string{"localhost", "127.0.0.0/8", "::1"}
+func DefaultAllow() []string { return []string{"localhost", "127.0.0.0/8", "::1"} }
 
 // errNotAllowed marks a delivery refused by the allowlist: it is not
 // retried.
@@ -37,7 +37,7 @@ var errNotAllowed = errors.New("callback host not allowed")
 // then must be the URL's port (80 or 443 when it names none). A name is
 // trusted as DNS resolves it, except localhost: the connection must reach
 // a loopback address. An IP rule is checked against the address actually
-// dialled. The zero Allowlist allows DefaultAllow.
+// dialled. The zero Allowlist allows DefaultAllow().
 type Allowlist struct {
 	rules []rule
 }
@@ -52,7 +52,7 @@ type rule struct {
 	port   string // "" for any port
 }
 
-// ParseAllowlist parses patterns (see Allowlist); none gives DefaultAllow.
+// ParseAllowlist parses patterns (see Allowlist); none gives DefaultAllow().
 func ParseAllowlist(patterns []string) (Allowlist, error) {
 	var a Allowlist
 	for _, p := range patterns {
@@ -74,7 +74,7 @@ func ParseAllowlist(patterns []string) (Allowlist, error) {
 
 func defaultAllowlist() Allowlist {
 	a := Allowlist{}
-	for _, p := range DefaultAllow {
+	for _, p := range DefaultAllow() {
 		r, _ := parseRule(p)
 		a.rules = append(a.rules, r)
 	}
