@@ -281,7 +281,11 @@ func (n *Node) openRuntimes(ctx context.Context) (map[spearrt.Type]spearrt.Runti
 	rts := map[spearrt.Type]spearrt.Runtime{
 		spearrt.TypeProcess: process.New(process.Options{Logger: n.log, NodeID: n.cfg.NodeID}),
 	}
-	w, err := wasm.New(ctx, wasm.Options{CacheDir: filepath.Join(n.cfg.DataDir, "wasm-cache"), Logger: n.log})
+	w, err := wasm.New(ctx, wasm.Options{
+		CacheDir:   filepath.Join(n.cfg.DataDir, "wasm-cache"),
+		ScratchDir: filepath.Join(n.cfg.DataDir, "wasm-scratch"),
+		Logger:     n.log,
+	})
 	if err != nil {
 		return nil, err
 	}
