@@ -72,6 +72,24 @@ func TestSandbox(t *testing.T) {
 		}
 	})
 
+	t.Run("ScratchMadeOnUse", func(t *testing.T) {
+		// A run that touches no file makes no scratch directory: looked
+		// at while the guest writes its output. (The C fixture touches
+		// none; Go's wasip1 runtime looks at its preopens at start, so a
+		// Go module always has one made.)
+		var during []os.DirEntry
+		out := &peekWriter{peek: func() { during, _ = os.ReadDir(scratch) }}
+		res, _, stderr, err := run(t, t.Context(), r, fixture(t, "echo"), "", "hi", func(inv *runtime.Invocation) {
+			inv.Stdout = out
+		})
+		if err != nil || res.ExitCode != 0 || !out.peeked {
+			t.Fatalf("probe clock: res %+v err %v stderr %q peeked %v", res, err, stderr, out.peeked)
+		}
+		if len(during) != 0 {
+			t.Fatalf("scratch base during a run without file access: %v, want empty", during)
+		}
+	})
+
 	t.Run("Files", func(t *testing.T) {
 		secret := filepath.Join(t.TempDir(), "secret")
 		if err := os.WriteFile(secret, []byte("host secret"), 0o644); err != nil {
@@ -93,4 +111,18 @@ func TestSandbox(t *testing.T) {
 			t.Errorf("scratch base after the runs: %v, %v; want empty", entries, err)
 		}
 	})
+}
+
+// peekWriter calls peek on its first write.
+type peekWriter struct {
+	peek   func()
+	peeked bool
+}
+
+func (w *peekWriter) Write(p []byte) (int, error) {
+	if !w.peeked {
+		w.peeked = true
+		w.peek()
+	}
+	return len(p), nil
 }

@@ -10,8 +10,9 @@
 // them.
 //
 // Isolation: a guest sees no host directory but its own per-execution
-// scratch directory, mounted as "/" (with an empty /tmp), created for the
-// run and removed after it; it cannot make links, nor climb out with "..".
+// scratch directory, mounted as "/" (with an empty /tmp), made on its
+// first file system call and removed after the run; it cannot make links,
+// nor climb out with "..".
 // Its random source is crypto/rand and its clocks are the host's real wall
 // and monotonic clocks (wazero's defaults are deterministic fakes); its
 // sleeps really sleep. Its linear memory is capped at the invocation's
@@ -229,10 +230,7 @@ func (r *Runtime) Run(ctx context.Context, inv *runtime.Invocation) (runtime.Res
 	if err != nil {
 		return runtime.Result{}, err
 	}
-	fsc, removeScratch, err := newScratch(r.scratch)
-	if err != nil {
-		return runtime.Result{}, err
-	}
+	fsc, removeScratch := newScratch(r.scratch)
 	defer removeScratch() // after the instance is closed
 	cfg = cfg.WithFSConfig(fsc)
 	mod, err := e.rt.InstantiateModule(experimental.WithMemoryAllocator(ctx, &r.mem), m.cm, cfg)
