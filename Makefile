@@ -49,10 +49,13 @@ bench-quick:
 
 ## fuzz: run each fuzz target for FUZZTIME (CI: a short fixed time)
 FUZZTIME ?= 30s
-FUZZ_TARGETS := FuzzInvokeRequest FuzzParameters FuzzStatusRoute FuzzConnectJSON
+# Each target as package:Name.
+FUZZ_TARGETS := ./internal/server/:FuzzInvokeRequest ./internal/server/:FuzzParameters \
+	./internal/server/:FuzzStatusRoute ./internal/server/:FuzzConnectJSON ./internal/confine/:FuzzPath
 fuzz:
-	@for f in $(FUZZ_TARGETS); do \
-	  $(GO) test -run XXX -fuzz "^$$f$$" -fuzztime $(FUZZTIME) ./internal/server/ || exit 1; done
+	@for t in $(FUZZ_TARGETS); do \
+	  pkg=$${t%%:*}; f=$${t#*:}; \
+	  $(GO) test -run XXX -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; done
 
 ## soak: mixed load on a real node for SOAK_DURATION, checking for leaks
 SOAK_DURATION ?= 10m

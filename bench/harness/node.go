@@ -44,7 +44,10 @@ func (e *env) startNode(ctx context.Context, dir string, extra ...string) (*node
 	if e.docker != "" {
 		docker = "auto"
 	}
-	args := append([]string{"serve", "--data-dir", dir, "--listen", "127.0.0.1:0", "--docker", docker, "--log-level", "info"}, extra...)
+	// The functions benched live in the bench's scratch dir and the
+	// repository (samples, fixtures): those are the artifact roots.
+	args := append([]string{"serve", "--data-dir", dir, "--listen", "127.0.0.1:0", "--docker", docker, "--log-level", "info",
+		"--artifact-root", e.tmp, "--artifact-root", e.opts.Root}, extra...)
 	c, addr, err := e.procs.start(ctx, "spear serve", servingRe, e.spear, args...)
 	if err != nil {
 		return nil, err

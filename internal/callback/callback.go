@@ -2,11 +2,18 @@
 // execution's final JSON record to the URL the caller gave, retried with
 // exponential backoff and jitter until it is accepted, refused for good, or
 // the attempts run out.
+//
+// A callback goes only to a host the node's Allowlist allows
+// (--callback-allow; by default loopback only): the URL is checked when
+// the invocation is accepted and again at delivery, the connection only
+// reaches an address the matching rule allows, and a redirect to another
+// host is not followed.
 package callback
 
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -35,7 +42,11 @@ type Outcome struct {
 
 // Options configures a Deliverer.
 type Options struct {
-	// Client sends the requests; nil uses a client with a 10 s timeout.
+	// Allow are the hosts callbacks may go to; the zero Allowlist allows
+	// loopback hosts only.
+	Allow Allowlist
+	// Client sends the requests; nil uses Allow.Client with a 10 s
+	// timeout.
 	Client *http.Client
 	// MaxAttempts bounds the tries (default 6).
 	MaxAttempts int
@@ -53,7 +64,7 @@ type Deliverer struct {
 // New returns a Deliverer.
 func New(opts Options) *Deliverer {
 	if opts.Client == nil {
-		opts.Client = &http.Client{Timeout: 10 * time.Second}
+		opts.Client = opts.Allow.Client(10 * time.Second)
 	}
 	if opts.MaxAttempts <= 0 {
 		opts.MaxAttempts = 6
@@ -81,6 +92,10 @@ func ValidateURL(raw string) error {
 // request carries the execution id in the Spear-Execution-Id header.
 func (d *Deliverer) Deliver(ctx context.Context, target, executionID string, body []byte) Outcome {
 	var out Outcome
+	if err := d.opts.Allow.Check(target); err != nil {
+		// Accepted under another allowlist (before a restart).
+		return Outcome{State: StateFailed, LastError: err.Error()}
+	}
 	schedule := retry.Backoff{Base: d.opts.BaseDelay, Max: d.opts.MaxDelay}
 	for {
 		out.Attempts++
@@ -91,6 +106,13 @@ func (d *Deliverer) Deliver(ctx context.Context, target, executionID string, bod
 			out.LastError = err.Error()
 		}
 		switch {
+		case errors.Is(err, errNotAllowed):
+			out.State = StateFailed
+			return out
+		case err == nil && code >= 300 && code < 400:
+			out.State = StateFailed
+			out.LastError = fmt.Sprintf("HTTP %d: a redirect to another host is not followed", code)
+			return out
 		case err == nil && code >= 200 && code < 300:
 			out.State = StateDelivered
 			out.DeliveredAt = time.Now()

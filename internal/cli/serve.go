@@ -80,6 +80,8 @@ environment, which wins over the file.`,
 	f.Int64Var(&cfg.MaxStoreBytes, "max-store-bytes", 0, "bytes the store may hold; 0: 90% of the data dir's filesystem (embedded), the account limit (external), else learned when the server first refuses a write")
 	f.Int64Var(&cfg.MaxOutputBytes, "max-output-bytes", 256<<20, "largest function output (stored in JetStream, not memory); beyond it the execution fails with OUTPUT_TOO_LARGE")
 	f.StringVar(&cfg.Samples, "samples", "", "directory of sample functions to register at start-up")
+	f.StringSliceVar(&cfg.ArtifactRoots, "artifact-root", nil, "directory a task's process or wasm artifact may be named in by path (repeatable, or comma-separated); the data dir's artifacts and --samples always are; uploads are always allowed")
+	f.StringSliceVar(&cfg.CallbackAllow, "callback-allow", nil, "host patterns a callback_url may name (repeatable, or comma-separated): host, *.domain, IP, CIDR, each with an optional :port, or * for any; default: loopback only (localhost, 127.0.0.0/8, ::1)")
 	f.BoolVar(&cfg.Pprof, "pprof", false, "serve Go's profiler under /debug/pprof/ (HTTP/1.1 side of --listen)")
 	f.StringVar(&level, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&format, "log-format", "text", "text or json")

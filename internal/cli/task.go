@@ -37,12 +37,15 @@ type taskCreateOpts struct {
 func (a *taskCommands) newTaskCreateCmd() *cobra.Command {
 	var o taskCreateOpts
 	cmd := &cobra.Command{
-		Use:   "create NAME (--location PATH | --upload PATH)",
-		Short: "Register a task",
+		Use:     "create NAME (--location PATH | --upload PATH)",
+		Aliases: []string{"register"},
+		Short:   "Register a task",
 		Long: `Register a task named NAME.
 
 --location names an artifact the node can reach (a path, file:// URI, image
-reference or uploaded artifact id); a relative path is made absolute.
+reference or uploaded artifact id); a relative path is made absolute. A path
+must lie inside one of the node's --artifact-root directories (else
+ARTIFACT_OUTSIDE_ROOT); --upload works whatever the roots.
 --upload reads a local file, uploads it to the node with its sha256 checksum
 and registers the task with the location the node returns.
 

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spear-go/spear/internal/confine"
 	"github.com/spear-go/spear/internal/errdefs"
 	"github.com/spear-go/spear/internal/execution"
 	"github.com/spear-go/spear/internal/registry"
@@ -204,7 +205,11 @@ func newHarness(t *testing.T, opts Options, clock *fakeClock) *harness {
 		opts.Now = clock.Now
 	}
 	runtimes := map[spearrt.Type]spearrt.Runtime{spearrt.TypeProcess: h.rt}
-	h.reg = registry.New(st, runtimes, time.Now, slog.New(slog.DiscardHandler))
+	roots, err := confine.New([]string{dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.reg = registry.New(st, runtimes, roots, time.Now, slog.New(slog.DiscardHandler))
 	bin := filepath.Join(dir, "fn")
 	if err := os.WriteFile(bin, []byte("#!/bin/sh\n"), 0o755); err != nil {
 		t.Fatal(err)

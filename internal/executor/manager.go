@@ -44,6 +44,9 @@ type Options struct {
 	MaxQueued int64
 	// CallbackBody renders a terminal record as a callback's body.
 	CallbackBody func(*execution.Record) []byte
+	// CallbackAllow are the hosts callbacks may be sent to; the zero
+	// Allowlist allows loopback hosts only.
+	CallbackAllow callback.Allowlist
 	// MaxOutputBytes cuts a function's output; the execution then fails
 	// with OUTPUT_TOO_LARGE.
 	MaxOutputBytes int64
@@ -264,7 +267,7 @@ func New(opts Options, st *store.Store, reg *registry.Registry, runtimes map[spe
 	c.runs, c.async, c.dispatcher, c.engine = &SyncRuns{c}, &Async{c}, &dispatcher{c}, &engine{c}
 	c.outbox, c.views, c.cancels, c.lives = &outbox{c}, &Views{c}, &Cancels{c}, &liveTable{c}
 	c.stats = newStats(opts.Now)
-	c.callbacks = callback.New(callback.Options{})
+	c.callbacks = callback.New(callback.Options{Allow: opts.CallbackAllow})
 	c.callbackSlots = make(chan struct{}, maxCallbacks)
 	c.persist = newPersister(st, opts.Logger, c.lives.forget)
 	c.baseCtx, c.baseCancel = context.WithCancelCause(context.Background())

@@ -15,6 +15,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/spear-go/spear/internal/callback"
+	"github.com/spear-go/spear/internal/confine"
 	"github.com/spear-go/spear/internal/datadir"
 	"github.com/spear-go/spear/internal/errdefs"
 	"github.com/spear-go/spear/internal/executor"
@@ -58,6 +60,12 @@ type Config struct {
 
 	// Samples is a directory of sample functions to register at start-up.
 	Samples string
+	// ArtifactRoots are the directories a task's local artifact may lie
+	// in, besides the data dir's artifacts and Samples (package confine).
+	ArtifactRoots []string
+	// CallbackAllow are the host patterns a callback_url may name (package
+	// callback); none allows loopback hosts only.
+	CallbackAllow []string
 	// Pprof serves Go's profiler under /debug/pprof/ on the HTTP side.
 	Pprof  bool
 	Logger *slog.Logger
@@ -125,7 +133,16 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if n.runtimes, err = n.openRuntimes(ctx); err != nil {
 		return nil, err
 	}
-	reg := registry.New(n.store, n.runtimes, time.Now, log)
+	roots, err := artifactRoots(cfg)
+	if err != nil {
+		return nil, err
+	}
+	allow, err := callback.ParseAllowlist(cfg.CallbackAllow)
+	if err != nil {
+		return nil, fmt.Errorf("--callback-allow: %w", err)
+	}
+	log.Info("artifact roots: tasks may name local files in these only", "roots", strings.Join(roots.Dirs(), ","))
+	reg := registry.New(n.store, n.runtimes, roots, time.Now, log)
 	if err := reg.Watch(bg); err != nil {
 		return nil, err
 	}
@@ -133,7 +150,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		NodeID: cfg.NodeID, Workers: cfg.Workers, Shared: cfg.NATSURL != "" || cfg.NATSListen != "",
 		DefaultTimeout: cfg.DefaultTimeout, MaxTimeout: cfg.MaxTimeout, MaxOutputBytes: cfg.MaxOutputBytes,
 		QueueTTL: cfg.QueueTTL, StopGrace: cfg.StopGrace, MaxQueued: cfg.MaxQueued,
-		CallbackBody: server.StatusJSON, Logger: log, Hooks: m,
+		CallbackBody: server.StatusJSON, CallbackAllow: allow, Logger: log, Hooks: m,
 	}, n.store, reg, n.runtimes)
 	n.mgr = mgr
 	n.reconcileRuntimes(ctx)
@@ -145,7 +162,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		storeMode = "external"
 	}
 	svc := server.NewService(server.ServiceOptions{
-		NodeID: cfg.NodeID, MaxInputBytes: cfg.MaxInputBytes, Logger: log,
+		NodeID: cfg.NodeID, MaxInputBytes: cfg.MaxInputBytes, CallbackAllow: allow, Logger: log,
 		SystemInfo: map[string]string{"store": storeMode, "runtimes": runtimeNames(n.runtimes), "sync": syncName(cfg.Sync)},
 	}, mgr, reg, n.store)
 	n.server = server.New(svc, server.Options{MaxMessageBytes: cfg.MaxMessageBytes, Metrics: m.Handler(), Pprof: cfg.Pprof, Logger: log})
@@ -218,6 +235,25 @@ func (n *Node) close() {
 	}
 }
 
+// artifactRoots are the directories a task's local artifact may lie in:
+// the data dir's artifacts (uploaded artifacts' copies), the samples and
+// those configured.
+func artifactRoots(cfg Config) (confine.Roots, error) {
+	own := filepath.Join(cfg.DataDir, "artifacts")
+	if err := os.MkdirAll(own, 0o755); err != nil {
+		return confine.Roots{}, fmt.Errorf("artifact dir: %w", err)
+	}
+	dirs := append([]string{own}, cfg.ArtifactRoots...)
+	if st, err := os.Stat(cfg.Samples); cfg.Samples != "" && err == nil && st.IsDir() {
+		dirs = append(dirs, cfg.Samples)
+	}
+	roots, err := confine.New(dirs)
+	if err != nil {
+		return confine.Roots{}, fmt.Errorf("--artifact-root: %w", err)
+	}
+	return roots, nil
+}
+
 // claimDataDir creates cfg.DataDir if needed and locks it for this node
 // (see package datadir), then fills in cfg.NodeID from the data dir when it
 // is not set.
@@ -245,7 +281,11 @@ func (n *Node) openRuntimes(ctx context.Context) (map[spearrt.Type]spearrt.Runti
 	rts := map[spearrt.Type]spearrt.Runtime{
 		spearrt.TypeProcess: process.New(process.Options{Logger: n.log, NodeID: n.cfg.NodeID}),
 	}
-	w, err := wasm.New(ctx, wasm.Options{CacheDir: filepath.Join(n.cfg.DataDir, "wasm-cache"), Logger: n.log})
+	w, err := wasm.New(ctx, wasm.Options{
+		CacheDir:   filepath.Join(n.cfg.DataDir, "wasm-cache"),
+		ScratchDir: filepath.Join(n.cfg.DataDir, "wasm-scratch"),
+		Logger:     n.log,
+	})
 	if err != nil {
 		return nil, err
 	}

@@ -170,7 +170,7 @@ func TestRuntimeReleases(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = otherWasm.Close(context.Background()) })
-	other := New(f.st, map[runtime.Type]runtime.Runtime{runtime.TypeWasm: otherWasm}, time.Now, nil)
+	other := New(f.st, map[runtime.Type]runtime.Runtime{runtime.TypeWasm: otherWasm}, f.roots(t), time.Now, nil)
 	register := func(id string) {
 		t.Helper()
 		if _, _, err := r.Register(ctxT(t), Registration{ID: id, Artifact: task.Artifact{Type: runtime.TypeWasm, Location: f.wasmEcho}}); err != nil {

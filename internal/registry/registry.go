@@ -8,6 +8,10 @@
 // ARTIFACT_CHANGED until the task is re-pinned (Update). When a task is
 // deleted or re-pinned, its runtime releases what it held for the old
 // content (runtime.Forgetter).
+//
+// A process or wasm artifact named by a local path must lie inside the
+// node's artifact roots (package confine), when it is registered and before
+// every run; an uploaded artifact is always allowed.
 package registry
 
 import (
@@ -18,15 +22,14 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
-	"net/url"
 	"os"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
 	"time"
 	"unicode/utf8"
 
+	"github.com/spear-go/spear/internal/confine"
 	"github.com/spear-go/spear/internal/errdefs"
 	"github.com/spear-go/spear/internal/runtime"
 	"github.com/spear-go/spear/internal/store"
@@ -47,6 +50,7 @@ type Registration struct {
 type Registry struct {
 	store    *store.Store
 	runtimes map[runtime.Type]runtime.Runtime
+	roots    confine.Roots
 	now      func() time.Time
 	log      *slog.Logger
 
@@ -62,16 +66,20 @@ type entry struct {
 	task     *task.Task
 	artifact runtime.Artifact
 	pin      *pin // nil when the artifact is not a local file (docker)
+	// confined is the path checked against the artifact roots before each
+	// run: "" for an uploaded artifact or an image.
+	confined string
 }
 
 // New returns a registry over st. runtimes are the runtimes this node has;
 // tasks of other types can be registered only if their type is known.
-func New(st *store.Store, runtimes map[runtime.Type]runtime.Runtime, now func() time.Time, log *slog.Logger) *Registry {
+// Artifacts named by local paths must lie inside roots.
+func New(st *store.Store, runtimes map[runtime.Type]runtime.Runtime, roots confine.Roots, now func() time.Time, log *slog.Logger) *Registry {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	return &Registry{
-		store: st, runtimes: runtimes, now: now, log: log,
+		store: st, runtimes: runtimes, roots: roots, now: now, log: log,
 		cache: map[string]*entry{}, held: map[string]runtime.Artifact{},
 	}
 }
@@ -136,7 +144,7 @@ func (r *Registry) Register(ctx context.Context, reg Registration) (*task.Task, 
 		return old, false, nil
 	}
 	r.mu.Lock()
-	r.cache[id] = &entry{task: t, artifact: art, pin: p}
+	r.cache[id] = &entry{task: t, artifact: art, pin: p, confined: confinedPath(a, art)}
 	r.mu.Unlock()
 	return t, true, nil
 }
@@ -167,7 +175,7 @@ func (r *Registry) Update(ctx context.Context, id string, a task.Artifact) (*tas
 		return nil, false, err
 	}
 	r.mu.Lock()
-	r.cache[id] = &entry{task: &u, artifact: art, pin: p}
+	r.cache[id] = &entry{task: &u, artifact: art, pin: p, confined: confinedPath(a, art)}
 	r.mu.Unlock()
 	return &u, true, nil
 }
@@ -343,7 +351,7 @@ func (r *Registry) resolveStored(ctx context.Context, t *task.Task) (*entry, err
 	if err := r.prepare(ctx, art); err != nil {
 		return nil, err
 	}
-	return &entry{task: t, artifact: art, pin: p}, nil
+	return &entry{task: t, artifact: art, pin: p, confined: confinedPath(t.Artifact, art)}, nil
 }
 
 // verify checks that a cached task's artifact still has the content the
@@ -351,6 +359,12 @@ func (r *Registry) resolveStored(ctx context.Context, t *task.Task) (*entry, err
 func (r *Registry) verify(ctx context.Context, e *entry) error {
 	if e.pin == nil {
 		return nil
+	}
+	if e.confined != "" {
+		// A symbolic link inside a root may have been pointed out of it.
+		if err := r.roots.Check(e.confined); err != nil {
+			return fmt.Errorf("task %q: %w", e.task.ID, err)
+		}
 	}
 	digest, err := e.pin.check(ctx)
 	if err != nil {
@@ -423,22 +437,16 @@ func (r *Registry) prepare(ctx context.Context, art runtime.Artifact) error {
 	return nil
 }
 
-// localPath turns a location into a local file path: an absolute path, a
-// file:// URI, or an uploaded artifact.
+// localPath turns a location into a local file path: an uploaded
+// artifact's copy, or an absolute path or file:// URI inside the artifact
+// roots.
 func (r *Registry) localPath(ctx context.Context, loc string) (string, error) {
 	if digest, ok := strings.CutPrefix(loc, store.ArtifactScheme); ok {
 		return r.store.Artifacts.Materialize(ctx, digest)
 	}
-	path := loc
-	if strings.HasPrefix(loc, "file:") {
-		u, err := url.Parse(loc)
-		if err != nil || (u.Host != "" && u.Host != "localhost") {
-			return "", errdefs.InvalidArtifactLocation.New("location %q: want file:///absolute/path", loc)
-		}
-		path = u.Path
-	}
-	if !filepath.IsAbs(path) {
-		return "", errdefs.InvalidArtifactLocation.New("location %q: want an absolute path, a file:// URI or an uploaded artifact (%ssha256:...)", loc, store.ArtifactScheme)
+	path, err := r.roots.Path(loc)
+	if err != nil {
+		return "", err
 	}
 	st, err := os.Stat(path)
 	if err != nil {
@@ -447,5 +455,15 @@ func (r *Registry) localPath(ctx context.Context, loc string) (string, error) {
 	if !st.Mode().IsRegular() {
 		return "", errdefs.ArtifactNotFound.New("artifact %s is not a regular file", path)
 	}
-	return filepath.Clean(path), nil
+	return path, nil
+}
+
+// confinedPath is the path of a task's artifact to check against the
+// artifact roots before each run: "" for an uploaded artifact (the node's
+// own copy) or an image.
+func confinedPath(a task.Artifact, art runtime.Artifact) string {
+	if a.Type == runtime.TypeDocker || strings.HasPrefix(a.Location, store.ArtifactScheme) {
+		return ""
+	}
+	return art.Location
 }

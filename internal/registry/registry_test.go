@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spear-go/spear/internal/confine"
 	"github.com/spear-go/spear/internal/errdefs"
 	"github.com/spear-go/spear/internal/runtime"
 	"github.com/spear-go/spear/internal/runtime/process"
@@ -62,13 +63,35 @@ func newFixture(t *testing.T) *fixture {
 // registry returns a registry watching the store until the test ends.
 func (f *fixture) registry(t *testing.T) *Registry {
 	t.Helper()
-	r := New(f.st, f.runtimes, time.Now, nil)
+	r := New(f.st, f.runtimes, f.roots(t), time.Now, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	if err := r.Watch(ctx); err != nil {
 		t.Fatal(err)
 	}
 	return r
+}
+
+// roots are the artifact roots of the fixture's registries: the samples
+// and the scratch directory.
+func (f *fixture) roots(t *testing.T) confine.Roots {
+	t.Helper()
+	roots, err := confine.New([]string{filepath.Dir(filepath.Dir(f.echo)), f.dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return roots
+}
+
+// link makes a symbolic link to target in the scratch directory and
+// returns its path.
+func (f *fixture) link(t *testing.T, name, target string) string {
+	t.Helper()
+	p := filepath.Join(f.dir, name)
+	if err := os.Symlink(target, p); err != nil {
+		t.Fatal(err)
+	}
+	return p
 }
 
 // file writes a scratch file and returns its path.
@@ -118,7 +141,12 @@ func TestRegisterValidation(t *testing.T) {
 		{"missing type", Registration{ID: "t", Artifact: task.Artifact{Location: f.echo}}, errdefs.ErrInvalidArgument, "MISSING_ARTIFACT_TYPE"},
 		{"unknown type", Registration{ID: "t", Artifact: task.Artifact{Type: "jar", Location: f.echo}}, errdefs.ErrInvalidArgument, "UNKNOWN_ARTIFACT_TYPE"},
 		{"missing location", Registration{ID: "t", Artifact: task.Artifact{Type: runtime.TypeProcess}}, errdefs.ErrInvalidArgument, "MISSING_ARTIFACT_LOCATION"},
-		{"relative path", Registration{ID: "t", Artifact: proc("samples/process/echo.sh")}, errdefs.ErrInvalidArgument, "INVALID_ARTIFACT_LOCATION"},
+		{"relative path", Registration{ID: "t", Artifact: proc("samples/process/echo.sh")}, errdefs.ErrPermissionDenied, "ARTIFACT_OUTSIDE_ROOT"},
+		{"outside the roots", Registration{ID: "t", Artifact: proc("/bin/sh")}, errdefs.ErrPermissionDenied, "ARTIFACT_OUTSIDE_ROOT"},
+		{"dot-dot out of a root", Registration{ID: "t", Artifact: proc(f.dir + "/../../../bin/sh")}, errdefs.ErrPermissionDenied, "ARTIFACT_OUTSIDE_ROOT"},
+		{"file URI outside", Registration{ID: "t", Artifact: proc("file:///bin/sh")}, errdefs.ErrPermissionDenied, "ARTIFACT_OUTSIDE_ROOT"},
+		{"symlink out of a root", Registration{ID: "t", Artifact: proc(f.link(t, "sh-link", "/bin/sh"))}, errdefs.ErrPermissionDenied, "ARTIFACT_OUTSIDE_ROOT"},
+		{"NUL byte", Registration{ID: "t", Artifact: proc(f.echo + "\x00")}, errdefs.ErrInvalidArgument, "INVALID_ARTIFACT_LOCATION"},
 		{"relative file URI", Registration{ID: "t", Artifact: proc("file:echo.sh")}, errdefs.ErrInvalidArgument, "INVALID_ARTIFACT_LOCATION"},
 		{"file URI on another host", Registration{ID: "t", Artifact: proc("file://example.com" + f.echo)}, errdefs.ErrInvalidArgument, "INVALID_ARTIFACT_LOCATION"},
 		{"missing file", Registration{ID: "t", Artifact: proc(filepath.Join(f.dir, "nope"))}, errdefs.ErrFailedPrecondition, "ARTIFACT_NOT_FOUND"},
@@ -444,4 +472,37 @@ func TestWatchInvalidatesCache(t *testing.T) {
 		_, art, err := r2.Artifact(ctxT(t), "w")
 		return err == nil && art.Location == f.echo
 	})
+}
+
+// TestConfinedAtRunTime: a task registered through a symbolic link inside
+// an artifact root is refused before a run once the link points out of the
+// roots — even at the same content, which the pin alone would let pass —
+// by this node (cached) and by a node resolving it afresh.
+func TestConfinedAtRunTime(t *testing.T) {
+	f := newFixture(t)
+	r := f.registry(t)
+	content := []byte("#!/bin/sh\necho confined\n")
+	inside := f.file(t, "fn.sh", content, 0o755)
+	outside := filepath.Join(t.TempDir(), "fn.sh")
+	if err := os.WriteFile(outside, content, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	link := f.link(t, "fn-link", inside)
+	if _, _, err := r.Register(ctxT(t), Registration{ID: "linked", Artifact: task.Artifact{Type: runtime.TypeProcess, Location: link}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := r.Artifact(ctxT(t), "linked"); err != nil {
+		t.Fatalf("Artifact before the swap: %v", err)
+	}
+	if err := os.Remove(link); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(outside, link); err != nil {
+		t.Fatal(err)
+	}
+	for name, reg := range map[string]*Registry{"cached": r, "fresh": f.registry(t)} {
+		if _, _, err := reg.Artifact(ctxT(t), "linked"); errdefs.CodeOf(err) != "ARTIFACT_OUTSIDE_ROOT" {
+			t.Errorf("%s: Artifact after the link left the roots = %v, want ARTIFACT_OUTSIDE_ROOT", name, err)
+		}
+	}
 }

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -18,6 +19,7 @@ import (
 
 	pb "github.com/spear-go/spear/api/spearlet"
 	"github.com/spear-go/spear/api/spearlet/spearletconnect"
+	"github.com/spear-go/spear/internal/confine"
 	"github.com/spear-go/spear/internal/executor"
 	"github.com/spear-go/spear/internal/metrics"
 	"github.com/spear-go/spear/internal/registry"
@@ -77,7 +79,12 @@ func newEnv(t testing.TB, o envOptions) *env {
 		spearrt.TypeWasm:    w,
 	}
 	bg, cancelBG := context.WithCancel(context.Background())
-	reg := registry.New(st, rts, time.Now, nil)
+	// Local artifacts: the samples, and tests' scratch files.
+	roots, err := confine.New([]string{samplesDir(t), os.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := registry.New(st, rts, roots, time.Now, nil)
 	if err := reg.Watch(bg); err != nil {
 		t.Fatalf("Watch: %v", err)
 	}

@@ -67,6 +67,8 @@ type serviceCore struct {
 	cpu      *procstat.CPU
 	log      *slog.Logger
 	maxInput int
+	// callbackAllow are the hosts a callback_url may name.
+	callbackAllow callback.Allowlist
 
 	inv   *invocations
 	execs *executionsAPI
@@ -82,6 +84,9 @@ type ServiceOptions struct {
 	SystemInfo map[string]string
 	// MaxInputBytes bounds a function's input.
 	MaxInputBytes int
+	// CallbackAllow are the hosts a callback_url may name; the zero
+	// Allowlist allows loopback hosts only.
+	CallbackAllow callback.Allowlist
 	Now           func() time.Time
 	Logger        *slog.Logger
 }
@@ -97,7 +102,7 @@ func NewService(opts ServiceOptions, mgr *executor.Manager, reg *registry.Regist
 	c := &serviceCore{
 		mgr: mgr, reg: reg, store: st, nodeID: opts.NodeID, info: opts.SystemInfo,
 		now: opts.Now, cpu: procstat.NewCPU(runtime.NumCPU()), log: opts.Logger,
-		maxInput: opts.MaxInputBytes,
+		maxInput: opts.MaxInputBytes, callbackAllow: opts.CallbackAllow,
 	}
 	c.inv, c.execs, c.tasks, c.node, c.rest = &invocations{c}, &executionsAPI{c}, &tasksAPI{c}, &nodeAPI{c}, &restAPI{c}
 	return &Service{invocations: c.inv, executionsAPI: c.execs, tasksAPI: c.tasks, nodeAPI: c.node, restAPI: c.rest}
@@ -243,7 +248,7 @@ func (s *invocations) prepare(ctx context.Context, req *pb.InvokeFunctionRequest
 		return nil, errdefs.InputTooLarge.New("input of %d bytes exceeds the limit of %d bytes", len(in), s.maxInput)
 	}
 	if req.CallbackUrl != "" {
-		if err := callback.ValidateURL(req.CallbackUrl); err != nil {
+		if err := s.callbackAllow.Check(req.CallbackUrl); err != nil {
 			return nil, err
 		}
 	}

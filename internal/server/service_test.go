@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -176,6 +177,8 @@ func TestInvokeFunction(t *testing.T) {
 		}{
 			{"unknown task", invokeReq("no-such-task", "x", sync), codes.NotFound, "TASK_NOT_FOUND"},
 			{"invalid task id", invokeReq("bad id!", "x", sync), codes.InvalidArgument, "INVALID_TASK_ID"},
+			{"callback to a host not allowed", with(func(r *pb.InvokeFunctionRequest) { r.CallbackUrl = "http://example.com/hook" }), codes.PermissionDenied, "CALLBACK_NOT_ALLOWED"},
+			{"callback to a private address", with(func(r *pb.InvokeFunctionRequest) { r.CallbackUrl = "http://10.0.0.5:8080/hook" }), codes.PermissionDenied, "CALLBACK_NOT_ALLOWED"},
 			{"missing task id", invokeReq("", "x", sync), codes.InvalidArgument, "MISSING_TASK_ID"},
 			{"new task without artifact", with(func(r *pb.InvokeFunctionRequest) {
 				r.InvocationType = pb.InvocationType_INVOCATION_TYPE_NEW_TASK
@@ -197,8 +200,12 @@ func TestInvokeFunction(t *testing.T) {
 			{"input too large", with(func(r *pb.InvokeFunctionRequest) { r.Parameters = bytesParam(strings.Repeat("x", 2<<10)) }), codes.ResourceExhausted, "INPUT_TOO_LARGE"},
 			{"missing artifact file", &pb.InvokeFunctionRequest{
 				InvocationType: pb.InvocationType_INVOCATION_TYPE_NEW_TASK, TaskName: "ghost", ExecutionMode: sync,
-				ArtifactSpec: &pb.ArtifactSpec{ArtifactType: "process", Location: "/no/such/file"},
+				ArtifactSpec: &pb.ArtifactSpec{ArtifactType: "process", Location: filepath.Join(os.TempDir(), "spear-no-such-file")},
 			}, codes.FailedPrecondition, "ARTIFACT_NOT_FOUND"},
+			{"artifact outside the roots", &pb.InvokeFunctionRequest{
+				InvocationType: pb.InvocationType_INVOCATION_TYPE_NEW_TASK, TaskName: "shell", ExecutionMode: sync,
+				ArtifactSpec: &pb.ArtifactSpec{ArtifactType: "process", Location: "/bin/sh"},
+			}, codes.PermissionDenied, "ARTIFACT_OUTSIDE_ROOT"},
 			{"docker runtime absent", &pb.InvokeFunctionRequest{
 				InvocationType: pb.InvocationType_INVOCATION_TYPE_NEW_TASK, TaskName: "img", ExecutionMode: sync,
 				ArtifactSpec: &pb.ArtifactSpec{ArtifactType: "docker", Location: "alpine:3"},

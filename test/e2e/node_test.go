@@ -44,7 +44,9 @@ const (
 type nodeOpts struct {
 	workers   int  // --workers; 0: the node's default
 	noSamples bool // start without --samples
-	args      []string
+	// roots are the --artifact-root dirs; nil: the defaults below.
+	roots []string
+	args  []string
 }
 
 // node is a running `spear serve` process and a gRPC client to it.
@@ -108,6 +110,16 @@ func tryStartNode(t *testing.T, dataDir string, o nodeOpts) (*node, error) {
 	}
 	if !o.noSamples {
 		args = append(args, "--samples", filepath.Join(moduleRoot(), "samples"))
+	}
+	// Tests name scripts they write in their temporary directories, the
+	// repository's samples and the wasm fixtures: those are the artifact
+	// roots, unless the test names its own.
+	roots := o.roots
+	if roots == nil {
+		roots = []string{os.TempDir(), filepath.Join(moduleRoot(), "samples"), filepath.Dir(wasmFixture("echo"))}
+	}
+	for _, r := range roots {
+		args = append(args, "--artifact-root", r)
 	}
 	if o.workers > 0 {
 		args = append(args, "--workers", strconv.Itoa(o.workers))

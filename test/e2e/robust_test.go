@@ -282,6 +282,9 @@ func TestBadInput(t *testing.T) {
 		{name: "invoke/bad callback_url", call: invokeCall(echo(func(r *pb.InvokeFunctionRequest) {
 			r.ExecutionMode, r.CallbackUrl = pb.ExecutionMode_EXECUTION_MODE_ASYNC, "ftp://example.invalid/x"
 		})), code: codes.InvalidArgument, errorCode: "INVALID_CALLBACK_URL"},
+		{name: "invoke/callback host not allowed", call: invokeCall(echo(func(r *pb.InvokeFunctionRequest) {
+			r.ExecutionMode, r.CallbackUrl = pb.ExecutionMode_EXECUTION_MODE_ASYNC, "http://169.254.169.254/latest/meta-data"
+		})), code: codes.PermissionDenied, errorCode: "CALLBACK_NOT_ALLOWED"},
 		{name: "stream/unknown task", call: func(ctx context.Context, c pb.FunctionServiceClient, tr *metadata.MD) (string, error) {
 			s, err := c.StreamFunction(ctx, invocation(t, "no-such-task", pb.ExecutionMode_EXECUTION_MODE_STREAM, []byte("x")))
 			if err != nil {
@@ -300,6 +303,10 @@ func TestBadInput(t *testing.T) {
 		{name: "artifact/missing file", call: invokeCall(newTask("process", filepath.Join(dir, "absent.sh"), "")),
 			code: codes.FailedPrecondition, errorCode: "ARTIFACT_NOT_FOUND"},
 		{name: "artifact/relative path", call: invokeCall(newTask("process", "samples/process/echo.sh", "")),
+			code: codes.PermissionDenied, errorCode: "ARTIFACT_OUTSIDE_ROOT"},
+		{name: "artifact/outside the roots", call: invokeCall(newTask("process", "/bin/sh", "")),
+			code: codes.PermissionDenied, errorCode: "ARTIFACT_OUTSIDE_ROOT"},
+		{name: "artifact/NUL byte", call: invokeCall(newTask("process", echoPath+"\x00", "")),
 			code: codes.InvalidArgument, errorCode: "INVALID_ARTIFACT_LOCATION"},
 		{name: "artifact/not executable", call: invokeCall(newTask("process", notExec, "")),
 			code: codes.FailedPrecondition, errorCode: "ARTIFACT_NOT_EXECUTABLE"},

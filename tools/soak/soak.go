@@ -277,7 +277,7 @@ func startNode(ctx context.Context, bin, work string, cfg Config) (*node, error)
 		return nil, err
 	}
 	n.cmd = exec.Command(bin, "serve", "--data-dir", n.dataDir, "--listen", addr,
-		"--samples", filepath.Join(cfg.Root, "samples"), "--pprof", "--docker", cfg.Docker, "--log-level", "warn")
+		"--samples", filepath.Join(cfg.Root, "samples"), "--artifact-root", work, "--pprof", "--docker", cfg.Docker, "--log-level", "warn")
 	n.cmd.Stdout, n.cmd.Stderr = logf, logf
 	var env []string
 	for _, kv := range os.Environ() {

@@ -13,16 +13,20 @@
 // io.spear.node=<node id>, so that Reconcile can remove what a crashed node
 // left behind.
 //
-// Containers are locked down by default: no network, read-only root file
-// system, no privileges, no new privileges, a PID limit and no log driver
-// (output only travels over the attach stream). Artifact metadata relaxes
-// or tunes this:
+// Containers are locked down by default: no network (network mode none), a
+// read-only root file system with a small tmpfs on /tmp, every capability
+// dropped, no privileges, no new privileges, the engine's default seccomp
+// profile (never unconfined), a PID limit, no swap beyond the memory limit
+// (memory-swap = memory), a non-root user (65534:65534, nobody), no bind
+// mounts or volumes, and no log driver (output only travels over the
+// attach stream). Artifact metadata relaxes or tunes this:
 //
 //	network          "true" keeps the engine's default network
 //	writable_rootfs  "true" makes the root file system writable
+//	user             the user[:group] to run as (default 65534:65534)
 //	memory_bytes     memory limit in bytes when inv.MemoryLimitBytes is 0
 //	cpu_shares       relative CPU weight (cgroup cpu.shares)
-//	pids_limit       maximum number of processes (default 256)
+//	pids_limit       maximum number of processes (default 256; 0 is the default)
 package docker
 
 import (
@@ -59,7 +63,16 @@ const (
 	MetaMemoryBytes    = "memory_bytes"
 	MetaCPUShares      = "cpu_shares"
 	MetaPidsLimit      = "pids_limit"
+	MetaUser           = "user"
 )
+
+// DefaultUser is the user:group a container runs as when the artifact
+// metadata does not set user: nobody, never root.
+const DefaultUser = "65534:65534"
+
+// tmpfsOptions are the options of the tmpfs on /tmp, the one writable place
+// of a read-only root file system.
+const tmpfsOptions = "rw,noexec,nosuid,nodev,size=64m"
 
 // DefaultPidsLimit is the PID limit of a container when the artifact
 // metadata does not set pids_limit.
@@ -219,6 +232,9 @@ func parseLimits(md map[string]string) (limits, error) {
 		}
 		*dst = v
 	}
+	if l.pids == 0 {
+		l.pids = DefaultPidsLimit // never unlimited
+	}
 	return l, nil
 }
 
@@ -267,13 +283,23 @@ func (r *Runtime) containerConfig(inv *runtime.Invocation) (*container.Config, *
 		cfg.Cmd = []string{fn}
 	}
 
+	cfg.User = DefaultUser
+	if u := a.Metadata[MetaUser]; u != "" {
+		cfg.User = u
+	}
 	hc := &container.HostConfig{
 		NetworkMode:    "none",
 		ReadonlyRootfs: a.Metadata[MetaWritableRootfs] != "true",
+		Tmpfs:          map[string]string{"/tmp": tmpfsOptions},
 		Privileged:     false,
 		AutoRemove:     false,
-		SecurityOpt:    []string{"no-new-privileges:true"},
-		LogConfig:      container.LogConfig{Type: "none"},
+		CapDrop:        []string{"ALL"},
+		// The engine's default seccomp profile applies: it is never
+		// replaced, nor set to unconfined.
+		SecurityOpt: []string{"no-new-privileges:true"},
+		LogConfig:   container.LogConfig{Type: "none"},
+		// No host paths: no binds, no volumes, no mounts.
+		Binds: nil, Mounts: nil, VolumesFrom: nil,
 	}
 	if a.Metadata[MetaNetwork] == "true" {
 		hc.NetworkMode = ""
@@ -283,10 +309,8 @@ func (r *Runtime) containerConfig(inv *runtime.Invocation) (*container.Config, *
 		hc.MemorySwap = lim.memory // no swap on top of the limit
 	}
 	hc.CPUShares = lim.cpuShares
-	if lim.pids > 0 {
-		pids := lim.pids
-		hc.PidsLimit = &pids
-	}
+	pids := lim.pids
+	hc.PidsLimit = &pids
 	return cfg, hc, nil
 }
 

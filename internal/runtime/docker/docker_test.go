@@ -90,6 +90,7 @@ func TestContainerConfig(t *testing.T) {
 	if hc.PidsLimit == nil || *hc.PidsLimit != DefaultPidsLimit || hc.Memory != 0 || hc.CPUShares != 0 {
 		t.Errorf("limits: pids %v memory %d cpu shares %d", hc.PidsLimit, hc.Memory, hc.CPUShares)
 	}
+	checkHardened(t, cfg, hc)
 
 	// Default function: image's own command.
 	for _, fn := range []string{"", runtime.DefaultFunction} {
@@ -117,8 +118,12 @@ func TestContainerConfig(t *testing.T) {
 			hc.NetworkMode, hc.ReadonlyRootfs, hc.Memory, hc.CPUShares, *hc.PidsLimit)
 	}
 	inv.MemoryLimitBytes = 32 << 20 // the invocation's limit wins
-	if _, hc, _ = rt.containerConfig(inv); hc.Memory != 32<<20 {
-		t.Errorf("memory = %d, want the invocation's %d", hc.Memory, 32<<20)
+	if _, hc, _ = rt.containerConfig(inv); hc.Memory != 32<<20 || hc.MemorySwap != 32<<20 {
+		t.Errorf("memory = %d swap %d, want the invocation's %d for both", hc.Memory, hc.MemorySwap, 32<<20)
+	}
+	inv.Artifact.Metadata = map[string]string{MetaUser: "1000:1000", MetaPidsLimit: "0"}
+	if cfg, hc, _ := rt.containerConfig(inv); cfg.User != "1000:1000" || *hc.PidsLimit != DefaultPidsLimit {
+		t.Errorf("user %q pids %d, want the metadata's user and, for pids_limit 0, the default", cfg.User, *hc.PidsLimit)
 	}
 
 	inv.Artifact.Metadata = map[string]string{MetaMemoryBytes: "lots"}
@@ -210,7 +215,8 @@ func TestDocker(t *testing.T) {
 		if !strings.HasPrefix(out, "read-only:") || !strings.Contains(out, "read-only file system") {
 			t.Fatalf("probe rootfs = %q, want a read-only file system error", out)
 		}
-		a := imageArtifact(probe, map[string]string{MetaWritableRootfs: "true"})
+		// Writing to / also needs its owner, root: both opted into.
+		a := imageArtifact(probe, map[string]string{MetaWritableRootfs: "true", MetaUser: "0:0"})
 		out, stderr, _, err = run(t.Context(), rt, a, "rootfs", "exec-rw", "")
 		if err != nil || out != "writable\n" {
 			t.Fatalf("probe rootfs with writable_rootfs=true = %q, %v (stderr %q)", out, err, stderr)
@@ -311,6 +317,13 @@ func TestDocker(t *testing.T) {
 			t.Errorf("host config on the engine: network %q ro %v priv %v autorm %v mem %d shares %d pids %v",
 				hc.NetworkMode, hc.ReadonlyRootfs, hc.Privileged, hc.AutoRemove, hc.Memory, hc.CPUShares, hc.PidsLimit)
 		}
+		checkHardened(t, c.Config, hc)
+		if len(c.Mounts) != 0 {
+			t.Errorf("mounts on the engine: %+v, want none", c.Mounts)
+		}
+		if c.AppArmorProfile == "unconfined" {
+			t.Errorf("AppArmor profile %q", c.AppArmorProfile)
+		}
 		cancel()
 		select {
 		case err := <-done:
@@ -321,6 +334,37 @@ func TestDocker(t *testing.T) {
 			t.Fatal("Run did not return after cancel")
 		}
 		waitRemoved(t, rt, "exec-inspect")
+	})
+
+	t.Run("SandboxFromInside", func(t *testing.T) {
+		// What the function sees: not root, no capabilities, no new
+		// privileges, seccomp filtering (mode 2) — the engine's default
+		// profile — and a writable /tmp on a read-only root.
+		info, err := rt.cli.Info(t.Context(), client.InfoOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.ContainsFunc(info.Info.SecurityOptions, func(o string) bool { return strings.Contains(o, "seccomp") }) {
+			t.Fatalf("the engine has no seccomp support (security options %q): the default profile cannot apply", info.Info.SecurityOptions)
+		}
+		out, stderr, res, err := run(t.Context(), rt, imageArtifact(probe, nil), "sandbox", "exec-sandbox", "")
+		if err != nil || res.ExitCode != 0 {
+			t.Fatalf("probe sandbox: res %+v err %v stderr %q", res, err, stderr)
+		}
+		want := "uid=65534 gid=65534\nCapEff: 0000000000000000\nNoNewPrivs: 1\nSeccomp: 2\ntmp: writable\n"
+		if out != want {
+			t.Fatalf("probe sandbox:\n%s\nwant:\n%s", out, want)
+		}
+	})
+
+	t.Run("SampleImageHardened", func(t *testing.T) {
+		// The sample container function (FROM scratch, samples/docker)
+		// runs under every default.
+		tag := sampleImage(t, rt)
+		out, stderr, res, err := run(t.Context(), rt, imageArtifact(tag, nil), "", "exec-sample", "hello")
+		if err != nil || res.ExitCode != 0 || out != "HELLO" {
+			t.Fatalf("sample image: out %q stderr %q res %+v err %v", out, stderr, res, err)
+		}
 	})
 
 	t.Run("DeadlineRemovesContainer", func(t *testing.T) {

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -28,6 +29,7 @@ import (
 const (
 	fixtureTag = "spear-conformance-fixture:test"
 	probeTag   = "spear-docker-probe:test"
+	sampleTag  = "spear-sample-upper:test"
 )
 
 // testNodeID is the node ID of every Runtime the tests create; TestMain
@@ -143,18 +145,33 @@ func fixtureImage(tb testing.TB, rt *Runtime) conformance.Fixtures {
 // probeImage builds the image of testdata/probe and returns its tag.
 func probeImage(tb testing.TB, rt *Runtime) string {
 	tb.Helper()
+	return goImage(tb, rt, "./testdata/probe", probeTag)
+}
+
+// sampleImage builds the sample container function's image (as make
+// sample-image does: samples/docker, FROM scratch) under a test tag and
+// returns the tag.
+func sampleImage(tb testing.TB, rt *Runtime) string {
+	tb.Helper()
+	return goImage(tb, rt, "../../../samples/docker/fn", sampleTag)
+}
+
+// goImage builds the Go command in pkg as a static binary, then an image of
+// it tagged tag (see buildImage).
+func goImage(tb testing.TB, rt *Runtime, pkg, tag string) string {
+	tb.Helper()
 	gobin, err := exec.LookPath("go")
 	if err != nil {
 		tb.Fatalf("go tool not found: %v", err)
 	}
-	bin := filepath.Join(tb.TempDir(), "probe")
-	cmd := exec.Command(gobin, "build", "-trimpath", "-ldflags=-s -w", "-o", bin, "./testdata/probe")
+	bin := filepath.Join(tb.TempDir(), "fn")
+	cmd := exec.Command(gobin, "build", "-trimpath", "-ldflags=-s -w", "-o", bin, pkg)
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux")
 	if out, err := cmd.CombinedOutput(); err != nil {
-		tb.Fatalf("building probe: %v\n%s", err, out)
+		tb.Fatalf("building %s: %v\n%s", pkg, err, out)
 	}
-	buildImage(tb, rt.cli, probeTag, bin)
-	return probeTag
+	buildImage(tb, rt.cli, tag, bin)
+	return tag
 }
 
 func imageArtifact(tag string, md map[string]string) runtime.Artifact {
@@ -253,4 +270,48 @@ func (w *notifyWriter) Write(p []byte) (int, error) {
 		w.once.Do(func() { close(w.notify) })
 	}
 	return len(p), nil
+}
+
+// checkHardened fails the test unless a container's configuration carries
+// every hardening setting: no network, a read-only root with a tmpfs on
+// /tmp, every capability dropped, no privileges, no new privileges, the
+// default seccomp profile (none named), a PID limit, no swap beyond the
+// memory limit, a non-root user, and no host paths.
+func checkHardened(t *testing.T, cfg *container.Config, hc *container.HostConfig) {
+	t.Helper()
+	if hc.NetworkMode != "none" {
+		t.Errorf("network mode %q, want none", hc.NetworkMode)
+	}
+	if !hc.ReadonlyRootfs {
+		t.Error("root file system writable")
+	}
+	if opts, ok := hc.Tmpfs["/tmp"]; !ok || !strings.Contains(opts, "noexec") || !strings.Contains(opts, "size=") {
+		t.Errorf("tmpfs %v: want /tmp, noexec and sized", hc.Tmpfs)
+	}
+	if !slices.Equal(hc.CapDrop, []string{"ALL"}) || len(hc.CapAdd) != 0 {
+		t.Errorf("capabilities: drop %q add %q, want drop ALL, add none", hc.CapDrop, hc.CapAdd)
+	}
+	if hc.Privileged {
+		t.Error("privileged")
+	}
+	if !slices.Contains(hc.SecurityOpt, "no-new-privileges:true") {
+		t.Errorf("security options %q lack no-new-privileges:true", hc.SecurityOpt)
+	}
+	for _, o := range hc.SecurityOpt {
+		if strings.HasPrefix(o, "seccomp") {
+			t.Errorf("security option %q: the default seccomp profile must apply", o)
+		}
+	}
+	if hc.PidsLimit == nil || *hc.PidsLimit <= 0 {
+		t.Errorf("pids limit %v, want one", hc.PidsLimit)
+	}
+	if hc.MemorySwap != hc.Memory {
+		t.Errorf("memory %d, memory+swap %d: want them equal (no swap)", hc.Memory, hc.MemorySwap)
+	}
+	if cfg.User != DefaultUser {
+		t.Errorf("user %q, want %s", cfg.User, DefaultUser)
+	}
+	if len(hc.Binds) != 0 || len(hc.Mounts) != 0 || len(hc.VolumesFrom) != 0 {
+		t.Errorf("host paths: binds %q mounts %v volumes from %q", hc.Binds, hc.Mounts, hc.VolumesFrom)
+	}
 }

@@ -4,9 +4,19 @@
 // A module is compiled once per task (keyed by Artifact.TaskID and
 // Artifact.Digest, or by file path, modification time and size when the
 // digest is unknown) and every invocation gets a fresh, isolated instance:
-// no filesystem, no network, real clocks, standard input from the
-// invocation's Input, standard output and standard error written straight
-// to the invocation's writers as the guest writes them.
+// its own scratch directory as its file system, no network, real clocks,
+// standard input from the invocation's Input, standard output and standard
+// error written straight to the invocation's writers as the guest writes
+// them.
+//
+// Isolation: a guest sees no host directory but its own per-execution
+// scratch directory, mounted as "/" (with an empty /tmp), made on its
+// first file system call and removed after the run; it cannot make links,
+// nor climb out with "..".
+// Its random source is crypto/rand and its clocks are the host's real wall
+// and monotonic clocks (wazero's defaults are deterministic fakes); its
+// sleeps really sleep. Its linear memory is capped at the invocation's
+// memory limit, in 64 KiB pages.
 //
 // Exits map to Result.ExitCode: proc_exit(n) is ExitCode n, and a trap
 // (unreachable, out-of-bounds access, ...) is ExitCode 134 (like SIGABRT)
@@ -29,6 +39,7 @@ import (
 	"io"
 	"log/slog"
 	"maps"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -63,6 +74,10 @@ type Options struct {
 	// restarted node does not recompile modules. "" keeps compiled code in
 	// memory only.
 	CacheDir string
+	// ScratchDir holds the per-execution scratch directories; what an
+	// earlier run of the node left there is removed at New. "" uses the
+	// system's temporary directory (and removes nothing at New).
+	ScratchDir string
 	// Logger receives debug and warning logs; nil discards them.
 	Logger *slog.Logger
 }
@@ -81,6 +96,8 @@ type Runtime struct {
 	mem memPool
 	// config is what every instance's configuration starts from.
 	config wazero.ModuleConfig
+	// scratch is where per-execution scratch directories are made.
+	scratch string
 
 	mu      sync.Mutex
 	closed  bool
@@ -103,6 +120,12 @@ func New(ctx context.Context, opts Options) (*Runtime, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	scratch := opts.ScratchDir
+	if scratch == "" {
+		scratch = os.TempDir()
+	} else if err := prepareScratchBase(scratch); err != nil {
+		return nil, err
+	}
 	cache := wazero.NewCompilationCache()
 	if opts.CacheDir != "" {
 		var err error
@@ -114,6 +137,7 @@ func New(ctx context.Context, opts Options) (*Runtime, error) {
 		log:     log.With("runtime", string(runtime.TypeWasm)),
 		cache:   cache,
 		engines: make(map[uint32]*engine),
+		scratch: scratch,
 		config: wazero.NewModuleConfig().
 			WithName(""). // anonymous: concurrent instances never clash
 			WithStartFunctions().
@@ -206,6 +230,9 @@ func (r *Runtime) Run(ctx context.Context, inv *runtime.Invocation) (runtime.Res
 	if err != nil {
 		return runtime.Result{}, err
 	}
+	fsc, removeScratch := newScratch(r.scratch)
+	defer removeScratch() // after the instance is closed
+	cfg = cfg.WithFSConfig(fsc)
 	mod, err := e.rt.InstantiateModule(experimental.WithMemoryAllocator(ctx, &r.mem), m.cm, cfg)
 	startup := time.Since(begin)
 	if err != nil {

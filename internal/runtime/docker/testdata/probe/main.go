@@ -8,6 +8,9 @@
 //	        "read-only: <error>"
 //	ignoreterm
 //	        ignores SIGTERM, prints "ready" and sleeps forever
+//	sandbox prints its uid and gid ("uid=U gid=G"), the CapEff, NoNewPrivs
+//	        and Seccomp lines of /proc/self/status, and whether /tmp is
+//	        writable ("tmp: writable" or "tmp: <error>")
 package main
 
 import (
@@ -16,6 +19,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -46,6 +50,8 @@ func main() {
 			return
 		}
 		fmt.Println("writable")
+	case "sandbox":
+		sandbox()
 	case "ignoreterm":
 		signal.Ignore(syscall.SIGTERM)
 		fmt.Println("ready")
@@ -56,4 +62,25 @@ func main() {
 		fmt.Fprintf(os.Stderr, "unknown probe %q\n", os.Args[1])
 		os.Exit(2)
 	}
+}
+
+func sandbox() {
+	fmt.Printf("uid=%d gid=%d\n", os.Getuid(), os.Getgid())
+	status, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	for _, line := range strings.Split(string(status), "\n") {
+		for _, key := range []string{"CapEff:", "NoNewPrivs:", "Seccomp:"} {
+			if strings.HasPrefix(line, key) {
+				fmt.Println(strings.Join(strings.Fields(line), " "))
+			}
+		}
+	}
+	if err := os.WriteFile("/tmp/probe", []byte("x"), 0o600); err != nil {
+		fmt.Printf("tmp: %v\n", err)
+		return
+	}
+	fmt.Println("tmp: writable")
 }
