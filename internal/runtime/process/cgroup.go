@@ -223,6 +223,8 @@ type runCgroup struct {
 	// "" when that controller is not used.
 	dirs         []string
 	pids, memory string
+	// moveIn: the child is moved in once started, never by thread entry.
+	moveIn bool
 }
 
 // create makes the cgroup of a run and sets its limits: pids.max to
@@ -231,13 +233,16 @@ type runCgroup struct {
 //
 // With thread entry (see enterThread) the memory limit is not set: the
 // caller sets it with setMemoryLimit.
-func (c *cgroups) create(execID string, pidsLimit, memLimit int64) (*runCgroup, error) {
+//
+// With moveIn, the child is moved in after it has started (no thread
+// entry), and the memory limit is set here.
+func (c *cgroups) create(execID string, pidsLimit, memLimit int64, moveIn bool) (*runCgroup, error) {
 	name := sanitizeCgroupName(execID)
 	if name == "" {
 		name = "run"
 	}
 	base := name
-	g := &runCgroup{c: c}
+	g := &runCgroup{c: c, moveIn: moveIn}
 	var err error
 	for attempt := 0; attempt < 8; attempt++ {
 		g.dirs, g.pids, g.memory = nil, "", ""
@@ -308,7 +313,7 @@ func (g *runCgroup) setPidsLimit(pidsLimit int64) error {
 // run's cgroup by a thread that enters it (v1, with the node's own cgroup
 // known in every hierarchy used).
 func (g *runCgroup) threadEntry() bool {
-	return !g.c.v2 && (g.pids == "" || g.c.pidsHome != "") && (g.memory == "" || g.c.memoryHome != "")
+	return !g.moveIn && !g.c.v2 && (g.pids == "" || g.c.pidsHome != "") && (g.memory == "" || g.c.memoryHome != "")
 }
 
 // enterThread moves the calling thread, which must be locked to its
