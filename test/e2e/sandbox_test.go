@@ -44,7 +44,7 @@ func requireFullSandbox(t *testing.T, n *node) {
 // healthy and reports all four sandbox levels, in GetHealth, `spear
 // health` and the execution.
 func TestSandboxContainsFunction(t *testing.T) {
-	n := startNode(t, "", nodeOpts{})
+	n := startNode(t, "", nodeOpts{sandbox: "auto"})
 	requireFullSandbox(t, n)
 	health := string(runCLI(t, n, "health"))
 	for _, level := range []string{"sandbox.process", "sandbox.privileges", "sandbox.cgroups", "sandbox.network"} {
@@ -116,7 +116,7 @@ if [ -n "$HOME" ] && mount -t tmpfs none "$HOME" 2>/dev/null; then echo "mount=m
 // TestSandboxHostNetwork: a task registered with network host reaches the
 // host's loopback listener, and its runs say they have no netns.
 func TestSandboxHostNetwork(t *testing.T) {
-	n := startNode(t, "", nodeOpts{})
+	n := startNode(t, "", nodeOpts{sandbox: "auto"})
 	requireFullSandbox(t, n)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -147,7 +147,7 @@ func TestSandboxHostNetwork(t *testing.T) {
 // TestSandboxForkBomb: a fork bomb under a pids limit of 64 fails with
 // PIDS_LIMIT, and nothing is left running under its slot's uid.
 func TestSandboxForkBomb(t *testing.T) {
-	n := startNode(t, "", nodeOpts{})
+	n := startNode(t, "", nodeOpts{sandbox: "auto"})
 	requireFullSandbox(t, n)
 	path, _ := writeScript(t, t.TempDir(), "bomb.sh", "echo \"uid=$(id -u)\"\nb() { b | b & }\nb\nexec sleep 297.5\n")
 	if _, err := n.client.RegisterTask(ctx(t, callTimeout), &pb.RegisterTaskRequest{
