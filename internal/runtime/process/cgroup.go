@@ -16,6 +16,7 @@ package process
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -223,8 +224,6 @@ type runCgroup struct {
 	// "" when that controller is not used.
 	dirs         []string
 	pids, memory string
-	// moveIn: the child is moved in once started, never by thread entry.
-	moveIn bool
 }
 
 // create makes the cgroup of a run and sets its limits: pids.max to
@@ -233,16 +232,13 @@ type runCgroup struct {
 //
 // With thread entry (see enterThread) the memory limit is not set: the
 // caller sets it with setMemoryLimit.
-//
-// With moveIn, the child is moved in after it has started (no thread
-// entry), and the memory limit is set here.
-func (c *cgroups) create(execID string, pidsLimit, memLimit int64, moveIn bool) (*runCgroup, error) {
+func (c *cgroups) create(execID string, pidsLimit, memLimit int64) (*runCgroup, error) {
 	name := sanitizeCgroupName(execID)
 	if name == "" {
 		name = "run"
 	}
 	base := name
-	g := &runCgroup{c: c, moveIn: moveIn}
+	g := &runCgroup{c: c}
 	var err error
 	for attempt := 0; attempt < 8; attempt++ {
 		g.dirs, g.pids, g.memory = nil, "", ""
@@ -313,7 +309,7 @@ func (g *runCgroup) setPidsLimit(pidsLimit int64) error {
 // run's cgroup by a thread that enters it (v1, with the node's own cgroup
 // known in every hierarchy used).
 func (g *runCgroup) threadEntry() bool {
-	return !g.moveIn && !g.c.v2 && (g.pids == "" || g.c.pidsHome != "") && (g.memory == "" || g.c.memoryHome != "")
+	return !g.c.v2 && (g.pids == "" || g.c.pidsHome != "") && (g.memory == "" || g.c.memoryHome != "")
 }
 
 // enterThread moves the calling thread, which must be locked to its
@@ -326,7 +322,11 @@ func (g *runCgroup) threadEntry() bool {
 // The node's memory stays charged to the node: v1 charges an address space
 // to the cgroup of its owner, the node's main thread, and a new Go thread
 // is never started from a locked thread. ok is false without thread entry.
-func (g *runCgroup) enterThread() (leave func() error, ok bool, err error) {
+//
+// pidsHome, when set, is where the thread goes back to in the pids
+// hierarchy instead of the node's own cgroup (a launcher thread lives in
+// the shared cgroup).
+func (g *runCgroup) enterThread(pidsHome string) (leave func() error, ok bool, err error) {
 	if !g.threadEntry() {
 		return nil, false, nil
 	}
@@ -341,7 +341,7 @@ func (g *runCgroup) enterThread() (leave func() error, ok bool, err error) {
 		}
 		return errors.Join(errs...)
 	}
-	for _, h := range []struct{ dir, home string }{{g.pids, g.c.pidsHome}, {g.memory, g.c.memoryHome}} {
+	for _, h := range []struct{ dir, home string }{{g.pids, cmp.Or(pidsHome, g.c.pidsHome)}, {g.memory, g.c.memoryHome}} {
 		if h.dir == "" {
 			continue
 		}

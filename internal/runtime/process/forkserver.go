@@ -2,6 +2,7 @@ package process
 
 import (
 	"fmt"
+	"log/slog"
 	"os/exec"
 	"path/filepath"
 	goruntime "runtime"
@@ -22,6 +23,7 @@ import (
 // one costs nothing. With the sandbox on, the thread also carries the
 // per-thread confinement every child inherits (see sandbox.ThreadPolicy).
 type forkServer struct {
+	log  *slog.Logger
 	reqs chan forkRequest
 	// dir is the shared cgroup the thread is in; "" for none.
 	dir string
@@ -30,7 +32,10 @@ type forkServer struct {
 }
 
 type forkRequest struct {
-	cmd  *exec.Cmd
+	cmd *exec.Cmd
+	// cg, when set, is the run's cgroup (v1, thread entry), which the
+	// thread enters for the fork.
+	cg   *runCgroup
 	done chan error
 }
 
@@ -62,8 +67,8 @@ func newSharedCgroup(c *cgroups, pidsLimit int64) (string, error) {
 
 // newForkServer starts the thread, in cgroup dir (unless ""), confined by
 // policy (unless nil).
-func newForkServer(dir string, policy *sandbox.ThreadPolicy) (*forkServer, error) {
-	f := &forkServer{reqs: make(chan forkRequest), dir: dir}
+func newForkServer(log *slog.Logger, dir string, policy *sandbox.ThreadPolicy) (*forkServer, error) {
+	f := &forkServer{log: log, reqs: make(chan forkRequest), dir: dir}
 	ready := make(chan error)
 	go func() {
 		// Never unlocked: when this goroutine ends the thread ends too, so
@@ -75,7 +80,7 @@ func newForkServer(dir string, policy *sandbox.ThreadPolicy) (*forkServer, error
 		}
 		close(ready)
 		for req := range f.reqs {
-			req.done <- req.cmd.Start()
+			req.done <- f.fork(req)
 		}
 	}()
 	if err := <-ready; err != nil {
@@ -122,7 +127,34 @@ func removeSharedCgroup(dir string) {
 
 // start starts cmd from the fork server's thread.
 func (f *forkServer) start(cmd *exec.Cmd) error {
+	return f.startIn(cmd, nil)
+}
+
+// startIn starts cmd from the fork server's thread, born in cg when the
+// thread can enter it (cgroup v1), else where the thread is.
+func (f *forkServer) startIn(cmd *exec.Cmd, cg *runCgroup) error {
 	done := make(chan error, 1)
-	f.reqs <- forkRequest{cmd: cmd, done: done}
+	f.reqs <- forkRequest{cmd: cmd, cg: cg, done: done}
 	return <-done
+}
+
+// fork runs on the thread: it enters the request's cgroup, forks, and
+// goes back to the shared cgroup (or the node's).
+func (f *forkServer) fork(req forkRequest) error {
+	if req.cg == nil {
+		return req.cmd.Start()
+	}
+	leave, _, err := req.cg.enterThread(f.dir)
+	if err != nil {
+		return fmt.Errorf("process: entering the run's cgroup: %w", err)
+	}
+	err = req.cmd.Start()
+	if leave != nil {
+		if lerr := leave(); lerr != nil {
+			// The thread stays in the run's cgroup (which then cannot be
+			// removed) until the node ends: say so loudly.
+			f.log.Error("process: a launcher thread could not leave a run's cgroup", "err", lerr)
+		}
+	}
+	return err
 }

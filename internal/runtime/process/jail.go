@@ -76,13 +76,14 @@ func workDirEnv(env []string, set map[string]string, dir string) []string {
 	return env
 }
 
-// start starts the run's child from its launcher: with cgroup v2 cloned
-// straight into the run's cgroup, else moved into it right after (see
-// Run).
+// start starts the run's child from its launcher, born in the run's
+// cgroup: with cgroup v1 the launcher thread enters it for the fork, with
+// v2 the child is cloned straight into it; where neither works it is moved
+// in right after (see Run).
 func (j *jail) start(x *run) error {
 	defer func() { _ = j.artifact.Close() }()
 	if x.cg == nil || !x.cg.c.v2 {
-		return j.launcher.start(x.cmd)
+		return j.launcher.startIn(x.cmd, x.cg)
 	}
 	dir, err := os.Open(x.cg.dirs[0])
 	if err != nil {

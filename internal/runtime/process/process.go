@@ -202,7 +202,7 @@ func (r *Runtime) newPlainForkServer() *forkServer {
 	dir, err := newSharedCgroup(r.cgroups, r.pidsLimit)
 	if err == nil && dir != "" {
 		var f *forkServer
-		if f, err = newForkServer(dir, nil); err == nil {
+		if f, err = newForkServer(r.log, dir, nil); err == nil {
 			return f
 		}
 	}

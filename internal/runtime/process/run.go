@@ -102,9 +102,7 @@ func (r *Runtime) newRunCgroup(inv *runtime.Invocation) *runCgroup {
 	if inv.PidsLimit > 0 {
 		pids = inv.PidsLimit
 	}
-	// Sandboxed children are forked by a launcher thread and moved in
-	// right after (see Run).
-	cg, err := r.cgroups.create(inv.ExecutionID, pids, inv.MemoryLimitBytes, r.sb != nil)
+	cg, err := r.cgroups.create(inv.ExecutionID, pids, inv.MemoryLimitBytes)
 	if err != nil {
 		r.log.Warn("process: running without a cgroup", "execution_id", inv.ExecutionID, "err", err)
 		return nil

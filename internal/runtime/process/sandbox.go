@@ -90,6 +90,7 @@ func newSandboxed(s sandboxSetup) (*sandboxed, error) {
 			Write:      []string{sb.work.Root()},
 			WriteFiles: []string{"/dev/null", "/dev/zero", "/dev/full"},
 		}
+		sb.allowCgroupEntry(s.cg)
 	}
 	if err := sandbox.CheckSeccomp(); err != nil {
 		priv.Missing[sandbox.FeatSeccomp] = err.Error()
@@ -140,11 +141,26 @@ func (sb *sandboxed) makeWorkDirs(opts Options) error {
 	return nil
 }
 
+// allowCgroupEntry lets the launcher thread (not its children: cgroup
+// files are root's) enter runs' cgroups and go back (see enterThread):
+// the node's own cgroups, which hold the runs' and outlive them (a rule
+// holds on to a directory, not a path).
+func (sb *sandboxed) allowCgroupEntry(cg *cgroups) {
+	if cg == nil || cg.v2 {
+		return
+	}
+	for _, d := range []string{cg.pidsHome, cg.memoryHome} {
+		if d != "" {
+			sb.policy.FS.Write = append(sb.policy.FS.Write, d)
+		}
+	}
+}
+
 // newLauncher starts a fork server confined by policy, in the shared
 // cgroup. A policy that cannot be applied is an error: the node reports
 // what it applies, so it does not quietly apply less.
 func (sb *sandboxed) newLauncher(policy sandbox.ThreadPolicy) (*forkServer, error) {
-	f, err := newForkServer(sb.shared, &policy)
+	f, err := newForkServer(sb.log, sb.shared, &policy)
 	if err != nil {
 		return nil, fmt.Errorf("process: sandbox launcher: %w", err)
 	}
