@@ -80,8 +80,9 @@ func TestSlots(t *testing.T) {
 	}
 }
 
-// TestKillUID: every process of the uid is killed, and none other.
-func TestKillUID(t *testing.T) {
+// TestSweeper: every process of the uid is killed, and none other; the
+// work dir is removed.
+func TestSweeper(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to start processes as another uid")
 	}
@@ -97,8 +98,17 @@ func TestKillUID(t *testing.T) {
 	}
 	victims := []*exec.Cmd{start(uid), start(uid)}
 	bystander := start(uid + 1)
-	if err := sandbox.KillUID(uid); err != nil {
-		t.Fatal(err)
+	dir := t.TempDir()
+	var logged []string
+	w := sandbox.NewSweeper(nil, func(msg string, _ ...any) { logged = append(logged, msg) })
+	w.Release(uid, dir)
+	w.Release(uid, "") // the thread is root again: it can sweep again
+	w.Close()
+	if len(logged) > 0 {
+		t.Errorf("sweeper logged %v", logged)
+	}
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Errorf("work dir not removed: %v", err)
 	}
 	for _, c := range victims {
 		if err := c.Wait(); err == nil {

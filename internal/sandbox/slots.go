@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"os"
 	goruntime "runtime"
 	"sync"
 
@@ -65,7 +66,7 @@ func (s *Slots) Acquire() int {
 	return uid
 }
 
-// Free gives uid back. The caller has swept it (see KillUID): nothing of
+// Free gives uid back. The caller has swept it (see Sweeper): nothing of
 // the run that held it is left.
 func (s *Slots) Free(uid int) {
 	s.mu.Lock()
@@ -74,37 +75,101 @@ func (s *Slots) Free(uid int) {
 	s.cond.Signal()
 }
 
-// KillUID sends SIGKILL to every process whose real or saved uid is uid,
-// until none is left. It does so from a thread of its own that takes uid
-// as all of its uids (kill(-1) then reaches exactly those processes, never
-// the node's) and ends with its goroutine.
-func KillUID(uid int) error {
-	done := make(chan error, 1)
-	go func() {
-		// Never unlocked: the thread, no longer root, ends with the
-		// goroutine.
-		goruntime.LockOSThread()
-		done <- killAsUID(uid)
-	}()
-	return <-done
+// Sweeper kills what runs leave under their slot's uid, removes their
+// work dirs and frees their slots, in that order, one after the other on
+// a thread of its own, off the runs' path.
+type Sweeper struct {
+	slots *Slots
+	reqs  chan sweep
+	done  chan struct{}
+	log   func(msg string, args ...any)
 }
 
-// killAsUID drops the calling thread's uids to uid and kills every process
-// it may signal. One pass is enough: kill(-1) walks the process list under
-// the lock fork takes to add a child, so a process forked while it walks
-// is either seen or has a parent already killed, whose fork then fails. A
-// second pass costs little and covers a kernel that behaves otherwise.
-func killAsUID(uid int) error {
-	// The raw syscall changes this thread only (Go's Setresuid would
-	// change every thread of the node).
-	if _, _, errno := unix.RawSyscall(unix.SYS_SETRESUID, uintptr(uid), uintptr(uid), uintptr(uid)); errno != 0 {
-		return fmt.Errorf("sandbox: sweeping uid %d: %w", uid, errno)
+type sweep struct {
+	uid int // -1: none
+	dir string
+}
+
+// NewSweeper starts the sweeper of slots (nil: work dirs only); log
+// receives what fails.
+func NewSweeper(slots *Slots, log func(msg string, args ...any)) *Sweeper {
+	w := &Sweeper{slots: slots, reqs: make(chan sweep, DefaultSlots), done: make(chan struct{}), log: log}
+	go w.loop()
+	return w
+}
+
+// Release queues the sweep of uid (-1 for none) and the removal of dir
+// ("" for none). It never blocks: at most one sweep per slot is queued.
+func (w *Sweeper) Release(uid int, dir string) {
+	w.reqs <- sweep{uid: uid, dir: dir}
+}
+
+// Close ends the sweeper once what is queued is done.
+func (w *Sweeper) Close() {
+	close(w.reqs)
+	<-w.done
+}
+
+// loop runs the sweeps on a locked thread. A thread that could not go
+// back to root ends with its goroutine, and another takes over.
+func (w *Sweeper) loop() {
+	// Never unlocked: the thread changes its uids (see killAsUID), so no
+	// other goroutine may run on it.
+	goruntime.LockOSThread()
+	for s := range w.reqs {
+		if w.run(s) {
+			go w.loop()
+			return
+		}
+	}
+	close(w.done)
+}
+
+// run does one sweep and reports whether the thread is stuck with the
+// slot's uid.
+func (w *Sweeper) run(s sweep) (stuck bool) {
+	if s.uid >= 0 {
+		var err error
+		if stuck, err = killAsUID(s.uid); err != nil {
+			w.log("sandbox: sweeping a slot", "uid", s.uid, "err", err)
+		}
+	}
+	if s.dir != "" && !stuck {
+		if err := os.RemoveAll(s.dir); err != nil {
+			w.log("sandbox: removing a work dir", "dir", s.dir, "err", err)
+		}
+	}
+	if s.uid >= 0 && w.slots != nil {
+		w.slots.Free(s.uid)
+	}
+	return stuck
+}
+
+// killAsUID kills every process whose real or saved uid is uid, from the
+// calling thread (locked to its goroutine for good): it takes uid as its
+// real and effective uid, keeping root as its saved one, so that kill(-1)
+// reaches exactly those processes (no capability, no match with root's),
+// then goes back to root.
+//
+// One pass is enough: kill(-1) walks the process list under the lock fork
+// takes to add a child, so a process forked while it walks is either seen
+// or has a parent already killed, whose fork then fails. A second pass
+// costs little and covers a kernel that behaves otherwise.
+func killAsUID(uid int) (stuck bool, err error) {
+	// Raw syscalls change this thread only (Go's Setresuid would change
+	// every thread of the node).
+	if _, _, errno := unix.RawSyscall(unix.SYS_SETRESUID, uintptr(uid), uintptr(uid), 0); errno != 0 {
+		return false, fmt.Errorf("sandbox: sweeping uid %d: %w", uid, errno)
 	}
 	for range 2 {
 		// ESRCH: none left. Zombies count as found until reaped.
-		if err := unix.Kill(-1, unix.SIGKILL); err != nil && !errors.Is(err, unix.ESRCH) {
-			return fmt.Errorf("sandbox: sweeping uid %d: %w", uid, err)
+		if kerr := unix.Kill(-1, unix.SIGKILL); kerr != nil && !errors.Is(kerr, unix.ESRCH) {
+			err = fmt.Errorf("sandbox: sweeping uid %d: %w", uid, kerr)
 		}
 	}
-	return nil
+	if _, _, errno := unix.RawSyscall(unix.SYS_SETRESUID, 0, 0, 0); errno != 0 {
+		// The thread cannot go back: it must never run anything else.
+		return true, errors.Join(err, fmt.Errorf("sandbox: the sweeper thread cannot return to root: %w", errno))
+	}
+	return false, err
 }

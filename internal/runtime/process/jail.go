@@ -119,29 +119,15 @@ func (j *jail) limit(pid int) {
 }
 
 // leave gives the slot back once every process left under its uid is
-// killed and the work dir removed, off the caller's path. Call it once the
-// run's group is gone; calls after the first do nothing.
+// killed and the work dir removed, off the caller's path (see
+// sandbox.Sweeper). Call it once the run's group is gone; calls after the
+// first do nothing.
 func (j *jail) leave() {
 	if j == nil || j.left {
 		return
 	}
 	j.left = true
-	sb, uid, dir := j.sb, j.uid, j.dir
-	go func() {
-		if uid >= 0 {
-			if err := sandbox.KillUID(uid); err != nil {
-				sb.log.Warn("process: sweeping a slot", "uid", uid, "err", err)
-			}
-		}
-		if dir != "" {
-			if err := os.RemoveAll(dir); err != nil {
-				sb.log.Warn("process: removing a work dir", "dir", dir, "err", err)
-			}
-		}
-		if uid >= 0 {
-			sb.slots.Free(uid)
-		}
-	}()
+	j.sb.sweeper.Release(j.uid, j.dir)
 }
 
 // featureOrder is the order features are listed in.

@@ -26,9 +26,10 @@ const (
 
 // sandboxed is the sandbox state of a Runtime; nil when it is off.
 type sandboxed struct {
-	log   *slog.Logger
-	slots *sandbox.Slots // nil: the node is not root
-	work  *sandbox.WorkDirs
+	log     *slog.Logger
+	slots   *sandbox.Slots // nil: the node is not root
+	sweeper *sandbox.Sweeper
+	work    *sandbox.WorkDirs
 	// tmpRoot: work is in a temporary directory of its own, removed at
 	// Close.
 	tmpRoot bool
@@ -97,6 +98,7 @@ func newSandboxed(s sandboxSetup) (*sandboxed, error) {
 	} else {
 		sb.policy.Seccomp = true
 	}
+	sb.sweeper = sandbox.NewSweeper(sb.slots, s.log.Warn)
 	shared, err := newSharedCgroup(s.cg, s.pidsLimit)
 	if err != nil {
 		s.log.Warn("process: no shared pids cgroup; each run joins its own", "err", err)
@@ -196,6 +198,9 @@ func (sb *sandboxed) close() {
 		}
 	}
 	removeSharedCgroup(sb.shared)
+	if sb.sweeper != nil {
+		sb.sweeper.Close()
+	}
 	if sb.policy.NetNS != nil {
 		_ = sb.policy.NetNS.Close()
 	}
