@@ -51,12 +51,16 @@ func (w *WorkDirs) Create(name string, uid int) (string, error) {
 // Traversable reports whether every directory from / down to dir lets
 // others search it (so that a slot uid can reach a directory inside).
 func Traversable(dir string) bool {
-	for d := filepath.Clean(dir); ; d = filepath.Dir(d) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return false
+	}
+	for d := abs; ; d = filepath.Dir(d) {
 		fi, err := os.Stat(d)
 		if err != nil || fi.Mode().Perm()&0o001 == 0 {
 			return false
 		}
-		if d == "/" || d == "." {
+		if d == "/" {
 			return true
 		}
 	}

@@ -127,8 +127,8 @@ func newSandboxed(s sandboxSetup) (*sandboxed, error) {
 // makeWorkDirs makes the root of the work dirs: opts.WorkRoot when every
 // slot uid can reach it, else a temporary directory.
 func (sb *sandboxed) makeWorkDirs(opts Options) error {
-	root := opts.WorkRoot
-	if root == "" || !sandbox.Traversable(filepath.Dir(root)) {
+	root, err := filepath.Abs(opts.WorkRoot)
+	if opts.WorkRoot == "" || err != nil || !sandbox.Traversable(filepath.Dir(root)) {
 		tmp, err := os.MkdirTemp("", "spear-work-")
 		if err != nil {
 			return fmt.Errorf("process: work dirs: %w", err)
