@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -104,17 +105,23 @@ Exit codes: 0 COMPLETED, 1 FAILED (or not found), 2 usage or RPC error,
 	}
 }
 
-// indentWriter prefixes every line written through it with two spaces.
+// indentWriter prefixes every line written through it with two spaces. It
+// buffers (a line is two small writes); writeFlush flushes it after each
+// piece of output, and end at the end.
 type indentWriter struct {
-	w       io.Writer
+	w       *bufio.Writer
 	midLine bool
+}
+
+func newIndentWriter(w io.Writer) *indentWriter {
+	return &indentWriter{w: bufio.NewWriterSize(w, 64<<10)}
 }
 
 func (iw *indentWriter) Write(p []byte) (int, error) {
 	n := 0
 	for len(p) > 0 {
 		if !iw.midLine {
-			if _, err := io.WriteString(iw.w, "  "); err != nil {
+			if _, err := iw.w.WriteString("  "); err != nil {
 				return n, err
 			}
 			iw.midLine = true
@@ -132,10 +139,14 @@ func (iw *indentWriter) Write(p []byte) (int, error) {
 	return n, nil
 }
 
-// end finishes an unterminated last line.
-func (iw *indentWriter) end() {
+// Flush writes what is buffered.
+func (iw *indentWriter) Flush() error { return iw.w.Flush() }
+
+// end finishes an unterminated last line and flushes.
+func (iw *indentWriter) end() error {
 	if iw.midLine {
-		_, _ = io.WriteString(iw.w, "\n")
+		_, _ = iw.w.WriteString("\n")
 		iw.midLine = false
 	}
+	return iw.w.Flush()
 }

@@ -100,11 +100,13 @@ func (a *execCommands) printExecution(ctx context.Context, id string, resp *spea
 	}
 	if len(out) > 0 && !binary {
 		fmt.Fprintln(a.stdout, "output:")
-		iw := &indentWriter{w: a.stdout}
+		iw := newIndentWriter(a.stdout)
 		if err := a.writeOutput(ctx, id, res, iw); err != nil {
 			return err
 		}
-		iw.end()
+		if err := iw.end(); err != nil {
+			return err
+		}
 	}
 	if len(resp.GetLogs()) > 0 {
 		fmt.Fprintln(a.stdout, "logs:")

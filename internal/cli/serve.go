@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
 	"os/signal"
 	"strings"
 	"syscall"
@@ -75,7 +76,7 @@ environment, which wins over the file.`,
 	f.Int64Var(&cfg.MaxQueued, "max-queued", 0, "async executions the queue may hold for all tasks (0: no bound); beyond it QUEUE_FULL")
 	f.DurationVar(&cfg.Retention, "retention", 24*time.Hour, "how long execution records are kept")
 	f.DurationVar(&cfg.AckWait, "ack-wait", 30*time.Second, "a queued execution whose node stops signalling progress for this long is run again elsewhere")
-	f.DurationVar(&cfg.ShutdownGrace, "shutdown-grace", 30*time.Second, "on SIGTERM, how long running executions may finish")
+	f.DurationVar(&cfg.ShutdownGrace, "shutdown-grace", 30*time.Second, "on SIGTERM or Ctrl-C, how long running executions may finish (a second signal stops them at once)")
 	f.IntVar(&cfg.MaxMessageBytes, "max-message-bytes", 64<<20, "largest request or response message")
 	f.IntVar(&cfg.MaxInputBytes, "max-input-bytes", 32<<20, "largest function input")
 	f.Int64Var(&cfg.MaxStoreBytes, "max-store-bytes", 0, "bytes the store may hold; 0: 90% of the data dir's filesystem (embedded), the account limit (external), else learned when the server first refuses a write")
@@ -102,14 +103,30 @@ func newLogger(a *app, level, format string) (*slog.Logger, error) {
 	return nil, fmt.Errorf("--log-format %q: want text or json", format)
 }
 
+// serve runs a node until ctx ends or a first SIGINT/SIGTERM, then shuts
+// it down gracefully; a second signal stops it at once.
 func serve(ctx context.Context, cfg node.Config) error {
-	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigs)
 	n, err := node.Start(ctx, cfg)
 	if err != nil {
 		return err
 	}
-	<-ctx.Done()
-	n.Shutdown(context.Background())
+	select {
+	case <-ctx.Done():
+	case <-sigs:
+	}
+	now, stopNow := context.WithCancel(context.Background())
+	defer stopNow()
+	go func() {
+		select {
+		case <-sigs:
+			n.StopNow()
+			stopNow()
+		case <-now.Done():
+		}
+	}()
+	n.Shutdown(now)
 	return nil
 }

@@ -535,15 +535,21 @@ func (m *dispatcher) complete(l *live, d *store.Delivery, wait time.Duration) {
 func (m *dispatcher) requeue(l *live, d *store.Delivery, delay time.Duration) {
 	ctx := context.WithoutCancel(m.baseCtx)
 	l.mu.Lock()
-	// The attempt's outcome stays in the history.
+	// The attempt's outcome stays in the history; its output goes (the
+	// next attempt's replaces it).
 	l.rec.Status, l.rec.CompletedAt = execution.StatusPending, time.Time{}
 	l.rec.ErrorCode, l.rec.ErrorMessage = "", ""
+	l.rec.Output, l.rec.OutputSize, l.rec.OutputSHA256, l.rec.OutputStored = nil, 0, "", false
 	rec := *l.rec
 	l.mu.Unlock()
 	if _, err := m.store.Records.Put(ctx, &rec); err != nil {
 		m.log.Warn("storing requeued record", "execution", rec.ID, "err", err)
 	}
-	_ = d.Nak(delay)
+	if delay > 0 {
+		_ = d.Nak(delay)
+	} else if err := m.store.Queue.HandBack(ctx, d); err != nil {
+		m.log.Warn("handing an execution back to the queue", "execution", rec.ID, "err", err)
+	}
 	close(l.done)
 	m.lives.forget(rec.ID)
 }

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spear-go/spear/internal/errdefs"
 	"github.com/spear-go/spear/internal/execution"
 )
 
@@ -89,5 +90,35 @@ func TestTail(t *testing.T) {
 				t.Fatalf("tail(%d) = %q, want %q", tc.n, got, tc.want)
 			}
 		})
+	}
+}
+
+// TestAttachNeverCutsStoredOutput: an attachment to an execution whose
+// record says its output is stored whole never ends with a part of it as
+// if it were all; when the chunks cannot be read (here: purged behind the
+// record's back) it fails UNAVAILABLE after the stall bound.
+func TestAttachNeverCutsStoredOutput(t *testing.T) {
+	h := newHarness(t, Options{Workers: 1}, nil)
+	h.m.attachStall = time.Second
+	spec := newSpec("echo", execution.ModeAsync, strings.Repeat("x", 1000))
+	if _, _, _, err := h.m.Async.Submit(testCtx(t), spec); err != nil {
+		t.Fatal(err)
+	}
+	rec := h.stored(spec.ExecutionID)
+	if !rec.OutputStored {
+		t.Fatalf("record: output stored %v, want true", rec.OutputStored)
+	}
+	var got []byte
+	send := func(c Chunk) error { got = append(got, c.Data...); return nil }
+	if _, err := h.m.Views.Attach(testCtx(t), spec.ExecutionID, send); err != nil || len(got) != 1000 {
+		t.Fatalf("Attach: %d bytes, %v; want the 1000 bytes", len(got), err)
+	}
+	if err := h.st.Outputs.Delete(testCtx(t), spec.ExecutionID); err != nil {
+		t.Fatal(err)
+	}
+	got = nil
+	_, err := h.m.Views.Attach(testCtx(t), spec.ExecutionID, send)
+	if !errdefs.Unavailable.Is(err) {
+		t.Fatalf("Attach with the chunks gone: %d bytes, error %v; want UNAVAILABLE", len(got), err)
 	}
 }

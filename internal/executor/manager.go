@@ -183,6 +183,9 @@ type core struct {
 	// admission serializes the quota check and enqueue of async
 	// submissions per task.
 	admission taskLocks
+	// attachStall bounds an attachment's wait for the rest of an output
+	// stored whole (defaultAttachStall; tests shorten it).
+	attachStall time.Duration
 
 	runs       *SyncRuns
 	async      *Async
@@ -256,6 +259,7 @@ func New(opts Options, st *store.Store, reg *registry.Registry, runtimes map[spe
 	c := &core{
 		opts: opts, log: opts.Logger, store: st, registry: reg, runtimes: runtimes,
 		slots: newSlots(opts.Workers), live: map[string]*live{}, started: opts.Now(), shared: opts.Shared,
+		attachStall: defaultAttachStall,
 	}
 	c.runs, c.async, c.dispatcher, c.engine = &SyncRuns{c}, &Async{c}, &dispatcher{c}, &engine{c}
 	c.outbox, c.views, c.cancels, c.lives = &outbox{c}, &Views{c}, &Cancels{c}, &liveTable{c}

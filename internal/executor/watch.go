@@ -7,6 +7,7 @@ import (
 
 	"github.com/spear-go/spear/internal/errdefs"
 	"github.com/spear-go/spear/internal/execution"
+	"github.com/spear-go/spear/internal/store"
 )
 
 // Attach follows an existing execution's output: every chunk from the
@@ -45,6 +46,8 @@ type attachment struct {
 	id   string
 	send func(Chunk) error
 	next int64 // the next chunk to send
+	// stalls counts reads of stored chunks that found nothing new in a row.
+	stalls int
 }
 
 // attachStep says how an attachment goes on.
@@ -120,12 +123,13 @@ func (a *attachment) fromStore(ctx context.Context, stored bool) (*execution.Rec
 		}
 		return a.finalFromRecord(rec)
 	}
-	err = m.store.Outputs.Read(ctx, a.id, 500*time.Millisecond, func() bool {
-		r, err := m.Get(ctx, a.id)
-		return err != nil || r.Status.Terminal()
-	}, func(seq int64, data []byte) error {
+	err = m.store.Outputs.Read(ctx, a.id, attachPoll, a.idle(ctx), func(seq int64, data []byte) error {
+		a.stalls = 0
 		return a.emit(Chunk{Seq: seq, Data: data})
 	})
+	if errors.Is(err, store.ErrNoEndMark) {
+		err = a.incomplete(ctx)
+	}
 	if err != nil {
 		if ctx.Err() != nil {
 			return rec, attachDone, nil
@@ -145,6 +149,47 @@ func (a *attachment) fromStore(ctx context.Context, stored bool) (*execution.Rec
 		return nil, attachAgain, nil // queued again (a retry): follow the next attempt
 	}
 	return a.finalFromRecord(final)
+}
+
+// attachPoll is how often a reader of stored chunks that waits for more
+// looks at the record; defaultAttachStall bounds how long it waits for the
+// rest of an output the record says is stored whole (a slow store is not
+// an end of output).
+const (
+	attachPoll         = 500 * time.Millisecond
+	defaultAttachStall = time.Minute
+)
+
+// idle tells Outputs.Read when to stop waiting for chunks: when the
+// execution is gone or ended without its whole output stored; for one
+// whose output is stored whole (its end mark is there), only after
+// core.attachStall without a chunk.
+func (a *attachment) idle(ctx context.Context) func() bool {
+	return func() bool {
+		r, err := a.m.Get(ctx, a.id)
+		switch {
+		case err != nil:
+			return true
+		case !r.Status.Terminal():
+			return false
+		case r.OutputStored && !r.OutputDropped:
+			a.stalls++
+			return time.Duration(a.stalls)*attachPoll >= a.m.attachStall
+		}
+		return true
+	}
+}
+
+// incomplete is the error of a read of stored chunks that stopped without
+// the end mark: none when the record does not claim the whole output is
+// stored (the record's first part is the answer), else UNAVAILABLE rather
+// than a silently cut output.
+func (a *attachment) incomplete(ctx context.Context) error {
+	r, err := a.m.Get(ctx, a.id)
+	if err != nil || !r.OutputStored || r.OutputDropped {
+		return nil
+	}
+	return errdefs.Unavailable.New("the stored output of %s could not be read whole (no chunk for %v); try again", a.id, a.m.attachStall)
 }
 
 // finalFromRecord ends an attachment with a terminal record, sending the

@@ -186,13 +186,25 @@ func (n *Node) Shutdown(ctx context.Context) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, grace)
 	defer cancel()
-	n.log.Info("shutting down", "grace", grace)
+	if running := len(n.mgr.Live()); running > 0 {
+		n.log.Info(fmt.Sprintf("shutting down: waiting up to %v for %d running executions to finish; "+
+			"signal again (Ctrl-C) to stop them now (async ones go back to the queue)", grace, running),
+			"grace", grace, "running", running)
+	} else {
+		n.log.Info("shutting down", "grace", grace)
+	}
 	done := make(chan struct{})
 	go func() { n.server.Shutdown(ctx); close(done) }()
 	n.mgr.Shutdown(ctx)
 	<-done
 	n.close()
 	n.log.Info("stopped")
+}
+
+// StopNow says a shutdown under way stops running work at once (the
+// caller then ends Shutdown's context).
+func (n *Node) StopNow() {
+	n.log.Warn("stopping now: running executions are stopped; async ones go back to the queue and restart at the next start")
 }
 
 func (n *Node) close() {

@@ -321,7 +321,9 @@ func (s *invocations) resolveTask(ctx context.Context, req *pb.InvokeFunctionReq
 			}
 			return "", errdefs.MissingTaskID.New("task_id is required to invoke an existing task")
 		}
-		_, err := s.reg.Get(ctx, req.TaskId)
+		// Only whether it exists: the executor resolves its artifact,
+		// once per call.
+		_, err := s.reg.Lookup(ctx, req.TaskId)
 		if err == nil {
 			return req.TaskId, nil
 		}

@@ -48,13 +48,19 @@ func noSpace(err error) bool {
 type usage struct {
 	limit   int64        // the budget; 0: not known
 	learned atomic.Int64 // usage when the server refused a write (limit unknown)
-	used    atomic.Int64 // last measured, plus output written since
-	refused atomic.Int64 // Unix nanoseconds of the latest refused write
+	// measured is the usage last measured; inflight is output published
+	// and not yet acknowledged, which a measurement may not see yet.
+	measured atomic.Int64
+	inflight atomic.Int64
+	refused  atomic.Int64 // Unix nanoseconds of the latest refused write
 }
 
 // refusedRecently is how long a refused write makes the store report
 // itself full, whatever the measured usage says.
 const refusedRecently = 5 * time.Second
+
+// used is the usage: as measured, plus output on its way.
+func (u *usage) used() int64 { return u.measured.Load() + u.inflight.Load() }
 
 func (u *usage) budget() int64 {
 	if u.limit > 0 {
@@ -69,7 +75,7 @@ func reserve(budget int64) int64 { return max(budget/10, 4<<20) }
 
 // admit refuses new work when accepting it would eat into the reserve.
 func (u *usage) admit() error {
-	b, used := u.budget(), u.used.Load()
+	b, used := u.budget(), u.used()
 	if b > 0 && used+reserve(b) >= b {
 		return storageFull("the store holds %d of its %d bytes (%d kept for work already accepted): new work is refused until retention frees space; raise --max-store-bytes or free disk", used, b, reserve(b))
 	}
@@ -80,16 +86,21 @@ func (u *usage) admit() error {
 }
 
 // allowOutput refuses to store n more bytes of output once the usage
-// reaches the budget less half the reserve.
+// reaches the budget less half the reserve; else the n bytes count as on
+// their way until outputLanded.
 func (u *usage) allowOutput(n int) error {
 	b := u.budget()
-	used := u.used.Add(int64(n))
+	used := u.measured.Load() + u.inflight.Add(int64(n))
 	if b > 0 && used > b-reserve(b)/2 {
-		u.used.Add(-int64(n)) // not written
+		u.inflight.Add(-int64(n)) // not written
 		return storageFull("the store is nearly full (%d of %d bytes): the rest of this output is not stored", used, b)
 	}
 	return nil
 }
+
+// outputLanded says n bytes of output allowed by allowOutput were
+// acknowledged (the store's own byte count has them now) or refused.
+func (u *usage) outputLanded(n int) { u.inflight.Add(-int64(n)) }
 
 // note records a write the server refused for lack of space.
 func (s *core) note(err error) {
@@ -98,7 +109,7 @@ func (s *core) note(err error) {
 	}
 	s.usage.refused.Store(time.Now().UnixNano())
 	if s.usage.limit == 0 {
-		s.usage.learned.Store(s.usage.used.Load())
+		s.usage.learned.Store(s.usage.used())
 	}
 }
 
@@ -116,7 +127,7 @@ type StorageState struct {
 // Storage returns the store's usage as last measured.
 func (s *Store) Storage() StorageState {
 	t := s.usage.refused.Load()
-	return StorageState{Used: s.usage.used.Load(), Budget: s.usage.budget(),
+	return StorageState{Used: s.usage.used(), Budget: s.usage.budget(),
 		Full: t != 0 && time.Since(time.Unix(0, t)) < refusedRecently}
 }
 
@@ -150,7 +161,7 @@ func (s *Store) measure(ctx context.Context) (int64, error) {
 			n = max(n, s.usage.limit)
 		}
 	}
-	s.usage.used.Store(n)
+	s.usage.measured.Store(n)
 	return n, nil
 }
 

@@ -50,12 +50,37 @@ func TestUsageAdmit(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			u := &usage{limit: tc.limit}
 			u.learned.Store(tc.learnt)
-			u.used.Store(tc.used)
+			u.measured.Store(tc.used)
 			err := u.admit()
 			if (err != nil) != tc.wantFull || (err != nil && errdefs.CodeOf(err) != "STORAGE_FULL") {
 				t.Fatalf("admit = %v, want full %v", err, tc.wantFull)
 			}
 		})
+	}
+}
+
+// TestUsageCountsOutputInFlight: output published and not yet
+// acknowledged counts against the budget though a measurement taken
+// meanwhile does not see it, so many writers at once cannot overshoot.
+func TestUsageCountsOutputInFlight(t *testing.T) {
+	u := &usage{limit: 100 << 20} // output allowed up to 95 MiB
+	for range 9 {
+		if err := u.allowOutput(10 << 20); err != nil {
+			t.Fatalf("allowOutput under the budget: %v", err)
+		}
+	}
+	u.measured.Store(1 << 20) // a measurement that sees none of it
+	if got, want := u.used(), int64(91<<20); got != want {
+		t.Fatalf("used = %d, want %d (measured + in flight)", got, want)
+	}
+	if err := u.allowOutput(10 << 20); !errdefs.StorageFull.Is(err) {
+		t.Fatalf("allowOutput past the budget with output in flight: %v, want STORAGE_FULL", err)
+	}
+	for range 9 {
+		u.outputLanded(10 << 20)
+	}
+	if got := u.used(); got != 1<<20 {
+		t.Fatalf("used = %d once all landed, want the measurement", got)
 	}
 }
 
@@ -92,7 +117,7 @@ func TestReclaim(t *testing.T) {
 	if err != nil || used < 34<<20 {
 		t.Fatalf("StorageBytes = %d, %v; want over 80%% of 40 MiB", used, err)
 	}
-	s.usage.used.Store(used)
+	s.usage.measured.Store(used)
 	if n, err := s.Reclaim(ctx); err != nil || n == 0 {
 		t.Fatalf("Reclaim = %d, %v", n, err)
 	}

@@ -79,6 +79,7 @@ func (w *OutputWriter) Write(ctx context.Context, seq int64, data []byte) {
 	msg := &nats.Msg{Subject: w.subject, Data: data, Header: nats.Header{headerSeq: []string{strconv.FormatInt(seq, 10)}}}
 	f, err := w.s.js.PublishMsgAsync(msg)
 	if err != nil {
+		w.s.usage.outputLanded(len(data))
 		w.err = unavailable("store output", err)
 		return
 	}
@@ -93,7 +94,9 @@ func (w *OutputWriter) awaitOldest(ctx context.Context) {
 	p := w.futs[0]
 	w.futs = w.futs[1:]
 	w.pending -= p.size
-	if err := awaitAll(ctx, []jetstream.PubAckFuture{p.fut}, "store output"); err != nil {
+	err := awaitAll(ctx, []jetstream.PubAckFuture{p.fut}, "store output")
+	w.s.usage.outputLanded(p.size)
+	if err != nil {
 		w.err = err
 		w.s.note(err)
 	}
@@ -114,6 +117,9 @@ func (w *OutputWriter) Close(ctx context.Context, count int64) error {
 	for len(w.futs) > 0 && w.err == nil {
 		w.awaitOldest(ctx)
 	}
+	for _, p := range w.futs { // abandoned after a failure
+		w.s.usage.outputLanded(p.size)
+	}
 	w.futs = nil
 	return w.err
 }
@@ -121,11 +127,16 @@ func (w *OutputWriter) Close(ctx context.Context, count int64) error {
 // ErrNoChunks says an execution has no stored output chunks.
 var ErrNoChunks = errors.New("no stored output chunks")
 
-// ReadChunks delivers an execution's stored chunks from the first, then
-// follows new ones as they are stored, until the end mark (it returns nil)
-// or ctx ends. While nothing arrives, idle is called every poll interval;
-// when it returns true, reading stops (the execution ended without an end
-// mark, e.g. its node died).
+// ErrNoEndMark says a read of stored chunks stopped, as its idle function
+// asked, before the end mark: what it delivered may be only a part.
+var ErrNoEndMark = errors.New("output chunks read without their end mark")
+
+// Read delivers an execution's stored chunks from the first, then follows
+// new ones as they are stored, until the end mark (it returns nil) or ctx
+// ends. While nothing arrives, idle is called every poll interval; when it
+// returns true, reading stops with ErrNoEndMark (the execution ended
+// without an end mark, e.g. its node died). A slow store is not an end:
+// only idle decides.
 func (s *Outputs) Read(ctx context.Context, id string, poll time.Duration, idle func() bool, fn func(seq int64, data []byte) error) error {
 	cons, err := s.js.OrderedConsumer(ctx, StreamChunks, jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{chunkSubjectBase + id},
@@ -153,7 +164,7 @@ func (s *Outputs) Read(ctx context.Context, id string, poll time.Duration, idle 
 			}
 			if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) {
 				if idle() {
-					return nil
+					return ErrNoEndMark
 				}
 				continue
 			}
@@ -187,21 +198,35 @@ func (s *Outputs) Delete(ctx context.Context, id string) error {
 	return nil
 }
 
-// errEnough stops ReadOutput's read once it has what it wants.
+// errEnough stops ReadHead's read once it has what it wants.
 var errEnough = errors.New("enough output read")
 
-// ReadOutput returns the first n bytes of a finished execution's stored
+// headStall bounds how long ReadHead waits for a chunk: the output is
+// stored (the caller knows it), so only a store that cannot deliver it
+// stalls that long.
+const headStall = 30 * time.Second
+
+// ReadHead returns the first n bytes of a finished execution's stored
 // output (fewer if it is shorter).
 func (s *Outputs) ReadHead(ctx context.Context, id string, n int) ([]byte, error) {
 	var out []byte
-	err := s.Read(ctx, id, 200*time.Millisecond, func() bool { return true }, func(_ int64, data []byte) error {
+	const poll = 200 * time.Millisecond
+	stalls := 0
+	err := s.Read(ctx, id, poll, func() bool {
+		stalls++
+		return stalls*int(poll) >= int(headStall)
+	}, func(_ int64, data []byte) error {
+		stalls = 0
 		out = append(out, data[:min(len(data), n-len(out))]...)
 		if len(out) >= n {
 			return errEnough
 		}
 		return nil
 	})
-	if err != nil && !errors.Is(err, errEnough) {
+	switch {
+	case errors.Is(err, ErrNoEndMark):
+		return nil, s.unavailable("read output chunks", fmt.Errorf("no chunk of %s arrived for %v", id, headStall))
+	case err != nil && !errors.Is(err, errEnough):
 		return nil, err
 	}
 	return out, nil

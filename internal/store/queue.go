@@ -223,6 +223,23 @@ func (d *Delivery) Nak(delay time.Duration) error {
 	return nil
 }
 
+// HandBack gives a delivered execution back to the queue for redelivery
+// at once and waits until JetStream confirms it: a node that stops right
+// after (and its embedded server with it) does not lose the hand-back, so
+// the next worker gets the execution at once, not after the ack wait.
+//
+// A NAK with a delay is what JetStream stores (as the delivery's time, set
+// back by the ack wait); a plain NAK only queues the message in memory, so
+// after a restart it would wait for the ack wait from its first delivery.
+func (s *Queue) HandBack(ctx context.Context, d *Delivery) error {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if _, err := s.nc.RequestWithContext(ctx, d.msg.Reply(), []byte(`-NAK {"delay":1000000}`)); err != nil {
+		return unavailable("nak queued execution", err)
+	}
+	return nil
+}
+
 // InProgress tells JetStream the execution is still being worked on, so it
 // is not handed to another worker.
 func (d *Delivery) InProgress() error { return d.msg.InProgress() }

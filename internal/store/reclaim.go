@@ -49,7 +49,7 @@ func (s *Store) reclaimLoop(ctx context.Context, interval time.Duration) {
 			failures = 0
 		}
 		if n > 0 {
-			s.log.Info("reclaimed store space", "dropped", n, "store_bytes", s.usage.used.Load(), "budget", s.usage.budget())
+			s.log.Info("reclaimed store space", "dropped", n, "store_bytes", s.usage.used(), "budget", s.usage.budget())
 		}
 	}
 }
@@ -65,7 +65,7 @@ func (s *Store) Reclaim(ctx context.Context) (int, error) {
 		}
 		return float64(used) > reclaimBelow*float64(b), nil
 	}
-	if b == 0 || float64(s.usage.used.Load()) <= reclaimAbove*float64(b) {
+	if b == 0 || float64(s.usage.used()) <= reclaimAbove*float64(b) {
 		return 0, nil
 	}
 	n, err := s.dropUnusedArtifacts(ctx)

@@ -467,7 +467,9 @@ func (s *suite) testStopAtOnce(t *testing.T) {
 
 func (s *suite) testConcurrent(t *testing.T) {
 	const n = 32
-	ctx, cancel := context.WithTimeout(t.Context(), runBound)
+	// n runs at once may queue behind each other (containers on two
+	// cores under -race): the bound is n runs' worth, a hang check only.
+	ctx, cancel := context.WithTimeout(t.Context(), n*stopBound)
 	defer cancel()
 	var wg sync.WaitGroup
 	for i := range n {
@@ -486,13 +488,9 @@ func (s *suite) testConcurrent(t *testing.T) {
 			}
 		})
 	}
-	done := make(chan struct{})
-	go func() { wg.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(runBound + stopBound):
-		t.Fatalf("%d concurrent invocations did not all return within %v (hang)", n, runBound+stopBound)
-	}
+	// Every Run returns once ctx ends (a hang past that is the package
+	// timeout's to report), so the goroutines never outlive the test.
+	wg.Wait()
 }
 
 // testMemoryLimit runs Fixtures.Alloc over its memory limit, and without
