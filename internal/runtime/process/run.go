@@ -348,7 +348,7 @@ func (x *run) memory(state *os.ProcessState) (peak int64, hit bool) {
 	if ru, ok := state.SysUsage().(*syscall.Rusage); ok && ru != nil {
 		// Our own peak only grows, so reading it now bounds the floor
 		// the child inherited at exec.
-		if maxRSS := ru.Maxrss * 1024; maxRSS > x.r.nodePeak() {
+		if maxRSS := ru.Maxrss * 1024; maxRSS > x.r.nodePeak(maxRSS) {
 			peak = maxRSS
 		}
 	}
