@@ -481,6 +481,11 @@ type ExecutionResult struct {
 	OutputSize    int64  `protobuf:"varint,55,opt,name=output_size,json=outputSize,proto3" json:"output_size,omitempty"`
 	OutputSha256  string `protobuf:"bytes,56,opt,name=output_sha256,json=outputSha256,proto3" json:"output_sha256,omitempty"`
 	OutputPartial bool   `protobuf:"varint,57,opt,name=output_partial,json=outputPartial,proto3" json:"output_partial,omitempty"`
+	// The sandbox features the run got, comma-separated, e.g.
+	// "process-group,env,workdir,rlimits,uid,no-new-privs,landlock,seccomp,cgroups,netns"
+	// (process runtime; see docs/SECURITY.md). Empty when the runtime does
+	// not say.
+	Sandbox       string `protobuf:"bytes,58,opt,name=sandbox,proto3" json:"sandbox,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -632,6 +637,13 @@ func (x *ExecutionResult) GetOutputPartial() bool {
 		return x.OutputPartial
 	}
 	return false
+}
+
+func (x *ExecutionResult) GetSandbox() string {
+	if x != nil {
+		return x.Sandbox
+	}
+	return ""
 }
 
 // AttemptInfo is one run of an execution.
@@ -1021,7 +1033,15 @@ type TaskLimits struct {
 	// Timeout of an execution that names none.
 	DefaultTimeoutMs int64 `protobuf:"varint,4,opt,name=default_timeout_ms,json=defaultTimeoutMs,proto3" json:"default_timeout_ms,omitempty"`
 	// Cap on any execution's timeout.
-	MaxTimeoutMs  int64 `protobuf:"varint,5,opt,name=max_timeout_ms,json=maxTimeoutMs,proto3" json:"max_timeout_ms,omitempty"`
+	MaxTimeoutMs int64 `protobuf:"varint,5,opt,name=max_timeout_ms,json=maxTimeoutMs,proto3" json:"max_timeout_ms,omitempty"`
+	// Processes (threads included) one execution may have at once (process
+	// runtime); a run refused one more fails with PIDS_LIMIT. Zero: the
+	// node's default.
+	PidsLimit int64 `protobuf:"varint,6,opt,name=pids_limit,json=pidsLimit,proto3" json:"pids_limit,omitempty"`
+	// The network an execution may use (process runtime): "" (the node's
+	// sandbox: a network namespace with loopback only, when the host allows)
+	// or "host" (the host's network).
+	Network       string `protobuf:"bytes,7,opt,name=network,proto3" json:"network,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1089,6 +1109,20 @@ func (x *TaskLimits) GetMaxTimeoutMs() int64 {
 		return x.MaxTimeoutMs
 	}
 	return 0
+}
+
+func (x *TaskLimits) GetPidsLimit() int64 {
+	if x != nil {
+		return x.PidsLimit
+	}
+	return 0
+}
+
+func (x *TaskLimits) GetNetwork() string {
+	if x != nil {
+		return x.Network
+	}
+	return ""
 }
 
 type InvokeFunctionResponse struct {
@@ -3697,7 +3731,7 @@ const file_spearlet_spearlet_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a:\n" +
 	"\fHeadersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xc9\x06\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xe3\x06\n" +
 	"\x0fExecutionResult\x121\n" +
 	"\x06status\x18\x01 \x01(\x0e2\x19.spearlet.ExecutionStatusR\x06status\x12,\n" +
 	"\x06result\x18\x02 \x01(\v2\x14.google.protobuf.AnyR\x06result\x12#\n" +
@@ -3718,7 +3752,8 @@ const file_spearlet_spearlet_proto_rawDesc = "" +
 	"\voutput_size\x187 \x01(\x03R\n" +
 	"outputSize\x12#\n" +
 	"\routput_sha256\x188 \x01(\tR\foutputSha256\x12%\n" +
-	"\x0eoutput_partial\x189 \x01(\bR\routputPartial\x1a:\n" +
+	"\x0eoutput_partial\x189 \x01(\bR\routputPartial\x12\x18\n" +
+	"\asandbox\x18: \x01(\tR\asandbox\x1a:\n" +
 	"\fMetricsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xac\x02\n" +
@@ -3764,7 +3799,7 @@ const file_spearlet_spearlet_proto_rawDesc = "" +
 	"\tinput_ref\x186 \x01(\tR\binputRef\x1aE\n" +
 	"\x17InvocationMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xd6\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x8f\x02\n" +
 	"\n" +
 	"TaskLimits\x12'\n" +
 	"\x0fmax_concurrency\x18\x01 \x01(\x05R\x0emaxConcurrency\x12\x1d\n" +
@@ -3772,7 +3807,10 @@ const file_spearlet_spearlet_proto_rawDesc = "" +
 	"max_queued\x18\x02 \x01(\x05R\tmaxQueued\x12,\n" +
 	"\x12memory_limit_bytes\x18\x03 \x01(\x03R\x10memoryLimitBytes\x12,\n" +
 	"\x12default_timeout_ms\x18\x04 \x01(\x03R\x10defaultTimeoutMs\x12$\n" +
-	"\x0emax_timeout_ms\x18\x05 \x01(\x03R\fmaxTimeoutMs\"\xbd\x02\n" +
+	"\x0emax_timeout_ms\x18\x05 \x01(\x03R\fmaxTimeoutMs\x12\x1d\n" +
+	"\n" +
+	"pids_limit\x18\x06 \x01(\x03R\tpidsLimit\x12\x18\n" +
+	"\anetwork\x18\a \x01(\tR\anetwork\"\xbd\x02\n" +
 	"\x16InvokeFunctionResponse\x12\x18\n" +
 	"\asuccess\x18\x01 \x01(\bR\asuccess\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12!\n" +

@@ -39,7 +39,7 @@ type Options struct {
 }
 
 // Groups are the row groups, in the order they run.
-var Groups = []string{"sync-wasm", "sync-process", "sync-docker", "stream", "scale", "cancel", "async", "estimate", "cold", "memory", "status", "store"}
+var Groups = []string{"sync-wasm", "sync-process", "sync-docker", "stream", "scale", "cancel", "async", "estimate", "cold", "memory", "status", "store", "sandbox"}
 
 // params are the sizes of a run.
 type params struct {
@@ -185,6 +185,8 @@ func (e *env) runGroup(ctx context.Context, g string) (rows []Row) {
 		rows, err = e.statusRows(ctx)
 	case "store":
 		rows, err = e.storeRows(ctx)
+	case "sandbox":
+		rows, err = e.sandboxRows(ctx)
 	}
 	if err != nil {
 		return append(rows, fail(err)...)

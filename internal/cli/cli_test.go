@@ -797,6 +797,30 @@ func TestTask(t *testing.T) {
 			}}},
 		},
 		{
+			name:  "create with a pids limit and the host network",
+			args:  []string{"task", "create", "net", "--location", "/bin/cat", "--pids-limit", "64", "--network", "host"},
+			setup: registerEcho,
+			calls: []rpcCall{{"RegisterTask", &spearlet.RegisterTaskRequest{
+				TaskName:     "net",
+				ArtifactSpec: &spearlet.ArtifactSpec{ArtifactType: "process", Location: "/bin/cat"},
+				Limits:       &spearlet.TaskLimits{PidsLimit: 64, Network: "host"},
+			}}},
+		},
+		{
+			name:      "create with an unknown network",
+			args:      []string{"task", "create", "x", "--location", "/a", "--network", "bridge"},
+			code:      2,
+			stderrHas: []string{"--network", "want host or sandbox"},
+			callsSet:  true,
+		},
+		{
+			name:      "create with a negative pids limit",
+			args:      []string{"task", "create", "x", "--location", "/a", "--pids-limit", "-1"},
+			code:      2,
+			stderrHas: []string{"--pids-limit must not be negative"},
+			callsSet:  true,
+		},
+		{
 			name:      "create with a bad memory limit",
 			args:      []string{"task", "create", "x", "--location", "/a", "--memory-limit", "64Mb/s"},
 			code:      2,

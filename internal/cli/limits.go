@@ -21,6 +21,8 @@ const (
 	flagMemoryLimit    = "memory-limit"
 	flagDefaultTimeout = "default-timeout"
 	flagMaxTimeout     = "max-timeout"
+	flagPidsLimit      = "pids-limit"
+	flagNetwork        = "network"
 )
 
 // limitOpts holds the task limit flags.
@@ -28,6 +30,8 @@ type limitOpts struct {
 	maxConcurrency, maxQueued  int32
 	memory                     string
 	defaultTimeout, maxTimeout time.Duration
+	pids                       int64
+	network                    string
 }
 
 // register adds the limit flags to f.
@@ -37,6 +41,8 @@ func (o *limitOpts) register(f *pflag.FlagSet) {
 	f.StringVar(&o.memory, flagMemoryLimit, "", "memory ceiling of one execution: bytes, or with a suffix K, M, G, T (10^3...) or Ki, Mi, Gi, Ti (2^10...), e.g. 64Mi (0: no limit)")
 	f.DurationVar(&o.defaultTimeout, flagDefaultTimeout, 0, "timeout of an execution that names none, e.g. 30s (0: node default)")
 	f.DurationVar(&o.maxTimeout, flagMaxTimeout, 0, "cap on any execution's timeout, e.g. 5m (0: no cap)")
+	f.Int64Var(&o.pids, flagPidsLimit, 0, "processes (threads included) one execution may have at once; more fail with PIDS_LIMIT (0: node default)")
+	f.StringVar(&o.network, flagNetwork, "", `network of an execution: "host" (the host's network) or "sandbox" (loopback only, the default)`)
 }
 
 // apply overwrites the fields of l whose flags were given on the command
@@ -61,6 +67,23 @@ func (o *limitOpts) apply(f *pflag.FlagSet, l *spearlet.TaskLimits) (bool, error
 			return false, usageErrorf("--%s %q: %v", flagMemoryLimit, o.memory, err)
 		}
 		l.MemoryLimitBytes, changed = n, true
+	}
+	if f.Changed(flagPidsLimit) {
+		if o.pids < 0 {
+			return false, usageErrorf("--%s must not be negative", flagPidsLimit)
+		}
+		l.PidsLimit, changed = o.pids, true
+	}
+	if f.Changed(flagNetwork) {
+		switch o.network {
+		case "host":
+			l.Network = "host"
+		case "sandbox", "":
+			l.Network = ""
+		default:
+			return false, usageErrorf("--%s %q: want host or sandbox", flagNetwork, o.network)
+		}
+		changed = true
 	}
 	if f.Changed(flagDefaultTimeout) {
 		ms, err := durationMillis(flagDefaultTimeout, o.defaultTimeout)
@@ -160,6 +183,12 @@ func addLimits(kv *kvList, l *spearlet.TaskLimits, all bool) {
 	kv.add("memory limit", orUnset(mem))
 	kv.add("default timeout", orUnset(fmtMillis(l.GetDefaultTimeoutMs())))
 	kv.add("max timeout", orUnset(fmtMillis(l.GetMaxTimeoutMs())))
+	pids := ""
+	if n := l.GetPidsLimit(); n > 0 {
+		pids = strconv.FormatInt(n, 10)
+	}
+	kv.add("pids limit", orUnset(pids))
+	kv.add("network", l.GetNetwork())
 }
 
 func (a *taskCommands) newTaskLimitsCmd() *cobra.Command {

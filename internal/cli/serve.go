@@ -66,6 +66,8 @@ environment, which wins over the file.`,
 	f.StringVar(&sync, "sync", "interval", "embedded JetStream disk sync: interval (survives a process crash) or always (fsync every write; survives power loss, ~15x slower acceptance)")
 	f.StringVar(&cfg.Docker, "docker", "auto", "docker runtime: auto (if an engine answers), on, off")
 	f.StringVar(&cfg.DockerHost, "docker-host", "", "Docker Engine API address (default: DOCKER_HOST or the local socket)")
+	f.StringVar(&cfg.Sandbox, "sandbox", "auto", "process sandbox: auto (every level the host allows: slot uid, no_new_privs, Landlock, seccomp, cgroups, loopback-only network; see docs/SECURITY.md) or off (benchmarks, debugging)")
+	f.IntVar(&cfg.SandboxUIDBase, "sandbox-uid-base", 0, "first uid of the sandbox's run slots (1024 uids; 0: derived from the node id; set distinct bases for nodes sharing a host)")
 	f.IntVar(&cfg.Workers, "workers", 0, "executions that run at once (default: max(4, 2 x CPUs))")
 	f.DurationVar(&cfg.DefaultTimeout, "default-timeout", 5*time.Minute, "execution timeout when the invocation names none")
 	f.DurationVar(&cfg.MaxTimeout, "max-timeout", time.Hour, "cap on any execution timeout")

@@ -56,8 +56,10 @@ changes, invocations are refused (ARTIFACT_CHANGED) until "spear task
 update" re-pins the task.
 
 The limit flags (--max-concurrency, --max-queued, --memory-limit,
---default-timeout, --max-timeout) set the task's quotas; change them later
-with "spear task limits".`,
+--default-timeout, --max-timeout, --pids-limit, --network) set the task's
+quotas; change them later with "spear task limits". --network host lets
+the task's process functions use the host's network instead of the
+sandbox's loopback-only one.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return a.taskCreate(cmd, args[0], &o)

@@ -155,6 +155,9 @@ type Record struct {
 	// the whole execution (async).
 	StartupUs   int64 `json:"startup_us,omitempty"`
 	EstimatedMs int64 `json:"estimated_ms,omitempty"`
+	// Sandbox lists the sandbox features the last run got (see
+	// runtime.Result.Sandbox).
+	Sandbox string `json:"sandbox,omitempty"`
 	// History has one entry per run, oldest first.
 	History []Attempt `json:"history,omitempty"`
 	// DeadLettered is set when retries ran out; Spec is then kept so the

@@ -38,6 +38,9 @@ const testTask = "fake"
 //	advance  moves the test clock forward by 200 ms, then succeeds
 //	exit-on-cancel  like sleep, but when the context ends it exits 1 as if
 //	         the function had failed on its own at that moment
+//	pids     was refused a process (PidsLimitHit) and exits 1
+//	pids-sleep  was refused a process and blocks until the context ends
+//	pids-ok  was refused a process but coped: exits 0, reporting a sandbox
 type fakeRuntime struct {
 	clock *fakeClock // for advance; may be nil
 
@@ -112,6 +115,13 @@ func (f *fakeRuntime) Run(ctx context.Context, inv *spearrt.Invocation) (spearrt
 	case "advance":
 		f.clock.Advance(200 * time.Millisecond)
 		return spearrt.Result{}, nil
+	case "pids":
+		return spearrt.Result{ExitCode: 1, PidsLimitHit: true}, nil
+	case "pids-sleep":
+		<-ctx.Done()
+		return spearrt.Result{ExitCode: 137, PidsLimitHit: true}, fmt.Errorf("killed: %w", ctx.Err())
+	case "pids-ok":
+		return spearrt.Result{PidsLimitHit: true, Sandbox: "process-group,env"}, nil
 	}
 	return spearrt.Result{}, errdefs.FunctionNotFound.New("no function %q", inv.Function)
 }

@@ -38,6 +38,10 @@ func TestRunSync(t *testing.T) {
 		{name: "output too large", fn: "huge", status: execution.StatusFailed, code: errdefs.OutputTooLarge.String(), exit: -1,
 			msg: []string{"4096"}},
 		{name: "runtime error", fn: "nope", status: execution.StatusFailed, code: "FUNCTION_NOT_FOUND", exit: -1},
+		{name: "pids limit", fn: "pids", status: execution.StatusFailed, code: errdefs.PidsLimit.String(), exit: 1,
+			msg: []string{"process limit"}},
+		{name: "pids limit then timeout", fn: "pids-sleep", timeoutMs: 50, status: execution.StatusFailed, code: errdefs.PidsLimit.String(), exit: -1},
+		{name: "pids limit coped with", fn: "pids-ok", status: execution.StatusCompleted},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -61,6 +65,9 @@ func TestRunSync(t *testing.T) {
 			}
 			if r.Attempts != 1 || r.Node != "node-test" || r.StartedAt.IsZero() || r.CompletedAt.IsZero() || r.Mode != execution.ModeSync {
 				t.Fatalf("record bookkeeping: %+v", r)
+			}
+			if tc.fn == "pids-ok" && r.Sandbox != "process-group,env" {
+				t.Fatalf("record sandbox %q, want the runtime's", r.Sandbox)
 			}
 			if tc.fn == "fail" && len(r.Logs) != 2 {
 				t.Fatalf("logs = %+v, want the two stderr lines", r.Logs)

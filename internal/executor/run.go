@@ -232,6 +232,8 @@ func (m *engine) execute(ctx context.Context, l *live, rt spearrt.Runtime, art s
 		Stdout:           out,
 		Stderr:           logs,
 		MemoryLimitBytes: limits.MemoryLimitBytes,
+		PidsLimit:        limits.PidsLimit,
+		HostNetwork:      limits.Network == task.NetworkHost,
 	}
 	res, err := rt.Run(ctx, inv)
 	end := m.opts.Now()
@@ -250,6 +252,7 @@ func (m *engine) execute(ctx context.Context, l *live, rt spearrt.Runtime, art s
 	r.Logs = logs.result()
 	r.MemoryUsedBytes = res.MemoryUsedBytes
 	r.StartupUs = res.Startup.Microseconds()
+	r.Sandbox = res.Sandbox
 	r.ExitCode = -1
 	if err == nil {
 		r.ExitCode = int32(res.ExitCode)
@@ -257,6 +260,16 @@ func (m *engine) execute(ctx context.Context, l *live, rt spearrt.Runtime, art s
 	l.mu.Unlock()
 
 	switch {
+	case res.PidsLimitHit && (err == nil && res.ExitCode != 0 || errors.Is(err, context.DeadlineExceeded)):
+		// The function failed, or never ended, once refused a process:
+		// that is why, more than its exit status or the clock.
+		l.mu.Lock()
+		r.Status, r.ErrorCode = execution.StatusFailed, errdefs.PidsLimit.String()
+		r.ErrorMessage = "the function hit its process limit (pids): a fork or thread was refused"
+		if t := tail(r.Logs, 1024); t != "" {
+			r.ErrorMessage += ": " + t
+		}
+		l.mu.Unlock()
 	case out.overflowed():
 		m.classify(l, ctx, fmt.Errorf("%w: more than %d bytes", errOutputTooLarge, m.opts.MaxOutputBytes))
 	case err != nil:

@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"os"
 	"path/filepath"
@@ -26,6 +27,7 @@ import (
 	"github.com/spear-go/spear/internal/runtime/docker"
 	"github.com/spear-go/spear/internal/runtime/process"
 	"github.com/spear-go/spear/internal/runtime/wasm"
+	"github.com/spear-go/spear/internal/sandbox"
 	"github.com/spear-go/spear/internal/server"
 	"github.com/spear-go/spear/internal/store"
 )
@@ -42,6 +44,11 @@ type Config struct {
 	Docker     string
 	DockerHost string
 	Workers    int
+	// Sandbox is the process sandbox: "auto" (every level the host
+	// allows; the default) or "off". SandboxUIDBase is the first uid of
+	// its slots (0: derived from the node id).
+	Sandbox        string
+	SandboxUIDBase int
 
 	DefaultTimeout time.Duration
 	MaxTimeout     time.Duration
@@ -163,7 +170,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	}
 	svc := server.NewService(server.ServiceOptions{
 		NodeID: cfg.NodeID, MaxInputBytes: cfg.MaxInputBytes, CallbackAllow: allow, Logger: log,
-		SystemInfo: map[string]string{"store": storeMode, "runtimes": runtimeNames(n.runtimes), "sync": syncName(cfg.Sync)},
+		SystemInfo: n.systemInfo(storeMode),
 	}, mgr, reg, n.store)
 	n.server = server.New(svc, server.Options{MaxMessageBytes: cfg.MaxMessageBytes, Metrics: m.Handler(), Pprof: cfg.Pprof, Logger: log})
 	n.listener, err = net.Listen("tcp", cfg.Listen)
@@ -277,9 +284,26 @@ func claimDataDir(cfg *Config) (*datadir.Lock, error) {
 	return lock, nil
 }
 
+// systemInfo is what GetHealth reports of the node: its store, runtimes,
+// sync policy and process sandbox.
+func (n *Node) systemInfo(storeMode string) map[string]string {
+	info := map[string]string{"store": storeMode, "runtimes": runtimeNames(n.runtimes), "sync": syncName(n.cfg.Sync)}
+	if p, ok := n.runtimes[spearrt.TypeProcess].(*process.Runtime); ok {
+		maps.Copy(info, p.SandboxReport().Info())
+	}
+	return info
+}
+
 func (n *Node) openRuntimes(ctx context.Context) (map[spearrt.Type]spearrt.Runtime, error) {
+	mode, err := sandbox.ParseMode(n.cfg.Sandbox)
+	if err != nil {
+		return nil, fmt.Errorf("node: %w: %w", errdefs.ErrInvalidArgument, err)
+	}
 	rts := map[spearrt.Type]spearrt.Runtime{
-		spearrt.TypeProcess: process.New(process.Options{Logger: n.log, NodeID: n.cfg.NodeID}),
+		spearrt.TypeProcess: process.New(process.Options{
+			Logger: n.log, NodeID: n.cfg.NodeID, Sandbox: mode,
+			WorkRoot: filepath.Join(n.cfg.DataDir, "work"), UIDBase: n.cfg.SandboxUIDBase,
+		}),
 	}
 	w, err := wasm.New(ctx, wasm.Options{
 		CacheDir:   filepath.Join(n.cfg.DataDir, "wasm-cache"),

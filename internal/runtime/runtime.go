@@ -65,6 +65,13 @@ type Invocation struct {
 	Stderr io.Writer
 	// MemoryLimitBytes caps the function's memory when > 0.
 	MemoryLimitBytes int64
+	// PidsLimit caps how many processes (threads included) the function
+	// may have at once when > 0 (process runtime; else the node's
+	// default).
+	PidsLimit int64
+	// HostNetwork runs the function in the host's network instead of the
+	// sandbox's loopback-only network namespace (process runtime).
+	HostNetwork bool
 }
 
 // Result is how a run ended when the function itself ended.
@@ -77,6 +84,12 @@ type Result struct {
 	// MemoryLimitHit says the function reached its memory ceiling (a
 	// refused allocation, an OOM kill), as far as the runtime can tell.
 	MemoryLimitHit bool
+	// PidsLimitHit says the function was refused a new process or
+	// thread by its process limit, as far as the runtime can tell.
+	PidsLimitHit bool
+	// Sandbox lists the sandbox features the run got, comma-separated
+	// (see package sandbox); "" when the runtime does not say.
+	Sandbox string
 	// Startup is how long the runtime took to get the function running
 	// (process spawned, instance created, container started): the cold
 	// start cost of this invocation.

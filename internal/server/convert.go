@@ -41,6 +41,7 @@ func resultOf(r *execution.Record, withOutput bool) *pb.ExecutionResult {
 		ExitCode:        r.ExitCode,
 		Attempts:        r.Attempts,
 		Metrics:         metricsOf(r),
+		Sandbox:         r.Sandbox,
 	}
 	res.DeadLettered = r.DeadLettered
 	for _, a := range r.History {
@@ -92,6 +93,7 @@ func limitsOf(l *pb.TaskLimits) task.Limits {
 	return task.Limits{
 		MaxConcurrency: l.MaxConcurrency, MaxQueued: l.MaxQueued, MemoryLimitBytes: l.MemoryLimitBytes,
 		DefaultTimeoutMs: l.DefaultTimeoutMs, MaxTimeoutMs: l.MaxTimeoutMs,
+		PidsLimit: l.PidsLimit, Network: l.Network,
 	}
 }
 
@@ -102,6 +104,7 @@ func limitsPB(l task.Limits) *pb.TaskLimits {
 	return &pb.TaskLimits{
 		MaxConcurrency: l.MaxConcurrency, MaxQueued: l.MaxQueued, MemoryLimitBytes: l.MemoryLimitBytes,
 		DefaultTimeoutMs: l.DefaultTimeoutMs, MaxTimeoutMs: l.MaxTimeoutMs,
+		PidsLimit: l.PidsLimit, Network: l.Network,
 	}
 }
 

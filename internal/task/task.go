@@ -36,11 +36,20 @@ type Limits struct {
 	// MaxTimeoutMs caps any.
 	DefaultTimeoutMs int64 `json:"default_timeout_ms,omitempty"`
 	MaxTimeoutMs     int64 `json:"max_timeout_ms,omitempty"`
+	// PidsLimit caps the processes (threads included) of one execution
+	// (process runtime); 0 is the node's default.
+	PidsLimit int64 `json:"pids_limit,omitempty"`
+	// Network is "" (the sandbox's loopback-only network) or NetworkHost.
+	Network string `json:"network,omitempty"`
 }
+
+// NetworkHost is the Limits.Network of a task that uses the host's
+// network.
+const NetworkHost = "host"
 
 // Validate checks that limits are non-negative and consistent.
 func (l Limits) Validate() error {
-	if l.MaxConcurrency < 0 || l.MaxQueued < 0 || l.MemoryLimitBytes < 0 || l.DefaultTimeoutMs < 0 || l.MaxTimeoutMs < 0 {
+	if l.MaxConcurrency < 0 || l.MaxQueued < 0 || l.MemoryLimitBytes < 0 || l.DefaultTimeoutMs < 0 || l.MaxTimeoutMs < 0 || l.PidsLimit < 0 {
 		return errdefs.InvalidLimits.New("task limits must not be negative (0 means no limit)")
 	}
 	if l.MaxTimeoutMs > 0 && l.DefaultTimeoutMs > l.MaxTimeoutMs {
@@ -48,6 +57,9 @@ func (l Limits) Validate() error {
 	}
 	if l.MemoryLimitBytes > 0 && l.MemoryLimitBytes < 1<<20 {
 		return errdefs.InvalidLimits.New("memory_limit_bytes %d is below the 1 MiB minimum", l.MemoryLimitBytes)
+	}
+	if l.Network != "" && l.Network != NetworkHost {
+		return errdefs.InvalidLimits.New("network %q: want empty (the sandbox's loopback-only network) or %q", l.Network, NetworkHost)
 	}
 	return nil
 }

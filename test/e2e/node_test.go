@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -46,7 +47,12 @@ type nodeOpts struct {
 	noSamples bool // start without --samples
 	// roots are the --artifact-root dirs; nil: the defaults below.
 	roots []string
-	args  []string
+	// sandbox is --sandbox; "" is off: most tests use the test's own
+	// (private) temp dirs as side channels (markers, gates, helper
+	// binaries), which the sandbox rightly denies a function. The sandbox
+	// tests, and those of containment, set "auto" (the product default).
+	sandbox string
+	args    []string
 }
 
 // node is a running `spear serve` process and a gRPC client to it.
@@ -107,6 +113,7 @@ func tryStartNode(t *testing.T, dataDir string, o nodeOpts) (*node, error) {
 		"--ack-wait", "2s",
 		"--shutdown-grace", "5s",
 		"--log-level", "debug",
+		"--sandbox", cmp.Or(o.sandbox, "off"),
 	}
 	if !o.noSamples {
 		args = append(args, "--samples", filepath.Join(moduleRoot(), "samples"))

@@ -460,16 +460,18 @@ func connectJSONWithInvalidUTF8(t *testing.T, req *pb.InvokeFunctionRequest) []b
 // contained: the execution ends as it should, no process it started is
 // left, and the node stays healthy. The node's output limit is 1 MiB.
 //
+// The node runs with the sandbox on (the product default).
+//
 // Fork bombs: where the node can use the pids cgroup controller (Linux, as
 // root, /sys/fs/cgroup/pids writable), a real fork bomb runs, contained by
-// the node's default pids limit; it only goes off once its shell sees
-// itself in a spear pids cgroup. Elsewhere nothing would bound one (and
+// a pids limit of 64 (its task's), and ends FAILED with PIDS_LIMIT; it
+// only goes off once its shell sees itself in a spear pids cgroup. Elsewhere nothing would bound one (and
 // RLIMIT_NPROC does not bind root), so a bounded one (200 children that
 // would sleep for minutes) checks that all of them are reaped with the
 // group instead.
 func TestMisbehaving(t *testing.T) {
 	const maxOutput = 1 << 20
-	n := startNode(t, "", nodeOpts{args: []string{"--max-output-bytes", strconv.Itoa(maxOutput)}})
+	n := startNode(t, "", nodeOpts{sandbox: "auto", args: []string{"--max-output-bytes", strconv.Itoa(maxOutput)}})
 	dir := t.TempDir()
 
 	var garbage []byte
@@ -491,6 +493,7 @@ func TestMisbehaving(t *testing.T) {
 		status    pb.ExecutionStatus
 		errorCode string
 		output    *string // exact output, when checked
+		pidsLimit int64   // the task's pids_limit, when set
 		// needles are other command-line fragments of processes the
 		// function starts, which must be gone too.
 		needles []string
@@ -505,14 +508,15 @@ func TestMisbehaving(t *testing.T) {
 	if pidsCgroupUsable() {
 		fork = misbehaving{
 			name: "fork bomb in a pids cgroup",
-			// Exit 3 (a FAILED execution, not the expected timeout)
-			// unless the shell is in a spear pids cgroup.
+			// Exit 3 (FUNCTION_FAILED, not PIDS_LIMIT) unless the
+			// shell is in a spear pids cgroup.
 			body: "i=0\nuntil grep -Eq '(:pids:|^0::).*/spear/' /proc/$$/cgroup; do\n" +
 				"\ti=$((i+1)); if [ $i -ge 200 ]; then echo 'no pids cgroup' >&2; exit 3; fi; sleep 0.01\ndone\n" +
 				"b() { b | b & }\nb\nexec sleep 294.5\n",
 			mode:      sync,
-			timeoutMs: 2000,
-			status:    pb.ExecutionStatus_EXECUTION_STATUS_TIMEOUT, errorCode: "EXECUTION_TIMEOUT",
+			timeoutMs: 5000,
+			pidsLimit: 64,
+			status:    pb.ExecutionStatus_EXECUTION_STATUS_FAILED, errorCode: "PIDS_LIMIT",
 			needles: []string{"294.5"},
 		}
 	}
@@ -577,7 +581,13 @@ func TestMisbehaving(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			id := fmt.Sprintf("misbehaving-%d", i)
 			path, _ := writeScript(t, dir, id+".sh", tc.body)
-			n.registerProcess(t, id, path)
+			if _, err := n.client.RegisterTask(ctx(t, callTimeout), &pb.RegisterTaskRequest{
+				TaskId:       id,
+				ArtifactSpec: &pb.ArtifactSpec{ArtifactType: "process", Location: path},
+				Limits:       &pb.TaskLimits{PidsLimit: tc.pidsLimit},
+			}); err != nil {
+				t.Fatal(err)
+			}
 			req := invocation(t, id, tc.mode, tc.input)
 			req.Context.TimeoutMs = tc.timeoutMs
 			resp := n.invoke(t, req)

@@ -16,6 +16,7 @@ package process
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -321,7 +322,11 @@ func (g *runCgroup) threadEntry() bool {
 // The node's memory stays charged to the node: v1 charges an address space
 // to the cgroup of its owner, the node's main thread, and a new Go thread
 // is never started from a locked thread. ok is false without thread entry.
-func (g *runCgroup) enterThread() (leave func() error, ok bool, err error) {
+//
+// pidsHome, when set, is where the thread goes back to in the pids
+// hierarchy instead of the node's own cgroup (a launcher thread lives in
+// the shared cgroup).
+func (g *runCgroup) enterThread(pidsHome string) (leave func() error, ok bool, err error) {
 	if !g.threadEntry() {
 		return nil, false, nil
 	}
@@ -336,7 +341,7 @@ func (g *runCgroup) enterThread() (leave func() error, ok bool, err error) {
 		}
 		return errors.Join(errs...)
 	}
-	for _, h := range []struct{ dir, home string }{{g.pids, g.c.pidsHome}, {g.memory, g.c.memoryHome}} {
+	for _, h := range []struct{ dir, home string }{{g.pids, cmp.Or(pidsHome, g.c.pidsHome)}, {g.memory, g.c.memoryHome}} {
 		if h.dir == "" {
 			continue
 		}

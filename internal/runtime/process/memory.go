@@ -65,11 +65,12 @@ func (s *peakSampler) max() int64 {
 }
 
 // nodePeak returns the node's own peak RSS (VmHWM), refreshed at most once
-// a second (it only grows), or now when fresh.
-func (r *Runtime) nodePeak(fresh bool) int64 {
+// a second (it only grows), or at once when the cached value is below
+// floor (it may be stale: the node grew since it was read).
+func (r *Runtime) nodePeak(floor int64) int64 {
 	r.peakMu.Lock()
 	defer r.peakMu.Unlock()
-	if fresh || time.Since(r.peakReadAt) > time.Second {
+	if time.Since(r.peakReadAt) > time.Second || r.peak < floor {
 		r.peak, _ = procstat.PeakRSS(os.Getpid())
 		r.peakReadAt = time.Now()
 	}

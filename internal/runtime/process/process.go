@@ -44,6 +44,7 @@ import (
 
 	"github.com/spear-go/spear/internal/errdefs"
 	"github.com/spear-go/spear/internal/runtime"
+	"github.com/spear-go/spear/internal/sandbox"
 )
 
 // Environment variables the runtime sets for every invocation.
@@ -99,6 +100,18 @@ type Options struct {
 	// available (a fork bomb is contained). Zero means DefaultPidsLimit; a
 	// negative value means no limit.
 	PidsLimit int
+	// Sandbox is sandbox.ModeAuto to sandbox every run as far as the host
+	// allows (see sandbox.go and docs/SECURITY.md); "" or sandbox.ModeOff
+	// runs functions with only their process group and scrubbed
+	// environment.
+	Sandbox sandbox.Mode
+	// WorkRoot is where sandboxed runs get their work dirs (cleared at
+	// start); "", or a directory slot uids cannot reach, means a
+	// temporary directory.
+	WorkRoot string
+	// UIDBase is the first uid of the sandbox's slots; 0 means
+	// sandbox.DefaultUIDBase(NodeID).
+	UIDBase int
 }
 
 // Runtime runs process artifacts. It is safe for concurrent use.
@@ -116,6 +129,9 @@ type Runtime struct {
 	// be used.
 	cgroups   *cgroups
 	pidsLimit int64
+	// sb is the sandbox; nil when it is off.
+	sb         *sandboxed
+	ownCgroups bool
 	// cgroupHook, when set (by tests), is called with the directories of
 	// a run's cgroup once the child is in it.
 	cgroupHook func(dirs []string)
@@ -138,9 +154,10 @@ var (
 	_ runtime.Closer             = (*Runtime)(nil)
 )
 
-// New returns a process runtime.
+// New returns a process runtime. When the sandbox is asked for and cannot
+// be set up at all, it logs why, runs without it and reports it off.
 func New(opts Options) *Runtime {
-	r := &Runtime{log: opts.Logger, drain: opts.DrainTimeout, nodeID: opts.NodeID}
+	r := &Runtime{log: opts.Logger, drain: opts.DrainTimeout, nodeID: opts.NodeID, ownCgroups: opts.OwnCgroups}
 	if r.log == nil {
 		r.log = slog.New(slog.DiscardHandler)
 	}
@@ -160,12 +177,15 @@ func New(opts Options) *Runtime {
 	}
 	cg, why := detectCgroups(opts.NodeID)
 	r.cgroups = cg
-	if !opts.OwnCgroups {
-		if f, err := newForkServer(cg, r.pidsLimit); err != nil {
-			r.log.Warn("process: no shared pids cgroup; each run joins its own", "err", err)
-		} else {
-			r.forker = f
+	if opts.Sandbox == sandbox.ModeAuto {
+		sb, err := newSandboxed(sandboxSetup{opts: opts, cg: cg, cgroupsWhy: why, pidsLimit: r.pidsLimit, log: r.log})
+		if err != nil {
+			r.log.Error("process: the sandbox cannot be set up; functions run without it", "err", err)
 		}
+		r.sb = sb
+	}
+	if r.sb == nil && !opts.OwnCgroups {
+		r.forker = r.newPlainForkServer()
 	}
 	switch {
 	case cg == nil:
@@ -176,6 +196,22 @@ func New(opts Options) *Runtime {
 	return r
 }
 
+// newPlainForkServer starts the fork server of runs without a sandbox, in
+// the shared pids cgroup; nil without one.
+func (r *Runtime) newPlainForkServer() *forkServer {
+	dir, err := newSharedCgroup(r.cgroups, r.pidsLimit)
+	if err == nil && dir != "" {
+		var f *forkServer
+		if f, err = newForkServer(r.log, dir, nil); err == nil {
+			return f
+		}
+	}
+	if err != nil {
+		r.log.Warn("process: no shared pids cgroup; each run joins its own", "err", err)
+	}
+	return nil
+}
+
 // Close stops the fork server and the reaper's sweep, and removes the
 // node's shared cgroup. Runs
 // must have ended.
@@ -183,6 +219,10 @@ func (r *Runtime) Close(context.Context) error {
 	r.closeOnce.Do(func() {
 		if r.forker != nil {
 			r.forker.stop()
+			removeSharedCgroup(r.forker.dir)
+		}
+		if r.sb != nil {
+			r.sb.close()
 		}
 		if r.reaper != nil {
 			r.reaper.stop()
@@ -273,8 +313,9 @@ func checkExecutable(path string) error {
 // fallback, since it refuses allocations that a memory cgroup would allow
 // (runtimes that reserve large address ranges).
 func (r *Runtime) Run(ctx context.Context, inv *runtime.Invocation) (runtime.Result, error) {
-	x := &run{r: r, inv: inv, begin: time.Now()}
+	x := &run{r: r, inv: inv, begin: time.Now(), sharedMax0: -1}
 	defer x.removeCgroup()
+	defer func() { x.jail.leave() }()
 	if err := x.prepare(ctx); err != nil {
 		return runtime.Result{}, err
 	}

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"sync/atomic"
 	"syscall"
@@ -34,6 +35,8 @@ type run struct {
 	cg    *runCgroup
 	cmd   *exec.Cmd
 	pipes *pipes
+	// jail is the run's sandbox; nil when it is off.
+	jail *jail
 
 	// Set by start.
 	startup time.Duration
@@ -54,6 +57,10 @@ type run struct {
 
 	// Set by wait.
 	waitErr error
+
+	// sharedMax0 is the shared pids cgroup's count of refused forks when
+	// the run started; -1 when the run is not in it.
+	sharedMax0 int64
 }
 
 // prepare checks the artifact and sets up what the child needs before it
@@ -67,6 +74,13 @@ func (x *run) prepare(ctx context.Context) error {
 	}
 	x.cg = x.r.newRunCgroup(x.inv)
 	x.cmd = x.r.command(x.inv)
+	if x.r.sb != nil {
+		j, err := x.r.sb.enter(x.inv, x.cmd)
+		if err != nil {
+			return err
+		}
+		x.jail = j
+	}
 	p, err := openPipes(x.cmd, x.inv.Input)
 	if err != nil {
 		return err
@@ -81,10 +95,14 @@ func (x *run) prepare(ctx context.Context) error {
 // costs milliseconds on cgroup v1). It is nil without one, or when it could
 // not be created (logged).
 func (r *Runtime) newRunCgroup(inv *runtime.Invocation) *runCgroup {
-	if r.cgroups == nil || (inv.MemoryLimitBytes <= 0 && r.forker != nil) {
+	if r.cgroups == nil || (inv.MemoryLimitBytes <= 0 && inv.PidsLimit <= 0 && r.sharedCgroup() != "") {
 		return nil
 	}
-	cg, err := r.cgroups.create(inv.ExecutionID, r.pidsLimit, inv.MemoryLimitBytes)
+	pids := r.pidsLimit
+	if inv.PidsLimit > 0 {
+		pids = inv.PidsLimit
+	}
+	cg, err := r.cgroups.create(inv.ExecutionID, pids, inv.MemoryLimitBytes)
 	if err != nil {
 		r.log.Warn("process: running without a cgroup", "execution_id", inv.ExecutionID, "err", err)
 		return nil
@@ -147,8 +165,12 @@ func (x *run) start(ctx context.Context) error {
 
 // spawn starts the child: from the fork server, inside the node's shared
 // pids cgroup, when the run has no cgroup of its own; else born in the
-// run's cgroup.
+// run's cgroup. A sandboxed child is started by its launcher.
 func (x *run) spawn() error {
+	x.sharedMax0 = x.r.sharedPidsMax(x.cg)
+	if x.jail != nil {
+		return x.jail.start(x)
+	}
 	switch {
 	case x.cg == nil && x.r.forker != nil:
 		return x.r.forker.start(x.cmd)
@@ -171,6 +193,9 @@ func (x *run) limit() error {
 		if x.r.cgroupHook != nil {
 			x.r.cgroupHook(slices.Clone(x.cg.dirs))
 		}
+	}
+	if x.jail != nil {
+		x.jail.limit(x.pid)
 	}
 	x.memCgroup = x.cg != nil && x.cg.memory != ""
 	if x.memCgroup && x.cg.threadEntry() {
@@ -290,8 +315,9 @@ func (x *run) collect(ctx context.Context, fired bool) (runtime.Result, error) {
 	if state == nil {
 		return runtime.Result{}, fmt.Errorf("process: waiting for %q: %w: %w", x.inv.Artifact.Location, errdefs.ErrInternal, x.waitErr)
 	}
-	res := runtime.Result{ExitCode: exitCode(state), Startup: x.startup}
+	res := runtime.Result{ExitCode: exitCode(state), Startup: x.startup, Sandbox: x.features()}
 	res.MemoryUsedBytes, res.MemoryLimitHit = x.memory(state)
+	res.PidsLimitHit = x.pidsLimitHit()
 	ws, _ := state.Sys().(syscall.WaitStatus)
 	switch {
 	case fired && x.stop.termed.Load():
@@ -321,11 +347,44 @@ func (x *run) memory(state *os.ProcessState) (peak int64, hit bool) {
 	peak = x.peak.max()
 	if ru, ok := state.SysUsage().(*syscall.Rusage); ok && ru != nil {
 		// Our own peak only grows, so reading it now bounds the floor
-		// the child inherited at exec (the cached value first: it is
-		// cheap, and a child that is below it is done).
-		if maxRSS := ru.Maxrss * 1024; maxRSS > x.r.nodePeak(false) && maxRSS > x.r.nodePeak(true) {
+		// the child inherited at exec.
+		if maxRSS := ru.Maxrss * 1024; maxRSS > x.r.nodePeak(maxRSS) {
 			peak = maxRSS
 		}
 	}
 	return peak, false
+}
+
+// sharedPidsMax returns how many forks the shared pids cgroup has refused
+// so far, or -1 when the run (with a cgroup of its own: cg) is not in it.
+func (r *Runtime) sharedPidsMax(cg *runCgroup) int64 {
+	dir := r.sharedCgroup()
+	if cg != nil || dir == "" {
+		return -1
+	}
+	return readKeyed(filepath.Join(dir, "pids.events"))["max"]
+}
+
+// sharedCgroup is the shared pids cgroup runs are forked in; "" for none.
+func (r *Runtime) sharedCgroup() string {
+	switch {
+	case r.ownCgroups:
+		return ""
+	case r.sb != nil:
+		return r.sb.shared
+	case r.forker != nil:
+		return r.forker.dir
+	}
+	return ""
+}
+
+// pidsLimitHit reports whether a fork of the run was refused by its pids
+// limit: its own cgroup's pids.events counts one, or, in the shared
+// cgroup, one more was counted while it ran (by it, or by a run at the
+// same time: the shared budget ran out for both).
+func (x *run) pidsLimitHit() bool {
+	if x.cg != nil {
+		return x.cg.pids != "" && readKeyed(filepath.Join(x.cg.pids, "pids.events"))["max"] > 0
+	}
+	return x.sharedMax0 >= 0 && x.r.sharedPidsMax(nil) > x.sharedMax0
 }

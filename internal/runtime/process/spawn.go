@@ -18,7 +18,7 @@ func (r *Runtime) startLocked(cmd *exec.Cmd, cg *runCgroup, execID string) error
 	var leave func() error
 	if cg != nil {
 		var eerr error
-		if leave, _, eerr = cg.enterThread(); eerr != nil {
+		if leave, _, eerr = cg.enterThread(""); eerr != nil {
 			r.log.Warn("process: cannot fork from inside the cgroup; moving the child in after it has started", "execution_id", execID, "err", eerr)
 		}
 	}

@@ -1,0 +1,169 @@
+package sandbox_test
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/spear-go/spear/internal/sandbox"
+)
+
+func TestParseMode(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want sandbox.Mode
+		ok   bool
+	}{
+		{"", sandbox.ModeAuto, true},
+		{"auto", sandbox.ModeAuto, true},
+		{"off", sandbox.ModeOff, true},
+		{"on", "", false},
+	} {
+		got, err := sandbox.ParseMode(tc.in)
+		if got != tc.want || (err == nil) != tc.ok {
+			t.Errorf("ParseMode(%q) = %q, %v", tc.in, got, err)
+		}
+	}
+}
+
+func TestReportInfo(t *testing.T) {
+	r := sandbox.Report{Mode: sandbox.ModeAuto, Levels: []sandbox.Level{
+		{Name: "process", On: []string{"a", "b"}},
+		{Name: "privileges", On: []string{"x"}, Missing: map[string]string{"uid": "not root"}},
+		{Name: "network", Missing: map[string]string{"netns": "not root"}},
+	}}
+	want := map[string]string{
+		"sandbox":            "auto: process",
+		"sandbox.process":    "on (a, b)",
+		"sandbox.privileges": "partial (x); uid unavailable: not root",
+		"sandbox.network":    "netns unavailable: not root",
+	}
+	got := r.Info()
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("%s = %q, want %q", k, got[k], v)
+		}
+	}
+	if off := (sandbox.Report{Mode: sandbox.ModeOff}).Info()["sandbox"]; off != "off" {
+		t.Errorf("off report: %q", off)
+	}
+}
+
+func TestSlots(t *testing.T) {
+	if _, err := sandbox.NewSlots(0, 4); err == nil {
+		t.Error("NewSlots with base 0 succeeded")
+	}
+	s, err := sandbox.NewSlots(500000, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := s.Acquire(), s.Acquire()
+	if a == b || a < 500000 || a > 500001 || b < 500000 || b > 500001 {
+		t.Fatalf("slots %d, %d", a, b)
+	}
+	got := make(chan int)
+	go func() { got <- s.Acquire() }()
+	select {
+	case u := <-got:
+		t.Fatalf("a third slot %d out of two", u)
+	case <-time.After(50 * time.Millisecond):
+	}
+	s.Free(a)
+	if u := <-got; u != a {
+		t.Errorf("got %d after freeing %d", u, a)
+	}
+	if base := sandbox.DefaultUIDBase("node-a"); base < 1<<20 || base != sandbox.DefaultUIDBase("node-a") {
+		t.Errorf("DefaultUIDBase = %d", base)
+	}
+}
+
+// TestSweeper: every process of the uid is killed, and none other; the
+// work dir is removed.
+func TestSweeper(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to start processes as another uid")
+	}
+	const uid = 500100
+	start := func(uid int) *exec.Cmd {
+		c := exec.Command("sleep", "300")
+		c.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(uid)}}
+		if err := c.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = c.Process.Kill(); _ = c.Wait() })
+		return c
+	}
+	victims := []*exec.Cmd{start(uid), start(uid)}
+	bystander := start(uid + 1)
+	dir := t.TempDir()
+	var logged []string
+	w := sandbox.NewSweeper(nil, func(msg string, _ ...any) { logged = append(logged, msg) })
+	w.Release(uid, dir)
+	w.Release(uid, "") // the thread is root again: it can sweep again
+	w.Close()
+	if len(logged) > 0 {
+		t.Errorf("sweeper logged %v", logged)
+	}
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Errorf("work dir not removed: %v", err)
+	}
+	for _, c := range victims {
+		if err := c.Wait(); err == nil {
+			t.Errorf("pid %d exited cleanly, want killed", c.Process.Pid)
+		}
+	}
+	if err := bystander.Process.Signal(syscall.Signal(0)); err != nil {
+		t.Errorf("the bystander of another uid is gone: %v", err)
+	}
+	if os.Getuid() != 0 {
+		t.Errorf("the node's uid changed to %d", os.Getuid())
+	}
+}
+
+func TestWorkDirs(t *testing.T) {
+	root := filepath.Join(t.TempDir(), "work")
+	if err := os.MkdirAll(filepath.Join(root, "left-over"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	w, err := sandbox.NewWorkDirs(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(root, "left-over")); !os.IsNotExist(err) {
+		t.Errorf("an earlier node's work dir is still there: %v", err)
+	}
+	uid := -1
+	if os.Geteuid() == 0 {
+		uid = 500200
+	}
+	a, err := w.Create("exec", uid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := w.Create("exec", uid)
+	if a == b {
+		t.Errorf("two runs share %s", a)
+	}
+	fi, err := os.Stat(a)
+	if err != nil || fi.Mode().Perm() != 0o700 {
+		t.Fatalf("work dir %v %v", fi, err)
+	}
+	if st := fi.Sys().(*syscall.Stat_t); uid >= 0 && int(st.Uid) != uid {
+		t.Errorf("work dir owned by %d, want %d", st.Uid, uid)
+	}
+	if !sandbox.Traversable("/") || sandbox.Traversable(t.TempDir()) {
+		t.Errorf("Traversable: / %v, a 0700 temp dir %v", sandbox.Traversable("/"), sandbox.Traversable(t.TempDir()))
+	}
+}
+
+func TestHostSupport(t *testing.T) {
+	if err := sandbox.CheckSeccomp(); err != nil {
+		t.Errorf("seccomp: %v", err)
+	}
+	if abi, err := sandbox.LandlockABI(); err != nil || abi < 1 {
+		t.Logf("landlock not available here: %d %v", abi, err)
+	}
+}
