@@ -50,9 +50,13 @@ bench-quick:
 ## fuzz: run each fuzz target for FUZZTIME (CI: a short fixed time)
 FUZZTIME ?= 30s
 FUZZ_TARGETS := FuzzInvokeRequest FuzzParameters FuzzStatusRoute FuzzConnectJSON
+# Targets of other packages, as PACKAGE:TARGET.
+FUZZ_PKG_TARGETS := ./internal/auth/:FuzzAuthorization
 fuzz:
 	@for f in $(FUZZ_TARGETS); do \
 	  $(GO) test -run XXX -fuzz "^$$f$$" -fuzztime $(FUZZTIME) ./internal/server/ || exit 1; done
+	@for pf in $(FUZZ_PKG_TARGETS); do \
+	  $(GO) test -run XXX -fuzz "^$${pf#*:}$$" -fuzztime $(FUZZTIME) "$${pf%%:*}" || exit 1; done
 
 ## soak: mixed load on a real node for SOAK_DURATION, checking for leaks
 SOAK_DURATION ?= 10m
