@@ -210,3 +210,12 @@ func TestParseFileBadLines(t *testing.T) {
 		t.Fatalf("error %v", err)
 	}
 }
+
+func TestContainsToken(t *testing.T) {
+	tok, _ := NewToken()
+	for s, want := range map[string]bool{tok: true, "x" + tok + "y": true, "spear_a.sh": false, "spear_" + tok[6:40]: false, "": false, "spear_spear_" + tok[6:]: true} {
+		if got := ContainsToken(s); got != want {
+			t.Errorf("ContainsToken(%q) = %v", s, got)
+		}
+	}
+}

@@ -52,6 +52,25 @@ func WellFormed(s string) bool {
 	return true
 }
 
+// ContainsToken says whether s holds a well-formed token anywhere in it.
+func ContainsToken(s string) bool {
+	for {
+		i := strings.Index(s, TokenPrefix)
+		if i < 0 {
+			return false
+		}
+		rest := s[i+len(TokenPrefix):]
+		n := 0
+		for n < len(rest) && isBase64URL(rest[n]) {
+			n++
+		}
+		if n >= tokenLen-len(TokenPrefix) {
+			return true
+		}
+		s = rest
+	}
+}
+
 func isBase64URL(c byte) bool {
 	return c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_'
 }
