@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/spear-go/spear/internal/config"
 	"github.com/spear-go/spear/internal/node"
@@ -30,6 +31,11 @@ func (a *nodeCommands) newServeCmd() *cobra.Command {
 		Short: "Run a spearlet node",
 		Long: `Run a spearlet node: gRPC (h2c), Connect/JSON and HTTP on one address, state in
 NATS JetStream (embedded under --data-dir unless --nats-url is given).
+
+On a loopback address (127.0.0.1, the default) a node may run without
+authentication. On any other address it needs --token-file (bearer tokens:
+see spear token) or mutual TLS (--client-ca), or it refuses to start unless
+--insecure is given. --tls-cert and --tls-key serve the same port over TLS.
 
 Every flag can also be set with an environment variable SPEAR_<FLAG> (for
 example SPEAR_DATA_DIR) or a key in the YAML --config file; flags win over the
@@ -81,9 +87,26 @@ environment, which wins over the file.`,
 	f.Int64Var(&cfg.MaxOutputBytes, "max-output-bytes", 256<<20, "largest function output (stored in JetStream, not memory); beyond it the execution fails with OUTPUT_TOO_LARGE")
 	f.StringVar(&cfg.Samples, "samples", "", "directory of sample functions to register at start-up")
 	f.BoolVar(&cfg.Pprof, "pprof", false, "serve Go's profiler under /debug/pprof/ (HTTP/1.1 side of --listen)")
+	securityFlags(f, &cfg)
 	f.StringVar(&level, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&format, "log-format", "text", "text or json")
 	return cmd
+}
+
+// securityFlags are serve's flags of package node's Security and the NATS
+// connection's credentials and TLS.
+func securityFlags(f *pflag.FlagSet, cfg *node.Config) {
+	s, n := &cfg.Security, &cfg.NATSAuth
+	f.StringVar(&s.TokenFile, "token-file", "", "turn bearer-token auth on with this token file (spear token create); changes apply without a restart")
+	f.BoolVar(&s.MetricsPublic, "metrics-public", false, "serve /metrics without a token when auth is on")
+	f.BoolVar(&s.Insecure, "insecure", false, "allow serving on a non-loopback address without authentication (logs a warning at every start)")
+	f.StringVar(&s.TLSCert, "tls-cert", "", "serve over TLS with this certificate (PEM; with --tls-key)")
+	f.StringVar(&s.TLSKey, "tls-key", "", "the key of --tls-cert (PEM)")
+	f.StringVar(&s.ClientCA, "client-ca", "", "mutual TLS: require client certificates signed by this CA (PEM)")
+	f.StringVar(&n.Creds, "nats-creds", "", "credentials file (JWT and nkey seed) for the --nats-url server")
+	f.StringVar(&n.TLSCA, "nats-tls-ca", "", "CA (PEM) that signed the --nats-url server's certificate")
+	f.StringVar(&n.TLSCert, "nats-tls-cert", "", "client certificate (PEM) for the --nats-url server, with --nats-tls-key")
+	f.StringVar(&n.TLSKey, "nats-tls-key", "", "the key of --nats-tls-cert (PEM)")
 }
 
 func newLogger(a *app, level, format string) (*slog.Logger, error) {
