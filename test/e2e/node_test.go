@@ -45,6 +45,8 @@ type nodeOpts struct {
 	workers   int  // --workers; 0: the node's default
 	noSamples bool // start without --samples
 	args      []string
+	// dial: how the test's client connects (default: plaintext)
+	dial []grpc.DialOption
 }
 
 // node is a running `spear serve` process and a gRPC client to it.
@@ -131,7 +133,11 @@ func tryStartNode(t *testing.T, dataDir string, o nodeOpts) (*node, error) {
 		}
 	})
 
-	conn, err := grpc.NewClient(n.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	dial := o.dial
+	if dial == nil {
+		dial = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+	}
+	conn, err := grpc.NewClient(n.addr, dial...)
 	if err != nil {
 		n.kill()
 		return nil, err
