@@ -47,6 +47,9 @@ type nodeOpts struct {
 	args      []string
 	// dial: how the test's client connects (default: plaintext)
 	dial []grpc.DialOption
+	// listenHost: serve on this host (the port of addr), e.g. 0.0.0.0;
+	// the test's client still dials 127.0.0.1
+	listenHost string
 }
 
 // node is a running `spear serve` process and a gRPC client to it.
@@ -100,9 +103,14 @@ func startNode(t *testing.T, dataDir string, o nodeOpts) *node {
 
 func tryStartNode(t *testing.T, dataDir string, o nodeOpts) (*node, error) {
 	n := &node{t: t, dataDir: dataDir, addr: freeAddr(t), exited: make(chan struct{}), log: &conformance.Buffer{}}
+	listen := n.addr
+	if o.listenHost != "" {
+		_, port, _ := net.SplitHostPort(n.addr)
+		listen = net.JoinHostPort(o.listenHost, port)
+	}
 	args := []string{"serve",
 		"--data-dir", dataDir,
-		"--listen", n.addr,
+		"--listen", listen,
 		"--docker", "off",
 		"--ack-wait", "2s",
 		"--shutdown-grace", "5s",
