@@ -9,19 +9,8 @@ import (
 	"time"
 
 	"github.com/spear-go/spear/internal/errdefs"
+	"github.com/spear-go/spear/internal/testwait"
 )
-
-// eventually waits (bounded, as a hang guard) until cond holds.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("not so after 30s: %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
 
 func TestWatch(t *testing.T) {
 	for _, tt := range []struct {
@@ -47,16 +36,16 @@ func TestWatch(t *testing.T) {
 			if _, err := Revoke(path, "gone"); err != nil {
 				t.Fatal(err)
 			}
-			eventually(t, "a revoked token is refused", func() bool { return !ok(gone) })
+			testwait.Until(t, "a revoked token is refused", func() bool { return !ok(gone) })
 			added, _ := Create(path, "added", Invoke, 0, now)
-			eventually(t, "a new token is accepted", func() bool { return ok(added) })
+			testwait.Until(t, "a new token is accepted", func() bool { return ok(added) })
 			if !ok(keep) {
 				t.Fatal("a kept token is refused")
 			}
 			if err := os.Remove(path); err != nil {
 				t.Fatal(err)
 			}
-			eventually(t, "no token once the file is gone", func() bool { return !ok(keep) && !ok(added) })
+			testwait.Until(t, "no token once the file is gone", func() bool { return !ok(keep) && !ok(added) })
 		})
 	}
 }
