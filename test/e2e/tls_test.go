@@ -12,8 +12,10 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/metadata"
 
 	pb "github.com/spear-go/spear/api/spearlet"
+	"github.com/spear-go/spear/internal/errdefs"
 	"github.com/spear-go/spear/internal/tlsconfig"
 	"github.com/spear-go/spear/internal/tlsconfig/tlstest"
 )
@@ -62,9 +64,16 @@ func TestSafeDefault(t *testing.T) {
 	t.Run("token file", func(t *testing.T) {
 		file := filepath.Join(t.TempDir(), "tokens")
 		tok := createToken(t, file, "read", "ops")
-		n := startNode(t, "", nodeOpts{listenHost: "0.0.0.0", args: []string{"--token-file", file}})
+		n := startNode(t, "", nodeOpts{listenHost: "0.0.0.0", args: []string{"--token-file", file, "--metrics-public"}})
 		if _, err := n.client.ListTasks(withToken(ctx(t, callTimeout), tok), &pb.ListTasksRequest{}); err != nil {
 			t.Fatal(err)
+		}
+		var md metadata.MD
+		_, err := n.client.ListTasks(ctx(t, callTimeout), &pb.ListTasksRequest{}, grpc.Trailer(&md))
+		wantAuthError(t, "ListTasks without a token", err, md, errdefs.AuthRequired)
+		// --metrics-public: /metrics without a token.
+		if out := httpGet(t, n.httpURL()+"/metrics"); !strings.Contains(string(out), "spear_running_executions") {
+			t.Fatalf("/metrics: %.200s", out)
 		}
 	})
 }
