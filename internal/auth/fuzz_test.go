@@ -29,8 +29,8 @@ func FuzzAuthorization(f *testing.F) {
 			if !errdefs.AuthRequired.Is(err) && !errdefs.AuthInvalid.Is(err) {
 				t.Fatalf("error of another code: %v", err)
 			}
-			if len(header) >= 8 && strings.Contains(err.Error(), header) {
-				t.Fatalf("the error %q repeats the header", err)
+			if r := tokenRun(header); len(r) >= 8 && strings.Contains(err.Error(), r) {
+				t.Fatalf("the error %q repeats what was sent", err)
 			}
 			return
 		}
@@ -45,4 +45,24 @@ func FuzzAuthorization(f *testing.F) {
 			t.Fatalf("accepted %q, which is not 'Bearer <token>'", header)
 		}
 	})
+}
+
+// tokenRun is the longest run of base64url characters after a token
+// prefix in s: what a refusal must never repeat.
+func tokenRun(s string) string {
+	best := ""
+	for {
+		i := strings.Index(s, TokenPrefix)
+		if i < 0 {
+			return best
+		}
+		s = s[i+len(TokenPrefix):]
+		n := 0
+		for n < len(s) && isBase64URL(s[n]) {
+			n++
+		}
+		if n > len(best) {
+			best = s[:n]
+		}
+	}
 }
