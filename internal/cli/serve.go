@@ -68,7 +68,7 @@ environment, which wins over the file.`,
 	f.StringVar(&cfg.DataDir, "data-dir", "spear-data", "directory holding all the node's state")
 	f.StringVar(&cfg.NodeID, "node-id", "", "node id (default: generated once and kept in the data dir)")
 	f.StringVar(&cfg.NATSURL, "nats-url", "", "external NATS server URL (default: embedded server)")
-	f.StringVar(&cfg.NATSListen, "nats-listen", "", "let the embedded NATS server accept clients on HOST:PORT (other nodes, tools)")
+	f.StringVar(&cfg.NATSListen, "nats-listen", "", "let the embedded NATS server accept clients on HOST:PORT (other nodes, tools); it has no authentication, so a non-loopback address needs --insecure")
 	f.StringVar(&sync, "sync", "interval", "embedded JetStream disk sync: interval (survives a process crash) or always (fsync every write; survives power loss, ~15x slower acceptance)")
 	f.StringVar(&cfg.Docker, "docker", "auto", "docker runtime: auto (if an engine answers), on, off")
 	f.StringVar(&cfg.DockerHost, "docker-host", "", "Docker Engine API address (default: DOCKER_HOST or the local socket)")
