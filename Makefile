@@ -51,7 +51,8 @@ bench-quick:
 FUZZTIME ?= 30s
 # Each target as package:Name.
 FUZZ_TARGETS := ./internal/server/:FuzzInvokeRequest ./internal/server/:FuzzParameters \
-	./internal/server/:FuzzStatusRoute ./internal/server/:FuzzConnectJSON ./internal/confine/:FuzzPath
+	./internal/server/:FuzzStatusRoute ./internal/server/:FuzzConnectJSON ./internal/confine/:FuzzPath \
+	./internal/auth/:FuzzAuthorization
 fuzz:
 	@for t in $(FUZZ_TARGETS); do \
 	  pkg=$${t%%:*}; f=$${t#*:}; \

@@ -18,7 +18,6 @@ import (
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/spear-go/spear/api/spearlet"
 )
@@ -30,6 +29,7 @@ type (
 	invokeCommands struct{ *app }
 	execCommands   struct{ *app }
 	nodeCommands   struct{ *app }
+	tokenCommands  struct{ *app }
 )
 
 // Exit codes.
@@ -80,6 +80,7 @@ type app struct {
 	addr    string
 	json    bool
 	timeout time.Duration
+	creds   clientAuth
 
 	conn *grpc.ClientConn
 	// started is set once a command passed argument and flag validation;
@@ -134,6 +135,9 @@ func (a *app) newRootCmd() *cobra.Command {
 			if err := cmd.ValidateFlagGroups(); err != nil {
 				return err
 			}
+			if err := a.creds.resolve(cmd.Root().PersistentFlags(), a.getenv); err != nil {
+				return err
+			}
 			a.started = true
 			return nil
 		},
@@ -146,6 +150,7 @@ func (a *app) newRootCmd() *cobra.Command {
 	pf.StringVar(&a.addr, "addr", addr, "node gRPC address (env "+addrEnv+")")
 	pf.BoolVar(&a.json, "json", false, "machine output: protojson of the response messages, one object per line")
 	pf.DurationVar(&a.timeout, "timeout", defaultTimeout, "RPC timeout (sync/stream invoke: execution timeout + margin)")
+	a.creds.flags(pf)
 
 	root.AddCommand(
 		(&taskCommands{a}).newTaskCmd(),
@@ -154,6 +159,7 @@ func (a *app) newRootCmd() *cobra.Command {
 		(&nodeCommands{a}).newHealthCmd(),
 		(&nodeCommands{a}).newStatsCmd(),
 		(&nodeCommands{a}).newServeCmd(),
+		(&tokenCommands{a}).newTokenCmd(),
 	)
 	return root
 }
@@ -162,13 +168,17 @@ func (a *app) newRootCmd() *cobra.Command {
 func (a *app) client() (spearlet.FunctionServiceClient, error) {
 	if a.conn == nil {
 		target := a.addr
-		for _, scheme := range []string{"http://", "h2c://", "grpc://"} {
+		for _, scheme := range []string{"http://", "h2c://", "grpc://", "https://", "grpcs://"} {
 			target = strings.TrimPrefix(target, scheme)
 		}
 		if target == "" {
 			return nil, usageErrorf("empty --addr")
 		}
-		conn, err := grpc.NewClient(target, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		opts, err := a.creds.dialOptions(a.addr)
+		if err != nil {
+			return nil, err
+		}
+		conn, err := grpc.NewClient(target, opts...)
 		if err != nil {
 			return nil, usageErrorf("address %q: %v", a.addr, err)
 		}

@@ -606,7 +606,7 @@ func TestInvokeStreamWritesChunksAsTheyArrive(t *testing.T) {
 			}
 			addr := startFake(t, f)
 			var errb bytes.Buffer
-			getenv := func(string) string { return addr }
+			getenv := func(k string) string { return map[string]string{addrEnv: addr}[k] }
 			code := newApp(strings.NewReader(""), w, &errb, getenv).run(context.Background(),
 				[]string{"invoke", "t1", "--mode", "stream", "--input", "go", "--timeout-ms", "8000"})
 			if code != tc.code {

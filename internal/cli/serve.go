@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/spear-go/spear/internal/config"
 	"github.com/spear-go/spear/internal/node"
@@ -30,6 +31,11 @@ func (a *nodeCommands) newServeCmd() *cobra.Command {
 		Short: "Run a spearlet node",
 		Long: `Run a spearlet node: gRPC (h2c), Connect/JSON and HTTP on one address, state in
 NATS JetStream (embedded under --data-dir unless --nats-url is given).
+
+On a loopback address (127.0.0.1, the default) a node may run without
+authentication. On any other address it needs --token-file (bearer tokens:
+see spear token) or mutual TLS (--client-ca), or it refuses to start unless
+--insecure is given. --tls-cert and --tls-key serve the same port over TLS.
 
 Every flag can also be set with an environment variable SPEAR_<FLAG> (for
 example SPEAR_DATA_DIR) or a key in the YAML --config file; flags win over the
@@ -62,7 +68,7 @@ environment, which wins over the file.`,
 	f.StringVar(&cfg.DataDir, "data-dir", "spear-data", "directory holding all the node's state")
 	f.StringVar(&cfg.NodeID, "node-id", "", "node id (default: generated once and kept in the data dir)")
 	f.StringVar(&cfg.NATSURL, "nats-url", "", "external NATS server URL (default: embedded server)")
-	f.StringVar(&cfg.NATSListen, "nats-listen", "", "let the embedded NATS server accept clients on HOST:PORT (other nodes, tools)")
+	f.StringVar(&cfg.NATSListen, "nats-listen", "", "let the embedded NATS server accept clients on HOST:PORT (other nodes, tools); it has no authentication, so a non-loopback address needs --insecure")
 	f.StringVar(&sync, "sync", "interval", "embedded JetStream disk sync: interval (survives a process crash) or always (fsync every write; survives power loss, ~15x slower acceptance)")
 	f.StringVar(&cfg.Docker, "docker", "auto", "docker runtime: auto (if an engine answers), on, off")
 	f.StringVar(&cfg.DockerHost, "docker-host", "", "Docker Engine API address (default: DOCKER_HOST or the local socket)")
@@ -85,9 +91,26 @@ environment, which wins over the file.`,
 	f.StringSliceVar(&cfg.ArtifactRoots, "artifact-root", nil, "directory a task's process or wasm artifact may be named in by path (repeatable, or comma-separated); the data dir's artifacts and --samples always are; uploads are always allowed")
 	f.StringSliceVar(&cfg.CallbackAllow, "callback-allow", nil, "host patterns a callback_url may name (repeatable, or comma-separated): host, *.domain, IP, CIDR, each with an optional :port, or * for any; default: loopback only (localhost, 127.0.0.0/8, ::1)")
 	f.BoolVar(&cfg.Pprof, "pprof", false, "serve Go's profiler under /debug/pprof/ (HTTP/1.1 side of --listen)")
+	securityFlags(f, &cfg)
 	f.StringVar(&level, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&format, "log-format", "text", "text or json")
 	return cmd
+}
+
+// securityFlags are serve's flags of package node's Security and the NATS
+// connection's credentials and TLS.
+func securityFlags(f *pflag.FlagSet, cfg *node.Config) {
+	s, n := &cfg.Security, &cfg.NATSAuth
+	f.StringVar(&s.TokenFile, "token-file", "", "turn bearer-token auth on with this token file (spear token create); changes apply without a restart")
+	f.BoolVar(&s.MetricsPublic, "metrics-public", false, "serve /metrics without a token when auth is on")
+	f.BoolVar(&s.Insecure, "insecure", false, "allow serving on a non-loopback address without authentication (logs a warning at every start)")
+	f.StringVar(&s.TLSCert, "tls-cert", "", "serve over TLS with this certificate (PEM; with --tls-key)")
+	f.StringVar(&s.TLSKey, "tls-key", "", "the key of --tls-cert (PEM)")
+	f.StringVar(&s.ClientCA, "client-ca", "", "mutual TLS: require client certificates signed by this CA (PEM)")
+	f.StringVar(&n.Creds, "nats-creds", "", "credentials file (JWT and nkey seed) for the --nats-url server")
+	f.StringVar(&n.TLSCA, "nats-tls-ca", "", "CA (PEM) that signed the --nats-url server's certificate")
+	f.StringVar(&n.TLSCert, "nats-tls-cert", "", "client certificate (PEM) for the --nats-url server, with --nats-tls-key")
+	f.StringVar(&n.TLSKey, "nats-tls-key", "", "the key of --nats-tls-cert (PEM)")
 }
 
 func newLogger(a *app, level, format string) (*slog.Logger, error) {

@@ -74,8 +74,12 @@ type Config struct {
 	// callback); none allows loopback hosts only.
 	CallbackAllow []string
 	// Pprof serves Go's profiler under /debug/pprof/ on the HTTP side.
-	Pprof  bool
-	Logger *slog.Logger
+	Pprof bool
+	// Security: tokens, TLS, the safe default (security.go).
+	Security Security
+	// NATSAuth: credentials and TLS of the connection to --nats-url.
+	NATSAuth store.ClientAuth
+	Logger   *slog.Logger
 }
 
 // Node is a running spearlet.
@@ -100,6 +104,9 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if cfg.MaxStoreBytes < 0 {
 		return nil, fmt.Errorf("--max-store-bytes %d: want a positive number of bytes, or 0 to derive it: %w", cfg.MaxStoreBytes, errdefs.ErrInvalidArgument)
 	}
+	if err := cfg.Security.check(cfg.Listen, cfg.NATSListen); err != nil {
+		return nil, err
+	}
 	// First of all: the data dir is this node's, or nothing else happens
 	// (another node's store stays closed, its processes alive).
 	lock, err := claimDataDir(&cfg)
@@ -115,10 +122,16 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	}()
 	bg, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel
+	cfg.Security.warn(log, cfg.Listen, cfg.NATSListen)
+	keys, err := cfg.Security.openAuth(bg, log)
+	if err != nil {
+		return nil, err
+	}
 
 	n.store, err = store.Open(ctx, store.Options{
 		DataDir: cfg.DataDir, URL: cfg.NATSURL, Sync: cfg.Sync, Listen: cfg.NATSListen,
 		Retention: cfg.Retention, AckWait: cfg.AckWait, MaxStoreBytes: cfg.MaxStoreBytes, Logger: log,
+		ClientAuth: cfg.NATSAuth,
 	})
 	if err != nil {
 		return nil, err
@@ -172,10 +185,10 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		NodeID: cfg.NodeID, MaxInputBytes: cfg.MaxInputBytes, CallbackAllow: allow, Logger: log,
 		SystemInfo: n.systemInfo(storeMode),
 	}, mgr, reg, n.store)
-	n.server = server.New(svc, server.Options{MaxMessageBytes: cfg.MaxMessageBytes, Metrics: m.Handler(), Pprof: cfg.Pprof, Logger: log})
-	n.listener, err = net.Listen("tcp", cfg.Listen)
-	if err != nil {
-		return nil, fmt.Errorf("listen on %s: %w", cfg.Listen, err)
+	n.server = server.New(svc, server.Options{MaxMessageBytes: cfg.MaxMessageBytes, Metrics: m.Handler(), Pprof: cfg.Pprof,
+		Auth: keys, MetricsPublic: cfg.Security.MetricsPublic, Logger: log})
+	if n.listener, err = cfg.Security.listen(cfg.Listen); err != nil {
+		return nil, err
 	}
 	go func() {
 		if err := n.server.Serve(n.listener); err != nil {
@@ -186,7 +199,8 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		registerSamples(ctx, reg, cfg.Samples, n.runtimes, log)
 	}
 	log.Info("spearlet serving", "addr", n.listener.Addr().String(), "data_dir", cfg.DataDir,
-		"store", storeMode, "runtimes", runtimeNames(n.runtimes), "workers", mgr.Workers())
+		"store", storeMode, "runtimes", runtimeNames(n.runtimes), "workers", mgr.Workers(),
+		"auth", keys != nil || cfg.Security.ClientCA != "", "tls", cfg.Security.TLSCert != "")
 	return n, nil
 }
 

@@ -20,6 +20,7 @@ import (
 	pb "github.com/spear-go/spear/api/spearlet"
 	"github.com/spear-go/spear/api/spearlet/spearletconnect"
 	"github.com/spear-go/spear/internal/confine"
+	"github.com/spear-go/spear/internal/auth"
 	"github.com/spear-go/spear/internal/executor"
 	"github.com/spear-go/spear/internal/metrics"
 	"github.com/spear-go/spear/internal/registry"
@@ -49,6 +50,7 @@ type env struct {
 type envOptions struct {
 	maxInput int
 	workers  int
+	auth     *auth.Keys // tokens checked; nil: auth off
 }
 
 // samplesDir is the repository's sample functions.
@@ -102,7 +104,7 @@ func newEnv(t testing.TB, o envOptions) *env {
 		t.Fatalf("executor Start: %v", err)
 	}
 	svc := NewService(ServiceOptions{NodeID: "test-node", MaxInputBytes: o.maxInput, SystemInfo: map[string]string{"store": "embedded"}}, mgr, reg, st)
-	srv := New(svc, Options{Metrics: m.Handler()})
+	srv := New(svc, Options{Metrics: m.Handler(), Auth: o.auth})
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -16,14 +16,26 @@ import (
 	"github.com/spear-go/spear/internal/executor"
 )
 
+// The plain HTTP routes, as ServeMux patterns (the scope each needs is in
+// authz.go).
+const (
+	routeStatus     = "GET /api/v1/executions/{id}/status"
+	routeCancel     = "POST /api/v1/executions/{id}/cancel"
+	routeOutput     = "GET /api/v1/executions/{id}/output"
+	routeUploadPut  = "PUT /api/v1/artifacts"
+	routeUploadPost = "POST /api/v1/artifacts"
+	routeHealthz    = "GET /healthz"
+	routeMetrics    = "GET /metrics"
+)
+
 // routes registers the plain HTTP routes on mux.
 func (s *restAPI) routes(mux *http.ServeMux) {
-	mux.HandleFunc("GET /api/v1/executions/{id}/status", s.handleStatus)
-	mux.HandleFunc("POST /api/v1/executions/{id}/cancel", s.handleCancel)
-	mux.HandleFunc("GET /api/v1/executions/{id}/output", s.handleOutput)
-	mux.HandleFunc("PUT /api/v1/artifacts", s.handleUpload)
-	mux.HandleFunc("POST /api/v1/artifacts", s.handleUpload)
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc(routeStatus, s.handleStatus)
+	mux.HandleFunc(routeCancel, s.handleCancel)
+	mux.HandleFunc(routeOutput, s.handleOutput)
+	mux.HandleFunc(routeUploadPut, s.handleUpload)
+	mux.HandleFunc(routeUploadPost, s.handleUpload)
+	mux.HandleFunc(routeHealthz, func(w http.ResponseWriter, r *http.Request) {
 		resp, err := s.node.GetHealth(r.Context(), &pb.GetHealthRequest{})
 		if err != nil {
 			writeError(w, r, err)

@@ -25,6 +25,7 @@ import (
 
 	pb "github.com/spear-go/spear/api/spearlet"
 	"github.com/spear-go/spear/api/spearlet/spearletconnect"
+	"github.com/spear-go/spear/internal/auth"
 )
 
 // Options configures a Server.
@@ -33,8 +34,13 @@ type Options struct {
 	MaxMessageBytes int
 	// Metrics serves /metrics; may be nil.
 	Metrics http.Handler
+	// MetricsPublic serves /metrics without a token when Auth is on.
+	MetricsPublic bool
 	// Pprof serves Go's profiler under /debug/pprof/.
-	Pprof  bool
+	Pprof bool
+	// Auth, when set, makes every call but the public ones (see Scopes)
+	// need a bearer token of its scope. Nil: no token is checked.
+	Auth   *auth.Keys
 	Logger *slog.Logger
 }
 
@@ -59,12 +65,13 @@ func New(svc *Service, opts Options) *Server {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	marks := &utf8Marks{}
+	z := &authz{keys: opts.Auth, scopes: Scopes(opts.MetricsPublic)}
 	g := grpc.NewServer(
 		grpc.MaxRecvMsgSize(opts.MaxMessageBytes),
 		grpc.MaxSendMsgSize(opts.MaxMessageBytes),
 		grpc.ForceServerCodecV2(newUTF8Codec(marks)),
-		grpc.ChainUnaryInterceptor(unaryErrors, marks.unary),
-		grpc.ChainStreamInterceptor(streamErrors, marks.stream),
+		grpc.ChainUnaryInterceptor(unaryErrors, z.unary, marks.unary),
+		grpc.ChainStreamInterceptor(streamErrors, z.stream, marks.stream),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 		// Reused handler goroutines keep their grown stacks: a function run
 		// (wazero in particular) needs a deep one, and growing a fresh
@@ -86,9 +93,10 @@ func New(svc *Service, opts Options) *Server {
 		connect.WithCompressMinBytes(64<<10),
 	)
 	mux.Handle(path, h)
+	z.connectPrefix = path
 	svc.routes(mux)
 	if opts.Metrics != nil {
-		mux.Handle("GET /metrics", opts.Metrics)
+		mux.Handle(routeMetrics, opts.Metrics)
 	}
 	if opts.Pprof {
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
@@ -101,7 +109,7 @@ func New(svc *Service, opts Options) *Server {
 		health: hs,
 		log:    opts.Logger,
 		http: &http.Server{
-			Handler:           mux,
+			Handler:           z.handler(mux),
 			ReadHeaderTimeout: 10 * time.Second,
 			MaxHeaderBytes:    1 << 20,
 			ErrorLog:          slog.NewLogLogger(opts.Logger.Handler(), slog.LevelWarn),

@@ -89,7 +89,9 @@ type Options struct {
 	MaxPayload int32
 	// MaxStoreBytes is the store's budget (see budget.go); 0 derives it.
 	MaxStoreBytes int64
-	Logger        *slog.Logger
+	// ClientAuth: credentials and TLS for the external server at URL.
+	ClientAuth ClientAuth
+	Logger     *slog.Logger
 }
 
 // core is what every part of the store shares: the connection, the
@@ -210,7 +212,12 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 
 func (s *core) connect() error {
 	connOpts := []nats.Option{nats.Name("spear"), nats.MaxReconnects(-1)}
+	authOpts, err := s.opts.ClientAuth.options(s.opts.URL)
+	if err != nil {
+		return err
+	}
 	if s.opts.URL != "" {
+		connOpts = append(connOpts, authOpts...)
 		nc, err := nats.Connect(s.opts.URL, connOpts...)
 		if err != nil {
 			return fmt.Errorf("connect to NATS at %s: %w: %w", s.opts.URL, errdefs.ErrUnavailable, err)

@@ -53,6 +53,11 @@ type nodeOpts struct {
 	// tests, and those of containment, set "auto" (the product default).
 	sandbox string
 	args    []string
+	// dial: how the test's client connects (default: plaintext)
+	dial []grpc.DialOption
+	// listenHost: serve on this host (the port of addr), e.g. 0.0.0.0;
+	// the test's client still dials 127.0.0.1
+	listenHost string
 }
 
 // node is a running `spear serve` process and a gRPC client to it.
@@ -106,9 +111,14 @@ func startNode(t *testing.T, dataDir string, o nodeOpts) *node {
 
 func tryStartNode(t *testing.T, dataDir string, o nodeOpts) (*node, error) {
 	n := &node{t: t, dataDir: dataDir, addr: freeAddr(t), exited: make(chan struct{}), log: &conformance.Buffer{}}
+	listen := n.addr
+	if o.listenHost != "" {
+		_, port, _ := net.SplitHostPort(n.addr)
+		listen = net.JoinHostPort(o.listenHost, port)
+	}
 	args := []string{"serve",
 		"--data-dir", dataDir,
-		"--listen", n.addr,
+		"--listen", listen,
 		"--docker", "off",
 		"--ack-wait", "2s",
 		"--shutdown-grace", "5s",
@@ -150,7 +160,11 @@ func tryStartNode(t *testing.T, dataDir string, o nodeOpts) (*node, error) {
 		}
 	})
 
-	conn, err := grpc.NewClient(n.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	dial := o.dial
+	if dial == nil {
+		dial = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+	}
+	conn, err := grpc.NewClient(n.addr, dial...)
 	if err != nil {
 		n.kill()
 		return nil, err
