@@ -19,8 +19,8 @@ import (
 
 	pb "github.com/spear-go/spear/api/spearlet"
 	"github.com/spear-go/spear/api/spearlet/spearletconnect"
-	"github.com/spear-go/spear/internal/confine"
 	"github.com/spear-go/spear/internal/auth"
+	"github.com/spear-go/spear/internal/confine"
 	"github.com/spear-go/spear/internal/executor"
 	"github.com/spear-go/spear/internal/metrics"
 	"github.com/spear-go/spear/internal/registry"
