@@ -61,7 +61,7 @@ func stampOf(fi os.FileInfo) fileStamp {
 func pinFile(ctx context.Context, path, want string, refetch func(context.Context) error) (*pin, string, error) {
 	p := &pin{path: path, digest: want, refetch: refetch}
 	if want != "" {
-		digest, err := p.check(ctx)
+		digest, err := p.check(ctx, nil)
 		return p, digest, err
 	}
 	stamp, digest, err := readStamped(path)
@@ -73,8 +73,10 @@ func pinFile(ctx context.Context, path, want string, refetch func(context.Contex
 }
 
 // check returns the digest of the file's content now: p.digest when it is
-// unchanged. A file that changed is first refetched, if p can.
-func (p *pin) check(ctx context.Context) (string, error) {
+// unchanged. A file that changed is first refetched, if p can. changed,
+// if set, is called before a file whose stamp changed is read; its error
+// ends the check.
+func (p *pin) check(ctx context.Context, changed func() error) (string, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	fi, err := os.Stat(p.path)
@@ -83,6 +85,11 @@ func (p *pin) check(ctx context.Context) (string, error) {
 	}
 	if s := stampOf(fi); s != (fileStamp{}) && s == p.stamp {
 		return p.digest, nil
+	}
+	if changed != nil {
+		if err := changed(); err != nil {
+			return "", err
+		}
 	}
 	stamp, digest, err := readStamped(p.path)
 	if err == nil && !p.matches(digest) && p.refetch != nil {

@@ -250,11 +250,11 @@ func TestPinReadsOnStampChange(t *testing.T) {
 	}
 	writeInPlace(t, path, "bbbb")
 	touch(t, path, old)
-	if got, err := p.check(ctxT(t)); err != nil || got != pinned {
+	if got, err := p.check(ctxT(t), nil); err != nil || got != pinned {
 		t.Errorf("check with the stamp unchanged = %s %v, want the pinned %s without reading", got, err, pinned)
 	}
 	touch(t, path, time.Now())
-	if got, err := p.check(ctxT(t)); err != nil || got == pinned {
+	if got, err := p.check(ctxT(t), nil); err != nil || got == pinned {
 		t.Errorf("check with a recent stamp = %s %v, want the new content's digest", got, err)
 	}
 }

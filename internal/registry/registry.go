@@ -360,13 +360,14 @@ func (r *Registry) verify(ctx context.Context, e *entry) error {
 	if e.pin == nil {
 		return nil
 	}
+	// A symbolic link inside a root may have been pointed out of it. The
+	// path is checked again whenever it no longer leads to the file (the
+	// same inode, size and time) that was confirmed inside the roots.
+	var confine func() error
 	if e.confined != "" {
-		// A symbolic link inside a root may have been pointed out of it.
-		if err := r.roots.Check(e.confined); err != nil {
-			return fmt.Errorf("task %q: %w", e.task.ID, err)
-		}
+		confine = func() error { return r.roots.Check(e.confined) }
 	}
-	digest, err := e.pin.check(ctx)
+	digest, err := e.pin.check(ctx, confine)
 	if err != nil {
 		return fmt.Errorf("task %q: %w", e.task.ID, err)
 	}
