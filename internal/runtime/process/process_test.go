@@ -61,7 +61,7 @@ func (failWriter) Write([]byte) (int, error) { return 0, errors.New("sink gone")
 
 // script writes a /bin/sh script with body into a temp dir and returns its
 // path.
-func script(t *testing.T, body string) string {
+func script(t testing.TB, body string) string {
 	t.Helper()
 	p := filepath.Join(t.TempDir(), "fn.sh")
 	if err := os.WriteFile(p, []byte("#!/bin/sh\n"+body+"\n"), 0o755); err != nil {
