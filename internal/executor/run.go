@@ -203,18 +203,7 @@ func (m *engine) execute(ctx context.Context, l *live, rt spearrt.Runtime, art s
 
 	out := m.newOutputSink(ctx, l, spec, onChunk)
 	logs := &logSink{now: m.opts.Now, limit: m.opts.MaxLogBytes}
-	start := m.opts.Now()
-	l.mu.Lock()
-	l.output, l.logs, l.runtime = out, logs, art.Type
-	l.rec.Status = execution.StatusRunning
-	l.rec.StartedAt = start
-	l.rec.Attempts++
-	l.rec.Node = m.opts.NodeID
-	l.rec.CompletedAt = time.Time{}
-	l.rec.ErrorCode, l.rec.ErrorMessage = "", ""
-	l.mu.Unlock()
-
-	env := spec.Env
+	start := m.begin(l, out, logs, art.Type)
 	in, closeInput, err := m.openInput(ctx, spec)
 	if err != nil {
 		out.finish(ctx)
@@ -228,7 +217,7 @@ func (m *engine) execute(ctx context.Context, l *live, rt spearrt.Runtime, art s
 		Artifact:         art,
 		Function:         spec.Function,
 		Input:            in,
-		Env:              env,
+		Env:              spec.Env,
 		Stdout:           out,
 		Stderr:           logs,
 		MemoryLimitBytes: limits.MemoryLimitBytes,
@@ -238,8 +227,31 @@ func (m *engine) execute(ctx context.Context, l *live, rt spearrt.Runtime, art s
 	res, err := rt.Run(ctx, inv)
 	end := m.opts.Now()
 	sum := out.finish(context.WithoutCancel(ctx))
+	m.recordRun(l, start, end, sum, logs, res, err)
+	m.settle(ctx, l, out, sum, res, err, limits)
+	m.recordAttempt(l)
+}
 
+// begin marks the live execution running an attempt with these sinks and
+// returns the attempt's start.
+func (m *engine) begin(l *live, out *outputSink, logs *logSink, rt spearrt.Type) time.Time {
+	start := m.opts.Now()
 	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.output, l.logs, l.runtime = out, logs, rt
+	l.rec.Status = execution.StatusRunning
+	l.rec.StartedAt = start
+	l.rec.Attempts++
+	l.rec.Node = m.opts.NodeID
+	l.rec.CompletedAt = time.Time{}
+	l.rec.ErrorCode, l.rec.ErrorMessage = "", ""
+	return start
+}
+
+// recordRun puts what a run measured and wrote on the record.
+func (m *engine) recordRun(l *live, start, end time.Time, sum outputSummary, logs *logSink, res spearrt.Result, err error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
 	r := l.rec
 	r.CompletedAt = end
 	r.DurationMs = end.Sub(start).Milliseconds()
@@ -257,48 +269,47 @@ func (m *engine) execute(ctx context.Context, l *live, rt spearrt.Runtime, art s
 	if err == nil {
 		r.ExitCode = int32(res.ExitCode)
 	}
-	l.mu.Unlock()
+}
 
+// settle sets a run's outcome: its status and, unless it completed, why.
+func (m *engine) settle(ctx context.Context, l *live, out *outputSink, sum outputSummary, res spearrt.Result, err error, limits task.Limits) {
+	l.mu.Lock()
+	partial, kept, logs := l.rec.OutputPartial(), len(l.rec.Output), l.rec.Logs
+	l.mu.Unlock()
 	switch {
 	case res.PidsLimitHit && (err == nil && res.ExitCode != 0 || errors.Is(err, context.DeadlineExceeded)):
 		// The function failed, or never ended, once refused a process:
 		// that is why, more than its exit status or the clock.
-		l.mu.Lock()
-		r.Status, r.ErrorCode = execution.StatusFailed, errdefs.PidsLimit.String()
-		r.ErrorMessage = "the function hit its process limit (pids): a fork or thread was refused"
-		if t := tail(r.Logs, 1024); t != "" {
-			r.ErrorMessage += ": " + t
-		}
-		l.mu.Unlock()
+		m.fail(l, errdefs.PidsLimit, "the function hit its process limit (pids): a fork or thread was refused", true)
 	case out.overflowed():
 		m.classify(l, ctx, fmt.Errorf("%w: more than %d bytes", errOutputTooLarge, m.opts.MaxOutputBytes))
 	case err != nil:
 		m.classify(l, ctx, err)
-	case res.ExitCode == 0 && sum.storeErr != nil && r.OutputPartial():
-		l.mu.Lock()
-		r.Status, r.ErrorCode = execution.StatusFailed, errdefs.OutputNotStored.String()
-		r.ErrorMessage = fmt.Sprintf("the function completed, but only the first %d of its %d output bytes could be kept: %v",
-			len(r.Output), r.OutputSize, sum.storeErr)
-		l.mu.Unlock()
+	case res.ExitCode == 0 && sum.storeErr != nil && partial:
+		m.fail(l, errdefs.OutputNotStored, fmt.Sprintf("the function completed, but only the first %d of its %d output bytes could be kept: %v",
+			kept, sum.size, sum.storeErr), false)
 	case res.ExitCode == 0:
 		l.mu.Lock()
-		r.Status = execution.StatusCompleted
+		l.rec.Status = execution.StatusCompleted
 		l.mu.Unlock()
+	case limits.MemoryLimitBytes > 0 && (res.MemoryLimitHit || mentionsMemory(logs)):
+		m.fail(l, errdefs.MemoryLimitExceeded, fmt.Sprintf("the function ran out of memory (limit %d bytes): exit status %d",
+			limits.MemoryLimitBytes, res.ExitCode), true)
 	default:
-		l.mu.Lock()
-		r.Status = execution.StatusFailed
-		r.ErrorCode = errdefs.FunctionFailed.String()
-		r.ErrorMessage = fmt.Sprintf("exit status %d", res.ExitCode)
-		if t := tail(r.Logs, 1024); t != "" {
-			r.ErrorMessage += ": " + t
-		}
-		if limits.MemoryLimitBytes > 0 && (res.MemoryLimitHit || mentionsMemory(r.Logs)) {
-			r.ErrorCode = errdefs.MemoryLimitExceeded.String()
-			r.ErrorMessage = fmt.Sprintf("the function ran out of memory (limit %d bytes): %s", limits.MemoryLimitBytes, r.ErrorMessage)
-		}
-		l.mu.Unlock()
+		m.fail(l, errdefs.FunctionFailed, fmt.Sprintf("exit status %d", res.ExitCode), true)
 	}
-	m.recordAttempt(l)
+}
+
+// fail marks the run FAILED with code and msg, followed by the end of its
+// logs when withLogs.
+func (m *engine) fail(l *live, code errdefs.Code, msg string, withLogs bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	r := l.rec
+	if t := tail(r.Logs, 1024); withLogs && t != "" {
+		msg += ": " + t
+	}
+	r.Status, r.ErrorCode, r.ErrorMessage = execution.StatusFailed, code.String(), msg
 }
 
 // storedPreview is how much of an output whose chunks are stored the

@@ -136,20 +136,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if err != nil {
 		return nil, err
 	}
-	var mgr *executor.Manager
-	m := metrics.New(metrics.Gauges{
-		Running: func() float64 { r, _ := mgr.Counts(); return float64(r) },
-		Waiting: func() float64 { _, w := mgr.Counts(); return float64(w) },
-		QueuedByBand: func() []int64 {
-			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-			defer cancel()
-			q, _ := mgr.QueueDepthByBand(ctx)
-			return q
-		},
-		CachedArtifacts:  func() map[spearrt.Type]int { return cachedArtifacts(n.runtimes) },
-		StoreBytes:       func() float64 { return float64(n.store.Storage().Used) },
-		StoreBudgetBytes: func() float64 { return float64(n.store.Storage().Budget) },
-	})
+	m := n.newMetrics()
 	if n.runtimes, err = n.openRuntimes(ctx); err != nil {
 		return nil, err
 	}
@@ -166,7 +153,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if err := reg.Watch(bg); err != nil {
 		return nil, err
 	}
-	mgr = executor.New(executor.Options{
+	mgr := executor.New(executor.Options{
 		NodeID: cfg.NodeID, Workers: cfg.Workers, Shared: cfg.NATSURL != "" || cfg.NATSListen != "",
 		DefaultTimeout: cfg.DefaultTimeout, MaxTimeout: cfg.MaxTimeout, MaxOutputBytes: cfg.MaxOutputBytes,
 		QueueTTL: cfg.QueueTTL, StopGrace: cfg.StopGrace, MaxQueued: cfg.MaxQueued,
@@ -202,6 +189,24 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		"store", storeMode, "runtimes", runtimeNames(n.runtimes), "workers", mgr.Workers(),
 		"auth", keys != nil || cfg.Security.ClientCA != "", "tls", cfg.Security.TLSCert != "")
 	return n, nil
+}
+
+// newMetrics makes the node's metrics; the gauges read the executor
+// (n.mgr, set before the node serves) when scraped.
+func (n *Node) newMetrics() *metrics.Metrics {
+	return metrics.New(metrics.Gauges{
+		Running: func() float64 { r, _ := n.mgr.Counts(); return float64(r) },
+		Waiting: func() float64 { _, w := n.mgr.Counts(); return float64(w) },
+		QueuedByBand: func() []int64 {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			q, _ := n.mgr.QueueDepthByBand(ctx)
+			return q
+		},
+		CachedArtifacts:  func() map[spearrt.Type]int { return cachedArtifacts(n.runtimes) },
+		StoreBytes:       func() float64 { return float64(n.store.Storage().Used) },
+		StoreBudgetBytes: func() float64 { return float64(n.store.Storage().Budget) },
+	})
 }
 
 // Addr is the address the node serves on.
