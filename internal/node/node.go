@@ -101,8 +101,8 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	if cfg.MaxStoreBytes < 0 {
-		return nil, fmt.Errorf("--max-store-bytes %d: want a positive number of bytes, or 0 to derive it: %w", cfg.MaxStoreBytes, errdefs.ErrInvalidArgument)
+	if err := cfg.validate(); err != nil {
+		return nil, err
 	}
 	if err := cfg.Security.check(cfg.Listen, cfg.NATSListen); err != nil {
 		return nil, err
@@ -207,6 +207,26 @@ func (n *Node) newMetrics() *metrics.Metrics {
 		StoreBytes:       func() float64 { return float64(n.store.Storage().Used) },
 		StoreBudgetBytes: func() float64 { return float64(n.store.Storage().Budget) },
 	})
+}
+
+// validate refuses settings that make no sense, naming the flag, before
+// anything starts.
+func (cfg *Config) validate() error {
+	invalid := func(format string, args ...any) error {
+		return fmt.Errorf(format+": %w", append(args, errdefs.ErrInvalidArgument)...)
+	}
+	switch {
+	case cfg.MaxStoreBytes < 0:
+		return invalid("--max-store-bytes %d: want a positive number of bytes, or 0 to derive it", cfg.MaxStoreBytes)
+	case cfg.Workers < 0:
+		return invalid("--workers %d: want a positive number of executions, or 0 for the default", cfg.Workers)
+	}
+	if cfg.Samples != "" {
+		if fi, err := os.Stat(cfg.Samples); err != nil || !fi.IsDir() {
+			return invalid("--samples %s: not a directory of sample functions", cfg.Samples)
+		}
+	}
+	return nil
 }
 
 // Addr is the address the node serves on.
