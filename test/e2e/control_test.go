@@ -1046,7 +1046,12 @@ func wasmFixture(name string) string {
 // execProcesses lists the processes started for execution id: those whose
 // environment holds SPEAR_EXECUTION_ID=id.
 func execProcesses(id string) []int {
-	needle := []byte("SPEAR_EXECUTION_ID=" + id + "\x00")
+	needle := "SPEAR_EXECUTION_ID=" + id + "\x00"
+	return procsWhere("environ", func(b []byte) bool { return strings.Contains(string(b)+"\x00", needle) })
+}
+
+// procsWhere lists the processes whose /proc/<pid>/<file> satisfies match.
+func procsWhere(file string, match func([]byte) bool) []int {
 	entries, _ := os.ReadDir("/proc")
 	var pids []int
 	for _, e := range entries {
@@ -1054,11 +1059,7 @@ func execProcesses(id string) []int {
 		if err != nil {
 			continue
 		}
-		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "environ"))
-		if err != nil {
-			continue
-		}
-		if strings.Contains(string(b)+"\x00", string(needle)) {
+		if b, err := os.ReadFile(filepath.Join("/proc", e.Name(), file)); err == nil && match(b) {
 			pids = append(pids, pid)
 		}
 	}

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"net"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -180,17 +179,7 @@ func TestSandboxForkBomb(t *testing.T) {
 // processesOfUID lists the live (not zombie) processes whose real uid is
 // uid.
 func processesOfUID(uid string) []int {
-	entries, _ := os.ReadDir("/proc")
-	var pids []int
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "status"))
-		if err != nil {
-			continue
-		}
+	return procsWhere("status", func(b []byte) bool {
 		var state, ruid string
 		for line := range strings.Lines(string(b)) {
 			if f := strings.Fields(line); len(f) >= 2 {
@@ -202,9 +191,6 @@ func processesOfUID(uid string) []int {
 				}
 			}
 		}
-		if ruid == uid && state != "Z" {
-			pids = append(pids, pid)
-		}
-	}
-	return pids
+		return ruid == uid && state != "Z"
+	})
 }
