@@ -137,11 +137,11 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		return nil, err
 	}
 	m := n.newMetrics()
-	if n.runtimes, err = n.openRuntimes(ctx); err != nil {
-		return nil, err
-	}
 	roots, err := artifactRoots(cfg)
 	if err != nil {
+		return nil, err
+	}
+	if n.runtimes, err = n.openRuntimes(ctx, roots); err != nil {
 		return nil, err
 	}
 	allow, err := callback.ParseAllowlist(cfg.CallbackAllow)
@@ -333,7 +333,7 @@ func (n *Node) systemInfo(storeMode string) map[string]string {
 	return info
 }
 
-func (n *Node) openRuntimes(ctx context.Context) (map[spearrt.Type]spearrt.Runtime, error) {
+func (n *Node) openRuntimes(ctx context.Context, roots confine.Roots) (map[spearrt.Type]spearrt.Runtime, error) {
 	mode, err := sandbox.ParseMode(n.cfg.Sandbox)
 	if err != nil {
 		return nil, fmt.Errorf("node: %w: %w", errdefs.ErrInvalidArgument, err)
@@ -342,6 +342,7 @@ func (n *Node) openRuntimes(ctx context.Context) (map[spearrt.Type]spearrt.Runti
 		spearrt.TypeProcess: process.New(process.Options{
 			Logger: n.log, NodeID: n.cfg.NodeID, Sandbox: mode,
 			WorkRoot: filepath.Join(n.cfg.DataDir, "work"), UIDBase: n.cfg.SandboxUIDBase,
+			ReadRoots: roots.Dirs(),
 		}),
 	}
 	w, err := wasm.New(ctx, wasm.Options{

@@ -35,6 +35,15 @@ type FSRules struct {
 	WriteFiles []string
 }
 
+// SystemDirs are the trees every sandboxed function may read and execute,
+// whatever its task: programs, libraries, configuration, devices and the
+// kernel's views (a path that does not exist is skipped). Anything else a
+// function reads must lie in its node's artifact roots.
+func SystemDirs() []string {
+	return []string{"/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32",
+		"/etc", "/dev", "/proc", "/sys", "/run/systemd/resolve"}
+}
+
 // LandlockABI returns the kernel's Landlock ABI version, 0 and why when it
 // has none (not built, not enabled at boot).
 func LandlockABI() (int, error) {

@@ -38,7 +38,8 @@ func requireFullSandbox(t *testing.T, n *node) {
 }
 
 // TestSandboxContainsFunction: a process function that tries to act as
-// root, write /etc, read /root, reach a listener on the host's loopback
+// root, write /etc, read /root or a world-readable file outside the
+// artifact roots, reach a listener on the host's loopback
 // and mount runs as an unprivileged uid and is denied each; the node stays
 // healthy and reports all four sandbox levels, in GetHealth, `spear
 // health` and the execution.
@@ -69,12 +70,15 @@ func TestSandboxContainsFunction(t *testing.T) {
 		}
 	}()
 	port := strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
+	outside := worldReadableOutsideRoots(t)
 	const etcFile = "/etc/spear-test"
 	t.Cleanup(func() { _ = os.Remove(etcFile) })
 	body := `exec /bin/bash -c '
 echo "uid=$(id -u)"
 if echo x > ` + etcFile + ` 2>/dev/null; then echo "etc=written"; else echo "etc=denied"; fi
 if ls /root >/dev/null 2>&1; then echo "root=read"; else echo "root=denied"; fi
+if cat ` + outside + ` >/dev/null 2>&1; then echo "outside=read"; else echo "outside=denied"; fi
+if grep -q ^root: /etc/passwd; then echo "system=read"; else echo "system=denied"; fi
 if (exec 3<>/dev/tcp/127.0.0.1/` + port + `) 2>/dev/null; then echo "tcp=connected"; else echo "tcp=denied"; fi
 if [ -n "$HOME" ] && mount -t tmpfs none "$HOME" 2>/dev/null; then echo "mount=mounted"; else echo "mount=denied"; fi
 '
@@ -94,7 +98,10 @@ if [ -n "$HOME" ] && mount -t tmpfs none "$HOME" 2>/dev/null; then echo "mount=m
 	if uid := got["uid"]; uid == "" || uid == "0" {
 		t.Errorf("the function ran as uid %q", uid)
 	}
-	for _, k := range []string{"etc", "root", "tcp", "mount"} {
+	if got["system"] != "read" {
+		t.Errorf("the function could not read system files: %v", got)
+	}
+	for _, k := range []string{"etc", "root", "outside", "tcp", "mount"} {
 		if got[k] != "denied" {
 			t.Errorf("%s: %q, want denied (output %v)", k, got[k], got)
 		}
@@ -110,6 +117,26 @@ if [ -n "$HOME" ] && mount -t tmpfs none "$HOME" 2>/dev/null; then echo "mount=m
 	}
 	n.checkServes(t)
 	requireFullSandbox(t, n)
+}
+
+// worldReadableOutsideRoots returns a file anyone may read, outside the
+// node's artifact roots (the harness's include the temporary directory):
+// only Landlock keeps a function from reading it.
+func worldReadableOutsideRoots(t *testing.T) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("/var/tmp", "spear-outside-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	path := dir + "/public"
+	if err := os.WriteFile(path, []byte("public\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }
 
 // TestSandboxHostNetwork: a task registered with network host reaches the

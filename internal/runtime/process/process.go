@@ -109,6 +109,10 @@ type Options struct {
 	// start); "", or a directory slot uids cannot reach, means a
 	// temporary directory.
 	WorkRoot string
+	// ReadRoots are the trees sandboxed functions may read and execute
+	// besides sandbox.SystemDirs: the node's artifact roots. A task's
+	// artifact must lie in one of them (or in a system dir).
+	ReadRoots []string
 	// UIDBase is the first uid of the sandbox's slots; 0 means
 	// sandbox.DefaultUIDBase(NodeID).
 	UIDBase int

@@ -87,7 +87,7 @@ func newSandboxed(s sandboxSetup) (*sandboxed, error) {
 		priv.Missing[sandbox.FeatLandlock] = err.Error()
 	} else {
 		sb.policy.FS = &sandbox.FSRules{
-			ReadExec:   []string{"/"},
+			ReadExec:   append(sandbox.SystemDirs(), s.opts.ReadRoots...),
 			Write:      []string{sb.work.Root()},
 			WriteFiles: []string{"/dev/null", "/dev/zero", "/dev/full"},
 		}

@@ -21,6 +21,9 @@ func sandboxed(t *testing.T, opts process.Options) *process.Runtime {
 		t.Skip("the sandbox's uid and network levels need root")
 	}
 	opts.Sandbox = sandbox.ModeAuto
+	if opts.ReadRoots == nil {
+		opts.ReadRoots = []string{os.TempDir()} // the scripts' dirs
+	}
 	rt := process.New(opts)
 	t.Cleanup(func() { _ = rt.Close(context.Background()) })
 	// The probes below are harmful outside the sandbox.
@@ -47,6 +50,7 @@ func TestSandboxConfines(t *testing.T) {
 	}
 	defer ln.Close()
 	port := strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
+	outside := worldReadable(t)
 	for _, tc := range []struct {
 		name, body, want string
 		host             bool
@@ -56,6 +60,8 @@ func TestSandboxConfines(t *testing.T) {
 		{"cannot write /tmp", "echo x > /tmp/spear-sandbox-test-$$ && echo wrote || echo denied", "denied\n", false},
 		{"writes its work dir", "echo x > \"$PWD/f\" && [ \"$HOME\" = \"$PWD\" ] && echo ok", "ok\n", false},
 		{"cannot read /root", "ls /root >/dev/null 2>&1 && echo read || echo denied", "denied\n", false},
+		{"cannot read outside the roots", "cat " + outside + " 2>/dev/null || echo denied", "denied\n", false},
+		{"reads system files", "grep -c ^root: /etc/passwd", "1\n", false},
 		{"cannot mount", "[ -n \"$HOME\" ] && mount -t tmpfs none \"$HOME\" 2>/dev/null && echo mounted || echo denied", "denied\n", false},
 		{"no host loopback", "(exec 3<>/dev/tcp/127.0.0.1/" + port + ") 2>/dev/null && echo connected || echo denied", "denied\n", false},
 		{"host network when asked", "(exec 3<>/dev/tcp/127.0.0.1/" + port + ") 2>/dev/null && echo connected || echo denied", "connected\n", true},
@@ -86,6 +92,25 @@ func TestSandboxConfines(t *testing.T) {
 			}
 		})
 	}
+}
+
+// worldReadable returns a file anyone may read, outside the temporary
+// directory (the sandboxed runtimes' read root).
+func worldReadable(t *testing.T) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("/var/tmp", "spear-outside-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	path := dir + "/public"
+	if err := os.WriteFile(path, []byte("public\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }
 
 func bashScript(t *testing.T, body string) string {
