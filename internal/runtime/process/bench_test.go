@@ -2,6 +2,7 @@ package process_test
 
 import (
 	"context"
+	"os"
 	"testing"
 
 	"github.com/spear-go/spear/internal/runtime/process"
@@ -13,7 +14,7 @@ import (
 func BenchmarkRun(b *testing.B) {
 	for _, mode := range []sandbox.Mode{sandbox.ModeOff, sandbox.ModeAuto} {
 		b.Run(string(mode), func(b *testing.B) {
-			rt := process.New(process.Options{Sandbox: mode})
+			rt := process.New(process.Options{Sandbox: mode, ReadRoots: []string{os.TempDir()}})
 			defer func() { _ = rt.Close(context.Background()) }()
 			path := script(b, "read line\necho \"$line\"\n")
 			for b.Loop() {
