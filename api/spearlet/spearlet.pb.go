@@ -2452,6 +2452,10 @@ type GetHealthResponse struct {
 	Message       string         `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
 	UptimeSeconds int64          `protobuf:"varint,3,opt,name=uptime_seconds,json=uptimeSeconds,proto3" json:"uptime_seconds,omitempty"`
 	Details       *HealthDetails `protobuf:"bytes,4,opt,name=details,proto3" json:"details,omitempty"`
+	// Extensions.
+	// The nodes sharing this node's store, as the node registry last saw
+	// them (refreshed every second).
+	Cluster       *ClusterInfo `protobuf:"bytes,50,opt,name=cluster,proto3" json:"cluster,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2510,6 +2514,13 @@ func (x *GetHealthResponse) GetUptimeSeconds() int64 {
 func (x *GetHealthResponse) GetDetails() *HealthDetails {
 	if x != nil {
 		return x.Details
+	}
+	return nil
+}
+
+func (x *GetHealthResponse) GetCluster() *ClusterInfo {
+	if x != nil {
+		return x.Cluster
 	}
 	return nil
 }
@@ -2663,8 +2674,11 @@ type GetStatsResponse struct {
 	ServiceStats   *ServiceStats          `protobuf:"bytes,1,opt,name=service_stats,json=serviceStats,proto3" json:"service_stats,omitempty"`
 	TaskStats      *TaskStats             `protobuf:"bytes,2,opt,name=task_stats,json=taskStats,proto3" json:"task_stats,omitempty"`
 	ExecutionStats *ExecutionStats        `protobuf:"bytes,3,opt,name=execution_stats,json=executionStats,proto3" json:"execution_stats,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Extensions.
+	// The nodes sharing this node's store and each one's figures.
+	Cluster       *ClusterInfo `protobuf:"bytes,50,opt,name=cluster,proto3" json:"cluster,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GetStatsResponse) Reset() {
@@ -2718,6 +2732,277 @@ func (x *GetStatsResponse) GetExecutionStats() *ExecutionStats {
 	return nil
 }
 
+func (x *GetStatsResponse) GetCluster() *ClusterInfo {
+	if x != nil {
+		return x.Cluster
+	}
+	return nil
+}
+
+// ClusterInfo is the node registry's view: every live node sharing the
+// store (one, when the node runs alone).
+type ClusterInfo struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	NodeCount     int32                  `protobuf:"varint,1,opt,name=node_count,json=nodeCount,proto3" json:"node_count,omitempty"`
+	Nodes         []*NodeInfo            `protobuf:"bytes,2,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClusterInfo) Reset() {
+	*x = ClusterInfo{}
+	mi := &file_spearlet_spearlet_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClusterInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClusterInfo) ProtoMessage() {}
+
+func (x *ClusterInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_spearlet_spearlet_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClusterInfo.ProtoReflect.Descriptor instead.
+func (*ClusterInfo) Descriptor() ([]byte, []int) {
+	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *ClusterInfo) GetNodeCount() int32 {
+	if x != nil {
+		return x.NodeCount
+	}
+	return 0
+}
+
+func (x *ClusterInfo) GetNodes() []*NodeInfo {
+	if x != nil {
+		return x.Nodes
+	}
+	return nil
+}
+
+// NodeInfo is what a node advertises in the registry, every second.
+type NodeInfo struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	NodeId string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	// The address its API listens on.
+	Address string `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
+	// The runtimes it can run (process, wasm, docker).
+	Runtimes   []string `protobuf:"bytes,3,rep,name=runtimes,proto3" json:"runtimes,omitempty"`
+	SlotsTotal int32    `protobuf:"varint,4,opt,name=slots_total,json=slotsTotal,proto3" json:"slots_total,omitempty"`
+	SlotsBusy  int32    `protobuf:"varint,5,opt,name=slots_busy,json=slotsBusy,proto3" json:"slots_busy,omitempty"`
+	SlotsFree  int32    `protobuf:"varint,6,opt,name=slots_free,json=slotsFree,proto3" json:"slots_free,omitempty"`
+	// Executions waiting here for a slot.
+	Waiting int32 `protobuf:"varint,7,opt,name=waiting,proto3" json:"waiting,omitempty"`
+	// The spear version it runs.
+	Version       string                 `protobuf:"bytes,8,opt,name=version,proto3" json:"version,omitempty"`
+	StartedAt     *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=started_at,json=startedAt,proto3" json:"started_at,omitempty"`
+	LastHeartbeat *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=last_heartbeat,json=lastHeartbeat,proto3" json:"last_heartbeat,omitempty"`
+	// Whether it is the node that answered.
+	Self          bool `protobuf:"varint,11,opt,name=self,proto3" json:"self,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NodeInfo) Reset() {
+	*x = NodeInfo{}
+	mi := &file_spearlet_spearlet_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NodeInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NodeInfo) ProtoMessage() {}
+
+func (x *NodeInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_spearlet_spearlet_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NodeInfo.ProtoReflect.Descriptor instead.
+func (*NodeInfo) Descriptor() ([]byte, []int) {
+	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *NodeInfo) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *NodeInfo) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *NodeInfo) GetRuntimes() []string {
+	if x != nil {
+		return x.Runtimes
+	}
+	return nil
+}
+
+func (x *NodeInfo) GetSlotsTotal() int32 {
+	if x != nil {
+		return x.SlotsTotal
+	}
+	return 0
+}
+
+func (x *NodeInfo) GetSlotsBusy() int32 {
+	if x != nil {
+		return x.SlotsBusy
+	}
+	return 0
+}
+
+func (x *NodeInfo) GetSlotsFree() int32 {
+	if x != nil {
+		return x.SlotsFree
+	}
+	return 0
+}
+
+func (x *NodeInfo) GetWaiting() int32 {
+	if x != nil {
+		return x.Waiting
+	}
+	return 0
+}
+
+func (x *NodeInfo) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *NodeInfo) GetStartedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StartedAt
+	}
+	return nil
+}
+
+func (x *NodeInfo) GetLastHeartbeat() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastHeartbeat
+	}
+	return nil
+}
+
+func (x *NodeInfo) GetSelf() bool {
+	if x != nil {
+		return x.Self
+	}
+	return false
+}
+
+type ListNodesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListNodesRequest) Reset() {
+	*x = ListNodesRequest{}
+	mi := &file_spearlet_spearlet_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListNodesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListNodesRequest) ProtoMessage() {}
+
+func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_spearlet_spearlet_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListNodesRequest.ProtoReflect.Descriptor instead.
+func (*ListNodesRequest) Descriptor() ([]byte, []int) {
+	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{31}
+}
+
+type ListNodesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Nodes         []*NodeInfo            `protobuf:"bytes,1,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListNodesResponse) Reset() {
+	*x = ListNodesResponse{}
+	mi := &file_spearlet_spearlet_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListNodesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListNodesResponse) ProtoMessage() {}
+
+func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_spearlet_spearlet_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListNodesResponse.ProtoReflect.Descriptor instead.
+func (*ListNodesResponse) Descriptor() ([]byte, []int) {
+	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *ListNodesResponse) GetNodes() []*NodeInfo {
+	if x != nil {
+		return x.Nodes
+	}
+	return nil
+}
+
 type ServiceStats struct {
 	state              protoimpl.MessageState `protogen:"open.v1"`
 	UptimeSeconds      int64                  `protobuf:"varint,1,opt,name=uptime_seconds,json=uptimeSeconds,proto3" json:"uptime_seconds,omitempty"`
@@ -2737,7 +3022,7 @@ type ServiceStats struct {
 
 func (x *ServiceStats) Reset() {
 	*x = ServiceStats{}
-	mi := &file_spearlet_spearlet_proto_msgTypes[29]
+	mi := &file_spearlet_spearlet_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2749,7 +3034,7 @@ func (x *ServiceStats) String() string {
 func (*ServiceStats) ProtoMessage() {}
 
 func (x *ServiceStats) ProtoReflect() protoreflect.Message {
-	mi := &file_spearlet_spearlet_proto_msgTypes[29]
+	mi := &file_spearlet_spearlet_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2762,7 +3047,7 @@ func (x *ServiceStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceStats.ProtoReflect.Descriptor instead.
 func (*ServiceStats) Descriptor() ([]byte, []int) {
-	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{29}
+	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ServiceStats) GetUptimeSeconds() int64 {
@@ -2833,7 +3118,7 @@ type TaskStats struct {
 
 func (x *TaskStats) Reset() {
 	*x = TaskStats{}
-	mi := &file_spearlet_spearlet_proto_msgTypes[30]
+	mi := &file_spearlet_spearlet_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2845,7 +3130,7 @@ func (x *TaskStats) String() string {
 func (*TaskStats) ProtoMessage() {}
 
 func (x *TaskStats) ProtoReflect() protoreflect.Message {
-	mi := &file_spearlet_spearlet_proto_msgTypes[30]
+	mi := &file_spearlet_spearlet_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2858,7 +3143,7 @@ func (x *TaskStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskStats.ProtoReflect.Descriptor instead.
 func (*TaskStats) Descriptor() ([]byte, []int) {
-	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{30}
+	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *TaskStats) GetActiveTasks() int32 {
@@ -2904,7 +3189,7 @@ type ExecutionStats struct {
 
 func (x *ExecutionStats) Reset() {
 	*x = ExecutionStats{}
-	mi := &file_spearlet_spearlet_proto_msgTypes[31]
+	mi := &file_spearlet_spearlet_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2916,7 +3201,7 @@ func (x *ExecutionStats) String() string {
 func (*ExecutionStats) ProtoMessage() {}
 
 func (x *ExecutionStats) ProtoReflect() protoreflect.Message {
-	mi := &file_spearlet_spearlet_proto_msgTypes[31]
+	mi := &file_spearlet_spearlet_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2929,7 +3214,7 @@ func (x *ExecutionStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecutionStats.ProtoReflect.Descriptor instead.
 func (*ExecutionStats) Descriptor() ([]byte, []int) {
-	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{31}
+	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ExecutionStats) GetRunningExecutions() int32 {
@@ -2997,7 +3282,7 @@ type RegisterTaskRequest struct {
 
 func (x *RegisterTaskRequest) Reset() {
 	*x = RegisterTaskRequest{}
-	mi := &file_spearlet_spearlet_proto_msgTypes[32]
+	mi := &file_spearlet_spearlet_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3009,7 +3294,7 @@ func (x *RegisterTaskRequest) String() string {
 func (*RegisterTaskRequest) ProtoMessage() {}
 
 func (x *RegisterTaskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_spearlet_spearlet_proto_msgTypes[32]
+	mi := &file_spearlet_spearlet_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3022,7 +3307,7 @@ func (x *RegisterTaskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterTaskRequest.ProtoReflect.Descriptor instead.
 func (*RegisterTaskRequest) Descriptor() ([]byte, []int) {
-	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{32}
+	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *RegisterTaskRequest) GetTaskId() string {
@@ -3078,7 +3363,7 @@ type RegisterTaskResponse struct {
 
 func (x *RegisterTaskResponse) Reset() {
 	*x = RegisterTaskResponse{}
-	mi := &file_spearlet_spearlet_proto_msgTypes[33]
+	mi := &file_spearlet_spearlet_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3090,7 +3375,7 @@ func (x *RegisterTaskResponse) String() string {
 func (*RegisterTaskResponse) ProtoMessage() {}
 
 func (x *RegisterTaskResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_spearlet_spearlet_proto_msgTypes[33]
+	mi := &file_spearlet_spearlet_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3103,7 +3388,7 @@ func (x *RegisterTaskResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterTaskResponse.ProtoReflect.Descriptor instead.
 func (*RegisterTaskResponse) Descriptor() ([]byte, []int) {
-	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{33}
+	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *RegisterTaskResponse) GetTask() *TaskInfo {
@@ -3131,7 +3416,7 @@ type UpdateTaskLimitsRequest struct {
 
 func (x *UpdateTaskLimitsRequest) Reset() {
 	*x = UpdateTaskLimitsRequest{}
-	mi := &file_spearlet_spearlet_proto_msgTypes[34]
+	mi := &file_spearlet_spearlet_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3143,7 +3428,7 @@ func (x *UpdateTaskLimitsRequest) String() string {
 func (*UpdateTaskLimitsRequest) ProtoMessage() {}
 
 func (x *UpdateTaskLimitsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_spearlet_spearlet_proto_msgTypes[34]
+	mi := &file_spearlet_spearlet_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3156,7 +3441,7 @@ func (x *UpdateTaskLimitsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateTaskLimitsRequest.ProtoReflect.Descriptor instead.
 func (*UpdateTaskLimitsRequest) Descriptor() ([]byte, []int) {
-	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{34}
+	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *UpdateTaskLimitsRequest) GetTaskId() string {
@@ -3182,7 +3467,7 @@ type UpdateTaskLimitsResponse struct {
 
 func (x *UpdateTaskLimitsResponse) Reset() {
 	*x = UpdateTaskLimitsResponse{}
-	mi := &file_spearlet_spearlet_proto_msgTypes[35]
+	mi := &file_spearlet_spearlet_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3194,7 +3479,7 @@ func (x *UpdateTaskLimitsResponse) String() string {
 func (*UpdateTaskLimitsResponse) ProtoMessage() {}
 
 func (x *UpdateTaskLimitsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_spearlet_spearlet_proto_msgTypes[35]
+	mi := &file_spearlet_spearlet_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3207,7 +3492,7 @@ func (x *UpdateTaskLimitsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateTaskLimitsResponse.ProtoReflect.Descriptor instead.
 func (*UpdateTaskLimitsResponse) Descriptor() ([]byte, []int) {
-	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{35}
+	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *UpdateTaskLimitsResponse) GetTask() *TaskInfo {
@@ -3232,7 +3517,7 @@ type UpdateTaskRequest struct {
 
 func (x *UpdateTaskRequest) Reset() {
 	*x = UpdateTaskRequest{}
-	mi := &file_spearlet_spearlet_proto_msgTypes[36]
+	mi := &file_spearlet_spearlet_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3244,7 +3529,7 @@ func (x *UpdateTaskRequest) String() string {
 func (*UpdateTaskRequest) ProtoMessage() {}
 
 func (x *UpdateTaskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_spearlet_spearlet_proto_msgTypes[36]
+	mi := &file_spearlet_spearlet_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3257,7 +3542,7 @@ func (x *UpdateTaskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateTaskRequest.ProtoReflect.Descriptor instead.
 func (*UpdateTaskRequest) Descriptor() ([]byte, []int) {
-	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{36}
+	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *UpdateTaskRequest) GetTaskId() string {
@@ -3285,7 +3570,7 @@ type UpdateTaskResponse struct {
 
 func (x *UpdateTaskResponse) Reset() {
 	*x = UpdateTaskResponse{}
-	mi := &file_spearlet_spearlet_proto_msgTypes[37]
+	mi := &file_spearlet_spearlet_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3297,7 +3582,7 @@ func (x *UpdateTaskResponse) String() string {
 func (*UpdateTaskResponse) ProtoMessage() {}
 
 func (x *UpdateTaskResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_spearlet_spearlet_proto_msgTypes[37]
+	mi := &file_spearlet_spearlet_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3310,7 +3595,7 @@ func (x *UpdateTaskResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateTaskResponse.ProtoReflect.Descriptor instead.
 func (*UpdateTaskResponse) Descriptor() ([]byte, []int) {
-	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{37}
+	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *UpdateTaskResponse) GetTask() *TaskInfo {
@@ -3338,7 +3623,7 @@ type RequeueExecutionRequest struct {
 
 func (x *RequeueExecutionRequest) Reset() {
 	*x = RequeueExecutionRequest{}
-	mi := &file_spearlet_spearlet_proto_msgTypes[38]
+	mi := &file_spearlet_spearlet_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3350,7 +3635,7 @@ func (x *RequeueExecutionRequest) String() string {
 func (*RequeueExecutionRequest) ProtoMessage() {}
 
 func (x *RequeueExecutionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_spearlet_spearlet_proto_msgTypes[38]
+	mi := &file_spearlet_spearlet_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3363,7 +3648,7 @@ func (x *RequeueExecutionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequeueExecutionRequest.ProtoReflect.Descriptor instead.
 func (*RequeueExecutionRequest) Descriptor() ([]byte, []int) {
-	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{38}
+	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *RequeueExecutionRequest) GetExecutionId() string {
@@ -3385,7 +3670,7 @@ type RequeueExecutionResponse struct {
 
 func (x *RequeueExecutionResponse) Reset() {
 	*x = RequeueExecutionResponse{}
-	mi := &file_spearlet_spearlet_proto_msgTypes[39]
+	mi := &file_spearlet_spearlet_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3397,7 +3682,7 @@ func (x *RequeueExecutionResponse) String() string {
 func (*RequeueExecutionResponse) ProtoMessage() {}
 
 func (x *RequeueExecutionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_spearlet_spearlet_proto_msgTypes[39]
+	mi := &file_spearlet_spearlet_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3410,7 +3695,7 @@ func (x *RequeueExecutionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequeueExecutionResponse.ProtoReflect.Descriptor instead.
 func (*RequeueExecutionResponse) Descriptor() ([]byte, []int) {
-	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{39}
+	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *RequeueExecutionResponse) GetSuccess() bool {
@@ -3453,7 +3738,7 @@ type WatchExecutionRequest struct {
 
 func (x *WatchExecutionRequest) Reset() {
 	*x = WatchExecutionRequest{}
-	mi := &file_spearlet_spearlet_proto_msgTypes[40]
+	mi := &file_spearlet_spearlet_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3465,7 +3750,7 @@ func (x *WatchExecutionRequest) String() string {
 func (*WatchExecutionRequest) ProtoMessage() {}
 
 func (x *WatchExecutionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_spearlet_spearlet_proto_msgTypes[40]
+	mi := &file_spearlet_spearlet_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3478,7 +3763,7 @@ func (x *WatchExecutionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchExecutionRequest.ProtoReflect.Descriptor instead.
 func (*WatchExecutionRequest) Descriptor() ([]byte, []int) {
-	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{40}
+	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *WatchExecutionRequest) GetExecutionId() string {
@@ -3511,7 +3796,7 @@ type ExecutionEvent struct {
 
 func (x *ExecutionEvent) Reset() {
 	*x = ExecutionEvent{}
-	mi := &file_spearlet_spearlet_proto_msgTypes[41]
+	mi := &file_spearlet_spearlet_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3523,7 +3808,7 @@ func (x *ExecutionEvent) String() string {
 func (*ExecutionEvent) ProtoMessage() {}
 
 func (x *ExecutionEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_spearlet_spearlet_proto_msgTypes[41]
+	mi := &file_spearlet_spearlet_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3536,7 +3821,7 @@ func (x *ExecutionEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecutionEvent.ProtoReflect.Descriptor instead.
 func (*ExecutionEvent) Descriptor() ([]byte, []int) {
-	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{41}
+	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *ExecutionEvent) GetExecutionId() string {
@@ -3582,7 +3867,7 @@ type UploadArtifactRequest struct {
 
 func (x *UploadArtifactRequest) Reset() {
 	*x = UploadArtifactRequest{}
-	mi := &file_spearlet_spearlet_proto_msgTypes[42]
+	mi := &file_spearlet_spearlet_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3594,7 +3879,7 @@ func (x *UploadArtifactRequest) String() string {
 func (*UploadArtifactRequest) ProtoMessage() {}
 
 func (x *UploadArtifactRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_spearlet_spearlet_proto_msgTypes[42]
+	mi := &file_spearlet_spearlet_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3607,7 +3892,7 @@ func (x *UploadArtifactRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadArtifactRequest.ProtoReflect.Descriptor instead.
 func (*UploadArtifactRequest) Descriptor() ([]byte, []int) {
-	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{42}
+	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *UploadArtifactRequest) GetName() string {
@@ -3644,7 +3929,7 @@ type UploadArtifactResponse struct {
 
 func (x *UploadArtifactResponse) Reset() {
 	*x = UploadArtifactResponse{}
-	mi := &file_spearlet_spearlet_proto_msgTypes[43]
+	mi := &file_spearlet_spearlet_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3656,7 +3941,7 @@ func (x *UploadArtifactResponse) String() string {
 func (*UploadArtifactResponse) ProtoMessage() {}
 
 func (x *UploadArtifactResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_spearlet_spearlet_proto_msgTypes[43]
+	mi := &file_spearlet_spearlet_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3669,7 +3954,7 @@ func (x *UploadArtifactResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadArtifactResponse.ProtoReflect.Descriptor instead.
 func (*UploadArtifactResponse) Descriptor() ([]byte, []int) {
-	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{43}
+	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *UploadArtifactResponse) GetLocation() string {
@@ -3939,12 +4224,13 @@ const file_spearlet_spearlet_proto_rawDesc = "" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\";\n" +
 	"\x10GetHealthRequest\x12'\n" +
-	"\x0finclude_details\x18\x01 \x01(\bR\x0eincludeDetails\"\x9f\x01\n" +
+	"\x0finclude_details\x18\x01 \x01(\bR\x0eincludeDetails\"\xd0\x01\n" +
 	"\x11GetHealthResponse\x12\x16\n" +
 	"\x06status\x18\x01 \x01(\tR\x06status\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12%\n" +
 	"\x0euptime_seconds\x18\x03 \x01(\x03R\ruptimeSeconds\x121\n" +
-	"\adetails\x18\x04 \x01(\v2\x17.spearlet.HealthDetailsR\adetails\"\xf0\x02\n" +
+	"\adetails\x18\x04 \x01(\v2\x17.spearlet.HealthDetailsR\adetails\x12/\n" +
+	"\acluster\x182 \x01(\v2\x15.spearlet.ClusterInfoR\acluster\"\xf0\x02\n" +
 	"\rHealthDetails\x12!\n" +
 	"\factive_tasks\x18\x01 \x01(\x05R\vactiveTasks\x12-\n" +
 	"\x12running_executions\x18\x02 \x01(\x05R\x11runningExecutions\x12-\n" +
@@ -3959,12 +4245,37 @@ const file_spearlet_spearlet_proto_rawDesc = "" +
 	"\x0fGetStatsRequest\x12,\n" +
 	"\x12include_task_stats\x18\x01 \x01(\bR\x10includeTaskStats\x126\n" +
 	"\x17include_execution_stats\x18\x02 \x01(\bR\x15includeExecutionStats\x12(\n" +
-	"\x10time_range_hours\x18\x03 \x01(\x05R\x0etimeRangeHours\"\xc6\x01\n" +
+	"\x10time_range_hours\x18\x03 \x01(\x05R\x0etimeRangeHours\"\xf7\x01\n" +
 	"\x10GetStatsResponse\x12;\n" +
 	"\rservice_stats\x18\x01 \x01(\v2\x16.spearlet.ServiceStatsR\fserviceStats\x122\n" +
 	"\n" +
 	"task_stats\x18\x02 \x01(\v2\x13.spearlet.TaskStatsR\ttaskStats\x12A\n" +
-	"\x0fexecution_stats\x18\x03 \x01(\v2\x18.spearlet.ExecutionStatsR\x0eexecutionStats\"\xda\x02\n" +
+	"\x0fexecution_stats\x18\x03 \x01(\v2\x18.spearlet.ExecutionStatsR\x0eexecutionStats\x12/\n" +
+	"\acluster\x182 \x01(\v2\x15.spearlet.ClusterInfoR\acluster\"V\n" +
+	"\vClusterInfo\x12\x1d\n" +
+	"\n" +
+	"node_count\x18\x01 \x01(\x05R\tnodeCount\x12(\n" +
+	"\x05nodes\x18\x02 \x03(\v2\x12.spearlet.NodeInfoR\x05nodes\"\xfe\x02\n" +
+	"\bNodeInfo\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x18\n" +
+	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x1a\n" +
+	"\bruntimes\x18\x03 \x03(\tR\bruntimes\x12\x1f\n" +
+	"\vslots_total\x18\x04 \x01(\x05R\n" +
+	"slotsTotal\x12\x1d\n" +
+	"\n" +
+	"slots_busy\x18\x05 \x01(\x05R\tslotsBusy\x12\x1d\n" +
+	"\n" +
+	"slots_free\x18\x06 \x01(\x05R\tslotsFree\x12\x18\n" +
+	"\awaiting\x18\a \x01(\x05R\awaiting\x12\x18\n" +
+	"\aversion\x18\b \x01(\tR\aversion\x129\n" +
+	"\n" +
+	"started_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\tstartedAt\x12A\n" +
+	"\x0elast_heartbeat\x18\n" +
+	" \x01(\v2\x1a.google.protobuf.TimestampR\rlastHeartbeat\x12\x12\n" +
+	"\x04self\x18\v \x01(\bR\x04self\"\x12\n" +
+	"\x10ListNodesRequest\"=\n" +
+	"\x11ListNodesResponse\x12(\n" +
+	"\x05nodes\x18\x01 \x03(\v2\x12.spearlet.NodeInfoR\x05nodes\"\xda\x02\n" +
 	"\fServiceStats\x12%\n" +
 	"\x0euptime_seconds\x18\x01 \x01(\x03R\ruptimeSeconds\x12\x1f\n" +
 	"\vtotal_tasks\x18\x02 \x01(\x05R\n" +
@@ -4060,7 +4371,7 @@ const file_spearlet_spearlet_proto_rawDesc = "" +
 	"\x1aEXECUTION_STATUS_COMPLETED\x10\x03\x12\x1b\n" +
 	"\x17EXECUTION_STATUS_FAILED\x10\x04\x12\x1e\n" +
 	"\x1aEXECUTION_STATUS_CANCELLED\x10\x05\x12\x1c\n" +
-	"\x18EXECUTION_STATUS_TIMEOUT\x10\x062\x94\n" +
+	"\x18EXECUTION_STATUS_TIMEOUT\x10\x062\xda\n" +
 	"\n" +
 	"\x0fFunctionService\x12S\n" +
 	"\x0eInvokeFunction\x12\x1f.spearlet.InvokeFunctionRequest\x1a .spearlet.InvokeFunctionResponse\x12_\n" +
@@ -4080,7 +4391,8 @@ const file_spearlet_spearlet_proto_rawDesc = "" +
 	"\x0eWatchExecution\x12\x1f.spearlet.WatchExecutionRequest\x1a\x18.spearlet.ExecutionEvent0\x01\x12S\n" +
 	"\x0eUploadArtifact\x12\x1f.spearlet.UploadArtifactRequest\x1a .spearlet.UploadArtifactResponse\x12G\n" +
 	"\n" +
-	"UpdateTask\x12\x1b.spearlet.UpdateTaskRequest\x1a\x1c.spearlet.UpdateTaskResponseB1Z/github.com/spear-go/spear/api/spearlet;spearletb\x06proto3"
+	"UpdateTask\x12\x1b.spearlet.UpdateTaskRequest\x1a\x1c.spearlet.UpdateTaskResponse\x12D\n" +
+	"\tListNodes\x12\x1a.spearlet.ListNodesRequest\x1a\x1b.spearlet.ListNodesResponseB1Z/github.com/spear-go/spear/api/spearlet;spearletb\x06proto3"
 
 var (
 	file_spearlet_spearlet_proto_rawDescOnce sync.Once
@@ -4095,7 +4407,7 @@ func file_spearlet_spearlet_proto_rawDescGZIP() []byte {
 }
 
 var file_spearlet_spearlet_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_spearlet_spearlet_proto_msgTypes = make([]protoimpl.MessageInfo, 56)
+var file_spearlet_spearlet_proto_msgTypes = make([]protoimpl.MessageInfo, 60)
 var file_spearlet_spearlet_proto_goTypes = []any{
 	(InvocationType)(0),                // 0: spearlet.InvocationType
 	(ExecutionMode)(0),                 // 1: spearlet.ExecutionMode
@@ -4129,69 +4441,73 @@ var file_spearlet_spearlet_proto_goTypes = []any{
 	(*HealthDetails)(nil),              // 29: spearlet.HealthDetails
 	(*GetStatsRequest)(nil),            // 30: spearlet.GetStatsRequest
 	(*GetStatsResponse)(nil),           // 31: spearlet.GetStatsResponse
-	(*ServiceStats)(nil),               // 32: spearlet.ServiceStats
-	(*TaskStats)(nil),                  // 33: spearlet.TaskStats
-	(*ExecutionStats)(nil),             // 34: spearlet.ExecutionStats
-	(*RegisterTaskRequest)(nil),        // 35: spearlet.RegisterTaskRequest
-	(*RegisterTaskResponse)(nil),       // 36: spearlet.RegisterTaskResponse
-	(*UpdateTaskLimitsRequest)(nil),    // 37: spearlet.UpdateTaskLimitsRequest
-	(*UpdateTaskLimitsResponse)(nil),   // 38: spearlet.UpdateTaskLimitsResponse
-	(*UpdateTaskRequest)(nil),          // 39: spearlet.UpdateTaskRequest
-	(*UpdateTaskResponse)(nil),         // 40: spearlet.UpdateTaskResponse
-	(*RequeueExecutionRequest)(nil),    // 41: spearlet.RequeueExecutionRequest
-	(*RequeueExecutionResponse)(nil),   // 42: spearlet.RequeueExecutionResponse
-	(*WatchExecutionRequest)(nil),      // 43: spearlet.WatchExecutionRequest
-	(*ExecutionEvent)(nil),             // 44: spearlet.ExecutionEvent
-	(*UploadArtifactRequest)(nil),      // 45: spearlet.UploadArtifactRequest
-	(*UploadArtifactResponse)(nil),     // 46: spearlet.UploadArtifactResponse
-	nil,                                // 47: spearlet.ArtifactSpec.MetadataEntry
-	nil,                                // 48: spearlet.ExecutionContext.EnvironmentEntry
-	nil,                                // 49: spearlet.ExecutionContext.HeadersEntry
-	nil,                                // 50: spearlet.ExecutionResult.MetricsEntry
-	nil,                                // 51: spearlet.InvokeFunctionRequest.InvocationMetadataEntry
-	nil,                                // 52: spearlet.StreamExecutionResult.MetadataEntry
-	nil,                                // 53: spearlet.TaskInfo.MetadataEntry
-	nil,                                // 54: spearlet.ExecutionInfo.MetadataEntry
-	nil,                                // 55: spearlet.HealthDetails.SystemInfoEntry
-	nil,                                // 56: spearlet.TaskStats.TasksByTypeEntry
-	nil,                                // 57: spearlet.ExecutionStats.ExecutionsByFunctionEntry
-	nil,                                // 58: spearlet.RegisterTaskRequest.MetadataEntry
-	(*anypb.Any)(nil),                  // 59: google.protobuf.Any
-	(*timestamppb.Timestamp)(nil),      // 60: google.protobuf.Timestamp
+	(*ClusterInfo)(nil),                // 32: spearlet.ClusterInfo
+	(*NodeInfo)(nil),                   // 33: spearlet.NodeInfo
+	(*ListNodesRequest)(nil),           // 34: spearlet.ListNodesRequest
+	(*ListNodesResponse)(nil),          // 35: spearlet.ListNodesResponse
+	(*ServiceStats)(nil),               // 36: spearlet.ServiceStats
+	(*TaskStats)(nil),                  // 37: spearlet.TaskStats
+	(*ExecutionStats)(nil),             // 38: spearlet.ExecutionStats
+	(*RegisterTaskRequest)(nil),        // 39: spearlet.RegisterTaskRequest
+	(*RegisterTaskResponse)(nil),       // 40: spearlet.RegisterTaskResponse
+	(*UpdateTaskLimitsRequest)(nil),    // 41: spearlet.UpdateTaskLimitsRequest
+	(*UpdateTaskLimitsResponse)(nil),   // 42: spearlet.UpdateTaskLimitsResponse
+	(*UpdateTaskRequest)(nil),          // 43: spearlet.UpdateTaskRequest
+	(*UpdateTaskResponse)(nil),         // 44: spearlet.UpdateTaskResponse
+	(*RequeueExecutionRequest)(nil),    // 45: spearlet.RequeueExecutionRequest
+	(*RequeueExecutionResponse)(nil),   // 46: spearlet.RequeueExecutionResponse
+	(*WatchExecutionRequest)(nil),      // 47: spearlet.WatchExecutionRequest
+	(*ExecutionEvent)(nil),             // 48: spearlet.ExecutionEvent
+	(*UploadArtifactRequest)(nil),      // 49: spearlet.UploadArtifactRequest
+	(*UploadArtifactResponse)(nil),     // 50: spearlet.UploadArtifactResponse
+	nil,                                // 51: spearlet.ArtifactSpec.MetadataEntry
+	nil,                                // 52: spearlet.ExecutionContext.EnvironmentEntry
+	nil,                                // 53: spearlet.ExecutionContext.HeadersEntry
+	nil,                                // 54: spearlet.ExecutionResult.MetricsEntry
+	nil,                                // 55: spearlet.InvokeFunctionRequest.InvocationMetadataEntry
+	nil,                                // 56: spearlet.StreamExecutionResult.MetadataEntry
+	nil,                                // 57: spearlet.TaskInfo.MetadataEntry
+	nil,                                // 58: spearlet.ExecutionInfo.MetadataEntry
+	nil,                                // 59: spearlet.HealthDetails.SystemInfoEntry
+	nil,                                // 60: spearlet.TaskStats.TasksByTypeEntry
+	nil,                                // 61: spearlet.ExecutionStats.ExecutionsByFunctionEntry
+	nil,                                // 62: spearlet.RegisterTaskRequest.MetadataEntry
+	(*anypb.Any)(nil),                  // 63: google.protobuf.Any
+	(*timestamppb.Timestamp)(nil),      // 64: google.protobuf.Timestamp
 }
 var file_spearlet_spearlet_proto_depIdxs = []int32{
-	47, // 0: spearlet.ArtifactSpec.metadata:type_name -> spearlet.ArtifactSpec.MetadataEntry
-	59, // 1: spearlet.FunctionParameter.value:type_name -> google.protobuf.Any
-	48, // 2: spearlet.ExecutionContext.environment:type_name -> spearlet.ExecutionContext.EnvironmentEntry
-	49, // 3: spearlet.ExecutionContext.headers:type_name -> spearlet.ExecutionContext.HeadersEntry
+	51, // 0: spearlet.ArtifactSpec.metadata:type_name -> spearlet.ArtifactSpec.MetadataEntry
+	63, // 1: spearlet.FunctionParameter.value:type_name -> google.protobuf.Any
+	52, // 2: spearlet.ExecutionContext.environment:type_name -> spearlet.ExecutionContext.EnvironmentEntry
+	53, // 3: spearlet.ExecutionContext.headers:type_name -> spearlet.ExecutionContext.HeadersEntry
 	2,  // 4: spearlet.ExecutionResult.status:type_name -> spearlet.ExecutionStatus
-	59, // 5: spearlet.ExecutionResult.result:type_name -> google.protobuf.Any
-	50, // 6: spearlet.ExecutionResult.metrics:type_name -> spearlet.ExecutionResult.MetricsEntry
-	60, // 7: spearlet.ExecutionResult.started_at:type_name -> google.protobuf.Timestamp
-	60, // 8: spearlet.ExecutionResult.completed_at:type_name -> google.protobuf.Timestamp
+	63, // 5: spearlet.ExecutionResult.result:type_name -> google.protobuf.Any
+	54, // 6: spearlet.ExecutionResult.metrics:type_name -> spearlet.ExecutionResult.MetricsEntry
+	64, // 7: spearlet.ExecutionResult.started_at:type_name -> google.protobuf.Timestamp
+	64, // 8: spearlet.ExecutionResult.completed_at:type_name -> google.protobuf.Timestamp
 	7,  // 9: spearlet.ExecutionResult.attempt_history:type_name -> spearlet.AttemptInfo
 	8,  // 10: spearlet.ExecutionResult.callback:type_name -> spearlet.CallbackDelivery
 	2,  // 11: spearlet.AttemptInfo.status:type_name -> spearlet.ExecutionStatus
-	60, // 12: spearlet.AttemptInfo.started_at:type_name -> google.protobuf.Timestamp
-	60, // 13: spearlet.AttemptInfo.completed_at:type_name -> google.protobuf.Timestamp
-	60, // 14: spearlet.CallbackDelivery.delivered_at:type_name -> google.protobuf.Timestamp
+	64, // 12: spearlet.AttemptInfo.started_at:type_name -> google.protobuf.Timestamp
+	64, // 13: spearlet.AttemptInfo.completed_at:type_name -> google.protobuf.Timestamp
+	64, // 14: spearlet.CallbackDelivery.delivered_at:type_name -> google.protobuf.Timestamp
 	0,  // 15: spearlet.InvokeFunctionRequest.invocation_type:type_name -> spearlet.InvocationType
 	3,  // 16: spearlet.InvokeFunctionRequest.artifact_spec:type_name -> spearlet.ArtifactSpec
 	4,  // 17: spearlet.InvokeFunctionRequest.parameters:type_name -> spearlet.FunctionParameter
 	1,  // 18: spearlet.InvokeFunctionRequest.execution_mode:type_name -> spearlet.ExecutionMode
 	5,  // 19: spearlet.InvokeFunctionRequest.context:type_name -> spearlet.ExecutionContext
-	51, // 20: spearlet.InvokeFunctionRequest.invocation_metadata:type_name -> spearlet.InvokeFunctionRequest.InvocationMetadataEntry
+	55, // 20: spearlet.InvokeFunctionRequest.invocation_metadata:type_name -> spearlet.InvokeFunctionRequest.InvocationMetadataEntry
 	10, // 21: spearlet.InvokeFunctionRequest.limits:type_name -> spearlet.TaskLimits
 	6,  // 22: spearlet.InvokeFunctionResponse.result:type_name -> spearlet.ExecutionResult
 	6,  // 23: spearlet.GetExecutionStatusResponse.result:type_name -> spearlet.ExecutionResult
 	2,  // 24: spearlet.CancelExecutionResponse.final_status:type_name -> spearlet.ExecutionStatus
 	2,  // 25: spearlet.StreamExecutionResult.status:type_name -> spearlet.ExecutionStatus
-	59, // 26: spearlet.StreamExecutionResult.chunk_data:type_name -> google.protobuf.Any
-	52, // 27: spearlet.StreamExecutionResult.metadata:type_name -> spearlet.StreamExecutionResult.MetadataEntry
+	63, // 26: spearlet.StreamExecutionResult.chunk_data:type_name -> google.protobuf.Any
+	56, // 27: spearlet.StreamExecutionResult.metadata:type_name -> spearlet.StreamExecutionResult.MetadataEntry
 	19, // 28: spearlet.ListTasksResponse.tasks:type_name -> spearlet.TaskInfo
 	3,  // 29: spearlet.TaskInfo.artifact_spec:type_name -> spearlet.ArtifactSpec
 	2,  // 30: spearlet.TaskInfo.last_status:type_name -> spearlet.ExecutionStatus
-	53, // 31: spearlet.TaskInfo.metadata:type_name -> spearlet.TaskInfo.MetadataEntry
+	57, // 31: spearlet.TaskInfo.metadata:type_name -> spearlet.TaskInfo.MetadataEntry
 	10, // 32: spearlet.TaskInfo.limits:type_name -> spearlet.TaskLimits
 	19, // 33: spearlet.GetTaskResponse.task:type_name -> spearlet.TaskInfo
 	26, // 34: spearlet.GetTaskResponse.executions:type_name -> spearlet.ExecutionInfo
@@ -4199,67 +4515,75 @@ var file_spearlet_spearlet_proto_depIdxs = []int32{
 	26, // 36: spearlet.ListExecutionsResponse.executions:type_name -> spearlet.ExecutionInfo
 	1,  // 37: spearlet.ExecutionInfo.execution_mode:type_name -> spearlet.ExecutionMode
 	2,  // 38: spearlet.ExecutionInfo.status:type_name -> spearlet.ExecutionStatus
-	60, // 39: spearlet.ExecutionInfo.started_at:type_name -> google.protobuf.Timestamp
-	60, // 40: spearlet.ExecutionInfo.completed_at:type_name -> google.protobuf.Timestamp
-	54, // 41: spearlet.ExecutionInfo.metadata:type_name -> spearlet.ExecutionInfo.MetadataEntry
-	60, // 42: spearlet.ExecutionInfo.created_at:type_name -> google.protobuf.Timestamp
+	64, // 39: spearlet.ExecutionInfo.started_at:type_name -> google.protobuf.Timestamp
+	64, // 40: spearlet.ExecutionInfo.completed_at:type_name -> google.protobuf.Timestamp
+	58, // 41: spearlet.ExecutionInfo.metadata:type_name -> spearlet.ExecutionInfo.MetadataEntry
+	64, // 42: spearlet.ExecutionInfo.created_at:type_name -> google.protobuf.Timestamp
 	29, // 43: spearlet.GetHealthResponse.details:type_name -> spearlet.HealthDetails
-	55, // 44: spearlet.HealthDetails.system_info:type_name -> spearlet.HealthDetails.SystemInfoEntry
-	32, // 45: spearlet.GetStatsResponse.service_stats:type_name -> spearlet.ServiceStats
-	33, // 46: spearlet.GetStatsResponse.task_stats:type_name -> spearlet.TaskStats
-	34, // 47: spearlet.GetStatsResponse.execution_stats:type_name -> spearlet.ExecutionStats
-	56, // 48: spearlet.TaskStats.tasks_by_type:type_name -> spearlet.TaskStats.TasksByTypeEntry
-	19, // 49: spearlet.TaskStats.most_active_tasks:type_name -> spearlet.TaskInfo
-	57, // 50: spearlet.ExecutionStats.executions_by_function:type_name -> spearlet.ExecutionStats.ExecutionsByFunctionEntry
-	3,  // 51: spearlet.RegisterTaskRequest.artifact_spec:type_name -> spearlet.ArtifactSpec
-	58, // 52: spearlet.RegisterTaskRequest.metadata:type_name -> spearlet.RegisterTaskRequest.MetadataEntry
-	10, // 53: spearlet.RegisterTaskRequest.limits:type_name -> spearlet.TaskLimits
-	19, // 54: spearlet.RegisterTaskResponse.task:type_name -> spearlet.TaskInfo
-	10, // 55: spearlet.UpdateTaskLimitsRequest.limits:type_name -> spearlet.TaskLimits
-	19, // 56: spearlet.UpdateTaskLimitsResponse.task:type_name -> spearlet.TaskInfo
-	3,  // 57: spearlet.UpdateTaskRequest.artifact_spec:type_name -> spearlet.ArtifactSpec
-	19, // 58: spearlet.UpdateTaskResponse.task:type_name -> spearlet.TaskInfo
-	2,  // 59: spearlet.RequeueExecutionResponse.status:type_name -> spearlet.ExecutionStatus
-	2,  // 60: spearlet.ExecutionEvent.status:type_name -> spearlet.ExecutionStatus
-	60, // 61: spearlet.ExecutionEvent.time:type_name -> google.protobuf.Timestamp
-	6,  // 62: spearlet.ExecutionEvent.result:type_name -> spearlet.ExecutionResult
-	9,  // 63: spearlet.FunctionService.InvokeFunction:input_type -> spearlet.InvokeFunctionRequest
-	12, // 64: spearlet.FunctionService.GetExecutionStatus:input_type -> spearlet.GetExecutionStatusRequest
-	14, // 65: spearlet.FunctionService.CancelExecution:input_type -> spearlet.CancelExecutionRequest
-	9,  // 66: spearlet.FunctionService.StreamFunction:input_type -> spearlet.InvokeFunctionRequest
-	17, // 67: spearlet.FunctionService.ListTasks:input_type -> spearlet.ListTasksRequest
-	20, // 68: spearlet.FunctionService.GetTask:input_type -> spearlet.GetTaskRequest
-	22, // 69: spearlet.FunctionService.DeleteTask:input_type -> spearlet.DeleteTaskRequest
-	24, // 70: spearlet.FunctionService.ListExecutions:input_type -> spearlet.ListExecutionsRequest
-	27, // 71: spearlet.FunctionService.GetHealth:input_type -> spearlet.GetHealthRequest
-	30, // 72: spearlet.FunctionService.GetStats:input_type -> spearlet.GetStatsRequest
-	35, // 73: spearlet.FunctionService.RegisterTask:input_type -> spearlet.RegisterTaskRequest
-	37, // 74: spearlet.FunctionService.UpdateTaskLimits:input_type -> spearlet.UpdateTaskLimitsRequest
-	41, // 75: spearlet.FunctionService.RequeueExecution:input_type -> spearlet.RequeueExecutionRequest
-	43, // 76: spearlet.FunctionService.WatchExecution:input_type -> spearlet.WatchExecutionRequest
-	45, // 77: spearlet.FunctionService.UploadArtifact:input_type -> spearlet.UploadArtifactRequest
-	39, // 78: spearlet.FunctionService.UpdateTask:input_type -> spearlet.UpdateTaskRequest
-	11, // 79: spearlet.FunctionService.InvokeFunction:output_type -> spearlet.InvokeFunctionResponse
-	13, // 80: spearlet.FunctionService.GetExecutionStatus:output_type -> spearlet.GetExecutionStatusResponse
-	15, // 81: spearlet.FunctionService.CancelExecution:output_type -> spearlet.CancelExecutionResponse
-	16, // 82: spearlet.FunctionService.StreamFunction:output_type -> spearlet.StreamExecutionResult
-	18, // 83: spearlet.FunctionService.ListTasks:output_type -> spearlet.ListTasksResponse
-	21, // 84: spearlet.FunctionService.GetTask:output_type -> spearlet.GetTaskResponse
-	23, // 85: spearlet.FunctionService.DeleteTask:output_type -> spearlet.DeleteTaskResponse
-	25, // 86: spearlet.FunctionService.ListExecutions:output_type -> spearlet.ListExecutionsResponse
-	28, // 87: spearlet.FunctionService.GetHealth:output_type -> spearlet.GetHealthResponse
-	31, // 88: spearlet.FunctionService.GetStats:output_type -> spearlet.GetStatsResponse
-	36, // 89: spearlet.FunctionService.RegisterTask:output_type -> spearlet.RegisterTaskResponse
-	38, // 90: spearlet.FunctionService.UpdateTaskLimits:output_type -> spearlet.UpdateTaskLimitsResponse
-	42, // 91: spearlet.FunctionService.RequeueExecution:output_type -> spearlet.RequeueExecutionResponse
-	44, // 92: spearlet.FunctionService.WatchExecution:output_type -> spearlet.ExecutionEvent
-	46, // 93: spearlet.FunctionService.UploadArtifact:output_type -> spearlet.UploadArtifactResponse
-	40, // 94: spearlet.FunctionService.UpdateTask:output_type -> spearlet.UpdateTaskResponse
-	79, // [79:95] is the sub-list for method output_type
-	63, // [63:79] is the sub-list for method input_type
-	63, // [63:63] is the sub-list for extension type_name
-	63, // [63:63] is the sub-list for extension extendee
-	0,  // [0:63] is the sub-list for field type_name
+	32, // 44: spearlet.GetHealthResponse.cluster:type_name -> spearlet.ClusterInfo
+	59, // 45: spearlet.HealthDetails.system_info:type_name -> spearlet.HealthDetails.SystemInfoEntry
+	36, // 46: spearlet.GetStatsResponse.service_stats:type_name -> spearlet.ServiceStats
+	37, // 47: spearlet.GetStatsResponse.task_stats:type_name -> spearlet.TaskStats
+	38, // 48: spearlet.GetStatsResponse.execution_stats:type_name -> spearlet.ExecutionStats
+	32, // 49: spearlet.GetStatsResponse.cluster:type_name -> spearlet.ClusterInfo
+	33, // 50: spearlet.ClusterInfo.nodes:type_name -> spearlet.NodeInfo
+	64, // 51: spearlet.NodeInfo.started_at:type_name -> google.protobuf.Timestamp
+	64, // 52: spearlet.NodeInfo.last_heartbeat:type_name -> google.protobuf.Timestamp
+	33, // 53: spearlet.ListNodesResponse.nodes:type_name -> spearlet.NodeInfo
+	60, // 54: spearlet.TaskStats.tasks_by_type:type_name -> spearlet.TaskStats.TasksByTypeEntry
+	19, // 55: spearlet.TaskStats.most_active_tasks:type_name -> spearlet.TaskInfo
+	61, // 56: spearlet.ExecutionStats.executions_by_function:type_name -> spearlet.ExecutionStats.ExecutionsByFunctionEntry
+	3,  // 57: spearlet.RegisterTaskRequest.artifact_spec:type_name -> spearlet.ArtifactSpec
+	62, // 58: spearlet.RegisterTaskRequest.metadata:type_name -> spearlet.RegisterTaskRequest.MetadataEntry
+	10, // 59: spearlet.RegisterTaskRequest.limits:type_name -> spearlet.TaskLimits
+	19, // 60: spearlet.RegisterTaskResponse.task:type_name -> spearlet.TaskInfo
+	10, // 61: spearlet.UpdateTaskLimitsRequest.limits:type_name -> spearlet.TaskLimits
+	19, // 62: spearlet.UpdateTaskLimitsResponse.task:type_name -> spearlet.TaskInfo
+	3,  // 63: spearlet.UpdateTaskRequest.artifact_spec:type_name -> spearlet.ArtifactSpec
+	19, // 64: spearlet.UpdateTaskResponse.task:type_name -> spearlet.TaskInfo
+	2,  // 65: spearlet.RequeueExecutionResponse.status:type_name -> spearlet.ExecutionStatus
+	2,  // 66: spearlet.ExecutionEvent.status:type_name -> spearlet.ExecutionStatus
+	64, // 67: spearlet.ExecutionEvent.time:type_name -> google.protobuf.Timestamp
+	6,  // 68: spearlet.ExecutionEvent.result:type_name -> spearlet.ExecutionResult
+	9,  // 69: spearlet.FunctionService.InvokeFunction:input_type -> spearlet.InvokeFunctionRequest
+	12, // 70: spearlet.FunctionService.GetExecutionStatus:input_type -> spearlet.GetExecutionStatusRequest
+	14, // 71: spearlet.FunctionService.CancelExecution:input_type -> spearlet.CancelExecutionRequest
+	9,  // 72: spearlet.FunctionService.StreamFunction:input_type -> spearlet.InvokeFunctionRequest
+	17, // 73: spearlet.FunctionService.ListTasks:input_type -> spearlet.ListTasksRequest
+	20, // 74: spearlet.FunctionService.GetTask:input_type -> spearlet.GetTaskRequest
+	22, // 75: spearlet.FunctionService.DeleteTask:input_type -> spearlet.DeleteTaskRequest
+	24, // 76: spearlet.FunctionService.ListExecutions:input_type -> spearlet.ListExecutionsRequest
+	27, // 77: spearlet.FunctionService.GetHealth:input_type -> spearlet.GetHealthRequest
+	30, // 78: spearlet.FunctionService.GetStats:input_type -> spearlet.GetStatsRequest
+	39, // 79: spearlet.FunctionService.RegisterTask:input_type -> spearlet.RegisterTaskRequest
+	41, // 80: spearlet.FunctionService.UpdateTaskLimits:input_type -> spearlet.UpdateTaskLimitsRequest
+	45, // 81: spearlet.FunctionService.RequeueExecution:input_type -> spearlet.RequeueExecutionRequest
+	47, // 82: spearlet.FunctionService.WatchExecution:input_type -> spearlet.WatchExecutionRequest
+	49, // 83: spearlet.FunctionService.UploadArtifact:input_type -> spearlet.UploadArtifactRequest
+	43, // 84: spearlet.FunctionService.UpdateTask:input_type -> spearlet.UpdateTaskRequest
+	34, // 85: spearlet.FunctionService.ListNodes:input_type -> spearlet.ListNodesRequest
+	11, // 86: spearlet.FunctionService.InvokeFunction:output_type -> spearlet.InvokeFunctionResponse
+	13, // 87: spearlet.FunctionService.GetExecutionStatus:output_type -> spearlet.GetExecutionStatusResponse
+	15, // 88: spearlet.FunctionService.CancelExecution:output_type -> spearlet.CancelExecutionResponse
+	16, // 89: spearlet.FunctionService.StreamFunction:output_type -> spearlet.StreamExecutionResult
+	18, // 90: spearlet.FunctionService.ListTasks:output_type -> spearlet.ListTasksResponse
+	21, // 91: spearlet.FunctionService.GetTask:output_type -> spearlet.GetTaskResponse
+	23, // 92: spearlet.FunctionService.DeleteTask:output_type -> spearlet.DeleteTaskResponse
+	25, // 93: spearlet.FunctionService.ListExecutions:output_type -> spearlet.ListExecutionsResponse
+	28, // 94: spearlet.FunctionService.GetHealth:output_type -> spearlet.GetHealthResponse
+	31, // 95: spearlet.FunctionService.GetStats:output_type -> spearlet.GetStatsResponse
+	40, // 96: spearlet.FunctionService.RegisterTask:output_type -> spearlet.RegisterTaskResponse
+	42, // 97: spearlet.FunctionService.UpdateTaskLimits:output_type -> spearlet.UpdateTaskLimitsResponse
+	46, // 98: spearlet.FunctionService.RequeueExecution:output_type -> spearlet.RequeueExecutionResponse
+	48, // 99: spearlet.FunctionService.WatchExecution:output_type -> spearlet.ExecutionEvent
+	50, // 100: spearlet.FunctionService.UploadArtifact:output_type -> spearlet.UploadArtifactResponse
+	44, // 101: spearlet.FunctionService.UpdateTask:output_type -> spearlet.UpdateTaskResponse
+	35, // 102: spearlet.FunctionService.ListNodes:output_type -> spearlet.ListNodesResponse
+	86, // [86:103] is the sub-list for method output_type
+	69, // [69:86] is the sub-list for method input_type
+	69, // [69:69] is the sub-list for extension type_name
+	69, // [69:69] is the sub-list for extension extendee
+	0,  // [0:69] is the sub-list for field type_name
 }
 
 func init() { file_spearlet_spearlet_proto_init() }
@@ -4273,7 +4597,7 @@ func file_spearlet_spearlet_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_spearlet_spearlet_proto_rawDesc), len(file_spearlet_spearlet_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   56,
+			NumMessages:   60,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -42,6 +42,7 @@ const (
 	FunctionService_WatchExecution_FullMethodName     = "/spearlet.FunctionService/WatchExecution"
 	FunctionService_UploadArtifact_FullMethodName     = "/spearlet.FunctionService/UploadArtifact"
 	FunctionService_UpdateTask_FullMethodName         = "/spearlet.FunctionService/UpdateTask"
+	FunctionService_ListNodes_FullMethodName          = "/spearlet.FunctionService/ListNodes"
 )
 
 // FunctionServiceClient is the client API for FunctionService service.
@@ -65,6 +66,7 @@ type FunctionServiceClient interface {
 	WatchExecution(ctx context.Context, in *WatchExecutionRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ExecutionEvent], error)
 	UploadArtifact(ctx context.Context, in *UploadArtifactRequest, opts ...grpc.CallOption) (*UploadArtifactResponse, error)
 	UpdateTask(ctx context.Context, in *UpdateTaskRequest, opts ...grpc.CallOption) (*UpdateTaskResponse, error)
+	ListNodes(ctx context.Context, in *ListNodesRequest, opts ...grpc.CallOption) (*ListNodesResponse, error)
 }
 
 type functionServiceClient struct {
@@ -253,6 +255,16 @@ func (c *functionServiceClient) UpdateTask(ctx context.Context, in *UpdateTaskRe
 	return out, nil
 }
 
+func (c *functionServiceClient) ListNodes(ctx context.Context, in *ListNodesRequest, opts ...grpc.CallOption) (*ListNodesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListNodesResponse)
+	err := c.cc.Invoke(ctx, FunctionService_ListNodes_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // FunctionServiceServer is the server API for FunctionService service.
 // All implementations should embed UnimplementedFunctionServiceServer
 // for forward compatibility.
@@ -274,6 +286,7 @@ type FunctionServiceServer interface {
 	WatchExecution(*WatchExecutionRequest, grpc.ServerStreamingServer[ExecutionEvent]) error
 	UploadArtifact(context.Context, *UploadArtifactRequest) (*UploadArtifactResponse, error)
 	UpdateTask(context.Context, *UpdateTaskRequest) (*UpdateTaskResponse, error)
+	ListNodes(context.Context, *ListNodesRequest) (*ListNodesResponse, error)
 }
 
 // UnimplementedFunctionServiceServer should be embedded to have
@@ -330,6 +343,9 @@ func (UnimplementedFunctionServiceServer) UploadArtifact(context.Context, *Uploa
 }
 func (UnimplementedFunctionServiceServer) UpdateTask(context.Context, *UpdateTaskRequest) (*UpdateTaskResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method UpdateTask not implemented")
+}
+func (UnimplementedFunctionServiceServer) ListNodes(context.Context, *ListNodesRequest) (*ListNodesResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ListNodes not implemented")
 }
 func (UnimplementedFunctionServiceServer) testEmbeddedByValue() {}
 
@@ -625,6 +641,24 @@ func _FunctionService_UpdateTask_Handler(srv interface{}, ctx context.Context, d
 	return interceptor(ctx, in, info, handler)
 }
 
+func _FunctionService_ListNodes_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListNodesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(FunctionServiceServer).ListNodes(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: FunctionService_ListNodes_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(FunctionServiceServer).ListNodes(ctx, req.(*ListNodesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // FunctionService_ServiceDesc is the grpc.ServiceDesc for FunctionService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -687,6 +721,10 @@ var FunctionService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "UpdateTask",
 			Handler:    _FunctionService_UpdateTask_Handler,
+		},
+		{
+			MethodName: "ListNodes",
+			Handler:    _FunctionService_ListNodes_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -158,6 +158,7 @@ func (a *app) newRootCmd() *cobra.Command {
 		(&execCommands{a}).newExecCmd(),
 		(&nodeCommands{a}).newHealthCmd(),
 		(&nodeCommands{a}).newStatsCmd(),
+		(&nodeCommands{a}).newNodeCmd(),
 		(&nodeCommands{a}).newServeCmd(),
 		(&tokenCommands{a}).newTokenCmd(),
 	)

@@ -35,6 +35,9 @@ func (a *nodeCommands) newHealthCmd() *cobra.Command {
 				kv.add("status", resp.GetStatus())
 				kv.add("message", resp.GetMessage())
 				kv.add("uptime", fmtSeconds(resp.GetUptimeSeconds()))
+				if c := resp.GetCluster(); c != nil {
+					kv.add("cluster nodes", itoa(c.GetNodeCount()))
+				}
 				if d := resp.GetDetails(); d != nil {
 					kv.add("active tasks", itoa(d.GetActiveTasks()))
 					kv.add("running executions", itoa(d.GetRunningExecutions()))

@@ -97,7 +97,9 @@ var (
 	MissingParameter        = Code{"MISSING_PARAMETER", ErrInvalidArgument}          // a required parameter not given
 	MissingTaskID           = Code{"MISSING_TASK_ID", ErrInvalidArgument}            // no task_id to invoke
 	MissingTaskName         = Code{"MISSING_TASK_NAME", ErrInvalidArgument}          // a new task without a name or id
+	NodeIDInUse             = Code{"NODE_ID_IN_USE", ErrAlreadyExists}               // another live node has this --node-id
 	NodeShuttingDown        = Code{"NODE_SHUTTING_DOWN", ErrUnavailable}             // the node is stopping: try another
+	StoreFormatMismatch     = Code{"STORE_FORMAT_MISMATCH", ErrFailedPrecondition}   // live nodes keep the store in another format
 	NotDeadLettered         = Code{"NOT_DEAD_LETTERED", ErrFailedPrecondition}       // requeue of an execution whose retries did not run out
 	QueueFull               = Code{"QUEUE_FULL", ErrResourceExhausted}               // the task's or node's queue is full
 	RequestTooLarge         = Code{"REQUEST_TOO_LARGE", ErrResourceExhausted}        // environment and metadata over a queue message

@@ -41,6 +41,10 @@ type Gauges struct {
 	// StoreBytes and StoreBudgetBytes are the store's size and budget (0:
 	// not known).
 	StoreBytes, StoreBudgetBytes func() float64
+	// ClusterNodes returns the live nodes sharing the store (this one
+	// included); NodeSlots their run slots, total and busy, by node id.
+	ClusterNodes func() float64
+	NodeSlots    func() (total, busy map[string]float64)
 }
 
 // latency buckets: 100 µs to about 7 minutes.
@@ -89,10 +93,29 @@ func New(g Gauges) *Metrics {
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "spear_store_budget_bytes", Help: "Bytes the store may hold (0: not known)."}, orZero(g.StoreBudgetBytes)),
 		&gaugeVec{get: byBand(g.QueuedByBand), desc: prometheus.NewDesc("spear_queued_executions",
 			"Async executions waiting in the durable queue, by priority band (0 lowest, 4 highest).", []string{"band"}, nil)},
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "spear_cluster_nodes", Help: "Live nodes sharing this node's store, this one included."}, orZero(g.ClusterNodes)),
+		&gaugeVec{get: slotsOf(g.NodeSlots, false), desc: prometheus.NewDesc("spear_cluster_node_slots",
+			"Run slots of each live node sharing the store, by node id.", []string{"node"}, nil)},
+		&gaugeVec{get: slotsOf(g.NodeSlots, true), desc: prometheus.NewDesc("spear_cluster_node_slots_busy",
+			"Run slots in use on each live node sharing the store, by node id.", []string{"node"}, nil)},
 		&gaugeVec{get: byRuntime(g.CachedArtifacts), desc: prometheus.NewDesc("spear_runtime_cached_artifacts",
 			"Artifacts a runtime holds ready between runs (compiled WASM modules), by runtime.", []string{"runtime"}, nil)},
 	)
 	return m
+}
+
+// slotsOf reads f's busy (or total) slots by node.
+func slotsOf(f func() (total, busy map[string]float64), busy bool) func() map[string]float64 {
+	return func() map[string]float64 {
+		if f == nil {
+			return nil
+		}
+		t, b := f()
+		if busy {
+			return b
+		}
+		return t
+	}
 }
 
 // orZero is f, or a gauge of 0 when the source is missing.

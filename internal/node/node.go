@@ -21,6 +21,7 @@ import (
 	"github.com/spear-go/spear/internal/datadir"
 	"github.com/spear-go/spear/internal/errdefs"
 	"github.com/spear-go/spear/internal/executor"
+	"github.com/spear-go/spear/internal/membership"
 	"github.com/spear-go/spear/internal/metrics"
 	"github.com/spear-go/spear/internal/registry"
 	spearrt "github.com/spear-go/spear/internal/runtime"
@@ -94,6 +95,8 @@ type Node struct {
 	cancel   context.CancelFunc
 	// lock holds the data dir for this node until close.
 	lock *datadir.Lock
+	// member is the node's entry in the node registry.
+	member *membership.Member
 }
 
 // Start brings a node up and starts serving; Addr tells where.
@@ -168,15 +171,19 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if cfg.NATSURL != "" {
 		storeMode = "external"
 	}
-	svc := server.NewService(server.ServiceOptions{
-		NodeID: cfg.NodeID, MaxInputBytes: cfg.MaxInputBytes, CallbackAllow: allow, Logger: log,
-		SystemInfo: n.systemInfo(storeMode),
-	}, mgr, reg, n.store)
-	n.server = server.New(svc, server.Options{MaxMessageBytes: cfg.MaxMessageBytes, Metrics: m.Handler(), Pprof: cfg.Pprof,
-		Auth: keys, MetricsPublic: cfg.Security.MetricsPublic, Logger: log})
 	if n.listener, err = cfg.Security.listen(cfg.Listen); err != nil {
 		return nil, err
 	}
+	if err := n.join(ctx); err != nil {
+		_ = n.listener.Close()
+		return nil, err
+	}
+	svc := server.NewService(server.ServiceOptions{
+		NodeID: cfg.NodeID, MaxInputBytes: cfg.MaxInputBytes, CallbackAllow: allow, Logger: log,
+		SystemInfo: n.systemInfo(storeMode), Cluster: n.member,
+	}, mgr, reg, n.store)
+	n.server = server.New(svc, server.Options{MaxMessageBytes: cfg.MaxMessageBytes, Metrics: m.Handler(), Pprof: cfg.Pprof,
+		Auth: keys, MetricsPublic: cfg.Security.MetricsPublic, Logger: log})
 	go func() {
 		if err := n.server.Serve(n.listener); err != nil {
 			log.Error("server stopped", "err", err)
@@ -206,6 +213,8 @@ func (n *Node) newMetrics() *metrics.Metrics {
 		CachedArtifacts:  func() map[spearrt.Type]int { return cachedArtifacts(n.runtimes) },
 		StoreBytes:       func() float64 { return float64(n.store.Storage().Used) },
 		StoreBudgetBytes: func() float64 { return float64(n.store.Storage().Budget) },
+		ClusterNodes:     func() float64 { return float64(len(n.clusterNodes())) },
+		NodeSlots:        n.nodeSlots,
 	})
 }
 
@@ -264,6 +273,7 @@ func (n *Node) StopNow() {
 }
 
 func (n *Node) close() {
+	n.leave()
 	if n.cancel != nil {
 		n.cancel()
 	}

@@ -52,6 +52,7 @@ func Scopes(metricsPublic bool) map[string]auth.Scope {
 		pb.FunctionService_GetTask_FullMethodName:            auth.Read,
 		pb.FunctionService_GetHealth_FullMethodName:          auth.Read,
 		pb.FunctionService_GetStats_FullMethodName:           auth.Read,
+		pb.FunctionService_ListNodes_FullMethodName:          auth.Read,
 		routeStatus:  auth.Read,
 		routeOutput:  auth.Read,
 		routeMetrics: metrics,

@@ -28,7 +28,7 @@ var wantScopes = map[string]auth.Scope{
 	"UpdateTaskLimits": auth.Admin, "UploadArtifact": auth.Admin, "RequeueExecution": auth.Admin,
 	"InvokeFunction": auth.Invoke, "StreamFunction": auth.Invoke, "CancelExecution": auth.Invoke,
 	"GetExecutionStatus": auth.Read, "ListExecutions": auth.Read, "WatchExecution": auth.Read,
-	"ListTasks": auth.Read, "GetTask": auth.Read, "GetHealth": auth.Read, "GetStats": auth.Read,
+	"ListTasks": auth.Read, "GetTask": auth.Read, "GetHealth": auth.Read, "GetStats": auth.Read, "ListNodes": auth.Read,
 }
 
 // methods are the FunctionService's full method names and whether each

@@ -69,6 +69,8 @@ type serviceCore struct {
 	maxInput int
 	// callbackAllow are the hosts a callback_url may name.
 	callbackAllow callback.Allowlist
+	// cluster is the node registry's view; nil: this node alone.
+	cluster ClusterView
 
 	inv   *invocations
 	execs *executionsAPI
@@ -87,8 +89,11 @@ type ServiceOptions struct {
 	// CallbackAllow are the hosts a callback_url may name; the zero
 	// Allowlist allows loopback hosts only.
 	CallbackAllow callback.Allowlist
-	Now           func() time.Time
-	Logger        *slog.Logger
+	// Cluster is the node registry's view (ListNodes, and the cluster in
+	// GetHealth and GetStats); nil reports this node alone.
+	Cluster ClusterView
+	Now     func() time.Time
+	Logger  *slog.Logger
 }
 
 // NewService returns the FunctionService implementation.
@@ -102,7 +107,7 @@ func NewService(opts ServiceOptions, mgr *executor.Manager, reg *registry.Regist
 	c := &serviceCore{
 		mgr: mgr, reg: reg, store: st, nodeID: opts.NodeID, info: opts.SystemInfo,
 		now: opts.Now, cpu: procstat.NewCPU(runtime.NumCPU()), log: opts.Logger,
-		maxInput: opts.MaxInputBytes, callbackAllow: opts.CallbackAllow,
+		maxInput: opts.MaxInputBytes, callbackAllow: opts.CallbackAllow, cluster: opts.Cluster,
 	}
 	c.inv, c.execs, c.tasks, c.node, c.rest = &invocations{c}, &executionsAPI{c}, &tasksAPI{c}, &nodeAPI{c}, &restAPI{c}
 	return &Service{invocations: c.inv, executionsAPI: c.execs, tasksAPI: c.tasks, nodeAPI: c.node, restAPI: c.rest}
@@ -630,7 +635,8 @@ func (s *executionsAPI) ListExecutions(ctx context.Context, req *pb.ListExecutio
 
 // GetHealth reports the node's health from measured values.
 func (s *nodeAPI) GetHealth(ctx context.Context, req *pb.GetHealthRequest) (*pb.GetHealthResponse, error) {
-	resp := &pb.GetHealthResponse{Status: "healthy", Message: "serving", UptimeSeconds: int64(s.mgr.Uptime().Seconds())}
+	resp := &pb.GetHealthResponse{Status: "healthy", Message: "serving", UptimeSeconds: int64(s.mgr.Uptime().Seconds()),
+		Cluster: s.clusterInfo()}
 	queued, qerr := s.mgr.QueueDepth(ctx)
 	store := s.store.Storage()
 	switch {
@@ -703,7 +709,7 @@ func (s *nodeAPI) GetStats(ctx context.Context, req *pb.GetStatsRequest) (*pb.Ge
 		TotalExecutions: int32(min(total, 1<<31-1)),
 		TotalMemoryUsed: rss,
 		CpuUsagePercent: cpu,
-	}}
+	}, Cluster: s.clusterInfo()}
 	st := s.store.Storage()
 	resp.ServiceStats.StoreBytes, resp.ServiceStats.StoreBudgetBytes = st.Used, st.Budget
 	if memTotal > 0 {

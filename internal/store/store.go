@@ -107,6 +107,7 @@ type core struct {
 	execs     jetstream.KeyValue
 	index     jetstream.KeyValue
 	stats     jetstream.KeyValue
+	nodes     jetstream.KeyValue
 	artifacts jetstream.ObjectStore
 	inputs    jetstream.ObjectStore
 	queue     jetstream.Stream
@@ -136,6 +137,7 @@ type Store struct {
 	Artifacts *Artifacts
 	Callbacks *Callbacks
 	Control   *Control
+	Nodes     *Nodes
 
 	stopMeasure context.CancelFunc
 }
@@ -170,7 +172,7 @@ func newStore(opts Options) *Store {
 	c.usage.limit = opts.MaxStoreBytes
 	inputs := &Inputs{c}
 	return &Store{core: c, Records: &Records{c}, Tasks: &Tasks{c}, Queue: &Queue{core: c, inputs: inputs},
-		Outputs: &Outputs{c}, Inputs: inputs, Artifacts: &Artifacts{c}, Callbacks: &Callbacks{c}, Control: &Control{c}}
+		Outputs: &Outputs{c}, Inputs: inputs, Artifacts: &Artifacts{c}, Callbacks: &Callbacks{c}, Control: &Control{c}, Nodes: &Nodes{c}}
 }
 
 // Open starts (or connects to) NATS and creates the buckets, the queue
@@ -333,6 +335,9 @@ func (s *core) provision(ctx context.Context) error {
 		return err
 	}
 	if err := s.provisionCallbacks(ctx); err != nil {
+		return err
+	}
+	if err := s.provisionNodes(ctx); err != nil {
 		return err
 	}
 	// A work-queue stream allows no overlapping consumers: drop the single

@@ -87,6 +87,9 @@ const (
 	// FunctionServiceUpdateTaskProcedure is the fully-qualified name of the FunctionService's
 	// UpdateTask RPC.
 	FunctionServiceUpdateTaskProcedure = "/spearlet.FunctionService/UpdateTask"
+	// FunctionServiceListNodesProcedure is the fully-qualified name of the FunctionService's ListNodes
+	// RPC.
+	FunctionServiceListNodesProcedure = "/spearlet.FunctionService/ListNodes"
 )
 
 // FunctionServiceClient is a client for the spearlet.FunctionService service.
@@ -108,6 +111,7 @@ type FunctionServiceClient interface {
 	WatchExecution(context.Context, *spearlet.WatchExecutionRequest) (*connect.ServerStreamForClient[spearlet.ExecutionEvent], error)
 	UploadArtifact(context.Context, *spearlet.UploadArtifactRequest) (*spearlet.UploadArtifactResponse, error)
 	UpdateTask(context.Context, *spearlet.UpdateTaskRequest) (*spearlet.UpdateTaskResponse, error)
+	ListNodes(context.Context, *spearlet.ListNodesRequest) (*spearlet.ListNodesResponse, error)
 }
 
 // NewFunctionServiceClient constructs a client for the spearlet.FunctionService service. By
@@ -217,6 +221,12 @@ func NewFunctionServiceClient(httpClient connect.HTTPClient, baseURL string, opt
 			connect.WithSchema(functionServiceMethods.ByName("UpdateTask")),
 			connect.WithClientOptions(opts...),
 		),
+		listNodes: connect.NewClient[spearlet.ListNodesRequest, spearlet.ListNodesResponse](
+			httpClient,
+			baseURL+FunctionServiceListNodesProcedure,
+			connect.WithSchema(functionServiceMethods.ByName("ListNodes")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -238,6 +248,7 @@ type functionServiceClient struct {
 	watchExecution     *connect.Client[spearlet.WatchExecutionRequest, spearlet.ExecutionEvent]
 	uploadArtifact     *connect.Client[spearlet.UploadArtifactRequest, spearlet.UploadArtifactResponse]
 	updateTask         *connect.Client[spearlet.UpdateTaskRequest, spearlet.UpdateTaskResponse]
+	listNodes          *connect.Client[spearlet.ListNodesRequest, spearlet.ListNodesResponse]
 }
 
 // InvokeFunction calls spearlet.FunctionService.InvokeFunction.
@@ -376,6 +387,15 @@ func (c *functionServiceClient) UpdateTask(ctx context.Context, req *spearlet.Up
 	return nil, err
 }
 
+// ListNodes calls spearlet.FunctionService.ListNodes.
+func (c *functionServiceClient) ListNodes(ctx context.Context, req *spearlet.ListNodesRequest) (*spearlet.ListNodesResponse, error) {
+	response, err := c.listNodes.CallUnary(ctx, connect.NewRequest(req))
+	if response != nil {
+		return response.Msg, err
+	}
+	return nil, err
+}
+
 // FunctionServiceHandler is an implementation of the spearlet.FunctionService service.
 type FunctionServiceHandler interface {
 	InvokeFunction(context.Context, *spearlet.InvokeFunctionRequest) (*spearlet.InvokeFunctionResponse, error)
@@ -395,6 +415,7 @@ type FunctionServiceHandler interface {
 	WatchExecution(context.Context, *spearlet.WatchExecutionRequest, *connect.ServerStream[spearlet.ExecutionEvent]) error
 	UploadArtifact(context.Context, *spearlet.UploadArtifactRequest) (*spearlet.UploadArtifactResponse, error)
 	UpdateTask(context.Context, *spearlet.UpdateTaskRequest) (*spearlet.UpdateTaskResponse, error)
+	ListNodes(context.Context, *spearlet.ListNodesRequest) (*spearlet.ListNodesResponse, error)
 }
 
 // NewFunctionServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -500,6 +521,12 @@ func NewFunctionServiceHandler(svc FunctionServiceHandler, opts ...connect.Handl
 		connect.WithSchema(functionServiceMethods.ByName("UpdateTask")),
 		connect.WithHandlerOptions(opts...),
 	)
+	functionServiceListNodesHandler := connect.NewUnaryHandlerSimple(
+		FunctionServiceListNodesProcedure,
+		svc.ListNodes,
+		connect.WithSchema(functionServiceMethods.ByName("ListNodes")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/spearlet.FunctionService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case FunctionServiceInvokeFunctionProcedure:
@@ -534,6 +561,8 @@ func NewFunctionServiceHandler(svc FunctionServiceHandler, opts ...connect.Handl
 			functionServiceUploadArtifactHandler.ServeHTTP(w, r)
 		case FunctionServiceUpdateTaskProcedure:
 			functionServiceUpdateTaskHandler.ServeHTTP(w, r)
+		case FunctionServiceListNodesProcedure:
+			functionServiceListNodesHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -605,4 +634,8 @@ func (UnimplementedFunctionServiceHandler) UploadArtifact(context.Context, *spea
 
 func (UnimplementedFunctionServiceHandler) UpdateTask(context.Context, *spearlet.UpdateTaskRequest) (*spearlet.UpdateTaskResponse, error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("spearlet.FunctionService.UpdateTask is not implemented"))
+}
+
+func (UnimplementedFunctionServiceHandler) ListNodes(context.Context, *spearlet.ListNodesRequest) (*spearlet.ListNodesResponse, error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("spearlet.FunctionService.ListNodes is not implemented"))
 }

@@ -1,0 +1,175 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/spear-go/spear/internal/errdefs"
+)
+
+// The node registry: every node puts what it advertises into the KV
+// bucket spear_nodes, under its id, every second (NodeHeartbeat). The
+// bucket's TTL removes the entry of a node that stopped (NodeTTL), so a
+// list of the bucket is the live nodes. The registry is advisory: which
+// node runs what rests on the work queue's AckWait, not on it.
+const (
+	BucketNodes = "spear_nodes"
+	// NodeHeartbeat is how often a node renews its entry.
+	NodeHeartbeat = time.Second
+	// NodeTTL is how long an entry outlives its last renewal.
+	NodeTTL = 3 * time.Second
+)
+
+// StoreFormat is the version of what Spear keeps in the store (record,
+// queue message and bucket layouts). Nodes of different formats cannot
+// share a store: a node refuses to join one whose live nodes have another.
+const StoreFormat = 1
+
+// NodeEntry is what a node advertises in the registry.
+type NodeEntry struct {
+	ID       string   `json:"id"`
+	Address  string   `json:"address"`
+	Runtimes []string `json:"runtimes"`
+	// SlotsTotal is its run slots; SlotsBusy those running now; Waiting
+	// the executions waiting there for one.
+	SlotsTotal int    `json:"slots_total"`
+	SlotsBusy  int    `json:"slots_busy"`
+	Waiting    int    `json:"waiting"`
+	Version    string `json:"version"`
+	// Home is where the node keeps its data: host name and data dir,
+	// which one node at a time holds (package datadir).
+	Home string `json:"home"`
+	// Format is the node's StoreFormat.
+	Format    int       `json:"format"`
+	StartedAt time.Time `json:"started_at"`
+	Heartbeat time.Time `json:"heartbeat"`
+}
+
+// Nodes is the node registry (see BucketNodes).
+type Nodes struct{ *core }
+
+// provisionNodes creates the registry's bucket: in memory (nothing in it
+// needs to outlive the servers), entries expiring NodeTTL after their
+// last write.
+func (s *core) provisionNodes(ctx context.Context) (err error) {
+	s.nodes, err = s.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:   BucketNodes,
+		History:  1,
+		TTL:      NodeTTL,
+		Storage:  jetstream.MemoryStorage,
+		Replicas: s.opts.Replicas,
+	})
+	if err != nil {
+		return fmt.Errorf("bucket %s: %w", BucketNodes, err)
+	}
+	return nil
+}
+
+// Claim puts e as a new entry. An entry of e.ID that is still there is
+// either what a node of that id left when it died or a live node's. One of
+// the same Home was left by this node's previous run (the caller holds the
+// home): Claim takes it over. Another expires within NodeTTL if its node
+// is dead (Claim waits for that) and is renewed if not (Claim refuses with
+// NODE_ID_IN_USE).
+func (s *Nodes) Claim(ctx context.Context, e NodeEntry) error {
+	b, err := json.Marshal(e)
+	if err != nil {
+		return err
+	}
+	deadline := time.Now().Add(NodeTTL + time.Second)
+	var seen uint64
+	for {
+		_, err := s.nodes.Create(ctx, e.ID, b)
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, jetstream.ErrKeyExists) {
+			return unavailable("node registry", err)
+		}
+		cur, err := s.nodes.Get(ctx, e.ID)
+		switch {
+		case errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted):
+			continue
+		case err != nil:
+			return unavailable("node registry", err)
+		case e.Home != "" && homeOf(cur.Value()) == e.Home:
+			return s.Announce(ctx, e)
+		case seen != 0 && cur.Revision() != seen || time.Now().After(deadline):
+			return errdefs.NodeIDInUse.New("node id %q is in use by a live node (%s): give each node its own --node-id", e.ID, addressOf(cur.Value()))
+		}
+		seen = cur.Revision()
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(NodeHeartbeat / 4):
+		}
+	}
+}
+
+// homeOf returns the home in an entry's value.
+func homeOf(v []byte) string {
+	var e NodeEntry
+	if json.Unmarshal(v, &e) != nil {
+		return ""
+	}
+	return e.Home
+}
+
+// addressOf returns the address in an entry's value, for messages.
+func addressOf(v []byte) string {
+	var e NodeEntry
+	if json.Unmarshal(v, &e) != nil || e.Address == "" {
+		return "address unknown"
+	}
+	return "at " + e.Address
+}
+
+// Announce renews e's entry.
+func (s *Nodes) Announce(ctx context.Context, e NodeEntry) error {
+	b, err := json.Marshal(e)
+	if err != nil {
+		return err
+	}
+	if _, err := s.nodes.Put(ctx, e.ID, b); err != nil {
+		return unavailable("node registry", err)
+	}
+	return nil
+}
+
+// List returns the live nodes' entries, by id.
+func (s *Nodes) List(ctx context.Context) ([]NodeEntry, error) {
+	keys, err := s.nodes.ListKeys(ctx)
+	if err != nil {
+		return nil, unavailable("node registry", err)
+	}
+	var out []NodeEntry
+	for k := range keys.Keys() {
+		v, err := s.nodes.Get(ctx, k)
+		if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
+			continue
+		}
+		if err != nil {
+			return nil, unavailable("node registry", err)
+		}
+		var e NodeEntry
+		if err := json.Unmarshal(v.Value(), &e); err != nil {
+			s.log.Warn("node registry: an entry that is not a node's", "key", k, "err", err)
+			continue
+		}
+		out = append(out, e)
+	}
+	return out, nil
+}
+
+// Leave removes node id's entry at once (a node that stops cleanly).
+func (s *Nodes) Leave(ctx context.Context, id string) error {
+	if err := s.nodes.Delete(ctx, id); err != nil {
+		return unavailable("node registry", err)
+	}
+	return nil
+}

@@ -1,0 +1,78 @@
+package store
+
+import (
+	"context"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/spear-go/spear/internal/errdefs"
+)
+
+// TestNodesClaim: a new id is claimed; an entry of the same home (this
+// node's previous run) is taken over at once; an entry another home keeps
+// renewing is refused with NODE_ID_IN_USE; one nobody renews is claimed
+// once it expires; Leave removes an entry.
+func TestNodesClaim(t *testing.T) {
+	s := openStore(t, t.TempDir(), time.Second)
+	ctx := testCtx(t)
+	a := NodeEntry{ID: "a", Address: "127.0.0.1:1", Home: "h:/data/a", Format: StoreFormat}
+	if err := s.Nodes.Claim(ctx, a); err != nil {
+		t.Fatalf("Claim new: %v", err)
+	}
+	if err := s.Nodes.Claim(ctx, a); err != nil {
+		t.Fatalf("Claim of the same home: %v", err)
+	}
+
+	renewing, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for renewing.Err() == nil {
+			_ = s.Nodes.Announce(renewing, a)
+			select {
+			case <-renewing.Done():
+			case <-time.After(NodeHeartbeat / 5):
+			}
+		}
+	}()
+	other := a
+	other.Home = "h:/data/other"
+	err := s.Nodes.Claim(ctx, other)
+	stop()
+	<-done
+	if !errdefs.NodeIDInUse.Is(err) {
+		t.Fatalf("Claim of a live node's id: %v, want NODE_ID_IN_USE", err)
+	}
+	if err := s.Nodes.Claim(ctx, other); err != nil {
+		t.Fatalf("Claim once the entry expires: %v", err)
+	}
+
+	b := NodeEntry{ID: "b", Home: "h:/data/b", Format: StoreFormat}
+	if err := s.Nodes.Claim(ctx, b); err != nil {
+		t.Fatal(err)
+	}
+	if got := nodeIDs(t, s); !slices.Equal(got, []string{"a", "b"}) {
+		t.Fatalf("List: %v", got)
+	}
+	if err := s.Nodes.Leave(ctx, "a"); err != nil {
+		t.Fatal(err)
+	}
+	if got := nodeIDs(t, s); !slices.Equal(got, []string{"b"}) {
+		t.Fatalf("List after Leave: %v", got)
+	}
+}
+
+func nodeIDs(t *testing.T, s *Store) []string {
+	t.Helper()
+	nodes, err := s.Nodes.List(testCtx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, n := range nodes {
+		ids = append(ids, n.ID)
+	}
+	slices.Sort(ids)
+	return ids
+}
