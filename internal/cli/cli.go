@@ -8,16 +8,15 @@ package cli
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
 
 	"github.com/spear-go/spear/api/spearlet"
 )
@@ -32,22 +31,6 @@ type (
 	tokenCommands  struct{ *app }
 )
 
-// Exit codes.
-const (
-	// ExitOK: the command succeeded; for executions, status COMPLETED.
-	ExitOK = 0
-	// ExitFailed: the execution FAILED, or the node answered that the
-	// operation did not succeed (not found, rejected, not deleted, unhealthy).
-	ExitFailed = 1
-	// ExitUsage: a usage error, or an RPC error (the node could not be reached
-	// or answered with a gRPC error status).
-	ExitUsage = 2
-	// ExitTimeout: the execution ended with status TIMEOUT.
-	ExitTimeout = 124
-	// ExitCancelled: the execution was CANCELLED, or the CLI was interrupted.
-	ExitCancelled = 130
-)
-
 const (
 	// defaultAddr is the node's default gRPC address.
 	defaultAddr = "127.0.0.1:50052"
@@ -56,13 +39,6 @@ const (
 	// defaultTimeout is the default deadline of a single RPC.
 	defaultTimeout = 30 * time.Second
 )
-
-const exitCodesHelp = `Exit codes:
-  0    success (execution COMPLETED)
-  1    execution FAILED, or the node reported the operation did not succeed
-  2    usage error or RPC error
-  124  execution TIMEOUT
-  130  execution CANCELLED, or interrupted`
 
 // Main runs the spear CLI with args (without the program name) and returns
 // the process exit code.
@@ -82,7 +58,10 @@ type app struct {
 	timeout time.Duration
 	creds   clientAuth
 
-	conn *grpc.ClientConn
+	conn   *grpc.ClientConn
+	dialed string // the target conn dials
+	// isTerminal says whether a writer is a terminal (tests replace it).
+	isTerminal func(io.Writer) bool
 	// started is set once a command passed argument and flag validation;
 	// errors before that are usage errors and get a help hint.
 	started bool
@@ -95,7 +74,7 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer, getenv func(string) strin
 	if stdin == nil {
 		stdin = strings.NewReader("")
 	}
-	return &app{stdin: stdin, stdout: stdout, stderr: stderr, getenv: getenv}
+	return &app{stdin: stdin, stdout: stdout, stderr: stderr, getenv: getenv, isTerminal: isTerminal}
 }
 
 // run executes one command line and returns its exit code.
@@ -123,7 +102,7 @@ func (a *app) newRootCmd() *cobra.Command {
 		Use:   "spear",
 		Short: "Spear function-execution platform CLI",
 		Long: "spear talks to a Spear node (spearlet) over gRPC: register tasks, invoke\n" +
-			"them, follow executions, and inspect the node.\n\n" + exitCodesHelp,
+			"them, follow executions, and inspect the node.\n\n" + exitCodesHelp(),
 		SilenceErrors: true,
 		SilenceUsage:  true,
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
@@ -147,7 +126,7 @@ func (a *app) newRootCmd() *cobra.Command {
 	root.SetErr(a.stderr)
 
 	pf := root.PersistentFlags()
-	pf.StringVar(&a.addr, "addr", addr, "node gRPC address (env "+addrEnv+")")
+	pf.StringVar(&a.addr, "addr", addr, "node address, HOST[:PORT] (port 50052 when none is given; env "+addrEnv+")")
 	pf.BoolVar(&a.json, "json", false, "machine output: protojson of the response messages, one object per line")
 	pf.DurationVar(&a.timeout, "timeout", defaultTimeout, "RPC timeout (sync/stream invoke: execution timeout + margin)")
 	a.creds.flags(pf)
@@ -168,12 +147,9 @@ func (a *app) newRootCmd() *cobra.Command {
 // client returns the FunctionService client, connecting on first use.
 func (a *app) client() (spearlet.FunctionServiceClient, error) {
 	if a.conn == nil {
-		target := a.addr
-		for _, scheme := range []string{"http://", "h2c://", "grpc://", "https://", "grpcs://"} {
-			target = strings.TrimPrefix(target, scheme)
-		}
-		if target == "" {
-			return nil, usageErrorf("empty --addr")
+		target, err := dialTarget(a.addr)
+		if err != nil {
+			return nil, err
 		}
 		opts, err := a.creds.dialOptions(a.addr)
 		if err != nil {
@@ -181,65 +157,46 @@ func (a *app) client() (spearlet.FunctionServiceClient, error) {
 		}
 		conn, err := grpc.NewClient(target, opts...)
 		if err != nil {
-			return nil, usageErrorf("address %q: %v", a.addr, err)
+			return nil, usageErrorf("--addr %q: %v", a.addr, err)
 		}
-		a.conn = conn
+		a.conn, a.dialed = conn, target
 	}
 	return spearlet.NewFunctionServiceClient(a.conn), nil
 }
 
-// exitError ends a command with a specific exit code. msg, when set, is
-// printed to stderr as "error: msg".
-type exitError struct {
-	code int
-	msg  string
+// target is the address the CLI dials (or would dial), for messages.
+func (a *app) target() string {
+	if a.dialed != "" {
+		return a.dialed
+	}
+	if t, err := dialTarget(a.addr); err == nil {
+		return t
+	}
+	return a.addr
 }
 
-func (e *exitError) Error() string {
-	if e.msg == "" {
-		return fmt.Sprintf("exit status %d", e.code)
+// dialTarget turns --addr into a gRPC target: without a scheme
+// (http://, grpcs://, ... only say whether to use TLS) and, when it names
+// no port, with the node's default port (not 443, gRPC's default).
+// Targets of gRPC's own schemes (unix:, dns:///) are left alone.
+func dialTarget(addr string) (string, error) {
+	t := addr
+	for _, scheme := range []string{"http://", "h2c://", "grpc://", "https://", "grpcs://"} {
+		t = strings.TrimPrefix(t, scheme)
 	}
-	return e.msg
-}
-
-// exitWith returns an error that ends the command with code, printing
-// nothing more.
-func exitWith(code int) error {
-	if code == ExitOK {
-		return nil
+	t = strings.TrimSuffix(t, "/")
+	switch {
+	case t == "":
+		return "", usageErrorf("empty --addr: want HOST[:PORT] (default %s)", defaultAddr)
+	case strings.Contains(t, ":/") || strings.HasPrefix(t, "unix:"):
+		return t, nil
 	}
-	return &exitError{code: code}
-}
-
-// failf returns an error that prints "error: <msg>" and exits with
-// ExitFailed.
-func failf(format string, args ...any) error {
-	return &exitError{code: ExitFailed, msg: fmt.Sprintf(format, args...)}
-}
-
-// usageErrorf returns an error that prints "error: <msg>" and exits with
-// ExitUsage.
-func usageErrorf(format string, args ...any) error {
-	return &exitError{code: ExitUsage, msg: fmt.Sprintf(format, args...)}
-}
-
-// exitCode reports err on stderr and maps it to an exit code.
-func (a *app) exitCode(ctx context.Context, err error) int {
-	if err == nil {
-		return ExitOK
+	host, port, err := net.SplitHostPort(t)
+	if err != nil { // no port, or a bare IPv6 address
+		host, port = strings.TrimSuffix(strings.TrimPrefix(t, "["), "]"), ""
 	}
-	var ee *exitError
-	if errors.As(err, &ee) {
-		if ee.msg != "" {
-			fmt.Fprintln(a.stderr, "error:", ee.msg)
-		}
-		return ee.code
+	if port == "" {
+		_, port, _ = net.SplitHostPort(defaultAddr)
 	}
-	var re *rpcError
-	if ctx.Err() != nil && (errors.Is(err, context.Canceled) || errors.As(err, &re) && re.st.Code() == codes.Canceled) {
-		fmt.Fprintln(a.stderr, "error: interrupted")
-		return ExitCancelled
-	}
-	fmt.Fprintln(a.stderr, "error:", err)
-	return ExitUsage
+	return net.JoinHostPort(host, port), nil
 }

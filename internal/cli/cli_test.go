@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -176,6 +177,12 @@ type runResult struct {
 
 // runCLI runs the CLI against addr (passed through SPEAR_ADDR).
 func runCLI(ctx context.Context, addr, stdin string, args ...string) runResult {
+	return runCLITTY(ctx, addr, stdin, false, args...)
+}
+
+// runCLITTY runs the CLI against addr, its stdout and stderr terminals
+// when tty is set.
+func runCLITTY(ctx context.Context, addr, stdin string, tty bool, args ...string) runResult {
 	var stdout, errb bytes.Buffer
 	getenv := func(k string) string {
 		if k == "SPEAR_ADDR" {
@@ -183,8 +190,17 @@ func runCLI(ctx context.Context, addr, stdin string, args ...string) runResult {
 		}
 		return ""
 	}
-	code := newApp(strings.NewReader(stdin), &stdout, &errb, getenv).run(ctx, args)
+	a := newApp(strings.NewReader(stdin), &stdout, &errb, getenv)
+	a.isTerminal = func(io.Writer) bool { return tty }
+	code := a.run(ctx, args)
 	return runResult{code: code, stdout: stdout.String(), stderr: errb.String()}
+}
+
+// asyncReply accepts an async invocation as execution id.
+func asyncReply(id string) func(context.Context, *spearlet.InvokeFunctionRequest) (*spearlet.InvokeFunctionResponse, error) {
+	return func(context.Context, *spearlet.InvokeFunctionRequest) (*spearlet.InvokeFunctionResponse, error) {
+		return &spearlet.InvokeFunctionResponse{Success: true, ExecutionId: id, Result: &spearlet.ExecutionResult{Status: stPending}}, nil
+	}
 }
 
 func execResult(st spearlet.ExecutionStatus, out, code, msg string) *spearlet.ExecutionResult {
@@ -241,6 +257,7 @@ type cliCase struct {
 	stdin string
 	setup func(f *fakeServer)
 
+	tty       bool // stdout and stderr are terminals
 	code      int
 	stdout    *string  // exact stdout, when set
 	stdoutHas []string // substrings of stdout
@@ -265,7 +282,7 @@ func runCases(t *testing.T, cases []cliCase) {
 			addr := startFake(t, f)
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()
-			r := runCLI(ctx, addr, tc.stdin, tc.args...)
+			r := runCLITTY(ctx, addr, tc.stdin, tc.tty, tc.args...)
 			if r.code != tc.code {
 				t.Errorf("exit code = %d, want %d\nstdout:\n%s\nstderr:\n%s", r.code, tc.code, r.stdout, r.stderr)
 			}
@@ -345,7 +362,7 @@ func TestInvoke(t *testing.T) {
 			setup:     func(f *fakeServer) { f.invoke = syncReply(stFailed, "partial", "EXIT_NONZERO", "exit status 3") },
 			code:      1,
 			stdout:    str("partial"),
-			stderrHas: []string{"execution exec-1 failed: EXIT_NONZERO: exit status 3"},
+			stderrHas: []string{"error: execution exec-1 failed: exit status 3 (EXIT_NONZERO)\n"},
 			calls:     []rpcCall{{"InvokeFunction", invokeReq(modeSync, []byte("x"))}},
 		},
 		{
@@ -353,7 +370,7 @@ func TestInvoke(t *testing.T) {
 			args:      []string{"invoke", "t1", "--timeout-ms", "100"},
 			setup:     func(f *fakeServer) { f.invoke = syncReply(stTimeout, "", "EXECUTION_TIMEOUT", "exceeded 100ms") },
 			code:      124,
-			stderrHas: []string{"timed out: EXECUTION_TIMEOUT: exceeded 100ms"},
+			stderrHas: []string{"timed out: exceeded 100ms (EXECUTION_TIMEOUT)\n"},
 		},
 		{
 			name:      "sync cancelled",
@@ -399,7 +416,7 @@ func TestInvoke(t *testing.T) {
 				}
 			},
 			code:      1,
-			stderrHas: []string{"invocation rejected: TASK_NOT_FOUND: no such task"},
+			stderrHas: []string{"error: invocation rejected: no such task (TASK_NOT_FOUND)\n"},
 		},
 		{
 			name: "rpc error with error code in trailer",
@@ -410,9 +427,9 @@ func TestInvoke(t *testing.T) {
 					return nil, status.Error(codes.NotFound, `task "t1" not found`)
 				}
 			},
-			code:      2,
+			code:      3,
 			stdout:    str(""),
-			stderrHas: []string{`error: NotFound: task "t1" not found (error_code: TASK_NOT_FOUND)`},
+			stderrHas: []string{"error: task \"t1\" not found (TASK_NOT_FOUND)\n"},
 		},
 		{
 			name: "rpc error with error code in status details",
@@ -427,8 +444,8 @@ func TestInvoke(t *testing.T) {
 					return nil, st.Err()
 				}
 			},
-			code:      2,
-			stderrHas: []string{"error: ResourceExhausted: queue full (error_code: QUEUE_FULL)"},
+			code:      1,
+			stderrHas: []string{"error: queue full (QUEUE_FULL)\n"},
 		},
 		{
 			name: "async",
@@ -441,8 +458,22 @@ func TestInvoke(t *testing.T) {
 						EstimatedCompletionMs: 1500}, nil
 				}
 			},
-			stdoutHas: []string{"exec-9", "/api/v1/executions/exec-9/status", "1.5s", "pending"},
+			tty:       true,
+			stdoutHas: []string{"exec-9", "/api/v1/executions/exec-9/status", "1.5s", "pending", "spear exec wait exec-9"},
 			calls:     []rpcCall{{"InvokeFunction", invokeReq(modeAsync, []byte("in"))}},
+		},
+		{
+			name:   "async piped prints only the id",
+			args:   []string{"invoke", "t1", "--mode", "async"},
+			setup:  func(f *fakeServer) { f.invoke = asyncReply("exec-9") },
+			stdout: str("exec-9\n"),
+		},
+		{
+			name:   "async --quiet on a terminal prints only the id",
+			args:   []string{"invoke", "t1", "-m", "async", "-q"},
+			setup:  func(f *fakeServer) { f.invoke = asyncReply("exec-9") },
+			tty:    true,
+			stdout: str("exec-9\n"),
 		},
 		{
 			name: "async json",
@@ -476,7 +507,7 @@ func TestInvoke(t *testing.T) {
 						Result: &spearlet.ExecutionResult{Status: stPending}}, nil
 				}
 			},
-			stdoutHas: []string{"exec-9", "pending"},
+			stdout: str("exec-9\n"),
 			calls: []rpcCall{{"InvokeFunction", func() *spearlet.InvokeFunctionRequest {
 				r := invokeReq(modeAsync, nil)
 				r.Priority, r.IdempotencyKey, r.CallbackUrl = 7, "order-42", "https://hooks.example.com/done?x=1"
@@ -576,7 +607,7 @@ func TestInvokeStreamWritesChunksAsTheyArrive(t *testing.T) {
 		stderrHas string
 	}{
 		{"completed", &spearlet.StreamExecutionResult{Status: stCompleted}, 0, ""},
-		{"failed", &spearlet.StreamExecutionResult{Status: stFailed, ErrorCode: "EXIT_NONZERO", ErrorMessage: "exit status 1"}, 1, "failed: EXIT_NONZERO: exit status 1"},
+		{"failed", &spearlet.StreamExecutionResult{Status: stFailed, ErrorCode: "EXIT_NONZERO", ErrorMessage: "exit status 1"}, 1, "failed: exit status 1 (EXIT_NONZERO)\n"},
 		{"timeout", &spearlet.StreamExecutionResult{Status: stTimeout, ErrorCode: "EXECUTION_TIMEOUT"}, 124, "timed out"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -671,9 +702,9 @@ func TestInvokeStreamJSONAndErrors(t *testing.T) {
 					return status.Error(codes.Unavailable, "draining")
 				}
 			},
-			code:      2,
+			code:      5,
 			stdout:    str("a"),
-			stderrHas: []string{"error: Unavailable: draining (error_code: NODE_SHUTTING_DOWN)"},
+			stderrHas: []string{"error: draining (NODE_SHUTTING_DOWN)\n"},
 		},
 	})
 }
@@ -923,8 +954,8 @@ func TestTask(t *testing.T) {
 					return &spearlet.GetTaskResponse{Found: false}, nil
 				}
 			},
-			code:      1,
-			stderrHas: []string{"task nope not found"},
+			code:      3,
+			stderrHas: []string{"error: task \"nope\" not found (TASK_NOT_FOUND)\n"},
 			calls:     []rpcCall{{"GetTask", &spearlet.GetTaskRequest{TaskId: "nope"}}},
 		},
 		{
@@ -938,7 +969,7 @@ func TestTask(t *testing.T) {
 				}
 			},
 			code:      2,
-			stderrHas: []string{"InvalidArgument", "(error_code: INVALID_LIMITS)"},
+			stderrHas: []string{"(INVALID_LIMITS)\n"},
 		},
 		{
 			name:      "limits with a bad flag makes no call",
@@ -1043,8 +1074,8 @@ func TestTask(t *testing.T) {
 					return &spearlet.GetTaskResponse{Found: false}, nil
 				}
 			},
-			code:      1,
-			stderrHas: []string{"task nope not found"},
+			code:      3,
+			stderrHas: []string{"error: task \"nope\" not found (TASK_NOT_FOUND)\n"},
 		},
 		{
 			name: "delete --force --cleanup",
@@ -1076,8 +1107,8 @@ func TestTask(t *testing.T) {
 					return nil, status.Error(codes.FailedPrecondition, "task has running executions")
 				}
 			},
-			code:      2,
-			stderrHas: []string{"error: FailedPrecondition: task has running executions"},
+			code:      1,
+			stderrHas: []string{"error: task has running executions (FAILED_PRECONDITION)\n"},
 		},
 	})
 }
@@ -1152,8 +1183,8 @@ func TestExec(t *testing.T) {
 					return &spearlet.GetExecutionStatusResponse{Found: false}, nil
 				}
 			},
-			code:      1,
-			stderrHas: []string{"execution nope not found"},
+			code:      3,
+			stderrHas: []string{"error: execution \"nope\" not found (EXECUTION_NOT_FOUND)\n"},
 		},
 		{
 			name: "list with filters",
@@ -1263,7 +1294,7 @@ func TestExec(t *testing.T) {
 					return &spearlet.RequeueExecutionResponse{Success: true, ExecutionId: r.GetExecutionId(), Status: stPending}, nil
 				}
 			},
-			stdout: str("requeued execution exec-1: pending\n"),
+			stdout: str("requeued execution exec-1 (pending); follow it with: spear exec wait exec-1\n"),
 			calls:  []rpcCall{{"RequeueExecution", &spearlet.RequeueExecutionRequest{ExecutionId: "exec-1"}}},
 		},
 		{
@@ -1274,7 +1305,7 @@ func TestExec(t *testing.T) {
 					return &spearlet.RequeueExecutionResponse{Success: true, ExecutionId: "exec-2", Status: stPending, Message: "queued"}, nil
 				}
 			},
-			stdout: str("requeued execution exec-1 as exec-2: pending: queued\n"),
+			stdout: str("requeued execution exec-1 as exec-2 (pending); follow it with: spear exec wait exec-2\n"),
 		},
 		{
 			name: "requeue refused",
@@ -1309,8 +1340,8 @@ func TestExec(t *testing.T) {
 					return nil, status.Error(codes.FailedPrecondition, "execution is COMPLETED, not dead-lettered")
 				}
 			},
-			code:      2,
-			stderrHas: []string{"error: FailedPrecondition: execution is COMPLETED, not dead-lettered (error_code: NOT_DEAD_LETTERED)"},
+			code:      1,
+			stderrHas: []string{"error: execution is COMPLETED, not dead-lettered (NOT_DEAD_LETTERED)\n"},
 		},
 		{
 			name: "requeue rpc error",
@@ -1320,8 +1351,8 @@ func TestExec(t *testing.T) {
 					return nil, status.Error(codes.NotFound, `execution "nope" not found`)
 				}
 			},
-			code:      2,
-			stderrHas: []string{"error: NotFound:"},
+			code:      3,
+			stderrHas: []string{"error: execution \"nope\" not found (NOT_FOUND)\n"},
 		},
 		{
 			name:      "requeue needs an id",
@@ -1345,7 +1376,7 @@ func TestExec(t *testing.T) {
 					return &spearlet.CancelExecutionResponse{Success: true, FinalStatus: stCancelled}, nil
 				}
 			},
-			stdout: str("execution exec-1: cancelled\n"),
+			stdout: str("cancelled execution exec-1\n"),
 			calls: []rpcCall{{"CancelExecution", &spearlet.CancelExecutionRequest{ExecutionId: "exec-1",
 				Reason: "no longer needed", Force: true}}},
 		},
@@ -1383,7 +1414,7 @@ func TestExec(t *testing.T) {
 				f.status = statusSequence(execResult(stRunning, "", "", ""), execResult(stFailed, "", "EXIT_NONZERO", "exit status 2"))
 			},
 			code:      1,
-			stderrHas: []string{"execution exec-1 failed: EXIT_NONZERO: exit status 2"},
+			stderrHas: []string{"error: execution exec-1 failed: exit status 2 (EXIT_NONZERO)\n"},
 			check:     wantPolls(2),
 		},
 		{
@@ -1411,8 +1442,8 @@ func TestExec(t *testing.T) {
 					return nil, status.Error(codes.Unavailable, "node down")
 				}
 			},
-			code:      2,
-			stderrHas: []string{"error: Unavailable: node down"},
+			code:      5,
+			stderrHas: []string{"error: cannot reach a Spear node at 127.0.0.1:", " (node down)\n"},
 		},
 	})
 }
@@ -1475,8 +1506,8 @@ func TestNode(t *testing.T) {
 		{
 			name:      "unimplemented method is an rpc error",
 			args:      []string{"stats"},
-			code:      2,
-			stderrHas: []string{"error: Unimplemented:"},
+			code:      1,
+			stderrHas: []string{"error: fake: GetStats not set up (UNIMPLEMENTED)\n"},
 		},
 	})
 }
@@ -1500,8 +1531,9 @@ func TestAddrFlagAndUnreachableNode(t *testing.T) {
 		t.Errorf("--addr should override SPEAR_ADDR: code %d, stderr %s", r.code, r.stderr)
 	}
 	r := runCLI(ctx, dead, "", "--timeout", "2s", "health")
-	if r.code != ExitUsage || !strings.HasPrefix(r.stderr, "error: Unavailable:") {
-		t.Errorf("unreachable node: code %d, stderr %q", r.code, r.stderr)
+	want := "error: cannot reach a Spear node at " + dead + " (connection refused); start one with 'spear serve' or 'make run', or set --addr / SPEAR_ADDR\n"
+	if r.code != ExitUnavailable || r.stderr != want {
+		t.Errorf("unreachable node: code %d, stderr %q; want %d, %q", r.code, r.stderr, ExitUnavailable, want)
 	}
 }
 
@@ -1557,7 +1589,7 @@ func TestHelpers(t *testing.T) {
 	}
 	err := newRPCError(status.Error(codes.NotFound, "gone"), metadata.Pairs("spear-error-code", "TASK_NOT_FOUND"))
 	var re *rpcError
-	if !errors.As(err, &re) || err.Error() != "NotFound: gone (error_code: TASK_NOT_FOUND)" {
+	if !errors.As(err, &re) || err.Error() != "gone (TASK_NOT_FOUND)" {
 		t.Errorf("rpc error = %v", err)
 	}
 	if got := fmt.Sprint(fmtBytes(1536)); got != "1.5 KiB" {

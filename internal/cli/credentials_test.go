@@ -39,19 +39,27 @@ func TestTokenCommands(t *testing.T) {
 	if strings.Contains(string(raw), token) {
 		t.Fatal("the file holds the token")
 	}
-	for _, bad := range [][]string{
-		{"--scope", "root", "--name", "x"}, {"--scope", "read", "--name", "ci"}, {"--scope", "read"},
-		{"--scope", "read", "--name", "x", "--expires", "-1h"},
+	for _, tc := range []struct {
+		args   []string
+		code   int
+		stderr string
+	}{
+		{[]string{"--scope", "root", "--name", "x"}, ExitUsage, "error: --scope \"root\": want read, invoke or admin\n"},
+		{[]string{"--scope", "read", "--name", "a b"}, ExitUsage, "error: token name \"a b\": want 1-64 of A-Z a-z 0-9 . _ @ -, starting with a letter or digit\n"},
+		{[]string{"--scope", "read", "--name", "ci"}, ExitFailed, "error: a token named \"ci\" exists: revoke it first, or pick another name\n"},
+		{[]string{"--scope", "read"}, ExitUsage, "error: required flag(s) \"name\" not set\n"},
+		{[]string{"--scope", "read", "--name", "x", "--expires", "-1h"}, ExitUsage, "error: --expires -1h0m0s: want a positive duration\n"},
 	} {
-		if r := runApp(t, nil, append([]string{"token", "create", "--file", file}, bad...)...); r.code == 0 {
-			t.Errorf("create %v: accepted", bad)
+		r := runApp(t, nil, append([]string{"token", "create", "--file", file}, tc.args...)...)
+		if r.code != tc.code || !strings.HasPrefix(r.stderr, tc.stderr) {
+			t.Errorf("create %v: exit %d, stderr %q; want %d, %q", tc.args, r.code, r.stderr, tc.code, tc.stderr)
 		}
 	}
 	r = runApp(t, nil, "token", "list", "--file", file)
 	if r.code != 0 || !strings.Contains(r.stdout, "ci") || !strings.Contains(r.stdout, "invoke") || strings.Contains(r.stdout, auth.Hash(token)) {
 		t.Fatalf("list: %+v", r)
 	}
-	if r := runApp(t, nil, "token", "revoke", "--file", file, "nope"); r.code != ExitFailed {
+	if r := runApp(t, nil, "token", "revoke", "--file", file, "nope"); r.code != ExitNotFound {
 		t.Fatalf("revoke of an unknown name: %+v", r)
 	}
 	if r := runApp(t, nil, "token", "revoke", "--file", file, "ci"); r.code != 0 {
@@ -129,8 +137,8 @@ func TestClientCredentials(t *testing.T) {
 		{"mtls from env", map[string]string{"SPEAR_ADDR": tlsAddr, "SPEAR_TOKEN": tok1, "SPEAR_TLS_CA": ca.CertFile,
 			"SPEAR_TLS_CERT": cli.CertFile, "SPEAR_TLS_KEY": cli.KeyFile}, nil, secure, 0, "Bearer " + tok1},
 		{"mtls flags", nil, []string{"--addr", "https://" + tlsAddr, "--tls-ca", ca.CertFile, "--tls-cert", cli.CertFile, "--tls-key", cli.KeyFile}, secure, 0, ""},
-		{"no client cert", nil, []string{"--addr", tlsAddr, "--tls-ca", ca.CertFile}, secure, ExitUsage, ""},
-		{"no CA", nil, []string{"--addr", "https://" + tlsAddr, "--tls-cert", cli.CertFile, "--tls-key", cli.KeyFile}, secure, ExitUsage, ""},
+		{"no client cert", nil, []string{"--addr", tlsAddr, "--tls-ca", ca.CertFile}, secure, ExitUnavailable, ""},
+		{"no CA", nil, []string{"--addr", "https://" + tlsAddr, "--tls-cert", cli.CertFile, "--tls-key", cli.KeyFile}, secure, ExitUnavailable, ""},
 		{"cert without key", nil, []string{"--addr", tlsAddr, "--tls-ca", ca.CertFile, "--tls-cert", cli.CertFile}, secure, ExitUsage, ""},
 	}
 	for _, tt := range tests {

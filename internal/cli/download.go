@@ -76,8 +76,7 @@ func (a *execCommands) newExecOutputCmd() *cobra.Command {
 		Long: `Write an execution's whole output, raw, to stdout, whatever its size
 (spear exec output ID > file). A running execution is followed to its end.
 
-Exit codes: 0 COMPLETED, 1 FAILED (or not found), 2 usage or RPC error,
-124 TIMEOUT, 130 CANCELLED.`,
+` + exitCodesHelp(),
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := a.client()
@@ -90,17 +89,17 @@ Exit codes: 0 COMPLETED, 1 FAILED (or not found), 2 usage or RPC error,
 				return err
 			}
 			if !st.GetFound() {
-				return failf("execution %s not found%s", args[0], suffix(st.GetMessage()))
+				return executionNotFound(args[0], st.GetMessage())
 			}
-			final, err := a.fetchOutput(cmd.Context(), args[0], "", a.stdout)
+			var final *spearlet.StreamExecutionResult
+			err = a.writeRaw(func(w io.Writer) (err error) {
+				final, err = a.fetchOutput(cmd.Context(), args[0], "", w)
+				return err
+			})
 			if err != nil {
 				return err
 			}
-			code, _ := outcome(final.GetStatus())
-			if code != ExitOK {
-				a.reportFailure(args[0], final.GetStatus(), final.GetErrorCode(), final.GetErrorMessage())
-			}
-			return exitWith(code)
+			return a.ended(args[0], final.GetStatus(), final.GetErrorCode(), final.GetErrorMessage())
 		},
 	}
 }

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"strconv"
@@ -33,7 +34,6 @@ func (a *execCommands) newExecGetCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "get ID",
 		Short: "Show an execution's status and result",
-		Long:  "Show an execution's status and result. Exits 1 when it is not found.",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := a.client()
@@ -48,7 +48,7 @@ func (a *execCommands) newExecGetCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if human, err := a.answer(resp, resp.GetFound(), "execution %s not found%s", args[0], suffix(resp.GetMessage())); !human {
+			if human, err := a.answer(resp, resp.GetFound(), executionNotFound(args[0], resp.GetMessage())); !human {
 				return err
 			}
 			return a.printExecution(cmd.Context(), args[0], resp)
@@ -286,8 +286,9 @@ func (a *execCommands) newExecCancelCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "cancel ID",
 		Short: "Cancel a queued or running execution",
-		Long:  "Cancel a queued or running execution. Exits 1 when the node did not cancel it.",
-		Args:  cobra.ExactArgs(1),
+		Long: `Cancel a queued or running execution. Exits 1 when the node did not cancel
+it (it had finished already).`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := a.client()
 			if err != nil {
@@ -310,7 +311,7 @@ func (a *execCommands) newExecCancelCmd() *cobra.Command {
 				return failf("execution %s not cancelled%s", args[0], suffix(resp.GetMessage()))
 			}
 			if !a.json {
-				fmt.Fprintf(a.stdout, "execution %s: %s%s\n", args[0], statusName(resp.GetFinalStatus()), suffix(resp.GetMessage()))
+				fmt.Fprintln(a.stdout, cancelledLine(args[0], resp))
 			}
 			return nil
 		},
@@ -328,9 +329,8 @@ func (a *execCommands) newExecRequeueCmd() *cobra.Command {
 fresh retry budget, and print its new status. Follow it with
 "spear exec wait ID".
 
-Exits 0 when the node requeued it, 1 when the node answered that it did not,
-2 on a usage or RPC error (a node may refuse an execution that is not
-dead-lettered with FailedPrecondition, error_code NOT_DEAD_LETTERED).`,
+Exits 1 when the node did not requeue it (a node refuses an execution that
+is not dead-lettered with NOT_DEAD_LETTERED).`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := a.client()
@@ -342,14 +342,15 @@ dead-lettered with FailedPrecondition, error_code NOT_DEAD_LETTERED).`,
 			if err != nil {
 				return err
 			}
-			if human, err := a.answer(resp, resp.GetSuccess(), "execution %s not requeued%s", args[0], suffix(resp.GetMessage())); !human {
+			if human, err := a.answer(resp, resp.GetSuccess(), failf("execution %s not requeued%s", args[0], suffix(resp.GetMessage()))); !human {
 				return err
 			}
 			id := args[0]
 			if n := resp.GetExecutionId(); n != "" && n != id {
 				id += " as " + n
 			}
-			fmt.Fprintf(a.stdout, "requeued execution %s: %s%s\n", id, statusName(resp.GetStatus()), suffix(resp.GetMessage()))
+			fmt.Fprintf(a.stdout, "requeued execution %s (%s); follow it with: spear exec wait %s\n", id, statusName(resp.GetStatus()),
+				cmp.Or(resp.GetExecutionId(), args[0]))
 			return nil
 		},
 	}
@@ -371,9 +372,6 @@ func (a *execCommands) watchWait(ctx context.Context, c spearlet.FunctionService
 		if err != nil {
 			if status.Code(err) == codes.Unimplemented {
 				return false, nil
-			}
-			if status.Code(err) == codes.NotFound {
-				return true, failf("execution %s not found", id)
 			}
 			if ctx.Err() != nil {
 				return true, ctx.Err()
@@ -413,7 +411,7 @@ func (a *execCommands) newExecLogsCmd() *cobra.Command {
 					return err
 				}
 				if !resp.GetFound() {
-					return failf("execution %s not found%s", args[0], suffix(resp.GetMessage()))
+					return executionNotFound(args[0], resp.GetMessage())
 				}
 				lines := resp.GetLogs()
 				if printed > len(lines) { // older lines were dropped (the log is bounded)
@@ -447,8 +445,7 @@ func (a *execCommands) newExecWaitCmd() *cobra.Command {
 showing each status change on stderr, then print its output (raw, or the
 status response with --json). Against a node without WatchExecution it polls.
 
-Exit codes: 0 COMPLETED, 1 FAILED (or not found), 2 usage or RPC error,
-124 TIMEOUT, 130 CANCELLED (or interrupted).`,
+` + exitCodesHelp(),
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if poll <= 0 {
@@ -470,7 +467,7 @@ func (a *execCommands) execWait(cmd *cobra.Command, id string, poll time.Duratio
 	if done, err := a.watchWait(ctx, c, id); done || err != nil {
 		return err
 	}
-	tty := isTerminal(a.stderr)
+	tty := a.isTerminal(a.stderr)
 	spinner := []rune(`|/-\`)
 	start := time.Now()
 	last := spearlet.ExecutionStatus(-1)
@@ -496,7 +493,7 @@ func (a *execCommands) execWait(cmd *cobra.Command, id string, poll time.Duratio
 			return err
 		}
 		if !resp.GetFound() {
-			return failf("execution %s not found%s", id, suffix(resp.GetMessage()))
+			return executionNotFound(id, resp.GetMessage())
 		}
 		res := resp.GetResult()
 		st := res.GetStatus()
@@ -519,4 +516,13 @@ func (a *execCommands) execWait(cmd *cobra.Command, id string, poll time.Duratio
 		}
 		timer.Reset(poll)
 	}
+}
+
+// cancelledLine is what exec cancel prints when the node cancelled the
+// execution (or is stopping it).
+func cancelledLine(id string, resp *spearlet.CancelExecutionResponse) string {
+	if resp.GetFinalStatus() == spearlet.ExecutionStatus_EXECUTION_STATUS_CANCELLED {
+		return "cancelled execution " + id
+	}
+	return fmt.Sprintf("execution %s: %s", id, cmp.Or(resp.GetMessage(), "cancel requested; status "+statusName(resp.GetFinalStatus())))
 }

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -14,6 +15,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/spear-go/spear/api/spearlet"
+	"github.com/spear-go/spear/internal/errdefs"
 )
 
 // invokeMargin is added to the execution timeout to get the deadline of a
@@ -31,6 +33,7 @@ type invokeOpts struct {
 	priority  int32
 	idemKey   string
 	callback  string
+	quiet     bool
 }
 
 func (a *invokeCommands) newInvokeCmd() *cobra.Command {
@@ -47,9 +50,13 @@ function gets no input.
 Modes:
   sync    wait for the result; print the output raw to stdout and a failure
           (error code and message) to stderr
-  async   return at once; print the execution id, status endpoint and
-          completion estimate (follow it with "spear exec wait ID")
+  async   return at once; print the execution id (only the id with --quiet
+          or when stdout is not a terminal; follow it with "spear exec
+          wait ID")
   stream  print output chunks as the function produces them
+
+On a terminal, output that does not end with a newline gets one; piped or
+redirected, the output's bytes are written exactly.
 
 --priority orders waiting work when the node's workers are saturated
 (higher first, 0 is normal, negative is below normal). --idempotency-key
@@ -62,13 +69,10 @@ The deadline of sync and stream calls is --timeout-ms plus a margin of 10s
 (without --timeout-ms: --timeout if given, else none; the node applies its
 default execution timeout).
 
-Exit codes (sync, stream):
-  0    COMPLETED
-  1    FAILED (or the node rejected the invocation)
-  2    usage or RPC error
-  124  TIMEOUT
-  130  CANCELLED (or interrupted)
-async exits 0 once the invocation is accepted.`,
+async exits 0 once the invocation is accepted; sync and stream exit with
+the execution's outcome.
+
+` + exitCodesHelp(),
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return a.invoke(cmd, args[0], &o)
@@ -85,6 +89,7 @@ async exits 0 once the invocation is accepted.`,
 	f.Int32Var(&o.priority, "priority", 0, "scheduling priority: higher runs first when workers are saturated (0: normal)")
 	f.StringVar(&o.idemKey, "idempotency-key", "", "key that makes repeating this invocation return the original execution")
 	f.StringVar(&o.callback, "callback-url", "", "http(s) URL the node POSTs the final execution record to")
+	f.BoolVarP(&o.quiet, "quiet", "q", false, "async: print only the execution id (as when stdout is not a terminal)")
 	return cmd
 }
 
@@ -146,7 +151,7 @@ func (a *invokeCommands) invoke(cmd *cobra.Command, taskID string, o *invokeOpts
 	ctx := cmd.Context()
 	switch mode {
 	case spearlet.ExecutionMode_EXECUTION_MODE_ASYNC:
-		return a.invokeAsync(ctx, c, req)
+		return a.invokeAsync(ctx, c, req, o.quiet)
 	case spearlet.ExecutionMode_EXECUTION_MODE_STREAM:
 		return a.invokeStream(ctx, c, req, a.executionDeadline(cmd, o.timeoutMs))
 	default:
@@ -220,18 +225,11 @@ func (a *invokeCommands) invokeSync(ctx context.Context, c spearlet.FunctionServ
 
 // rejected reports an invocation the node did not accept.
 func (a *invokeCommands) rejected(resp *spearlet.InvokeFunctionResponse) error {
-	msg := "invocation rejected"
-	if c := resp.GetResult().GetErrorCode(); c != "" {
-		msg += ": " + c
-	}
-	m := resp.GetResult().GetErrorMessage()
-	if m == "" {
-		m = resp.GetMessage()
-	}
-	return failf("%s%s", msg, suffix(m))
+	m := cmp.Or(resp.GetResult().GetErrorMessage(), resp.GetMessage())
+	return &cliError{class: errdefs.FailedPrecondition, code: resp.GetResult().GetErrorCode(), msg: "invocation rejected" + suffix(m)}
 }
 
-func (a *invokeCommands) invokeAsync(ctx context.Context, c spearlet.FunctionServiceClient, req *spearlet.InvokeFunctionRequest) error {
+func (a *invokeCommands) invokeAsync(ctx context.Context, c spearlet.FunctionServiceClient, req *spearlet.InvokeFunctionRequest, quiet bool) error {
 	resp, err := call(ctx, a.timeout, c.InvokeFunction, req)
 	if err != nil {
 		return err
@@ -247,12 +245,17 @@ func (a *invokeCommands) invokeAsync(ctx context.Context, c spearlet.FunctionSer
 	if a.json {
 		return nil
 	}
+	if quiet || !a.isTerminal(a.stdout) {
+		fmt.Fprintln(a.stdout, resp.GetExecutionId())
+		return nil
+	}
 	var kv kvList
 	kv.add("execution id", resp.GetExecutionId())
 	kv.add("task id", resp.GetTaskId())
 	kv.add("status", statusName(resp.GetResult().GetStatus()))
 	kv.add("status endpoint", resp.GetStatusEndpoint())
 	kv.add("estimated completion", fmtMillis(resp.GetEstimatedCompletionMs()))
+	kv.add("follow it with", "spear exec wait "+resp.GetExecutionId())
 	kv.print(a.stdout)
 	return nil
 }
@@ -269,40 +272,44 @@ func (a *invokeCommands) invokeStream(ctx context.Context, c spearlet.FunctionSe
 	if err != nil {
 		return newRPCError(err, nil)
 	}
-	return a.readStream(stream)
+	var final *spearlet.StreamExecutionResult
+	err = a.writeRaw(func(w io.Writer) (err error) {
+		final, err = a.readStream(stream, w)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	return a.ended(final.GetExecutionId(), final.GetStatus(), final.GetErrorCode(), final.GetErrorMessage())
 }
 
-// readStream writes chunks as they arrive and returns the final outcome.
-func (a *invokeCommands) readStream(stream grpc.ServerStreamingClient[spearlet.StreamExecutionResult]) error {
+// readStream writes chunks to w as they arrive and returns the final
+// message.
+func (a *invokeCommands) readStream(stream grpc.ServerStreamingClient[spearlet.StreamExecutionResult], w io.Writer) (*spearlet.StreamExecutionResult, error) {
 	for {
 		msg, err := stream.Recv()
 		if errors.Is(err, io.EOF) {
-			return failf("stream ended without a final status")
+			return nil, failf("stream ended without a final status")
 		}
 		if err != nil {
-			return newRPCError(err, stream.Trailer())
+			return nil, newRPCError(err, stream.Trailer())
 		}
 		if a.json {
 			if err := a.printJSON(msg); err != nil {
-				return err
+				return nil, err
 			}
 		} else {
 			out, err := spearlet.AnyBytes(msg.GetChunkData())
 			if err != nil {
-				return err
+				return nil, err
 			}
-			if err := writeFlush(a.stdout, out); err != nil {
-				return err
+			if err := writeFlush(w, out); err != nil {
+				return nil, err
 			}
 		}
-		if !msg.GetIsFinal() {
-			continue
+		if msg.GetIsFinal() {
+			return msg, nil
 		}
-		code, _ := outcome(msg.GetStatus())
-		if code != ExitOK {
-			a.reportFailure(msg.GetExecutionId(), msg.GetStatus(), msg.GetErrorCode(), msg.GetErrorMessage())
-		}
-		return exitWith(code)
 	}
 }
 

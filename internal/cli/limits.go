@@ -201,9 +201,7 @@ current value (the task is read first); 0 removes a limit. Without limit
 flags, the current limits are shown and nothing is changed.
 
 The change is a read-modify-write: a concurrent change of the same task's
-limits between the read and the write is overwritten.
-
-Exits 1 when the task is not found.`,
+limits between the read and the write is overwritten.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return a.taskLimits(cmd, args[0], &o)
@@ -234,7 +232,7 @@ func (a *taskCommands) taskLimits(cmd *cobra.Command, id string, o *limitOpts) e
 				return err
 			}
 		}
-		return failf("task %s not found%s", id, suffix(got.GetMessage()))
+		return taskNotFound(id, got.GetMessage())
 	}
 	if !changed {
 		if a.json {

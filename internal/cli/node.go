@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/spear-go/spear/api/spearlet"
+	"github.com/spear-go/spear/internal/errdefs"
 )
 
 func (a *nodeCommands) newHealthCmd() *cobra.Command {
@@ -49,7 +50,7 @@ func (a *nodeCommands) newHealthCmd() *cobra.Command {
 				kv.print(a.stdout)
 			}
 			if resp.GetStatus() == "unhealthy" {
-				return exitWith(ExitFailed)
+				return &cliError{class: errdefs.FailedPrecondition} // said on stdout
 			}
 			return nil
 		},

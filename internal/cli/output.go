@@ -11,6 +11,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -170,31 +171,41 @@ func writeFlush(w io.Writer, b []byte) error {
 	return nil
 }
 
-// isTerminal reports whether w is a character device (a TTY).
+// isTerminal reports whether w is a terminal.
 func isTerminal(w io.Writer) bool {
 	f, ok := w.(*os.File)
 	if !ok {
 		return false
 	}
-	fi, err := f.Stat()
-	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
 }
 
-// outcome maps an execution status to the CLI exit code; terminal is false
-// for statuses that are not final.
-func outcome(s spearlet.ExecutionStatus) (code int, terminal bool) {
-	switch s {
-	case spearlet.ExecutionStatus_EXECUTION_STATUS_COMPLETED:
-		return ExitOK, true
-	case spearlet.ExecutionStatus_EXECUTION_STATUS_FAILED:
-		return ExitFailed, true
-	case spearlet.ExecutionStatus_EXECUTION_STATUS_TIMEOUT:
-		return ExitTimeout, true
-	case spearlet.ExecutionStatus_EXECUTION_STATUS_CANCELLED:
-		return ExitCancelled, true
-	default:
-		return ExitFailed, false
+// lastByteWriter remembers the last byte written through it.
+type lastByteWriter struct {
+	w    io.Writer
+	last byte
+	any  bool
+}
+
+func (l *lastByteWriter) Write(p []byte) (int, error) {
+	n, err := l.w.Write(p)
+	if n > 0 {
+		l.last, l.any = p[n-1], true
 	}
+	return n, err
+}
+
+// writeRaw runs write with a writer to stdout for a function's raw output.
+// On a terminal it then ends an unterminated last line, so the prompt
+// starts on a line of its own; piped, the bytes stay exact.
+func (a *app) writeRaw(write func(io.Writer) error) error {
+	lw := &lastByteWriter{w: a.stdout}
+	err := write(lw)
+	if lw.any && lw.last != '\n' && a.isTerminal(a.stdout) {
+		fmt.Fprintln(a.stdout)
+	}
+	return err
 }
 
 // failureVerb describes a terminal non-completed status for messages.
@@ -211,38 +222,43 @@ func failureVerb(s spearlet.ExecutionStatus) string {
 	}
 }
 
-// reportFailure prints "error: execution ID <verb>: CODE: message" to
+// reportFailure prints "error: execution ID <verb>: message (CODE)" to
 // stderr.
 func (a *app) reportFailure(execID string, s spearlet.ExecutionStatus, errorCode, errorMessage string) {
-	var b strings.Builder
-	b.WriteString("error: execution ")
+	msg := "execution "
 	if execID != "" {
-		b.WriteString(execID + " ")
+		msg += execID + " "
 	}
-	b.WriteString(failureVerb(s))
-	if errorCode != "" {
-		b.WriteString(": " + errorCode)
+	msg += failureVerb(s)
+	// Not "was cancelled: cancelled: no longer needed".
+	errorMessage = strings.TrimPrefix(errorMessage, statusName(s)+": ")
+	if !strings.EqualFold(errorMessage, statusName(s)) {
+		msg += suffix(errorMessage)
 	}
-	if errorMessage != "" {
-		b.WriteString(": " + errorMessage)
-	}
-	fmt.Fprintln(a.stderr, b.String())
+	fmt.Fprintln(a.stderr, "error: "+withCode(msg, errorCode))
 }
 
 // finishExecution reports a finished execution's result (human mode: raw
 // output on stdout, the whole of it whatever its size; failure on stderr)
 // and returns the outcome as an exit error (nil for COMPLETED).
 func (a *app) finishExecution(ctx context.Context, execID string, res *spearlet.ExecutionResult) error {
-	code, _ := outcome(res.GetStatus())
 	if !a.json {
-		if err := a.writeOutput(ctx, execID, res, a.stdout); err != nil {
+		err := a.writeRaw(func(w io.Writer) error { return a.writeOutput(ctx, execID, res, w) })
+		if err != nil {
 			return err
 		}
 	}
-	if code != ExitOK {
-		a.reportFailure(execID, res.GetStatus(), res.GetErrorCode(), res.GetErrorMessage())
+	return a.ended(execID, res.GetStatus(), res.GetErrorCode(), res.GetErrorMessage())
+}
+
+// ended reports an execution's final status s on stderr when it is not
+// COMPLETED and returns the error that exits with its code.
+func (a *app) ended(execID string, s spearlet.ExecutionStatus, errorCode, errorMessage string) error {
+	err := outcomeExit(s)
+	if err != nil {
+		a.reportFailure(execID, s, errorCode, errorMessage)
 	}
-	return exitWith(code)
+	return err
 }
 
 // parseKVs parses repeated "k=v" flag values.
@@ -261,17 +277,17 @@ func parseKVs(flag string, vals []string) (map[string]string, error) {
 	return m, nil
 }
 
-// answer prints resp as JSON with --json, and turns a negative answer (ok
-// false) into a failure (exit 1) with the message format and args. human
-// is true when the caller should go on to print the human form.
-func (a *app) answer(resp proto.Message, ok bool, format string, args ...any) (human bool, err error) {
+// answer prints resp as JSON with --json, and returns fail for a negative
+// answer (ok false). human is true when the caller should go on to print
+// the human form.
+func (a *app) answer(resp proto.Message, ok bool, fail error) (human bool, err error) {
 	if a.json {
 		if err := a.printJSON(resp); err != nil {
 			return false, err
 		}
 	}
 	if !ok {
-		return false, failf(format, args...)
+		return false, fail
 	}
 	return !a.json, nil
 }

@@ -18,19 +18,14 @@ import (
 const errorCodeTrailer = errdefs.Trailer
 
 // rpcError is a gRPC error status plus the node's stable error_code, if it
-// sent one. Printed as "<grpc code>: <message> (error_code: <code>)".
+// sent one. Printed as "<message> (<code>)"; app.explain words it for
+// the user.
 type rpcError struct {
 	st        *status.Status
 	errorCode string
 }
 
-func (e *rpcError) Error() string {
-	msg := e.st.Code().String() + ": " + e.st.Message()
-	if e.errorCode != "" {
-		msg += " (error_code: " + e.errorCode + ")"
-	}
-	return msg
-}
+func (e *rpcError) Error() string { return withCode(e.st.Message(), e.errorCode) }
 
 // newRPCError converts an error returned by a gRPC call into an *rpcError,
 // taking the error_code from trailer (key spear-error-code) or, failing

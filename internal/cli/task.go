@@ -379,7 +379,6 @@ func (a *taskCommands) newTaskGetCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "get ID",
 		Short: "Show a task (and optionally its recent executions)",
-		Long:  "Show a task. Exits 1 when the task is not found.",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if executions < 0 {
@@ -397,7 +396,7 @@ func (a *taskCommands) newTaskGetCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if human, err := a.answer(resp, resp.GetFound(), "task %s not found%s", args[0], suffix(resp.GetMessage())); !human {
+			if human, err := a.answer(resp, resp.GetFound(), taskNotFound(args[0], resp.GetMessage())); !human {
 				return err
 			}
 			a.printTask(resp.GetTask())
@@ -432,7 +431,7 @@ func (a *taskCommands) newTaskDeleteCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if human, err := a.answer(resp, resp.GetSuccess(), "task %s not deleted%s", args[0], suffix(resp.GetMessage())); !human {
+			if human, err := a.answer(resp, resp.GetSuccess(), failf("task %s not deleted%s", args[0], suffix(resp.GetMessage()))); !human {
 				return err
 			}
 			msg := "deleted task " + args[0]

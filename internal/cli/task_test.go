@@ -91,8 +91,8 @@ func TestTaskUpdate(t *testing.T) {
 					return nil, status.Error(codes.NotFound, "task \"t1\" not found")
 				}
 			},
-			code:      2,
-			stderrHas: []string{"NotFound", "TASK_NOT_FOUND"},
+			code:      3,
+			stderrHas: []string{"error: task \"t1\" not found (TASK_NOT_FOUND)\n"},
 		},
 		{
 			name:      "a bad type sends nothing",

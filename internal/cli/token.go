@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/spear-go/spear/internal/auth"
+	"github.com/spear-go/spear/internal/errdefs"
 )
 
 // newTokenCmd returns `spear token`: manage a node's token file. These
@@ -38,7 +39,7 @@ func (a *tokenCommands) newCreateCmd() *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			sc, err := auth.ParseScope(scope)
 			if err != nil {
-				return usageErrorf("--scope: %v", err)
+				return usageErrorf("--scope %q: want read, invoke or admin", scope)
 			}
 			if expires < 0 {
 				return usageErrorf("--expires %v: want a positive duration", expires)
@@ -46,7 +47,7 @@ func (a *tokenCommands) newCreateCmd() *cobra.Command {
 			now := time.Now()
 			token, err := auth.Create(file, name, sc, expires, now)
 			if err != nil {
-				return failf("%v", err)
+				return err // its class decides the exit code: a bad name is a usage error
 			}
 			until := "never"
 			if expires > 0 {
@@ -77,7 +78,7 @@ func (a *tokenCommands) newListCmd() *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			entries, err := auth.ReadFile(file)
 			if err != nil {
-				return failf("%v", err)
+				return err
 			}
 			now := time.Now()
 			if a.json {
@@ -124,10 +125,10 @@ func (a *tokenCommands) newRevokeCmd() *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			found, err := auth.Revoke(file, args[0])
 			if err != nil {
-				return failf("%v", err)
+				return err
 			}
 			if !found {
-				return failf("no token named %q in %s", args[0], file)
+				return &cliError{class: errdefs.NotFound, msg: fmt.Sprintf("no token named %q in %s", args[0], file)}
 			}
 			fmt.Fprintf(a.stdout, "revoked token %q\n", args[0])
 			return nil

@@ -283,7 +283,7 @@ func testAuthTools(t *testing.T, n *node, toks map[string]string) {
 	cmd := exec.CommandContext(ctx(t, toolTimeout), spearBin(t), "--addr", n.addr, "task", "list")
 	cmd.Env = env
 	b, err := cmd.CombinedOutput()
-	if code := cmd.ProcessState.ExitCode(); err == nil || code != 2 || !strings.Contains(string(b), "AUTH_REQUIRED") {
+	if code := cmd.ProcessState.ExitCode(); err == nil || code != 4 || !strings.Contains(string(b), "AUTH_REQUIRED") {
 		t.Errorf("spear task list without a token: exit %d, %s", code, b)
 	}
 	cmd = exec.CommandContext(ctx(t, toolTimeout), spearBin(t), "--addr", n.addr, "task", "create", "x", "--location", filepath.Join(moduleRoot(), "samples", "process", "echo.sh"))

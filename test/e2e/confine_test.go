@@ -19,7 +19,7 @@ import (
 // TestArtifactConfinement: a task may name only files inside the node's
 // artifact roots. /bin/sh, ../../bin/sh and a symbolic link out of a root
 // are refused with PERMISSION_DENIED / ARTIFACT_OUTSIDE_ROOT over gRPC,
-// grpcurl and the CLI (exit 2), and no task is created; an upload of the
+// grpcurl and the CLI (exit 4, not allowed), and no task is created; an upload of the
 // same bytes is allowed; a link that leaves the root after registration is
 // refused before the next run.
 func TestArtifactConfinement(t *testing.T) {
@@ -93,8 +93,8 @@ func TestArtifactConfinement(t *testing.T) {
 				// from there, out of it.
 				code, stdout, stderr := runSpear(t, n, dir,
 					"task", "register", "e2e-cli-outside-"+name, "--type", "process", "--location", loc)
-				if code != 2 || !strings.Contains(stderr, "ARTIFACT_OUTSIDE_ROOT") {
-					t.Fatalf("spear task register --location %s: exit %d, want 2 with ARTIFACT_OUTSIDE_ROOT\nstdout: %s\nstderr: %s", loc, code, stdout, stderr)
+				if code != 4 || !strings.Contains(stderr, "ARTIFACT_OUTSIDE_ROOT") {
+					t.Fatalf("spear task register --location %s: exit %d, want 4 (not allowed) with ARTIFACT_OUTSIDE_ROOT\nstdout: %s\nstderr: %s", loc, code, stdout, stderr)
 				}
 			})
 		}
@@ -156,7 +156,14 @@ func dirLinkOut(t *testing.T, dir string) string {
 // returns its exit code and output.
 func runSpear(t *testing.T, n *node, dir string, args ...string) (int, string, string) {
 	t.Helper()
-	cmd := exec.CommandContext(ctx(t, toolTimeout), spearBin(t), append([]string{"--addr", n.addr}, args...)...)
+	return runSpearArgs(t, dir, append([]string{"--addr", n.addr}, args...)...)
+}
+
+// runSpearArgs runs the spear CLI with args (and no SPEAR_ variables) from
+// dir and returns its exit code and output.
+func runSpearArgs(t *testing.T, dir string, args ...string) (int, string, string) {
+	t.Helper()
+	cmd := exec.CommandContext(ctx(t, toolTimeout), spearBin(t), args...)
 	cmd.Dir = dir
 	cmd.Env = withoutSpearEnv(os.Environ())
 	var stdout, stderr bytes.Buffer

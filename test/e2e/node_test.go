@@ -58,6 +58,8 @@ type nodeOpts struct {
 	// listenHost: serve on this host (the port of addr), e.g. 0.0.0.0;
 	// the test's client still dials 127.0.0.1
 	listenHost string
+	// addr: serve on this loopback address (default: a free port)
+	addr string
 }
 
 // node is a running `spear serve` process and a gRPC client to it.
@@ -110,7 +112,11 @@ func startNode(t *testing.T, dataDir string, o nodeOpts) *node {
 }
 
 func tryStartNode(t *testing.T, dataDir string, o nodeOpts) (*node, error) {
-	n := &node{t: t, dataDir: dataDir, addr: freeAddr(t), exited: make(chan struct{}), log: &conformance.Buffer{}}
+	addr := o.addr
+	if addr == "" {
+		addr = freeAddr(t)
+	}
+	n := &node{t: t, dataDir: dataDir, addr: addr, exited: make(chan struct{}), log: &conformance.Buffer{}}
 	listen := n.addr
 	if o.listenHost != "" {
 		_, port, _ := net.SplitHostPort(n.addr)
