@@ -18,13 +18,16 @@ const (
 
 // stats holds what finished executions measured: per task (persisted, for
 // estimates and TaskInfo) and a window of recent executions (for GetStats).
+// Per task, tasks is the store's sum over every node sharing it, as last
+// read, plus pending: what this node measured since it last added its
+// share to the store (by compare-and-set, so no node's share is lost).
 type stats struct {
-	mu     sync.Mutex
-	now    func() time.Time
-	tasks  map[string]*store.TaskStats
-	dirty  map[string]bool
-	window []Finished // ring
-	next   int
+	mu      sync.Mutex
+	now     func() time.Time
+	tasks   map[string]*store.TaskStats
+	pending map[string]*store.TaskStats
+	window  []Finished // ring
+	next    int
 }
 
 // Finished is one finished execution, as GetStats sees it.
@@ -37,15 +40,26 @@ type Finished struct {
 }
 
 func newStats(now func() time.Time) *stats {
-	return &stats{now: now, tasks: map[string]*store.TaskStats{}, dirty: map[string]bool{}}
+	return &stats{now: now, tasks: map[string]*store.TaskStats{}, pending: map[string]*store.TaskStats{}}
 }
 
+// load takes the store's sums (all tasks'), keeping what is pending here
+// on top.
 func (s *stats) load(all map[string]*store.TaskStats) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for id, st := range all {
-		s.tasks[id] = st
+		s.setStored(id, st)
 	}
+}
+
+// setStored makes the store's sum st task id's stats, with what is
+// pending here on top. Call with mu held.
+func (s *stats) setStored(id string, st *store.TaskStats) {
+	if p := s.pending[id]; p != nil {
+		st.Add(p, recentPerTask)
+	}
+	s.tasks[id] = st
 }
 
 func (s *stats) record(r *execution.Record) {
@@ -56,15 +70,17 @@ func (s *stats) record(r *execution.Record) {
 		st = &store.TaskStats{}
 		s.tasks[r.TaskID] = st
 	}
-	st.Count++
-	st.LastStatus = r.Status
+	delta := &store.TaskStats{Count: 1, LastStatus: r.Status}
 	if r.Status == execution.StatusCompleted {
-		st.RecentMs = append(st.RecentMs, r.DurationMs)
-		if len(st.RecentMs) > recentPerTask {
-			st.RecentMs = st.RecentMs[len(st.RecentMs)-recentPerTask:]
-		}
+		delta.RecentMs = []int64{r.DurationMs}
 	}
-	s.dirty[r.TaskID] = true
+	st.Add(delta, recentPerTask)
+	p := s.pending[r.TaskID]
+	if p == nil {
+		p = &store.TaskStats{}
+		s.pending[r.TaskID] = p
+	}
+	p.Add(delta, recentPerTask)
 	f := Finished{At: r.CompletedAt, TaskID: r.TaskID, Function: r.Function, Status: r.Status, DurationMs: r.DurationMs}
 	if len(s.window) < windowSize {
 		s.window = append(s.window, f)
@@ -98,7 +114,7 @@ func (s *stats) forgetTask(id string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	delete(s.tasks, id)
-	delete(s.dirty, id)
+	delete(s.pending, id)
 }
 
 // typical returns the median duration of a task's recent successful
@@ -144,38 +160,62 @@ func (s *stats) finished(since time.Time) []Finished {
 	return out
 }
 
+// flushLoop adds this node's share to the store every second and reads
+// every task's sums (other nodes' shares) every refreshEvery.
 func (s *stats) flushLoop(ctx context.Context, st *store.Store, log *slog.Logger) {
+	const refreshEvery = 5
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
-	for {
+	for i := 1; ; i++ {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 			s.flush(ctx, st, log)
+			if i%refreshEvery == 0 {
+				s.refresh(ctx, st)
+			}
 		}
 	}
 }
 
-// flush stores the stats of tasks that changed.
+// flush adds what is pending to the store's sums.
 func (s *stats) flush(ctx context.Context, st *store.Store, log *slog.Logger) {
 	s.mu.Lock()
-	batch := make(map[string]store.TaskStats, len(s.dirty))
-	for id := range s.dirty {
-		if ts := s.tasks[id]; ts != nil {
-			c := *ts
-			c.RecentMs = slices.Clone(ts.RecentMs)
-			batch[id] = c
-		}
-	}
-	clear(s.dirty)
+	batch := s.pending
+	s.pending = map[string]*store.TaskStats{}
 	s.mu.Unlock()
-	for id, ts := range batch {
-		if err := st.Tasks.PutStats(ctx, id, &ts); err != nil {
+	for id, delta := range batch {
+		sum, err := st.Tasks.AddStats(ctx, id, delta, recentPerTask)
+		s.mu.Lock()
+		if err != nil {
 			log.Warn("storing task stats", "task", id, "err", err)
-			s.mu.Lock()
-			s.dirty[id] = true
-			s.mu.Unlock()
+			s.requeue(id, delta)
+		} else if _, known := s.tasks[id]; known {
+			s.setStored(id, sum)
 		}
+		s.mu.Unlock()
+	}
+}
+
+// requeue puts back a delta the store did not take, under what was
+// recorded since. Call with mu held.
+func (s *stats) requeue(id string, delta *store.TaskStats) {
+	if later := s.pending[id]; later != nil {
+		delta.Add(later, recentPerTask)
+	}
+	s.pending[id] = delta
+}
+
+// refresh reads every task's sums from the store.
+func (s *stats) refresh(ctx context.Context, st *store.Store) {
+	all, err := st.Tasks.AllStats(ctx)
+	if err != nil {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for id, sum := range all {
+		s.setStored(id, sum)
 	}
 }

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -75,4 +76,33 @@ func nodeIDs(t *testing.T, s *Store) []string {
 	}
 	slices.Sort(ids)
 	return ids
+}
+
+// TestAddStatsConcurrent: nodes adding their shares of a task's stats at
+// the same time lose none of them.
+func TestAddStatsConcurrent(t *testing.T) {
+	s := openStore(t, t.TempDir(), time.Second)
+	ctx := testCtx(t)
+	const adders, each = 4, 25
+	var wg sync.WaitGroup
+	for range adders {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range each {
+				if _, err := s.Tasks.AddStats(ctx, "t", &TaskStats{Count: 1, RecentMs: []int64{5}}, 8); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	all, err := s.Tasks.AllStats(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := all["t"]; got == nil || got.Count != adders*each || len(got.RecentMs) != 8 {
+		t.Fatalf("stats %+v, want count %d and 8 durations", got, adders*each)
+	}
 }

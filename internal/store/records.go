@@ -305,19 +305,57 @@ type TaskStats struct {
 	RecentMs []int64 `json:"recent_ms,omitempty"`
 }
 
-// PutTaskStats stores a task's stats.
-func (s *Tasks) PutStats(ctx context.Context, taskID string, st *TaskStats) error {
-	b, err := json.Marshal(st)
-	if err != nil {
-		return fmt.Errorf("encode task stats: %w", err)
+// Add adds what delta measured to st: its count, its last status (when
+// set) and its recent durations, of which st keeps the latest keep.
+func (st *TaskStats) Add(delta *TaskStats, keep int) {
+	st.Count += delta.Count
+	if delta.LastStatus != execution.StatusUnknown {
+		st.LastStatus = delta.LastStatus
 	}
-	if _, err := s.stats.Put(ctx, taskID, b); err != nil {
-		return s.unavailable("store task stats", err)
+	st.RecentMs = append(st.RecentMs, delta.RecentMs...)
+	if len(st.RecentMs) > keep {
+		st.RecentMs = st.RecentMs[len(st.RecentMs)-keep:]
 	}
-	return nil
 }
 
-// AllTaskStats loads every task's stats.
+// AddStats adds delta to a task's stored stats by compare-and-set — the
+// nodes sharing the store add theirs at the same time, and none is lost —
+// and returns the sum, keeping the latest keep durations.
+func (s *Tasks) AddStats(ctx context.Context, taskID string, delta *TaskStats, keep int) (*TaskStats, error) {
+	for {
+		var sum TaskStats
+		var rev uint64
+		e, err := s.stats.Get(ctx, taskID)
+		switch {
+		case errors.Is(err, jetstream.ErrKeyNotFound):
+		case err != nil:
+			return nil, s.unavailable("get task stats", err)
+		default:
+			if err := json.Unmarshal(e.Value(), &sum); err != nil {
+				s.log.Warn("task stats that cannot be read are replaced", "task", taskID, "err", err)
+			}
+			rev = e.Revision()
+		}
+		sum.Add(delta, keep)
+		b, err := json.Marshal(&sum)
+		if err != nil {
+			return nil, fmt.Errorf("encode task stats: %w", err)
+		}
+		if rev == 0 {
+			_, err = s.stats.Create(ctx, taskID, b)
+		} else {
+			_, err = s.stats.Update(ctx, taskID, b, rev)
+		}
+		if err == nil {
+			return &sum, nil
+		}
+		if !errors.Is(err, jetstream.ErrKeyExists) {
+			return nil, s.unavailable("store task stats", err)
+		}
+	}
+}
+
+// AllStats loads every task's stats.
 func (s *Tasks) AllStats(ctx context.Context) (map[string]*TaskStats, error) {
 	out := map[string]*TaskStats{}
 	lister, err := s.stats.ListKeys(ctx)
@@ -340,7 +378,7 @@ func (s *Tasks) AllStats(ctx context.Context) (map[string]*TaskStats, error) {
 	return out, nil
 }
 
-// DeleteTaskStats deletes a task's stats.
+// DeleteStats deletes a task's stats.
 func (s *Tasks) DeleteStats(ctx context.Context, taskID string) error {
 	if err := s.stats.Purge(ctx, taskID); err != nil {
 		return s.unavailable("delete task stats", err)

@@ -319,11 +319,14 @@ func TestTaskStats(t *testing.T) {
 	if err != nil || len(all) != 0 {
 		t.Fatalf("AllTaskStats on empty store = %v, %v", all, err)
 	}
-	in := &TaskStats{Count: 3, LastStatus: execution.StatusFailed, RecentMs: []int64{5, 7}}
-	if err := s.Tasks.PutStats(ctx, "t1", in); err != nil {
+	in := &TaskStats{Count: 2, LastStatus: execution.StatusFailed, RecentMs: []int64{7}}
+	if _, err := s.Tasks.AddStats(ctx, "t1", &TaskStats{Count: 1, RecentMs: []int64{5}}, 8); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Tasks.PutStats(ctx, "t2", &TaskStats{Count: 1, LastStatus: execution.StatusCompleted}); err != nil {
+	if _, err := s.Tasks.AddStats(ctx, "t1", in, 2); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Tasks.AddStats(ctx, "t2", &TaskStats{Count: 1, LastStatus: execution.StatusCompleted}, 8); err != nil {
 		t.Fatal(err)
 	}
 	all, err = s.Tasks.AllStats(ctx)
