@@ -1473,7 +1473,7 @@ func TestNode(t *testing.T) {
 						Details: &spearlet.HealthDetails{ActiveTasks: 3, RunningExecutions: 1, SystemInfo: map[string]string{"go": "1.26"}}}, nil
 				}
 			},
-			stdoutHas: []string{"healthy", "1m30s", "active tasks:", "go:"},
+			stdoutHas: []string{"healthy", "1m30s", "tasks running:", "go:"},
 			calls:     []rpcCall{{"GetHealth", &spearlet.GetHealthRequest{IncludeDetails: true}}},
 		},
 		{
@@ -1500,7 +1500,7 @@ func TestNode(t *testing.T) {
 					}, nil
 				}
 			},
-			stdoutHas: []string{"Service", "Tasks", "Executions", "process=1, wasm=1", "hot", "90.0%"},
+			stdoutHas: []string{"Service", "Tasks", "  running:", "Executions", "process=1, wasm=1", "hot", "90.0%"},
 			calls:     []rpcCall{{"GetStats", &spearlet.GetStatsRequest{IncludeTaskStats: true, IncludeExecutionStats: true, TimeRangeHours: 24}}},
 		},
 		{

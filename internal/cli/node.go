@@ -40,7 +40,7 @@ func (a *nodeCommands) newHealthCmd() *cobra.Command {
 					kv.add("cluster nodes", itoa(c.GetNodeCount()))
 				}
 				if d := resp.GetDetails(); d != nil {
-					kv.add("active tasks", itoa(d.GetActiveTasks()))
+					kv.add("tasks running", itoa(d.GetActiveTasks())) // with an execution running on this node
 					kv.add("running executions", itoa(d.GetRunningExecutions()))
 					kv.add("pending executions", itoa(d.GetPendingExecutions()))
 					kv.add("total executions", itoa(d.GetTotalExecutions()))
@@ -105,7 +105,7 @@ func (a *nodeCommands) printStats(resp *spearlet.GetStatsResponse) {
 	if t := resp.GetTaskStats(); t != nil {
 		fmt.Fprintln(a.stdout, "Tasks")
 		var kv kvList
-		kv.add("  active", itoa(t.GetActiveTasks()))
+		kv.add("  running", itoa(t.GetActiveTasks())) // as health's "tasks running"
 		kv.add("  idle", itoa(t.GetIdleTasks()))
 		kv.add("  by type", fmtMap(t.GetTasksByType()))
 		kv.print(a.stdout)

@@ -54,8 +54,13 @@ var (
 	CallbackNotAllowed      = Code{"CALLBACK_NOT_ALLOWED", ErrPermissionDenied}      // a callback_url host not in --callback-allow
 	ArtifactChanged         = Code{"ARTIFACT_CHANGED", ErrFailedPrecondition}        // a task's file no longer has the content it was registered with
 	ArtifactNotExecutable   = Code{"ARTIFACT_NOT_EXECUTABLE", ErrFailedPrecondition} // a process artifact without execute permission
+	AsyncModeNotSupported   = Code{"ASYNC_MODE_NOT_SUPPORTED", ErrInvalidArgument}   // StreamFunction in async mode: call InvokeFunction, then attach
+	ArtifactNotAFile        = Code{"ARTIFACT_NOT_A_FILE", ErrFailedPrecondition}     // a directory (or device, FIFO) where a file is needed
 	ArtifactNotFound        = Code{"ARTIFACT_NOT_FOUND", ErrFailedPrecondition}      // no file (or uploaded artifact) at the location
+	ArtifactNotRunnable     = Code{"ARTIFACT_NOT_RUNNABLE", ErrFailedPrecondition}   // neither an executable for this node nor a script with a #! line
+	ArtifactNoInterpreter   = Code{"ARTIFACT_NO_INTERPRETER", ErrFailedPrecondition} // the interpreter a #! line (or an ELF's loader) names is not on the node
 	ArtifactUnreadable      = Code{"ARTIFACT_UNREADABLE", ErrFailedPrecondition}     // the artifact cannot be read
+	ArtifactWrongArch       = Code{"ARTIFACT_WRONG_ARCH", ErrFailedPrecondition}     // an executable built for another architecture than the node's
 	ChecksumMismatch        = Code{"CHECKSUM_MISMATCH", ErrInvalidArgument}          // the content does not have the checksum given
 	ConflictingIDs          = Code{"CONFLICTING_IDS", ErrInvalidArgument}            // both an execution id and an idempotency key
 	ConflictingInput        = Code{"CONFLICTING_INPUT", ErrInvalidArgument}          // both parameters and input_ref

@@ -166,6 +166,8 @@ type core struct {
 	// most every 100 ms (queueCheckedAt, Unix nanoseconds).
 	queueWaiting   atomic.Int64
 	queueCheckedAt atomic.Int64
+	// probe is the queue depth health reports (RecentQueueDepth).
+	probe queueProbe
 
 	baseCtx    context.Context
 	baseCancel context.CancelCauseFunc

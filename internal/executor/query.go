@@ -2,6 +2,7 @@ package executor
 
 import (
 	"context"
+	"sync"
 	"time"
 
 	"github.com/spear-go/spear/internal/execution"
@@ -63,6 +64,29 @@ func (m *liveTable) ofTask(taskID string) int {
 	return n
 }
 
+// runningTasks counts the tasks with an execution running (not waiting
+// for a slot, not finished) on this node.
+func (m *liveTable) runningTasks() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	seen := make(map[string]struct{}, len(m.live))
+	for _, l := range m.live {
+		l.mu.Lock()
+		if l.rec.Status == execution.StatusRunning {
+			seen[l.rec.TaskID] = struct{}{}
+		}
+		l.mu.Unlock()
+	}
+	return len(seen)
+}
+
+// RunningTasks counts the tasks with an execution running on this node:
+// GetHealth's and GetStats' active_tasks.
+func (m *Manager) RunningTasks() int { return m.lives.runningTasks() }
+
+// TotalExecutions is the number of executions recorded for all tasks.
+func (m *Manager) TotalExecutions() int64 { return m.stats.totalAll() }
+
 // Finished returns the executions this node saw finish since since (within
 // a bounded window) and the total number of executions recorded for all
 // tasks.
@@ -78,6 +102,48 @@ func (m *Manager) QueueDepth(ctx context.Context) (int64, error) {
 	if err == nil {
 		m.queueWaiting.Store(w)
 	}
+	return w, err
+}
+
+// queueProbeMaxAge is how long RecentQueueDepth reuses an answer;
+// queueProbeTimeout bounds its wait for the store.
+const (
+	queueProbeMaxAge  = 250 * time.Millisecond
+	queueProbeTimeout = 2 * time.Second
+)
+
+// queueProbe is the last answer of the durable queue's depth, for
+// RecentQueueDepth.
+type queueProbe struct {
+	mu      sync.Mutex
+	at      time.Time // zero: never answered
+	waiting int64
+	err     error
+	busy    bool // a caller is asking the store
+}
+
+// RecentQueueDepth is QueueDepth as it was at most queueProbeMaxAge ago,
+// store error included: a health probe costs no store round trip, and
+// callers arriving while one caller asks the store get the last answer
+// rather than waiting or asking too.
+func (m *Manager) RecentQueueDepth(ctx context.Context) (int64, error) {
+	p := &m.probe
+	p.mu.Lock()
+	if !p.at.IsZero() && (p.busy || time.Since(p.at) < queueProbeMaxAge) {
+		w, err := p.waiting, p.err
+		p.mu.Unlock()
+		return w, err
+	}
+	p.busy = true
+	p.mu.Unlock()
+	// Not bounded by the caller, who may leave first: a store that does
+	// not answer within queueProbeTimeout is recorded as not answering.
+	qctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), queueProbeTimeout)
+	defer cancel()
+	w, err := m.QueueDepth(qctx)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.busy, p.at, p.waiting, p.err = false, time.Now(), w, err
 	return w, err
 }
 

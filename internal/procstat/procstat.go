@@ -18,6 +18,30 @@ import (
 // RSS returns the process's resident set size in bytes.
 func RSS() (int64, error) { return statusField("/proc/self/status", "VmRSS:") }
 
+// RecentRSS reads RSS at most once per MaxAge and answers the last
+// reading in between: reading /proc/self/status costs tens of
+// microseconds, more than a health probe should. The zero value reads on
+// every call.
+type RecentRSS struct {
+	MaxAge time.Duration
+
+	mu  sync.Mutex
+	at  time.Time
+	rss int64
+}
+
+// Get returns the resident set size in bytes, at most MaxAge old.
+func (r *RecentRSS) Get() int64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.at.IsZero() || time.Since(r.at) >= r.MaxAge {
+		if rss, err := RSS(); err == nil {
+			r.rss, r.at = rss, time.Now()
+		}
+	}
+	return r.rss
+}
+
 // MemTotal returns the machine's memory in bytes.
 func MemTotal() (int64, error) { return statusField("/proc/meminfo", "MemTotal:") }
 

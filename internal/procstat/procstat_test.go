@@ -3,6 +3,7 @@ package procstat_test
 import (
 	"os"
 	"testing"
+	"time"
 
 	"github.com/spear-go/spear/internal/procstat"
 )
@@ -37,5 +38,15 @@ func TestPeakRSS(t *testing.T) {
 	}
 	if _, err := procstat.PeakRSS(-1); err == nil {
 		t.Error("PeakRSS(-1) succeeded")
+	}
+}
+
+// TestRecentRSS: the cached reading is a true one, and the zero value
+// reads every time.
+func TestRecentRSS(t *testing.T) {
+	for _, r := range []*procstat.RecentRSS{{}, {MaxAge: time.Hour}} {
+		if a, b := r.Get(), r.Get(); a <= 0 || b <= 0 || (r.MaxAge > 0 && a != b) {
+			t.Errorf("RecentRSS{MaxAge: %v}: %d then %d", r.MaxAge, a, b)
+		}
 	}
 }

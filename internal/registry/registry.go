@@ -136,10 +136,8 @@ func (r *Registry) Register(ctx context.Context, reg Registration) (*task.Task, 
 		if gerr != nil {
 			return nil, false, gerr
 		}
-		if !sameArtifact(old.Artifact, a) {
-			return nil, false, errdefs.TaskExists.New("task %q already exists with another artifact, or with other content of the same file; "+
-				"to re-pin it: spear task update %s --location %s (or delete it first, or use another name)",
-				id, id, a.Location)
+		if err := sameTask(old, a, reg.Limits); err != nil {
+			return nil, false, err
 		}
 		return old, false, nil
 	}
@@ -178,6 +176,23 @@ func (r *Registry) Update(ctx context.Context, id string, a task.Artifact) (*tas
 	r.cache[id] = &entry{task: &u, artifact: art, pin: p, confined: confinedPath(a, art)}
 	r.mu.Unlock()
 	return &u, true, nil
+}
+
+// sameTask refuses, with TASK_EXISTS, registering again an existing task
+// with another artifact, or with limits (when given) other than its own:
+// the same registration again is the existing task, anything else would
+// be silently ignored.
+func sameTask(old *task.Task, a task.Artifact, l task.Limits) error {
+	if !sameArtifact(old.Artifact, a) {
+		return errdefs.TaskExists.New("task %q already exists with another artifact, or with other content of the same file; "+
+			"to re-pin it: spear task update %s --location %s (or delete it first, or use another name)",
+			old.ID, old.ID, a.Location)
+	}
+	if l != (task.Limits{}) && l != old.Limits {
+		return errdefs.TaskExists.New("task %q already exists with other limits; "+
+			"to change them: spear task limits %s (the UpdateTaskLimits method), or use another name", old.ID, old.ID)
+	}
+	return nil
 }
 
 func sameArtifact(a, b task.Artifact) bool {
@@ -453,8 +468,11 @@ func (r *Registry) localPath(ctx context.Context, loc string) (string, error) {
 	if err != nil {
 		return "", errdefs.ArtifactNotFound.New("artifact %s: %v", path, err)
 	}
+	if st.IsDir() {
+		return "", errdefs.ArtifactNotAFile.New("artifact %s is a directory: name the file in it to run", path)
+	}
 	if !st.Mode().IsRegular() {
-		return "", errdefs.ArtifactNotFound.New("artifact %s is not a regular file", path)
+		return "", errdefs.ArtifactNotAFile.New("artifact %s is not a regular file (mode %v)", path, st.Mode().Type())
 	}
 	return path, nil
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"debug/elf"
 	"encoding/hex"
 	"errors"
 	"os"
@@ -15,6 +16,7 @@ import (
 	"github.com/spear-go/spear/internal/confine"
 	"github.com/spear-go/spear/internal/errdefs"
 	"github.com/spear-go/spear/internal/runtime"
+	"github.com/spear-go/spear/internal/runtime/conformance"
 	"github.com/spear-go/spear/internal/runtime/process"
 	"github.com/spear-go/spear/internal/runtime/wasm"
 	"github.com/spear-go/spear/internal/store"
@@ -124,8 +126,11 @@ func ctxT(t *testing.T) context.Context {
 func TestRegisterValidation(t *testing.T) {
 	f := newFixture(t)
 	r := f.registry(t)
-	notExec := f.file(t, "plain.sh", []byte("#!/bin/sh\necho\n"), 0o644)
+	notExec := f.file(t, "not-exec.sh", []byte("#!/bin/sh\necho\n"), 0o644)
 	notWasm := f.file(t, "fake.wasm", []byte("this is not wasm"), 0o644)
+	random := f.file(t, "random", []byte{0x00, 0x9f, 0x13, 0x07}, 0o755)
+	noShebang := f.file(t, "plain.sh", []byte("echo hi\n"), 0o755)
+	foreign := f.file(t, "foreign", conformance.ELFExecutable(conformance.ForeignMachine(), elf.ET_EXEC, ""), 0o755)
 	echoDigest := digestOf(t, f.echo)
 
 	proc := func(loc string) task.Artifact { return task.Artifact{Type: runtime.TypeProcess, Location: loc} }
@@ -150,11 +155,15 @@ func TestRegisterValidation(t *testing.T) {
 		{"relative file URI", Registration{ID: "t", Artifact: proc("file:echo.sh")}, errdefs.ErrInvalidArgument, "INVALID_ARTIFACT_LOCATION"},
 		{"file URI on another host", Registration{ID: "t", Artifact: proc("file://example.com" + f.echo)}, errdefs.ErrInvalidArgument, "INVALID_ARTIFACT_LOCATION"},
 		{"missing file", Registration{ID: "t", Artifact: proc(filepath.Join(f.dir, "nope"))}, errdefs.ErrFailedPrecondition, "ARTIFACT_NOT_FOUND"},
-		{"directory", Registration{ID: "t", Artifact: proc(f.dir)}, errdefs.ErrFailedPrecondition, "ARTIFACT_NOT_FOUND"},
+		{"directory", Registration{ID: "t", Artifact: proc(f.dir)}, errdefs.ErrFailedPrecondition, "ARTIFACT_NOT_A_FILE"},
+		{"wasm directory", Registration{ID: "t", Artifact: task.Artifact{Type: runtime.TypeWasm, Location: f.dir}}, errdefs.ErrFailedPrecondition, "ARTIFACT_NOT_A_FILE"},
+		{"random bytes", Registration{ID: "t", Artifact: proc(random)}, errdefs.ErrFailedPrecondition, "ARTIFACT_NOT_RUNNABLE"},
+		{"script without #!", Registration{ID: "t", Artifact: proc(noShebang)}, errdefs.ErrFailedPrecondition, "ARTIFACT_NOT_RUNNABLE"},
+		{"foreign ELF", Registration{ID: "t", Artifact: proc(foreign)}, errdefs.ErrFailedPrecondition, "ARTIFACT_WRONG_ARCH"},
 		{"bad checksum format", Registration{ID: "t", Artifact: task.Artifact{Type: runtime.TypeProcess, Location: f.echo, Checksum: "md5:1234"}}, errdefs.ErrInvalidArgument, "INVALID_CHECKSUM"},
 		{"short checksum", Registration{ID: "t", Artifact: task.Artifact{Type: runtime.TypeProcess, Location: f.echo, Checksum: "sha256:abcd"}}, errdefs.ErrInvalidArgument, "INVALID_CHECKSUM"},
 		{"checksum mismatch", Registration{ID: "t", Artifact: task.Artifact{Type: runtime.TypeProcess, Location: f.echo, Checksum: "sha256:" + strings.Repeat("0", 64)}}, errdefs.ErrInvalidArgument, "CHECKSUM_MISMATCH"},
-		{"not executable", Registration{ID: "t", Artifact: proc(notExec)}, errdefs.ErrFailedPrecondition, ""},
+		{"not executable", Registration{ID: "t", Artifact: proc(notExec)}, errdefs.ErrFailedPrecondition, "ARTIFACT_NOT_EXECUTABLE"},
 		{"wasm that is not wasm", Registration{ID: "t", Artifact: task.Artifact{Type: runtime.TypeWasm, Location: notWasm}}, errdefs.ErrInvalidArgument, "INVALID_ARTIFACT"},
 		{"no docker runtime", Registration{ID: "t", Artifact: task.Artifact{Type: runtime.TypeDocker, Location: "alpine:3"}}, errdefs.ErrFailedPrecondition, "RUNTIME_UNAVAILABLE"},
 		{"invalid UTF-8 name with id", Registration{ID: "t", Name: "bad\xff", Artifact: proc(f.echo)}, errdefs.ErrInvalidArgument, "INVALID_UTF8"},
@@ -250,6 +259,28 @@ func TestRegisterIdempotence(t *testing.T) {
 		_, _, err := r.Register(ctxT(t), Registration{ID: "same", Artifact: other})
 		if !errors.Is(err, errdefs.ErrAlreadyExists) || errdefs.CodeOf(err) != "TASK_EXISTS" {
 			t.Errorf("%s: %v, want TASK_EXISTS", name, err)
+		}
+	}
+	// Limits: none given is the task as it is; the same again too; others
+	// would be ignored, so they are refused.
+	limited := reg
+	limited.ID, limited.Limits = "limited", task.Limits{MaxConcurrency: 2}
+	if _, created, err := r.Register(ctxT(t), limited); err != nil || !created {
+		t.Fatalf("limited: %v %v", created, err)
+	}
+	for name, tc := range map[string]struct {
+		l       task.Limits
+		refused bool
+	}{
+		"no limits":    {task.Limits{}, false},
+		"same limits":  {task.Limits{MaxConcurrency: 2}, false},
+		"other limits": {task.Limits{MaxConcurrency: 3}, true},
+	} {
+		again := limited
+		again.Limits = tc.l
+		got, _, err := r.Register(ctxT(t), again)
+		if refused := errdefs.TaskExists.Is(err); refused != tc.refused || (!refused && (err != nil || got.Limits.MaxConcurrency != 2)) {
+			t.Errorf("%s: %v %v, want refused=%v", name, got, err, tc.refused)
 		}
 	}
 	// A second registry (another node) sees the same.

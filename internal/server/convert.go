@@ -44,12 +44,7 @@ func resultOf(r *execution.Record, withOutput bool) *pb.ExecutionResult {
 		Sandbox:         r.Sandbox,
 	}
 	res.DeadLettered = r.DeadLettered
-	for _, a := range r.History {
-		res.AttemptHistory = append(res.AttemptHistory, &pb.AttemptInfo{
-			Attempt: a.N, Status: pb.ExecutionStatus(a.Status), ErrorCode: a.ErrorCode, ErrorMessage: a.ErrorMessage,
-			StartedAt: ts(a.StartedAt), CompletedAt: ts(a.CompletedAt), Node: a.Node,
-		})
-	}
+	res.AttemptHistory = attemptsOf(r)
 	if c := r.Callback; c != nil {
 		res.Callback = &pb.CallbackDelivery{
 			Url: c.URL, State: c.State, Attempts: c.Attempts, LastStatusCode: c.LastStatusCode,
@@ -61,6 +56,25 @@ func resultOf(r *execution.Record, withOutput bool) *pb.ExecutionResult {
 		res.OutputSize, res.OutputSha256, res.OutputPartial = r.OutputSize, r.OutputSHA256, r.OutputPartial()
 	}
 	return res
+}
+
+// attemptsOf is an execution's attempt history: each run that ended and,
+// while one runs, the attempt in progress (RUNNING, with its node and
+// start, without an end).
+func attemptsOf(r *execution.Record) []*pb.AttemptInfo {
+	var out []*pb.AttemptInfo
+	for _, a := range r.History {
+		out = append(out, &pb.AttemptInfo{
+			Attempt: a.N, Status: pb.ExecutionStatus(a.Status), ErrorCode: a.ErrorCode, ErrorMessage: a.ErrorMessage,
+			StartedAt: ts(a.StartedAt), CompletedAt: ts(a.CompletedAt), Node: a.Node,
+		})
+	}
+	if r.Status == execution.StatusRunning && (len(r.History) == 0 || r.History[len(r.History)-1].N < r.Attempts) {
+		out = append(out, &pb.AttemptInfo{
+			Attempt: max(r.Attempts, 1), Status: pb.ExecutionStatus_EXECUTION_STATUS_RUNNING, StartedAt: ts(r.StartedAt), Node: r.Node,
+		})
+	}
+	return out
 }
 
 // metricsOf fills the spec's metrics map with what a client that knows only

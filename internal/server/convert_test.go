@@ -2,9 +2,14 @@ package server
 
 import (
 	"encoding/json"
+	"fmt"
 	"maps"
+	"slices"
+	"strings"
 	"testing"
+	"time"
 
+	pb "github.com/spear-go/spear/api/spearlet"
 	"github.com/spear-go/spear/internal/execution"
 )
 
@@ -54,5 +59,38 @@ func TestStatusJSON(t *testing.T) {
 	}
 	if logs, _ := body["logs"].([]any); len(logs) != 1 {
 		t.Errorf("logs %v, want one line", body["logs"])
+	}
+}
+
+// TestAttemptsOf: the attempt in progress is the last of the history while
+// it runs — its node and start, no end — and is not listed twice once it
+// ended.
+func TestAttemptsOf(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	ended := execution.Attempt{N: 1, Status: execution.StatusFailed, StartedAt: t0, CompletedAt: t0.Add(time.Second), Node: "n1"}
+	for _, tc := range []struct {
+		name string
+		rec  execution.Record
+		want []string // "attempt status node" of each entry
+	}{
+		{"queued", execution.Record{Status: execution.StatusPending}, nil},
+		{"first run", execution.Record{Status: execution.StatusRunning, Attempts: 1, StartedAt: t0, Node: "n2"}, []string{"1 RUNNING n2"}},
+		{"a retry runs", execution.Record{Status: execution.StatusRunning, Attempts: 2, StartedAt: t0, Node: "n2", History: []execution.Attempt{ended}},
+			[]string{"1 FAILED n1", "2 RUNNING n2"}},
+		{"retry waiting", execution.Record{Status: execution.StatusPending, Attempts: 1, History: []execution.Attempt{ended}}, []string{"1 FAILED n1"}},
+		{"finished", execution.Record{Status: execution.StatusFailed, Attempts: 1, History: []execution.Attempt{ended}}, []string{"1 FAILED n1"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var got []string
+			for _, a := range attemptsOf(&tc.rec) {
+				got = append(got, fmt.Sprintf("%d %s %s", a.Attempt, strings.TrimPrefix(a.Status.String(), "EXECUTION_STATUS_"), a.Node))
+				if a.Status == pb.ExecutionStatus_EXECUTION_STATUS_RUNNING && (a.CompletedAt != nil || !a.StartedAt.AsTime().Equal(t0)) {
+					t.Errorf("attempt in progress %v: want its start and no end", a)
+				}
+			}
+			if !slices.Equal(got, tc.want) {
+				t.Errorf("attemptsOf = %q, want %q", got, tc.want)
+			}
+		})
 	}
 }

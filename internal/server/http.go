@@ -84,6 +84,8 @@ func StatusJSON(r *execution.Record) []byte {
 // handleStatus answers GET /api/v1/executions/{id}/status with the JSON
 // form of GetExecutionStatusResponse, result included. Query: logs=true
 // adds logs; wait=DURATION (at most 60s) waits for a terminal state first.
+// An unknown execution is a 404 Connect error (EXECUTION_NOT_FOUND), as
+// every HTTP error is.
 func (s *restAPI) handleStatus(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
 	q := r.URL.Query()
@@ -113,11 +115,11 @@ func (s *restAPI) handleStatus(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, err)
 		return
 	}
-	code := http.StatusOK
 	if !resp.Found {
-		code = http.StatusNotFound
+		writeError(w, r, errdefs.ExecutionNotFound.New("%s", resp.Message))
+		return
 	}
-	writeProto(w, r, code, resp)
+	writeProto(w, r, http.StatusOK, resp)
 }
 
 // handleOutput answers GET /api/v1/executions/{id}/output with the

@@ -46,6 +46,22 @@ func getStatus(t *testing.T, e *env, pathAndQuery string) (int, *pb.GetExecution
 	return resp.StatusCode, &st
 }
 
+// wantNotFound checks that a status route answers an unknown execution
+// with a Connect error: 404, not_found, EXECUTION_NOT_FOUND.
+func wantNotFound(t *testing.T, e *env, pathAndQuery string) {
+	t.Helper()
+	req, err := http.NewRequestWithContext(testCtx(t), http.MethodGet, e.base+pathAndQuery, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, body := httpDo(t, req)
+	m := jsonMap(t, body)
+	if r.StatusCode != http.StatusNotFound || m["code"] != "not_found" || reasonOf(m) != "EXECUTION_NOT_FOUND" ||
+		r.Header.Get(ErrorCodeTrailer) != "EXECUTION_NOT_FOUND" || !strings.Contains(fmt.Sprint(m["message"]), "not found") {
+		t.Errorf("GET %s: %d %s", pathAndQuery, r.StatusCode, body)
+	}
+}
+
 // waitStatus long-polls a status endpoint until the execution is terminal.
 func waitStatus(t *testing.T, e *env, endpoint string) *pb.GetExecutionStatusResponse {
 	t.Helper()
@@ -70,10 +86,7 @@ func TestHTTPStatusRoute(t *testing.T) {
 		}
 	})
 	t.Run("unknown", func(t *testing.T) {
-		code, st := getStatus(t, e, fmt.Sprintf(StatusPath, "000000000000ffffffffff"))
-		if code != http.StatusNotFound || st.Found || st.Message == "" {
-			t.Errorf("%d %v", code, st)
-		}
+		wantNotFound(t, e, fmt.Sprintf(StatusPath, "000000000000ffffffffff"))
 		// The same through gRPC is a response, not an error.
 		g, err := e.grpc.GetExecutionStatus(testCtx(t), &pb.GetExecutionStatusRequest{ExecutionId: "000000000000ffffffffff"})
 		if err != nil || g.Found {
@@ -103,10 +116,7 @@ func TestHTTPStatusRoute(t *testing.T) {
 			t.Errorf("%d %v", code, st)
 		}
 		// wait on an unknown execution answers 404 without waiting.
-		code, st = getStatus(t, e, fmt.Sprintf(StatusPath, "000000000000eeeeeeeeee")+"?wait=30s")
-		if code != http.StatusNotFound || st.Found {
-			t.Errorf("unknown with wait: %d %v", code, st)
-		}
+		wantNotFound(t, e, fmt.Sprintf(StatusPath, "000000000000eeeeeeeeee")+"?wait=30s")
 	})
 	t.Run("logs", func(t *testing.T) {
 		f, err := e.grpc.InvokeFunction(testCtx(t), invokeReq("fail", "x", pb.ExecutionMode_EXECUTION_MODE_SYNC))
@@ -534,4 +544,50 @@ func TestServeAcceptErrors(t *testing.T) {
 		t.Fatal("Serve with a broken listener did not return")
 	}
 	srv2.Shutdown(ctx)
+}
+
+// TestHTTPErrorBodies: every HTTP error answer is a Connect JSON error
+// with the error code in its body and header, its status kept: those of
+// the mux (no route, wrong method) and of Connect's handler (no or another
+// Content-Type, GET of a unary method) as the node's own.
+func TestHTTPErrorBodies(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	method := "/spearlet.FunctionService/GetHealth"
+	cases := []struct {
+		name, method, path, ctype, body string
+		status                          int
+		code, errorCode, header, msg    string
+	}{
+		{"no content type", http.MethodPost, method, "", "{}", 415, "invalid_argument", "INVALID_ARGUMENT", "Accept-Post", "application/json"},
+		{"other content type", http.MethodPost, method, "text/plain", "{}", 415, "invalid_argument", "INVALID_ARGUMENT", "Accept-Post", `"text/plain"`},
+		{"GET of a unary method", http.MethodGet, method, "", "", 405, "unimplemented", "UNIMPLEMENTED", "Allow", "allowed POST"},
+		{"no route", http.MethodGet, "/no/such/route", "", "", 404, "not_found", "NOT_FOUND", "", "no such route: GET /no/such/route"},
+		{"wrong method of a route", http.MethodDelete, "/api/v1/executions/x/status", "", "", 405, "unimplemented", "UNIMPLEMENTED", "Allow", "allowed GET"},
+		{"route error", http.MethodGet, "/api/v1/executions/bad%20id/status", "", "", 400, "invalid_argument", "INVALID_EXECUTION_ID", "", "bad id"},
+		{"method error", http.MethodPost, "/spearlet.FunctionService/GetTask", "application/json", `{"taskId":"a.b"}`, 400, "invalid_argument", "INVALID_TASK_ID", "", "a.b"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			req, err := http.NewRequestWithContext(testCtx(t), tc.method, e.base+tc.path, strings.NewReader(tc.body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tc.ctype != "" {
+				req.Header.Set("Content-Type", tc.ctype)
+			}
+			r, body := httpDo(t, req)
+			m := jsonMap(t, body)
+			if r.StatusCode != tc.status || m["code"] != tc.code || reasonOf(m) != tc.errorCode ||
+				r.Header.Get(ErrorCodeTrailer) != tc.errorCode || !strings.Contains(fmt.Sprint(m["message"]), tc.msg) {
+				t.Errorf("%s %s: HTTP %d %s (header %q); want %d %s %s with %q", tc.method, tc.path, r.StatusCode, body,
+					r.Header.Get(ErrorCodeTrailer), tc.status, tc.code, tc.errorCode, tc.msg)
+			}
+			if ct := r.Header.Get("Content-Type"); ct != "application/json" {
+				t.Errorf("Content-Type %q", ct)
+			}
+			if tc.header != "" && r.Header.Get(tc.header) == "" {
+				t.Errorf("header %s dropped", tc.header)
+			}
+		})
+	}
 }

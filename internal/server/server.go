@@ -86,12 +86,12 @@ func New(svc *Service, opts Options) *Server {
 	reflection.Register(g)
 
 	mux := http.NewServeMux()
-	path, h := spearletconnect.NewFunctionServiceHandler(connectService{svc},
+	path, h := spearletconnect.NewFunctionServiceHandler(connectService{svc}, append(jsonCodecs(),
 		connect.WithInterceptors(connectErrors()),
 		connect.WithReadMaxBytes(opts.MaxMessageBytes),
 		connect.WithSendMaxBytes(opts.MaxMessageBytes),
 		connect.WithCompressMinBytes(64<<10),
-	)
+	)...)
 	mux.Handle(path, h)
 	z.connectPrefix = path
 	svc.routes(mux)
@@ -109,7 +109,7 @@ func New(svc *Service, opts Options) *Server {
 		health: hs,
 		log:    opts.Logger,
 		http: &http.Server{
-			Handler:           z.handler(mux),
+			Handler:           errorBodies(z.handler(mux)),
 			ReadHeaderTimeout: 10 * time.Second,
 			MaxHeaderBytes:    1 << 20,
 			ErrorLog:          slog.NewLogLogger(opts.Logger.Handler(), slog.LevelWarn),

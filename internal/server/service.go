@@ -65,6 +65,7 @@ type serviceCore struct {
 	info     map[string]string
 	now      func() time.Time
 	cpu      *procstat.CPU
+	rss      *procstat.RecentRSS // for GetHealth
 	log      *slog.Logger
 	maxInput int
 	// callbackAllow are the hosts a callback_url may name.
@@ -106,7 +107,7 @@ func NewService(opts ServiceOptions, mgr *executor.Manager, reg *registry.Regist
 	}
 	c := &serviceCore{
 		mgr: mgr, reg: reg, store: st, nodeID: opts.NodeID, info: opts.SystemInfo,
-		now: opts.Now, cpu: procstat.NewCPU(runtime.NumCPU()), log: opts.Logger,
+		now: opts.Now, cpu: procstat.NewCPU(runtime.NumCPU()), rss: &procstat.RecentRSS{MaxAge: 250 * time.Millisecond}, log: opts.Logger,
 		maxInput: opts.MaxInputBytes, callbackAllow: opts.CallbackAllow, cluster: opts.Cluster,
 	}
 	c.inv, c.execs, c.tasks, c.node, c.rest = &invocations{c}, &executionsAPI{c}, &tasksAPI{c}, &nodeAPI{c}, &restAPI{c}
@@ -131,8 +132,8 @@ func (s *invocations) InvokeFunction(ctx context.Context, req *pb.InvokeFunction
 		return failed(errdefs.StreamModeNotSupported,
 			"stream mode is not supported by InvokeFunction: call the StreamFunction method, which streams output chunks as they are produced"), nil
 	default:
-		return failed(errdefs.UnknownExecutionMode,
-			fmt.Sprintf("unknown execution_mode %d: use EXECUTION_MODE_SYNC, EXECUTION_MODE_ASYNC, or the StreamFunction method", req.ExecutionMode)), nil
+		return failed(errdefs.UnknownExecutionMode, fmt.Sprintf("%s: InvokeFunction runs SYNC or ASYNC (EXECUTION_MODE_SYNC, EXECUTION_MODE_ASYNC); "+
+			"for STREAM call the StreamFunction method", enumProblem("execution_mode", req.ExecutionMode))), nil
 	}
 	spec, err := s.prepare(ctx, req, execution.Mode(req.ExecutionMode))
 	if err != nil {
@@ -342,13 +343,17 @@ func (s *invocations) resolveTask(ctx context.Context, req *pb.InvokeFunctionReq
 		}
 		return "", err
 	default:
-		return "", errdefs.InvalidInvocationType.New("unknown invocation_type %d", req.InvocationType)
+		return "", errdefs.InvalidInvocationType.New("%s: use one of %s (or leave it unset to invoke task_id)",
+			enumProblem("invocation_type", req.InvocationType), enumNames(req.InvocationType.Descriptor()))
 	}
 }
 
 // streamTo runs an invocation in stream mode, sending output chunks as the
 // function writes them and a final message with the outcome.
 func (s *invocations) streamTo(ctx context.Context, req *pb.InvokeFunctionRequest, send func(*pb.StreamExecutionResult) error) error {
+	if err := streamMode(req.ExecutionMode); err != nil {
+		return err
+	}
 	if id := req.GetContext().GetExecutionId(); id != "" {
 		rec, err := s.mgr.Views.Get(ctx, id)
 		if err == nil {
@@ -399,6 +404,21 @@ func (s *invocations) streamTo(ctx context.Context, req *pb.InvokeFunctionReques
 	mu.Lock()
 	defer mu.Unlock()
 	return sendErr
+}
+
+// streamMode checks a StreamFunction's execution_mode: STREAM, SYNC (the
+// caller waits for the result, as a stream does) or unset run as a stream;
+// ASYNC is refused, as a stream's execution ends with its caller; a value
+// of no mode is refused as InvokeFunction refuses it.
+func streamMode(m pb.ExecutionMode) error {
+	switch m {
+	case pb.ExecutionMode_EXECUTION_MODE_UNKNOWN, pb.ExecutionMode_EXECUTION_MODE_STREAM, pb.ExecutionMode_EXECUTION_MODE_SYNC:
+		return nil
+	case pb.ExecutionMode_EXECUTION_MODE_ASYNC:
+		return errdefs.AsyncModeNotSupported.New("StreamFunction streams while its caller stays, and a caller that leaves cancels the execution: " +
+			"to run in the background, call InvokeFunction with EXECUTION_MODE_ASYNC, then StreamFunction with only context.execution_id to follow it")
+	}
+	return errdefs.UnknownExecutionMode.New("%s: StreamFunction runs STREAM (or unset, or SYNC)", enumProblem("execution_mode", m))
 }
 
 // attachable checks that a stream request naming an existing execution
@@ -609,7 +629,8 @@ func (s *executionsAPI) ListExecutions(ctx context.Context, req *pb.ListExecutio
 		return nil, err
 	}
 	if req.StatusFilter < 0 || req.StatusFilter > pb.ExecutionStatus_EXECUTION_STATUS_TIMEOUT {
-		return nil, errdefs.InvalidStatusFilter.New("unknown status_filter %d", req.StatusFilter)
+		return nil, errdefs.InvalidStatusFilter.New("%s: use one of %s (or leave it unset for all)",
+			enumProblem("status_filter", req.StatusFilter), enumNames(req.StatusFilter.Descriptor()))
 	}
 	if req.TaskId != "" {
 		if err := task.ValidateID(req.TaskId); err != nil {
@@ -633,11 +654,13 @@ func (s *executionsAPI) ListExecutions(ctx context.Context, req *pb.ListExecutio
 	return resp, nil
 }
 
-// GetHealth reports the node's health from measured values.
+// GetHealth reports the node's health from measured values. It is the
+// cheapest call of the node: the queue's depth (and whether the store
+// answers) is at most queueProbeMaxAge old, the rest in-memory counters.
 func (s *nodeAPI) GetHealth(ctx context.Context, req *pb.GetHealthRequest) (*pb.GetHealthResponse, error) {
 	resp := &pb.GetHealthResponse{Status: "healthy", Message: "serving", UptimeSeconds: int64(s.mgr.Uptime().Seconds()),
 		Cluster: s.clusterInfo()}
-	queued, qerr := s.mgr.QueueDepth(ctx)
+	queued, qerr := s.mgr.RecentQueueDepth(ctx)
 	store := s.store.Storage()
 	switch {
 	case qerr != nil:
@@ -647,19 +670,18 @@ func (s *nodeAPI) GetHealth(ctx context.Context, req *pb.GetHealthRequest) (*pb.
 	case store.Budget > 0 && store.Used*10 > store.Budget*9:
 		resp.Status, resp.Message = "degraded", fmt.Sprintf("the store holds %d of its %d bytes (over 90%%): new work will soon be refused (STORAGE_FULL)", store.Used, store.Budget)
 	}
-	if !req.IncludeDetails {
-		return resp, nil
+	if req.IncludeDetails {
+		resp.Details = s.healthDetails(queued, store)
 	}
+	return resp, nil
+}
+
+// healthDetails are GetHealth's details: what runs on this node now.
+// active_tasks counts the tasks with an execution running here, as
+// GetStats' TaskStats.active_tasks does.
+func (s *nodeAPI) healthDetails(queued int64, store store.StorageState) *pb.HealthDetails {
 	running, waiting := s.mgr.Counts()
-	live := s.mgr.Live()
-	active := map[string]bool{}
-	var mem int64
-	for _, r := range live {
-		active[r.TaskID] = true
-	}
-	rss, _ := procstat.RSS()
-	mem = rss
-	_, total := s.mgr.Finished(s.now())
+	rss := s.rss.Get()
 	info := map[string]string{
 		"node_id":            s.nodeID,
 		"go_version":         runtime.Version(),
@@ -673,15 +695,14 @@ func (s *nodeAPI) GetHealth(ctx context.Context, req *pb.GetHealthRequest) (*pb.
 	for k, v := range s.info {
 		info[k] = v
 	}
-	resp.Details = &pb.HealthDetails{
-		ActiveTasks:       int32(len(active)),
+	return &pb.HealthDetails{
+		ActiveTasks:       int32(s.mgr.RunningTasks()),
 		RunningExecutions: int32(running),
 		PendingExecutions: int32(int64(waiting) + queued),
-		TotalMemoryUsed:   mem,
-		TotalExecutions:   total,
+		TotalMemoryUsed:   rss,
+		TotalExecutions:   s.mgr.TotalExecutions(),
 		SystemInfo:        info,
 	}
-	return resp, nil
 }
 
 // GetStats reports measured service, task and execution statistics over a
@@ -715,69 +736,78 @@ func (s *nodeAPI) GetStats(ctx context.Context, req *pb.GetStatsRequest) (*pb.Ge
 	if memTotal > 0 {
 		resp.ServiceStats.MemoryUsagePercent = float64(rss) / float64(memTotal) * 100
 	}
+	if req.IncludeTaskStats {
+		resp.TaskStats = s.taskStats(tasks, recent)
+	}
+	if req.IncludeExecutionStats {
+		resp.ExecutionStats = s.executionStats(ctx, recent)
+	}
+	return resp, nil
+}
+
+// taskStats counts tasks by type and as active — with an execution
+// running on this node now, as GetHealth counts them — or idle, and names
+// the five with the most recent executions.
+func (s *nodeAPI) taskStats(tasks []*task.Task, recent []executor.Finished) *pb.TaskStats {
+	active := int32(s.mgr.RunningTasks())
+	ts := &pb.TaskStats{TasksByType: map[string]int32{}, ActiveTasks: active, IdleTasks: max(0, int32(len(tasks))-active)}
 	perTask := map[string]int{}
 	for _, f := range recent {
 		perTask[f.TaskID]++
 	}
-	if req.IncludeTaskStats {
-		ts := &pb.TaskStats{TasksByType: map[string]int32{}}
-		byID := map[string]*task.Task{}
-		for _, t := range tasks {
-			byID[t.ID] = t
-			ts.TasksByType[string(t.Artifact.Type)]++
-			if perTask[t.ID] > 0 {
-				ts.ActiveTasks++
-			} else {
-				ts.IdleTasks++
-			}
-		}
-		ids := make([]string, 0, len(perTask))
-		for id := range perTask {
-			if byID[id] != nil {
-				ids = append(ids, id)
-			}
-		}
-		slices.SortFunc(ids, func(a, b string) int {
-			if perTask[a] != perTask[b] {
-				return perTask[b] - perTask[a]
-			}
-			return strings.Compare(a, b)
-		})
-		for _, id := range ids[:min(len(ids), 5)] {
-			ts.MostActiveTasks = append(ts.MostActiveTasks, s.tasks.taskInfo(byID[id], false))
-		}
-		resp.TaskStats = ts
+	byID := map[string]*task.Task{}
+	for _, t := range tasks {
+		byID[t.ID] = t
+		ts.TasksByType[string(t.Artifact.Type)]++
 	}
-	if req.IncludeExecutionStats {
-		running, waiting := s.mgr.Counts()
-		queued, _ := s.mgr.QueueDepth(ctx)
-		es := &pb.ExecutionStats{
-			RunningExecutions:    int32(running),
-			PendingExecutions:    int32(int64(waiting) + queued),
-			ExecutionsByFunction: map[string]int32{},
+	ids := make([]string, 0, len(perTask))
+	for id := range perTask {
+		if byID[id] != nil {
+			ids = append(ids, id)
 		}
-		var sum float64
-		for _, f := range recent {
-			switch f.Status {
-			case execution.StatusCompleted:
-				es.CompletedExecutions++
-			case execution.StatusFailed, execution.StatusTimeout:
-				es.FailedExecutions++
-			}
-			sum += float64(f.DurationMs)
-			name := f.TaskID
-			if f.Function != "" {
-				name += "/" + f.Function
-			}
-			es.ExecutionsByFunction[name]++
-		}
-		if len(recent) > 0 {
-			es.AverageExecutionTimeMs = sum / float64(len(recent))
-			es.SuccessRatePercent = float64(es.CompletedExecutions) / float64(len(recent)) * 100
-		}
-		resp.ExecutionStats = es
 	}
-	return resp, nil
+	slices.SortFunc(ids, func(a, b string) int {
+		if perTask[a] != perTask[b] {
+			return perTask[b] - perTask[a]
+		}
+		return strings.Compare(a, b)
+	})
+	for _, id := range ids[:min(len(ids), 5)] {
+		ts.MostActiveTasks = append(ts.MostActiveTasks, s.tasks.taskInfo(byID[id], false))
+	}
+	return ts
+}
+
+// executionStats counts executions running and pending now (as GetHealth
+// does) and those that finished recently, by outcome and function.
+func (s *nodeAPI) executionStats(ctx context.Context, recent []executor.Finished) *pb.ExecutionStats {
+	running, waiting := s.mgr.Counts()
+	queued, _ := s.mgr.RecentQueueDepth(ctx)
+	es := &pb.ExecutionStats{
+		RunningExecutions:    int32(running),
+		PendingExecutions:    int32(int64(waiting) + queued),
+		ExecutionsByFunction: map[string]int32{},
+	}
+	var sum float64
+	for _, f := range recent {
+		switch f.Status {
+		case execution.StatusCompleted:
+			es.CompletedExecutions++
+		case execution.StatusFailed, execution.StatusTimeout:
+			es.FailedExecutions++
+		}
+		sum += float64(f.DurationMs)
+		name := f.TaskID
+		if f.Function != "" {
+			name += "/" + f.Function
+		}
+		es.ExecutionsByFunction[name]++
+	}
+	if len(recent) > 0 {
+		es.AverageExecutionTimeMs = sum / float64(len(recent))
+		es.SuccessRatePercent = float64(es.CompletedExecutions) / float64(len(recent)) * 100
+	}
+	return es
 }
 
 // RegisterTask registers a task without invoking it.

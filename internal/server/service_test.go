@@ -484,4 +484,41 @@ func TestStreamFunction(t *testing.T) {
 		}
 		cs.Close()
 	})
+	t.Run("modes", func(t *testing.T) {
+		for _, tc := range []struct {
+			mode pb.ExecutionMode
+			ec   string // "" streams
+		}{
+			{pb.ExecutionMode_EXECUTION_MODE_UNKNOWN, ""},
+			{pb.ExecutionMode_EXECUTION_MODE_SYNC, ""},
+			{pb.ExecutionMode_EXECUTION_MODE_ASYNC, "ASYNC_MODE_NOT_SUPPORTED"},
+			{42, "UNKNOWN_EXECUTION_MODE"},
+		} {
+			r := invokeReq("echo", "m", tc.mode)
+			s, err := e.grpc.StreamFunction(testCtx(t), r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var last *pb.StreamExecutionResult
+			for {
+				m, err := s.Recv()
+				if err != nil {
+					if tc.ec == "" && !errors.Is(err, io.EOF) {
+						t.Errorf("%v: %v", tc.mode, err)
+					}
+					if tc.ec == "" {
+						break
+					}
+					if code, ec := grpcErrorCode(t, err, s.Trailer()); code != codes.InvalidArgument || ec != tc.ec {
+						t.Errorf("%v: %v %s, want INVALID_ARGUMENT %s", tc.mode, code, ec, tc.ec)
+					}
+					break
+				}
+				last = m
+			}
+			if tc.ec == "" && (last == nil || last.Status != pb.ExecutionStatus_EXECUTION_STATUS_COMPLETED) {
+				t.Errorf("%v: last message %v, want COMPLETED", tc.mode, last)
+			}
+		}
+	})
 }

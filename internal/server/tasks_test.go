@@ -1,6 +1,7 @@
 package server
 
 import (
+	"fmt"
 	"math"
 	"os"
 	"path/filepath"
@@ -13,6 +14,7 @@ import (
 	"google.golang.org/grpc/metadata"
 
 	pb "github.com/spear-go/spear/api/spearlet"
+	"github.com/spear-go/spear/internal/testwait"
 )
 
 // wantGRPCError checks a failed call's code and error_code.
@@ -322,7 +324,7 @@ func TestHealthAndStats(t *testing.T) {
 	if es.ExecutionsByFunction["echo"] != 3 || es.ExecutionsByFunction["fail"] != 1 || es.ExecutionsByFunction["echo/main"] != 1 {
 		t.Errorf("executions_by_function %v", es.ExecutionsByFunction)
 	}
-	if ts.TasksByType["process"] != 5 || ts.TasksByType["wasm"] != 1 || ts.ActiveTasks != 2 || ts.IdleTasks != 4 {
+	if ts.TasksByType["process"] != 5 || ts.TasksByType["wasm"] != 1 || ts.ActiveTasks != 0 || ts.IdleTasks != 6 {
 		t.Errorf("task stats %v", ts)
 	}
 	if len(ts.MostActiveTasks) != 2 || ts.MostActiveTasks[0].TaskId != "echo" || ts.MostActiveTasks[0].ExecutionCount != 4 {
@@ -347,6 +349,53 @@ func TestHealthAndStats(t *testing.T) {
 		_, err := e.grpc.GetStats(testCtx(t), &pb.GetStatsRequest{TimeRangeHours: -1}, o)
 		return err
 	}, codes.InvalidArgument, "INVALID_TIME_RANGE")
+}
+
+// TestHealthAndStatsAgree: while executions run, GetHealth and GetStats
+// count the same tasks as active (with an execution running on this node)
+// and the same executions as running; once they end, none.
+func TestHealthAndStatsAgree(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	dir := t.TempDir()
+	gate := filepath.Join(dir, "gate")
+	script := filepath.Join(dir, "wait.sh")
+	body := "#!/bin/sh\nwhile [ ! -e " + gate + " ]; do sleep 0.05; done\n"
+	if err := os.WriteFile(script, []byte(body), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"wait-a", "wait-b"} {
+		if _, err := e.grpc.RegisterTask(testCtx(t), &pb.RegisterTaskRequest{
+			TaskId: id, ArtifactSpec: &pb.ArtifactSpec{ArtifactType: "process", Location: script},
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var ids []string
+	for _, task := range []string{"wait-a", "wait-a", "wait-b"} {
+		req := invokeReq(task, "", pb.ExecutionMode_EXECUTION_MODE_ASYNC)
+		req.Parameters = nil
+		ids = append(ids, mustInvoke(t, e, req).ExecutionId)
+	}
+	agree := func(tasks, running int32) func() bool {
+		return func() bool {
+			h, herr := e.grpc.GetHealth(testCtx(t), &pb.GetHealthRequest{IncludeDetails: true})
+			st, serr := e.grpc.GetStats(testCtx(t), &pb.GetStatsRequest{IncludeTaskStats: true, IncludeExecutionStats: true})
+			if herr != nil || serr != nil {
+				t.Fatalf("GetHealth: %v; GetStats: %v", herr, serr)
+			}
+			hd, ts, es := h.GetDetails(), st.GetTaskStats(), st.GetExecutionStats()
+			return hd.ActiveTasks == tasks && ts.ActiveTasks == tasks && hd.RunningExecutions == running && es.RunningExecutions == running &&
+				ts.ActiveTasks+ts.IdleTasks == st.GetServiceStats().GetTotalTasks()
+		}
+	}
+	testwait.Until(t, "health and stats to count 2 active tasks, 3 running executions", agree(2, 3))
+	if err := os.WriteFile(gate, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range ids {
+		waitStatus(t, e, fmt.Sprintf(StatusPath, id))
+	}
+	testwait.Until(t, "health and stats to count none active", agree(0, 0))
 }
 
 // TestTaskWithVanishedArtifact: a task whose artifact file is gone is still

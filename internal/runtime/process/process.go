@@ -249,25 +249,34 @@ func (r *Runtime) Capabilities() runtime.Capabilities {
 	}
 }
 
-// Validate checks that a.Location is an existing, regular, executable file.
-// Errors wrap errdefs.ErrFailedPrecondition.
+// Validate checks that a.Location is an existing, regular, executable file
+// that this node can execute (see inspectArtifact). Errors carry a code of
+// class errdefs.ErrFailedPrecondition.
 func (r *Runtime) Validate(ctx context.Context, a runtime.Artifact) error {
-	return checkExecutable(a.Location)
+	if err := checkExecutable(a.Location); err != nil {
+		return err
+	}
+	return inspectArtifact(a.Location, binfmtDir)
 }
 
+// checkExecutable checks, with one stat, that path is a regular file with
+// execute permission.
 func checkExecutable(path string) error {
 	if path == "" {
-		return fmt.Errorf("process: artifact has no location: %w", errdefs.ErrFailedPrecondition)
+		return errdefs.ArtifactNotFound.New("process: artifact has no location")
 	}
 	fi, err := os.Stat(path)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
-			return fmt.Errorf("process: artifact %q does not exist: %w", path, errdefs.ErrFailedPrecondition)
+			return errdefs.ArtifactNotFound.New("process: artifact %q does not exist", path)
 		}
-		return fmt.Errorf("process: artifact %q: %w: %w", path, errdefs.ErrFailedPrecondition, err)
+		return errdefs.ArtifactUnreadable.New("process: artifact %q: %v", path, err)
+	}
+	if fi.IsDir() {
+		return errdefs.ArtifactNotAFile.New("process: artifact %q is a directory: name the executable file in it", path)
 	}
 	if !fi.Mode().IsRegular() {
-		return fmt.Errorf("process: artifact %q is not a regular file (mode %v): %w", path, fi.Mode().Type(), errdefs.ErrFailedPrecondition)
+		return errdefs.ArtifactNotAFile.New("process: artifact %q is not a regular file (mode %v)", path, fi.Mode().Type())
 	}
 	if fi.Mode().Perm()&0o111 == 0 {
 		return errdefs.ArtifactNotExecutable.New("process: artifact %q is not executable (mode %v): chmod +x it, or register a script through an interpreter", path, fi.Mode().Perm())
@@ -432,10 +441,11 @@ func ctxError(ctx context.Context, msg string) error {
 	return fmt.Errorf("%s: %w", msg, err)
 }
 
-// startError classifies an error from starting the child.
+// startError classifies an error from starting the child: a failed exec
+// of the artifact (see execError) or an internal error.
 func startError(path string, err error) error {
-	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, fs.ErrPermission) || errors.Is(err, syscall.ENOEXEC) {
-		return fmt.Errorf("process: cannot execute %q: %w: %w", path, errdefs.ErrFailedPrecondition, err)
+	if e := execError(path, err); e != nil {
+		return e
 	}
 	return fmt.Errorf("process: starting %q: %w: %w", path, errdefs.ErrInternal, err)
 }

@@ -3,6 +3,7 @@ package process_test
 import (
 	"bytes"
 	"context"
+	"debug/elf"
 	"errors"
 	"fmt"
 	"os"
@@ -24,6 +25,7 @@ import (
 	"github.com/spear-go/spear/internal/runtime"
 	"github.com/spear-go/spear/internal/runtime/conformance"
 	"github.com/spear-go/spear/internal/runtime/process"
+	"github.com/spear-go/spear/internal/sandbox"
 )
 
 // ProcessFixtures returns the conformance fixtures for the process runtime,
@@ -134,50 +136,54 @@ func firstPid(t *testing.T, out string) int {
 
 func TestArtifactErrors(t *testing.T) {
 	dir := t.TempDir()
-	notExec := filepath.Join(dir, "not-exec")
-	if err := os.WriteFile(notExec, []byte("#!/bin/sh\necho hi\n"), 0o644); err != nil {
-		t.Fatal(err)
+	file := func(name string, content []byte, mode os.FileMode) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, content, mode); err != nil {
+			t.Fatal(err)
+		}
+		return p
 	}
-	emptyExec := filepath.Join(dir, "garbage")
-	if err := os.WriteFile(emptyExec, []byte("\x00\x01 not a program"), 0o755); err != nil {
-		t.Fatal(err)
-	}
+	native := conformance.NativeMachine()
 	cases := []struct {
-		name        string
-		location    string
-		validateErr bool // Validate refuses it too (Run-time-only errors: false)
+		name     string
+		location string
+		// validateCode is what Validate refuses it with ("" for a
+		// file only its run can tell, and code what Run fails with.
+		validateCode, code string
 	}{
-		{"Missing", filepath.Join(dir, "missing"), true},
-		{"MissingDir", "/nonexistent/dir/prog", true},
-		{"NotExecutable", notExec, true},
-		{"Directory", dir, true},
-		{"EmptyLocation", "", true},
-		{"NotAProgram", emptyExec, false},
+		{"Missing", filepath.Join(dir, "missing"), "ARTIFACT_NOT_FOUND", "ARTIFACT_NOT_FOUND"},
+		{"MissingDir", "/nonexistent/dir/prog", "ARTIFACT_NOT_FOUND", "ARTIFACT_NOT_FOUND"},
+		{"NotExecutable", file("not-exec", []byte("#!/bin/sh\necho hi\n"), 0o644), "ARTIFACT_NOT_EXECUTABLE", "ARTIFACT_NOT_EXECUTABLE"},
+		{"Directory", dir, "ARTIFACT_NOT_A_FILE", "ARTIFACT_NOT_A_FILE"},
+		{"EmptyLocation", "", "ARTIFACT_NOT_FOUND", "ARTIFACT_NOT_FOUND"},
+		{"RandomBytes", file("garbage", []byte("\x00\x01 not a program"), 0o755), "ARTIFACT_NOT_RUNNABLE", "ARTIFACT_NOT_RUNNABLE"},
+		{"NoShebang", file("no-shebang.sh", []byte("echo hi\n"), 0o755), "ARTIFACT_NOT_RUNNABLE", "ARTIFACT_NOT_RUNNABLE"},
+		{"EmptyShebang", file("empty-shebang.sh", []byte("#!\necho hi\n"), 0o755), "ARTIFACT_NOT_RUNNABLE", "ARTIFACT_NOT_RUNNABLE"},
+		{"MissingInterpreter", file("no-interp.sh", []byte("#!/nonexistent/bin/sh\necho hi\n"), 0o755), "ARTIFACT_NO_INTERPRETER", "ARTIFACT_NO_INTERPRETER"},
+		{"ForeignELF", file("foreign", conformance.ELFExecutable(conformance.ForeignMachine(), elf.ET_EXEC, ""), 0o755), "ARTIFACT_WRONG_ARCH", "ARTIFACT_NOT_RUNNABLE"},
+		{"ObjectFile", file("obj.o", conformance.ELFExecutable(native, elf.ET_REL, ""), 0o755), "ARTIFACT_NOT_RUNNABLE", "ARTIFACT_NOT_RUNNABLE"},
+		{"MissingLoader", file("no-loader", conformance.ELFExecutable(native, elf.ET_DYN, "/nonexistent/ld.so"), 0o755), "ARTIFACT_NO_INTERPRETER", "ARTIFACT_NO_INTERPRETER"},
 	}
-	rt := process.New(process.Options{})
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			err := rt.Validate(t.Context(), runtime.Artifact{Type: runtime.TypeProcess, Location: tc.location})
-			if tc.validateErr && !errors.Is(err, errdefs.ErrFailedPrecondition) {
-				t.Errorf("Validate: error %v, want one wrapping ErrFailedPrecondition", err)
-			}
-			if !tc.validateErr && err != nil {
-				t.Errorf("Validate: unexpected error %v", err)
-			}
-			in, _, _ := inv(tc.location, "", []byte("x"))
-			_, err, _ = runBounded(t, t.Context(), rt, in, 5*time.Second)
-			if !errors.Is(err, errdefs.ErrFailedPrecondition) {
-				t.Errorf("Run: error %v, want one wrapping ErrFailedPrecondition", err)
-			}
-			wantCode := "FAILED_PRECONDITION"
-			if tc.name == "NotExecutable" {
-				wantCode = "ARTIFACT_NOT_EXECUTABLE"
-			}
-			if errdefs.CodeOf(err) != wantCode {
-				t.Errorf("Run: error code %q, want %s", errdefs.CodeOf(err), wantCode)
-			}
-			t.Logf("error: %v", err)
-		})
+	for _, sb := range []sandbox.Mode{sandbox.ModeOff, sandbox.ModeAuto} {
+		rt := process.New(process.Options{Sandbox: sb})
+		t.Cleanup(func() { _ = rt.Close(context.Background()) })
+		for _, tc := range cases {
+			t.Run(string(sb)+"/"+tc.name, func(t *testing.T) {
+				if native == elf.EM_NONE && strings.Contains(tc.name, "ELF") {
+					t.Skip("no native ELF machine known for this architecture")
+				}
+				err := rt.Validate(t.Context(), runtime.Artifact{Type: runtime.TypeProcess, Location: tc.location})
+				if got := errdefs.CodeOf(err); got != tc.validateCode || !errors.Is(err, errdefs.ErrFailedPrecondition) {
+					t.Errorf("Validate: %v (code %s), want %s", err, got, tc.validateCode)
+				}
+				in, _, _ := inv(tc.location, "", []byte("x"))
+				_, err, _ = runBounded(t, t.Context(), rt, in, 5*time.Second)
+				if got := errdefs.CodeOf(err); got != tc.code || !errors.Is(err, errdefs.ErrFailedPrecondition) {
+					t.Errorf("Run: %v (code %s), want %s", err, got, tc.code)
+				}
+				t.Logf("error: %v", err)
+			})
+		}
 	}
 }
 
