@@ -165,7 +165,7 @@ func TestArtifactErrors(t *testing.T) {
 		{"MissingLoader", file("no-loader", conformance.ELFExecutable(native, elf.ET_DYN, "/nonexistent/ld.so"), 0o755), "ARTIFACT_NO_INTERPRETER", "ARTIFACT_NO_INTERPRETER"},
 	}
 	for _, sb := range []sandbox.Mode{sandbox.ModeOff, sandbox.ModeAuto} {
-		rt := process.New(process.Options{Sandbox: sb})
+		rt := process.New(process.Options{Sandbox: sb, ReadRoots: []string{os.TempDir()}})
 		t.Cleanup(func() { _ = rt.Close(context.Background()) })
 		for _, tc := range cases {
 			t.Run(string(sb)+"/"+tc.name, func(t *testing.T) {
