@@ -123,6 +123,10 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 			n.close()
 		}
 	}()
+	// Then the port: a port in use is said before anything else starts.
+	if n.listener, err = cfg.Security.listen(cfg.Listen); err != nil {
+		return nil, err
+	}
 	bg, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel
 	cfg.Security.warn(log, cfg.Listen, cfg.NATSListen)
@@ -171,11 +175,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if cfg.NATSURL != "" {
 		storeMode = "external"
 	}
-	if n.listener, err = cfg.Security.listen(cfg.Listen); err != nil {
-		return nil, err
-	}
 	if err := n.join(ctx); err != nil {
-		_ = n.listener.Close()
 		return nil, err
 	}
 	svc := server.NewService(server.ServiceOptions{
@@ -273,6 +273,9 @@ func (n *Node) StopNow() {
 }
 
 func (n *Node) close() {
+	if n.server == nil && n.listener != nil { // it never served
+		_ = n.listener.Close()
+	}
 	n.leave()
 	if n.cancel != nil {
 		n.cancel()

@@ -3,9 +3,11 @@ package node
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"syscall"
 
 	"github.com/spear-go/spear/internal/auth"
 	"github.com/spear-go/spear/internal/errdefs"
@@ -112,6 +114,9 @@ func (s Security) listen(addr string) (net.Listener, error) {
 		}
 	}
 	l, err := net.Listen("tcp", addr)
+	if errors.Is(err, syscall.EADDRINUSE) {
+		return nil, fmt.Errorf("listen on %s: the address is in use (another spear serve?): stop what listens there or choose another --listen", addr)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", addr, err)
 	}

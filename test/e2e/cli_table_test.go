@@ -219,3 +219,19 @@ func openPTY(t *testing.T) (master, slave *os.File) {
 	t.Cleanup(func() { _ = slave.Close() })
 	return master, slave
 }
+
+// TestServePortInUse: `spear serve` on a port another process listens on
+// exits 1 with one line that says so, and nothing before it (no store
+// warnings: the port is taken before anything else starts).
+func TestServePortInUse(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	out, code := serveRefused(t, "--listen", l.Addr().String(), "--log-level", "info")
+	want := "error: listen on " + l.Addr().String() + ": the address is in use (another spear serve?): stop what listens there or choose another --listen\n"
+	if code != 1 || out != want {
+		t.Errorf("exit %d, output:\n%s\nwant exit 1 and only:\n%s", code, out, want)
+	}
+}
