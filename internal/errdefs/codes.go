@@ -126,6 +126,7 @@ var (
 	OutputTooLarge      = Code{"OUTPUT_TOO_LARGE", nil}                       // output over --max-output-bytes; the first part is kept
 	OutputNotStored     = Code{"OUTPUT_NOT_STORED", nil}                      // completed, but the output could not all be stored
 	RuntimeError        = Code{"RUNTIME_ERROR", nil}                          // the function could not be run
+	AttemptLost         = Code{"ATTEMPT_LOST", nil}                           // an attempt's node stopped reporting progress; another ran it again
 	NodeShutdown        = Code{"NODE_SHUTDOWN", nil}                          // a sync or stream run cut by the node's shutdown
 	QueueTimeout        = Code{"QUEUE_TIMEOUT", nil}                          // waited longer than --queue-ttl to start
 	RetriesExhausted    = Code{"RETRIES_EXHAUSTED", nil}                      // every retry failed; dead-lettered

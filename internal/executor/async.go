@@ -379,11 +379,17 @@ func (m *dispatcher) readQueued(d *store.Delivery) (*execution.Record, uint64, b
 func (m *dispatcher) claim(l *live, d *store.Delivery, rev uint64) bool {
 	ctx, id := m.baseCtx, d.Spec.ExecutionID
 	l.mu.Lock()
+	if lost, ok := lostAttempt(l.rec, m.opts.Now()); ok {
+		l.rec.History = append(l.rec.History, lost)
+	}
 	claim := *l.rec
 	l.mu.Unlock()
 	claim.Status, claim.Node, claim.StartedAt = execution.StatusRunning, m.opts.NodeID, m.opts.Now()
 	claim.Attempts++
-	if _, err := m.store.Records.Update(ctx, &claim, rev); err == nil {
+	if n, err := m.store.Records.Update(ctx, &claim, rev); err == nil {
+		l.mu.Lock()
+		l.claimed = n
+		l.mu.Unlock()
 		return true
 	}
 	cur, _, gerr := m.store.Records.Get(ctx, id)
@@ -403,6 +409,71 @@ func (m *dispatcher) claim(l *live, d *store.Delivery, rev uint64) bool {
 	close(l.done)
 	m.lives.forget(id)
 	return false
+}
+
+// lostAttempt is the history entry of the attempt a stored record says is
+// running when its message comes back: its node stopped reporting
+// progress (it died, or lost contact) and the attempt is run again.
+func lostAttempt(r *execution.Record, now time.Time) (execution.Attempt, bool) {
+	if r.Status != execution.StatusRunning || r.Attempts == 0 ||
+		len(r.History) > 0 && r.History[len(r.History)-1].N >= r.Attempts {
+		return execution.Attempt{}, false
+	}
+	return execution.Attempt{
+		N: r.Attempts, Status: execution.StatusFailed, Node: r.Node, StartedAt: r.StartedAt, CompletedAt: now,
+		ErrorCode:    errdefs.AttemptLost.String(),
+		ErrorMessage: fmt.Sprintf("node %s stopped reporting progress on this attempt; it runs again", r.Node),
+	}, true
+}
+
+// putRecord stores the record of an execution taken from the queue:
+// fenced (putClaimed) once this node claimed it.
+func (m *dispatcher) putRecord(ctx context.Context, l *live, rec *execution.Record) error {
+	l.mu.Lock()
+	claimed := l.claimed != 0
+	l.mu.Unlock()
+	if claimed {
+		return m.putClaimed(ctx, l, rec)
+	}
+	_, err := m.store.Records.Put(ctx, rec)
+	return err
+}
+
+// errFenced: a newer attempt took the execution over (see putClaimed).
+var errFenced = errors.New("fenced: a newer attempt took the execution over")
+
+// putClaimed stores rec, the record of an execution this node claimed,
+// unless the stored record moved on without it: another node claimed the
+// execution (this node lost contact for longer than the ack wait, and its
+// message went to that node) or it was settled meanwhile. Then nothing is
+// written and errFenced is returned: the stale attempt must not overwrite
+// a newer one's result.
+func (m *dispatcher) putClaimed(ctx context.Context, l *live, rec *execution.Record) error {
+	l.mu.Lock()
+	rev := l.claimed
+	l.mu.Unlock()
+	for {
+		n, err := m.store.Records.Update(ctx, rec, rev)
+		if err == nil {
+			l.mu.Lock()
+			l.claimed = n
+			l.mu.Unlock()
+			return nil
+		}
+		if !errors.Is(err, errdefs.ErrFailedPrecondition) {
+			return err
+		}
+		cur, curRev, err := m.store.Records.Get(ctx, rec.ID)
+		if err != nil {
+			return err
+		}
+		if cur.Status.Terminal() || cur.Node != m.opts.NodeID || cur.Attempts != rec.Attempts {
+			m.log.Warn("fenced: this node's attempt was taken over; its result is dropped",
+				"execution", rec.ID, "attempt", rec.Attempts, "now", cur.Status, "node", cur.Node, "attempts", cur.Attempts)
+			return errFenced
+		}
+		rev = curRev
+	}
 }
 
 // run waits for a slot, runs the claimed execution and settles it: done,
@@ -503,7 +574,10 @@ func (m *dispatcher) complete(l *live, d *store.Delivery, wait time.Duration) {
 	// output's first part and logs) or the node stops: the message is kept
 	// in progress meanwhile, so the function does not run again.
 	err := storeBackoff.Do(m.baseCtx, 0, func(attempt int) error {
-		_, err := m.store.Records.Put(ctx, rec)
+		err := m.putRecord(ctx, l, rec)
+		if errors.Is(err, errFenced) {
+			return retry.Permanent(err)
+		}
 		if err != nil && attempt == 1 {
 			m.log.Warn("storing final record; retrying", "execution", rec.ID, "err", err)
 		}
@@ -514,8 +588,10 @@ func (m *dispatcher) complete(l *live, d *store.Delivery, wait time.Duration) {
 	})
 	if err != nil {
 		// Not acked: the execution will be delivered again and its
-		// outcome recorded then.
-		m.log.Error("storing final record", "execution", rec.ID, "err", err)
+		// outcome recorded then (fenced: a newer attempt records it).
+		if !errors.Is(err, errFenced) {
+			m.log.Error("storing final record", "execution", rec.ID, "err", err)
+		}
 		close(l.done)
 		m.lives.forget(rec.ID)
 		return
@@ -542,7 +618,11 @@ func (m *dispatcher) requeue(l *live, d *store.Delivery, delay time.Duration) {
 	l.rec.Output, l.rec.OutputSize, l.rec.OutputSHA256, l.rec.OutputStored = nil, 0, "", false
 	rec := *l.rec
 	l.mu.Unlock()
-	if _, err := m.store.Records.Put(ctx, &rec); err != nil {
+	if err := m.putRecord(ctx, l, &rec); errors.Is(err, errFenced) {
+		close(l.done)
+		m.lives.forget(rec.ID)
+		return
+	} else if err != nil {
 		m.log.Warn("storing requeued record", "execution", rec.ID, "err", err)
 	}
 	if delay > 0 {

@@ -204,8 +204,11 @@ type core struct {
 
 // live is an execution that runs, or waits for a slot, on this node.
 type live struct {
-	mu     sync.Mutex
-	rec    *execution.Record
+	mu  sync.Mutex
+	rec *execution.Record
+	// claimed is the revision of the stored record of an async execution
+	// this node claimed (0: not claimed); see dispatcher.putClaimed.
+	claimed uint64
 	cancel context.CancelCauseFunc // nil until the run context exists
 	// cancelCause is recorded when a cancel arrives before the run starts.
 	cancelCause error

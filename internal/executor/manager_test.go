@@ -744,3 +744,57 @@ func busyWithQuota(t *testing.T, maxQueued int32) (h *harness, unblock func()) {
 	h.rt.waitStarted(t, blocker.ExecutionID)
 	return h, unblock
 }
+
+// TestFencedAttempt: while an async execution runs here, another node
+// takes it over (its message came back to that node: this one was cut off
+// longer than the ack wait). When the stale run ends, its result does not
+// overwrite the newer attempt's record.
+func TestFencedAttempt(t *testing.T) {
+	h := newHarness(t, Options{Workers: 1}, nil)
+	ctx := testCtx(t)
+	spec := newSpec("exit-on-cancel", execution.ModeAsync, "")
+	if _, _, _, err := h.m.Async.Submit(ctx, spec); err != nil {
+		t.Fatal(err)
+	}
+	h.rt.waitStarted(t, spec.ExecutionID)
+	rec, rev, err := h.st.Records.Get(ctx, spec.ExecutionID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec.Node, rec.Attempts = "node-b", rec.Attempts+1
+	if _, err := h.st.Records.Update(ctx, rec, rev); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.m.Cancels.Cancel(ctx, spec.ExecutionID, "", true); err != nil {
+		t.Fatalf("Cancel: %v", err)
+	}
+	testwait.Until(t, "the stale run to end", func() bool { return len(h.m.Live()) == 0 })
+	// The message stays with the queue: the newer attempt's node acks it.
+	if q, err := h.st.Queue.Has(ctx, testTask, spec.ExecutionID); err != nil || !q {
+		t.Errorf("the queue message: %v, %v; want it kept", q, err)
+	}
+	if r, _, err := h.st.Records.Get(ctx, spec.ExecutionID); err != nil || r.Node != "node-b" || r.Status != execution.StatusRunning || r.Attempts != 2 {
+		t.Fatalf("stored record %+v, %v; want node-b's attempt 2 still running", r, err)
+	}
+}
+
+// TestLostAttempt: an execution whose stored record says a node runs it
+// when its message comes back gets that attempt in its history, lost, with
+// the node and its start.
+func TestLostAttempt(t *testing.T) {
+	now := time.Now()
+	running := &execution.Record{Status: execution.StatusRunning, Attempts: 2, Node: "node-c", StartedAt: now.Add(-time.Minute),
+		History: []execution.Attempt{{N: 1, Status: execution.StatusFailed}}}
+	a, ok := lostAttempt(running, now)
+	if !ok || a.N != 2 || a.Node != "node-c" || a.StartedAt != running.StartedAt || a.ErrorCode != errdefs.AttemptLost.String() {
+		t.Fatalf("lostAttempt = %+v, %v", a, ok)
+	}
+	for _, r := range []*execution.Record{
+		{Status: execution.StatusPending, Attempts: 1, History: []execution.Attempt{{N: 1}}},
+		{Status: execution.StatusRunning, Attempts: 1, History: []execution.Attempt{{N: 1}}},
+	} {
+		if _, ok := lostAttempt(r, now); ok {
+			t.Errorf("lostAttempt(%+v): a lost attempt", r)
+		}
+	}
+}

@@ -33,12 +33,23 @@ func (b Backoff) Delay(n int) time.Duration {
 	return rand.N(b.Bound(n) + 1)
 }
 
+// Permanent wraps err so that Do returns it (unwrapped) at once: no
+// attempt can succeed.
+func Permanent(err error) error { return &permanent{err} }
+
+type permanent struct{ err error }
+
+func (p *permanent) Error() string { return p.err.Error() }
+
 // Do runs op until it succeeds, ctx ends, or maxAttempts attempts (0: no
 // bound) have failed, waiting Delay between attempts; it returns op's last
 // error. op is told which attempt it is, from 1.
 func (b Backoff) Do(ctx context.Context, maxAttempts int, op func(attempt int) error) error {
 	for attempt := 1; ; attempt++ {
 		err := op(attempt)
+		if p, ok := err.(*permanent); ok {
+			return p.err
+		}
 		if err == nil || (maxAttempts > 0 && attempt >= maxAttempts) {
 			return err
 		}

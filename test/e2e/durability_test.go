@@ -58,6 +58,7 @@ func TestDurability(t *testing.T) {
 				t.Logf("last execution is %v before the stop (want it queued; the machine is slow?)", st)
 			}
 
+			nodeID := n.nodeID(t)
 			tc.stop(t, n)
 			if n.running() {
 				t.Fatal("node still running after stop")
@@ -73,6 +74,15 @@ func TestDurability(t *testing.T) {
 				}
 				if got := output(t, res.GetResult()); got != want[id] {
 					t.Errorf("execution %s: output %q, want %q", id, got, want[id])
+				}
+			}
+			if tc.name == "sigkill" {
+				// The run the kill cut short is in the history, lost, with
+				// its node; the next attempt completed.
+				h := n2.status(t, ids[0]).GetResult().GetAttemptHistory()
+				if len(h) != 2 || h[0].GetErrorCode() != "ATTEMPT_LOST" || h[0].GetNode() != nodeID ||
+					h[0].GetStartedAt() == nil || h[1].GetStatus() != pb.ExecutionStatus_EXECUTION_STATUS_COMPLETED {
+					t.Errorf("attempt history of the execution running at the kill: %v", h)
 				}
 			}
 			// Nothing of the stopped node's runs may keep going for good.
@@ -152,4 +162,14 @@ func TestOrphansKilledOnRestart(t *testing.T) {
 		t.Fatalf("re-run ended %v, want CANCELLED", s)
 	}
 	waitNoProcesses(t, sleeper, finishBound)
+}
+
+// nodeID is the node's id, as GetHealth says.
+func (n *node) nodeID(t *testing.T) string {
+	t.Helper()
+	h, err := n.client.GetHealth(ctx(t, callTimeout), &pb.GetHealthRequest{IncludeDetails: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h.GetDetails().GetSystemInfo()["node_id"]
 }
