@@ -209,7 +209,7 @@ type live struct {
 	// claimed is the revision of the stored record of an async execution
 	// this node claimed (0: not claimed); see dispatcher.putClaimed.
 	claimed uint64
-	cancel context.CancelCauseFunc // nil until the run context exists
+	cancel  context.CancelCauseFunc // nil until the run context exists
 	// cancelCause is recorded when a cancel arrives before the run starts.
 	cancelCause error
 	force       bool
