@@ -325,7 +325,7 @@ func (m *dispatcher) runDelivery(d *store.Delivery) {
 	}
 	runCtx, cancel := context.WithCancelCause(m.baseCtx)
 	defer cancel(nil)
-	go m.heartbeat(runCtx, d)
+	go m.keepClaim(runCtx, l, d, cancel)
 	switch {
 	case err != nil:
 		m.engine.classify(l, runCtx, err)
@@ -481,6 +481,9 @@ func (m *dispatcher) putClaimed(ctx context.Context, l *live, rec *execution.Rec
 func (m *dispatcher) run(ctx context.Context, l *live, d *store.Delivery, t *task.Task, art spearrt.Artifact) {
 	spec := d.Spec
 	if err := m.runs.acquire(ctx, spec, t); err != nil {
+		if m.dropFenced(ctx, l) {
+			return
+		}
 		m.engine.classify(l, ctx, err)
 		if errors.Is(context.Cause(ctx), errShutdown) {
 			m.requeue(l, d, 0)
@@ -492,6 +495,9 @@ func (m *dispatcher) run(ctx context.Context, l *live, d *store.Delivery, t *tas
 	wait := m.opts.Now().Sub(spec.CreatedAt)
 	m.engine.execute(ctx, l, m.runtimes[art.Type], art, spec, t.Limits, nil)
 	m.slots.release(t.ID)
+	if m.dropFenced(ctx, l) {
+		return
+	}
 	if errors.Is(context.Cause(ctx), errShutdown) {
 		m.requeue(l, d, 0)
 		return
@@ -632,6 +638,64 @@ func (m *dispatcher) requeue(l *live, d *store.Delivery, delay time.Duration) {
 	}
 	close(l.done)
 	m.lives.forget(rec.ID)
+}
+
+// keepClaim keeps a claimed execution's message in progress, and checks
+// that the claim still holds, every third of the ack wait until ctx ends.
+// It stops the run (cause errFenced) once the claim is lost: the message
+// could not be kept in progress for a whole ack wait (it goes to another
+// node), or the stored record moved on (another node claimed the
+// execution, or it was settled elsewhere) — this node was cut off.
+func (m *dispatcher) keepClaim(ctx context.Context, l *live, d interface{ InProgress() error }, stop context.CancelCauseFunc) {
+	ackWait := m.store.Queue.AckWait()
+	t := time.NewTicker(ackWait / 3)
+	defer t.Stop()
+	kept := time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if d.InProgress() == nil {
+			kept = time.Now()
+		} else if time.Since(kept) > ackWait {
+			stop(fmt.Errorf("%w: the queue did not take progress signals for %v", errFenced, ackWait))
+			return
+		}
+		if m.claimMovedOn(ctx, l) {
+			stop(fmt.Errorf("%w: the record moved on", errFenced))
+			return
+		}
+	}
+}
+
+// claimMovedOn reports whether the stored record of a claimed execution
+// no longer says this node runs it.
+func (m *dispatcher) claimMovedOn(ctx context.Context, l *live) bool {
+	l.mu.Lock()
+	claimed, id := l.claimed, l.rec.ID
+	l.mu.Unlock()
+	if claimed == 0 {
+		return false
+	}
+	cur, rev, err := m.store.Records.Get(ctx, id)
+	return err == nil && rev != claimed && (cur.Status != execution.StatusRunning || cur.Node != m.opts.NodeID)
+}
+
+// dropFenced ends a run whose claim was lost (see keepClaim) without a
+// word to the store or the queue: the attempt that took over records the
+// outcome. It reports whether it did.
+func (m *dispatcher) dropFenced(ctx context.Context, l *live) bool {
+	cause := context.Cause(ctx)
+	if !errors.Is(cause, errFenced) {
+		return false
+	}
+	m.log.Warn("fenced: this node lost its claim on a running execution; it stopped it and drops its result",
+		"execution", l.final().ID, "why", cause)
+	close(l.done)
+	m.lives.forget(l.final().ID)
+	return true
 }
 
 // heartbeat tells JetStream a message (an execution, a callback) is in

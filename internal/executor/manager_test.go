@@ -747,34 +747,43 @@ func busyWithQuota(t *testing.T, maxQueued int32) (h *harness, unblock func()) {
 
 // TestFencedAttempt: while an async execution runs here, another node
 // takes it over (its message came back to that node: this one was cut off
-// longer than the ack wait). When the stale run ends, its result does not
-// overwrite the newer attempt's record.
+// longer than the ack wait). The stale run is stopped — when this node
+// checks its claim, or by a cancel first — and its result does not
+// overwrite the newer attempt's record; the message stays in the queue.
 func TestFencedAttempt(t *testing.T) {
-	h := newHarness(t, Options{Workers: 1}, nil)
-	ctx := testCtx(t)
-	spec := newSpec("exit-on-cancel", execution.ModeAsync, "")
-	if _, _, _, err := h.m.Async.Submit(ctx, spec); err != nil {
-		t.Fatal(err)
-	}
-	h.rt.waitStarted(t, spec.ExecutionID)
-	rec, rev, err := h.st.Records.Get(ctx, spec.ExecutionID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rec.Node, rec.Attempts = "node-b", rec.Attempts+1
-	if _, err := h.st.Records.Update(ctx, rec, rev); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := h.m.Cancels.Cancel(ctx, spec.ExecutionID, "", true); err != nil {
-		t.Fatalf("Cancel: %v", err)
-	}
-	testwait.Until(t, "the stale run to end", func() bool { return len(h.m.Live()) == 0 })
-	// The message stays with the queue: the newer attempt's node acks it.
-	if q, err := h.st.Queue.Has(ctx, testTask, spec.ExecutionID); err != nil || !q {
-		t.Errorf("the queue message: %v, %v; want it kept", q, err)
-	}
-	if r, _, err := h.st.Records.Get(ctx, spec.ExecutionID); err != nil || r.Node != "node-b" || r.Status != execution.StatusRunning || r.Attempts != 2 {
-		t.Fatalf("stored record %+v, %v; want node-b's attempt 2 still running", r, err)
+	for _, cancelFirst := range []bool{false, true} {
+		t.Run(fmt.Sprintf("cancel=%v", cancelFirst), func(t *testing.T) {
+			h := newHarness(t, Options{Workers: 1}, nil)
+			ctx := testCtx(t)
+			spec := newSpec("exit-on-cancel", execution.ModeAsync, "")
+			if _, _, _, err := h.m.Async.Submit(ctx, spec); err != nil {
+				t.Fatal(err)
+			}
+			h.rt.waitStarted(t, spec.ExecutionID)
+			rec, rev, err := h.st.Records.Get(ctx, spec.ExecutionID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rec.Node, rec.Attempts = "node-b", rec.Attempts+1
+			if _, err := h.st.Records.Update(ctx, rec, rev); err != nil {
+				t.Fatal(err)
+			}
+			if cancelFirst {
+				if _, err := h.m.Cancels.Cancel(ctx, spec.ExecutionID, "", true); err != nil {
+					t.Fatalf("Cancel: %v", err)
+				}
+			}
+			testwait.Until(t, "the stale run to end", func() bool { return len(h.m.Live()) == 0 })
+			if cause := h.rt.causeOf(spec.ExecutionID); !cancelFirst && !errors.Is(cause, errFenced) {
+				t.Errorf("the run ended with %v, want it fenced", cause)
+			}
+			if q, err := h.st.Queue.Has(ctx, testTask, spec.ExecutionID); err != nil || !q {
+				t.Errorf("the queue message: %v, %v; want it kept", q, err)
+			}
+			if r, _, err := h.st.Records.Get(ctx, spec.ExecutionID); err != nil || r.Node != "node-b" || r.Status != execution.StatusRunning || r.Attempts != 2 {
+				t.Fatalf("stored record %+v, %v; want node-b's attempt 2 still running", r, err)
+			}
+		})
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -117,4 +118,45 @@ func grepLines(s, sub string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// TestFencedNode: a node cut off (SIGSTOP) for longer than the ack wait
+// while it runs an execution: the execution runs again on the other node
+// and completes there; when the cut-off node wakes it stops its stale run,
+// logs that it was fenced, and does not overwrite the result. The record
+// lists both attempts, the lost one with its node.
+func TestFencedNode(t *testing.T) {
+	url := startNATS(t)
+	start := func(id string) *node {
+		return startNode(t, "", nodeOpts{noSamples: true, workers: 2, args: []string{"--nats-url", url, "--node-id", id}})
+	}
+	a := start("node-a")
+	path, _ := writeScript(t, t.TempDir(), "slow.sh", "sleep 4\necho \"done on $SPEAR_NODE_ID\"\n")
+	a.registerProcess(t, "e2e-fenced", path)
+	id := a.invoke(t, invocation(t, "e2e-fenced", pb.ExecutionMode_EXECUTION_MODE_ASYNC, nil)).GetExecutionId()
+	a.waitStatus(t, id, finishBound, func(s pb.ExecutionStatus) bool { return s == pb.ExecutionStatus_EXECUTION_STATUS_RUNNING })
+	b := start("node-b")
+	if err := a.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	res := b.waitFinal(t, id, finishBound).GetResult()
+	if err := a.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	if res.GetStatus() != pb.ExecutionStatus_EXECUTION_STATUS_COMPLETED || output(t, res.GetResult()) != "done on node-b\n" {
+		t.Fatalf("result %v %s %q", res.GetStatus(), res.GetErrorCode(), output(t, res.GetResult()))
+	}
+	deadline := time.Now().Add(finishBound)
+	for !strings.Contains(a.log.String(), "fenced") {
+		if time.Now().After(deadline) {
+			t.Fatalf("node-a did not log that it was fenced:\n%s", tail(a.log.String(), 30))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	final := b.status(t, id).GetResult()
+	h := final.GetAttemptHistory()
+	if final.GetStatus() != pb.ExecutionStatus_EXECUTION_STATUS_COMPLETED || output(t, final.GetResult()) != "done on node-b\n" ||
+		len(h) != 2 || h[0].GetNode() != "node-a" || h[0].GetErrorCode() != "ATTEMPT_LOST" || h[1].GetNode() != "node-b" {
+		t.Fatalf("after node-a woke: %v %q, history %v", final.GetStatus(), output(t, final.GetResult()), h)
+	}
 }
