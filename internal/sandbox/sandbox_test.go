@@ -81,7 +81,7 @@ func TestSlots(t *testing.T) {
 }
 
 // TestSweeper: every process of the uid is killed, and none other; the
-// work dir is removed.
+// work dir is emptied and given back.
 func TestSweeper(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to start processes as another uid")
@@ -98,17 +98,30 @@ func TestSweeper(t *testing.T) {
 	}
 	victims := []*exec.Cmd{start(uid), start(uid)}
 	bystander := start(uid + 1)
-	dir := t.TempDir()
+	dirs, err := sandbox.NewWorkDirs(filepath.Join(t.TempDir(), "work"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir, err := dirs.Take(uid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "left"), []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	var logged []string
-	w := sandbox.NewSweeper(nil, func(msg string, _ ...any) { logged = append(logged, msg) })
+	w := sandbox.NewSweeper(nil, dirs, func(msg string, _ ...any) { logged = append(logged, msg) })
 	w.Release(uid, dir)
 	w.Release(uid, "") // the thread is root again: it can sweep again
 	w.Close()
 	if len(logged) > 0 {
 		t.Errorf("sweeper logged %v", logged)
 	}
-	if _, err := os.Stat(dir); !os.IsNotExist(err) {
-		t.Errorf("work dir not removed: %v", err)
+	if names, err := os.ReadDir(dir); err != nil || len(names) != 0 {
+		t.Errorf("work dir not emptied: %v, %v", names, err)
+	}
+	if again, _ := dirs.Take(-1); again != dir {
+		t.Errorf("work dir %s not given back (took %s)", dir, again)
 	}
 	for _, c := range victims {
 		if err := c.Wait(); err == nil {
@@ -123,6 +136,9 @@ func TestSweeper(t *testing.T) {
 	}
 }
 
+// TestWorkDirs: an earlier node's work dirs are cleared; two runs at once
+// get two dirs, each private and owned by its uid; a dir given back is
+// emptied, private again and reused, whatever its run did to it.
 func TestWorkDirs(t *testing.T) {
 	root := filepath.Join(t.TempDir(), "work")
 	if err := os.MkdirAll(filepath.Join(root, "left-over"), 0o755); err != nil {
@@ -139,23 +155,52 @@ func TestWorkDirs(t *testing.T) {
 	if os.Geteuid() == 0 {
 		uid = 500200
 	}
-	a, err := w.Create("exec", uid)
+	a, err := w.Take(uid)
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, _ := w.Create("exec", uid)
+	b, _ := w.Take(uid)
 	if a == b {
 		t.Errorf("two runs share %s", a)
 	}
-	fi, err := os.Stat(a)
+	checkPrivate(t, a, uid)
+	if err := os.MkdirAll(filepath.Join(a, "sub", "deeper"), 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("/etc", filepath.Join(a, "link")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(a, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Give(a); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat("/etc/passwd"); err != nil {
+		t.Fatalf("emptying followed a link: %v", err)
+	}
+	again, err := w.Take(uid)
+	if err != nil || again != a {
+		t.Fatalf("Take after Give: %s, %v; want %s again", again, err, a)
+	}
+	checkPrivate(t, again, uid)
+	if names, _ := os.ReadDir(again); len(names) != 0 {
+		t.Errorf("a reused work dir holds %v", names)
+	}
+	if !sandbox.Traversable("/") || sandbox.Traversable(t.TempDir()) {
+		t.Errorf("Traversable: / %v, a 0700 temp dir %v", sandbox.Traversable("/"), sandbox.Traversable(t.TempDir()))
+	}
+}
+
+// checkPrivate checks that dir is 0700 and owned by uid (when >= 0).
+func checkPrivate(t *testing.T, dir string, uid int) {
+	t.Helper()
+	fi, err := os.Stat(dir)
 	if err != nil || fi.Mode().Perm() != 0o700 {
 		t.Fatalf("work dir %v %v", fi, err)
 	}
 	if st := fi.Sys().(*syscall.Stat_t); uid >= 0 && int(st.Uid) != uid {
 		t.Errorf("work dir owned by %d, want %d", st.Uid, uid)
-	}
-	if !sandbox.Traversable("/") || sandbox.Traversable(t.TempDir()) {
-		t.Errorf("Traversable: / %v, a 0700 temp dir %v", sandbox.Traversable("/"), sandbox.Traversable(t.TempDir()))
 	}
 }
 

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
-	"os"
 	goruntime "runtime"
 	"sync"
 
@@ -75,11 +74,12 @@ func (s *Slots) Free(uid int) {
 	s.cond.Signal()
 }
 
-// Sweeper kills what runs leave under their slot's uid, removes their
-// work dirs and frees their slots, in that order, one after the other on
-// a thread of its own, off the runs' path.
+// Sweeper kills what runs leave under their slot's uid, empties their
+// work dirs and gives them back, and frees their slots, in that order, one
+// after the other on a thread of its own, off the runs' path.
 type Sweeper struct {
 	slots *Slots
+	dirs  *WorkDirs
 	reqs  chan sweep
 	done  chan struct{}
 	log   func(msg string, args ...any)
@@ -90,16 +90,16 @@ type sweep struct {
 	dir string
 }
 
-// NewSweeper starts the sweeper of slots (nil: work dirs only); log
-// receives what fails.
-func NewSweeper(slots *Slots, log func(msg string, args ...any)) *Sweeper {
-	w := &Sweeper{slots: slots, reqs: make(chan sweep, DefaultSlots), done: make(chan struct{}), log: log}
+// NewSweeper starts the sweeper of slots (nil: work dirs only) and the
+// work dirs of dirs; log receives what fails.
+func NewSweeper(slots *Slots, dirs *WorkDirs, log func(msg string, args ...any)) *Sweeper {
+	w := &Sweeper{slots: slots, dirs: dirs, reqs: make(chan sweep, DefaultSlots), done: make(chan struct{}), log: log}
 	go w.loop()
 	return w
 }
 
-// Release queues the sweep of uid (-1 for none) and the removal of dir
-// ("" for none). It never blocks: at most one sweep per slot is queued.
+// Release queues the sweep of uid (-1 for none) and the return of work
+// dir dir ("" for none). It never blocks: at most one sweep per slot is queued.
 func (w *Sweeper) Release(uid int, dir string) {
 	w.reqs <- sweep{uid: uid, dir: dir}
 }
@@ -135,8 +135,8 @@ func (w *Sweeper) run(s sweep) (stuck bool) {
 		}
 	}
 	if s.dir != "" && !stuck {
-		if err := os.RemoveAll(s.dir); err != nil {
-			w.log("sandbox: removing a work dir", "dir", s.dir, "err", err)
+		if err := w.dirs.Give(s.dir); err != nil {
+			w.log("sandbox: emptying a work dir", "dir", s.dir, "err", err)
 		}
 	}
 	if s.uid >= 0 && w.slots != nil {

@@ -46,7 +46,7 @@ func (sb *sandboxed) enter(inv *runtime.Invocation, cmd *exec.Cmd) (*jail, error
 	if sb.slots != nil {
 		j.uid = sb.slots.Acquire()
 	}
-	if j.dir, err = sb.work.Create(sanitizeCgroupName(inv.ExecutionID), j.uid); err != nil {
+	if j.dir, err = sb.work.Take(j.uid); err != nil {
 		j.leave()
 		return nil, fmt.Errorf("process: %w: %w", errdefs.ErrInternal, err)
 	}

@@ -98,7 +98,7 @@ func newSandboxed(s sandboxSetup) (*sandboxed, error) {
 	} else {
 		sb.policy.Seccomp = true
 	}
-	sb.sweeper = sandbox.NewSweeper(sb.slots, s.log.Warn)
+	sb.sweeper = sandbox.NewSweeper(sb.slots, sb.work, s.log.Warn)
 	shared, err := newSharedCgroup(s.cg, s.pidsLimit)
 	if err != nil {
 		s.log.Warn("process: no shared pids cgroup; each run joins its own", "err", err)
