@@ -13,6 +13,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -40,7 +41,12 @@ type Config struct {
 	NodeID     string
 	NATSURL    string
 	NATSListen string
-	Sync       store.SyncPolicy
+	// Replicas of every stream and bucket (0: auto; see store.Options).
+	Replicas int
+	// NATSCluster makes the embedded NATS server join the other nodes'
+	// (store.Cluster): --nats-cluster and --nats-routes.
+	NATSCluster store.Cluster
+	Sync        store.SyncPolicy
 	// Docker is "auto" (use the engine if it answers), "on" or "off".
 	Docker     string
 	DockerHost string
@@ -107,7 +113,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	if err := cfg.Security.check(cfg.Listen, cfg.NATSListen); err != nil {
+	if err := cfg.Security.check(cfg.Listen, cfg.NATSListen, cfg.NATSCluster.Listen); err != nil {
 		return nil, err
 	}
 	// First of all: the data dir is this node's, or nothing else happens
@@ -129,7 +135,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	}
 	bg, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel
-	cfg.Security.warn(log, cfg.Listen, cfg.NATSListen)
+	cfg.Security.warn(log, cfg.Listen, cfg.NATSListen, cfg.NATSCluster.Listen)
 	keys, err := cfg.Security.openAuth(bg, log)
 	if err != nil {
 		return nil, err
@@ -138,7 +144,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	n.store, err = store.Open(ctx, store.Options{
 		DataDir: cfg.DataDir, URL: cfg.NATSURL, Sync: cfg.Sync, Listen: cfg.NATSListen,
 		Retention: cfg.Retention, AckWait: cfg.AckWait, MaxStoreBytes: cfg.MaxStoreBytes, Logger: log,
-		ClientAuth: cfg.NATSAuth,
+		ClientAuth: cfg.NATSAuth, Replicas: cfg.Replicas, Cluster: cfg.NATSCluster, NodeID: cfg.NodeID,
 	})
 	if err != nil {
 		return nil, err
@@ -161,7 +167,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		return nil, err
 	}
 	mgr := executor.New(executor.Options{
-		NodeID: cfg.NodeID, Workers: cfg.Workers, Shared: cfg.NATSURL != "" || cfg.NATSListen != "",
+		NodeID: cfg.NodeID, Workers: cfg.Workers, Shared: cfg.NATSURL != "" || cfg.NATSListen != "" || cfg.NATSCluster.Listen != "",
 		DefaultTimeout: cfg.DefaultTimeout, MaxTimeout: cfg.MaxTimeout, MaxOutputBytes: cfg.MaxOutputBytes,
 		QueueTTL: cfg.QueueTTL, StopGrace: cfg.StopGrace, MaxQueued: cfg.MaxQueued,
 		CallbackBody: server.StatusJSON, CallbackAllow: allow, Logger: log, Hooks: m,
@@ -172,8 +178,11 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		return nil, err
 	}
 	storeMode := "embedded"
-	if cfg.NATSURL != "" {
+	switch {
+	case cfg.NATSURL != "":
 		storeMode = "external"
+	case cfg.NATSCluster.Listen != "":
+		storeMode = "embedded-cluster"
 	}
 	if err := n.join(ctx); err != nil {
 		return nil, err
@@ -193,7 +202,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		registerSamples(ctx, reg, cfg.Samples, n.runtimes, log)
 	}
 	log.Info("spearlet serving", "addr", n.listener.Addr().String(), "data_dir", cfg.DataDir,
-		"store", storeMode, "runtimes", runtimeNames(n.runtimes), "workers", mgr.Workers(),
+		"store", storeMode, "replicas", n.store.Replicas(), "runtimes", runtimeNames(n.runtimes), "workers", mgr.Workers(),
 		"auth", keys != nil || cfg.Security.ClientCA != "", "tls", cfg.Security.TLSCert != "")
 	return n, nil
 }
@@ -339,7 +348,8 @@ func claimDataDir(cfg *Config) (*datadir.Lock, error) {
 // systemInfo is what GetHealth reports of the node: its store, runtimes,
 // sync policy and process sandbox.
 func (n *Node) systemInfo(storeMode string) map[string]string {
-	info := map[string]string{"store": storeMode, "runtimes": runtimeNames(n.runtimes), "sync": syncName(n.cfg.Sync)}
+	info := map[string]string{"store": storeMode, "runtimes": runtimeNames(n.runtimes), "sync": syncName(n.cfg.Sync),
+		"replicas": strconv.Itoa(n.store.Replicas())}
 	if p, ok := n.runtimes[spearrt.TypeProcess].(*process.Runtime); ok {
 		maps.Copy(info, p.SandboxReport().Info())
 	}

@@ -39,7 +39,7 @@ func (s Security) authConfigured() bool { return s.TokenFile != "" || s.ClientCA
 // check applies the safe default before anything starts: on a loopback
 // address a node may run without authentication; on any other address it
 // needs a token file or mutual TLS, unless Insecure.
-func (s Security) check(listen, natsListen string) error {
+func (s Security) check(listen, natsListen, natsCluster string) error {
 	if s.ClientCA != "" && s.TLSCert == "" {
 		return fmt.Errorf("--client-ca needs --tls-cert and --tls-key: %w", errdefs.ErrInvalidArgument)
 	}
@@ -57,11 +57,16 @@ func (s Security) check(listen, natsListen string) error {
 			"Keep --nats-listen on 127.0.0.1, or run an external NATS server with authentication (--nats-url, --nats-creds, --nats-tls-ca); "+
 			"or give --insecure: %w", natsListen, errdefs.ErrFailedPrecondition)
 	}
+	if !s.Insecure && natsCluster != "" && !loopback(natsCluster) {
+		return fmt.Errorf("refusing to accept NATS cluster routes on %s: routes have no authentication, and any server that connects joins the cluster "+
+			"and gets every task and execution. Keep --nats-cluster on 127.0.0.1 (nodes on one machine), or run an external NATS cluster with "+
+			"authentication (--nats-url, --nats-creds, --nats-tls-ca); or, on a private network you trust, give --insecure: %w", natsCluster, errdefs.ErrFailedPrecondition)
+	}
 	return nil
 }
 
 // warn logs, at every start, what the configuration leaves open.
-func (s Security) warn(log *slog.Logger, listen, natsListen string) {
+func (s Security) warn(log *slog.Logger, listen, natsListen, natsCluster string) {
 	exposed := !loopback(listen)
 	switch {
 	case s.Insecure && exposed && !s.authConfigured():
@@ -71,6 +76,9 @@ func (s Security) warn(log *slog.Logger, listen, natsListen string) {
 	}
 	if s.Insecure && natsListen != "" && !loopback(natsListen) {
 		log.Warn("INSECURE: the embedded NATS server, without authentication, accepts clients on a non-loopback address", "nats_listen", natsListen)
+	}
+	if s.Insecure && natsCluster != "" && !loopback(natsCluster) {
+		log.Warn("INSECURE: the embedded NATS server, without authentication, accepts cluster routes on a non-loopback address", "nats_cluster", natsCluster)
 	}
 	if exposed && s.TokenFile != "" && s.TLSCert == "" {
 		log.Warn("tokens travel in clear text on a non-loopback address: add --tls-cert and --tls-key", "addr", listen)

@@ -51,7 +51,7 @@ func (d *CallbackDelivery) Ack() error {
 func (d *CallbackDelivery) InProgress() error { return d.msg.InProgress() }
 
 func (s *core) provisionCallbacks(ctx context.Context) error {
-	st, err := s.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	st, err := s.ensureStream(ctx, jetstream.StreamConfig{
 		Name:       StreamCallbacks,
 		Subjects:   []string{callbackSubject + ">"},
 		Retention:  jetstream.WorkQueuePolicy,
@@ -62,7 +62,7 @@ func (s *core) provisionCallbacks(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("callback stream: %w", err)
 	}
-	s.callbacks, err = st.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
+	s.callbacks, err = ensureConsumer(ctx, st, jetstream.ConsumerConfig{
 		Durable:   ConsumerCallbacks,
 		AckPolicy: jetstream.AckExplicitPolicy,
 		AckWait:   s.opts.AckWait,

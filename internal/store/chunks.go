@@ -28,7 +28,7 @@ const (
 
 func (s *core) provisionChunks(ctx context.Context) error {
 	var err error
-	s.chunks, err = s.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	s.chunks, err = s.ensureStream(ctx, jetstream.StreamConfig{
 		Name:              StreamChunks,
 		Subjects:          []string{chunkSubjectBase + ">"},
 		Storage:           jetstream.FileStorage,
@@ -192,6 +192,10 @@ func (s *Outputs) dropConsumer(stream string, cons jetstream.Consumer) {
 
 // DeleteChunks drops an execution's stored chunks.
 func (s *Outputs) Delete(ctx context.Context, id string) error {
+	// Bounded whatever the caller's deadline (a run's can be an hour): a
+	// request sent while the stream elects a leader is never answered.
+	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
+	defer cancel()
 	if err := s.chunks.Purge(ctx, jetstream.WithPurgeSubject(chunkSubjectBase+id)); err != nil {
 		return s.unavailable("delete output chunks", err)
 	}

@@ -24,7 +24,7 @@ const (
 
 func (s *core) provisionInputs(ctx context.Context) error {
 	var err error
-	s.inputs, err = s.js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
+	s.inputs, err = s.ensureObjectStore(ctx, jetstream.ObjectStoreConfig{
 		Bucket:   BucketInputs,
 		Storage:  jetstream.FileStorage,
 		Replicas: s.opts.Replicas,

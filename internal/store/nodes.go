@@ -57,7 +57,7 @@ type Nodes struct{ *core }
 // needs to outlive the servers), entries expiring NodeTTL after their
 // last write.
 func (s *core) provisionNodes(ctx context.Context) (err error) {
-	s.nodes, err = s.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	s.nodes, err = s.ensureKV(ctx, jetstream.KeyValueConfig{
 		Bucket:   BucketNodes,
 		History:  1,
 		TTL:      NodeTTL,

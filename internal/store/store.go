@@ -8,6 +8,7 @@
 package store
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -81,8 +82,17 @@ type Options struct {
 	// AckWait is how long a dequeued execution may go without a progress
 	// signal before JetStream hands it to another worker (after a crash).
 	AckWait time.Duration
-	// Replicas for buckets and streams on a clustered external NATS.
+	// Replicas: copies JetStream keeps of every stream and bucket; 0 is
+	// auto (those of the existing streams, else 3 on a cluster of at least
+	// 3 servers, else 1). More than 1 needs a JetStream cluster.
 	Replicas int
+	// Cluster makes the embedded server one of a cluster of nodes'
+	// embedded servers (cluster.go); NodeID names the server in it.
+	Cluster Cluster
+	NodeID  string
+	// ReadyTimeout bounds the wait for JetStream at start-up, and for the
+	// streams to be provisioned (0: 30 s; 2 min in an embedded cluster).
+	ReadyTimeout time.Duration
 	// MaxPayload bounds one message (queued input, a record) in the embedded
 	// server. With an external server, the server's own limit is read at
 	// connection and used instead.
@@ -121,6 +131,10 @@ type core struct {
 	sizes Sizes
 	// usage is the store's size against its budget (see budget.go).
 	usage usage
+	// wantReplicas is Options.Replicas as given (0: auto); resolved says
+	// why opts.Replicas is what it is (cluster.go).
+	wantReplicas int
+	resolved     string
 }
 
 // Store is Spear's durable state, in parts with one job each, over one
@@ -168,7 +182,7 @@ type Artifacts struct{ *core }
 type Callbacks struct{ *core }
 
 func newStore(opts Options) *Store {
-	c := &core{opts: opts, log: opts.Logger}
+	c := &core{opts: opts, log: opts.Logger, wantReplicas: opts.Replicas}
 	c.usage.limit = opts.MaxStoreBytes
 	inputs := &Inputs{c}
 	return &Store{core: c, Records: &Records{c}, Tasks: &Tasks{c}, Queue: &Queue{core: c, inputs: inputs},
@@ -187,8 +201,11 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	if opts.AckWait <= 0 {
 		opts.AckWait = 30 * time.Second
 	}
-	if opts.Replicas <= 0 {
-		opts.Replicas = 1
+	if opts.Replicas < 0 {
+		return nil, fmt.Errorf("--replicas %d: want 1 or more copies, or 0 for auto: %w", opts.Replicas, errdefs.ErrInvalidArgument)
+	}
+	if err := opts.Cluster.validate(opts.URL != ""); err != nil {
+		return nil, err
 	}
 	if opts.MaxPayload <= 0 {
 		opts.MaxPayload = 8 << 20
@@ -198,7 +215,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		s.Close()
 		return nil, err
 	}
-	if err := s.provision(ctx); err != nil {
+	if err := s.startUp(ctx); err != nil {
 		s.Close()
 		return nil, err
 	}
@@ -222,7 +239,9 @@ func (s *core) connect() error {
 		connOpts = append(connOpts, authOpts...)
 		nc, err := nats.Connect(s.opts.URL, connOpts...)
 		if err != nil {
-			return fmt.Errorf("connect to NATS at %s: %w: %w", s.opts.URL, errdefs.ErrUnavailable, err)
+			// No server of the list answered: fail now (once connected,
+			// the connection reconnects for ever).
+			return fmt.Errorf("no NATS server answers at %s (--nats-url): %w: %w", s.where(), errdefs.ErrUnavailable, err)
 		}
 		s.nc = nc
 	} else {
@@ -257,6 +276,9 @@ func (s *core) connect() error {
 			}
 			so.Host, so.Port = host, port
 		}
+		if err := s.opts.Cluster.configure(so, s.opts.NodeID); err != nil {
+			return err
+		}
 		srv, err := server.NewServer(so)
 		if err != nil {
 			return fmt.Errorf("embedded NATS: %w", err)
@@ -264,7 +286,7 @@ func (s *core) connect() error {
 		srv.Start()
 		if !srv.ReadyForConnections(30 * time.Second) {
 			srv.Shutdown()
-			return fmt.Errorf("embedded NATS did not start: %w", errdefs.ErrUnavailable)
+			return fmt.Errorf("embedded NATS did not start (is %s free?): %w", cmp.Or(s.opts.Cluster.Listen, s.opts.Listen, "its port"), errdefs.ErrUnavailable)
 		}
 		s.srv = srv
 		nc, err := nats.Connect("", append(connOpts, nats.InProcessServer(srv))...)
@@ -273,7 +295,10 @@ func (s *core) connect() error {
 		}
 		s.nc = nc
 	}
-	js, err := jetstream.New(s.nc)
+	// A publish whose acknowledgement never comes (sent while a stream of
+	// a cluster elects a leader) fails after requestTimeout instead of
+	// holding its caller until the caller's own deadline.
+	js, err := jetstream.New(s.nc, jetstream.WithPublishAsyncTimeout(requestTimeout))
 	if err != nil {
 		return fmt.Errorf("jetstream: %w", err)
 	}
@@ -290,7 +315,7 @@ func (s *core) provision(ctx context.Context) error {
 			return nil
 		}
 		var b jetstream.KeyValue
-		b, err = s.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		b, err = s.ensureKV(ctx, jetstream.KeyValueConfig{
 			Bucket:   name,
 			History:  1,
 			TTL:      ttl,
@@ -309,7 +334,7 @@ func (s *core) provision(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	s.artifacts, err = s.js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
+	s.artifacts, err = s.ensureObjectStore(ctx, jetstream.ObjectStoreConfig{
 		Bucket:   BucketArtifacts,
 		Storage:  jetstream.FileStorage,
 		Replicas: s.opts.Replicas,
@@ -320,7 +345,7 @@ func (s *core) provision(ctx context.Context) error {
 	if err := s.provisionInputs(ctx); err != nil {
 		return err
 	}
-	s.queue, err = s.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	s.queue, err = s.ensureStream(ctx, jetstream.StreamConfig{
 		Name:       StreamQueue,
 		Subjects:   []string{queueSubjectBase + ">"},
 		Retention:  jetstream.WorkQueuePolicy,
@@ -347,7 +372,7 @@ func (s *core) provision(ctx context.Context) error {
 	}
 	s.bands = nil
 	for b := Bands - 1; b >= 0; b-- {
-		c, err := s.queue.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
+		c, err := ensureConsumer(ctx, s.queue, jetstream.ConsumerConfig{
 			Durable:       fmt.Sprintf("%s_p%d", ConsumerWorkers, b),
 			AckPolicy:     jetstream.AckExplicitPolicy,
 			AckWait:       s.opts.AckWait,
