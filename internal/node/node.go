@@ -150,47 +150,18 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		return nil, err
 	}
 	m := n.newMetrics()
-	roots, err := artifactRoots(cfg)
+	reg, allow, err := n.openExecution(ctx, bg, m)
 	if err != nil {
 		return nil, err
 	}
-	if n.runtimes, err = n.openRuntimes(ctx, roots); err != nil {
-		return nil, err
-	}
-	allow, err := callback.ParseAllowlist(cfg.CallbackAllow)
-	if err != nil {
-		return nil, fmt.Errorf("--callback-allow: %w", err)
-	}
-	log.Info("artifact roots: tasks may name local files in these only", "roots", strings.Join(roots.Dirs(), ","))
-	reg := registry.New(n.store, n.runtimes, roots, time.Now, log)
-	if err := reg.Watch(bg); err != nil {
-		return nil, err
-	}
-	mgr := executor.New(executor.Options{
-		NodeID: cfg.NodeID, Workers: cfg.Workers, Shared: cfg.NATSURL != "" || cfg.NATSListen != "" || cfg.NATSCluster.Listen != "",
-		DefaultTimeout: cfg.DefaultTimeout, MaxTimeout: cfg.MaxTimeout, MaxOutputBytes: cfg.MaxOutputBytes,
-		QueueTTL: cfg.QueueTTL, StopGrace: cfg.StopGrace, MaxQueued: cfg.MaxQueued,
-		CallbackBody: server.StatusJSON, CallbackAllow: allow, Logger: log, Hooks: m,
-	}, n.store, reg, n.runtimes)
-	n.mgr = mgr
-	n.reconcileRuntimes(ctx)
-	if err := mgr.Start(ctx); err != nil {
-		return nil, err
-	}
-	storeMode := "embedded"
-	switch {
-	case cfg.NATSURL != "":
-		storeMode = "external"
-	case cfg.NATSCluster.Listen != "":
-		storeMode = "embedded-cluster"
-	}
+	mode := storeMode(cfg)
 	if err := n.join(ctx); err != nil {
 		return nil, err
 	}
 	svc := server.NewService(server.ServiceOptions{
 		NodeID: cfg.NodeID, MaxInputBytes: cfg.MaxInputBytes, CallbackAllow: allow, Logger: log,
-		SystemInfo: n.systemInfo(storeMode), Cluster: n.member,
-	}, mgr, reg, n.store)
+		SystemInfo: n.systemInfo(mode), Cluster: n.member,
+	}, n.mgr, reg, n.store)
 	n.server = server.New(svc, server.Options{MaxMessageBytes: cfg.MaxMessageBytes, Metrics: m.Handler(), Pprof: cfg.Pprof,
 		Auth: keys, MetricsPublic: cfg.Security.MetricsPublic, Logger: log})
 	go func() {
@@ -202,9 +173,54 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		registerSamples(ctx, reg, cfg.Samples, n.runtimes, log)
 	}
 	log.Info("spearlet serving", "addr", n.listener.Addr().String(), "data_dir", cfg.DataDir,
-		"store", storeMode, "replicas", n.store.Replicas(), "runtimes", runtimeNames(n.runtimes), "workers", mgr.Workers(),
+		"store", mode, "replicas", n.store.Replicas(), "runtimes", runtimeNames(n.runtimes), "workers", n.mgr.Workers(),
 		"auth", keys != nil || cfg.Security.ClientCA != "", "tls", cfg.Security.TLSCert != "")
 	return n, nil
+}
+
+// openExecution opens the runtimes, the registry and the executor, and
+// starts the executor.
+func (n *Node) openExecution(ctx, bg context.Context, m *metrics.Metrics) (*registry.Registry, callback.Allowlist, error) {
+	cfg, log := n.cfg, n.log
+	roots, err := artifactRoots(cfg)
+	if err != nil {
+		return nil, callback.Allowlist{}, err
+	}
+	if n.runtimes, err = n.openRuntimes(ctx, roots); err != nil {
+		return nil, callback.Allowlist{}, err
+	}
+	allow, err := callback.ParseAllowlist(cfg.CallbackAllow)
+	if err != nil {
+		return nil, callback.Allowlist{}, fmt.Errorf("--callback-allow: %w", err)
+	}
+	log.Info("artifact roots: tasks may name local files in these only", "roots", strings.Join(roots.Dirs(), ","))
+	reg := registry.New(n.store, n.runtimes, roots, time.Now, log)
+	if err := reg.Watch(bg); err != nil {
+		return nil, callback.Allowlist{}, err
+	}
+	n.mgr = executor.New(executor.Options{
+		NodeID: cfg.NodeID, Workers: cfg.Workers, Shared: cfg.NATSURL != "" || cfg.NATSListen != "" || cfg.NATSCluster.Listen != "",
+		DefaultTimeout: cfg.DefaultTimeout, MaxTimeout: cfg.MaxTimeout, MaxOutputBytes: cfg.MaxOutputBytes,
+		QueueTTL: cfg.QueueTTL, StopGrace: cfg.StopGrace, MaxQueued: cfg.MaxQueued,
+		CallbackBody: server.StatusJSON, CallbackAllow: allow, Logger: log, Hooks: m,
+	}, n.store, reg, n.runtimes)
+	n.reconcileRuntimes(ctx)
+	if err := n.mgr.Start(ctx); err != nil {
+		return nil, callback.Allowlist{}, err
+	}
+	return reg, allow, nil
+}
+
+// storeMode says how the node keeps its store: embedded, in an embedded
+// cluster, or on external NATS servers.
+func storeMode(cfg Config) string {
+	switch {
+	case cfg.NATSURL != "":
+		return "external"
+	case cfg.NATSCluster.Listen != "":
+		return "embedded-cluster"
+	}
+	return "embedded"
 }
 
 // newMetrics makes the node's metrics; the gauges read the executor

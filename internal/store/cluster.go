@@ -106,7 +106,7 @@ func (s *Store) Replicas() int { return s.opts.Replicas }
 // readyTimeout bounds the wait for JetStream at start-up. An embedded
 // cluster waits longer: its first start needs every peer up, and nodes
 // on other machines may be started by hand.
-func (s *core) readyTimeout() time.Duration {
+func (s *setup) readyTimeout() time.Duration {
 	switch {
 	case s.opts.ReadyTimeout > 0:
 		return s.opts.ReadyTimeout
@@ -118,7 +118,7 @@ func (s *core) readyTimeout() time.Duration {
 
 // where names the NATS server(s) the node uses, for messages: the URL
 // without credentials, or the embedded server.
-func (s *core) where() string {
+func (s *setup) where() string {
 	if s.opts.URL != "" {
 		return redactURLs(s.opts.URL)
 	}
@@ -141,7 +141,7 @@ func redactURLs(list string) string {
 
 // clustered says whether the server is part of a JetStream cluster, which
 // can keep more than one copy of each stream.
-func (s *core) clustered() bool {
+func (s *setup) clustered() bool {
 	if s.srv != nil {
 		return s.srv.JetStreamIsClustered()
 	}
@@ -151,7 +151,7 @@ func (s *core) clustered() bool {
 // clusterSize is the number of servers of the cluster: the JetStream meta
 // group's size for the embedded server; for an external one, the servers
 // the connection knows of (those given and those the cluster announced).
-func (s *core) clusterSize() int {
+func (s *setup) clusterSize() int {
 	if s.srv != nil {
 		if jsz, err := s.srv.Jsz(nil); err == nil && jsz.Meta != nil && jsz.Meta.Size > 0 {
 			return jsz.Meta.Size
@@ -171,7 +171,7 @@ func (s *core) clusterSize() int {
 // streams and buckets, retrying what a cluster that is still forming (or
 // other nodes provisioning at the same time) makes fail, for at most the
 // ready timeout.
-func (s *core) startUp(ctx context.Context) error {
+func (s *setup) startUp(ctx context.Context) error {
 	bound := s.readyTimeout()
 	deadline := time.Now().Add(bound)
 	if err := s.waitJetStream(ctx, deadline, bound); err != nil {
@@ -206,7 +206,7 @@ var provisionBackoff = retry.Backoff{Base: 100 * time.Millisecond, Max: 2 * time
 // provisionOnce decides the replicas and provisions, within a bounded
 // time (each request is bounded too: see ensure); what an attempt created
 // stays, so the next gets further.
-func (s *core) provisionOnce(ctx context.Context) error {
+func (s *setup) provisionOnce(ctx context.Context) error {
 	actx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
 	if err := s.resolveReplicas(actx); err != nil {
@@ -217,7 +217,7 @@ func (s *core) provisionOnce(ctx context.Context) error {
 
 // waitJetStream waits until JetStream answers: a new cluster answers once
 // it has elected its meta leader, seconds after its servers start.
-func (s *core) waitJetStream(ctx context.Context, deadline time.Time, bound time.Duration) error {
+func (s *setup) waitJetStream(ctx context.Context, deadline time.Time, bound time.Duration) error {
 	start, logged := time.Now(), time.Now()
 	var err error
 	for {
@@ -252,7 +252,7 @@ func (s *core) waitJetStream(ctx context.Context, deadline time.Time, bound time
 // noJetStream says whether err is the answer of a server without
 // JetStream (one of a cluster may lack it while others have it: then it
 // is worth waiting).
-func (s *core) noJetStream(err error) bool {
+func (s *setup) noJetStream(err error) bool {
 	if !errors.Is(err, jetstream.ErrJetStreamNotEnabled) && !errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount) {
 		return false
 	}
@@ -261,7 +261,7 @@ func (s *core) noJetStream(err error) bool {
 }
 
 // waitingFor says, for the log, what JetStream's readiness waits for.
-func (s *core) waitingFor(err error) []any {
+func (s *setup) waitingFor(err error) []any {
 	args := []any{"nats", s.where(), "err", err}
 	if s.srv != nil && s.opts.Cluster.enabled() {
 		args = append(args, "peers_connected", s.srv.NumRemotes(),
@@ -274,7 +274,7 @@ func (s *core) waitingFor(err error) []any {
 // JetStream keeps (s.opts.Replicas): --replicas when given; else those of
 // the existing queue stream, so nodes agree with the one that created it;
 // else 3 on a cluster of at least 3 servers, 1 otherwise.
-func (s *core) resolveReplicas(ctx context.Context) error {
+func (s *setup) resolveReplicas(ctx context.Context) error {
 	want, clustered := s.wantReplicas, s.clustered()
 	if want > 1 && !clustered {
 		return s.notClustered(want)
@@ -315,7 +315,7 @@ func (s *core) resolveReplicas(ctx context.Context) error {
 
 // notClustered refuses replicas on a server that is not part of a
 // JetStream cluster, saying what to do instead.
-func (s *core) notClustered(want int) error {
+func (s *setup) notClustered(want int) error {
 	if s.opts.URL == "" {
 		return fmt.Errorf("--replicas %d: the embedded NATS server is a single server, which keeps one copy of each stream; "+
 			"form a cluster of nodes (--nats-cluster, --nats-routes) or use a JetStream cluster (--nats-url), or give --replicas 1 (0: auto): %w",

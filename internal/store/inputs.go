@@ -22,7 +22,7 @@ const (
 	InputScheme = "input:"
 )
 
-func (s *core) provisionInputs(ctx context.Context) error {
+func (s *setup) provisionInputs(ctx context.Context) error {
 	var err error
 	s.inputs, err = s.ensureObjectStore(ctx, jetstream.ObjectStoreConfig{
 		Bucket:   BucketInputs,

@@ -56,7 +56,7 @@ type Nodes struct{ *core }
 // provisionNodes creates the registry's bucket: in memory (nothing in it
 // needs to outlive the servers), entries expiring NodeTTL after their
 // last write.
-func (s *core) provisionNodes(ctx context.Context) (err error) {
+func (s *setup) provisionNodes(ctx context.Context) (err error) {
 	s.nodes, err = s.ensureKV(ctx, jetstream.KeyValueConfig{
 		Bucket:   BucketNodes,
 		History:  1,

@@ -137,6 +137,11 @@ type core struct {
 	resolved     string
 }
 
+// setup is the store's start-up: connecting, waiting for JetStream,
+// choosing the replicas, and creating the buckets and streams (cluster.go,
+// ensure.go and each part's provision function).
+type setup struct{ *core }
+
 // Store is Spear's durable state, in parts with one job each, over one
 // connection: execution records, tasks, the work queue, output chunks,
 // stored inputs, uploaded artifacts and the callback outbox. The Store
@@ -211,11 +216,12 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		opts.MaxPayload = 8 << 20
 	}
 	s := newStore(opts)
-	if err := s.connect(); err != nil {
+	up := &setup{s.core}
+	if err := up.connect(); err != nil {
 		s.Close()
 		return nil, err
 	}
-	if err := s.startUp(ctx); err != nil {
+	if err := up.startUp(ctx); err != nil {
 		s.Close()
 		return nil, err
 	}
@@ -229,7 +235,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	return s, nil
 }
 
-func (s *core) connect() error {
+func (s *setup) connect() error {
 	connOpts := []nats.Option{nats.Name("spear"), nats.MaxReconnects(-1)}
 	authOpts, err := s.opts.ClientAuth.options(s.opts.URL)
 	if err != nil {
@@ -308,7 +314,7 @@ func (s *core) connect() error {
 	return nil
 }
 
-func (s *core) provision(ctx context.Context) error {
+func (s *setup) provision(ctx context.Context) error {
 	var err error
 	kv := func(name string, ttl time.Duration) jetstream.KeyValue {
 		if err != nil {
