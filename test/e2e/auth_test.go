@@ -111,6 +111,10 @@ func everyMethod(c pb.FunctionServiceClient) map[string]authCall {
 			_, err := c.UpdateTask(ctx, &pb.UpdateTaskRequest{TaskId: "upper"}, o)
 			return err
 		}),
+		"ListNodes": unary(func(ctx context.Context, o grpc.CallOption) error {
+			_, err := c.ListNodes(ctx, &pb.ListNodesRequest{}, o)
+			return err
+		}),
 	}
 }
 

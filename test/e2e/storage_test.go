@@ -120,8 +120,10 @@ func TestStorageFullExternal(t *testing.T) {
 	}
 	fillStore(t, n)
 	// The learned budget is the usage the node counted when the server
-	// first refused a write: about the server's limit.
-	checkStoreMetrics(t, n, func(b float64) bool { return b >= 0.5*(64<<20) && b <= 1.1*(64<<20) }, "learned, about the server's 64 MiB")
+	// first refused a write: about the server's limit. It counts output in
+	// flight too (16 workers, a 256 KiB block each: 4 MiB) and is measured
+	// once a second, so it may be over the limit by a few MiB.
+	checkStoreMetrics(t, n, func(b float64) bool { return b >= 0.5*(64<<20) && b <= 1.2*(64<<20) }, "learned, about the server's 64 MiB")
 }
 
 // storageFigures are what fillStore saw.
