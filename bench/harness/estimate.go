@@ -16,7 +16,7 @@ import (
 // so that the work queued ahead of each varies, and for each the actual
 // time from submission to completion divided by the estimate.
 func (e *env) estimateRows(ctx context.Context) ([]Row, error) {
-	dir, err := os.MkdirTemp("", "spear-bench-estimate-")
+	dir, err := os.MkdirTemp(e.tmp, "estimate-") // in an artifact root
 	if err != nil {
 		return nil, err
 	}
