@@ -97,10 +97,10 @@ func (s *Nodes) Claim(ctx context.Context, e NodeEntry) error {
 			continue
 		case err != nil:
 			return unavailable("node registry", err)
-		case e.Home != "" && homeOf(cur.Value()) == e.Home:
+		case e.Home != "" && entryOf(cur.Value()).Home == e.Home:
 			return s.Announce(ctx, e)
 		case seen != 0 && cur.Revision() != seen || time.Now().After(deadline):
-			return errdefs.NodeIDInUse.New("node id %q is in use by a live node (%s): give each node its own --node-id", e.ID, addressOf(cur.Value()))
+			return errdefs.NodeIDInUse.New("node id %q is in use by a live node (%s): give each node its own --node-id", e.ID, addressOf(entryOf(cur.Value())))
 		}
 		seen = cur.Revision()
 		select {
@@ -111,19 +111,16 @@ func (s *Nodes) Claim(ctx context.Context, e NodeEntry) error {
 	}
 }
 
-// homeOf returns the home in an entry's value.
-func homeOf(v []byte) string {
+// entryOf decodes an entry's value (the zero entry if it cannot).
+func entryOf(v []byte) NodeEntry {
 	var e NodeEntry
-	if json.Unmarshal(v, &e) != nil {
-		return ""
-	}
-	return e.Home
+	_ = json.Unmarshal(v, &e)
+	return e
 }
 
-// addressOf returns the address in an entry's value, for messages.
-func addressOf(v []byte) string {
-	var e NodeEntry
-	if json.Unmarshal(v, &e) != nil || e.Address == "" {
+// addressOf returns where an entry's node is, for messages.
+func addressOf(e NodeEntry) string {
+	if e.Address == "" {
 		return "address unknown"
 	}
 	return "at " + e.Address
