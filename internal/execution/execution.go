@@ -80,9 +80,12 @@ func (m Mode) String() string {
 type Spec struct {
 	ExecutionID string `json:"id"`
 	TaskID      string `json:"task"`
-	Function    string `json:"fn,omitempty"`
-	Mode        Mode   `json:"mode"`
-	Input       []byte `json:"in,omitempty"`
+	// Runtime is the task's runtime, which the queue routes async work by
+	// (only nodes that have it take it).
+	Runtime  string `json:"rt,omitempty"`
+	Function string `json:"fn,omitempty"`
+	Mode     Mode   `json:"mode"`
+	Input    []byte `json:"in,omitempty"`
 	// InputRef names a stored input used instead of Input: an uploaded
 	// artifact ("artifact:sha256:<hex>") or, for an async input too large
 	// for a queue message, "input:<id>".

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/spear-go/spear/internal/errdefs"
@@ -25,8 +24,11 @@ import (
 func (m *Async) Submit(ctx context.Context, spec *execution.Spec) (rec *execution.Record, estimate time.Duration, existing bool, err error) {
 	t, err := m.registry.Get(ctx, spec.TaskID)
 	if err != nil {
-		return nil, 0, false, err
+		if t, err = m.elsewhere(ctx, spec.TaskID, err); err != nil {
+			return nil, 0, false, err
+		}
 	}
+	spec.Runtime = string(t.Artifact.Type)
 	m.mu.Lock()
 	draining := m.draining
 	m.mu.Unlock()
@@ -204,99 +206,10 @@ func (m *Async) queuedAhead(ctx context.Context) int64 {
 	return waiting + max(inFlight, int64(slotWaiters))
 }
 
-// dispatch takes async work from the durable queue, one flow per priority
-// band, while this node has capacity, so queued work waits in JetStream,
-// not in memory. Every band keeps some work in hand, so the run slots see
-// the high priority work at once and the oldest low priority work too
-// (which a fixed share of slots goes to).
-func (m *dispatcher) dispatch(ctx context.Context) {
-	// Executions in hand per band: a worker's run is short next to the
-	// store round trips around it (read, claim, final record), so several
-	// per worker keep the workers busy; as many again are fetched ahead.
-	limit := 2 * m.opts.Workers
-	failures := 0
-	for ctx.Err() == nil {
-		streams, err := m.store.Queue.Streams(limit)
-		if err != nil {
-			m.log.Warn("consuming the queue", "err", err)
-			failures++
-			retry.Sleep(ctx, storeBackoff.Delay(failures))
-			continue
-		}
-		failures = 0
-		bctx, cancel := context.WithCancel(ctx)
-		var wg sync.WaitGroup
-		for _, st := range streams {
-			wg.Go(func() {
-				defer cancel() // one flow failing restarts them all
-				if err := m.pump(bctx, st, limit); err != nil && bctx.Err() == nil {
-					m.log.Warn("consuming the queue", "err", err)
-				}
-			})
-		}
-		wg.Wait()
-		cancel()
-		for _, st := range streams {
-			st.Stop()
-		}
-		m.mu.Lock()
-		draining := m.draining
-		m.mu.Unlock()
-		if draining {
-			return
-		}
-	}
-}
-
-// pump hands one band's deliveries to workers while fewer than limit of
-// that band are in hand.
-func (m *dispatcher) pump(ctx context.Context, stream *store.Stream, limit int) error {
-	var inHand atomic.Int32
-	for {
-		for {
-			m.mu.Lock()
-			draining := m.draining
-			m.mu.Unlock()
-			if draining {
-				return nil
-			}
-			if int(inHand.Load()) < limit {
-				break
-			}
-			select {
-			case <-ctx.Done():
-				return nil
-			case <-m.slots.freed:
-			case <-time.After(100 * time.Millisecond):
-			}
-		}
-		d, err := stream.Next(ctx)
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			return err
-		}
-		m.mu.Lock()
-		if m.draining {
-			m.mu.Unlock()
-			_ = d.Nak(0)
-			return nil
-		}
-		m.asyncInFlight++
-		m.mu.Unlock()
-		inHand.Add(1)
-		m.wg.Add(1)
-		go func() {
-			m.runDelivery(d)
-			inHand.Add(-1)
-		}()
-	}
-}
-
 // runDelivery runs one execution taken from the queue, and acks it once its
 // terminal state is durable.
-func (m *dispatcher) runDelivery(d *store.Delivery) {
+func (m *dispatcher) runDelivery(d *store.Delivery, unreserve func()) {
+	defer unreserve()
 	defer func() {
 		m.mu.Lock()
 		m.asyncInFlight--
@@ -332,8 +245,8 @@ func (m *dispatcher) runDelivery(d *store.Delivery) {
 		m.complete(l, d, 0)
 	case !l.setCancel(cancel):
 		m.complete(l, d, 0)
-	case m.claim(l, d, rev):
-		m.run(runCtx, l, d, t, art)
+	default:
+		m.run(runCtx, l, d, t, art, func() bool { unreserve(); return m.claim(l, d, rev) })
 	}
 }
 
@@ -372,10 +285,10 @@ func (m *dispatcher) readQueued(d *store.Delivery) (*execution.Record, uint64, b
 	return rec, rev, true
 }
 
-// claim marks the execution RUNNING here by compare-and-set, before it
-// waits for a slot, so the slot is not held across a store round trip: a
-// cancel that reached the store first wins. false: not ours to run (l is
-// done and gone).
+// claim marks the execution RUNNING here by compare-and-set, once it has
+// a slot, so that an attempt is counted only when it starts: a cancel that
+// reached the store first, or another node's claim, wins. false: not ours
+// to run (l is done and gone).
 func (m *dispatcher) claim(l *live, d *store.Delivery, rev uint64) bool {
 	ctx, id := m.baseCtx, d.Spec.ExecutionID
 	l.mu.Lock()
@@ -476,9 +389,10 @@ func (m *dispatcher) putClaimed(ctx context.Context, l *live, rec *execution.Rec
 	}
 }
 
-// run waits for a slot, runs the claimed execution and settles it: done,
-// retried with backoff, dead-lettered, or back to the queue on shutdown.
-func (m *dispatcher) run(ctx context.Context, l *live, d *store.Delivery, t *task.Task, art spearrt.Artifact) {
+// run waits for a slot, claims the execution (see claim), runs it and
+// settles it: done, retried with backoff, dead-lettered, or back to the
+// queue on shutdown.
+func (m *dispatcher) run(ctx context.Context, l *live, d *store.Delivery, t *task.Task, art spearrt.Artifact, claim func() bool) {
 	spec := d.Spec
 	if err := m.runs.acquire(ctx, spec, t); err != nil {
 		if m.dropFenced(ctx, l) {
@@ -490,6 +404,10 @@ func (m *dispatcher) run(ctx context.Context, l *live, d *store.Delivery, t *tas
 			return
 		}
 		m.complete(l, d, 0)
+		return
+	}
+	if !claim() {
+		m.slots.release(t.ID)
 		return
 	}
 	wait := m.opts.Now().Sub(spec.CreatedAt)
@@ -544,6 +462,9 @@ func (m *Async) Requeue(ctx context.Context, id string) (*execution.Record, erro
 		return nil, errdefs.NotDeadLettered.New("execution %q is %s, not dead-lettered: only executions whose retries ran out can be requeued", id, rec.Status)
 	}
 	spec := *rec.Spec
+	if spec.Runtime == "" { // dead-lettered by store format 1
+		spec.Runtime = string(m.engine.runtimeOf(spec.TaskID))
+	}
 	spec.Requeues++
 	spec.AttemptBase = rec.Attempts
 	rec.Status, rec.ErrorCode, rec.ErrorMessage = execution.StatusPending, "", ""

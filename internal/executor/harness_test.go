@@ -272,8 +272,8 @@ func testCtx(t *testing.T) context.Context {
 
 // newSpec returns a spec of the fake task running fn.
 func newSpec(fn string, mode execution.Mode, input string) *execution.Spec {
-	return &execution.Spec{ExecutionID: execution.NewID(time.Now()), TaskID: testTask, Function: fn,
-		Mode: mode, Input: []byte(input), CreatedAt: time.Now()}
+	return &execution.Spec{ExecutionID: execution.NewID(time.Now()), TaskID: testTask, Runtime: string(spearrt.TypeProcess),
+		Function: fn, Mode: mode, Input: []byte(input), CreatedAt: time.Now()}
 }
 
 // wait waits for execution id to be terminal and returns its record.

@@ -57,6 +57,10 @@ type Options struct {
 	Logger *slog.Logger
 	// Hooks observe executions (metrics); may be nil.
 	Hooks Hooks
+	// Peers returns the live nodes as the node registry last saw them,
+	// with their runtimes and free slots (nil: a node alone); sync and
+	// stream calls this node cannot run now are handed on to them.
+	Peers func() []store.NodeEntry
 }
 
 // Hooks observe what the manager does.
@@ -161,7 +165,10 @@ type core struct {
 	// asyncInFlight counts deliveries taken from the queue and not yet
 	// finished.
 	asyncInFlight int
-	draining      bool
+	// reserved counts deliveries taken that wait for a slot: the
+	// dispatcher takes no more than the free slots less these.
+	reserved atomic.Int32
+	draining bool
 	// queueWaiting caches the queue's depth for estimates, refreshed at
 	// most every 100 ms (queueCheckedAt, Unix nanoseconds).
 	queueWaiting   atomic.Int64
@@ -292,10 +299,15 @@ func (m *Manager) Start(ctx context.Context) error {
 		return err
 	}
 	m.stopCancels = stop
+	sources, err := m.dispatcher.openSources(ctx)
+	if err != nil {
+		stop()
+		return err
+	}
 	m.wg.Add(4)
 	go func() { defer m.wg.Done(); m.persist.run(m.baseCtx) }()
 	go func() { defer m.wg.Done(); m.stats.flushLoop(m.baseCtx, m.store, m.log) }()
-	go func() { defer m.wg.Done(); m.dispatcher.dispatch(m.baseCtx) }()
+	go func() { defer m.wg.Done(); m.dispatcher.dispatch(m.baseCtx, sources) }()
 	go func() { defer m.wg.Done(); m.outbox.deliverCallbacks(m.baseCtx) }()
 	return nil
 }

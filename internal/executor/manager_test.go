@@ -596,9 +596,12 @@ func TestClaimConflictLeavesOtherClaim(t *testing.T) {
 		t.Fatal(err)
 	}
 	var d *store.Delivery
-	if err := h.st.Queue.Fetch(ctx, 1, 10*time.Second, func(x *store.Delivery) { d = x }); err != nil || d == nil {
-		t.Fatalf("Fetch = %v, %v", d, err)
-	}
+	testwait.Until(t, "the execution to be fetched", func() bool {
+		if err := h.st.Queue.Fetch(1, func(x *store.Delivery) { d = x }); err != nil {
+			t.Fatalf("Fetch: %v", err)
+		}
+		return d != nil
+	})
 	// Another node claims it between the worker's read and its claim.
 	m.afterRead = func() {
 		other, _, err := h.st.Records.Get(ctx, spec.ExecutionID)
@@ -615,7 +618,7 @@ func TestClaimConflictLeavesOtherClaim(t *testing.T) {
 	m.asyncInFlight++
 	m.mu.Unlock()
 	m.wg.Add(1)
-	go m.dispatcher.runDelivery(d)
+	go m.dispatcher.runDelivery(d, func() {})
 	testwait.Until(t, "the worker to give the execution up", func() bool {
 		m.mu.Lock()
 		defer m.mu.Unlock()

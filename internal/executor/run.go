@@ -31,11 +31,7 @@ type Chunk struct {
 // the record. With an idempotency key, an execution that already exists
 // is the answer: Run waits for it and returns its record.
 func (m *SyncRuns) Run(ctx context.Context, spec *execution.Spec, onChunk func(Chunk)) (*execution.Record, error) {
-	t, art, err := m.registry.Artifact(ctx, spec.TaskID)
-	if err != nil {
-		return nil, err
-	}
-	rt, err := m.engine.runtime(art.Type)
+	t, art, rt, forward, err := m.resolve(ctx, spec.TaskID)
 	if err != nil {
 		return nil, err
 	}
@@ -46,6 +42,9 @@ func (m *SyncRuns) Run(ctx context.Context, spec *execution.Spec, onChunk func(C
 		if rec, err := m.claimID(ctx, spec); rec != nil || err != nil {
 			return rec, err
 		}
+	}
+	if forward {
+		return m.forward(ctx, spec, t, onChunk)
 	}
 	l := &live{rec: execution.NewRecord(spec), done: make(chan struct{})}
 	if err := m.lives.addSyncLive(l); err != nil {
@@ -97,6 +96,21 @@ func (m *SyncRuns) Run(ctx context.Context, spec *execution.Spec, onChunk func(C
 	m.outbox.notify(rec)
 	m.persist.add(ctx, rec)
 	return rec, nil
+}
+
+// resolve finds what runs a task here, or says the call is to be handed
+// on to another node (forward; rt is then nil).
+func (m *SyncRuns) resolve(ctx context.Context, taskID string) (*task.Task, spearrt.Artifact, spearrt.Runtime, bool, error) {
+	t, art, err := m.registry.Artifact(ctx, taskID)
+	if err != nil {
+		t, err = m.elsewhere(ctx, taskID, err)
+		return t, art, nil, err == nil, err
+	}
+	rt, err := m.engine.runtime(art.Type)
+	if err != nil {
+		return nil, art, nil, false, err
+	}
+	return t, art, rt, m.forwardTo(art.Type, true), nil
 }
 
 // claimID makes a sync or stream execution with a caller-given or keyed id

@@ -202,7 +202,7 @@ func (n *Node) openExecution(ctx, bg context.Context, m *metrics.Metrics) (*regi
 		NodeID: cfg.NodeID, Workers: cfg.Workers, Shared: cfg.NATSURL != "" || cfg.NATSListen != "" || cfg.NATSCluster.Listen != "",
 		DefaultTimeout: cfg.DefaultTimeout, MaxTimeout: cfg.MaxTimeout, MaxOutputBytes: cfg.MaxOutputBytes,
 		QueueTTL: cfg.QueueTTL, StopGrace: cfg.StopGrace, MaxQueued: cfg.MaxQueued,
-		CallbackBody: server.StatusJSON, CallbackAllow: allow, Logger: log, Hooks: m,
+		CallbackBody: server.StatusJSON, CallbackAllow: allow, Logger: log, Hooks: m, Peers: n.clusterNodes,
 	}, n.store, reg, n.runtimes)
 	n.reconcileRuntimes(ctx)
 	if err := n.mgr.Start(ctx); err != nil {

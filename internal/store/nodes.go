@@ -28,7 +28,9 @@ const (
 // StoreFormat is the version of what Spear keeps in the store (record,
 // queue message and bucket layouts). Nodes of different formats cannot
 // share a store: a node refuses to join one whose live nodes have another.
-const StoreFormat = 1
+// 2: queue subjects carry the task's runtime (format 1's queued work is
+// moved at start-up, see sources.go).
+const StoreFormat = 2
 
 // NodeEntry is what a node advertises in the registry.
 type NodeEntry struct {

@@ -34,9 +34,20 @@ func Band(priority int32) int {
 	}
 }
 
-// queueSubject is where an execution waits: by band, task and id.
+// queueSubject is where an execution waits: by runtime, band, task and
+// id.
 func queueSubject(spec *execution.Spec) string {
-	return fmt.Sprintf("%sp%d.%s.%s", queueSubjectBase, Band(spec.Priority), spec.TaskID, spec.ExecutionID)
+	return fmt.Sprintf("%s%s.p%d.%s.%s", queueSubjectBase, spec.Runtime, bandOf(spec), spec.TaskID, spec.ExecutionID)
+}
+
+// bandOf is the band an execution waits in: its priority's, except that
+// a sync or stream call handed on by the node it reached, whose caller
+// waits, goes first (in the top band).
+func bandOf(spec *execution.Spec) int {
+	if spec.Mode != execution.ModeAsync {
+		return Bands - 1
+	}
+	return Band(spec.Priority)
 }
 
 // Enqueue durably appends an async execution to the work queue. Publishing
@@ -52,12 +63,16 @@ func (s *Queue) Enqueue(ctx context.Context, spec *execution.Spec) (duplicate bo
 	if err != nil {
 		return false, s.unavailable("enqueue execution", err)
 	}
+	s.announce(spec)
 	return ack.Duplicate, nil
 }
 
 // queueMessage encodes spec as a queue message; an input larger than
 // Sizes.Inline is stored apart and referred to.
 func (s *Queue) message(ctx context.Context, spec *execution.Spec) ([]byte, error) {
+	if spec.Runtime == "" {
+		return nil, fmt.Errorf("queue execution %q: %w: no runtime", spec.ExecutionID, errdefs.ErrInternal)
+	}
 	if len(spec.Input) > s.sizes.Inline {
 		ref, err := s.inputs.Put(ctx, spec.ExecutionID, spec.Input)
 		if err != nil {
@@ -108,6 +123,7 @@ func (s *Queue) Submit(ctx context.Context, spec *execution.Spec, rec *execution
 		s.note(err)
 		return err
 	}
+	s.announce(spec)
 	// Queued: accepted. A record write that failed is repaired by the
 	// worker, which creates the record from the queued spec.
 	if err := awaitAll(ctx, []jetstream.PubAckFuture{recF, idxF}, "create execution record"); err != nil {
@@ -128,7 +144,7 @@ func msgID(spec *execution.Spec) string {
 // QueuedOfTask counts a task's executions in the queue: waiting, and taken
 // by a worker but not finished.
 func (s *Queue) OfTask(ctx context.Context, taskID string) (int64, error) {
-	info, err := s.queue.Info(ctx, jetstream.WithSubjectFilter(queueSubjectBase+"*."+taskID+".*"))
+	info, err := s.queue.Info(ctx, jetstream.WithSubjectFilter(queueSubjectBase+"*.*."+taskID+".*"))
 	if err != nil {
 		return 0, s.unavailable("queue info", err)
 	}
@@ -142,7 +158,7 @@ func (s *Queue) OfTask(ctx context.Context, taskID string) (int64, error) {
 // IsQueued reports whether an execution of a task is in the queue (waiting,
 // or taken by a worker and not finished).
 func (s *Queue) Has(ctx context.Context, taskID, id string) (bool, error) {
-	info, err := s.queue.Info(ctx, jetstream.WithSubjectFilter(queueSubjectBase+"*."+taskID+"."+id))
+	info, err := s.queue.Info(ctx, jetstream.WithSubjectFilter(queueSubjectBase+"*.*."+taskID+"."+id))
 	if err != nil {
 		return false, s.unavailable("queue info", err)
 	}
@@ -153,7 +169,7 @@ func (s *Queue) Has(ctx context.Context, taskID, id string) (bool, error) {
 // (its record may not be written yet, or could not be); ErrNotFound
 // otherwise.
 func (s *Queue) Spec(ctx context.Context, id string) (*execution.Spec, error) {
-	msg, err := s.queue.GetLastMsgForSubject(ctx, queueSubjectBase+"*.*."+id)
+	msg, err := s.queue.GetLastMsgForSubject(ctx, queueSubjectBase+"*.*.*."+id)
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return nil, errdefs.ExecutionNotFound.New("execution %q not found", id)
 	}
@@ -171,12 +187,12 @@ func (s *Queue) Spec(ctx context.Context, id string) (*execution.Spec, error) {
 // priority band, index 0 the lowest.
 func (s *Queue) DepthByBand(ctx context.Context) ([]int64, error) {
 	out := make([]int64, Bands)
-	for i, c := range s.bands { // highest band first
-		info, err := c.Info(ctx)
+	for _, src := range s.opened() {
+		info, err := src.c.Info(ctx)
 		if err != nil {
 			return nil, s.unavailable("queue info", err)
 		}
-		out[Bands-1-i] = int64(info.NumPending)
+		out[src.Band] += int64(info.NumPending)
 	}
 	return out, nil
 }
@@ -184,8 +200,8 @@ func (s *Queue) DepthByBand(ctx context.Context) ([]int64, error) {
 // QueueDepth is the number of executions in the queue: waiting ones plus
 // those delivered to a worker and not yet finished.
 func (s *Queue) Depth(ctx context.Context) (waiting, inFlight int64, err error) {
-	for _, c := range s.bands {
-		info, err := c.Info(ctx)
+	for _, src := range s.opened() {
+		info, err := src.c.Info(ctx)
 		if err != nil {
 			return 0, 0, s.unavailable("queue info", err)
 		}
@@ -244,17 +260,11 @@ func (s *Queue) HandBack(ctx context.Context, d *Delivery) error {
 // is not handed to another worker.
 func (d *Delivery) InProgress() error { return d.msg.InProgress() }
 
-// Fetch takes up to n executions from the queue, handing each to handle as
-// it arrives, and returns when n were handed over or maxWait passed (a
-// one-off take; workers use Stream).
-func (s *Queue) Fetch(ctx context.Context, n int, maxWait time.Duration, handle func(*Delivery)) error {
-	// Highest band first, without waiting; then wait on the normal band.
-	for i, c := range s.bands {
-		wait := time.Duration(0)
-		if i == Bands-1-Band(0) {
-			wait = maxWait
-		}
-		got, err := s.fetchFrom(c, n, wait, handle)
+// Fetch takes up to n executions from the opened sources, highest band
+// first, without waiting (a one-off take; the dispatcher uses Take).
+func (s *Queue) Fetch(n int, handle func(*Delivery)) error {
+	for _, src := range s.opened() {
+		got, err := s.Take(src, n, handle)
 		if err != nil {
 			return err
 		}
@@ -265,69 +275,12 @@ func (s *Queue) Fetch(ctx context.Context, n int, maxWait time.Duration, handle 
 	return nil
 }
 
-func (s *Queue) fetchFrom(c jetstream.Consumer, n int, wait time.Duration, handle func(*Delivery)) (int, error) {
-	var batch jetstream.MessageBatch
-	var err error
-	if wait > 0 {
-		batch, err = c.Fetch(n, jetstream.FetchMaxWait(wait))
-	} else {
-		batch, err = c.FetchNoWait(n)
+// opened returns the sources Consume opened (none before).
+func (s *Queue) opened() []*Source {
+	if p := s.sources.Load(); p != nil {
+		return *p
 	}
-	if err != nil {
-		return 0, s.unavailable("fetch from queue", err)
-	}
-	got := 0
-	for msg := range batch.Messages() {
-		if d := s.delivery(msg); d != nil {
-			handle(d)
-			got++
-		}
-	}
-	if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) && !errors.Is(err, context.DeadlineExceeded) {
-		return got, s.unavailable("fetch from queue", err)
-	}
-	return got, nil
-}
-
-// Stream delivers queued executions as a continuous flow, keeping at most
-// buffer of them fetched ahead in the client (the rest stay in JetStream).
-type Stream struct {
-	it    jetstream.MessagesContext
-	queue *Queue
-}
-
-// Streams starts a flow of deliveries per priority band, highest band
-// first; Stop each when done.
-func (s *Queue) Streams(buffer int) ([]*Stream, error) {
-	var out []*Stream
-	for _, c := range s.bands {
-		it, err := c.Messages(jetstream.PullMaxMessages(buffer))
-		if err != nil {
-			for _, st := range out {
-				st.Stop()
-			}
-			return nil, s.unavailable("consume queue", err)
-		}
-		out = append(out, &Stream{it: it, queue: s})
-	}
-	return out, nil
-}
-
-// Next returns the next delivery, waiting until ctx ends. A message that
-// cannot be decoded is terminated and skipped.
-func (st *Stream) Next(ctx context.Context) (*Delivery, error) {
-	for {
-		msg, err := st.it.Next(jetstream.NextContext(ctx))
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil, ctx.Err()
-			}
-			return nil, unavailable("consume queue", err)
-		}
-		if d := st.queue.delivery(msg); d != nil {
-			return d, nil
-		}
-	}
+	return nil
 }
 
 // delivery decodes a queue message; one that cannot be decoded is
@@ -344,19 +297,6 @@ func (s *Queue) delivery(msg jetstream.Msg) *Delivery {
 		attempt = int(md.NumDelivered)
 	}
 	return &Delivery{Spec: &spec, Attempt: attempt, msg: msg}
-}
-
-// Stop ends the flow and gives the messages fetched ahead, and not handed
-// out, back to the queue at once (rather than after the ack wait).
-func (st *Stream) Stop() {
-	st.it.Drain()
-	for {
-		msg, err := st.it.Next(jetstream.NextMaxWait(100 * time.Millisecond))
-		if err != nil {
-			return
-		}
-		_ = msg.Nak()
-	}
 }
 
 // AckWait is the queue's redelivery timeout.

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/spear-go/spear/internal/errdefs"
@@ -402,4 +403,41 @@ func (s *Tasks) Watch(ctx context.Context, changed func(id string)) error {
 		}
 	}()
 	return nil
+}
+
+// Changes delivers execution id's record each time it is written, from
+// now on, until stop is called: a way to wait for a record to change
+// without polling. Records written between two receptions may be skipped
+// (the latest one is kept); a nil record is a write that could not be
+// decoded, or a deletion.
+func (s *Records) Changes(id string) (records <-chan *execution.Record, stop func(), err error) {
+	ch := make(chan *execution.Record, 1)
+	sub, err := s.nc.Subscribe(kvSubject(BucketExecutions, id), func(m *nats.Msg) {
+		var r *execution.Record
+		if len(m.Data) > 0 {
+			r = new(execution.Record)
+			if json.Unmarshal(m.Data, r) != nil {
+				r = nil
+			}
+		}
+		for { // keep the latest
+			select {
+			case ch <- r:
+				return
+			default:
+			}
+			select {
+			case <-ch:
+			default:
+			}
+		}
+	})
+	if err != nil {
+		return nil, nil, unavailable("watch execution record", err)
+	}
+	if err := s.nc.Flush(); err != nil { // the server knows of the interest
+		_ = sub.Unsubscribe()
+		return nil, nil, unavailable("watch execution record", err)
+	}
+	return ch, func() { _ = sub.Unsubscribe() }, nil
 }

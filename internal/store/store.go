@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -58,7 +59,8 @@ const (
 	BucketArtifacts  = "spear_artifacts"
 	StreamQueue      = "SPEAR_QUEUE"
 	// ConsumerWorkers prefixes the durable consumers of the queue, one per
-	// priority band: spear_workers_p0 (lowest) .. spear_workers_p4.
+	// runtime and priority band: spear_workers_process_p0 (lowest) ..
+	// spear_workers_docker_p4.
 	ConsumerWorkers  = "spear_workers"
 	queueSubjectBase = "spear.queue."
 	// CancelSubjectBase prefixes the core NATS subjects on which a node
@@ -122,9 +124,9 @@ type core struct {
 	inputs    jetstream.ObjectStore
 	queue     jetstream.Stream
 	chunks    jetstream.Stream
-	// bands are the queue's consumers, one per priority band, highest
-	// first.
-	bands []jetstream.Consumer
+	// sources are the queue's consumers this node takes work from (see
+	// sources.go), once the executor opened them.
+	sources atomic.Pointer[[]*Source]
 	// callbacks consumes the callback outbox (see callbacks.go).
 	callbacks jetstream.Consumer
 	// sizes are derived from the server's max payload (see sizes.go).
@@ -375,21 +377,6 @@ func (s *setup) provision(ctx context.Context) error {
 	// consumer of earlier versions.
 	if err := s.queue.DeleteConsumer(ctx, ConsumerWorkers); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
 		return fmt.Errorf("queue consumer: %w", err)
-	}
-	s.bands = nil
-	for b := Bands - 1; b >= 0; b-- {
-		c, err := ensureConsumer(ctx, s.queue, jetstream.ConsumerConfig{
-			Durable:       fmt.Sprintf("%s_p%d", ConsumerWorkers, b),
-			AckPolicy:     jetstream.AckExplicitPolicy,
-			AckWait:       s.opts.AckWait,
-			MaxDeliver:    -1,
-			MaxAckPending: -1,
-			FilterSubject: fmt.Sprintf("%sp%d.>", queueSubjectBase, b),
-		})
-		if err != nil {
-			return fmt.Errorf("queue consumer: %w", err)
-		}
-		s.bands = append(s.bands, c)
 	}
 	return nil
 }

@@ -31,6 +31,9 @@ func openStore(t *testing.T, dir string, ackWait time.Duration) *Store {
 		t.Fatalf("Open: %v", err)
 	}
 	t.Cleanup(s.Close)
+	if _, err := s.Queue.Consume(ctx, []string{"process"}, func(string) string { return "process" }); err != nil {
+		t.Fatalf("Consume: %v", err)
+	}
 	return s
 }
 
@@ -348,21 +351,29 @@ func TestTaskStats(t *testing.T) {
 }
 
 func spec(id string) *execution.Spec {
-	return &execution.Spec{ExecutionID: id, TaskID: "t", Mode: execution.ModeAsync, Input: []byte("in-" + id),
-		CreatedAt: time.Now()}
+	return &execution.Spec{ExecutionID: id, TaskID: "t", Runtime: "process", Mode: execution.ModeAsync,
+		Input: []byte("in-" + id), CreatedAt: time.Now()}
 }
 
 // fetchOne fetches a single delivery, waiting up to maxWait.
 func fetchOne(t *testing.T, s *Store, maxWait time.Duration) *Delivery {
 	t.Helper()
 	var got []*Delivery
-	if err := s.Queue.Fetch(testCtx(t), 1, maxWait, func(d *Delivery) { got = append(got, d) }); err != nil {
-		t.Fatalf("Fetch: %v", err)
+	for deadline := time.Now().Add(maxWait); ; {
+		for _, src := range s.Queue.opened() {
+			src.Mark()
+		}
+		if err := s.Queue.Fetch(1, func(d *Delivery) { got = append(got, d) }); err != nil {
+			t.Fatalf("Fetch: %v", err)
+		}
+		if len(got) > 0 {
+			return got[0]
+		}
+		if time.Now().After(deadline) {
+			return nil
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
-	if len(got) == 0 {
-		return nil
-	}
-	return got[0]
 }
 
 func depth(t *testing.T, s *Store) (int64, int64) {
@@ -475,6 +486,9 @@ func TestEnqueueLargeInput(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
+	if _, err := s.Queue.Consume(ctx, []string{"process"}, nil); err != nil {
+		t.Fatal(err)
+	}
 	if got := s.Sizes(); got.Payload != 64<<10 || got.Inline != 16<<10 || got.Block != 32<<10 {
 		t.Fatalf("sizes for a 64 KiB payload: %+v", got)
 	}

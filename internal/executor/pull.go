@@ -1,0 +1,135 @@
+package executor
+
+import (
+	"context"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/spear-go/spear/internal/retry"
+	"github.com/spear-go/spear/internal/store"
+)
+
+// lookEvery is how often an idle dispatcher looks at every source, for
+// work no announcement told it about: executions handed back with a delay
+// (retries), or redelivered after a node died (the ack wait ran out).
+const lookEvery = 250 * time.Millisecond
+
+// openSources opens the queue's sources of this node's runtimes (see
+// store.Queue.Consume).
+func (m *dispatcher) openSources(ctx context.Context) ([]*store.Source, error) {
+	var runtimes []string
+	for t := range m.runtimes {
+		runtimes = append(runtimes, string(t))
+	}
+	slices.Sort(runtimes)
+	return m.store.Queue.Consume(ctx, runtimes, func(taskID string) string {
+		return string(m.engine.runtimeOf(taskID))
+	})
+}
+
+// dispatch takes async work from the durable queue, only for this node's
+// runtimes and only as much as it has free slots for: what it cannot run
+// now waits in JetStream, for whichever node frees a slot first (a busy
+// node takes nothing, a less loaded one takes more). Higher bands are
+// taken first; every oldestShare-th take goes to the lowest band that has
+// work, so low priority work is never starved. An announcement wakes it
+// when work is queued; it also looks every lookEvery.
+func (m *dispatcher) dispatch(ctx context.Context, sources []*store.Source) {
+	wake := make(chan struct{}, 1)
+	stop, err := m.store.Queue.Announcements(func(runtime string, band int) {
+		for _, src := range sources {
+			if src.Runtime == runtime && src.Band == band {
+				src.Mark()
+			}
+		}
+		select {
+		case wake <- struct{}{}:
+		default:
+		}
+	})
+	if err != nil {
+		m.log.Warn("no queue announcements; looking for work every "+lookEvery.String(), "err", err)
+	} else {
+		defer stop()
+	}
+	look := time.NewTicker(lookEvery)
+	defer look.Stop()
+	for failures, round := 0, 0; ctx.Err() == nil && !m.isDraining(); {
+		if want := m.capacity(); want > 0 {
+			round++
+			got, err := m.takeRound(sources, want, round%oldestShare == 0)
+			if err != nil {
+				m.log.Warn("taking work from the queue", "err", err)
+				failures++
+				retry.Sleep(ctx, storeBackoff.Delay(failures))
+				continue
+			}
+			if failures = 0; got > 0 {
+				continue
+			}
+		}
+		select {
+		case <-ctx.Done():
+		case <-m.slots.freed:
+		case <-wake:
+		case <-look.C:
+			for _, src := range sources {
+				src.Mark()
+			}
+		}
+	}
+}
+
+// capacity is how many more executions this node may take from the queue:
+// its free slots less the executions taken that wait for one.
+func (m *dispatcher) capacity() int {
+	free, _ := m.slots.state()
+	return free - int(m.reserved.Load())
+}
+
+// takeRound takes up to want executions, from the sources that may have
+// work, highest band first; or, on an oldest round, one from the lowest
+// band that has any.
+func (m *dispatcher) takeRound(sources []*store.Source, want int, oldest bool) (int, error) {
+	if oldest {
+		want = 1
+	}
+	got := 0
+	for i := range sources {
+		src := sources[i]
+		if oldest {
+			src = sources[len(sources)-1-i]
+		}
+		if !src.Maybe() {
+			continue
+		}
+		n, err := m.store.Queue.Take(src, want-got, m.start)
+		if got += n; err != nil || got >= want {
+			return got, err
+		}
+	}
+	return got, nil
+}
+
+// start runs one delivery on its own goroutine; it holds a reservation on
+// a slot until it has one (or ends without).
+func (m *dispatcher) start(d *store.Delivery) {
+	m.mu.Lock()
+	if m.draining {
+		m.mu.Unlock()
+		_ = d.Nak(0)
+		return
+	}
+	m.asyncInFlight++
+	m.mu.Unlock()
+	m.reserved.Add(1)
+	m.wg.Add(1)
+	go m.runDelivery(d, sync.OnceFunc(func() { m.reserved.Add(-1) }))
+}
+
+func (m *dispatcher) isDraining() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.draining
+}
