@@ -33,14 +33,14 @@ func (m *SyncRuns) forwardTo(rt spearrt.Type, hasRuntime bool) bool {
 	return m.peerRuns(rt, hasRuntime)
 }
 
-// peerRuns says whether another live node has runtime rt (and, with
-// needFree, a free slot), as the node registry last saw them.
+// peerRuns says whether another live node has runtime rt ("": any) and,
+// with needFree, a free slot, as the node registry last saw them.
 func (c *core) peerRuns(rt spearrt.Type, needFree bool) bool {
 	if c.opts.Peers == nil {
 		return false
 	}
 	return slices.ContainsFunc(c.opts.Peers(), func(n store.NodeEntry) bool {
-		if n.ID == c.opts.NodeID || !slices.Contains(n.Runtimes, string(rt)) {
+		if n.ID == c.opts.NodeID || rt != "" && !slices.Contains(n.Runtimes, string(rt)) {
 			return false
 		}
 		return !needFree || n.SlotsTotal-n.SlotsBusy-n.Waiting > 0

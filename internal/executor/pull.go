@@ -55,8 +55,9 @@ func (m *dispatcher) dispatch(ctx context.Context, sources []*store.Source) {
 	}
 	look := time.NewTicker(lookEvery)
 	defer look.Stop()
+	alone := !m.peerRuns("", false)
 	for failures, round := 0, 0; ctx.Err() == nil && !m.isDraining(); {
-		if want := m.capacity(); want > 0 {
+		if want := m.capacity(alone); want > 0 {
 			round++
 			got, err := m.takeRound(sources, want, round%oldestShare == 0)
 			if err != nil {
@@ -77,14 +78,21 @@ func (m *dispatcher) dispatch(ctx context.Context, sources []*store.Source) {
 			for _, src := range sources {
 				src.Mark()
 			}
+			alone = !m.peerRuns("", false)
 		}
 	}
 }
 
 // capacity is how many more executions this node may take from the queue:
-// its free slots less the executions taken that wait for one.
-func (m *dispatcher) capacity() int {
+// its free slots less the executions taken that wait for one. A node
+// alone (no other live node in the registry) also takes as many again
+// ahead: no other node could run them, and reading the next executions
+// while the slots are busy keeps the slots busy.
+func (m *dispatcher) capacity(alone bool) int {
 	free, _ := m.slots.state()
+	if alone {
+		free += m.opts.Workers
+	}
 	return free - int(m.reserved.Load())
 }
 
