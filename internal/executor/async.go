@@ -256,11 +256,13 @@ func (m *dispatcher) runDelivery(d *store.Delivery, unreserve func()) {
 func (m *dispatcher) readQueued(d *store.Delivery) (*execution.Record, uint64, bool) {
 	ctx, spec := m.baseCtx, d.Spec
 	rec, rev, err := m.store.Records.Get(ctx, spec.ExecutionID)
-	if errors.Is(err, errdefs.ErrNotFound) {
+	if errors.Is(err, errdefs.ErrNotFound) || err == nil && rec.Status.Terminal() {
 		// Written in the same round trip as the message, the record may
-		// land a moment later.
+		// land a moment later; and with 3 copies, Get may answer from a
+		// replica behind the leader (a requeued execution would look
+		// finished, and be dropped).
 		time.Sleep(5 * time.Millisecond)
-		rec, rev, err = m.store.Records.Get(ctx, spec.ExecutionID)
+		rec, rev, err = m.store.Records.GetLatest(ctx, spec.ExecutionID)
 	}
 	if errors.Is(err, errdefs.ErrNotFound) {
 		rec = execution.NewRecord(spec)
@@ -305,7 +307,7 @@ func (m *dispatcher) claim(l *live, d *store.Delivery, rev uint64) bool {
 		l.mu.Unlock()
 		return true
 	}
-	cur, _, gerr := m.store.Records.Get(ctx, id)
+	cur, _, gerr := m.store.Records.GetLatest(ctx, id)
 	switch {
 	case gerr == nil && cur.Status.Terminal():
 		l.mu.Lock()
@@ -376,7 +378,7 @@ func (m *dispatcher) putClaimed(ctx context.Context, l *live, rec *execution.Rec
 		if !errors.Is(err, errdefs.ErrFailedPrecondition) {
 			return err
 		}
-		cur, curRev, err := m.store.Records.Get(ctx, rec.ID)
+		cur, curRev, err := m.store.Records.GetLatest(ctx, rec.ID)
 		if err != nil {
 			return err
 		}

@@ -89,13 +89,50 @@ func (m *SyncRuns) Run(ctx context.Context, spec *execution.Spec, onChunk func(C
 		return l.final(), nil
 	}
 	wait := m.opts.Now().Sub(spec.CreatedAt)
+	shown := m.showRunning(l)
 	m.engine.execute(runCtx, l, rt, art, spec, t.Limits, onChunk)
 	m.slots.release(t.ID)
+	shown()
 	m.engine.finish(l, wait)
 	rec := l.final()
 	m.outbox.notify(rec)
 	m.persist.add(ctx, rec)
 	return rec, nil
+}
+
+// showRunningAfter is how long a sync or stream execution runs before its
+// RUNNING record is stored (see showRunning).
+const showRunningAfter = 250 * time.Millisecond
+
+// showRunning stores, when other nodes share the store, the RUNNING record
+// of a sync or stream execution that is still running after
+// showRunningAfter: with its node, so any node finds it by id (status,
+// watch, attach, cancel). A shorter run writes only its final record. The
+// returned func stops it, and waits for a write in flight, which must not
+// land after the final record.
+func (m *SyncRuns) showRunning(l *live) (stop func()) {
+	if !m.shared {
+		return func() {}
+	}
+	done := make(chan struct{})
+	timer := time.AfterFunc(showRunningAfter, func() {
+		defer close(done)
+		rec := l.snapshot()
+		if rec.Status != execution.StatusRunning {
+			return
+		}
+		rec.Output, rec.Logs = nil, nil
+		ctx, cancel := context.WithTimeout(m.baseCtx, 2*time.Second)
+		defer cancel()
+		if _, err := m.store.Records.Put(ctx, rec); err != nil {
+			m.log.Warn("storing a running sync execution's record; other nodes see it once it ends", "execution", rec.ID, "err", err)
+		}
+	})
+	return func() {
+		if !timer.Stop() {
+			<-done
+		}
+	}
 }
 
 // resolve finds what runs a task here, or says the call is to be handed

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -441,3 +442,46 @@ func (s *Records) Changes(id string) (records <-chan *execution.Record, stop fun
 	}
 	return ch, func() { _ = sub.Unsubscribe() }, nil
 }
+
+// GetLatest is Get read from the stream's leader: the latest record, where
+// Get may answer from a replica that has not caught up yet (with 3
+// copies). Use it where a stale answer would drop work: deciding that a
+// queued execution is already finished, or gone.
+func (s *Records) GetLatest(ctx context.Context, id string) (*execution.Record, uint64, error) {
+	req, _ := json.Marshal(map[string]string{"last_by_subj": kvSubject(BucketExecutions, id)})
+	msg, err := s.nc.RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET.KV_"+BucketExecutions, req)
+	if err != nil {
+		return nil, 0, s.unavailable("get execution record", err)
+	}
+	var resp struct {
+		Error *struct {
+			ErrCode     int    `json:"err_code"`
+			Description string `json:"description"`
+		} `json:"error"`
+		Message *struct {
+			Seq    uint64 `json:"seq"`
+			Header []byte `json:"hdrs"`
+			Data   []byte `json:"data"`
+		} `json:"message"`
+	}
+	if err := json.Unmarshal(msg.Data, &resp); err != nil {
+		return nil, 0, s.unavailable("get execution record", err)
+	}
+	switch {
+	case resp.Error != nil && resp.Error.ErrCode == jsNoMessageFound:
+		return nil, 0, errdefs.ExecutionNotFound.New("execution %q not found", id)
+	case resp.Error != nil:
+		return nil, 0, s.unavailable("get execution record", errors.New(resp.Error.Description))
+	case resp.Message == nil || bytes.Contains(resp.Message.Header, []byte("KV-Operation:")):
+		return nil, 0, errdefs.ExecutionNotFound.New("execution %q not found", id) // deleted or purged
+	}
+	var r execution.Record
+	if err := json.Unmarshal(resp.Message.Data, &r); err != nil {
+		return nil, 0, fmt.Errorf("decode execution %q: %w: %w", id, errdefs.ErrInternal, err)
+	}
+	return &r, resp.Message.Seq, nil
+}
+
+// jsNoMessageFound is JetStream's error code for a message that is not in
+// the stream.
+const jsNoMessageFound = 10037

@@ -120,6 +120,19 @@ func TestUpdateRecordCAS(t *testing.T) {
 	if got.Status != execution.StatusRunning || grev != rev2 {
 		t.Fatalf("after failed CAS got status %v rev %d, want RUNNING rev %d", got.Status, grev, rev2)
 	}
+	// The leader's read agrees, revision included, and knows a deleted or
+	// unknown record as not found.
+	if got, grev, err := s.Records.GetLatest(ctx, "e1"); err != nil || got.Status != execution.StatusRunning || grev != rev2 {
+		t.Fatalf("GetLatest = %v rev %d, %v; want RUNNING rev %d", got, grev, err, rev2)
+	}
+	if err := s.Records.Delete(ctx, "t1", "e1"); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"e1", "never"} {
+		if _, _, err := s.Records.GetLatest(ctx, id); !errors.Is(err, errdefs.ErrNotFound) {
+			t.Fatalf("GetLatest(%s) = %v, want not found", id, err)
+		}
+	}
 }
 
 func ids(recs []*execution.Record) []string {
