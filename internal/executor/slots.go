@@ -24,7 +24,10 @@ type slots struct {
 	grants  uint64
 	waiters []*waiter
 	running map[string]int // by task
-	waiting map[string]int // by task
+	waiting map[string]int // by task, parked ones included
+	// parked are waiters outside the pool: they gave their slot back to
+	// wait for a cluster-wide lease of their task (limits.go).
+	parked int
 	// freed is signalled (non-blocking) whenever a slot is released, to wake
 	// the async dispatcher.
 	freed chan struct{}
@@ -44,6 +47,9 @@ type claim struct {
 	// the task already has that many waiters (0: no limit). Checked under
 	// the pool's lock, so concurrent callers cannot overshoot it.
 	maxQueued int
+	// parked: the caller comes back from park; it was admitted already
+	// (maxQueued is not checked again) and stops being parked.
+	parked bool
 }
 
 type waiter struct {
@@ -61,7 +67,9 @@ func newSlots(n int) *slots {
 // acquire blocks until a slot is granted or ctx ends.
 func (s *slots) acquire(ctx context.Context, c claim) error {
 	s.mu.Lock()
-	if c.maxQueued > 0 && s.waiting[c.task] >= c.maxQueued {
+	if c.parked {
+		s.unparkLocked(c.task)
+	} else if c.maxQueued > 0 && s.waiting[c.task] >= c.maxQueued {
 		s.mu.Unlock()
 		return errQueueFull
 	}
@@ -111,6 +119,33 @@ func (s *slots) release(task string) {
 	s.releaseLocked(task)
 	s.mu.Unlock()
 	s.kick()
+}
+
+// park returns a task's slot, its holder now waiting outside the pool
+// (for a cluster-wide lease): it still counts as waiting, for max_queued
+// and the node's figures, until it comes back (acquire with
+// claim.parked) or gives up (unpark).
+func (s *slots) park(task string) {
+	s.mu.Lock()
+	s.parked++
+	s.waiting[task]++
+	s.releaseLocked(task)
+	s.mu.Unlock()
+	s.kick()
+}
+
+// unpark ends a parked wait that is given up.
+func (s *slots) unpark(task string) {
+	s.mu.Lock()
+	s.unparkLocked(task)
+	s.mu.Unlock()
+}
+
+func (s *slots) unparkLocked(task string) {
+	s.parked--
+	if s.waiting[task]--; s.waiting[task] <= 0 {
+		delete(s.waiting, task)
+	}
 }
 
 // kick wakes the async dispatcher, if it waits.
@@ -189,9 +224,10 @@ func older(a, b *waiter) bool {
 	return a.seq < b.seq
 }
 
-// state returns the free slots and the number of waiters.
+// state returns the free slots and the number of waiters, parked ones
+// included.
 func (s *slots) state() (free, waiting int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.free, len(s.waiters)
+	return s.free, len(s.waiters) + s.parked
 }
