@@ -21,8 +21,11 @@ import (
 // until a lease of its task is freed (a KV watch) or a short while passes
 // (a lease that expired with its node makes no event), then queues for a
 // slot again: so no slot is held idle while the task is at its limit
-// elsewhere. A node alone on its store needs no lease: the slots' limit is
-// exact there, and tasks without max_concurrency never touch the leases.
+// elsewhere. Async work waits so too, unclaimed (PENDING: an attempt is
+// counted once it runs), its message kept in progress and its place in the
+// node's capacity kept (see dispatcher.capacity). A node alone on its
+// store needs no lease: the slots' limit is exact there, and tasks without
+// max_concurrency never touch the leases.
 //
 // The lease is renewed while the run lasts; one that could not be renewed
 // in time may be another run's already, so the run is stopped (see

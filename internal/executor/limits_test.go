@@ -15,8 +15,8 @@ import (
 // TestMaxConcurrencyAcrossNodes: two nodes sharing a store, a task with
 // max_concurrency 1 running on the first. Work of that task that reaches
 // the second node, in every mode, waits there without a slot (parked),
-// neither runs nor fails, and runs once the first run ends: its lease is
-// freed.
+// neither runs nor fails nor counts an attempt, and runs once the first
+// run ends: its lease is freed.
 func TestMaxConcurrencyAcrossNodes(t *testing.T) {
 	for _, mode := range []execution.Mode{execution.ModeSync, execution.ModeStream, execution.ModeAsync} {
 		t.Run(mode.String(), func(t *testing.T) {
@@ -55,11 +55,19 @@ func TestMaxConcurrencyAcrossNodes(t *testing.T) {
 				}()
 			}
 			testwait.Until(t, "the call to wait at node b without a slot", func() bool {
-				running, waiting := b.Counts()
-				return running == 0 && waiting == 1
+				free, waiting := b.slots.state()
+				b.slots.mu.Lock()
+				defer b.slots.mu.Unlock()
+				return free == 2 && waiting == 0 && b.slots.waiting[testTask] == 1 // parked
 			})
 			if n := h.rt.callsOf(spec.ExecutionID); n != 0 {
 				t.Fatalf("ran %d times at node b while node a held the task's only lease", n)
+			}
+			if mode == execution.ModeAsync {
+				// Waiting is not an attempt: it is claimed once it runs.
+				if r, _, err := h.st.Records.Get(ctx, spec.ExecutionID); err != nil || r.Status != execution.StatusPending || r.Attempts != 0 {
+					t.Fatalf("stored record while it waits = %+v, %v; want PENDING, no attempt", r, err)
+				}
 			}
 			unblock()
 			rec := recv(t, done, "the waiting execution to finish")
@@ -107,6 +115,54 @@ func TestLeaseLostStopsRun(t *testing.T) {
 			}
 			if l, err := h.st.Leases.TryAcquire(ctx, testTask, 1, "test"); err != nil || l == nil {
 				t.Fatalf("TryAcquire after the run = %v, %v; want its lease given back", l, err)
+			}
+		})
+	}
+}
+
+// TestSlotsPark: a parked waiter gave its slot back but keeps its place in
+// its task's max_queued, until it comes back (without being checked
+// again) or gives up.
+func TestSlotsPark(t *testing.T) {
+	tests := []struct {
+		name string
+		back bool // the parked waiter comes back (else it gives up)
+	}{
+		{"comes back", true},
+		{"gives up", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx := testCtx(t)
+			s := newSlots(1)
+			c := claim{task: "a", maxQueued: 1}
+			if err := s.acquire(ctx, c); err != nil {
+				t.Fatal(err)
+			}
+			s.park("a")
+			if free, waiting := s.state(); free != 1 || waiting != 0 {
+				t.Fatalf("after park: %d free, %d waiting; want the slot free and no slot waiter", free, waiting)
+			}
+			if err := s.acquire(ctx, c); !errors.Is(err, errQueueFull) {
+				t.Fatalf("a new waiter while one is parked: %v; want errQueueFull (max_queued 1)", err)
+			}
+			if tt.back {
+				back := c
+				back.parked = true
+				if err := s.acquire(ctx, back); err != nil {
+					t.Fatalf("the parked waiter coming back: %v", err)
+				}
+				s.release("a")
+			} else {
+				s.unpark("a")
+			}
+			if err := s.acquire(ctx, c); err != nil {
+				t.Fatalf("a new waiter once the parked one is gone: %v", err)
+			}
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			if s.waiting["a"] != 0 {
+				t.Fatalf("waiting[a] = %d; want 0", s.waiting["a"])
 			}
 		})
 	}

@@ -25,9 +25,6 @@ type slots struct {
 	waiters []*waiter
 	running map[string]int // by task
 	waiting map[string]int // by task, parked ones included
-	// parked are waiters outside the pool: they gave their slot back to
-	// wait for a cluster-wide lease of their task (limits.go).
-	parked int
 	// freed is signalled (non-blocking) whenever a slot is released, to wake
 	// the async dispatcher.
 	freed chan struct{}
@@ -122,12 +119,11 @@ func (s *slots) release(task string) {
 }
 
 // park returns a task's slot, its holder now waiting outside the pool
-// (for a cluster-wide lease): it still counts as waiting, for max_queued
-// and the node's figures, until it comes back (acquire with
-// claim.parked) or gives up (unpark).
+// (for a cluster-wide lease, limits.go): it still counts as waiting for
+// the task's max_queued until it comes back (acquire with claim.parked)
+// or gives up (unpark).
 func (s *slots) park(task string) {
 	s.mu.Lock()
-	s.parked++
 	s.waiting[task]++
 	s.releaseLocked(task)
 	s.mu.Unlock()
@@ -142,7 +138,6 @@ func (s *slots) unpark(task string) {
 }
 
 func (s *slots) unparkLocked(task string) {
-	s.parked--
 	if s.waiting[task]--; s.waiting[task] <= 0 {
 		delete(s.waiting, task)
 	}
@@ -224,10 +219,12 @@ func older(a, b *waiter) bool {
 	return a.seq < b.seq
 }
 
-// state returns the free slots and the number of waiters, parked ones
-// included.
+// state returns the free slots and the number of waiters for one. Parked
+// waiters are not among them: they wait for a lease, not a slot, and a
+// slot free here can run other work (the dispatcher and the hand-on of
+// calls read these figures as the node's slot pressure).
 func (s *slots) state() (free, waiting int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.free, len(s.waiters) + s.parked
+	return s.free, len(s.waiters)
 }

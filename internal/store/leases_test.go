@@ -214,7 +214,7 @@ func TestEnqueueWithin(t *testing.T) {
 		t.Run(fmt.Sprintf("limit %d", limit), func(t *testing.T) {
 			ctx := testCtx(t)
 			taskID := fmt.Sprintf("within%d", limit)
-			if _, err := s.Queue.Enqueue(ctx, &execution.Spec{ExecutionID: taskID + "-other", TaskID: "unrelated" + taskID, CreatedAt: time.Now()}); err != nil {
+			if _, err := s.Queue.Enqueue(ctx, &execution.Spec{ExecutionID: taskID + "-other", TaskID: "unrelated" + taskID, Runtime: "process", CreatedAt: time.Now()}); err != nil {
 				t.Fatal(err)
 			}
 			accepted := enqueueAtOnce(t, s, taskID, 20, limit)
@@ -234,7 +234,7 @@ func TestEnqueueWithin(t *testing.T) {
 				}
 			}
 			testwait.Until(t, "a place in the queue", func() bool {
-				_, err := s.Queue.EnqueueWithin(ctx, &execution.Spec{ExecutionID: taskID + "-late", TaskID: taskID, CreatedAt: time.Now()}, limit)
+				_, err := s.Queue.EnqueueWithin(ctx, &execution.Spec{ExecutionID: taskID + "-late", TaskID: taskID, Runtime: "process", CreatedAt: time.Now()}, limit)
 				return err == nil
 			})
 			for d := fetchOne(t, s, 100*time.Millisecond); d != nil; d = fetchOne(t, s, 100*time.Millisecond) {
@@ -254,7 +254,7 @@ func enqueueAtOnce(t *testing.T, s *Store, taskID string, n int, limit int64) in
 	var wg sync.WaitGroup
 	for i := range n {
 		wg.Go(func() {
-			spec := &execution.Spec{ExecutionID: fmt.Sprintf("%s-%d", taskID, i), TaskID: taskID, CreatedAt: time.Now()}
+			spec := &execution.Spec{ExecutionID: fmt.Sprintf("%s-%d", taskID, i), TaskID: taskID, Runtime: "process", CreatedAt: time.Now()}
 			_, err := s.Queue.EnqueueWithin(ctx, spec, limit)
 			switch {
 			case err == nil:
@@ -289,7 +289,7 @@ func TestLimitsAcrossCluster(t *testing.T) {
 				if err != nil {
 					t.Errorf("TryAcquire at n%d: %v", i+1, err)
 				}
-				spec := &execution.Spec{ExecutionID: fmt.Sprintf("spread-%d-%d", i, j), TaskID: "spread", CreatedAt: time.Now()}
+				spec := &execution.Spec{ExecutionID: fmt.Sprintf("spread-%d-%d", i, j), TaskID: "spread", Runtime: "process", CreatedAt: time.Now()}
 				_, qerr := s.Queue.EnqueueWithin(ctx, spec, limit+3)
 				if qerr != nil && !errors.Is(qerr, ErrQueueFull) {
 					t.Errorf("EnqueueWithin at n%d: %v", i+1, qerr)

@@ -26,7 +26,8 @@ import (
 //
 // Cost, next to an unbounded submission: a read of the task's last message
 // and a count (two round trips), and the record written after the queue
-// message instead of with it; concurrent submissions of one task retry.
+// message instead of with it; concurrent submissions of one task retry
+// (those to one node take turns: executor's admission lock).
 
 // ErrQueueFull: the task's queue holds its max_queued executions.
 var ErrQueueFull = errors.New("the task's queue is full")
@@ -42,11 +43,14 @@ const maxCASTries = 64
 // executions: ErrQueueFull when it holds that many already.
 func (s *Queue) EnqueueWithin(ctx context.Context, spec *execution.Spec, limit int64) (duplicate bool, err error) {
 	filter := taskSubjects(spec.TaskID)
-	// Refused before an input too large for a message is stored apart.
-	if n, err := s.OfTask(ctx, spec.TaskID); err != nil {
-		return false, err
-	} else if n >= limit {
-		return false, ErrQueueFull
+	if len(spec.Input) > s.sizes.Inline {
+		// Refused before an input too large for a message is stored
+		// apart, if it can be told now.
+		if n, err := s.OfTask(ctx, spec.TaskID); err != nil {
+			return false, err
+		} else if n >= limit {
+			return false, ErrQueueFull
+		}
 	}
 	b, err := s.message(ctx, spec)
 	if err != nil {
@@ -78,9 +82,9 @@ func (s *Queue) EnqueueWithin(ctx context.Context, spec *execution.Spec, limit i
 	}
 }
 
-// lastOf is the sequence of the last message on the subjects of filter
-// (0: none).
-func (s *Queue) lastOf(ctx context.Context, filter string) (uint64, error) {
+// lastOf is the sequence of the last queue message on the subjects of
+// filter (0: none).
+func (s *core) lastOf(ctx context.Context, filter string) (uint64, error) {
 	msg, err := s.queue.GetLastMsgForSubject(ctx, filter)
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return 0, nil
