@@ -43,16 +43,16 @@ func (m *Async) Submit(ctx context.Context, spec *execution.Spec) (rec *executio
 		}
 	}
 	if t.Limits.MaxQueued > 0 {
-		// Count and enqueue as one step, so that concurrent submissions to
-		// this node cannot overshoot the task's quota (nodes sharing the
-		// queue still can, by their number).
+		// The task's quota is checked and taken by compare-and-set on the
+		// queue (enqueueWithin), exact across nodes; submissions to this
+		// node take turns, so they do not make each other try again.
 		unlock := m.admission.lock(t.ID)
 		defer unlock()
 	}
 	if err := m.store.AdmitWork(); err != nil {
 		return nil, 0, false, err
 	}
-	if err := m.admit(ctx, t.ID, t.Limits.MaxQueued); err != nil {
+	if err := m.admit(ctx); err != nil {
 		return nil, 0, false, err
 	}
 	// Estimate before enqueueing, so the execution does not count itself as
@@ -61,8 +61,12 @@ func (m *Async) Submit(ctx context.Context, spec *execution.Spec) (rec *executio
 	rec = execution.NewRecord(spec)
 	rec.EstimatedMs = max(1, estimate.Milliseconds())
 	if spec.IDGiven || spec.Idempotent {
-		rec, existing, err = m.submitKeyed(ctx, spec, rec)
+		rec, existing, err = m.submitKeyed(ctx, spec, rec, t.Limits.MaxQueued)
 		return rec, estimate, existing, err
+	}
+	if t.Limits.MaxQueued > 0 {
+		rec, err = m.submitWithin(ctx, spec, rec, t.Limits.MaxQueued)
+		return rec, estimate, false, err
 	}
 	if err := m.store.Queue.Submit(ctx, spec, rec); err != nil {
 		// The record may have been written: it must not stay PENDING.
@@ -78,13 +82,13 @@ func (m *Async) Submit(ctx context.Context, spec *execution.Spec) (rec *executio
 // first, de-duplicated by id: once JetStream stored it the execution is
 // accepted, and a crash before its record is written loses nothing (the
 // worker creates the record from the message).
-func (m *Async) submitKeyed(ctx context.Context, spec *execution.Spec, rec *execution.Record) (*execution.Record, bool, error) {
+func (m *Async) submitKeyed(ctx context.Context, spec *execution.Spec, rec *execution.Record, maxQueued int32) (*execution.Record, bool, error) {
 	if old, _, err := m.store.Records.Get(ctx, spec.ExecutionID); err == nil {
 		return m.existingExecution(ctx, spec, old)
 	} else if !errors.Is(err, errdefs.ErrNotFound) {
 		return nil, false, err
 	}
-	duplicate, err := m.store.Queue.Enqueue(ctx, spec)
+	duplicate, err := m.enqueueWithin(ctx, spec, maxQueued)
 	if err != nil {
 		return nil, false, err
 	}
@@ -139,20 +143,12 @@ func executionExists(id string) error {
 	return errdefs.ExecutionExists.New("execution %q already exists: execution ids are never reused (attach to it with StreamFunction, or leave context.execution_id empty)", id)
 }
 
-// admit refuses an async execution when its task's queue (max_queued) or
-// the node's (MaxQueued) is full, so nothing is accepted and then dropped.
-// The node's bound is read from a cache refreshed every 100 ms, so
-// concurrent submissions may overshoot it by their number.
-func (m *Async) admit(ctx context.Context, taskID string, taskMax int32) error {
-	if taskMax > 0 {
-		n, err := m.store.Queue.OfTask(ctx, taskID)
-		if err != nil {
-			return err
-		}
-		if n >= int64(taskMax) {
-			return queueFull(taskID, int64(taskMax))
-		}
-	}
+// admit refuses an async execution when the node's queue (MaxQueued) is
+// full, so nothing is accepted and then dropped; the task's (max_queued)
+// is checked as it is queued (enqueueWithin). The node's bound is read
+// from a cache refreshed every 100 ms, so concurrent submissions may
+// overshoot it by their number.
+func (m *Async) admit(ctx context.Context) error {
 	if m.opts.MaxQueued > 0 {
 		m.queuedAhead(ctx) // refreshes the cached depth at most every 100 ms
 		if n := m.queueWaiting.Load(); n >= m.opts.MaxQueued {
@@ -396,7 +392,8 @@ func (m *dispatcher) putClaimed(ctx context.Context, l *live, rec *execution.Rec
 // queue on shutdown.
 func (m *dispatcher) run(ctx context.Context, l *live, d *store.Delivery, t *task.Task, art spearrt.Artifact, claim func() bool) {
 	spec := d.Spec
-	if err := m.runs.acquire(ctx, spec, t); err != nil {
+	release, err := m.runs.acquire(ctx, l, spec, t)
+	if err != nil {
 		if m.dropFenced(ctx, l) {
 			return
 		}
@@ -409,12 +406,12 @@ func (m *dispatcher) run(ctx context.Context, l *live, d *store.Delivery, t *tas
 		return
 	}
 	if !claim() {
-		m.slots.release(t.ID)
+		release()
 		return
 	}
 	wait := m.opts.Now().Sub(spec.CreatedAt)
 	m.engine.execute(ctx, l, m.runtimes[art.Type], art, spec, t.Limits, nil)
-	m.slots.release(t.ID)
+	release()
 	if m.dropFenced(ctx, l) {
 		return
 	}

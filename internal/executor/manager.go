@@ -195,6 +195,9 @@ type core struct {
 	// admission serializes the quota check and enqueue of async
 	// submissions per task.
 	admission taskLocks
+	// renew renews a run's cluster-wide lease (nil: the store's Renew;
+	// tests make it fail).
+	renew func(context.Context, *store.Lease) error
 	// attachStall bounds an attachment's wait for the rest of an output
 	// stored whole (defaultAttachStall; tests shorten it).
 	attachStall time.Duration

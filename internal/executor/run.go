@@ -66,7 +66,8 @@ func (m *SyncRuns) Run(ctx context.Context, spec *execution.Spec, onChunk func(C
 	stopOnShutdown := context.AfterFunc(m.baseCtx, func() { cancel(context.Cause(m.baseCtx)) })
 	defer stopOnShutdown()
 
-	if err := m.acquire(runCtx, spec, t); err != nil {
+	release, err := m.acquire(runCtx, l, spec, t)
+	if err != nil {
 		if errors.Is(err, errQueueFull) {
 			// Refused, not run: no execution remains (an idempotency key
 			// can be used again).
@@ -91,7 +92,7 @@ func (m *SyncRuns) Run(ctx context.Context, spec *execution.Spec, onChunk func(C
 	wait := m.opts.Now().Sub(spec.CreatedAt)
 	shown := m.showRunning(l)
 	m.engine.execute(runCtx, l, rt, art, spec, t.Limits, onChunk)
-	m.slots.release(t.ID)
+	release()
 	shown()
 	m.engine.finish(l, wait)
 	rec := l.final()
@@ -168,23 +169,35 @@ func (m *SyncRuns) claimID(ctx context.Context, spec *execution.Spec) (*executio
 
 // acquire waits for a run slot, bounded by the queue TTL (and the caller's
 // context): a wait that runs out is QUEUE_TIMEOUT, not EXECUTION_TIMEOUT.
-func (m *SyncRuns) acquire(ctx context.Context, spec *execution.Spec, t *task.Task) error {
-	c := claim{prio: spec.Priority, age: spec.CreatedAt.UnixNano(), task: t.ID,
-		limit: int(t.Limits.MaxConcurrency), maxQueued: int(t.Limits.MaxQueued)}
-	if m.slots.tryAcquire(c) {
-		return nil
+// A task with max_concurrency takes a cluster-wide lease too when other
+// nodes share the store (limits.go). release gives back what was taken.
+// Async work is not refused by max_queued here: it was admitted when it
+// was queued.
+func (m *SyncRuns) acquire(ctx context.Context, l *live, spec *execution.Spec, t *task.Task) (release func(), err error) {
+	c := claim{prio: spec.Priority, age: spec.CreatedAt.UnixNano(), task: t.ID, limit: int(t.Limits.MaxConcurrency)}
+	if spec.Mode != execution.ModeAsync {
+		c.maxQueued = int(t.Limits.MaxQueued)
+	}
+	leased := m.leased(t)
+	release = func() { m.slots.release(t.ID) }
+	if !leased && m.slots.tryAcquire(c) {
+		return release, nil
 	}
 	ttl := m.opts.QueueTTL - m.opts.Now().Sub(spec.CreatedAt)
 	qctx, cancel := context.WithTimeoutCause(ctx, max(ttl, 0), fmt.Errorf("%w: waited longer than the queue TTL of %v", errQueueTimeout, m.opts.QueueTTL))
 	defer cancel()
-	err := m.slots.acquire(qctx, c)
+	if leased {
+		release, err = m.acquireLeased(qctx, l, spec, t, c)
+	} else {
+		err = m.slots.acquire(qctx, c)
+	}
 	if err == nil {
-		return nil
+		return release, nil
 	}
 	if errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, errQueueTimeout) {
-		return fmt.Errorf("%w: the caller's deadline passed before a worker was free", errQueueTimeout)
+		return nil, fmt.Errorf("%w: the caller's deadline passed before a worker was free", errQueueTimeout)
 	}
-	return err
+	return nil, err
 }
 
 func queueFull(taskID string, n int64) error {

@@ -24,7 +24,7 @@ type slots struct {
 	grants  uint64
 	waiters []*waiter
 	running map[string]int // by task
-	waiting map[string]int // by task
+	waiting map[string]int // by task, parked ones included
 	// freed is signalled (non-blocking) whenever a slot is released, to wake
 	// the async dispatcher.
 	freed chan struct{}
@@ -44,6 +44,9 @@ type claim struct {
 	// the task already has that many waiters (0: no limit). Checked under
 	// the pool's lock, so concurrent callers cannot overshoot it.
 	maxQueued int
+	// parked: the caller comes back from park; it was admitted already
+	// (maxQueued is not checked again) and stops being parked.
+	parked bool
 }
 
 type waiter struct {
@@ -61,7 +64,9 @@ func newSlots(n int) *slots {
 // acquire blocks until a slot is granted or ctx ends.
 func (s *slots) acquire(ctx context.Context, c claim) error {
 	s.mu.Lock()
-	if c.maxQueued > 0 && s.waiting[c.task] >= c.maxQueued {
+	if c.parked {
+		s.unparkLocked(c.task)
+	} else if c.maxQueued > 0 && s.waiting[c.task] >= c.maxQueued {
 		s.mu.Unlock()
 		return errQueueFull
 	}
@@ -111,6 +116,31 @@ func (s *slots) release(task string) {
 	s.releaseLocked(task)
 	s.mu.Unlock()
 	s.kick()
+}
+
+// park returns a task's slot, its holder now waiting outside the pool
+// (for a cluster-wide lease, limits.go): it still counts as waiting for
+// the task's max_queued until it comes back (acquire with claim.parked)
+// or gives up (unpark).
+func (s *slots) park(task string) {
+	s.mu.Lock()
+	s.waiting[task]++
+	s.releaseLocked(task)
+	s.mu.Unlock()
+	s.kick()
+}
+
+// unpark ends a parked wait that is given up.
+func (s *slots) unpark(task string) {
+	s.mu.Lock()
+	s.unparkLocked(task)
+	s.mu.Unlock()
+}
+
+func (s *slots) unparkLocked(task string) {
+	if s.waiting[task]--; s.waiting[task] <= 0 {
+		delete(s.waiting, task)
+	}
 }
 
 // kick wakes the async dispatcher, if it waits.
@@ -189,7 +219,10 @@ func older(a, b *waiter) bool {
 	return a.seq < b.seq
 }
 
-// state returns the free slots and the number of waiters.
+// state returns the free slots and the number of waiters for one. Parked
+// waiters are not among them: they wait for a lease, not a slot, and a
+// slot free here can run other work (the dispatcher and the hand-on of
+// calls read these figures as the node's slot pressure).
 func (s *slots) state() (free, waiting int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()

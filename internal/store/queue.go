@@ -50,6 +50,10 @@ func bandOf(spec *execution.Spec) int {
 	return Band(spec.Priority)
 }
 
+// taskSubjects is the filter of every queue subject of a task's
+// executions.
+func taskSubjects(taskID string) string { return queueSubjectBase + "*.*." + taskID + ".*" }
+
 // Enqueue durably appends an async execution to the work queue. Publishing
 // the same execution id twice within two minutes stores it once.
 // It reports whether the message was a duplicate (the same id queued within
@@ -144,7 +148,7 @@ func msgID(spec *execution.Spec) string {
 // QueuedOfTask counts a task's executions in the queue: waiting, and taken
 // by a worker but not finished.
 func (s *Queue) OfTask(ctx context.Context, taskID string) (int64, error) {
-	info, err := s.queue.Info(ctx, jetstream.WithSubjectFilter(queueSubjectBase+"*.*."+taskID+".*"))
+	info, err := s.queue.Info(ctx, jetstream.WithSubjectFilter(taskSubjects(taskID)))
 	if err != nil {
 		return 0, s.unavailable("queue info", err)
 	}

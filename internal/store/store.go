@@ -103,7 +103,10 @@ type Options struct {
 	MaxStoreBytes int64
 	// ClientAuth: credentials and TLS for the external server at URL.
 	ClientAuth ClientAuth
-	Logger     *slog.Logger
+	// LeaseTTL is how long a run lease lives without renewal (leases.go;
+	// 0: DefaultLeaseTTL).
+	LeaseTTL time.Duration
+	Logger   *slog.Logger
 }
 
 // core is what every part of the store shares: the connection, the
@@ -120,6 +123,8 @@ type core struct {
 	index     jetstream.KeyValue
 	stats     jetstream.KeyValue
 	nodes     jetstream.KeyValue
+	slots     jetstream.KeyValue // run leases (leases.go)
+	leaseTTL  time.Duration
 	artifacts jetstream.ObjectStore
 	inputs    jetstream.ObjectStore
 	queue     jetstream.Stream
@@ -159,6 +164,7 @@ type Store struct {
 	Callbacks *Callbacks
 	Control   *Control
 	Nodes     *Nodes
+	Leases    *Leases
 
 	stopMeasure context.CancelFunc
 }
@@ -193,7 +199,8 @@ func newStore(opts Options) *Store {
 	c.usage.limit = opts.MaxStoreBytes
 	inputs := &Inputs{c}
 	return &Store{core: c, Records: &Records{c}, Tasks: &Tasks{c}, Queue: &Queue{core: c, inputs: inputs},
-		Outputs: &Outputs{c}, Inputs: inputs, Artifacts: &Artifacts{c}, Callbacks: &Callbacks{c}, Control: &Control{c}, Nodes: &Nodes{c}}
+		Outputs: &Outputs{c}, Inputs: inputs, Artifacts: &Artifacts{c}, Callbacks: &Callbacks{c}, Control: &Control{c}, Nodes: &Nodes{c},
+		Leases: &Leases{core: c, watches: map[string]*leaseWatch{}}}
 }
 
 // Open starts (or connects to) NATS and creates the buckets, the queue
@@ -364,14 +371,10 @@ func (s *setup) provision(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("queue stream: %w", err)
 	}
-	if err := s.provisionChunks(ctx); err != nil {
-		return err
-	}
-	if err := s.provisionCallbacks(ctx); err != nil {
-		return err
-	}
-	if err := s.provisionNodes(ctx); err != nil {
-		return err
+	for _, provision := range []func(context.Context) error{s.provisionChunks, s.provisionCallbacks, s.provisionNodes, s.provisionSlots} {
+		if err := provision(ctx); err != nil {
+			return err
+		}
 	}
 	// A work-queue stream allows no overlapping consumers: drop the single
 	// consumer of earlier versions.
