@@ -43,7 +43,8 @@ func (m *Cancels) Cancel(ctx context.Context, id, reason string, force bool) (Ca
 		if rec.Status.Terminal() {
 			return finished(rec.Status), nil
 		}
-		if rec.Status == execution.StatusRunning {
+		running := rec.Status == execution.StatusRunning
+		if running {
 			// A worker claimed it since we looked: stop it where it is
 			// live (overwriting its claim would let it run anyway).
 			if out, ok := m.cancelLocal(ctx, id, reason, force); ok {
@@ -52,6 +53,14 @@ func (m *Cancels) Cancel(ctx context.Context, id, reason string, force bool) (Ca
 			if out, ok := m.cancelRemote(ctx, id, reason, force); ok {
 				return out, nil
 			}
+		}
+		message := "cancelled before it started"
+		if h := rec.History; running && (len(h) == 0 || h[len(h)-1].N < rec.Attempts) {
+			// Its node did not answer (it died, or lost contact): the
+			// attempt ends here, and the fenced node drops its result
+			// should it come back.
+			rec.History = append(rec.History, unansweredAttempt(rec, m.opts.Now()))
+			message = "cancelled; the node running it did not answer"
 		}
 		rec.Status = execution.StatusCancelled
 		rec.ErrorCode = errdefs.Cancelled.String()
@@ -62,7 +71,7 @@ func (m *Cancels) Cancel(ctx context.Context, id, reason string, force bool) (Ca
 			if m.opts.Hooks != nil { // the worker that dequeues it drops it silently
 				m.opts.Hooks.Finished(rec, m.engine.runtimeOf(rec.TaskID), 0)
 			}
-			return CancelOutcome{Cancelled: true, Status: execution.StatusCancelled, Message: "cancelled before it started"}, nil
+			return CancelOutcome{Cancelled: true, Status: execution.StatusCancelled, Message: message}, nil
 		} else if !errors.Is(err, errdefs.ErrFailedPrecondition) {
 			return CancelOutcome{}, err
 		}
@@ -75,6 +84,16 @@ func (m *Cancels) Cancel(ctx context.Context, id, reason string, force bool) (Ca
 		}
 	}
 	return CancelOutcome{}, fmt.Errorf("execution %q kept changing while cancelling: %w", id, errdefs.ErrUnavailable)
+}
+
+// unansweredAttempt is the history entry of the attempt a cancel ends in
+// the store because the node running it did not answer.
+func unansweredAttempt(r *execution.Record, now time.Time) execution.Attempt {
+	return execution.Attempt{
+		N: max(r.Attempts, 1), Status: execution.StatusCancelled, Node: r.Node, StartedAt: r.StartedAt, CompletedAt: now,
+		ErrorCode:    errdefs.Cancelled.String(),
+		ErrorMessage: fmt.Sprintf("cancelled; node %s, which ran this attempt, did not answer the cancel", r.Node),
+	}
 }
 
 func finished(s execution.Status) CancelOutcome {
@@ -133,15 +152,27 @@ type cancelRequest struct {
 	Force  bool   `json:"force,omitempty"`
 }
 
-// cancelRemote asks the node that runs the execution, if any, to cancel it.
+// A cancel for an execution live on another node is asked of every node
+// over NATS; only the node that runs it answers, within remoteAnswer:
+// with the outcome if the execution stopped by then, else saying it is
+// stopping (a graceful stop may take up to the stop grace). The asker
+// waits remoteWait for an answer: none means no node runs it.
+const (
+	remoteWait   = 500 * time.Millisecond
+	remoteAnswer = 300 * time.Millisecond
+)
+
+// cancelRemote asks the node that runs the execution, if any, to cancel
+// it, and once that node answers that it is stopping, waits for the
+// terminal record.
 func (m *Cancels) cancelRemote(ctx context.Context, id, reason string, force bool) (CancelOutcome, bool) {
 	if !m.shared {
 		return CancelOutcome{}, false
 	}
 	body, _ := json.Marshal(cancelRequest{Reason: reason, Force: force})
-	ctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+	rctx, cancel := context.WithTimeout(ctx, remoteWait)
 	defer cancel()
-	answer, err := m.store.Control.RequestCancel(ctx, id, body)
+	answer, err := m.store.Control.RequestCancel(rctx, id, body)
 	if err != nil {
 		return CancelOutcome{}, false
 	}
@@ -149,11 +180,37 @@ func (m *Cancels) cancelRemote(ctx context.Context, id, reason string, force boo
 	if json.Unmarshal(answer, &out) != nil {
 		return CancelOutcome{}, false
 	}
+	if out.Status == execution.StatusRunning {
+		return m.awaitStopped(ctx, id), true
+	}
 	return out, true
 }
 
+// awaitStopped waits until the record of an execution another node is
+// stopping is terminal, for at most the stop grace and a margin (for the
+// kill and the record's write; the caller's ctx may end it sooner).
+func (m *Cancels) awaitStopped(ctx context.Context, id string) CancelOutcome {
+	ctx, cancel := context.WithTimeout(ctx, m.opts.StopGrace+5*time.Second)
+	defer cancel()
+	for poll := 5 * time.Millisecond; ; poll = min(2*poll, 100*time.Millisecond) {
+		// A sync execution's record may not be written yet: not found is
+		// waited on as not terminal.
+		if rec, _, err := m.store.Records.Get(ctx, id); err == nil && rec.Status.Terminal() {
+			if rec.Status != execution.StatusCancelled {
+				return finished(rec.Status)
+			}
+			return CancelOutcome{Cancelled: true, Status: rec.Status, Message: "cancelled"}
+		}
+		select {
+		case <-ctx.Done():
+			return CancelOutcome{Cancelled: true, Status: execution.StatusRunning, Message: "cancel requested; the execution is still stopping"}
+		case <-time.After(poll):
+		}
+	}
+}
+
 // onCancelRequest answers another node's cancel request for an execution
-// live here; it stays silent otherwise.
+// live here (see remoteAnswer); it stays silent otherwise.
 func (m *Cancels) onCancelRequest(id string, body []byte, respond func([]byte)) {
 	var req cancelRequest
 	_ = json.Unmarshal(body, &req)
@@ -164,7 +221,9 @@ func (m *Cancels) onCancelRequest(id string, body []byte, respond func([]byte)) 
 		return
 	}
 	go func() {
-		ctx, cancel := context.WithTimeout(m.baseCtx, 10*time.Second)
+		// The stop goes on past the answer: cancelLocal only stops
+		// waiting for it.
+		ctx, cancel := context.WithTimeout(m.baseCtx, remoteAnswer)
 		defer cancel()
 		out, ok := m.cancelLocal(ctx, id, req.Reason, req.Force)
 		if !ok {

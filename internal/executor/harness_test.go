@@ -2,6 +2,7 @@ package executor
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -41,6 +42,7 @@ const testTask = "fake"
 //	pids     was refused a process (PidsLimitHit) and exits 1
 //	pids-sleep  was refused a process and blocks until the context ends
 //	pids-ok  was refused a process but coped: exits 0, reporting a sandbox
+//	slow-stop  like sleep, but a graceful stop takes it slowStop to exit
 type fakeRuntime struct {
 	clock *fakeClock // for advance; may be nil
 
@@ -81,6 +83,14 @@ func (f *fakeRuntime) Run(ctx context.Context, inv *spearrt.Invocation) (spearrt
 		f.mu.Lock()
 		f.causes[inv.ExecutionID] = context.Cause(ctx)
 		f.mu.Unlock()
+		return spearrt.Result{}, fmt.Errorf("stopped: %w", ctx.Err())
+	case "slow-stop":
+		f.started <- inv.ExecutionID
+		<-ctx.Done()
+		var graceful *spearrt.GracefulStop
+		if errors.As(context.Cause(ctx), &graceful) {
+			time.Sleep(slowStop) // the function's own clean-up
+		}
 		return spearrt.Result{}, fmt.Errorf("stopped: %w", ctx.Err())
 	case "exit-on-cancel":
 		f.started <- inv.ExecutionID
@@ -153,6 +163,10 @@ func (f *fakeRuntime) waitStarted(t *testing.T, id string) {
 		}
 	}
 }
+
+// slowStop is how long the fake slow-stop function takes to exit once
+// asked to gently: longer than a node waits for another's cancel answer.
+const slowStop = 2 * remoteWait
 
 // fakeClock is a settable clock, safe for concurrent use.
 type fakeClock struct{ ns atomic.Int64 }

@@ -303,18 +303,7 @@ func TestCancelRunning(t *testing.T) {
 			h := newHarness(t, Options{Workers: 1}, nil)
 			ctx := testCtx(t)
 			spec := newSpec("sleep", mode, "")
-			ran := make(chan *execution.Record, 1)
-			if mode == execution.ModeSync {
-				go func() {
-					r, err := h.m.Runs.Run(ctx, spec, nil)
-					if err != nil {
-						t.Errorf("Run: %v", err)
-					}
-					ran <- r
-				}()
-			} else if _, _, _, err := h.m.Async.Submit(ctx, spec); err != nil {
-				t.Fatal(err)
-			}
+			ran := h.start(ctx, spec)
 			h.rt.waitStarted(t, spec.ExecutionID)
 			if live := h.m.Live(); len(live) != 1 || live[0].Status != execution.StatusRunning {
 				t.Fatalf("Live = %+v, want the running execution", live)
@@ -341,6 +330,63 @@ func TestCancelRunning(t *testing.T) {
 			}
 			if n := h.rt.callsOf(spec.ExecutionID); n != 1 {
 				t.Fatalf("ran %d times, want 1 (a cancelled run is not retried)", n)
+			}
+		})
+	}
+}
+
+// start starts spec on h's manager: a sync or stream one runs in the
+// background and its record comes on the channel returned; an async one
+// is submitted.
+func (h *harness) start(ctx context.Context, spec *execution.Spec) <-chan *execution.Record {
+	h.t.Helper()
+	ran := make(chan *execution.Record, 1)
+	if spec.Mode == execution.ModeAsync {
+		if _, _, _, err := h.m.Async.Submit(ctx, spec); err != nil {
+			h.t.Fatal(err)
+		}
+		return ran
+	}
+	go func() {
+		r, err := h.m.Runs.Run(ctx, spec, nil)
+		if err != nil {
+			h.t.Errorf("Run: %v", err)
+		}
+		ran <- r
+	}()
+	return ran
+}
+
+// TestCancelThroughAnotherNode: an execution running on one node and
+// cancelled through another that shares its store, gently, by a function
+// that takes longer to exit than the nodes wait for each other's answer:
+// the cancel answers CANCELLED once it stopped, and the record is the
+// running node's (its attempt in the history), not one the asking node
+// wrote over it.
+func TestCancelThroughAnotherNode(t *testing.T) {
+	for _, mode := range []execution.Mode{execution.ModeSync, execution.ModeAsync} {
+		t.Run(mode.String(), func(t *testing.T) {
+			h := newHarness(t, Options{Workers: 1, Shared: true, NodeID: "node-a", StopGrace: 10 * time.Second}, nil)
+			other := h.newManager(Options{Workers: 1, Shared: true, NodeID: "node-b", StopGrace: 10 * time.Second})
+			ctx := testCtx(t)
+			spec := newSpec("slow-stop", mode, "")
+			ran := h.start(ctx, spec)
+			h.rt.waitStarted(t, spec.ExecutionID)
+			runner, via := h.m, other
+			if len(h.m.Live()) == 0 { // the other node took the async one
+				runner, via = other, h.m
+			}
+			out, err := via.Cancels.Cancel(ctx, spec.ExecutionID, "e2e", false)
+			if err != nil || !out.Cancelled || out.Status != execution.StatusCancelled {
+				t.Fatalf("Cancel through the other node = %+v, %v; want cancelled", out, err)
+			}
+			if mode == execution.ModeSync {
+				recv(t, ran, "Run to return")
+			}
+			r := h.stored(spec.ExecutionID)
+			if r.Status != execution.StatusCancelled || len(r.History) != 1 || r.History[0].Node != runner.opts.NodeID ||
+				r.History[0].Status != execution.StatusCancelled {
+				t.Fatalf("stored record = %+v; want CANCELLED with the attempt on %s", r, runner.opts.NodeID)
 			}
 		})
 	}

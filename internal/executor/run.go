@@ -267,7 +267,7 @@ func (m *engine) execute(ctx context.Context, l *live, rt spearrt.Runtime, art s
 
 	out := m.newOutputSink(ctx, l, spec, onChunk)
 	logs := &logSink{now: m.opts.Now, limit: m.opts.MaxLogBytes}
-	start := m.begin(l, out, logs, art.Type)
+	start, attempt := m.begin(l, out, logs, art.Type)
 	in, closeInput, err := m.openInput(ctx, spec)
 	if err != nil {
 		out.finish(ctx)
@@ -282,6 +282,7 @@ func (m *engine) execute(ctx context.Context, l *live, rt spearrt.Runtime, art s
 		Function:         spec.Function,
 		Input:            in,
 		Env:              spec.Env,
+		Attempt:          attempt,
 		Stdout:           out,
 		Stderr:           logs,
 		MemoryLimitBytes: limits.MemoryLimitBytes,
@@ -297,8 +298,8 @@ func (m *engine) execute(ctx context.Context, l *live, rt spearrt.Runtime, art s
 }
 
 // begin marks the live execution running an attempt with these sinks and
-// returns the attempt's start.
-func (m *engine) begin(l *live, out *outputSink, logs *logSink, rt spearrt.Type) time.Time {
+// returns the attempt's start and number.
+func (m *engine) begin(l *live, out *outputSink, logs *logSink, rt spearrt.Type) (time.Time, int32) {
 	start := m.opts.Now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -309,7 +310,7 @@ func (m *engine) begin(l *live, out *outputSink, logs *logSink, rt spearrt.Type)
 	l.rec.Node = m.opts.NodeID
 	l.rec.CompletedAt = time.Time{}
 	l.rec.ErrorCode, l.rec.ErrorMessage = "", ""
-	return start
+	return start, l.rec.Attempts
 }
 
 // recordRun puts what a run measured and wrote on the record.

@@ -58,6 +58,10 @@ type Invocation struct {
 	Input io.Reader
 	// Env is the function's whole environment.
 	Env map[string]string
+	// Attempt is which run of the execution this is, from 1 (a retry or a
+	// rerun after a node was lost counts up); passed to the function as
+	// SPEAR_ATTEMPT when > 0 (process and docker runtimes).
+	Attempt int32
 	// Stdout receives standard output as the function writes it: each Write
 	// is one chunk, made as soon as the bytes are read. Never nil.
 	Stdout io.Writer

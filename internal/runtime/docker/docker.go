@@ -256,14 +256,17 @@ func (r *Runtime) containerConfig(inv *runtime.Invocation) (*container.Config, *
 	if fn == "" {
 		fn = runtime.DefaultFunction
 	}
-	env := make([]string, 0, len(inv.Env)+2)
+	env := make([]string, 0, len(inv.Env)+3)
 	for _, k := range slices.Sorted(maps.Keys(inv.Env)) {
-		if k == "SPEAR_FUNCTION_NAME" || k == "SPEAR_EXECUTION_ID" {
+		if k == "SPEAR_FUNCTION_NAME" || k == "SPEAR_EXECUTION_ID" || k == "SPEAR_ATTEMPT" {
 			continue
 		}
 		env = append(env, k+"="+inv.Env[k])
 	}
 	env = append(env, "SPEAR_FUNCTION_NAME="+fn, "SPEAR_EXECUTION_ID="+inv.ExecutionID)
+	if inv.Attempt > 0 {
+		env = append(env, "SPEAR_ATTEMPT="+strconv.Itoa(int(inv.Attempt)))
+	}
 
 	cfg := &container.Config{
 		Image:        a.Location,

@@ -63,7 +63,8 @@ func TestContainerConfig(t *testing.T) {
 		ExecutionID: "exec-1",
 		Artifact:    imageArtifact("img:1", nil),
 		Function:    "hello",
-		Env:         map[string]string{"B": "2", "A": "1", "SPEAR_EXECUTION_ID": "spoofed"},
+		Env:         map[string]string{"B": "2", "A": "1", "SPEAR_EXECUTION_ID": "spoofed", "SPEAR_ATTEMPT": "spoofed"},
+		Attempt:     3,
 	}
 	cfg, hc, err := rt.containerConfig(inv)
 	if err != nil {
@@ -72,7 +73,7 @@ func TestContainerConfig(t *testing.T) {
 	if cfg.Image != "img:1" || !slices.Equal(cfg.Cmd, []string{"hello"}) {
 		t.Errorf("image %q cmd %q", cfg.Image, cfg.Cmd)
 	}
-	wantEnv := []string{"A=1", "B=2", "SPEAR_FUNCTION_NAME=hello", "SPEAR_EXECUTION_ID=exec-1"}
+	wantEnv := []string{"A=1", "B=2", "SPEAR_FUNCTION_NAME=hello", "SPEAR_EXECUTION_ID=exec-1", "SPEAR_ATTEMPT=3"}
 	if !slices.Equal(cfg.Env, wantEnv) {
 		t.Errorf("env = %q, want %q", cfg.Env, wantEnv)
 	}

@@ -36,6 +36,7 @@ import (
 	"log/slog"
 	"os"
 	"sort"
+	"strconv"
 	"sync"
 	"syscall"
 	"time"
@@ -54,6 +55,8 @@ const (
 	// EnvNodeID marks every process a node starts (when Options.NodeID is
 	// set), so that Reconcile can find those left by a node that died.
 	EnvNodeID = "SPEAR_NODE_ID"
+	// EnvAttempt is the run's attempt number (runtime.Invocation.Attempt).
+	EnvAttempt = "SPEAR_ATTEMPT"
 )
 
 // DefaultPath is the PATH given to a function whose environment has none.
@@ -360,7 +363,7 @@ func environ(inv *runtime.Invocation, nodeID string) []string {
 	}
 	env := make([]string, 0, len(inv.Env)+3)
 	for k, v := range inv.Env {
-		if k == EnvFunctionName || k == EnvExecutionID || k == EnvNodeID {
+		if k == EnvFunctionName || k == EnvExecutionID || k == EnvNodeID || k == EnvAttempt {
 			continue
 		}
 		env = append(env, k+"="+v)
@@ -371,6 +374,9 @@ func environ(inv *runtime.Invocation, nodeID string) []string {
 	env = append(env, EnvFunctionName+"="+fn, EnvExecutionID+"="+inv.ExecutionID)
 	if nodeID != "" {
 		env = append(env, EnvNodeID+"="+nodeID)
+	}
+	if inv.Attempt > 0 {
+		env = append(env, EnvAttempt+"="+strconv.Itoa(int(inv.Attempt)))
 	}
 	sort.Strings(env)
 	return env

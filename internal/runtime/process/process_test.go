@@ -227,9 +227,10 @@ func TestEnvironment(t *testing.T) {
 	bin := conformance.BuildFixture(t, t.TempDir())
 	t.Setenv("SPEAR_NODE_SECRET", "must-not-leak")
 	cases := []struct {
-		name string
-		env  map[string]string
-		want []string
+		name    string
+		env     map[string]string
+		attempt int32
+		want    []string
 	}{
 		{
 			name: "DefaultPath",
@@ -250,12 +251,18 @@ func TestEnvironment(t *testing.T) {
 			name: "Nil",
 			want: []string{"PATH=" + process.DefaultPath, "SPEAR_EXECUTION_ID=exec-1", "SPEAR_FUNCTION_NAME=environ"},
 		},
+		{
+			name:    "Attempt",
+			env:     map[string]string{"SPEAR_ATTEMPT": "forged", "PATH": "/x"},
+			attempt: 2,
+			want:    []string{"PATH=/x", "SPEAR_ATTEMPT=2", "SPEAR_EXECUTION_ID=exec-1", "SPEAR_FUNCTION_NAME=environ"},
+		},
 	}
 	rt := process.New(process.Options{})
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			in, stdout, stderr := inv(bin, "environ", nil)
-			in.Env = tc.env
+			in.Env, in.Attempt = tc.env, tc.attempt
 			res, err, _ := runBounded(t, t.Context(), rt, in, 10*time.Second)
 			if err != nil || res.ExitCode != 0 {
 				t.Fatalf("Run: %+v, %v (stderr %q)", res, err, stderr)
