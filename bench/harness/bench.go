@@ -39,7 +39,7 @@ type Options struct {
 }
 
 // Groups are the row groups, in the order they run.
-var Groups = []string{"sync-wasm", "sync-process", "sync-docker", "stream", "scale", "cancel", "async", "estimate", "cold", "memory", "status", "store", "sandbox"}
+var Groups = []string{"sync-wasm", "sync-process", "sync-docker", "stream", "scale", "cancel", "async", "estimate", "cold", "memory", "status", "store", "sandbox", "cluster"}
 
 // params are the sizes of a run.
 type params struct {
@@ -151,7 +151,7 @@ func (e *env) runGroup(ctx context.Context, g string) (rows []Row) {
 	fail := func(err error) []Row {
 		return []Row{{ID: g, Status: StatusError, Note: err.Error()}}
 	}
-	needMain := g != "memory" && g != "status" && g != "store"
+	needMain := g != "memory" && g != "status" && g != "store" && g != "cluster"
 	if needMain && e.main == nil {
 		n, err := e.startMainNode(ctx)
 		if err != nil {
@@ -187,6 +187,8 @@ func (e *env) runGroup(ctx context.Context, g string) (rows []Row) {
 		rows, err = e.storeRows(ctx)
 	case "sandbox":
 		rows, err = e.sandboxRows(ctx)
+	case "cluster":
+		rows, err = e.clusterRows(ctx)
 	}
 	if err != nil {
 		return append(rows, fail(err)...)

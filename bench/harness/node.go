@@ -143,15 +143,21 @@ func params1(in []byte) []*pb.FunctionParameter {
 // invokeSync runs task with input and fails unless it completed with the
 // expected output length.
 func (n *node) invokeSync(ctx context.Context, task string, in []byte) error {
+	_, err := n.invokeSyncID(ctx, task, in)
+	return err
+}
+
+// invokeSyncID is invokeSync that also returns the execution's id.
+func (n *node) invokeSyncID(ctx context.Context, task string, in []byte) (string, error) {
 	resp, err := n.api.InvokeFunction(ctx, &pb.InvokeFunctionRequest{
 		InvocationType: pb.InvocationType_INVOCATION_TYPE_EXISTING_TASK,
 		TaskId:         task, ExecutionMode: pb.ExecutionMode_EXECUTION_MODE_SYNC,
 		Parameters: params1(in),
 	})
 	if err != nil {
-		return err
+		return "", err
 	}
-	return checkSync(task, resp, in)
+	return resp.ExecutionId, checkSync(task, resp, in)
 }
 
 // checkSync fails unless a sync invocation completed and echoed in.
