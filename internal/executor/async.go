@@ -253,18 +253,17 @@ func (m *dispatcher) readQueued(d *store.Delivery) (*execution.Record, uint64, b
 	ctx, spec := m.baseCtx, d.Spec
 	rec, rev, err := m.store.Records.Get(ctx, spec.ExecutionID)
 	if errors.Is(err, errdefs.ErrNotFound) || err == nil && rec.Status.Terminal() {
-		// Written in the same round trip as the message, the record may
-		// land a moment later; and with 3 copies, Get may answer from a
-		// replica behind the leader (a requeued execution would look
-		// finished, and be dropped).
-		time.Sleep(5 * time.Millisecond)
+		// With 3 copies, Get may answer from a replica behind the leader
+		// (a requeued execution would look finished, and be dropped).
 		rec, rev, err = m.store.Records.GetLatest(ctx, spec.ExecutionID)
 	}
 	if errors.Is(err, errdefs.ErrNotFound) {
+		// Not written yet (it is written with the message, and created
+		// only if absent), or never: the worker creates it.
 		rec = execution.NewRecord(spec)
 		rev, err = m.store.Records.Create(ctx, rec)
 		if errors.Is(err, errdefs.ErrAlreadyExists) {
-			rec, rev, err = m.store.Records.Get(ctx, spec.ExecutionID)
+			rec, rev, err = m.store.Records.GetLatest(ctx, spec.ExecutionID)
 		}
 	}
 	if err != nil {

