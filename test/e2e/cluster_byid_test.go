@@ -103,7 +103,7 @@ func TestClusterByID(t *testing.T) {
 		t.Fatalf("the caller's stream: %v", err)
 	}
 	st, err := viewer.client.GetExecutionStatus(ctx(t, callTimeout), &pb.GetExecutionStatusRequest{ExecutionId: id, IncludeLogs: true})
-	if err != nil || !strings.Contains(strings.Join(st.GetLogs(), "\n"), "log line") || lastNode(st.GetResult()) != "n2" {
+	if err != nil || !strings.Contains(strings.Join(st.GetLogs(), "\n"), "log line") || lastNode(st.GetResult()) != clusterNodeID(1) {
 		t.Fatalf("logs through the other node: %q (ran on %q), %v", st.GetLogs(), lastNode(st.GetResult()), err)
 	}
 

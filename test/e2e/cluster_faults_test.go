@@ -35,7 +35,7 @@ import (
 // again elsewhere after about this long.
 const faultAckWait = 3 * time.Second
 
-// startFaultCluster starts 3 nats-servers and 3 nodes (faultNodeID 0..2)
+// startFaultCluster starts 3 nats-servers and 3 nodes (clusterNodeID 0..2)
 // with workers slots each and a short ack wait, connected to all three
 // servers.
 func startFaultCluster(t *testing.T, workers int) (*natsCluster, []nodeOpts, []*node) {
@@ -43,20 +43,14 @@ func startFaultCluster(t *testing.T, workers int) (*natsCluster, []nodeOpts, []*
 	nats := startNATSCluster(t, 3)
 	var opts []nodeOpts
 	for i := range 3 {
-		opts = append(opts, nodeOpts{workers: workers, noSamples: true, args: []string{"--node-id", faultNodeID(i),
+		opts = append(opts, nodeOpts{workers: workers, noSamples: true, args: []string{"--node-id", clusterNodeID(i),
 			"--shutdown-grace", "1s", "--nats-url", nats.url(), "--ack-wait", faultAckWait.String()}})
 	}
 	return nats, opts, startNodes(t, opts)
 }
 
-// faultNodeID is the id of node i (from 0) of a fault cluster: n<i+1>
-// and this test process's pid. A node that starts kills every process a
-// node of its id left behind, machine-wide, so clusters that run at the
-// same time on one machine (benchmarks, other test runs) must not share
-// node ids: these tests SIGKILL and restart nodes.
-func faultNodeID(i int) string { return fmt.Sprintf("n%d-%d", i+1, os.Getpid()) }
 
-// nodeIndex is the index of the node whose id is id (faultNodeID).
+// nodeIndex is the index of the node whose id is id (clusterNodeID).
 func nodeIndex(id string) int {
 	n, _ := strconv.Atoi(strings.TrimPrefix(strings.Split(id, "-")[0], "n"))
 	return n - 1
@@ -123,9 +117,9 @@ func TestClusterNodeLoss(t *testing.T) {
 	for _, runs := range readRunLog(t, starts) {
 		running[runs[0].node]++
 	}
-	victim := faultNodeID(0)
+	victim := clusterNodeID(0)
 	for i := range nodes {
-		if id := faultNodeID(i); running[id] > running[victim] {
+		if id := clusterNodeID(i); running[id] > running[victim] {
 			victim = id
 		}
 	}
@@ -492,7 +486,7 @@ func testCancelQueued(t *testing.T, nodes []*node) {
 	target := nodes[0].invoke(t, invocation(t, "gated", modeAsync, nil)).GetExecutionId()
 	h := nodes[0].status(t, target).GetResult().GetAttemptHistory()
 	via := nodes[1]
-	if len(h) > 0 && h[len(h)-1].GetNode() == faultNodeID(1) { // claimed by nodes[1], waiting for its slot
+	if len(h) > 0 && h[len(h)-1].GetNode() == clusterNodeID(1) { // claimed by nodes[1], waiting for its slot
 		via = nodes[2]
 	}
 	start := time.Now()

@@ -27,7 +27,7 @@ func TestClusterForwards(t *testing.T) {
 	b.ctlRegister(t, &pb.RegisterTaskRequest{TaskId: "fwd-docker",
 		ArtifactSpec: &pb.ArtifactSpec{ArtifactType: "docker", Location: fixtureImage(t)}})
 	waitTaskEverywhere(t, nodes, "fwd-docker")
-	waitNodes(t, a, "n1", "n2")
+	waitNodes(t, a, clusterNodeID(0), clusterNodeID(1))
 
 	t.Run("docker-sync", func(t *testing.T) {
 		req := invocation(t, "fwd-docker", modeSync, []byte("handed on"))
@@ -37,8 +37,8 @@ func TestClusterForwards(t *testing.T) {
 			t.Fatalf("sync call at the node without docker: success %v, output %q, %s",
 				resp.GetSuccess(), output(t, resp.GetResult().GetResult()), resp.GetMessage())
 		}
-		if got := lastNode(a.status(t, resp.GetExecutionId()).GetResult()); got != "n2" {
-			t.Fatalf("ran on %q, want n2 (the node with docker)", got)
+		if got := lastNode(a.status(t, resp.GetExecutionId()).GetResult()); got != clusterNodeID(1) {
+			t.Fatalf("ran on %q, want %s (the node with docker)", got, clusterNodeID(1))
 		}
 	})
 
@@ -75,7 +75,7 @@ func TestClusterForwards(t *testing.T) {
 			t.Fatalf("stream: final %v, chunks %q; want COMPLETED and %q", final, out.String(), want)
 		}
 		res := a.status(t, final.GetExecutionId()).GetResult()
-		if got := lastNode(res); got != "n2" {
+		if got := lastNode(res); got != clusterNodeID(1) {
 			t.Fatalf("ran on %q, want n2", got)
 		}
 		if ended := res.GetCompletedAt().AsTime(); !firstChunk.Before(ended) {
@@ -105,10 +105,10 @@ func TestClusterForwards(t *testing.T) {
 		if !resp.GetSuccess() || output(t, resp.GetResult().GetResult()) != "quick\n" {
 			t.Fatalf("sync call at a busy node: success %v, %s", resp.GetSuccess(), resp.GetMessage())
 		}
-		if got := lastNode(a.status(t, resp.GetExecutionId()).GetResult()); got != "n2" {
+		if got := lastNode(a.status(t, resp.GetExecutionId()).GetResult()); got != clusterNodeID(1) {
 			t.Fatalf("ran on %q while n1 was busy and n2 free, want n2", got)
 		}
-		if r := <-blocked; !r.GetSuccess() || lastNode(a.status(t, r.GetExecutionId()).GetResult()) != "n1" {
+		if r := <-blocked; !r.GetSuccess() || lastNode(a.status(t, r.GetExecutionId()).GetResult()) != clusterNodeID(0) {
 			t.Fatalf("the blocker: success %v on %q, want success on n1", r.GetSuccess(), lastNode(r.GetResult()))
 		}
 	})

@@ -161,11 +161,18 @@ func startNodes(t *testing.T, opts []nodeOpts) []*node {
 }
 
 // clusterNodeOpts are the options of node i (from 0) of a cluster: its id
-// n<i+1>, workers and the flags that join it to the others.
+// (clusterNodeID), workers and the flags that join it to the others.
 func clusterNodeOpts(i, workers int, join ...string) nodeOpts {
 	return nodeOpts{workers: workers, noSamples: true,
-		args: append([]string{"--node-id", fmt.Sprintf("n%d", i+1), "--shutdown-grace", "1s"}, join...)}
+		args: append([]string{"--node-id", clusterNodeID(i), "--shutdown-grace", "1s"}, join...)}
 }
+
+// clusterNodeID is the id of node i (from 0) of a cluster: n<i+1>, and
+// this test process's pid. A node that starts kills the processes left on
+// the machine by a node of its id (process.Reconcile), so ids are unique
+// to the test run: tests run at once (by other checkouts, or the bench)
+// must not kill each other's functions.
+func clusterNodeID(i int) string { return fmt.Sprintf("n%d-%d", i+1, os.Getpid()) }
 
 // waitTaskEverywhere waits until every node knows the task (registered on
 // one, it reaches the others through the shared store).

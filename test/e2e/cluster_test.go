@@ -57,7 +57,7 @@ func TestClusterSpreadsWork(t *testing.T) {
 	overlap := maxOverlap(runSpans(results))
 	t.Logf("executions completed by node: %v; most runs at once by node: %v; executions by attempts: %v", ran, overlap, attempts)
 	for i := range 3 {
-		id := fmt.Sprintf("n%d", i+1)
+		id := clusterNodeID(i)
 		if c := ran[id]; c < fair-slack || c > fair+slack {
 			t.Errorf("node %s completed %d executions; want %d±%d (all: %v)", id, c, fair, slack, ran)
 		}
@@ -114,9 +114,9 @@ func TestClusterEmbedded(t *testing.T) {
 		switch {
 		case r.GetStatus() != pb.ExecutionStatus_EXECUTION_STATUS_COMPLETED:
 			t.Errorf("execution %s: %v %s %s", id, r.GetStatus(), r.GetErrorCode(), r.GetErrorMessage())
-		case h[len(h)-1].GetNode() == "n3" && h[len(h)-1].GetCompletedAt().AsTime().After(killedAt):
+		case h[len(h)-1].GetNode() == clusterNodeID(2) && h[len(h)-1].GetCompletedAt().AsTime().After(killedAt):
 			t.Errorf("execution %s: completed on the killed node n3 after its death", id)
-		case slices.Contains(after, id) && h[len(h)-1].GetNode() == "n3":
+		case slices.Contains(after, id) && h[len(h)-1].GetNode() == clusterNodeID(2):
 			t.Errorf("execution %s, submitted after n3's death, ran on n3", id)
 		}
 		if r.GetAttempts() > 1 {
