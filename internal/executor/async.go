@@ -252,7 +252,7 @@ func (m *dispatcher) runDelivery(d *store.Delivery, unreserve func()) {
 func (m *dispatcher) readQueued(d *store.Delivery) (*execution.Record, uint64, bool) {
 	ctx, spec := m.baseCtx, d.Spec
 	rec, rev, err := m.store.Records.Get(ctx, spec.ExecutionID)
-	if errors.Is(err, errdefs.ErrNotFound) || err == nil && rec.Status.Terminal() {
+	if err == nil && rec.Status.Terminal() {
 		// With 3 copies, Get may answer from a replica behind the leader
 		// (a requeued execution would look finished, and be dropped).
 		rec, rev, err = m.store.Records.GetLatest(ctx, spec.ExecutionID)

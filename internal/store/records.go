@@ -407,7 +407,7 @@ func (s *Tasks) Watch(ctx context.Context, changed func(id string)) error {
 }
 
 // Changes delivers execution id's record each time it is written, from
-// now on, until stop is called: a way to wait for a record to change
+// the next message this connection publishes on, until stop is called: a way to wait for a record to change
 // without polling. Records written between two receptions may be skipped
 // (the latest one is kept); a nil record is a write that could not be
 // decoded, or a deletion.
@@ -436,10 +436,9 @@ func (s *Records) Changes(id string) (records <-chan *execution.Record, stop fun
 	if err != nil {
 		return nil, nil, unavailable("watch execution record", err)
 	}
-	if err := s.nc.Flush(); err != nil { // the server knows of the interest
-		_ = sub.Unsubscribe()
-		return nil, nil, unavailable("watch execution record", err)
-	}
+	// No flush: the server handles a connection's messages in order, so
+	// the interest is known before anything this node publishes next (the
+	// execution's queue message), and so before any write that follows it.
 	return ch, func() { _ = sub.Unsubscribe() }, nil
 }
 
