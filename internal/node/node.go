@@ -19,6 +19,7 @@ import (
 
 	"github.com/spear-go/spear/internal/callback"
 	"github.com/spear-go/spear/internal/confine"
+	"github.com/spear-go/spear/internal/console"
 	"github.com/spear-go/spear/internal/datadir"
 	"github.com/spear-go/spear/internal/errdefs"
 	"github.com/spear-go/spear/internal/executor"
@@ -163,7 +164,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		SystemInfo: n.systemInfo(mode), Cluster: n.member,
 	}, n.mgr, reg, n.store)
 	n.server = server.New(svc, server.Options{MaxMessageBytes: cfg.MaxMessageBytes, Metrics: m.Handler(), Pprof: cfg.Pprof,
-		Auth: keys, MetricsPublic: cfg.Security.MetricsPublic, Logger: log})
+		Auth: keys, MetricsPublic: cfg.Security.MetricsPublic, Console: console.Handler(), Logger: log})
 	go func() {
 		if err := n.server.Serve(n.listener); err != nil {
 			log.Error("server stopped", "err", err)

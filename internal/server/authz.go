@@ -24,7 +24,8 @@ import (
 // Invoke includes read (scopes are ordered, see package auth): a token
 // that may invoke may also read every execution and task, not just its
 // own. The gRPC health service and reflection are public (a probe must
-// not need a secret; the contract is public), and so is /healthz.
+// not need a secret; the contract is public), and so are /healthz and the
+// console's static pages.
 func Scopes(metricsPublic bool) map[string]auth.Scope {
 	metrics := auth.Read
 	if metricsPublic {
@@ -53,9 +54,12 @@ func Scopes(metricsPublic bool) map[string]auth.Scope {
 		pb.FunctionService_GetHealth_FullMethodName:          auth.Read,
 		pb.FunctionService_GetStats_FullMethodName:           auth.Read,
 		pb.FunctionService_ListNodes_FullMethodName:          auth.Read,
-		routeStatus:  auth.Read,
-		routeOutput:  auth.Read,
-		routeMetrics: metrics,
+		routeStatus:            auth.Read,
+		routeOutput:            auth.Read,
+		routeMetrics:           metrics,
+		routeConsoleOverview:   auth.Read,
+		routeConsoleExecutions: auth.Read,
+		routeConsoleExecution:  auth.Read,
 
 		healthpb.Health_Check_FullMethodName:                                   auth.Public,
 		healthpb.Health_Watch_FullMethodName:                                   auth.Public,
@@ -63,6 +67,9 @@ func Scopes(metricsPublic bool) map[string]auth.Scope {
 		reflectionv1.ServerReflection_ServerReflectionInfo_FullMethodName:      auth.Public,
 		reflectionv1alpha.ServerReflection_ServerReflectionInfo_FullMethodName: auth.Public,
 		routeHealthz: auth.Public,
+		// The console's pages hold no data: they ask for a token and
+		// send it with each call.
+		routeConsole: auth.Public,
 	}
 }
 

@@ -38,6 +38,9 @@ type Options struct {
 	MetricsPublic bool
 	// Pprof serves Go's profiler under /debug/pprof/.
 	Pprof bool
+	// Console serves the web console's pages under /ui/ (package
+	// console), beside its data routes; nil: no console.
+	Console http.Handler
 	// Auth, when set, makes every call but the public ones (see Scopes)
 	// need a bearer token of its scope. Nil: no token is checked.
 	Auth   *auth.Keys
@@ -95,6 +98,9 @@ func New(svc *Service, opts Options) *Server {
 	mux.Handle(path, h)
 	z.connectPrefix = path
 	svc.routes(mux)
+	if opts.Console != nil {
+		svc.consoleRoutes(mux, opts.Console)
+	}
 	if opts.Metrics != nil {
 		mux.Handle(routeMetrics, opts.Metrics)
 	}
