@@ -108,11 +108,14 @@ func TestClusterNodeLoss(t *testing.T) {
 
 	submitted := time.Now()
 	ids := submitAsync(t, nodes, "five", total, 0)
-	testwait.Until(t, "all 30 executions to start", func() bool { return fileLines(starts) >= total })
+	testwait.Until(t, "the first execution to start", func() bool { return fileLines(starts) >= 1 })
+	firstStart := time.Now()
 	// The scenario: the kill comes 2 s into the runs, after the nodes
 	// signalled progress on them (a kill before would be redelivered an
-	// ack wait after delivery instead).
-	time.Sleep(time.Until(submitted.Add(2 * time.Second)))
+	// ack wait after delivery instead), and before any of them ends: 2 s
+	// after the first one started, all 30 normally, fewer on a loaded
+	// machine (the others start later, on the survivors).
+	time.Sleep(time.Until(firstStart.Add(2 * time.Second)))
 	running := map[string]int{}
 	for _, runs := range readRunLog(t, starts) {
 		running[runs[0].node]++
@@ -125,7 +128,7 @@ func TestClusterNodeLoss(t *testing.T) {
 	}
 	nodes[nodeIndex(victim)].kill()
 	killedAt := time.Now()
-	t.Logf("all %d running %v after the first submission (by node: %v); SIGKILLed %s", total,
+	t.Logf("%d of %d running %v after the first submission (by node: %v); SIGKILLed %s", fileLines(starts), total,
 		killedAt.Sub(submitted).Round(time.Millisecond), running, victim)
 
 	var survivors []*node
