@@ -251,12 +251,10 @@ func (m *dispatcher) runDelivery(d *store.Delivery, unreserve func()) {
 // run: the message was settled or handed back.
 func (m *dispatcher) readQueued(d *store.Delivery) (*execution.Record, uint64, bool) {
 	ctx, spec := m.baseCtx, d.Spec
-	rec, rev, err := m.store.Records.Get(ctx, spec.ExecutionID)
-	if err == nil && rec.Status.Terminal() {
-		// With 3 copies, Get may answer from a replica behind the leader
-		// (a requeued execution would look finished, and be dropped).
-		rec, rev, err = m.store.Records.GetLatest(ctx, spec.ExecutionID)
-	}
+	// From the leader: with 3 copies, Get may answer from a replica
+	// behind it, which has not seen the record written a moment ago, or
+	// shows a requeued execution still finished (it would be dropped).
+	rec, rev, err := m.store.Records.GetLatest(ctx, spec.ExecutionID)
 	if errors.Is(err, errdefs.ErrNotFound) {
 		// Not written yet (it is written with the message, and created
 		// only if absent), or never: the worker creates it.

@@ -103,6 +103,19 @@ func TestEmbeddedCluster(t *testing.T) {
 	if err != nil || got.ID != "e1" {
 		t.Fatalf("record written on node 1, read on node 3: %+v, %v", got, err)
 	}
+	// The leader's read sees a write at once, from any node, and knows an
+	// unknown record as not found.
+	rec.Status = execution.StatusRunning
+	rev, err := stores[1].Records.Put(ctx, rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, grev, err := stores[2].Records.GetLatest(ctx, "e1"); err != nil || got.Status != execution.StatusRunning || grev != rev {
+		t.Fatalf("GetLatest on node 3 after a write on node 2 = %+v rev %d, %v; want RUNNING rev %d", got, grev, err, rev)
+	}
+	if _, _, err := stores[0].Records.GetLatest(ctx, "never"); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Fatalf("GetLatest of an unknown record = %v, want not found", err)
+	}
 }
 
 // TestReplicasRefusedOnSingleServer: more than one copy needs a cluster;

@@ -444,9 +444,12 @@ func (s *Records) Changes(id string) (records <-chan *execution.Record, stop fun
 
 // GetLatest is Get read from the stream's leader: the latest record, where
 // Get may answer from a replica that has not caught up yet (with 3
-// copies). Use it where a stale answer would drop work: deciding that a
+// copies; with one, it is Get). Use it where a stale answer would drop work: deciding that a
 // queued execution is already finished, or gone.
 func (s *Records) GetLatest(ctx context.Context, id string) (*execution.Record, uint64, error) {
+	if s.opts.Replicas <= 1 { // one copy: Get reads it
+		return s.Get(ctx, id)
+	}
 	req, _ := json.Marshal(map[string]string{"last_by_subj": kvSubject(BucketExecutions, id)})
 	msg, err := s.nc.RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET.KV_"+BucketExecutions, req)
 	if err != nil {
