@@ -49,7 +49,6 @@ func startFaultCluster(t *testing.T, workers int) (*natsCluster, []nodeOpts, []*
 	return nats, opts, startNodes(t, opts)
 }
 
-
 // nodeIndex is the index of the node whose id is id (clusterNodeID).
 func nodeIndex(id string) int {
 	n, _ := strconv.Atoi(strings.TrimPrefix(strings.Split(id, "-")[0], "n"))
