@@ -428,7 +428,7 @@ func r3Publish(ctx context.Context, urls []string) (time.Duration, error) {
 	if err != nil {
 		return 0, err
 	}
-	const name = "BENCH_PROBE"
+	const name = "bench-probe"
 	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: name, Subjects: []string{"bench.probe"}, Replicas: 3}); err != nil {
 		return 0, err
 	}
