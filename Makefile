@@ -23,7 +23,7 @@ sample-image:
 
 ## test: vet, then every test with the race detector
 test: vet
-	$(GO) test -race -count=1 -timeout 15m ./...
+	$(GO) test -race -count=1 -timeout 30m ./...
 
 ## vet: go vet and a gofmt check
 vet:
