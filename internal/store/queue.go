@@ -159,8 +159,15 @@ func (s *Queue) Submit(ctx context.Context, spec *execution.Spec, rec *execution
 	s.announce(spec)
 	// Queued: accepted. A record write that failed is repaired by the
 	// worker, which creates the record from the queued spec.
-	if err := awaitAll(ctx, []jetstream.PubAckFuture{recF, idxF}, "create execution record"); err != nil && !wrongLastSeq(err) {
+	if err := awaitAll(ctx, []jetstream.PubAckFuture{recF}, "create execution record"); err != nil && !wrongLastSeq(err) {
 		s.log.Warn("pending record not written; the worker will create it", "execution", rec.ID, "err", err)
+	}
+	if awaitAll(ctx, []jetstream.PubAckFuture{idxF}, "index execution record") != nil {
+		// The worker finds the record and writes no index entry: it is
+		// written here, or the execution is missing from its task's list.
+		if err := s.indexRecord(ctx, rec.TaskID, rec.ID); err != nil {
+			s.log.Warn("execution not indexed: its task's listing misses it", "execution", rec.ID, "err", err)
+		}
 	}
 	return nil
 }

@@ -8,12 +8,14 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/spear-go/spear/internal/errdefs"
 	"github.com/spear-go/spear/internal/execution"
+	"github.com/spear-go/spear/internal/retry"
 	"github.com/spear-go/spear/internal/task"
 )
 
@@ -31,11 +33,27 @@ func (s *Records) Create(ctx context.Context, r *execution.Record) (uint64, erro
 	if err != nil {
 		return 0, s.unavailable("create execution record", err)
 	}
-	if _, err := s.index.Put(ctx, r.TaskID+"."+r.ID, nil); err != nil {
-		return 0, s.unavailable("index execution record", err)
+	if err := s.indexRecord(ctx, r.TaskID, r.ID); err != nil {
+		return 0, err
 	}
 	return rev, nil
 }
+
+// indexRecord writes execution id's entry in its task's index, trying a
+// few times: a record written without it would be missing from its task's
+// listing for good (nothing writes it later).
+func (s *core) indexRecord(ctx context.Context, taskID, id string) error {
+	return indexBackoff.Do(ctx, 4, func(int) error {
+		if _, err := s.index.Put(ctx, taskID+"."+id, nil); err != nil {
+			return s.unavailable("index execution record", err)
+		}
+		return nil
+	})
+}
+
+// indexBackoff spaces the tries of an index entry (a cluster electing a
+// stream leader refuses writes for a moment).
+var indexBackoff = retry.Backoff{Base: 50 * time.Millisecond, Max: time.Second}
 
 // PutRecord stores r, replacing any earlier version, and returns its
 // revision. The per-task index is written by CreateRecord and
