@@ -62,6 +62,7 @@ var (
 	ArtifactUnreadable      = Code{"ARTIFACT_UNREADABLE", ErrFailedPrecondition}     // the artifact cannot be read
 	ArtifactWrongArch       = Code{"ARTIFACT_WRONG_ARCH", ErrFailedPrecondition}     // an executable built for another architecture than the node's
 	ChecksumMismatch        = Code{"CHECKSUM_MISMATCH", ErrInvalidArgument}          // the content does not have the checksum given
+	ClusterUnavailable      = Code{"CLUSTER_UNAVAILABLE", ErrUnavailable}            // no quorum of the JetStream servers answers the node: retry, with an idempotency key
 	ConflictingIDs          = Code{"CONFLICTING_IDS", ErrInvalidArgument}            // both an execution id and an idempotency key
 	ConflictingInput        = Code{"CONFLICTING_INPUT", ErrInvalidArgument}          // both parameters and input_ref
 	DuplicateParameter      = Code{"DUPLICATE_PARAMETER", ErrInvalidArgument}        // two parameters of one name

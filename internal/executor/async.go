@@ -70,7 +70,13 @@ func (m *Async) Submit(ctx context.Context, spec *execution.Spec) (rec *executio
 	}
 	if err := m.store.Queue.Submit(ctx, spec, rec); err != nil {
 		// The record may have been written: it must not stay PENDING.
-		m.failUnqueued(rec, err)
+		// Without a quorum that write waits as long as the one that
+		// failed: not with the caller.
+		if errdefs.ClusterUnavailable.Is(err) {
+			go m.failUnqueued(rec, err)
+		} else {
+			m.failUnqueued(rec, err)
+		}
 		return nil, 0, false, err
 	}
 	return rec, estimate, false, nil

@@ -28,6 +28,8 @@ type stats struct {
 	pending map[string]*store.TaskStats
 	window  []Finished // ring
 	next    int
+	// flushFailing: the latest flush failed (said once, until one works).
+	flushFailing bool
 }
 
 // Finished is one finished execution, as GetStats sees it.
@@ -179,23 +181,40 @@ func (s *stats) flushLoop(ctx context.Context, st *store.Store, log *slog.Logger
 	}
 }
 
-// flush adds what is pending to the store's sums.
+// flush adds what is pending to the store's sums. Once the store fails,
+// the rest waits for the next flush; a failing store is logged once, and
+// when it works again.
 func (s *stats) flush(ctx context.Context, st *store.Store, log *slog.Logger) {
 	s.mu.Lock()
 	batch := s.pending
 	s.pending = map[string]*store.TaskStats{}
 	s.mu.Unlock()
+	if len(batch) == 0 {
+		return
+	}
+	var failed error
 	for id, delta := range batch {
-		sum, err := st.Tasks.AddStats(ctx, id, delta, recentPerTask)
+		var sum *store.TaskStats
+		if failed == nil {
+			sum, failed = st.Tasks.AddStats(ctx, id, delta, recentPerTask)
+		}
 		s.mu.Lock()
-		if err != nil {
-			log.Warn("storing task stats", "task", id, "err", err)
+		if failed != nil {
 			s.requeue(id, delta)
 		} else if _, known := s.tasks[id]; known {
 			s.setStored(id, sum)
 		}
 		s.mu.Unlock()
 	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case failed != nil && !s.flushFailing:
+		log.Warn("storing task stats; retrying every second", "err", failed)
+	case failed == nil && s.flushFailing:
+		log.Info("storing task stats again")
+	}
+	s.flushFailing = failed != nil
 }
 
 // requeue puts back a delta the store did not take, under what was

@@ -113,9 +113,15 @@ func (s *core) note(err error) {
 	}
 }
 
-// AdmitWork refuses new work (STORAGE_FULL) when the store is too full to
-// be sure it can be finished.
-func (s *Store) AdmitWork() error { return s.usage.admit() }
+// AdmitWork refuses new work when it could not be recorded: with
+// CLUSTER_UNAVAILABLE while the cluster has no quorum (see quorum.go), with
+// STORAGE_FULL when the store is too full to be sure it can be finished.
+func (s *Store) AdmitWork() error {
+	if err := s.quorum.check(); err != nil {
+		return fmt.Errorf("accepting work: %w", err)
+	}
+	return s.usage.admit()
+}
 
 // StorageState is the store's usage, for health, stats and metrics.
 type StorageState struct {

@@ -82,7 +82,7 @@ func (s *Callbacks) Queue(ctx context.Context, due DueCallback) error {
 	}
 	msg := &nats.Msg{Subject: callbackSubject + due.ExecutionID, Data: b, Header: nats.Header{}}
 	msg.Header.Set(jetstream.MsgIDHeader, fmt.Sprintf("cb-%s-%d", due.ExecutionID, due.Attempts))
-	if _, err := s.js.PublishMsg(ctx, msg); err != nil {
+	if _, err := request(s.core, ctx, true, func(ctx context.Context) (*jetstream.PubAck, error) { return s.js.PublishMsg(ctx, msg) }); err != nil {
 		return s.unavailable("queue callback", err)
 	}
 	return nil

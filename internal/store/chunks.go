@@ -94,11 +94,10 @@ func (w *OutputWriter) awaitOldest(ctx context.Context) {
 	p := w.futs[0]
 	w.futs = w.futs[1:]
 	w.pending -= p.size
-	err := awaitAll(ctx, []jetstream.PubAckFuture{p.fut}, "store output")
+	err := w.s.awaitAll(ctx, []jetstream.PubAckFuture{p.fut}, "store output")
 	w.s.usage.outputLanded(p.size)
 	if err != nil {
 		w.err = err
-		w.s.note(err)
 	}
 }
 
@@ -138,6 +137,9 @@ var ErrNoEndMark = errors.New("output chunks read without their end mark")
 // without an end mark, e.g. its node died). A slow store is not an end:
 // only idle decides.
 func (s *Outputs) Read(ctx context.Context, id string, poll time.Duration, idle func() bool, fn func(seq int64, data []byte) error) error {
+	if err := s.quorum.check(); err != nil {
+		return s.unavailable("read output chunks", err)
+	}
 	cons, err := s.js.OrderedConsumer(ctx, StreamChunks, jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{chunkSubjectBase + id},
 		DeliverPolicy:  jetstream.DeliverAllPolicy,

@@ -36,31 +36,56 @@ func freePorts(t *testing.T, n int) []string {
 // cluster, and closes them when the test ends.
 func openCluster(t *testing.T, n int, replicas int) []*Store {
 	t.Helper()
-	addrs := freePorts(t, n)
+	c := newTestCluster(t, n)
+	return c.open(t, replicas, nil)
+}
+
+// testCluster is where the members of an embedded cluster keep their data
+// and accept routes, so that a member can be opened again.
+type testCluster struct {
+	addrs, dirs []string
+}
+
+func newTestCluster(t *testing.T, n int) *testCluster {
+	c := &testCluster{addrs: freePorts(t, n)}
+	for range n {
+		c.dirs = append(c.dirs, t.TempDir())
+	}
+	return c
+}
+
+// open opens the members (all when nil) at once, closed when the test ends.
+func (c *testCluster) open(t *testing.T, replicas int, members []int) []*Store {
+	t.Helper()
 	var routes []string
-	for _, a := range addrs {
+	for _, a := range c.addrs {
 		routes = append(routes, "nats://"+a)
 	}
-	stores := make([]*Store, n)
-	errs := make([]error, n)
+	if members == nil {
+		for i := range c.addrs {
+			members = append(members, i)
+		}
+	}
+	stores := make([]*Store, len(members))
+	errs := make([]error, len(members))
 	var wg sync.WaitGroup
-	for i := range n {
+	for j, i := range members {
 		wg.Go(func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+			ctx, cancel := context.WithTimeout(context.Background(), 150*time.Second) // over Open's 2 min in a cluster
 			defer cancel()
-			stores[i], errs[i] = Open(ctx, Options{
-				DataDir: t.TempDir(), NodeID: fmt.Sprintf("n%d", i+1), Replicas: replicas,
-				Cluster: Cluster{Listen: addrs[i], Routes: routes}, Logger: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug})),
+			stores[j], errs[j] = Open(ctx, Options{
+				DataDir: c.dirs[i], NodeID: fmt.Sprintf("n%d", i+1), Replicas: replicas,
+				Cluster: Cluster{Listen: c.addrs[i], Routes: routes}, Logger: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug})),
 			})
 		})
 	}
 	wg.Wait()
-	for i, s := range stores {
+	for j, s := range stores {
 		if s != nil {
 			t.Cleanup(s.Close)
 		}
-		if errs[i] != nil {
-			t.Fatalf("Open node %d: %v", i+1, errs[i])
+		if errs[j] != nil {
+			t.Fatalf("Open node %d: %v", members[j]+1, errs[j])
 		}
 	}
 	return stores

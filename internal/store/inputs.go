@@ -23,8 +23,7 @@ const (
 )
 
 func (s *setup) provisionInputs(ctx context.Context) error {
-	var err error
-	s.inputs, err = s.ensureObjectStore(ctx, jetstream.ObjectStoreConfig{
+	inputs, err := s.ensureObjectStore(ctx, jetstream.ObjectStoreConfig{
 		Bucket:   BucketInputs,
 		Storage:  jetstream.FileStorage,
 		Replicas: s.opts.Replicas,
@@ -33,6 +32,7 @@ func (s *setup) provisionInputs(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("input store: %w", err)
 	}
+	s.inputs = boundObjects{inputs, s.core}
 	return nil
 }
 

@@ -67,12 +67,12 @@ type Lease struct {
 // provisionSlots creates the leases' bucket: every key expires LeaseTTL
 // after its last write; on file, with the store's copies, so leases
 // survive the loss of a server (a lost lease would let one more run).
-func (s *setup) provisionSlots(ctx context.Context) (err error) {
+func (s *setup) provisionSlots(ctx context.Context) error {
 	s.leaseTTL = s.opts.LeaseTTL
 	if s.leaseTTL <= 0 {
 		s.leaseTTL = DefaultLeaseTTL
 	}
-	s.slots, err = s.ensureKV(ctx, jetstream.KeyValueConfig{
+	slots, err := s.ensureKV(ctx, jetstream.KeyValueConfig{
 		Bucket:   BucketSlots,
 		History:  1,
 		TTL:      s.leaseTTL,
@@ -82,6 +82,7 @@ func (s *setup) provisionSlots(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("bucket %s: %w", BucketSlots, err)
 	}
+	s.slots = boundKV{slots, s.core}
 	return nil
 }
 

@@ -58,8 +58,8 @@ type Nodes struct{ *core }
 // provisionNodes creates the registry's bucket: in memory (nothing in it
 // needs to outlive the servers), entries expiring NodeTTL after their
 // last write.
-func (s *setup) provisionNodes(ctx context.Context) (err error) {
-	s.nodes, err = s.ensureKV(ctx, jetstream.KeyValueConfig{
+func (s *setup) provisionNodes(ctx context.Context) error {
+	nodes, err := s.ensureKV(ctx, jetstream.KeyValueConfig{
 		Bucket:   BucketNodes,
 		History:  1,
 		TTL:      NodeTTL,
@@ -69,6 +69,7 @@ func (s *setup) provisionNodes(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("bucket %s: %w", BucketNodes, err)
 	}
+	s.nodes = boundKV{nodes, s.core}
 	return nil
 }
 

@@ -80,7 +80,9 @@ func (s *Queue) publishQueued(ctx context.Context, subject string, b []byte, opt
 	var ack *jetstream.PubAck
 	err := inProcessBackoff.Do(ctx, 12, func(int) error {
 		var err error
-		ack, err = s.js.Publish(ctx, subject, b, opts...)
+		ack, err = request(s.core, ctx, true, func(ctx context.Context) (*jetstream.PubAck, error) {
+			return s.js.Publish(ctx, subject, b, opts...)
+		})
 		var apiErr *jetstream.APIError
 		if err != nil && !(errors.As(err, &apiErr) && apiErr.ErrorCode == jsDuplicateInProcess) {
 			return retry.Permanent(err)
@@ -152,17 +154,19 @@ func (s *Queue) Submit(ctx context.Context, spec *execution.Spec, rec *execution
 	if err != nil {
 		return s.unavailable("enqueue execution", err)
 	}
-	if err := awaitAll(ctx, []jetstream.PubAckFuture{qF}, "enqueue execution"); err != nil {
-		s.note(err)
+	// Accepted or not within the request bound (no quorum: not at all).
+	qctx, cancel := s.bounded(ctx)
+	defer cancel()
+	if err := s.awaitAll(qctx, []jetstream.PubAckFuture{qF}, "enqueue execution"); err != nil {
 		return err
 	}
 	s.announce(spec)
 	// Queued: accepted. A record write that failed is repaired by the
 	// worker, which creates the record from the queued spec.
-	if err := awaitAll(ctx, []jetstream.PubAckFuture{recF}, "create execution record"); err != nil && !wrongLastSeq(err) {
+	if err := s.awaitAll(ctx, []jetstream.PubAckFuture{recF}, "create execution record"); err != nil && !wrongLastSeq(err) {
 		s.log.Warn("pending record not written; the worker will create it", "execution", rec.ID, "err", err)
 	}
-	if awaitAll(ctx, []jetstream.PubAckFuture{idxF}, "index execution record") != nil {
+	if s.awaitAll(ctx, []jetstream.PubAckFuture{idxF}, "index execution record") != nil {
 		// The worker finds the record and writes no index entry: it is
 		// written here, or the execution is missing from its task's list.
 		if err := s.indexRecord(ctx, rec.TaskID, rec.ID); err != nil {
@@ -184,7 +188,9 @@ func msgID(spec *execution.Spec) string {
 // QueuedOfTask counts a task's executions in the queue: waiting, and taken
 // by a worker but not finished.
 func (s *Queue) OfTask(ctx context.Context, taskID string) (int64, error) {
-	info, err := s.queue.Info(ctx, jetstream.WithSubjectFilter(taskSubjects(taskID)))
+	info, err := request(s.core, ctx, false, func(ctx context.Context) (*jetstream.StreamInfo, error) {
+		return s.queue.Info(ctx, jetstream.WithSubjectFilter(taskSubjects(taskID)))
+	})
 	if err != nil {
 		return 0, s.unavailable("queue info", err)
 	}
@@ -198,7 +204,9 @@ func (s *Queue) OfTask(ctx context.Context, taskID string) (int64, error) {
 // IsQueued reports whether an execution of a task is in the queue (waiting,
 // or taken by a worker and not finished).
 func (s *Queue) Has(ctx context.Context, taskID, id string) (bool, error) {
-	info, err := s.queue.Info(ctx, jetstream.WithSubjectFilter(queueSubjectBase+"*.*."+taskID+"."+id))
+	info, err := request(s.core, ctx, false, func(ctx context.Context) (*jetstream.StreamInfo, error) {
+		return s.queue.Info(ctx, jetstream.WithSubjectFilter(queueSubjectBase+"*.*."+taskID+"."+id))
+	})
 	if err != nil {
 		return false, s.unavailable("queue info", err)
 	}
@@ -209,7 +217,9 @@ func (s *Queue) Has(ctx context.Context, taskID, id string) (bool, error) {
 // (its record may not be written yet, or could not be); ErrNotFound
 // otherwise.
 func (s *Queue) Spec(ctx context.Context, id string) (*execution.Spec, error) {
-	msg, err := s.queue.GetLastMsgForSubject(ctx, queueSubjectBase+"*.*.*."+id)
+	msg, err := request(s.core, ctx, false, func(ctx context.Context) (*jetstream.RawStreamMsg, error) {
+		return s.queue.GetLastMsgForSubject(ctx, queueSubjectBase+"*.*.*."+id)
+	})
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return nil, errdefs.ExecutionNotFound.New("execution %q not found", id)
 	}
@@ -227,12 +237,11 @@ func (s *Queue) Spec(ctx context.Context, id string) (*execution.Spec, error) {
 // priority band, index 0 the lowest.
 func (s *Queue) DepthByBand(ctx context.Context) ([]int64, error) {
 	out := make([]int64, Bands)
-	for _, src := range s.opened() {
-		info, err := src.c.Info(ctx)
-		if err != nil {
-			return nil, s.unavailable("queue info", err)
-		}
+	err := s.sourceInfos(ctx, func(src *Source, info *jetstream.ConsumerInfo) {
 		out[src.Band] += int64(info.NumPending)
+	})
+	if err != nil {
+		return nil, err
 	}
 	return out, nil
 }
@@ -240,15 +249,33 @@ func (s *Queue) DepthByBand(ctx context.Context) ([]int64, error) {
 // QueueDepth is the number of executions in the queue: waiting ones plus
 // those delivered to a worker and not yet finished.
 func (s *Queue) Depth(ctx context.Context) (waiting, inFlight int64, err error) {
-	for _, src := range s.opened() {
-		info, err := src.c.Info(ctx)
-		if err != nil {
-			return 0, 0, s.unavailable("queue info", err)
-		}
+	err = s.sourceInfos(ctx, func(_ *Source, info *jetstream.ConsumerInfo) {
 		waiting += int64(info.NumPending)
 		inFlight += int64(info.NumAckPending)
+	})
+	if err != nil {
+		return 0, 0, err
 	}
 	return waiting, inFlight, nil
+}
+
+// sourceInfos reads the opened sources' consumers. Figures (estimates,
+// stats), not worth a wait: none while writes fail, and all within a
+// third of the request timeout.
+func (s *Queue) sourceInfos(ctx context.Context, add func(*Source, *jetstream.ConsumerInfo)) error {
+	if err := s.quorum.failing(); err != nil {
+		return s.unavailable("queue info", err)
+	}
+	ctx, cancel := context.WithTimeoutCause(ctx, s.opts.OpTimeout/3, errNoAnswer)
+	defer cancel()
+	for _, src := range s.opened() {
+		info, err := request(s.core, ctx, false, src.c.Info)
+		if err != nil {
+			return s.unavailable("queue info", err)
+		}
+		add(src, info)
+	}
+	return nil
 }
 
 // Delivery is one execution taken from the queue. The worker must end it

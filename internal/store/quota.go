@@ -85,7 +85,9 @@ func (s *Queue) EnqueueWithin(ctx context.Context, spec *execution.Spec, limit i
 // lastOf is the sequence of the last queue message on the subjects of
 // filter (0: none).
 func (s *core) lastOf(ctx context.Context, filter string) (uint64, error) {
-	msg, err := s.queue.GetLastMsgForSubject(ctx, filter)
+	msg, err := request(s, ctx, false, func(ctx context.Context) (*jetstream.RawStreamMsg, error) {
+		return s.queue.GetLastMsgForSubject(ctx, filter)
+	})
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return 0, nil
 	}

@@ -2,6 +2,7 @@ package store
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -91,26 +92,29 @@ func (s *Records) PutAll(ctx context.Context, recs []*execution.Record) error {
 			futs = append(futs, f)
 		}
 	}
-	return awaitAll(ctx, futs, "store execution records")
+	return s.awaitAll(ctx, futs, "store execution records")
 }
 
 func kvSubject(bucket, key string) string { return "$KV." + bucket + "." + key }
 
-// awaitAll waits for every asynchronous publish to be acknowledged.
-func awaitAll(ctx context.Context, futs []jetstream.PubAckFuture, what string) error {
+// awaitAll waits for every asynchronous publish to be acknowledged (ctx
+// may be bounded: see quorum.go).
+func (s *core) awaitAll(ctx context.Context, futs []jetstream.PubAckFuture, what string) error {
 	var first error
 	for _, f := range futs {
 		select {
 		case <-f.Ok():
 		case err := <-f.Err():
-			if first == nil {
-				first = unavailable(what, err)
-			}
+			first = cmp.Or(first, err)
 		case <-ctx.Done():
-			return unavailable(what, ctx.Err())
+			return s.unavailable(what, s.answered(ctx, ctx.Err()))
 		}
 	}
-	return first
+	if first != nil {
+		return s.unavailable(what, first)
+	}
+	s.quorum.ok()
+	return nil
 }
 
 // UpdateRecord stores r if the stored revision is still rev; otherwise it
@@ -469,7 +473,9 @@ func (s *Records) GetLatest(ctx context.Context, id string) (*execution.Record, 
 		return s.Get(ctx, id)
 	}
 	req, _ := json.Marshal(map[string]string{"last_by_subj": kvSubject(BucketExecutions, id)})
-	msg, err := s.nc.RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET.KV_"+BucketExecutions, req)
+	msg, err := request(s.core, ctx, false, func(ctx context.Context) (*nats.Msg, error) {
+		return s.nc.RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET.KV_"+BucketExecutions, req)
+	})
 	if err != nil {
 		return nil, 0, s.unavailable("get execution record", err)
 	}

@@ -101,6 +101,11 @@ type Options struct {
 	MaxPayload int32
 	// MaxStoreBytes is the store's budget (see budget.go); 0 derives it.
 	MaxStoreBytes int64
+	// OpTimeout bounds each request to JetStream on a call's path (a read,
+	// a write, a publish's acknowledgement), so that a call fails fast
+	// with CLUSTER_UNAVAILABLE when the cluster has no quorum (see
+	// quorum.go); 0: DefaultOpTimeout. A caller's shorter deadline wins.
+	OpTimeout time.Duration
 	// ClientAuth: credentials and TLS for the external server at URL.
 	ClientAuth ClientAuth
 	// LeaseTTL is how long a run lease lives without renewal (leases.go;
@@ -138,6 +143,8 @@ type core struct {
 	sizes Sizes
 	// usage is the store's size against its budget (see budget.go).
 	usage usage
+	// quorum is what the writes say of the cluster's quorum (quorum.go).
+	quorum *quorum
 	// wantReplicas is Options.Replicas as given (0: auto); resolved says
 	// why opts.Replicas is what it is (cluster.go).
 	wantReplicas int
@@ -195,7 +202,7 @@ type Artifacts struct{ *core }
 type Callbacks struct{ *core }
 
 func newStore(opts Options) *Store {
-	c := &core{opts: opts, log: opts.Logger, wantReplicas: opts.Replicas}
+	c := &core{opts: opts, log: opts.Logger, wantReplicas: opts.Replicas, quorum: &quorum{log: opts.Logger, now: time.Now}}
 	c.usage.limit = opts.MaxStoreBytes
 	inputs := &Inputs{c}
 	return &Store{core: c, Records: &Records{c}, Tasks: &Tasks{c}, Queue: &Queue{core: c, inputs: inputs},
@@ -224,6 +231,9 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	if opts.MaxPayload <= 0 {
 		opts.MaxPayload = 8 << 20
 	}
+	if opts.OpTimeout <= 0 {
+		opts.OpTimeout = DefaultOpTimeout
+	}
 	s := newStore(opts)
 	up := &setup{s.core}
 	if err := up.connect(); err != nil {
@@ -239,6 +249,8 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	}
 	mctx, cancel := context.WithCancel(context.Background())
 	s.stopMeasure = cancel
+	// Copies can be behind: reads are refused while writes fail.
+	s.quorum.start(mctx, s.opts.Replicas > 1, s.probe)
 	go s.measureUsage(mctx, time.Second)
 	go s.reclaimLoop(mctx, 2*time.Second)
 	return s, nil
@@ -339,8 +351,9 @@ func (s *setup) provision(ctx context.Context) error {
 		})
 		if err != nil {
 			err = fmt.Errorf("bucket %s: %w", name, err)
+			return nil
 		}
-		return b
+		return boundKV{b, s.core}
 	}
 	s.tasks = kv(BucketTasks, 0)
 	s.execs = kv(BucketExecutions, s.opts.Retention)
@@ -349,7 +362,7 @@ func (s *setup) provision(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	s.artifacts, err = s.ensureObjectStore(ctx, jetstream.ObjectStoreConfig{
+	artifacts, err := s.ensureObjectStore(ctx, jetstream.ObjectStoreConfig{
 		Bucket:   BucketArtifacts,
 		Storage:  jetstream.FileStorage,
 		Replicas: s.opts.Replicas,
@@ -357,6 +370,7 @@ func (s *setup) provision(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("object store: %w", err)
 	}
+	s.artifacts = boundObjects{artifacts, s.core}
 	if err := s.provisionInputs(ctx); err != nil {
 		return err
 	}
@@ -419,10 +433,16 @@ func (s *Store) StorageBytes(ctx context.Context) (int64, error) {
 	return total, nil
 }
 
-// unavailable wraps a failed store operation: STORAGE_FULL when the server
+// unavailable wraps a failed store operation: CLUSTER_UNAVAILABLE when
+// JetStream has no quorum (see quorum.go), STORAGE_FULL when the server
 // refused it for lack of space, else the Unavailable class.
 func unavailable(what string, err error) error {
-	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+	switch {
+	case errdefs.ClusterUnavailable.Is(err):
+		return fmt.Errorf("%s: %w", what, err)
+	case noQuorum(err):
+		return errdefs.ClusterUnavailable.New("%s: no JetStream quorum: %v", what, err)
+	case errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded):
 		return fmt.Errorf("%s: %w", what, err)
 	}
 	if noSpace(err) {
@@ -434,6 +454,9 @@ func unavailable(what string, err error) error {
 // unavailable is the package function, and notes a write the server
 // refused for lack of space in the store's usage.
 func (s *core) unavailable(what string, err error) error {
+	if noQuorum(err) {
+		s.quorum.failed(err)
+	}
 	e := unavailable(what, err)
 	s.note(e)
 	return e
