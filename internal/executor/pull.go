@@ -61,10 +61,14 @@ func (m *dispatcher) dispatch(ctx context.Context, sources []*store.Source) {
 			round++
 			got, err := m.takeRound(sources, want, round%oldestShare == 0)
 			if err != nil {
-				m.log.Warn("taking work from the queue", "err", err)
-				failures++
+				if failures++; failures == 1 { // said once while it fails
+					m.log.Warn("taking work from the queue; trying again", "err", err)
+				}
 				retry.Sleep(ctx, storeBackoff.Delay(failures))
 				continue
+			}
+			if failures > 0 {
+				m.log.Info("taking work from the queue again", "failures", failures)
 			}
 			if failures = 0; got > 0 {
 				continue

@@ -122,11 +122,11 @@ func TestClusterWithoutQuorum(t *testing.T) {
 			return err
 		},
 		"Queue.Enqueue": func(ctx context.Context) error {
-			_, err := s.Queue.Enqueue(ctx, &execution.Spec{ExecutionID: "e3", TaskID: "t1"})
+			_, err := s.Queue.Enqueue(ctx, &execution.Spec{ExecutionID: "e3", TaskID: "t1", Runtime: "process"})
 			return err
 		},
 		"Queue.Submit": func(ctx context.Context) error {
-			return s.Queue.Submit(ctx, &execution.Spec{ExecutionID: "e4", TaskID: "t1"}, newRecord("e4", "t1", execution.StatusPending))
+			return s.Queue.Submit(ctx, &execution.Spec{ExecutionID: "e4", TaskID: "t1", Runtime: "process"}, newRecord("e4", "t1", execution.StatusPending))
 		},
 	}
 	for name, write := range writes {

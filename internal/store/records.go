@@ -497,7 +497,8 @@ func (s *Records) GetLatest(ctx context.Context, id string) (*execution.Record, 
 	case resp.Error != nil && resp.Error.ErrCode == jsNoMessageFound:
 		return nil, 0, errdefs.ExecutionNotFound.New("execution %q not found", id)
 	case resp.Error != nil:
-		return nil, 0, s.unavailable("get execution record", errors.New(resp.Error.Description))
+		return nil, 0, s.unavailable("get execution record",
+			&jetstream.APIError{ErrorCode: jetstream.ErrorCode(resp.Error.ErrCode), Description: resp.Error.Description})
 	case resp.Message == nil || bytes.Contains(resp.Message.Header, []byte("KV-Operation:")):
 		return nil, 0, errdefs.ExecutionNotFound.New("execution %q not found", id) // deleted or purged
 	}

@@ -45,11 +45,7 @@ func TestClusterQuorum(t *testing.T) {
 	nats := startNATSCluster(t, 3)
 	var opts []nodeOpts
 	for i := range 3 {
-		// Node ids of their own: a node starting with the id of one of
-		// these (another test's, on this machine) would kill their
-		// functions as left over by an earlier run of itself.
-		opts = append(opts, nodeOpts{workers: 4, noSamples: true, args: []string{
-			"--node-id", fmt.Sprintf("quorum%d-n%d", os.Getpid(), i+1), "--shutdown-grace", "1s", "--nats-url", nats.url()}})
+		opts = append(opts, clusterNodeOpts(i, 4, "--nats-url", nats.url()))
 	}
 	nodes := startNodes(t, opts)
 	quick, _ := writeScript(t, t.TempDir(), "quick.sh", "sleep 0.3\necho done\n")
