@@ -245,11 +245,40 @@ func (m *dispatcher) runDelivery(d *store.Delivery, unreserve func()) {
 	case err != nil:
 		m.engine.classify(l, runCtx, err)
 		m.complete(l, d, 0)
-	case !l.setCancel(cancel):
-		m.complete(l, d, 0)
+	case !l.setCancel(cancel): // cancelled before it started
+		if l.wasPreCancelled() {
+			m.completeCancelled(l, d, rev)
+		} else {
+			m.complete(l, d, 0)
+		}
 	default:
 		m.run(runCtx, l, d, t, art, func() bool { unreserve(); return m.claim(l, d, rev) })
 	}
+}
+
+// completeCancelled settles an execution a cancel reached just before it
+// became live here. That cancel may also be writing the record CANCELLED
+// in the store (it found nothing live): both write by compare-and-set on
+// the revision read, so one of them records it, and counts it, once.
+func (m *dispatcher) completeCancelled(l *live, d *store.Delivery, rev uint64) {
+	ctx := context.WithoutCancel(m.baseCtx)
+	l.mu.Lock()
+	l.rec.CompletedAt = m.opts.Now()
+	rec := *l.rec
+	l.mu.Unlock()
+	if _, err := m.store.Records.Update(ctx, &rec, rev); err == nil {
+		m.outbox.notify(&rec)
+		m.engine.finish(l, 0)
+	} else if cur, _, gerr := m.store.Records.GetLatest(ctx, rec.ID); gerr != nil || !cur.Status.Terminal() {
+		_ = d.Nak(time.Second) // not settled: look again later
+		close(l.done)
+		m.lives.forget(rec.ID)
+		return
+	} else {
+		close(l.done)
+	}
+	_ = d.Ack(ctx)
+	m.lives.forget(rec.ID)
 }
 
 // readQueued reads (or, if its node died before writing it, creates) the

@@ -40,6 +40,11 @@ func (m *Cancels) Cancel(ctx context.Context, id, reason string, force bool) (Ca
 		if err != nil {
 			return CancelOutcome{}, err
 		}
+		if rec.Status == execution.StatusCancelled && m.lives.markTaken(id) {
+			// Taken from the queue here just as this cancel looked: it
+			// started cancelled (see cancelLocal) and ended so.
+			return CancelOutcome{Cancelled: true, Status: rec.Status, Message: "cancelled before it started"}, nil
+		}
 		if rec.Status.Terminal() {
 			return finished(rec.Status), nil
 		}
@@ -112,11 +117,17 @@ func cancelCause(reason string) error {
 func (m *Cancels) cancelLocal(ctx context.Context, id, reason string, force bool) (CancelOutcome, bool) {
 	m.mu.Lock()
 	l := m.live[id]
+	if l == nil {
+		m.lives.markCancelled(id, cancelCause(reason))
+	}
 	m.mu.Unlock()
 	if l == nil {
 		return CancelOutcome{}, false
 	}
 	if r := l.snapshot(); r.Status.Terminal() {
+		if r.Status == execution.StatusCancelled && l.wasPreCancelled() {
+			return CancelOutcome{Cancelled: true, Status: r.Status, Message: "cancelled before it started"}, true
+		}
 		return finished(r.Status), true
 	}
 	cause := cancelCause(reason)
@@ -138,6 +149,13 @@ func (m *Cancels) cancelLocal(ctx context.Context, id, reason string, force bool
 		return finished(r.Status), true
 	}
 	return CancelOutcome{Cancelled: true, Status: r.Status, Message: "cancelled"}, true
+}
+
+// wasPreCancelled reports whether a cancel came just before l became live.
+func (l *live) wasPreCancelled() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.preCancelled
 }
 
 // cancelRequested reports whether a caller asked to cancel l.

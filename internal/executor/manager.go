@@ -162,6 +162,11 @@ type core struct {
 
 	mu   sync.Mutex
 	live map[string]*live
+	// cancelled are executions a cancel found not live here (see
+	// cancelLocal), by id: one that becomes live a moment later (taken
+	// from the queue just then) starts cancelled rather than waiting for
+	// a slot it would only give up.
+	cancelled map[string]cancelMark
 	// asyncInFlight counts deliveries taken from the queue and not yet
 	// finished.
 	asyncInFlight int
@@ -223,8 +228,11 @@ type live struct {
 	// cancelCause is recorded when a cancel arrives before the run starts.
 	cancelCause error
 	force       bool
-	output      *outputSink
-	logs        *logSink
+	// preCancelled says a cancel came just before it became live (see
+	// liveTable.markCancelled): that cancel is what ends it.
+	preCancelled bool
+	output       *outputSink
+	logs         *logSink
 	// runtime is the type of runtime that runs it, once it started.
 	runtime spearrt.Type
 	// done is closed when the execution reaches a terminal state (or goes
@@ -451,8 +459,42 @@ func (m *liveTable) addLiveLocked(l *live) error {
 	if _, ok := m.live[l.rec.ID]; ok {
 		return errdefs.ExecutionExists.New("execution %q is already running", l.rec.ID)
 	}
+	if c, ok := m.cancelled[l.rec.ID]; ok {
+		delete(m.cancelled, l.rec.ID)
+		l.cancelCause, l.preCancelled = c.cause, true
+	}
 	m.live[l.rec.ID] = l
 	return nil
+}
+
+// markTaken reports whether the mark of a cancel of id was taken by the
+// execution becoming live (it started cancelled).
+func (m *liveTable) markTaken(id string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	_, marked := m.cancelled[id]
+	return !marked
+}
+
+// cancelMark is a cancel that found its execution not live.
+type cancelMark struct {
+	cause error
+	at    time.Time
+}
+
+// markCancelled notes a cancel of id, not live here; marks older than a
+// minute go (the race they cover lasts milliseconds). Call with mu held.
+func (m *liveTable) markCancelled(id string, cause error) {
+	now := m.opts.Now()
+	if m.cancelled == nil {
+		m.cancelled = map[string]cancelMark{}
+	}
+	for k, c := range m.cancelled {
+		if now.Sub(c.at) > time.Minute {
+			delete(m.cancelled, k)
+		}
+	}
+	m.cancelled[id] = cancelMark{cause: cause, at: now}
 }
 
 // forget drops a finished execution from the live table once its record is

@@ -856,3 +856,25 @@ func TestLostAttempt(t *testing.T) {
 		}
 	}
 }
+
+// TestCancelBeforeLive: a cancel that finds an execution not live here
+// (its message is being taken from the queue at that moment) makes it
+// start cancelled when it becomes live, instead of waiting for a slot it
+// would only give up.
+func TestCancelBeforeLive(t *testing.T) {
+	h := newHarness(t, Options{Workers: 1}, nil)
+	spec := newSpec("echo", execution.ModeAsync, "")
+	if _, ok := h.m.cancels.cancelLocal(testCtx(t), spec.ExecutionID, "caller", false); ok {
+		t.Fatal("cancelLocal found an execution that is not live")
+	}
+	l := &live{rec: execution.NewRecord(spec), done: make(chan struct{})}
+	if err := h.m.lives.addLive(l); err != nil {
+		t.Fatal(err)
+	}
+	defer h.m.lives.forget(spec.ExecutionID)
+	_, cancel := context.WithCancelCause(context.Background())
+	defer cancel(nil)
+	if l.setCancel(cancel) || !l.cancelRequested() {
+		t.Fatal("an execution cancelled just before it became live may start")
+	}
+}
