@@ -4,6 +4,7 @@ import { call } from "../api.js";
 import { bars } from "../chart.js";
 import { form, limitsFields } from "../forms.js";
 import { invokeCard } from "../invoke.js";
+import { every } from "../live.js";
 import {
   badge, card, execLink, facts, fmtMs, fmtTime, h, message, page, replace, say, short, showError, table,
 } from "../ui.js";
@@ -24,10 +25,13 @@ export async function render(id) {
     replace(about, taskFacts(r.task));
     fillRecent(recent, hist, r.executions || []);
   };
-  page(id, err, h("div", { class: "grid" }, card("Task", about), limitsCard(resp.task)),
-    h("div", { class: "split" }, invokeCard(id, () => refresh().catch((e) => showError(err, e))), card("Duration of recent executions", hist)),
-    h("div", { class: "grid" }, wide(card("Recent executions", recent))));
   fillRecent(recent, hist, resp.executions || []);
+  // Every 5 s while visible, and after an invocation: a sync execution's
+  // record is written a moment after its answer.
+  const poller = every(5000, () => refresh().catch((e) => showError(err, e)));
+  page(id, err, h("div", { class: "grid" }, card("Task", about), limitsCard(resp.task)),
+    h("div", { class: "split" }, invokeCard(id, () => poller.now()), card("Duration of recent executions", hist)),
+    h("div", { class: "grid" }, wide(card("Recent executions", recent))));
 }
 
 const wide = (el) => (el.classList.add("wide"), el);
