@@ -16,12 +16,7 @@ import (
 // requeue of a dead-lettered one (issue #12: everything by id works from
 // any node; cancel is TestClusterCrossNodeCancel's).
 func TestClusterByID(t *testing.T) {
-	nats := startNATSCluster(t, 3)
-	var opts []nodeOpts
-	for i := range 2 {
-		opts = append(opts, clusterNodeOpts(i, 2, "--nats-url", nats.url()))
-	}
-	nodes := startNodes(t, opts)
+	_, nodes := startCluster(t, 2, 2)
 	runner, viewer := nodes[1], nodes[0]
 	dir := t.TempDir()
 	gate := dir + "/gate"

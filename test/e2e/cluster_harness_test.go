@@ -167,6 +167,18 @@ func clusterNodeOpts(i, workers int, join ...string) nodeOpts {
 		args: append([]string{"--node-id", clusterNodeID(i), "--shutdown-grace", "1s"}, join...)}
 }
 
+// startCluster starts 3 clustered nats-server processes and n nodes with
+// workers slots each on them.
+func startCluster(t *testing.T, n, workers int) (*natsCluster, []*node) {
+	t.Helper()
+	nats := startNATSCluster(t, 3)
+	var opts []nodeOpts
+	for i := range n {
+		opts = append(opts, clusterNodeOpts(i, workers, "--nats-url", nats.url()))
+	}
+	return nats, startNodes(t, opts)
+}
+
 // clusterNodeID is the id of node i (from 0) of a cluster: n<i+1>, and
 // this test process's pid. A node that starts kills the processes left on
 // the machine by a node of its id (process.Reconcile), so ids are unique

@@ -42,12 +42,7 @@ const quorumFailBound = 10 * time.Second
 // processes serve again and the executions accepted before the loss
 // complete.
 func TestClusterQuorum(t *testing.T) {
-	nats := startNATSCluster(t, 3)
-	var opts []nodeOpts
-	for i := range 3 {
-		opts = append(opts, clusterNodeOpts(i, 4, "--nats-url", nats.url()))
-	}
-	nodes := startNodes(t, opts)
+	nats, nodes := startCluster(t, 3, 4)
 	quick, _ := writeScript(t, t.TempDir(), "quick.sh", "sleep 0.3\necho done\n")
 	slow, _ := writeScript(t, t.TempDir(), "slow.sh", "sleep 3\necho done\n")
 	nodes[0].registerProcess(t, "quick", quick)

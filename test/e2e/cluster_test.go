@@ -23,12 +23,7 @@ func TestClusterSpreadsWork(t *testing.T) {
 		total, workers = 240, 4
 		fair, slack    = total / 3, 20
 	)
-	nats := startNATSCluster(t, 3)
-	var opts []nodeOpts
-	for i := range 3 {
-		opts = append(opts, clusterNodeOpts(i, workers, "--nats-url", nats.url()))
-	}
-	nodes := startNodes(t, opts)
+	_, nodes := startCluster(t, 3, workers)
 	for _, n := range nodes {
 		if got := n.health(t).GetDetails().GetSystemInfo()["replicas"]; got != "3" {
 			t.Fatalf("node %s keeps %s copies of its streams; want 3 (auto, on a 3-server cluster)", n.addr, got)
