@@ -459,8 +459,9 @@ func (m *liveTable) addLiveLocked(l *live) error {
 	if _, ok := m.live[l.rec.ID]; ok {
 		return errdefs.ExecutionExists.New("execution %q is already running", l.rec.ID)
 	}
-	if c, ok := m.cancelled[l.rec.ID]; ok {
-		delete(m.cancelled, l.rec.ID)
+	if c, ok := m.cancelled[l.rec.ID]; ok && !c.taken {
+		c.taken = true
+		m.cancelled[l.rec.ID] = c
 		l.cancelCause, l.preCancelled = c.cause, true
 	}
 	m.live[l.rec.ID] = l
@@ -472,14 +473,15 @@ func (m *liveTable) addLiveLocked(l *live) error {
 func (m *liveTable) markTaken(id string) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	_, marked := m.cancelled[id]
-	return !marked
+	return m.cancelled[id].taken
 }
 
-// cancelMark is a cancel that found its execution not live.
+// cancelMark is a cancel that found its execution not live; taken once
+// the execution became live, cancelled.
 type cancelMark struct {
 	cause error
 	at    time.Time
+	taken bool
 }
 
 // markCancelled notes a cancel of id, not live here; marks older than a
@@ -493,6 +495,9 @@ func (m *liveTable) markCancelled(id string, cause error) {
 		if now.Sub(c.at) > time.Minute {
 			delete(m.cancelled, k)
 		}
+	}
+	if c, ok := m.cancelled[id]; ok && c.taken {
+		return
 	}
 	m.cancelled[id] = cancelMark{cause: cause, at: now}
 }
