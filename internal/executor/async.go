@@ -329,7 +329,7 @@ func (m *dispatcher) claim(l *live, d *store.Delivery, rev uint64) bool {
 	l.mu.Unlock()
 	claim.Status, claim.Node, claim.StartedAt = execution.StatusRunning, m.opts.NodeID, m.opts.Now()
 	claim.Attempts++
-	if n, err := m.store.Records.Update(ctx, &claim, rev); err == nil {
+	if n, err := m.store.Records.Claim(ctx, &claim, rev); err == nil {
 		l.mu.Lock()
 		l.claimed = n
 		l.mu.Unlock()

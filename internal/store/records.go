@@ -134,6 +134,24 @@ func (s *Records) Update(ctx context.Context, r *execution.Record, rev uint64) (
 	return n, nil
 }
 
+// Claim is Update for a worker's claim of a queued execution, which also
+// writes the execution's index entry (in the same round trip): the node
+// that accepted the execution writes it too, but may die, or lose its
+// stream's leader, between queueing the execution and indexing it.
+func (s *Records) Claim(ctx context.Context, r *execution.Record, rev uint64) (uint64, error) {
+	idx, err := s.js.PublishAsync(kvSubject(BucketExecIndex, r.TaskID+"."+r.ID), nil)
+	n, uerr := s.Update(ctx, r, rev)
+	if uerr != nil {
+		return 0, uerr
+	}
+	if err != nil || s.awaitAll(ctx, []jetstream.PubAckFuture{idx}, "index execution record") != nil {
+		if err := s.indexRecord(ctx, r.TaskID, r.ID); err != nil {
+			s.log.Warn("execution not indexed: its task's listing misses it", "execution", r.ID, "err", err)
+		}
+	}
+	return n, nil
+}
+
 // GetRecord returns the record of execution id and its revision.
 func (s *Records) Get(ctx context.Context, id string) (*execution.Record, uint64, error) {
 	e, err := s.execs.Get(ctx, id)
