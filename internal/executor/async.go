@@ -585,7 +585,7 @@ func (m *dispatcher) requeue(l *live, d *store.Delivery, delay time.Duration) {
 	}
 	if delay > 0 {
 		_ = d.Nak(delay)
-	} else if err := m.store.Queue.HandBack(ctx, d); err != nil {
+	} else if err := m.store.Workers.HandBack(ctx, d); err != nil {
 		m.log.Warn("handing an execution back to the queue", "execution", rec.ID, "err", err)
 	}
 	close(l.done)
@@ -599,7 +599,7 @@ func (m *dispatcher) requeue(l *live, d *store.Delivery, delay time.Duration) {
 // node), or the stored record moved on (another node claimed the
 // execution, or it was settled elsewhere) — this node was cut off.
 func (m *dispatcher) keepClaim(ctx context.Context, l *live, d interface{ InProgress() error }, stop context.CancelCauseFunc) {
-	ackWait := m.store.Queue.AckWait()
+	ackWait := m.store.Workers.AckWait()
 	t := time.NewTicker(ackWait / 3)
 	defer t.Stop()
 	kept := time.Now()
@@ -653,7 +653,7 @@ func (m *dispatcher) dropFenced(ctx context.Context, l *live) bool {
 // heartbeat tells JetStream a message (an execution, a callback) is in
 // progress until ctx ends, so long work is not handed to another node.
 func (m *dispatcher) heartbeat(ctx context.Context, d interface{ InProgress() error }) {
-	t := time.NewTicker(m.store.Queue.AckWait() / 3)
+	t := time.NewTicker(m.store.Workers.AckWait() / 3)
 	defer t.Stop()
 	for {
 		select {

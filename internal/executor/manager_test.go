@@ -643,7 +643,7 @@ func TestClaimConflictLeavesOtherClaim(t *testing.T) {
 	}
 	var d *store.Delivery
 	testwait.Until(t, "the execution to be fetched", func() bool {
-		if err := h.st.Queue.Fetch(1, func(x *store.Delivery) { d = x }); err != nil {
+		if err := h.st.Workers.Fetch(1, func(x *store.Delivery) { d = x }); err != nil {
 			t.Fatalf("Fetch: %v", err)
 		}
 		return d != nil

@@ -16,14 +16,14 @@ import (
 const lookEvery = 250 * time.Millisecond
 
 // openSources opens the queue's sources of this node's runtimes (see
-// store.Queue.Consume).
+// store.Workers.Open).
 func (m *dispatcher) openSources(ctx context.Context) ([]*store.Source, error) {
 	var runtimes []string
 	for t := range m.runtimes {
 		runtimes = append(runtimes, string(t))
 	}
 	slices.Sort(runtimes)
-	return m.store.Queue.Consume(ctx, runtimes, func(taskID string) string {
+	return m.store.Workers.Open(ctx, runtimes, func(taskID string) string {
 		return string(m.engine.runtimeOf(taskID))
 	})
 }
@@ -37,7 +37,7 @@ func (m *dispatcher) openSources(ctx context.Context) ([]*store.Source, error) {
 // when work is queued; it also looks every lookEvery.
 func (m *dispatcher) dispatch(ctx context.Context, sources []*store.Source) {
 	wake := make(chan struct{}, 1)
-	stop, err := m.store.Queue.Announcements(func(runtime string, band int) {
+	stop, err := m.store.Workers.Announcements(func(runtime string, band int) {
 		for _, src := range sources {
 			if src.Runtime == runtime && src.Band == band {
 				src.Mark()
@@ -116,7 +116,7 @@ func (m *dispatcher) takeRound(sources []*store.Source, want int, oldest bool) (
 		if !src.Maybe() {
 			continue
 		}
-		n, err := m.store.Queue.Take(src, want-got, m.start)
+		n, err := m.store.Workers.Take(src, want-got, m.start)
 		if got += n; err != nil || got >= want {
 			return got, err
 		}

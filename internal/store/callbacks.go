@@ -50,7 +50,7 @@ func (d *CallbackDelivery) Ack() error {
 // InProgress keeps the callback with this node while it is being delivered.
 func (d *CallbackDelivery) InProgress() error { return d.msg.InProgress() }
 
-func (s *setup) provisionCallbacks(ctx context.Context) error {
+func (s *provisioner) provisionCallbacks(ctx context.Context) error {
 	st, err := s.ensureStream(ctx, jetstream.StreamConfig{
 		Name:       StreamCallbacks,
 		Subjects:   []string{callbackSubject + ">"},

@@ -26,7 +26,7 @@ const (
 	headerEnd        = "Spear-End" // the last message: the number of chunks
 )
 
-func (s *setup) provisionChunks(ctx context.Context) error {
+func (s *provisioner) provisionChunks(ctx context.Context) error {
 	var err error
 	s.chunks, err = s.ensureStream(ctx, jetstream.StreamConfig{
 		Name:              StreamChunks,

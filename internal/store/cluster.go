@@ -212,7 +212,7 @@ func (s *setup) provisionOnce(ctx context.Context) error {
 	if err := s.resolveReplicas(actx); err != nil {
 		return err
 	}
-	return s.provision(actx)
+	return (&provisioner{s.core}).provision(actx)
 }
 
 // waitJetStream waits until JetStream answers: a new cluster answers once

@@ -49,21 +49,21 @@ func missing(err error) bool {
 }
 
 // ensureKV creates or updates a KV bucket.
-func (s *setup) ensureKV(ctx context.Context, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
+func (s *provisioner) ensureKV(ctx context.Context, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
 	return ensure(ctx,
 		func(ctx context.Context) (jetstream.KeyValue, error) { return s.js.UpdateKeyValue(ctx, cfg) },
 		func(ctx context.Context) (jetstream.KeyValue, error) { return s.js.CreateKeyValue(ctx, cfg) })
 }
 
 // ensureObjectStore creates or updates an object store.
-func (s *setup) ensureObjectStore(ctx context.Context, cfg jetstream.ObjectStoreConfig) (jetstream.ObjectStore, error) {
+func (s *provisioner) ensureObjectStore(ctx context.Context, cfg jetstream.ObjectStoreConfig) (jetstream.ObjectStore, error) {
 	return ensure(ctx,
 		func(ctx context.Context) (jetstream.ObjectStore, error) { return s.js.UpdateObjectStore(ctx, cfg) },
 		func(ctx context.Context) (jetstream.ObjectStore, error) { return s.js.CreateObjectStore(ctx, cfg) })
 }
 
 // ensureStream creates or updates a stream.
-func (s *setup) ensureStream(ctx context.Context, cfg jetstream.StreamConfig) (jetstream.Stream, error) {
+func (s *provisioner) ensureStream(ctx context.Context, cfg jetstream.StreamConfig) (jetstream.Stream, error) {
 	return ensure(ctx,
 		func(ctx context.Context) (jetstream.Stream, error) { return s.js.UpdateStream(ctx, cfg) },
 		func(ctx context.Context) (jetstream.Stream, error) { return s.js.CreateStream(ctx, cfg) })

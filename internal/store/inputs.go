@@ -22,7 +22,7 @@ const (
 	InputScheme = "input:"
 )
 
-func (s *setup) provisionInputs(ctx context.Context) error {
+func (s *provisioner) provisionInputs(ctx context.Context) error {
 	inputs, err := s.ensureObjectStore(ctx, jetstream.ObjectStoreConfig{
 		Bucket:   BucketInputs,
 		Storage:  jetstream.FileStorage,

@@ -67,7 +67,7 @@ type Lease struct {
 // provisionSlots creates the leases' bucket: every key expires LeaseTTL
 // after its last write; on file, with the store's copies, so leases
 // survive the loss of a server (a lost lease would let one more run).
-func (s *setup) provisionSlots(ctx context.Context) error {
+func (s *provisioner) provisionSlots(ctx context.Context) error {
 	s.leaseTTL = s.opts.LeaseTTL
 	if s.leaseTTL <= 0 {
 		s.leaseTTL = DefaultLeaseTTL

@@ -58,7 +58,7 @@ type Nodes struct{ *core }
 // provisionNodes creates the registry's bucket: in memory (nothing in it
 // needs to outlive the servers), entries expiring NodeTTL after their
 // last write.
-func (s *setup) provisionNodes(ctx context.Context) error {
+func (s *provisioner) provisionNodes(ctx context.Context) error {
 	nodes, err := s.ensureKV(ctx, jetstream.KeyValueConfig{
 		Bucket:   BucketNodes,
 		History:  1,

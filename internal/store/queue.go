@@ -306,65 +306,6 @@ func (d *Delivery) Nak(delay time.Duration) error {
 	return nil
 }
 
-// HandBack gives a delivered execution back to the queue for redelivery
-// at once and waits until JetStream confirms it: a node that stops right
-// after (and its embedded server with it) does not lose the hand-back, so
-// the next worker gets the execution at once, not after the ack wait.
-//
-// A NAK with a delay is what JetStream stores (as the delivery's time, set
-// back by the ack wait); a plain NAK only queues the message in memory, so
-// after a restart it would wait for the ack wait from its first delivery.
-func (s *Queue) HandBack(ctx context.Context, d *Delivery) error {
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	if _, err := s.nc.RequestWithContext(ctx, d.msg.Reply(), []byte(`-NAK {"delay":1000000}`)); err != nil {
-		return unavailable("nak queued execution", err)
-	}
-	return nil
-}
-
 // InProgress tells JetStream the execution is still being worked on, so it
 // is not handed to another worker.
 func (d *Delivery) InProgress() error { return d.msg.InProgress() }
-
-// Fetch takes up to n executions from the opened sources, highest band
-// first, without waiting (a one-off take; the dispatcher uses Take).
-func (s *Queue) Fetch(n int, handle func(*Delivery)) error {
-	for _, src := range s.opened() {
-		got, err := s.Take(src, n, handle)
-		if err != nil {
-			return err
-		}
-		if n -= got; n <= 0 {
-			return nil
-		}
-	}
-	return nil
-}
-
-// opened returns the sources Consume opened (none before).
-func (s *Queue) opened() []*Source {
-	if p := s.sources.Load(); p != nil {
-		return *p
-	}
-	return nil
-}
-
-// delivery decodes a queue message; one that cannot be decoded is
-// terminated (it would fail again on every delivery) and nil returned.
-func (s *Queue) delivery(msg jetstream.Msg) *Delivery {
-	var spec execution.Spec
-	if err := json.Unmarshal(msg.Data(), &spec); err != nil || spec.ExecutionID == "" {
-		s.log.Error("dropping undecodable queue message", "subject", msg.Subject(), "err", err)
-		_ = msg.Term()
-		return nil
-	}
-	attempt := 1
-	if md, err := msg.Metadata(); err == nil {
-		attempt = int(md.NumDelivered)
-	}
-	return &Delivery{Spec: &spec, Attempt: attempt, msg: msg}
-}
-
-// AckWait is the queue's redelivery timeout.
-func (s *Queue) AckWait() time.Duration { return s.opts.AckWait }

@@ -18,7 +18,7 @@ func TestSourcesByRuntime(t *testing.T) {
 	ctx := testCtx(t)
 	s := openStore(t, t.TempDir(), time.Minute)
 	announced := make(chan string, 16)
-	stop, err := s.Queue.Announcements(func(rt string, band int) { announced <- fmt.Sprintf("%s/%d", rt, band) })
+	stop, err := s.Workers.Announcements(func(rt string, band int) { announced <- fmt.Sprintf("%s/%d", rt, band) })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -33,13 +33,13 @@ func TestSourcesByRuntime(t *testing.T) {
 			t.Fatalf("announced %s, want %s/2", got, rt)
 		}
 	}
-	src := s.Queue.opened()[Bands-1-Band(0)]
+	src := s.Workers.opened()[Bands-1-Band(0)]
 	if src.Runtime != "process" || src.Band != 2 {
 		t.Fatalf("source %s/%d, want process/2", src.Runtime, src.Band)
 	}
 	var got []string
 	take := func(n int) int {
-		k, err := s.Queue.Take(src, n, func(d *Delivery) { got = append(got, d.Spec.ExecutionID); _ = d.Ack(ctx) })
+		k, err := s.Workers.Take(src, n, func(d *Delivery) { got = append(got, d.Spec.ExecutionID); _ = d.Ack(ctx) })
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -81,12 +81,12 @@ func TestConsumeMovesFormat1Queue(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if _, err := s.Queue.Consume(ctx, []string{"process", "wasm"}, func(task string) string { return "wasm" }); err != nil {
+	if _, err := s.Workers.Open(ctx, []string{"process", "wasm"}, func(task string) string { return "wasm" }); err != nil {
 		t.Fatal(err)
 	}
 	var got []string
 	testwait.Until(t, "the moved executions to be taken", func() bool {
-		if err := s.Queue.Fetch(10, func(d *Delivery) {
+		if err := s.Workers.Fetch(10, func(d *Delivery) {
 			got = append(got, d.Spec.ExecutionID+"/"+d.Spec.Runtime)
 			_ = d.Ack(ctx)
 		}); err != nil {

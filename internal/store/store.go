@@ -151,10 +151,14 @@ type core struct {
 	resolved     string
 }
 
-// setup is the store's start-up: connecting, waiting for JetStream,
-// choosing the replicas, and creating the buckets and streams (cluster.go,
-// ensure.go and each part's provision function).
+// setup is the store's start-up: connecting, waiting for JetStream and
+// choosing the replicas (cluster.go); a provisioner then creates the
+// buckets and streams.
 type setup struct{ *core }
+
+// provisioner creates (or updates) the buckets and streams, each part in
+// its own provision function, with the replicas setup chose (ensure.go).
+type provisioner struct{ *core }
 
 // Store is Spear's durable state, in parts with one job each, over one
 // connection: execution records, tasks, the work queue, output chunks,
@@ -165,6 +169,7 @@ type Store struct {
 	Records   *Records
 	Tasks     *Tasks
 	Queue     *Queue
+	Workers   *Workers
 	Outputs   *Outputs
 	Inputs    *Inputs
 	Artifacts *Artifacts
@@ -205,7 +210,7 @@ func newStore(opts Options) *Store {
 	c := &core{opts: opts, log: opts.Logger, wantReplicas: opts.Replicas, quorum: &quorum{log: opts.Logger, now: time.Now}}
 	c.usage.limit = opts.MaxStoreBytes
 	inputs := &Inputs{c}
-	return &Store{core: c, Records: &Records{c}, Tasks: &Tasks{c}, Queue: &Queue{core: c, inputs: inputs},
+	return &Store{core: c, Records: &Records{c}, Tasks: &Tasks{c}, Queue: &Queue{core: c, inputs: inputs}, Workers: &Workers{c},
 		Outputs: &Outputs{c}, Inputs: inputs, Artifacts: &Artifacts{c}, Callbacks: &Callbacks{c}, Control: &Control{c}, Nodes: &Nodes{c},
 		Leases: &Leases{core: c, watches: map[string]*leaseWatch{}}}
 }
@@ -335,7 +340,7 @@ func (s *setup) connect() error {
 	return nil
 }
 
-func (s *setup) provision(ctx context.Context) error {
+func (s *provisioner) provision(ctx context.Context) error {
 	var err error
 	kv := func(name string, ttl time.Duration) jetstream.KeyValue {
 		if err != nil {

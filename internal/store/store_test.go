@@ -31,7 +31,7 @@ func openStore(t *testing.T, dir string, ackWait time.Duration) *Store {
 		t.Fatalf("Open: %v", err)
 	}
 	t.Cleanup(s.Close)
-	if _, err := s.Queue.Consume(ctx, []string{"process"}, func(string) string { return "process" }); err != nil {
+	if _, err := s.Workers.Open(ctx, []string{"process"}, func(string) string { return "process" }); err != nil {
 		t.Fatalf("Consume: %v", err)
 	}
 	return s
@@ -373,10 +373,10 @@ func fetchOne(t *testing.T, s *Store, maxWait time.Duration) *Delivery {
 	t.Helper()
 	var got []*Delivery
 	for deadline := time.Now().Add(maxWait); ; {
-		for _, src := range s.Queue.opened() {
+		for _, src := range s.Workers.opened() {
 			src.Mark()
 		}
-		if err := s.Queue.Fetch(1, func(d *Delivery) { got = append(got, d) }); err != nil {
+		if err := s.Workers.Fetch(1, func(d *Delivery) { got = append(got, d) }); err != nil {
 			t.Fatalf("Fetch: %v", err)
 		}
 		if len(got) > 0 {
@@ -469,8 +469,8 @@ func TestQueueAckNak(t *testing.T) {
 func TestQueueAckWaitRedelivers(t *testing.T) {
 	ctx := testCtx(t)
 	s := openStore(t, t.TempDir(), 300*time.Millisecond)
-	if s.Queue.AckWait() != 300*time.Millisecond {
-		t.Fatalf("AckWait = %v", s.Queue.AckWait())
+	if s.Workers.AckWait() != 300*time.Millisecond {
+		t.Fatalf("AckWait = %v", s.Workers.AckWait())
 	}
 	if _, err := s.Queue.Enqueue(ctx, spec("q1")); err != nil {
 		t.Fatal(err)
@@ -499,7 +499,7 @@ func TestEnqueueLargeInput(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	if _, err := s.Queue.Consume(ctx, []string{"process"}, nil); err != nil {
+	if _, err := s.Workers.Open(ctx, []string{"process"}, nil); err != nil {
 		t.Fatal(err)
 	}
 	if got := s.Sizes(); got.Payload != 64<<10 || got.Inline != 16<<10 || got.Block != 32<<10 {
