@@ -261,7 +261,7 @@ func lastNode(r *pb.ExecutionResult) string {
 
 // forwardRow compares, at concurrency 1, a sync call of the
 // process echo made at a node whose slots are all taken (so it is handed
-// on through the queue to a node with a free one and relayed back) with
+// on to a node with a free one and relayed back) with
 // the same call made at, and run on, a node with free slots.
 func (c *cluster) forwardRow(ctx context.Context) Row {
 	row := Row{ID: "cluster-forward"}
@@ -298,7 +298,7 @@ func (c *cluster) forwardRow(ctx context.Context) Row {
 		row.Status = StatusError
 		row.Note = "a forwarded call ran where it was made, or a local one elsewhere: "
 	}
-	row.Note = joinNote(row.Note, fmt.Sprintf("process echo, sync, concurrency 1; %s's %d slots held by sleepers, so its calls are handed on through the queue; "+
+	row.Note = joinNote(row.Note, fmt.Sprintf("process echo, sync, concurrency 1; %s's %d slots held by sleepers, so its calls are handed on to a peer; "+
 		"forwarded p50 %.2f ms - local p50 %.2f ms = %+.2f ms; the last forwarded calls ran %s, the last local ones %s; "+
 		"p50 call to started_at / run / completed_at to answer: forwarded %s, local %s; one R3 JetStream publish on this cluster (nats.go, alone) p50 %.2f ms",
 		c.ids[0], clusterWorkers, row.Spear.P50ms, row.Baseline.P50ms, over, fmtCounts(fwdRan), fmtCounts(localRan),

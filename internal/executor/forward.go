@@ -64,7 +64,7 @@ func (c *core) elsewhere(ctx context.Context, id string, err error) (*task.Task,
 // forward queues spec for another node and relays its outcome: chunks to
 // onChunk (stream) as they are stored, then the final record. When ctx
 // ends first, the execution is cancelled wherever it is.
-func (m *SyncRuns) forward(ctx context.Context, spec *execution.Spec, t *task.Task, onChunk func(Chunk)) (*execution.Record, error) {
+func (m *forwarder) forward(ctx context.Context, spec *execution.Spec, t *task.Task, onChunk func(Chunk)) (*execution.Record, error) {
 	spec.Runtime = string(t.Artifact.Type)
 	if d, ok := ctx.Deadline(); ok {
 		// One deadline end to end: the running node stops the function
@@ -72,6 +72,9 @@ func (m *SyncRuns) forward(ctx context.Context, spec *execution.Spec, t *task.Ta
 		if left := time.Until(d).Milliseconds(); spec.TimeoutMs == 0 || left < spec.TimeoutMs {
 			spec.TimeoutMs = max(left, 1)
 		}
+	}
+	if rec, err := m.handOff(ctx, spec, onChunk); !errors.Is(err, errNotTaken) {
+		return rec, err
 	}
 	changes, stop, err := m.store.Records.Changes(spec.ExecutionID)
 	if err != nil {
@@ -81,19 +84,31 @@ func (m *SyncRuns) forward(ctx context.Context, spec *execution.Spec, t *task.Ta
 	if err := m.queueForward(ctx, spec); err != nil {
 		return nil, err
 	}
-	m.log.Debug("handed on to another node", "execution", spec.ExecutionID, "runtime", spec.Runtime)
+	m.log.Debug("handed on to another node through the queue", "execution", spec.ExecutionID, "runtime", spec.Runtime)
+	return m.relayQueued(ctx, spec.ExecutionID, changes, onChunk, 0)
+}
+
+// relayQueued relays an execution handed on through the queue: its chunks
+// from the chunk stream, from seq skip on, to onChunk (stream), then its
+// final record.
+func (m *forwarder) relayQueued(ctx context.Context, id string, changes <-chan *execution.Record, onChunk func(Chunk), skip int64) (*execution.Record, error) {
 	if onChunk != nil {
-		rec, err := m.views.Attach(ctx, spec.ExecutionID, func(c Chunk) error { onChunk(c); return nil })
+		rec, err := m.views.Attach(ctx, id, func(c Chunk) error {
+			if c.Seq >= skip {
+				onChunk(c)
+			}
+			return nil
+		})
 		if err == nil && rec != nil && rec.Status.Terminal() {
 			return rec, nil
 		}
 	}
-	return m.awaitForwarded(ctx, spec.ExecutionID, changes)
+	return m.awaitForwarded(ctx, id, changes)
 }
 
 // queueForward writes the PENDING record and queues spec. With a caller's
 // id the record exists (claimID made it).
-func (m *SyncRuns) queueForward(ctx context.Context, spec *execution.Spec) error {
+func (m *forwarder) queueForward(ctx context.Context, spec *execution.Spec) error {
 	rec := execution.NewRecord(spec)
 	if !spec.Idempotent && !spec.IDGiven {
 		if err := m.store.Queue.Submit(ctx, spec, rec); err != nil {
@@ -112,7 +127,7 @@ func (m *SyncRuns) queueForward(ctx context.Context, spec *execution.Spec) error
 // awaitForwarded waits for a forwarded execution's final record. When ctx
 // ends first, it cancels the execution and waits a moment for the record
 // that says so.
-func (m *SyncRuns) awaitForwarded(ctx context.Context, id string, changes <-chan *execution.Record) (*execution.Record, error) {
+func (m *forwarder) awaitForwarded(ctx context.Context, id string, changes <-chan *execution.Record) (*execution.Record, error) {
 	for {
 		rec, _, err := m.store.Records.Get(ctx, id)
 		if err == nil && rec.Status.Terminal() {
@@ -138,16 +153,10 @@ func (m *SyncRuns) awaitForwarded(ctx context.Context, id string, changes <-chan
 // abandonForwarded cancels a forwarded execution whose caller stopped
 // waiting, and returns its record: the final one if it comes within a
 // few seconds (CANCELLED, or TIMEOUT for a caller's deadline).
-func (m *SyncRuns) abandonForwarded(ctx context.Context, id string, changes <-chan *execution.Record) (*execution.Record, error) {
+func (m *forwarder) abandonForwarded(ctx context.Context, id string, changes <-chan *execution.Record) (*execution.Record, error) {
 	bg, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
-	reason := "the caller stopped waiting"
-	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-		reason = "the caller's deadline passed"
-	}
-	if _, err := m.cancels.Cancel(bg, id, reason, false); err != nil {
-		m.log.Warn("cancelling a forwarded execution whose caller left", "execution", id, "err", err)
-	}
+	m.cancelAbandoned(bg, ctx, id)
 	for {
 		select {
 		case r := <-changes:
@@ -158,5 +167,17 @@ func (m *SyncRuns) abandonForwarded(ctx context.Context, id string, changes <-ch
 			rec, _, err := m.store.Records.Get(context.WithoutCancel(ctx), id)
 			return rec, err
 		}
+	}
+}
+
+// cancelAbandoned cancels a handed-on execution whose caller (ctx) stopped
+// waiting, within bg.
+func (m *forwarder) cancelAbandoned(bg, ctx context.Context, id string) {
+	reason := "the caller stopped waiting"
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		reason = "the caller's deadline passed"
+	}
+	if _, err := m.cancels.Cancel(bg, id, reason, false); err != nil {
+		m.log.Warn("cancelling a handed-on execution whose caller left", "execution", id, "err", err)
 	}
 }

@@ -118,6 +118,14 @@ type outbox struct{ *core }
 // output attachments.
 type Views struct{ *core }
 
+// forwarder hands the sync and stream calls this node cannot run now on
+// to another node: straight to a peer (handoff.go), else through the
+// queue (forward.go).
+type forwarder struct{ *core }
+
+// offers runs the calls other nodes hand to this one (handon.go).
+type offers struct{ *core }
+
 // Cancels stops executions, here or on the node that runs them.
 type Cancels struct{ *core }
 
@@ -186,7 +194,9 @@ type core struct {
 	wg         sync.WaitGroup // async runs and background loops
 	// syncRuns counts sync and stream runs in progress, so that Shutdown
 	// waits for their final records before its last persister flush.
-	syncRuns    sync.WaitGroup
+	syncRuns sync.WaitGroup
+	// stopCancels stops answering other nodes: cancel requests and
+	// handed-on runs.
 	stopCancels func()
 	shared      bool
 	// afterRead, in tests, runs between a worker's read of a record and its
@@ -208,6 +218,8 @@ type core struct {
 	attachStall time.Duration
 
 	runs       *SyncRuns
+	fwd        *forwarder
+	offers     *offers
 	async      *Async
 	dispatcher *dispatcher
 	engine     runner
@@ -222,9 +234,13 @@ type live struct {
 	mu  sync.Mutex
 	rec *execution.Record
 	// claimed is the revision of the stored record of an async execution
-	// this node claimed (0: not claimed); see dispatcher.putClaimed.
+	// this node claimed (0: not claimed), or of a handed-on run's RUNNING
+	// record; see dispatcher.putClaimed and offers.storeFinal.
 	claimed uint64
-	cancel  context.CancelCauseFunc // nil until the run context exists
+	// handedOn says another node handed this sync or stream run on to
+	// this one: its records are written fenced (handon.go).
+	handedOn bool
+	cancel   context.CancelCauseFunc // nil until the run context exists
 	// cancelCause is recorded when a cancel arrives before the run starts.
 	cancelCause error
 	force       bool
@@ -289,6 +305,7 @@ func New(opts Options, st *store.Store, reg *registry.Registry, runtimes map[spe
 	}
 	c.runs, c.async, c.dispatcher, c.engine = &SyncRuns{c}, &Async{c}, &dispatcher{c}, &engine{c}
 	c.outbox, c.views, c.cancels, c.lives = &outbox{c}, &Views{c}, &Cancels{c}, &liveTable{c}
+	c.fwd, c.offers = &forwarder{c}, &offers{c}
 	c.stats = newStats(opts.Now)
 	c.callbacks = callback.New(callback.Options{Allow: opts.CallbackAllow})
 	c.callbackSlots = make(chan struct{}, maxCallbacks)
@@ -309,10 +326,19 @@ func (m *Manager) Start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	m.stopCancels = stop
+	if m.shared {
+		stopRuns, err := m.offers.serve()
+		if err != nil {
+			stop()
+			return err
+		}
+		m.stopCancels = func() { stopRuns(); stop() }
+	} else {
+		m.stopCancels = stop
+	}
 	sources, err := m.dispatcher.openSources(ctx)
 	if err != nil {
-		stop()
+		m.stopCancels()
 		return err
 	}
 	m.wg.Add(4)

@@ -139,9 +139,3 @@ func (m *dispatcher) start(d *store.Delivery) {
 	m.wg.Add(1)
 	go m.runDelivery(d, sync.OnceFunc(func() { m.reserved.Add(-1) }))
 }
-
-func (m *dispatcher) isDraining() bool {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.draining
-}

@@ -44,9 +44,25 @@ func (m *SyncRuns) Run(ctx context.Context, spec *execution.Spec, onChunk func(C
 		}
 	}
 	if forward {
-		return m.forward(ctx, spec, t, onChunk)
+		return m.fwd.forward(ctx, spec, t, onChunk)
 	}
-	l := &live{rec: execution.NewRecord(spec), done: make(chan struct{})}
+	return m.runHere(ctx, spec, t, art, rt, onChunk, keeper{keep: m.keepLocal})
+}
+
+// keeper stores the records of a sync or stream run: keep stores the final
+// one and then drops the run from the live table. A handed-on run's are
+// written fenced (handon.go).
+type keeper struct {
+	handedOn bool
+	keep     func(ctx context.Context, l *live)
+}
+
+// keepLocal hands a final record to the persister.
+func (m *SyncRuns) keepLocal(ctx context.Context, l *live) { m.persist.add(ctx, l.final()) }
+
+// runHere runs spec on this node, on the caller's goroutine.
+func (m *SyncRuns) runHere(ctx context.Context, spec *execution.Spec, t *task.Task, art spearrt.Artifact, rt spearrt.Runtime, onChunk func(Chunk), k keeper) (*execution.Record, error) {
+	l := &live{rec: execution.NewRecord(spec), done: make(chan struct{}), handedOn: k.handedOn}
 	if err := m.lives.addSyncLive(l); err != nil {
 		if spec.Idempotent && errdefs.ExecutionExists.Is(err) {
 			return m.views.Wait(ctx, spec.ExecutionID)
@@ -59,7 +75,7 @@ func (m *SyncRuns) Run(ctx context.Context, spec *execution.Spec, onChunk func(C
 	if !l.setCancel(cancel) {
 		m.engine.finish(l, 0)
 		m.outbox.notify(l.final())
-		m.persist.add(ctx, l.final())
+		k.keep(ctx, l)
 		return l.final(), nil
 	}
 	// Node shutdown stops sync work too, once the grace period is over.
@@ -86,7 +102,7 @@ func (m *SyncRuns) Run(ctx context.Context, spec *execution.Spec, onChunk func(C
 		m.engine.classify(l, runCtx, err)
 		m.engine.finish(l, 0)
 		m.outbox.notify(l.final())
-		m.persist.add(ctx, l.final())
+		k.keep(ctx, l)
 		return l.final(), nil
 	}
 	wait := m.opts.Now().Sub(spec.CreatedAt)
@@ -97,7 +113,7 @@ func (m *SyncRuns) Run(ctx context.Context, spec *execution.Spec, onChunk func(C
 	m.engine.finish(l, wait)
 	rec := l.final()
 	m.outbox.notify(rec)
-	m.persist.add(ctx, rec)
+	k.keep(ctx, l)
 	return rec, nil
 }
 
@@ -115,8 +131,12 @@ func (m *SyncRuns) showRunning(l *live) (stop func()) {
 	if !m.shared {
 		return func() {}
 	}
+	after := showRunningAfter
+	if l.handedOn && l.rec.Mode == execution.ModeStream {
+		after = 0 // attachable by id at once, from any node
+	}
 	done := make(chan struct{})
-	timer := time.AfterFunc(showRunningAfter, func() {
+	timer := time.AfterFunc(after, func() {
 		defer close(done)
 		rec := l.snapshot()
 		if rec.Status != execution.StatusRunning {
@@ -125,7 +145,7 @@ func (m *SyncRuns) showRunning(l *live) (stop func()) {
 		rec.Output, rec.Logs = nil, nil
 		ctx, cancel := context.WithTimeout(m.baseCtx, 2*time.Second)
 		defer cancel()
-		if _, err := m.store.Records.Put(ctx, rec); err != nil {
+		if err := m.storeRunning(ctx, l, rec); err != nil {
 			m.log.Warn("storing a running sync execution's record; other nodes see it once it ends", "execution", rec.ID, "err", err)
 		}
 	})
@@ -134,6 +154,22 @@ func (m *SyncRuns) showRunning(l *live) (stop func()) {
 			<-done
 		}
 	}
+}
+
+// storeRunning stores the RUNNING record of a sync run: a handed-on run's
+// created only if none exists, its revision kept for the final write.
+func (m *SyncRuns) storeRunning(ctx context.Context, l *live, rec *execution.Record) error {
+	if !l.handedOn {
+		_, err := m.store.Records.Put(ctx, rec)
+		return err
+	}
+	rev, err := m.store.Records.Create(ctx, rec)
+	if err == nil {
+		l.mu.Lock()
+		l.claimed = rev
+		l.mu.Unlock()
+	}
+	return err
 }
 
 // resolve finds what runs a task here, or says the call is to be handed
