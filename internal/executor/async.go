@@ -39,7 +39,7 @@ func (m *Async) Submit(ctx context.Context, spec *execution.Spec) (rec *executio
 		// A repeated key is answered even when the queue or the store is
 		// full.
 		if old, _, err := m.store.Records.Get(ctx, spec.ExecutionID); err == nil {
-			return old, m.estimate(ctx, spec.TaskID), true, nil
+			return old, m.estimate(ctx, t, store.Band(spec.Priority), false), true, nil
 		}
 	}
 	if t.Limits.MaxQueued > 0 {
@@ -55,9 +55,15 @@ func (m *Async) Submit(ctx context.Context, spec *execution.Spec) (rec *executio
 	if err := m.admit(ctx); err != nil {
 		return nil, 0, false, err
 	}
-	// Estimate before enqueueing, so the execution does not count itself as
-	// work ahead of it.
-	estimate = m.estimate(ctx, spec.TaskID)
+	// The estimate takes the execution's place in the line, so that
+	// executions submitted at once each count those before them.
+	band := store.Band(spec.Priority)
+	estimate = m.estimate(ctx, t, band, true)
+	defer func() {
+		if err != nil || existing {
+			m.line.leave(band)
+		}
+	}()
 	rec = execution.NewRecord(spec)
 	rec.EstimatedMs = max(1, estimate.Milliseconds())
 	if spec.IDGiven || spec.Idempotent {
@@ -68,7 +74,7 @@ func (m *Async) Submit(ctx context.Context, spec *execution.Spec) (rec *executio
 		rec, err = m.submitWithin(ctx, spec, rec, t.Limits.MaxQueued)
 		return rec, estimate, false, err
 	}
-	if err := m.store.Queue.Submit(ctx, spec, rec); err != nil {
+	if err = m.store.Queue.Submit(ctx, spec, rec); err != nil {
 		// The record may have been written: it must not stay PENDING.
 		// Without a quorum that write waits as long as the one that
 		// failed: not with the caller.
@@ -156,8 +162,8 @@ func executionExists(id string) error {
 // overshoot it by their number.
 func (m *Async) admit(ctx context.Context) error {
 	if m.opts.MaxQueued > 0 {
-		m.queuedAhead(ctx) // refreshes the cached depth at most every 100 ms
-		if n := m.queueWaiting.Load(); n >= m.opts.MaxQueued {
+		m.refreshLine(ctx)
+		if n := m.line.waiting(); n >= m.opts.MaxQueued {
 			return errdefs.QueueFull.New("the node's queue holds %d executions (its limit); try again later", n)
 		}
 	}
@@ -173,39 +179,6 @@ func (m *Async) failUnqueued(rec *execution.Record, err error) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(m.baseCtx), 5*time.Second)
 	defer cancel()
 	_, _ = m.store.Records.Put(ctx, &r)
-}
-
-// estimate is the expected time until an async execution of taskID
-// finishes: the task's typical duration times the rounds of work ahead of it
-// (queued executions, spread over the pool's workers), plus its own run.
-func (m *Async) estimate(ctx context.Context, taskID string) time.Duration {
-	typical, ok := m.stats.typical(taskID)
-	if !ok {
-		// Nothing was ever measured on this node: the only honest basis is
-		// a prior; it is replaced by measurements after the first run.
-		typical = 100 * time.Millisecond
-	}
-	ahead := m.queuedAhead(ctx)
-	rounds := 1 + ahead/int64(m.opts.Workers)
-	return time.Duration(rounds) * typical
-}
-
-// queuedAhead counts executions that will run before a newly queued one:
-// those waiting in the durable queue and those this node holds.
-func (m *Async) queuedAhead(ctx context.Context) int64 {
-	waiting := m.queueWaiting.Load()
-	now := m.opts.Now().UnixNano()
-	if last := m.queueCheckedAt.Load(); now-last > int64(100*time.Millisecond) && m.queueCheckedAt.CompareAndSwap(last, now) {
-		if w, _, err := m.store.Queue.Depth(ctx); err == nil {
-			waiting = w
-			m.queueWaiting.Store(w)
-		}
-	}
-	m.mu.Lock()
-	inFlight := int64(m.asyncInFlight)
-	m.mu.Unlock()
-	_, slotWaiters := m.slots.state()
-	return waiting + max(inFlight, int64(slotWaiters))
 }
 
 // runDelivery runs one execution taken from the queue, and acks it once its

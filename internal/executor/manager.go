@@ -182,10 +182,9 @@ type core struct {
 	// dispatcher takes no more than the free slots less these.
 	reserved atomic.Int32
 	draining bool
-	// queueWaiting caches the queue's depth for estimates, refreshed at
-	// most every 100 ms (queueCheckedAt, Unix nanoseconds).
-	queueWaiting   atomic.Int64
-	queueCheckedAt atomic.Int64
+	// line counts the executions waiting in the queue, for estimates and
+	// the node's queue bound (estimate.go).
+	line queueLine
 	// probe is the queue depth health reports (RecentQueueDepth).
 	probe queueProbe
 

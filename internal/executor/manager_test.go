@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -539,9 +540,13 @@ func TestEstimate(t *testing.T) {
 	ctx := testCtx(t)
 	// estimate refreshes the cached queue depth at most every 100 ms of
 	// the (fake) clock; advancing it forces a fresh look.
+	fake, err := h.reg.Get(ctx, testTask)
+	if err != nil {
+		t.Fatal(err)
+	}
 	estimate := func() time.Duration {
 		clock.Advance(time.Second)
-		return h.m.async.estimate(ctx, testTask)
+		return h.m.async.estimate(ctx, fake, store.Band(0), false)
 	}
 	if got := estimate(); got != 100*time.Millisecond {
 		t.Fatalf("estimate with no history = %v, want the 100ms prior", got)
@@ -556,8 +561,8 @@ func TestEstimate(t *testing.T) {
 		t.Fatalf("estimate after three 200ms runs = %v, want 200ms", got)
 	}
 
-	// Occupy the only worker, then queue work: each queued execution adds
-	// a round.
+	// Occupy the only worker, then queue work: the running one and each
+	// queued execution add a round.
 	blockCtx, unblock := context.WithCancel(ctx)
 	defer unblock()
 	blocker := newSpec("sleep", execution.ModeSync, "")
@@ -570,7 +575,7 @@ func TestEstimate(t *testing.T) {
 			t.Fatal(err)
 		}
 		ids = append(ids, spec.ExecutionID)
-		want := time.Duration(i+2) * 200 * time.Millisecond
+		want := time.Duration(i+3) * 200 * time.Millisecond
 		var got time.Duration
 		testwait.Until(t, fmt.Sprintf("the estimate to count %d queued", i+1), func() bool {
 			got = estimate()
@@ -583,6 +588,50 @@ func TestEstimate(t *testing.T) {
 	}
 	// The workers' bookkeeping ends just after the records are terminal.
 	testwait.Until(t, "the estimate to drop back to one round", func() bool { return estimate() == 200*time.Millisecond })
+}
+
+// TestEstimateBurst: 40 submissions at once on a 4-slot node of a task
+// that typically takes 200 ms each count those before them: 4 per round,
+// the last ones 10 rounds out (within a round: the dispatcher takes work
+// as they come).
+func TestEstimateBurst(t *testing.T) {
+	clock := newFakeClock()
+	h := newHarness(t, Options{Workers: 4}, clock)
+	ctx := testCtx(t)
+	for range 3 {
+		if r, err := h.m.Runs.Run(ctx, newSpec("advance", execution.ModeSync, ""), nil); err != nil || r.DurationMs != 200 {
+			t.Fatalf("Run = %+v, %v; want 200ms", r, err)
+		}
+	}
+	clock.Advance(time.Second) // the next estimate reads the queue's depth once
+	const n = 40
+	estimates := make([]time.Duration, n)
+	ids := make([]string, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			spec := newSpec("sleep", execution.ModeAsync, "")
+			rec, est, _, err := h.m.Async.Submit(ctx, spec)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			estimates[i], ids[i] = est, rec.ID
+		})
+	}
+	wg.Wait()
+	slices.Sort(estimates)
+	for i, got := range estimates {
+		if want := time.Duration(1+i/4) * 200 * time.Millisecond; got < want-200*time.Millisecond || got > want+200*time.Millisecond {
+			t.Errorf("estimate %d of the burst = %v; want %v ± one round (all: %v)", i, got, want, estimates)
+			break
+		}
+	}
+	for _, id := range ids {
+		if _, err := h.m.Cancels.Cancel(ctx, id, "", true); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
 
 func TestStatsSurviveRestart(t *testing.T) {

@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/spear-go/spear/internal/execution"
 	"github.com/spear-go/spear/internal/retry"
 	"github.com/spear-go/spear/internal/store"
 )
@@ -135,6 +136,9 @@ func (m *dispatcher) start(d *store.Delivery) {
 	}
 	m.asyncInFlight++
 	m.mu.Unlock()
+	if d.Spec.Mode == execution.ModeAsync {
+		m.line.leave(store.Band(d.Spec.Priority)) // no longer waiting: in flight
+	}
 	m.reserved.Add(1)
 	m.wg.Add(1)
 	go m.runDelivery(d, sync.OnceFunc(func() { m.reserved.Add(-1) }))

@@ -99,9 +99,6 @@ func (m *Manager) Finished(since time.Time) ([]Finished, int64) {
 // queue (for every node), refreshed from the store.
 func (m *Manager) QueueDepth(ctx context.Context) (int64, error) {
 	w, _, err := m.store.Queue.Depth(ctx)
-	if err == nil {
-		m.queueWaiting.Store(w)
-	}
 	return w, err
 }
 
