@@ -126,6 +126,52 @@ func TestClusterEmbedded(t *testing.T) {
 		len(results), rerun, time.Since(killedAt).Round(time.Millisecond))
 }
 
+// TestClusterEmbeddedRestart: an embedded cluster that lost two of its
+// three nodes (SIGKILL) has no quorum; restarting one of them on its data
+// dir brings the quorum back: it starts, and the two serve and finish
+// work accepted before the loss and after; the third rejoins later.
+func TestClusterEmbeddedRestart(t *testing.T) {
+	routes := make([]string, 3)
+	for i := range routes {
+		routes[i] = freeAddr(t)
+	}
+	var opts []nodeOpts
+	for i := range 3 {
+		opts = append(opts, clusterNodeOpts(i, 2, "--nats-cluster", routes[i],
+			"--nats-routes", "nats://"+strings.Join(routes, ",nats://")))
+	}
+	nodes := startNodes(t, opts)
+	path, _ := writeScript(t, t.TempDir(), "short.sh", "sleep 0.2\necho done\n")
+	nodes[0].registerProcess(t, "short", path)
+	waitTaskEverywhere(t, nodes, "short")
+	before := submitAsync(t, nodes, "short", 6, 0)
+	waitAllFinal(t, nodes, before, finishBound)
+
+	nodes[1].kill()
+	nodes[2].kill()
+	lostAt := time.Now()
+	for i := range opts {
+		opts[i].addr = nodes[i].addr
+	}
+	back := startNode(t, nodes[1].dataDir, opts[1])
+	t.Logf("n2 serves again %v after two of three were killed", time.Since(lostAt).Round(time.Millisecond))
+	live := []*node{nodes[0], back}
+	first, err := submitOne(t, back, "short", finishBound)
+	if err != nil {
+		t.Fatalf("no work accepted after n2's restart: %v", err)
+	}
+	after := append(submitAsync(t, live, "short", 6, finishBound), first)
+	for id, r := range waitAllFinal(t, live, slices.Concat(before, after), 3*finishBound) {
+		if r.GetStatus() != pb.ExecutionStatus_EXECUTION_STATUS_COMPLETED {
+			t.Errorf("execution %s: %v %s", id, r.GetStatus(), r.GetErrorMessage())
+		}
+	}
+	third := startNode(t, nodes[2].dataDir, opts[2])
+	if _, err := submitOne(t, third, "short", finishBound); err != nil {
+		t.Fatalf("the third node, restarted last, accepts no work: %v", err)
+	}
+}
+
 // TestClusterReplicasRefused: a node refuses to start, saying why, when the
 // cluster it is told to use cannot be: more copies than a single server
 // keeps, NATS URLs where nothing answers, routes exposed without
