@@ -100,8 +100,8 @@ func TestTail(t *testing.T) {
 func TestAttachNeverCutsStoredOutput(t *testing.T) {
 	h := newHarness(t, Options{Workers: 1}, nil)
 	h.m.attachStall = time.Second
-	spec := newSpec("echo", execution.ModeAsync, strings.Repeat("x", 1000))
-	if _, _, _, err := h.m.Async.Submit(testCtx(t), spec); err != nil {
+	spec := newSpec("echo", execution.ModeStream, strings.Repeat("x", 1000)) // stored from the first chunk
+	if _, err := h.m.Runs.Run(testCtx(t), spec, func(Chunk) {}); err != nil {
 		t.Fatal(err)
 	}
 	rec := h.stored(spec.ExecutionID)

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"hash"
 	"sync"
+	"time"
 )
 
 // chunkWriter stores an execution's output chunks (store.OutputWriter).
@@ -18,8 +19,9 @@ type chunkWriter interface {
 // outputSink takes a function's standard output. It cuts it into chunks of
 // at most block bytes, numbered from 0; keeps the first headLimit bytes in
 // memory; stores the chunks through a chunkWriter — from the first chunk
-// when storeAll, else once the output outgrows the head (so small sync
-// outputs cost no store write); passes each chunk on as it arrives; and
+// when storeAll, else once the output outgrows the head or has been
+// written for storeAfter (so the small outputs of short runs cost no
+// store write); passes each chunk on as it arrives; and
 // lets watchers attach while every chunk so far is in memory. Memory is
 // bounded by the head, the writer's window and the watchers' buffers,
 // whatever the output's size.
@@ -37,6 +39,10 @@ type outputSink struct {
 	over       bool
 	closed     bool
 	watchers   map[chan Chunk]struct{}
+	// storeNow says the chunks are stored from now on (cfg.storeAfter
+	// passed); storeTimer is its timer.
+	storeNow   bool
+	storeTimer *time.Timer
 
 	cfg sinkConfig
 }
@@ -48,9 +54,13 @@ type sinkConfig struct {
 	block     int
 	limit     int64 // output beyond it is refused: overflow is called
 	storeAll  bool
-	newWriter func() chunkWriter // nil: nothing is stored
-	onChunk   func(Chunk)        // may be nil
-	overflow  func()             // called once when the limit is passed
+	// storeAfter, when set, stores the chunks once the output has been
+	// written to for that long, even if it fits the head: an execution
+	// that runs longer can be attached to from any node.
+	storeAfter time.Duration
+	newWriter  func() chunkWriter // nil: nothing is stored
+	onChunk    func(Chunk)        // may be nil
+	overflow   func()             // called once when the limit is passed
 }
 
 // outputSummary is the output of a finished run.
@@ -66,7 +76,32 @@ type outputSummary struct {
 const watcherBuffer = 1024
 
 func newOutputSink(cfg sinkConfig) *outputSink {
-	return &outputSink{cfg: cfg, replayable: true, sum: sha256.New()}
+	o := &outputSink{cfg: cfg, replayable: true, sum: sha256.New()}
+	if cfg.storeAfter > 0 && !cfg.storeAll && cfg.newWriter != nil {
+		o.storeTimer = time.AfterFunc(cfg.storeAfter, o.startStoring)
+	}
+	return o
+}
+
+// startStoring stores the chunks so far, and every later one.
+func (o *outputSink) startStoring() {
+	o.wmu.Lock() // between two writes: the chunks stay in order
+	defer o.wmu.Unlock()
+	o.mu.Lock()
+	if o.closed || o.w != nil {
+		o.mu.Unlock()
+		return
+	}
+	o.storeNow = true
+	var past []Chunk
+	if o.count > 0 {
+		o.w, past = o.cfg.newWriter(), o.chunksLocked()
+	}
+	w := o.w
+	o.mu.Unlock()
+	for _, c := range past {
+		w.Write(o.cfg.ctx, c.Seq, c.Data)
+	}
 }
 
 func (o *outputSink) Write(p []byte) (int, error) {
@@ -100,7 +135,7 @@ func (o *outputSink) add(c []byte) bool {
 	o.total += int64(len(c))
 	o.sum.Write(c)
 	var past []Chunk
-	if o.w == nil && o.cfg.newWriter != nil && (o.cfg.storeAll || o.total > int64(o.cfg.headLimit)) {
+	if o.w == nil && o.cfg.newWriter != nil && (o.cfg.storeAll || o.storeNow || o.total > int64(o.cfg.headLimit)) {
 		o.w, past = o.cfg.newWriter(), o.chunksLocked()
 	}
 	o.keep(c)
@@ -194,6 +229,9 @@ func (o *outputSink) unwatch(w chan Chunk) {
 // finish ends the output: watchers' channels are closed and the stored
 // chunks, if any, made durable (bounded by ctx).
 func (o *outputSink) finish(ctx context.Context) outputSummary {
+	if o.storeTimer != nil {
+		o.storeTimer.Stop()
+	}
 	o.wmu.Lock() // no write in progress
 	defer o.wmu.Unlock()
 	o.mu.Lock()

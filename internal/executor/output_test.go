@@ -6,11 +6,16 @@ import (
 	"encoding/hex"
 	"errors"
 	"strings"
+	"sync"
 	"testing"
+	"time"
+
+	"github.com/spear-go/spear/internal/testwait"
 )
 
 // fakeChunks records what an outputSink stores.
 type fakeChunks struct {
+	mu     sync.Mutex
 	seqs   []int64
 	data   strings.Builder
 	closed int64
@@ -18,13 +23,55 @@ type fakeChunks struct {
 }
 
 func (f *fakeChunks) Write(_ context.Context, seq int64, data []byte) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	f.seqs = append(f.seqs, seq)
 	f.data.Write(data)
 }
 
 func (f *fakeChunks) Close(_ context.Context, count int64) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	f.closed = count
 	return f.err
+}
+
+func (f *fakeChunks) stored() string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.data.String()
+}
+
+// TestOutputSinkStoreAfter: an output that fits the head is stored once it
+// has been written to for storeAfter — the chunks so far, then each new
+// one, in order — and not at all when the run ends before.
+func TestOutputSinkStoreAfter(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		after time.Duration
+		want  string
+	}{
+		{"a longer run is stored", time.Millisecond, "abcd"},
+		{"a short run is not", time.Hour, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			store := &fakeChunks{}
+			o := newOutputSink(sinkConfig{ctx: context.Background(), headLimit: 8, block: 4, limit: 100, storeAfter: tc.after,
+				newWriter: func() chunkWriter { return store }, overflow: func() {}})
+			o.Write([]byte("ab"))
+			if tc.after < time.Hour {
+				testwait.Until(t, "the first chunk to be stored", func() bool { return store.stored() == "ab" })
+			}
+			o.Write([]byte("cd"))
+			sum := o.finish(context.Background())
+			if store.stored() != tc.want || sum.stored != (tc.want != "") || string(sum.head) != "abcd" {
+				t.Fatalf("stored %q (summary says %v), head %q; want %q stored", store.stored(), sum.stored, sum.head, tc.want)
+			}
+			if tc.want != "" && (store.closed != 2 || store.seqs[0] != 0 || store.seqs[1] != 1) {
+				t.Fatalf("stored seqs %v, end mark after %d; want 0, 1 and 2", store.seqs, store.closed)
+			}
+		})
+	}
 }
 
 func sinkWith(limit int64, storeAll bool, store *fakeChunks, onChunk func(Chunk), overflow func()) *outputSink {
@@ -54,7 +101,7 @@ func TestOutputSink(t *testing.T) {
 		{"small sync output stays in memory", 100, false, []string{"ab", "cd"}, "ab|cd", "abcd", "", 0, 0},
 		{"writes cut into blocks", 100, false, []string{"abcdef"}, "abcd|ef", "abcdef", "", 0, 0},
 		{"sync output spills once past the head", 100, false, []string{"abc", "def", "ghi"}, "abc|def|ghi", "abcdefgh", "abcdefghi", 3, 0},
-		{"async output stored from the first chunk", 100, true, []string{"ab", "cd"}, "ab|cd", "abcd", "abcd", 2, 0},
+		{"stream output stored from the first chunk", 100, true, []string{"ab", "cd"}, "ab|cd", "abcd", "abcd", 2, 0},
 		{"limit: overflow once, nothing past it", 6, true, []string{"abcd", "ef", "g", "more"}, "abcd|ef", "abcdef", "abcdef", 2, 1},
 		{"exactly the limit is fine", 4, true, []string{"abcd"}, "abcd", "abcd", "abcd", 1, 0},
 	}

@@ -432,7 +432,15 @@ func (m *engine) recordAttempt(l *live) {
 // output is stored from the first chunk, for clients that attach later or
 // on another node; sync output only once it outgrows what a record keeps.
 func (m *engine) newOutputSink(ctx context.Context, l *live, spec *execution.Spec, onChunk func(Chunk)) *outputSink {
-	storeAll := spec.Mode == execution.ModeAsync || spec.Mode == execution.ModeStream
+	// A stream's chunks are stored from the first (it is attached to
+	// while it runs); an async execution's once it ran for storeAfter or
+	// outgrew its record: a short one with a small output keeps it in its
+	// record only, two store writes fewer.
+	storeAll := spec.Mode == execution.ModeStream
+	storeAfter := time.Duration(0)
+	if spec.Mode == execution.ModeAsync {
+		storeAfter = showRunningAfter
+	}
 	if l.final().Attempts > 0 {
 		// A retry or a rerun after a crash: the earlier run's chunks go.
 		if err := m.store.Outputs.Delete(ctx, spec.ExecutionID); err != nil {
@@ -442,7 +450,7 @@ func (m *engine) newOutputSink(ctx context.Context, l *live, spec *execution.Spe
 	sizes := m.store.Sizes()
 	return newOutputSink(sinkConfig{
 		ctx: context.WithoutCancel(ctx), headLimit: sizes.Inline, block: sizes.Block,
-		limit: m.opts.MaxOutputBytes, storeAll: storeAll, onChunk: onChunk,
+		limit: m.opts.MaxOutputBytes, storeAll: storeAll, storeAfter: storeAfter, onChunk: onChunk,
 		newWriter: func() chunkWriter { return m.store.Outputs.NewWriter(spec.ExecutionID) },
 		overflow: func() {
 			l.stop(fmt.Errorf("%w: more than %d bytes", errOutputTooLarge, m.opts.MaxOutputBytes), true)
