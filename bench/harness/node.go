@@ -2,6 +2,8 @@ package harness
 
 import (
 	"context"
+	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
@@ -196,6 +198,43 @@ func (n *node) invokeSyncHTTP(hc *http.Client) func(ctx context.Context, task st
 			return fmt.Errorf("%s: HTTP %d: %q: %w", task, status, b, errdefs.ErrInternal)
 		}
 		return checkSync(task, &out, in)
+	}
+}
+
+// invokeSyncJSON is invokeSyncHTTP with the Connect protocol's JSON
+// encoding: what a curl user sends (lowerCamelCase fields, the input as a
+// google.protobuf.StringValue).
+func (n *node) invokeSyncJSON(hc *http.Client) func(ctx context.Context, task string, in []byte) error {
+	url := "http://" + n.addr + pb.FunctionService_InvokeFunction_FullMethodName
+	return func(ctx context.Context, task string, in []byte) error {
+		body, err := json.Marshal(map[string]any{
+			"taskId": task, "executionMode": "EXECUTION_MODE_SYNC",
+			"parameters": []any{map[string]any{"name": "input", "value": map[string]any{
+				"@type": "type.googleapis.com/google.protobuf.StringValue", "value": string(in)}}},
+		})
+		if err != nil {
+			return err
+		}
+		status, b, err := post(ctx, hc, url, "application/json", body)
+		if err != nil {
+			return err
+		}
+		var out struct {
+			Success bool `json:"success"`
+			Result  struct {
+				Result struct {
+					Value string `json:"value"`
+				} `json:"result"`
+			} `json:"result"`
+		}
+		if status != http.StatusOK || json.Unmarshal(b, &out) != nil || !out.Success {
+			return fmt.Errorf("%s: HTTP %d: %q: %w", task, status, b, errdefs.ErrInternal)
+		}
+		v := out.Result.Result.Value // a StringValue's text, or a BytesValue's base64
+		if d, err := base64.StdEncoding.DecodeString(v); len(v) != len(in) && (err != nil || len(d) != len(in)) {
+			return fmt.Errorf("%s: unexpected output %q: %w", task, v, errdefs.ErrInternal)
+		}
+		return nil
 	}
 }
 

@@ -195,6 +195,16 @@ func (e *env) syncRows(ctx context.Context, rt string) ([]Row, error) {
 			rows = append(rows, r)
 		}
 	}
+	if rt == "wasm" {
+		// And as JSON, what a curl user sends.
+		overJSON := e.main.invokeSyncJSON(newHTTPClient())
+		spearJSON := func(ctx context.Context, _ int) error { return overJSON(ctx, task, in) }
+		for _, conc := range concs {
+			r := e.compare(ctx, fmt.Sprintf("sync-%s-json-c%d", rt, conc), conc, spearJSON, baseName, base, t)
+			r.Note = joinNote(r.Note, "Spear over HTTP/1.1, Connect protocol with JSON bodies (net/http client)")
+			rows = append(rows, r)
+		}
+	}
 	return rows, nil
 }
 
