@@ -85,7 +85,11 @@ func (m *forwarder) forward(ctx context.Context, spec *execution.Spec, t *task.T
 		return nil, err
 	}
 	m.log.Debug("handed on to another node through the queue", "execution", spec.ExecutionID, "runtime", spec.Runtime)
-	return m.relayQueued(ctx, spec.ExecutionID, changes, onChunk, 0)
+	rec, err := m.relayQueued(ctx, spec.ExecutionID, changes, onChunk, 0)
+	if err == nil {
+		m.holdRelayed(rec)
+	}
+	return rec, err
 }
 
 // relayQueued relays an execution handed on through the queue: its chunks

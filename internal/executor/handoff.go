@@ -76,11 +76,10 @@ func (m *forwarder) handOff(ctx context.Context, spec *execution.Spec, onChunk f
 		if errors.Is(err, errNotTaken) {
 			continue
 		}
-		if err == nil {
-			m.holdRelayed(rec, changes, stop)
-			return rec, nil
-		}
 		stop()
+		if err == nil {
+			m.holdRelayed(rec)
+		}
 		return rec, err
 	}
 	stop()
@@ -239,32 +238,23 @@ func (m *forwarder) markLost(ctx context.Context, spec *execution.Spec, peer str
 	}
 }
 
-// holdRelayed keeps a relayed final record in the live table until the
-// peer's write of it is seen (or a few seconds passed), so that a status
-// query here right after the answer finds it.
-func (m *forwarder) holdRelayed(rec *execution.Record, changes <-chan *execution.Record, stop func()) {
-	l := &live{rec: rec, done: make(chan struct{})}
-	close(l.done)
-	if m.lives.addLive(l) != nil {
-		stop()
+// relayedHold is how long a node keeps the final record of a call it
+// handed on, after the answer.
+const relayedHold = 3 * time.Second
+
+// holdRelayed keeps the final record of a call this node handed on in its
+// live table for relayedHold, so that a status query here right after the
+// answer finds it: the node that ran it writes it a moment later (and a
+// change notification comes before the write is stored).
+func (m *forwarder) holdRelayed(rec *execution.Record) {
+	if rec == nil || !rec.Status.Terminal() {
 		return
 	}
-	go func() {
-		defer stop()
-		defer m.lives.forget(rec.ID)
-		timeout := time.NewTimer(5 * time.Second)
-		defer timeout.Stop()
-		for {
-			select {
-			case r := <-changes:
-				if r != nil && r.Status.Terminal() {
-					return
-				}
-			case <-timeout.C:
-				return
-			}
-		}
-	}()
+	l := &live{rec: rec, done: make(chan struct{})}
+	close(l.done)
+	if m.lives.addLive(l) == nil {
+		time.AfterFunc(relayedHold, func() { m.lives.forget(rec.ID) })
+	}
 }
 
 // serve takes the runs other nodes offer this one until stop is

@@ -56,7 +56,8 @@ func TestHandOffDirect(t *testing.T) {
 	if err != nil || rec.Status != execution.StatusCompleted || string(rec.Output) != "hello" || rec.Node != "b" {
 		t.Fatalf("handed-on sync Run = %+v, %v; want COMPLETED on b with the echo", rec, err)
 	}
-	if got, err := h.m.Views.Get(ctx, spec.ExecutionID); err != nil || got.Status != execution.StatusCompleted {
+	if got, err := h.m.Views.Get(ctx, spec.ExecutionID); err != nil || got.Status != execution.StatusCompleted ||
+		len(got.History) != 1 || got.History[0].Node != "b" {
 		t.Fatalf("Get at the calling node right after = %+v, %v", got, err)
 	}
 	testwait.Until(t, "the peer's record", func() bool {

@@ -37,8 +37,8 @@ func TestClusterForwards(t *testing.T) {
 			t.Fatalf("sync call at the node without docker: success %v, output %q, %s",
 				resp.GetSuccess(), output(t, resp.GetResult().GetResult()), resp.GetMessage())
 		}
-		if got := lastNode(a.status(t, resp.GetExecutionId()).GetResult()); got != clusterNodeID(1) {
-			t.Fatalf("ran on %q, want %s (the node with docker)", got, clusterNodeID(1))
+		if st := a.status(t, resp.GetExecutionId()); lastNode(st.GetResult()) != clusterNodeID(1) {
+			t.Fatalf("ran on %q, want %s (the node with docker; status %v)", lastNode(st.GetResult()), clusterNodeID(1), st)
 		}
 	})
 
@@ -79,7 +79,7 @@ func TestClusterForwards(t *testing.T) {
 			t.Fatalf("ran on %q, want n2", got)
 		}
 		if ended := res.GetCompletedAt().AsTime(); !firstChunk.Before(ended) {
-			t.Fatalf("the first chunk arrived at %v, not before the function ended at %v", firstChunk, ended)
+			t.Fatalf("the first chunk arrived at %v, not before the function ended at %v (result %v)", firstChunk, ended, res)
 		}
 	})
 
@@ -105,8 +105,8 @@ func TestClusterForwards(t *testing.T) {
 		if !resp.GetSuccess() || output(t, resp.GetResult().GetResult()) != "quick\n" {
 			t.Fatalf("sync call at a busy node: success %v, %s", resp.GetSuccess(), resp.GetMessage())
 		}
-		if got := lastNode(a.status(t, resp.GetExecutionId()).GetResult()); got != clusterNodeID(1) {
-			t.Fatalf("ran on %q while n1 was busy and n2 free, want n2", got)
+		if st := a.status(t, resp.GetExecutionId()); lastNode(st.GetResult()) != clusterNodeID(1) {
+			t.Fatalf("ran on %q while n1 was busy and n2 free, want n2 (status %v)", lastNode(st.GetResult()), st)
 		}
 		if r := <-blocked; !r.GetSuccess() || lastNode(a.status(t, r.GetExecutionId()).GetResult()) != clusterNodeID(0) {
 			t.Fatalf("the blocker: success %v on %q, want success on n1", r.GetSuccess(), lastNode(r.GetResult()))
