@@ -184,24 +184,25 @@ func (e *env) syncRows(ctx context.Context, rt string) ([]Row, error) {
 		}
 		rows = append(rows, r)
 	}
+	// The same over the node's HTTP/1.1 port: like for like with the bare
+	// HTTP server, so gRPC's own cost is out of the ratio; for wasm also
+	// as JSON, what a curl user sends.
+	type overHTTP struct {
+		suffix, note string
+		invoke       func(ctx context.Context, task string, in []byte) error
+	}
+	var https []overHTTP
 	if rt != "docker" {
-		// The same over the node's HTTP/1.1 port: like for like with the
-		// bare HTTP server, so gRPC's own cost is out of the ratio.
-		overHTTP := e.main.invokeSyncHTTP(newHTTPClient())
-		spearHTTP := func(ctx context.Context, _ int) error { return overHTTP(ctx, task, in) }
-		for _, conc := range concs {
-			r := e.compare(ctx, fmt.Sprintf("sync-%s-http-c%d", rt, conc), conc, spearHTTP, baseName, base, t)
-			r.Note = joinNote(r.Note, "Spear over HTTP/1.1 (Connect protocol, net/http client)")
-			rows = append(rows, r)
-		}
+		https = append(https, overHTTP{"http", "Spear over HTTP/1.1 (Connect protocol, net/http client)", e.main.invokeSyncHTTP(newHTTPClient())})
 	}
 	if rt == "wasm" {
-		// And as JSON, what a curl user sends.
-		overJSON := e.main.invokeSyncJSON(newHTTPClient())
-		spearJSON := func(ctx context.Context, _ int) error { return overJSON(ctx, task, in) }
+		https = append(https, overHTTP{"json", "Spear over HTTP/1.1, Connect protocol with JSON bodies (net/http client)", e.main.invokeSyncJSON(newHTTPClient())})
+	}
+	for _, h := range https {
+		spearHTTP := func(ctx context.Context, _ int) error { return h.invoke(ctx, task, in) }
 		for _, conc := range concs {
-			r := e.compare(ctx, fmt.Sprintf("sync-%s-json-c%d", rt, conc), conc, spearJSON, baseName, base, t)
-			r.Note = joinNote(r.Note, "Spear over HTTP/1.1, Connect protocol with JSON bodies (net/http client)")
+			r := e.compare(ctx, fmt.Sprintf("sync-%s-%s-c%d", rt, h.suffix, conc), conc, spearHTTP, baseName, base, t)
+			r.Note = joinNote(r.Note, h.note)
 			rows = append(rows, r)
 		}
 	}

@@ -62,11 +62,9 @@ func TestClusterSpreadsWork(t *testing.T) {
 	}
 }
 
-// TestClusterEmbedded: three `spear serve` processes, nothing else, form a
-// JetStream cluster of their embedded servers (3 copies of everything);
-// when one is SIGKILLed, the other two keep accepting work and finish it,
-// and what the dead one was running runs again on them.
-func TestClusterEmbedded(t *testing.T) {
+// embeddedClusterOpts are the options of three nodes, 2 slots each, whose
+// embedded NATS servers form one cluster (routes on free loopback ports).
+func embeddedClusterOpts(t *testing.T) []nodeOpts {
 	routes := make([]string, 3)
 	for i := range routes {
 		routes[i] = freeAddr(t)
@@ -76,7 +74,15 @@ func TestClusterEmbedded(t *testing.T) {
 		opts = append(opts, clusterNodeOpts(i, 2, "--nats-cluster", routes[i],
 			"--nats-routes", "nats://"+strings.Join(routes, ",nats://")))
 	}
-	nodes := startNodes(t, opts)
+	return opts
+}
+
+// TestClusterEmbedded: three `spear serve` processes, nothing else, form a
+// JetStream cluster of their embedded servers (3 copies of everything);
+// when one is SIGKILLed, the other two keep accepting work and finish it,
+// and what the dead one was running runs again on them.
+func TestClusterEmbedded(t *testing.T) {
+	nodes := startNodes(t, embeddedClusterOpts(t))
 	for _, n := range nodes {
 		info := n.health(t).GetDetails().GetSystemInfo()
 		if info["store"] != "embedded-cluster" || info["replicas"] != "3" {
@@ -131,15 +137,7 @@ func TestClusterEmbedded(t *testing.T) {
 // dir brings the quorum back: it starts, and the two serve and finish
 // work accepted before the loss and after; the third rejoins later.
 func TestClusterEmbeddedRestart(t *testing.T) {
-	routes := make([]string, 3)
-	for i := range routes {
-		routes[i] = freeAddr(t)
-	}
-	var opts []nodeOpts
-	for i := range 3 {
-		opts = append(opts, clusterNodeOpts(i, 2, "--nats-cluster", routes[i],
-			"--nats-routes", "nats://"+strings.Join(routes, ",nats://")))
-	}
+	opts := embeddedClusterOpts(t)
 	nodes := startNodes(t, opts)
 	path, _ := writeScript(t, t.TempDir(), "short.sh", "sleep 0.2\necho done\n")
 	nodes[0].registerProcess(t, "short", path)
