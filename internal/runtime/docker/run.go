@@ -202,14 +202,32 @@ func (c *containerRun) collect(exit container.WaitResponse) (runtime.Result, err
 	c.waitCancel() // ends the memory sampling
 	res := runtime.Result{ExitCode: int(exit.StatusCode), MemoryUsedBytes: c.memPeak(), Startup: c.startup}
 	if res.ExitCode != 0 && c.memoryLimit > 0 {
-		// Killed by the kernel for its memory limit? (One more round
-		// trip, for failed runs under a limit only.)
-		in, err := c.r.cli.ContainerInspect(c.ctx, c.id, client.ContainerInspectOptions{})
-		if err == nil && in.Container.State != nil {
-			res.MemoryLimitHit = in.Container.State.OOMKilled
-		}
+		res.MemoryLimitHit = c.oomKilled(res.ExitCode)
 	}
 	return res, nil
+}
+
+// oomKilled says whether a container that failed under a memory limit was
+// killed by the kernel for it (one more round trip, for such runs only).
+// The engine may report the exit before it has taken the OOM event in
+// (OOMKilled still false): a SIGKILL exit (137) is asked about again a few
+// times, and taken as the limit if the flag never comes: nothing else
+// here kills a container's process that way (Spear's own stops end the
+// run before this point).
+func (c *containerRun) oomKilled(exitCode int) bool {
+	for try := range 5 {
+		in, err := c.r.cli.ContainerInspect(c.ctx, c.id, client.ContainerInspectOptions{})
+		if err == nil && in.Container.State != nil && in.Container.State.OOMKilled {
+			return true
+		}
+		if exitCode != 137 {
+			return false
+		}
+		if try < 4 {
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	return true
 }
 
 // stopOutput ends the output copy and waits for it, so that nothing writes
