@@ -55,15 +55,28 @@ type NodeEntry struct {
 // Nodes is the node registry (see BucketNodes).
 type Nodes struct{ *core }
 
-// provisionNodes creates the registry's bucket: in memory (nothing in it
-// needs to outlive the servers), entries expiring NodeTTL after their
-// last write.
+// provisionNodes creates the registry's bucket, entries expiring NodeTTL
+// after their last write. It is kept on disk although nothing in it needs
+// to outlive the servers: with 3 copies in memory, a cluster that lost two
+// servers could not elect a leader for it once one came back (its copy
+// restarts empty), and a restarted node waited for it for good. A bucket
+// in memory, made by an earlier version, is replaced (its entries come
+// back within a heartbeat).
 func (s *provisioner) provisionNodes(ctx context.Context) error {
+	if old, err := s.js.KeyValue(ctx, BucketNodes); err == nil {
+		st, err := old.Status(ctx)
+		if b, ok := st.(*jetstream.KeyValueBucketStatus); err == nil && ok && b.StreamInfo().Config.Storage == jetstream.MemoryStorage {
+			s.log.Info("node registry: replacing the bucket kept in memory by one on disk", "bucket", BucketNodes)
+			if err := s.js.DeleteKeyValue(ctx, BucketNodes); err != nil && !errors.Is(err, jetstream.ErrBucketNotFound) {
+				return fmt.Errorf("bucket %s: %w", BucketNodes, err)
+			}
+		}
+	}
 	nodes, err := s.ensureKV(ctx, jetstream.KeyValueConfig{
 		Bucket:   BucketNodes,
 		History:  1,
 		TTL:      NodeTTL,
-		Storage:  jetstream.MemoryStorage,
+		Storage:  jetstream.FileStorage,
 		Replicas: s.opts.Replicas,
 	})
 	if err != nil {

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/spear-go/spear/internal/errdefs"
 )
 
@@ -104,5 +106,38 @@ func TestAddStatsConcurrent(t *testing.T) {
 	}
 	if got := all["t"]; got == nil || got.Count != adders*each || len(got.RecentMs) != 8 {
 		t.Fatalf("stats %+v, want count %d and 8 durations", got, adders*each)
+	}
+}
+
+// TestNodesBucketOnDisk: the registry's bucket is kept on disk; one kept
+// in memory by an earlier version is replaced when a node provisions.
+func TestNodesBucketOnDisk(t *testing.T) {
+	s := openStore(t, t.TempDir(), time.Second)
+	ctx := t.Context()
+	storage := func() jetstream.StorageType {
+		kv, err := s.js.KeyValue(ctx, BucketNodes)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st, err := kv.Status(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st.(*jetstream.KeyValueBucketStatus).StreamInfo().Config.Storage
+	}
+	if got := storage(); got != jetstream.FileStorage {
+		t.Fatalf("registry bucket storage %v; want file", got)
+	}
+	if err := s.js.DeleteKeyValue(ctx, BucketNodes); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: BucketNodes, TTL: NodeTTL, Storage: jetstream.MemoryStorage}); err != nil {
+		t.Fatal(err)
+	}
+	if err := (&provisioner{s.core}).provisionNodes(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := storage(); got != jetstream.FileStorage {
+		t.Fatalf("registry bucket storage after provisioning over a memory one %v; want file", got)
 	}
 }
