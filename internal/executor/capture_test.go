@@ -7,6 +7,7 @@ import (
 
 	"github.com/spear-go/spear/internal/errdefs"
 	"github.com/spear-go/spear/internal/execution"
+	"github.com/spear-go/spear/internal/testwait"
 )
 
 func lineTexts(lines []execution.LogLine) []string {
@@ -105,6 +106,7 @@ func TestAttachNeverCutsStoredOutput(t *testing.T) {
 		t.Fatal(err)
 	}
 	rec := h.stored(spec.ExecutionID)
+	testwait.Until(t, "the run to leave the live table", func() bool { return h.m.views.liveOf(spec.ExecutionID) == nil })
 	if !rec.OutputStored {
 		t.Fatalf("record: output stored %v, want true", rec.OutputStored)
 	}
