@@ -434,9 +434,9 @@ func (m *Manager) TaskStats(taskID string) (count int64, last execution.Status) 
 }
 
 // Get returns the record of execution id: live from this node if it runs
-// here, otherwise from the store, read from its leader (with 3 copies a
-// follower may not have the write that another node just made: a caller
-// asking for the execution its call just returned must see it).
+// here, otherwise from the store (any of its copies: reading from the
+// stream's leader would fail while a lost server's streams elect new
+// leaders).
 func (m *Views) Get(ctx context.Context, id string) (*execution.Record, error) {
 	if err := execution.ValidateID(id); err != nil {
 		return nil, err
@@ -447,7 +447,7 @@ func (m *Views) Get(ctx context.Context, id string) (*execution.Record, error) {
 	if l != nil {
 		return l.snapshot(), nil
 	}
-	r, _, err := m.store.Records.GetLatest(ctx, id)
+	r, _, err := m.store.Records.Get(ctx, id)
 	if errors.Is(err, errdefs.ErrNotFound) {
 		// Accepted but not recorded yet (or the store refused the record):
 		// the queue message is the execution.
