@@ -52,7 +52,7 @@ FUZZTIME ?= 30s
 # Each target as package:Name.
 FUZZ_TARGETS := ./internal/server/:FuzzInvokeRequest ./internal/server/:FuzzParameters \
 	./internal/server/:FuzzStatusRoute ./internal/server/:FuzzConnectJSON ./internal/confine/:FuzzPath \
-	./internal/auth/:FuzzAuthorization
+	./internal/auth/:FuzzAuthorization ./internal/graph/:FuzzValidate
 fuzz:
 	@for t in $(FUZZ_TARGETS); do \
 	  pkg=$${t%%:*}; f=$${t#*:}; \

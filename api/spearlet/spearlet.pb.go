@@ -192,6 +192,55 @@ func (ExecutionStatus) EnumDescriptor() ([]byte, []int) {
 	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{2}
 }
 
+// OnFailure says what a step's final failure does to its graph.
+type OnFailure int32
+
+const (
+	// The graph fails (STEP_FAILED naming the step).
+	OnFailure_ON_FAILURE_FAIL OnFailure = 0
+	// Its dependents run, given null and its error in place of its output.
+	OnFailure_ON_FAILURE_CONTINUE OnFailure = 1
+)
+
+// Enum value maps for OnFailure.
+var (
+	OnFailure_name = map[int32]string{
+		0: "ON_FAILURE_FAIL",
+		1: "ON_FAILURE_CONTINUE",
+	}
+	OnFailure_value = map[string]int32{
+		"ON_FAILURE_FAIL":     0,
+		"ON_FAILURE_CONTINUE": 1,
+	}
+)
+
+func (x OnFailure) Enum() *OnFailure {
+	p := new(OnFailure)
+	*p = x
+	return p
+}
+
+func (x OnFailure) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (OnFailure) Descriptor() protoreflect.EnumDescriptor {
+	return file_spearlet_spearlet_proto_enumTypes[3].Descriptor()
+}
+
+func (OnFailure) Type() protoreflect.EnumType {
+	return &file_spearlet_spearlet_proto_enumTypes[3]
+}
+
+func (x OnFailure) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use OnFailure.Descriptor instead.
+func (OnFailure) EnumDescriptor() ([]byte, []int) {
+	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{3}
+}
+
 type ArtifactSpec struct {
 	state      protoimpl.MessageState `protogen:"open.v1"`
 	ArtifactId string                 `protobuf:"bytes,1,opt,name=artifact_id,json=artifactId,proto3" json:"artifact_id,omitempty"`
@@ -1293,8 +1342,13 @@ type GetExecutionStatusResponse struct {
 	Message string                 `protobuf:"bytes,4,opt,name=message,proto3" json:"message,omitempty"`
 	// Extensions. Which execution this is, and of which task (also in the
 	// body of a completion callback).
-	ExecutionId   string `protobuf:"bytes,50,opt,name=execution_id,json=executionId,proto3" json:"execution_id,omitempty"`
-	TaskId        string `protobuf:"bytes,51,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
+	ExecutionId string `protobuf:"bytes,50,opt,name=execution_id,json=executionId,proto3" json:"execution_id,omitempty"`
+	TaskId      string `protobuf:"bytes,51,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
+	// A graph step's execution: its graph and step.
+	ParentId string `protobuf:"bytes,52,opt,name=parent_id,json=parentId,proto3" json:"parent_id,omitempty"`
+	StepId   string `protobuf:"bytes,53,opt,name=step_id,json=stepId,proto3" json:"step_id,omitempty"`
+	// A graph's steps, in the graph's order.
+	Steps         []*StepInfo `protobuf:"bytes,54,rep,name=steps,proto3" json:"steps,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1371,6 +1425,130 @@ func (x *GetExecutionStatusResponse) GetTaskId() string {
 	return ""
 }
 
+func (x *GetExecutionStatusResponse) GetParentId() string {
+	if x != nil {
+		return x.ParentId
+	}
+	return ""
+}
+
+func (x *GetExecutionStatusResponse) GetStepId() string {
+	if x != nil {
+		return x.StepId
+	}
+	return ""
+}
+
+func (x *GetExecutionStatusResponse) GetSteps() []*StepInfo {
+	if x != nil {
+		return x.Steps
+	}
+	return nil
+}
+
+// StepInfo is where one step of a graph is.
+type StepInfo struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	StepId string                 `protobuf:"bytes,1,opt,name=step_id,json=stepId,proto3" json:"step_id,omitempty"`
+	// Empty until the step's execution is created.
+	ExecutionId string `protobuf:"bytes,2,opt,name=execution_id,json=executionId,proto3" json:"execution_id,omitempty"`
+	TaskId      string `protobuf:"bytes,3,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
+	// UNKNOWN until the step's execution is created.
+	Status        ExecutionStatus `protobuf:"varint,4,opt,name=status,proto3,enum=spearlet.ExecutionStatus" json:"status,omitempty"`
+	Attempts      int32           `protobuf:"varint,5,opt,name=attempts,proto3" json:"attempts,omitempty"`
+	ErrorCode     string          `protobuf:"bytes,6,opt,name=error_code,json=errorCode,proto3" json:"error_code,omitempty"`
+	ErrorMessage  string          `protobuf:"bytes,7,opt,name=error_message,json=errorMessage,proto3" json:"error_message,omitempty"`
+	DependsOn     []string        `protobuf:"bytes,8,rep,name=depends_on,json=dependsOn,proto3" json:"depends_on,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StepInfo) Reset() {
+	*x = StepInfo{}
+	mi := &file_spearlet_spearlet_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StepInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StepInfo) ProtoMessage() {}
+
+func (x *StepInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_spearlet_spearlet_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StepInfo.ProtoReflect.Descriptor instead.
+func (*StepInfo) Descriptor() ([]byte, []int) {
+	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *StepInfo) GetStepId() string {
+	if x != nil {
+		return x.StepId
+	}
+	return ""
+}
+
+func (x *StepInfo) GetExecutionId() string {
+	if x != nil {
+		return x.ExecutionId
+	}
+	return ""
+}
+
+func (x *StepInfo) GetTaskId() string {
+	if x != nil {
+		return x.TaskId
+	}
+	return ""
+}
+
+func (x *StepInfo) GetStatus() ExecutionStatus {
+	if x != nil {
+		return x.Status
+	}
+	return ExecutionStatus_EXECUTION_STATUS_UNKNOWN
+}
+
+func (x *StepInfo) GetAttempts() int32 {
+	if x != nil {
+		return x.Attempts
+	}
+	return 0
+}
+
+func (x *StepInfo) GetErrorCode() string {
+	if x != nil {
+		return x.ErrorCode
+	}
+	return ""
+}
+
+func (x *StepInfo) GetErrorMessage() string {
+	if x != nil {
+		return x.ErrorMessage
+	}
+	return ""
+}
+
+func (x *StepInfo) GetDependsOn() []string {
+	if x != nil {
+		return x.DependsOn
+	}
+	return nil
+}
+
 type CancelExecutionRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	ExecutionId   string                 `protobuf:"bytes,1,opt,name=execution_id,json=executionId,proto3" json:"execution_id,omitempty"`
@@ -1382,7 +1560,7 @@ type CancelExecutionRequest struct {
 
 func (x *CancelExecutionRequest) Reset() {
 	*x = CancelExecutionRequest{}
-	mi := &file_spearlet_spearlet_proto_msgTypes[11]
+	mi := &file_spearlet_spearlet_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1394,7 +1572,7 @@ func (x *CancelExecutionRequest) String() string {
 func (*CancelExecutionRequest) ProtoMessage() {}
 
 func (x *CancelExecutionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_spearlet_spearlet_proto_msgTypes[11]
+	mi := &file_spearlet_spearlet_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1407,7 +1585,7 @@ func (x *CancelExecutionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelExecutionRequest.ProtoReflect.Descriptor instead.
 func (*CancelExecutionRequest) Descriptor() ([]byte, []int) {
-	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{11}
+	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *CancelExecutionRequest) GetExecutionId() string {
@@ -1442,7 +1620,7 @@ type CancelExecutionResponse struct {
 
 func (x *CancelExecutionResponse) Reset() {
 	*x = CancelExecutionResponse{}
-	mi := &file_spearlet_spearlet_proto_msgTypes[12]
+	mi := &file_spearlet_spearlet_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1454,7 +1632,7 @@ func (x *CancelExecutionResponse) String() string {
 func (*CancelExecutionResponse) ProtoMessage() {}
 
 func (x *CancelExecutionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_spearlet_spearlet_proto_msgTypes[12]
+	mi := &file_spearlet_spearlet_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1467,7 +1645,7 @@ func (x *CancelExecutionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelExecutionResponse.ProtoReflect.Descriptor instead.
 func (*CancelExecutionResponse) Descriptor() ([]byte, []int) {
-	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{12}
+	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *CancelExecutionResponse) GetSuccess() bool {
@@ -1511,7 +1689,7 @@ type StreamExecutionResult struct {
 
 func (x *StreamExecutionResult) Reset() {
 	*x = StreamExecutionResult{}
-	mi := &file_spearlet_spearlet_proto_msgTypes[13]
+	mi := &file_spearlet_spearlet_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1523,7 +1701,7 @@ func (x *StreamExecutionResult) String() string {
 func (*StreamExecutionResult) ProtoMessage() {}
 
 func (x *StreamExecutionResult) ProtoReflect() protoreflect.Message {
-	mi := &file_spearlet_spearlet_proto_msgTypes[13]
+	mi := &file_spearlet_spearlet_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1536,7 +1714,7 @@ func (x *StreamExecutionResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamExecutionResult.ProtoReflect.Descriptor instead.
 func (*StreamExecutionResult) Descriptor() ([]byte, []int) {
-	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{13}
+	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *StreamExecutionResult) GetExecutionId() string {
@@ -1607,7 +1785,7 @@ type ListTasksRequest struct {
 
 func (x *ListTasksRequest) Reset() {
 	*x = ListTasksRequest{}
-	mi := &file_spearlet_spearlet_proto_msgTypes[14]
+	mi := &file_spearlet_spearlet_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1619,7 +1797,7 @@ func (x *ListTasksRequest) String() string {
 func (*ListTasksRequest) ProtoMessage() {}
 
 func (x *ListTasksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_spearlet_spearlet_proto_msgTypes[14]
+	mi := &file_spearlet_spearlet_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1632,7 +1810,7 @@ func (x *ListTasksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTasksRequest.ProtoReflect.Descriptor instead.
 func (*ListTasksRequest) Descriptor() ([]byte, []int) {
-	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{14}
+	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ListTasksRequest) GetPrefix() string {
@@ -1674,7 +1852,7 @@ type ListTasksResponse struct {
 
 func (x *ListTasksResponse) Reset() {
 	*x = ListTasksResponse{}
-	mi := &file_spearlet_spearlet_proto_msgTypes[15]
+	mi := &file_spearlet_spearlet_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1686,7 +1864,7 @@ func (x *ListTasksResponse) String() string {
 func (*ListTasksResponse) ProtoMessage() {}
 
 func (x *ListTasksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_spearlet_spearlet_proto_msgTypes[15]
+	mi := &file_spearlet_spearlet_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1699,7 +1877,7 @@ func (x *ListTasksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTasksResponse.ProtoReflect.Descriptor instead.
 func (*ListTasksResponse) Descriptor() ([]byte, []int) {
-	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{15}
+	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ListTasksResponse) GetTasks() []*TaskInfo {
@@ -1744,7 +1922,7 @@ type TaskInfo struct {
 
 func (x *TaskInfo) Reset() {
 	*x = TaskInfo{}
-	mi := &file_spearlet_spearlet_proto_msgTypes[16]
+	mi := &file_spearlet_spearlet_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1756,7 +1934,7 @@ func (x *TaskInfo) String() string {
 func (*TaskInfo) ProtoMessage() {}
 
 func (x *TaskInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_spearlet_spearlet_proto_msgTypes[16]
+	mi := &file_spearlet_spearlet_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1769,7 +1947,7 @@ func (x *TaskInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskInfo.ProtoReflect.Descriptor instead.
 func (*TaskInfo) Descriptor() ([]byte, []int) {
-	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{16}
+	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *TaskInfo) GetTaskId() string {
@@ -1853,7 +2031,7 @@ type GetTaskRequest struct {
 
 func (x *GetTaskRequest) Reset() {
 	*x = GetTaskRequest{}
-	mi := &file_spearlet_spearlet_proto_msgTypes[17]
+	mi := &file_spearlet_spearlet_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1865,7 +2043,7 @@ func (x *GetTaskRequest) String() string {
 func (*GetTaskRequest) ProtoMessage() {}
 
 func (x *GetTaskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_spearlet_spearlet_proto_msgTypes[17]
+	mi := &file_spearlet_spearlet_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1878,7 +2056,7 @@ func (x *GetTaskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTaskRequest.ProtoReflect.Descriptor instead.
 func (*GetTaskRequest) Descriptor() ([]byte, []int) {
-	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{17}
+	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *GetTaskRequest) GetTaskId() string {
@@ -1914,7 +2092,7 @@ type GetTaskResponse struct {
 
 func (x *GetTaskResponse) Reset() {
 	*x = GetTaskResponse{}
-	mi := &file_spearlet_spearlet_proto_msgTypes[18]
+	mi := &file_spearlet_spearlet_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1926,7 +2104,7 @@ func (x *GetTaskResponse) String() string {
 func (*GetTaskResponse) ProtoMessage() {}
 
 func (x *GetTaskResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_spearlet_spearlet_proto_msgTypes[18]
+	mi := &file_spearlet_spearlet_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1939,7 +2117,7 @@ func (x *GetTaskResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTaskResponse.ProtoReflect.Descriptor instead.
 func (*GetTaskResponse) Descriptor() ([]byte, []int) {
-	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{18}
+	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *GetTaskResponse) GetFound() bool {
@@ -1981,7 +2159,7 @@ type DeleteTaskRequest struct {
 
 func (x *DeleteTaskRequest) Reset() {
 	*x = DeleteTaskRequest{}
-	mi := &file_spearlet_spearlet_proto_msgTypes[19]
+	mi := &file_spearlet_spearlet_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1993,7 +2171,7 @@ func (x *DeleteTaskRequest) String() string {
 func (*DeleteTaskRequest) ProtoMessage() {}
 
 func (x *DeleteTaskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_spearlet_spearlet_proto_msgTypes[19]
+	mi := &file_spearlet_spearlet_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2006,7 +2184,7 @@ func (x *DeleteTaskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteTaskRequest.ProtoReflect.Descriptor instead.
 func (*DeleteTaskRequest) Descriptor() ([]byte, []int) {
-	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{19}
+	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *DeleteTaskRequest) GetTaskId() string {
@@ -2042,7 +2220,7 @@ type DeleteTaskResponse struct {
 
 func (x *DeleteTaskResponse) Reset() {
 	*x = DeleteTaskResponse{}
-	mi := &file_spearlet_spearlet_proto_msgTypes[20]
+	mi := &file_spearlet_spearlet_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2054,7 +2232,7 @@ func (x *DeleteTaskResponse) String() string {
 func (*DeleteTaskResponse) ProtoMessage() {}
 
 func (x *DeleteTaskResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_spearlet_spearlet_proto_msgTypes[20]
+	mi := &file_spearlet_spearlet_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2067,7 +2245,7 @@ func (x *DeleteTaskResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteTaskResponse.ProtoReflect.Descriptor instead.
 func (*DeleteTaskResponse) Descriptor() ([]byte, []int) {
-	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{20}
+	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *DeleteTaskResponse) GetSuccess() bool {
@@ -2107,13 +2285,15 @@ type ListExecutionsRequest struct {
 	// Extensions.
 	// Only executions whose retries ran out.
 	DeadLetteredOnly bool `protobuf:"varint,50,opt,name=dead_lettered_only,json=deadLetteredOnly,proto3" json:"dead_lettered_only,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// Only the steps of this graph (task_id is then ignored).
+	ParentId      string `protobuf:"bytes,51,opt,name=parent_id,json=parentId,proto3" json:"parent_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ListExecutionsRequest) Reset() {
 	*x = ListExecutionsRequest{}
-	mi := &file_spearlet_spearlet_proto_msgTypes[21]
+	mi := &file_spearlet_spearlet_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2125,7 +2305,7 @@ func (x *ListExecutionsRequest) String() string {
 func (*ListExecutionsRequest) ProtoMessage() {}
 
 func (x *ListExecutionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_spearlet_spearlet_proto_msgTypes[21]
+	mi := &file_spearlet_spearlet_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2138,7 +2318,7 @@ func (x *ListExecutionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListExecutionsRequest.ProtoReflect.Descriptor instead.
 func (*ListExecutionsRequest) Descriptor() ([]byte, []int) {
-	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{21}
+	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ListExecutionsRequest) GetTaskId() string {
@@ -2176,6 +2356,13 @@ func (x *ListExecutionsRequest) GetDeadLetteredOnly() bool {
 	return false
 }
 
+func (x *ListExecutionsRequest) GetParentId() string {
+	if x != nil {
+		return x.ParentId
+	}
+	return ""
+}
+
 type ListExecutionsResponse struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
 	Executions     []*ExecutionInfo       `protobuf:"bytes,1,rep,name=executions,proto3" json:"executions,omitempty"`
@@ -2187,7 +2374,7 @@ type ListExecutionsResponse struct {
 
 func (x *ListExecutionsResponse) Reset() {
 	*x = ListExecutionsResponse{}
-	mi := &file_spearlet_spearlet_proto_msgTypes[22]
+	mi := &file_spearlet_spearlet_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2199,7 +2386,7 @@ func (x *ListExecutionsResponse) String() string {
 func (*ListExecutionsResponse) ProtoMessage() {}
 
 func (x *ListExecutionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_spearlet_spearlet_proto_msgTypes[22]
+	mi := &file_spearlet_spearlet_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2212,7 +2399,7 @@ func (x *ListExecutionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListExecutionsResponse.ProtoReflect.Descriptor instead.
 func (*ListExecutionsResponse) Descriptor() ([]byte, []int) {
-	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{22}
+	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ListExecutionsResponse) GetExecutions() []*ExecutionInfo {
@@ -2250,18 +2437,21 @@ type ExecutionInfo struct {
 	ErrorMessage    string                 `protobuf:"bytes,10,opt,name=error_message,json=errorMessage,proto3" json:"error_message,omitempty"`
 	Metadata        map[string]string      `protobuf:"bytes,11,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// Extensions.
-	ErrorCode     string                 `protobuf:"bytes,50,opt,name=error_code,json=errorCode,proto3" json:"error_code,omitempty"`
-	CreatedAt     *timestamppb.Timestamp `protobuf:"bytes,51,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
-	Attempts      int32                  `protobuf:"varint,52,opt,name=attempts,proto3" json:"attempts,omitempty"`
-	DeadLettered  bool                   `protobuf:"varint,53,opt,name=dead_lettered,json=deadLettered,proto3" json:"dead_lettered,omitempty"`
-	Priority      int32                  `protobuf:"varint,54,opt,name=priority,proto3" json:"priority,omitempty"`
+	ErrorCode    string                 `protobuf:"bytes,50,opt,name=error_code,json=errorCode,proto3" json:"error_code,omitempty"`
+	CreatedAt    *timestamppb.Timestamp `protobuf:"bytes,51,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	Attempts     int32                  `protobuf:"varint,52,opt,name=attempts,proto3" json:"attempts,omitempty"`
+	DeadLettered bool                   `protobuf:"varint,53,opt,name=dead_lettered,json=deadLettered,proto3" json:"dead_lettered,omitempty"`
+	Priority     int32                  `protobuf:"varint,54,opt,name=priority,proto3" json:"priority,omitempty"`
+	// A graph step's execution: its graph and step.
+	ParentId      string `protobuf:"bytes,55,opt,name=parent_id,json=parentId,proto3" json:"parent_id,omitempty"`
+	StepId        string `protobuf:"bytes,56,opt,name=step_id,json=stepId,proto3" json:"step_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ExecutionInfo) Reset() {
 	*x = ExecutionInfo{}
-	mi := &file_spearlet_spearlet_proto_msgTypes[23]
+	mi := &file_spearlet_spearlet_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2273,7 +2463,7 @@ func (x *ExecutionInfo) String() string {
 func (*ExecutionInfo) ProtoMessage() {}
 
 func (x *ExecutionInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_spearlet_spearlet_proto_msgTypes[23]
+	mi := &file_spearlet_spearlet_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2286,7 +2476,7 @@ func (x *ExecutionInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecutionInfo.ProtoReflect.Descriptor instead.
 func (*ExecutionInfo) Descriptor() ([]byte, []int) {
-	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{23}
+	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ExecutionInfo) GetExecutionId() string {
@@ -2401,6 +2591,20 @@ func (x *ExecutionInfo) GetPriority() int32 {
 	return 0
 }
 
+func (x *ExecutionInfo) GetParentId() string {
+	if x != nil {
+		return x.ParentId
+	}
+	return ""
+}
+
+func (x *ExecutionInfo) GetStepId() string {
+	if x != nil {
+		return x.StepId
+	}
+	return ""
+}
+
 type GetHealthRequest struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
 	IncludeDetails bool                   `protobuf:"varint,1,opt,name=include_details,json=includeDetails,proto3" json:"include_details,omitempty"`
@@ -2410,7 +2614,7 @@ type GetHealthRequest struct {
 
 func (x *GetHealthRequest) Reset() {
 	*x = GetHealthRequest{}
-	mi := &file_spearlet_spearlet_proto_msgTypes[24]
+	mi := &file_spearlet_spearlet_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2422,7 +2626,7 @@ func (x *GetHealthRequest) String() string {
 func (*GetHealthRequest) ProtoMessage() {}
 
 func (x *GetHealthRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_spearlet_spearlet_proto_msgTypes[24]
+	mi := &file_spearlet_spearlet_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2435,7 +2639,7 @@ func (x *GetHealthRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetHealthRequest.ProtoReflect.Descriptor instead.
 func (*GetHealthRequest) Descriptor() ([]byte, []int) {
-	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{24}
+	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *GetHealthRequest) GetIncludeDetails() bool {
@@ -2462,7 +2666,7 @@ type GetHealthResponse struct {
 
 func (x *GetHealthResponse) Reset() {
 	*x = GetHealthResponse{}
-	mi := &file_spearlet_spearlet_proto_msgTypes[25]
+	mi := &file_spearlet_spearlet_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2474,7 +2678,7 @@ func (x *GetHealthResponse) String() string {
 func (*GetHealthResponse) ProtoMessage() {}
 
 func (x *GetHealthResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_spearlet_spearlet_proto_msgTypes[25]
+	mi := &file_spearlet_spearlet_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2487,7 +2691,7 @@ func (x *GetHealthResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetHealthResponse.ProtoReflect.Descriptor instead.
 func (*GetHealthResponse) Descriptor() ([]byte, []int) {
-	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{25}
+	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *GetHealthResponse) GetStatus() string {
@@ -2539,7 +2743,7 @@ type HealthDetails struct {
 
 func (x *HealthDetails) Reset() {
 	*x = HealthDetails{}
-	mi := &file_spearlet_spearlet_proto_msgTypes[26]
+	mi := &file_spearlet_spearlet_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2551,7 +2755,7 @@ func (x *HealthDetails) String() string {
 func (*HealthDetails) ProtoMessage() {}
 
 func (x *HealthDetails) ProtoReflect() protoreflect.Message {
-	mi := &file_spearlet_spearlet_proto_msgTypes[26]
+	mi := &file_spearlet_spearlet_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2564,7 +2768,7 @@ func (x *HealthDetails) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthDetails.ProtoReflect.Descriptor instead.
 func (*HealthDetails) Descriptor() ([]byte, []int) {
-	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{26}
+	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *HealthDetails) GetActiveTasks() int32 {
@@ -2620,7 +2824,7 @@ type GetStatsRequest struct {
 
 func (x *GetStatsRequest) Reset() {
 	*x = GetStatsRequest{}
-	mi := &file_spearlet_spearlet_proto_msgTypes[27]
+	mi := &file_spearlet_spearlet_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2632,7 +2836,7 @@ func (x *GetStatsRequest) String() string {
 func (*GetStatsRequest) ProtoMessage() {}
 
 func (x *GetStatsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_spearlet_spearlet_proto_msgTypes[27]
+	mi := &file_spearlet_spearlet_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2645,7 +2849,7 @@ func (x *GetStatsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStatsRequest.ProtoReflect.Descriptor instead.
 func (*GetStatsRequest) Descriptor() ([]byte, []int) {
-	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{27}
+	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *GetStatsRequest) GetIncludeTaskStats() bool {
@@ -2683,7 +2887,7 @@ type GetStatsResponse struct {
 
 func (x *GetStatsResponse) Reset() {
 	*x = GetStatsResponse{}
-	mi := &file_spearlet_spearlet_proto_msgTypes[28]
+	mi := &file_spearlet_spearlet_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2695,7 +2899,7 @@ func (x *GetStatsResponse) String() string {
 func (*GetStatsResponse) ProtoMessage() {}
 
 func (x *GetStatsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_spearlet_spearlet_proto_msgTypes[28]
+	mi := &file_spearlet_spearlet_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2708,7 +2912,7 @@ func (x *GetStatsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStatsResponse.ProtoReflect.Descriptor instead.
 func (*GetStatsResponse) Descriptor() ([]byte, []int) {
-	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{28}
+	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *GetStatsResponse) GetServiceStats() *ServiceStats {
@@ -2751,7 +2955,7 @@ type ClusterInfo struct {
 
 func (x *ClusterInfo) Reset() {
 	*x = ClusterInfo{}
-	mi := &file_spearlet_spearlet_proto_msgTypes[29]
+	mi := &file_spearlet_spearlet_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2763,7 +2967,7 @@ func (x *ClusterInfo) String() string {
 func (*ClusterInfo) ProtoMessage() {}
 
 func (x *ClusterInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_spearlet_spearlet_proto_msgTypes[29]
+	mi := &file_spearlet_spearlet_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2776,7 +2980,7 @@ func (x *ClusterInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterInfo.ProtoReflect.Descriptor instead.
 func (*ClusterInfo) Descriptor() ([]byte, []int) {
-	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{29}
+	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ClusterInfo) GetNodeCount() int32 {
@@ -2818,7 +3022,7 @@ type NodeInfo struct {
 
 func (x *NodeInfo) Reset() {
 	*x = NodeInfo{}
-	mi := &file_spearlet_spearlet_proto_msgTypes[30]
+	mi := &file_spearlet_spearlet_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2830,7 +3034,7 @@ func (x *NodeInfo) String() string {
 func (*NodeInfo) ProtoMessage() {}
 
 func (x *NodeInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_spearlet_spearlet_proto_msgTypes[30]
+	mi := &file_spearlet_spearlet_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2843,7 +3047,7 @@ func (x *NodeInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeInfo.ProtoReflect.Descriptor instead.
 func (*NodeInfo) Descriptor() ([]byte, []int) {
-	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{30}
+	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *NodeInfo) GetNodeId() string {
@@ -2931,7 +3135,7 @@ type ListNodesRequest struct {
 
 func (x *ListNodesRequest) Reset() {
 	*x = ListNodesRequest{}
-	mi := &file_spearlet_spearlet_proto_msgTypes[31]
+	mi := &file_spearlet_spearlet_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2943,7 +3147,7 @@ func (x *ListNodesRequest) String() string {
 func (*ListNodesRequest) ProtoMessage() {}
 
 func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_spearlet_spearlet_proto_msgTypes[31]
+	mi := &file_spearlet_spearlet_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2956,7 +3160,7 @@ func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodesRequest.ProtoReflect.Descriptor instead.
 func (*ListNodesRequest) Descriptor() ([]byte, []int) {
-	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{31}
+	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{32}
 }
 
 type ListNodesResponse struct {
@@ -2968,7 +3172,7 @@ type ListNodesResponse struct {
 
 func (x *ListNodesResponse) Reset() {
 	*x = ListNodesResponse{}
-	mi := &file_spearlet_spearlet_proto_msgTypes[32]
+	mi := &file_spearlet_spearlet_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2980,7 +3184,7 @@ func (x *ListNodesResponse) String() string {
 func (*ListNodesResponse) ProtoMessage() {}
 
 func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_spearlet_spearlet_proto_msgTypes[32]
+	mi := &file_spearlet_spearlet_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2993,7 +3197,7 @@ func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodesResponse.ProtoReflect.Descriptor instead.
 func (*ListNodesResponse) Descriptor() ([]byte, []int) {
-	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{32}
+	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ListNodesResponse) GetNodes() []*NodeInfo {
@@ -3022,7 +3226,7 @@ type ServiceStats struct {
 
 func (x *ServiceStats) Reset() {
 	*x = ServiceStats{}
-	mi := &file_spearlet_spearlet_proto_msgTypes[33]
+	mi := &file_spearlet_spearlet_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3034,7 +3238,7 @@ func (x *ServiceStats) String() string {
 func (*ServiceStats) ProtoMessage() {}
 
 func (x *ServiceStats) ProtoReflect() protoreflect.Message {
-	mi := &file_spearlet_spearlet_proto_msgTypes[33]
+	mi := &file_spearlet_spearlet_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3047,7 +3251,7 @@ func (x *ServiceStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceStats.ProtoReflect.Descriptor instead.
 func (*ServiceStats) Descriptor() ([]byte, []int) {
-	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{33}
+	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ServiceStats) GetUptimeSeconds() int64 {
@@ -3118,7 +3322,7 @@ type TaskStats struct {
 
 func (x *TaskStats) Reset() {
 	*x = TaskStats{}
-	mi := &file_spearlet_spearlet_proto_msgTypes[34]
+	mi := &file_spearlet_spearlet_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3130,7 +3334,7 @@ func (x *TaskStats) String() string {
 func (*TaskStats) ProtoMessage() {}
 
 func (x *TaskStats) ProtoReflect() protoreflect.Message {
-	mi := &file_spearlet_spearlet_proto_msgTypes[34]
+	mi := &file_spearlet_spearlet_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3143,7 +3347,7 @@ func (x *TaskStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskStats.ProtoReflect.Descriptor instead.
 func (*TaskStats) Descriptor() ([]byte, []int) {
-	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{34}
+	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *TaskStats) GetActiveTasks() int32 {
@@ -3189,7 +3393,7 @@ type ExecutionStats struct {
 
 func (x *ExecutionStats) Reset() {
 	*x = ExecutionStats{}
-	mi := &file_spearlet_spearlet_proto_msgTypes[35]
+	mi := &file_spearlet_spearlet_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3201,7 +3405,7 @@ func (x *ExecutionStats) String() string {
 func (*ExecutionStats) ProtoMessage() {}
 
 func (x *ExecutionStats) ProtoReflect() protoreflect.Message {
-	mi := &file_spearlet_spearlet_proto_msgTypes[35]
+	mi := &file_spearlet_spearlet_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3214,7 +3418,7 @@ func (x *ExecutionStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecutionStats.ProtoReflect.Descriptor instead.
 func (*ExecutionStats) Descriptor() ([]byte, []int) {
-	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{35}
+	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ExecutionStats) GetRunningExecutions() int32 {
@@ -3282,7 +3486,7 @@ type RegisterTaskRequest struct {
 
 func (x *RegisterTaskRequest) Reset() {
 	*x = RegisterTaskRequest{}
-	mi := &file_spearlet_spearlet_proto_msgTypes[36]
+	mi := &file_spearlet_spearlet_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3294,7 +3498,7 @@ func (x *RegisterTaskRequest) String() string {
 func (*RegisterTaskRequest) ProtoMessage() {}
 
 func (x *RegisterTaskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_spearlet_spearlet_proto_msgTypes[36]
+	mi := &file_spearlet_spearlet_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3307,7 +3511,7 @@ func (x *RegisterTaskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterTaskRequest.ProtoReflect.Descriptor instead.
 func (*RegisterTaskRequest) Descriptor() ([]byte, []int) {
-	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{36}
+	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *RegisterTaskRequest) GetTaskId() string {
@@ -3363,7 +3567,7 @@ type RegisterTaskResponse struct {
 
 func (x *RegisterTaskResponse) Reset() {
 	*x = RegisterTaskResponse{}
-	mi := &file_spearlet_spearlet_proto_msgTypes[37]
+	mi := &file_spearlet_spearlet_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3375,7 +3579,7 @@ func (x *RegisterTaskResponse) String() string {
 func (*RegisterTaskResponse) ProtoMessage() {}
 
 func (x *RegisterTaskResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_spearlet_spearlet_proto_msgTypes[37]
+	mi := &file_spearlet_spearlet_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3388,7 +3592,7 @@ func (x *RegisterTaskResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterTaskResponse.ProtoReflect.Descriptor instead.
 func (*RegisterTaskResponse) Descriptor() ([]byte, []int) {
-	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{37}
+	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *RegisterTaskResponse) GetTask() *TaskInfo {
@@ -3416,7 +3620,7 @@ type UpdateTaskLimitsRequest struct {
 
 func (x *UpdateTaskLimitsRequest) Reset() {
 	*x = UpdateTaskLimitsRequest{}
-	mi := &file_spearlet_spearlet_proto_msgTypes[38]
+	mi := &file_spearlet_spearlet_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3428,7 +3632,7 @@ func (x *UpdateTaskLimitsRequest) String() string {
 func (*UpdateTaskLimitsRequest) ProtoMessage() {}
 
 func (x *UpdateTaskLimitsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_spearlet_spearlet_proto_msgTypes[38]
+	mi := &file_spearlet_spearlet_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3441,7 +3645,7 @@ func (x *UpdateTaskLimitsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateTaskLimitsRequest.ProtoReflect.Descriptor instead.
 func (*UpdateTaskLimitsRequest) Descriptor() ([]byte, []int) {
-	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{38}
+	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *UpdateTaskLimitsRequest) GetTaskId() string {
@@ -3467,7 +3671,7 @@ type UpdateTaskLimitsResponse struct {
 
 func (x *UpdateTaskLimitsResponse) Reset() {
 	*x = UpdateTaskLimitsResponse{}
-	mi := &file_spearlet_spearlet_proto_msgTypes[39]
+	mi := &file_spearlet_spearlet_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3479,7 +3683,7 @@ func (x *UpdateTaskLimitsResponse) String() string {
 func (*UpdateTaskLimitsResponse) ProtoMessage() {}
 
 func (x *UpdateTaskLimitsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_spearlet_spearlet_proto_msgTypes[39]
+	mi := &file_spearlet_spearlet_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3492,7 +3696,7 @@ func (x *UpdateTaskLimitsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateTaskLimitsResponse.ProtoReflect.Descriptor instead.
 func (*UpdateTaskLimitsResponse) Descriptor() ([]byte, []int) {
-	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{39}
+	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *UpdateTaskLimitsResponse) GetTask() *TaskInfo {
@@ -3517,7 +3721,7 @@ type UpdateTaskRequest struct {
 
 func (x *UpdateTaskRequest) Reset() {
 	*x = UpdateTaskRequest{}
-	mi := &file_spearlet_spearlet_proto_msgTypes[40]
+	mi := &file_spearlet_spearlet_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3529,7 +3733,7 @@ func (x *UpdateTaskRequest) String() string {
 func (*UpdateTaskRequest) ProtoMessage() {}
 
 func (x *UpdateTaskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_spearlet_spearlet_proto_msgTypes[40]
+	mi := &file_spearlet_spearlet_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3542,7 +3746,7 @@ func (x *UpdateTaskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateTaskRequest.ProtoReflect.Descriptor instead.
 func (*UpdateTaskRequest) Descriptor() ([]byte, []int) {
-	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{40}
+	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *UpdateTaskRequest) GetTaskId() string {
@@ -3570,7 +3774,7 @@ type UpdateTaskResponse struct {
 
 func (x *UpdateTaskResponse) Reset() {
 	*x = UpdateTaskResponse{}
-	mi := &file_spearlet_spearlet_proto_msgTypes[41]
+	mi := &file_spearlet_spearlet_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3582,7 +3786,7 @@ func (x *UpdateTaskResponse) String() string {
 func (*UpdateTaskResponse) ProtoMessage() {}
 
 func (x *UpdateTaskResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_spearlet_spearlet_proto_msgTypes[41]
+	mi := &file_spearlet_spearlet_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3595,7 +3799,7 @@ func (x *UpdateTaskResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateTaskResponse.ProtoReflect.Descriptor instead.
 func (*UpdateTaskResponse) Descriptor() ([]byte, []int) {
-	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{41}
+	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *UpdateTaskResponse) GetTask() *TaskInfo {
@@ -3623,7 +3827,7 @@ type RequeueExecutionRequest struct {
 
 func (x *RequeueExecutionRequest) Reset() {
 	*x = RequeueExecutionRequest{}
-	mi := &file_spearlet_spearlet_proto_msgTypes[42]
+	mi := &file_spearlet_spearlet_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3635,7 +3839,7 @@ func (x *RequeueExecutionRequest) String() string {
 func (*RequeueExecutionRequest) ProtoMessage() {}
 
 func (x *RequeueExecutionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_spearlet_spearlet_proto_msgTypes[42]
+	mi := &file_spearlet_spearlet_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3648,7 +3852,7 @@ func (x *RequeueExecutionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequeueExecutionRequest.ProtoReflect.Descriptor instead.
 func (*RequeueExecutionRequest) Descriptor() ([]byte, []int) {
-	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{42}
+	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *RequeueExecutionRequest) GetExecutionId() string {
@@ -3670,7 +3874,7 @@ type RequeueExecutionResponse struct {
 
 func (x *RequeueExecutionResponse) Reset() {
 	*x = RequeueExecutionResponse{}
-	mi := &file_spearlet_spearlet_proto_msgTypes[43]
+	mi := &file_spearlet_spearlet_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3682,7 +3886,7 @@ func (x *RequeueExecutionResponse) String() string {
 func (*RequeueExecutionResponse) ProtoMessage() {}
 
 func (x *RequeueExecutionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_spearlet_spearlet_proto_msgTypes[43]
+	mi := &file_spearlet_spearlet_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3695,7 +3899,7 @@ func (x *RequeueExecutionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequeueExecutionResponse.ProtoReflect.Descriptor instead.
 func (*RequeueExecutionResponse) Descriptor() ([]byte, []int) {
-	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{43}
+	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *RequeueExecutionResponse) GetSuccess() bool {
@@ -3738,7 +3942,7 @@ type WatchExecutionRequest struct {
 
 func (x *WatchExecutionRequest) Reset() {
 	*x = WatchExecutionRequest{}
-	mi := &file_spearlet_spearlet_proto_msgTypes[44]
+	mi := &file_spearlet_spearlet_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3750,7 +3954,7 @@ func (x *WatchExecutionRequest) String() string {
 func (*WatchExecutionRequest) ProtoMessage() {}
 
 func (x *WatchExecutionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_spearlet_spearlet_proto_msgTypes[44]
+	mi := &file_spearlet_spearlet_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3763,7 +3967,7 @@ func (x *WatchExecutionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchExecutionRequest.ProtoReflect.Descriptor instead.
 func (*WatchExecutionRequest) Descriptor() ([]byte, []int) {
-	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{44}
+	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *WatchExecutionRequest) GetExecutionId() string {
@@ -3796,7 +4000,7 @@ type ExecutionEvent struct {
 
 func (x *ExecutionEvent) Reset() {
 	*x = ExecutionEvent{}
-	mi := &file_spearlet_spearlet_proto_msgTypes[45]
+	mi := &file_spearlet_spearlet_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3808,7 +4012,7 @@ func (x *ExecutionEvent) String() string {
 func (*ExecutionEvent) ProtoMessage() {}
 
 func (x *ExecutionEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_spearlet_spearlet_proto_msgTypes[45]
+	mi := &file_spearlet_spearlet_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3821,7 +4025,7 @@ func (x *ExecutionEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecutionEvent.ProtoReflect.Descriptor instead.
 func (*ExecutionEvent) Descriptor() ([]byte, []int) {
-	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{45}
+	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *ExecutionEvent) GetExecutionId() string {
@@ -3867,7 +4071,7 @@ type UploadArtifactRequest struct {
 
 func (x *UploadArtifactRequest) Reset() {
 	*x = UploadArtifactRequest{}
-	mi := &file_spearlet_spearlet_proto_msgTypes[46]
+	mi := &file_spearlet_spearlet_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3879,7 +4083,7 @@ func (x *UploadArtifactRequest) String() string {
 func (*UploadArtifactRequest) ProtoMessage() {}
 
 func (x *UploadArtifactRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_spearlet_spearlet_proto_msgTypes[46]
+	mi := &file_spearlet_spearlet_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3892,7 +4096,7 @@ func (x *UploadArtifactRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadArtifactRequest.ProtoReflect.Descriptor instead.
 func (*UploadArtifactRequest) Descriptor() ([]byte, []int) {
-	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{46}
+	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *UploadArtifactRequest) GetName() string {
@@ -3929,7 +4133,7 @@ type UploadArtifactResponse struct {
 
 func (x *UploadArtifactResponse) Reset() {
 	*x = UploadArtifactResponse{}
-	mi := &file_spearlet_spearlet_proto_msgTypes[47]
+	mi := &file_spearlet_spearlet_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3941,7 +4145,7 @@ func (x *UploadArtifactResponse) String() string {
 func (*UploadArtifactResponse) ProtoMessage() {}
 
 func (x *UploadArtifactResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_spearlet_spearlet_proto_msgTypes[47]
+	mi := &file_spearlet_spearlet_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3954,7 +4158,7 @@ func (x *UploadArtifactResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadArtifactResponse.ProtoReflect.Descriptor instead.
 func (*UploadArtifactResponse) Descriptor() ([]byte, []int) {
-	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{47}
+	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *UploadArtifactResponse) GetLocation() string {
@@ -3976,6 +4180,262 @@ func (x *UploadArtifactResponse) GetSizeBytes() int64 {
 		return x.SizeBytes
 	}
 	return 0
+}
+
+// GraphStep is one step of a graph: a task run as a child execution of the
+// graph once the steps it depends on ended. A root step gets the graph's
+// input (or its own parameters); a step with one parent gets the parent's
+// output as it is; a step with several gets one JSON object keyed by
+// parent step id (see docs/GRAPHS.md).
+type GraphStep struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// 1-64 characters of A-Z, a-z, 0-9, '_' or '-', unique in the graph.
+	Id        string   `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	TaskId    string   `protobuf:"bytes,2,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
+	DependsOn []string `protobuf:"bytes,3,rep,name=depends_on,json=dependsOn,proto3" json:"depends_on,omitempty"`
+	// The input of a root step, instead of the graph's.
+	Parameters    []*FunctionParameter `protobuf:"bytes,4,rep,name=parameters,proto3" json:"parameters,omitempty"`
+	Environment   map[string]string    `protobuf:"bytes,5,rep,name=environment,proto3" json:"environment,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	TimeoutMs     int64                `protobuf:"varint,6,opt,name=timeout_ms,json=timeoutMs,proto3" json:"timeout_ms,omitempty"`
+	MaxRetries    int32                `protobuf:"varint,7,opt,name=max_retries,json=maxRetries,proto3" json:"max_retries,omitempty"`
+	OnFailure     OnFailure            `protobuf:"varint,8,opt,name=on_failure,json=onFailure,proto3,enum=spearlet.OnFailure" json:"on_failure,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GraphStep) Reset() {
+	*x = GraphStep{}
+	mi := &file_spearlet_spearlet_proto_msgTypes[49]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GraphStep) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GraphStep) ProtoMessage() {}
+
+func (x *GraphStep) ProtoReflect() protoreflect.Message {
+	mi := &file_spearlet_spearlet_proto_msgTypes[49]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GraphStep.ProtoReflect.Descriptor instead.
+func (*GraphStep) Descriptor() ([]byte, []int) {
+	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{49}
+}
+
+func (x *GraphStep) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *GraphStep) GetTaskId() string {
+	if x != nil {
+		return x.TaskId
+	}
+	return ""
+}
+
+func (x *GraphStep) GetDependsOn() []string {
+	if x != nil {
+		return x.DependsOn
+	}
+	return nil
+}
+
+func (x *GraphStep) GetParameters() []*FunctionParameter {
+	if x != nil {
+		return x.Parameters
+	}
+	return nil
+}
+
+func (x *GraphStep) GetEnvironment() map[string]string {
+	if x != nil {
+		return x.Environment
+	}
+	return nil
+}
+
+func (x *GraphStep) GetTimeoutMs() int64 {
+	if x != nil {
+		return x.TimeoutMs
+	}
+	return 0
+}
+
+func (x *GraphStep) GetMaxRetries() int32 {
+	if x != nil {
+		return x.MaxRetries
+	}
+	return 0
+}
+
+func (x *GraphStep) GetOnFailure() OnFailure {
+	if x != nil {
+		return x.OnFailure
+	}
+	return OnFailure_ON_FAILURE_FAIL
+}
+
+// InvokeGraphRequest runs a graph of steps as one execution. Fields that
+// InvokeFunctionRequest has keep its names and numbers: parameters are the
+// graph's input, context its environment (for every step) and id.
+type InvokeGraphRequest struct {
+	state              protoimpl.MessageState `protogen:"open.v1"`
+	Parameters         []*FunctionParameter   `protobuf:"bytes,7,rep,name=parameters,proto3" json:"parameters,omitempty"`
+	ExecutionMode      ExecutionMode          `protobuf:"varint,8,opt,name=execution_mode,json=executionMode,proto3,enum=spearlet.ExecutionMode" json:"execution_mode,omitempty"`
+	Context            *ExecutionContext      `protobuf:"bytes,9,opt,name=context,proto3" json:"context,omitempty"`
+	InvocationMetadata map[string]string      `protobuf:"bytes,12,rep,name=invocation_metadata,json=invocationMetadata,proto3" json:"invocation_metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Async: answer once the graph ended, as InvokeFunction's wait does.
+	Wait           bool   `protobuf:"varint,13,opt,name=wait,proto3" json:"wait,omitempty"`
+	Priority       int32  `protobuf:"varint,50,opt,name=priority,proto3" json:"priority,omitempty"`
+	IdempotencyKey string `protobuf:"bytes,51,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
+	CallbackUrl    string `protobuf:"bytes,52,opt,name=callback_url,json=callbackUrl,proto3" json:"callback_url,omitempty"`
+	InputRef       string `protobuf:"bytes,54,opt,name=input_ref,json=inputRef,proto3" json:"input_ref,omitempty"`
+	// Up to 1,000 steps.
+	Steps []*GraphStep `protobuf:"bytes,60,rep,name=steps,proto3" json:"steps,omitempty"`
+	// Bounds the whole graph (0: context.timeout_ms, else none); each
+	// step's own timeout still applies.
+	TimeoutMs int64 `protobuf:"varint,61,opt,name=timeout_ms,json=timeoutMs,proto3" json:"timeout_ms,omitempty"`
+	// Cancel running steps once one fails (default true).
+	FailFast *bool `protobuf:"varint,62,opt,name=fail_fast,json=failFast,proto3,oneof" json:"fail_fast,omitempty"`
+	// The step whose output is the graph's (default: the single sink).
+	Output        string `protobuf:"bytes,63,opt,name=output,proto3" json:"output,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *InvokeGraphRequest) Reset() {
+	*x = InvokeGraphRequest{}
+	mi := &file_spearlet_spearlet_proto_msgTypes[50]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InvokeGraphRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InvokeGraphRequest) ProtoMessage() {}
+
+func (x *InvokeGraphRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_spearlet_spearlet_proto_msgTypes[50]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InvokeGraphRequest.ProtoReflect.Descriptor instead.
+func (*InvokeGraphRequest) Descriptor() ([]byte, []int) {
+	return file_spearlet_spearlet_proto_rawDescGZIP(), []int{50}
+}
+
+func (x *InvokeGraphRequest) GetParameters() []*FunctionParameter {
+	if x != nil {
+		return x.Parameters
+	}
+	return nil
+}
+
+func (x *InvokeGraphRequest) GetExecutionMode() ExecutionMode {
+	if x != nil {
+		return x.ExecutionMode
+	}
+	return ExecutionMode_EXECUTION_MODE_UNKNOWN
+}
+
+func (x *InvokeGraphRequest) GetContext() *ExecutionContext {
+	if x != nil {
+		return x.Context
+	}
+	return nil
+}
+
+func (x *InvokeGraphRequest) GetInvocationMetadata() map[string]string {
+	if x != nil {
+		return x.InvocationMetadata
+	}
+	return nil
+}
+
+func (x *InvokeGraphRequest) GetWait() bool {
+	if x != nil {
+		return x.Wait
+	}
+	return false
+}
+
+func (x *InvokeGraphRequest) GetPriority() int32 {
+	if x != nil {
+		return x.Priority
+	}
+	return 0
+}
+
+func (x *InvokeGraphRequest) GetIdempotencyKey() string {
+	if x != nil {
+		return x.IdempotencyKey
+	}
+	return ""
+}
+
+func (x *InvokeGraphRequest) GetCallbackUrl() string {
+	if x != nil {
+		return x.CallbackUrl
+	}
+	return ""
+}
+
+func (x *InvokeGraphRequest) GetInputRef() string {
+	if x != nil {
+		return x.InputRef
+	}
+	return ""
+}
+
+func (x *InvokeGraphRequest) GetSteps() []*GraphStep {
+	if x != nil {
+		return x.Steps
+	}
+	return nil
+}
+
+func (x *InvokeGraphRequest) GetTimeoutMs() int64 {
+	if x != nil {
+		return x.TimeoutMs
+	}
+	return 0
+}
+
+func (x *InvokeGraphRequest) GetFailFast() bool {
+	if x != nil && x.FailFast != nil {
+		return *x.FailFast
+	}
+	return false
+}
+
+func (x *InvokeGraphRequest) GetOutput() string {
+	if x != nil {
+		return x.Output
+	}
+	return ""
 }
 
 var File_spearlet_spearlet_proto protoreflect.FileDescriptor
@@ -4109,14 +4569,28 @@ const file_spearlet_spearlet_proto_rawDesc = "" +
 	"\x19GetExecutionStatusRequest\x12!\n" +
 	"\fexecution_id\x18\x01 \x01(\tR\vexecutionId\x12%\n" +
 	"\x0einclude_result\x18\x02 \x01(\bR\rincludeResult\x12!\n" +
-	"\finclude_logs\x18\x03 \x01(\bR\vincludeLogs\"\xcf\x01\n" +
+	"\finclude_logs\x18\x03 \x01(\bR\vincludeLogs\"\xaf\x02\n" +
 	"\x1aGetExecutionStatusResponse\x12\x14\n" +
 	"\x05found\x18\x01 \x01(\bR\x05found\x121\n" +
 	"\x06result\x18\x02 \x01(\v2\x19.spearlet.ExecutionResultR\x06result\x12\x12\n" +
 	"\x04logs\x18\x03 \x03(\tR\x04logs\x12\x18\n" +
 	"\amessage\x18\x04 \x01(\tR\amessage\x12!\n" +
 	"\fexecution_id\x182 \x01(\tR\vexecutionId\x12\x17\n" +
-	"\atask_id\x183 \x01(\tR\x06taskId\"i\n" +
+	"\atask_id\x183 \x01(\tR\x06taskId\x12\x1b\n" +
+	"\tparent_id\x184 \x01(\tR\bparentId\x12\x17\n" +
+	"\astep_id\x185 \x01(\tR\x06stepId\x12(\n" +
+	"\x05steps\x186 \x03(\v2\x12.spearlet.StepInfoR\x05steps\"\x91\x02\n" +
+	"\bStepInfo\x12\x17\n" +
+	"\astep_id\x18\x01 \x01(\tR\x06stepId\x12!\n" +
+	"\fexecution_id\x18\x02 \x01(\tR\vexecutionId\x12\x17\n" +
+	"\atask_id\x18\x03 \x01(\tR\x06taskId\x121\n" +
+	"\x06status\x18\x04 \x01(\x0e2\x19.spearlet.ExecutionStatusR\x06status\x12\x1a\n" +
+	"\battempts\x18\x05 \x01(\x05R\battempts\x12\x1d\n" +
+	"\n" +
+	"error_code\x18\x06 \x01(\tR\terrorCode\x12#\n" +
+	"\rerror_message\x18\a \x01(\tR\ferrorMessage\x12\x1d\n" +
+	"\n" +
+	"depends_on\x18\b \x03(\tR\tdependsOn\"i\n" +
 	"\x16CancelExecutionRequest\x12!\n" +
 	"\fexecution_id\x18\x01 \x01(\tR\vexecutionId\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x14\n" +
@@ -4185,20 +4659,21 @@ const file_spearlet_spearlet_proto_rawDesc = "" +
 	"\asuccess\x18\x01 \x01(\bR\asuccess\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12\x18\n" +
 	"\adeleted\x18\x03 \x01(\bR\adeleted\x12-\n" +
-	"\x12cleaned_executions\x18\x04 \x01(\x05R\x11cleanedExecutions\"\xd5\x01\n" +
+	"\x12cleaned_executions\x18\x04 \x01(\x05R\x11cleanedExecutions\"\xf2\x01\n" +
 	"\x15ListExecutionsRequest\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x14\n" +
 	"\x05limit\x18\x02 \x01(\x05R\x05limit\x12\x1f\n" +
 	"\vstart_after\x18\x03 \x01(\tR\n" +
 	"startAfter\x12>\n" +
 	"\rstatus_filter\x18\x04 \x01(\x0e2\x19.spearlet.ExecutionStatusR\fstatusFilter\x12,\n" +
-	"\x12dead_lettered_only\x182 \x01(\bR\x10deadLetteredOnly\"\x96\x01\n" +
+	"\x12dead_lettered_only\x182 \x01(\bR\x10deadLetteredOnly\x12\x1b\n" +
+	"\tparent_id\x183 \x01(\tR\bparentId\"\x96\x01\n" +
 	"\x16ListExecutionsResponse\x127\n" +
 	"\n" +
 	"executions\x18\x01 \x03(\v2\x17.spearlet.ExecutionInfoR\n" +
 	"executions\x12\x19\n" +
 	"\bhas_more\x18\x02 \x01(\bR\ahasMore\x12(\n" +
-	"\x10next_start_after\x18\x03 \x01(\tR\x0enextStartAfter\"\x91\x06\n" +
+	"\x10next_start_after\x18\x03 \x01(\tR\x0enextStartAfter\"\xc7\x06\n" +
 	"\rExecutionInfo\x12!\n" +
 	"\fexecution_id\x18\x01 \x01(\tR\vexecutionId\x12\x17\n" +
 	"\atask_id\x18\x02 \x01(\tR\x06taskId\x12#\n" +
@@ -4219,7 +4694,9 @@ const file_spearlet_spearlet_proto_rawDesc = "" +
 	"created_at\x183 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x12\x1a\n" +
 	"\battempts\x184 \x01(\x05R\battempts\x12#\n" +
 	"\rdead_lettered\x185 \x01(\bR\fdeadLettered\x12\x1a\n" +
-	"\bpriority\x186 \x01(\x05R\bpriority\x1a;\n" +
+	"\bpriority\x186 \x01(\x05R\bpriority\x12\x1b\n" +
+	"\tparent_id\x187 \x01(\tR\bparentId\x12\x17\n" +
+	"\astep_id\x188 \x01(\tR\x06stepId\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\";\n" +
@@ -4354,7 +4831,47 @@ const file_spearlet_spearlet_proto_rawDesc = "" +
 	"\blocation\x18\x01 \x01(\tR\blocation\x12\x1a\n" +
 	"\bchecksum\x18\x02 \x01(\tR\bchecksum\x12\x1d\n" +
 	"\n" +
-	"size_bytes\x18\x03 \x01(\x03R\tsizeBytes*n\n" +
+	"size_bytes\x18\x03 \x01(\x03R\tsizeBytes\"\x8c\x03\n" +
+	"\tGraphStep\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x17\n" +
+	"\atask_id\x18\x02 \x01(\tR\x06taskId\x12\x1d\n" +
+	"\n" +
+	"depends_on\x18\x03 \x03(\tR\tdependsOn\x12;\n" +
+	"\n" +
+	"parameters\x18\x04 \x03(\v2\x1b.spearlet.FunctionParameterR\n" +
+	"parameters\x12F\n" +
+	"\venvironment\x18\x05 \x03(\v2$.spearlet.GraphStep.EnvironmentEntryR\venvironment\x12\x1d\n" +
+	"\n" +
+	"timeout_ms\x18\x06 \x01(\x03R\ttimeoutMs\x12\x1f\n" +
+	"\vmax_retries\x18\a \x01(\x05R\n" +
+	"maxRetries\x122\n" +
+	"\n" +
+	"on_failure\x18\b \x01(\x0e2\x13.spearlet.OnFailureR\tonFailure\x1a>\n" +
+	"\x10EnvironmentEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xa0\x05\n" +
+	"\x12InvokeGraphRequest\x12;\n" +
+	"\n" +
+	"parameters\x18\a \x03(\v2\x1b.spearlet.FunctionParameterR\n" +
+	"parameters\x12>\n" +
+	"\x0eexecution_mode\x18\b \x01(\x0e2\x17.spearlet.ExecutionModeR\rexecutionMode\x124\n" +
+	"\acontext\x18\t \x01(\v2\x1a.spearlet.ExecutionContextR\acontext\x12e\n" +
+	"\x13invocation_metadata\x18\f \x03(\v24.spearlet.InvokeGraphRequest.InvocationMetadataEntryR\x12invocationMetadata\x12\x12\n" +
+	"\x04wait\x18\r \x01(\bR\x04wait\x12\x1a\n" +
+	"\bpriority\x182 \x01(\x05R\bpriority\x12'\n" +
+	"\x0fidempotency_key\x183 \x01(\tR\x0eidempotencyKey\x12!\n" +
+	"\fcallback_url\x184 \x01(\tR\vcallbackUrl\x12\x1b\n" +
+	"\tinput_ref\x186 \x01(\tR\binputRef\x12)\n" +
+	"\x05steps\x18< \x03(\v2\x13.spearlet.GraphStepR\x05steps\x12\x1d\n" +
+	"\n" +
+	"timeout_ms\x18= \x01(\x03R\ttimeoutMs\x12 \n" +
+	"\tfail_fast\x18> \x01(\bH\x00R\bfailFast\x88\x01\x01\x12\x16\n" +
+	"\x06output\x18? \x01(\tR\x06output\x1aE\n" +
+	"\x17InvocationMetadataEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\f\n" +
+	"\n" +
+	"_fail_fast*n\n" +
 	"\x0eInvocationType\x12\x1b\n" +
 	"\x17INVOCATION_TYPE_UNKNOWN\x10\x00\x12\x1c\n" +
 	"\x18INVOCATION_TYPE_NEW_TASK\x10\x01\x12!\n" +
@@ -4371,8 +4888,10 @@ const file_spearlet_spearlet_proto_rawDesc = "" +
 	"\x1aEXECUTION_STATUS_COMPLETED\x10\x03\x12\x1b\n" +
 	"\x17EXECUTION_STATUS_FAILED\x10\x04\x12\x1e\n" +
 	"\x1aEXECUTION_STATUS_CANCELLED\x10\x05\x12\x1c\n" +
-	"\x18EXECUTION_STATUS_TIMEOUT\x10\x062\xda\n" +
-	"\n" +
+	"\x18EXECUTION_STATUS_TIMEOUT\x10\x06*9\n" +
+	"\tOnFailure\x12\x13\n" +
+	"\x0fON_FAILURE_FAIL\x10\x00\x12\x17\n" +
+	"\x13ON_FAILURE_CONTINUE\x10\x012\xf9\v\n" +
 	"\x0fFunctionService\x12S\n" +
 	"\x0eInvokeFunction\x12\x1f.spearlet.InvokeFunctionRequest\x1a .spearlet.InvokeFunctionResponse\x12_\n" +
 	"\x12GetExecutionStatus\x12#.spearlet.GetExecutionStatusRequest\x1a$.spearlet.GetExecutionStatusResponse\x12V\n" +
@@ -4392,7 +4911,9 @@ const file_spearlet_spearlet_proto_rawDesc = "" +
 	"\x0eUploadArtifact\x12\x1f.spearlet.UploadArtifactRequest\x1a .spearlet.UploadArtifactResponse\x12G\n" +
 	"\n" +
 	"UpdateTask\x12\x1b.spearlet.UpdateTaskRequest\x1a\x1c.spearlet.UpdateTaskResponse\x12D\n" +
-	"\tListNodes\x12\x1a.spearlet.ListNodesRequest\x1a\x1b.spearlet.ListNodesResponseB1Z/github.com/spear-go/spear/api/spearlet;spearletb\x06proto3"
+	"\tListNodes\x12\x1a.spearlet.ListNodesRequest\x1a\x1b.spearlet.ListNodesResponse\x12M\n" +
+	"\vInvokeGraph\x12\x1c.spearlet.InvokeGraphRequest\x1a .spearlet.InvokeFunctionResponse\x12N\n" +
+	"\vStreamGraph\x12\x1c.spearlet.InvokeGraphRequest\x1a\x1f.spearlet.StreamExecutionResult0\x01B1Z/github.com/spear-go/spear/api/spearlet;spearletb\x06proto3"
 
 var (
 	file_spearlet_spearlet_proto_rawDescOnce sync.Once
@@ -4406,184 +4927,204 @@ func file_spearlet_spearlet_proto_rawDescGZIP() []byte {
 	return file_spearlet_spearlet_proto_rawDescData
 }
 
-var file_spearlet_spearlet_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_spearlet_spearlet_proto_msgTypes = make([]protoimpl.MessageInfo, 60)
+var file_spearlet_spearlet_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
+var file_spearlet_spearlet_proto_msgTypes = make([]protoimpl.MessageInfo, 65)
 var file_spearlet_spearlet_proto_goTypes = []any{
 	(InvocationType)(0),                // 0: spearlet.InvocationType
 	(ExecutionMode)(0),                 // 1: spearlet.ExecutionMode
 	(ExecutionStatus)(0),               // 2: spearlet.ExecutionStatus
-	(*ArtifactSpec)(nil),               // 3: spearlet.ArtifactSpec
-	(*FunctionParameter)(nil),          // 4: spearlet.FunctionParameter
-	(*ExecutionContext)(nil),           // 5: spearlet.ExecutionContext
-	(*ExecutionResult)(nil),            // 6: spearlet.ExecutionResult
-	(*AttemptInfo)(nil),                // 7: spearlet.AttemptInfo
-	(*CallbackDelivery)(nil),           // 8: spearlet.CallbackDelivery
-	(*InvokeFunctionRequest)(nil),      // 9: spearlet.InvokeFunctionRequest
-	(*TaskLimits)(nil),                 // 10: spearlet.TaskLimits
-	(*InvokeFunctionResponse)(nil),     // 11: spearlet.InvokeFunctionResponse
-	(*GetExecutionStatusRequest)(nil),  // 12: spearlet.GetExecutionStatusRequest
-	(*GetExecutionStatusResponse)(nil), // 13: spearlet.GetExecutionStatusResponse
-	(*CancelExecutionRequest)(nil),     // 14: spearlet.CancelExecutionRequest
-	(*CancelExecutionResponse)(nil),    // 15: spearlet.CancelExecutionResponse
-	(*StreamExecutionResult)(nil),      // 16: spearlet.StreamExecutionResult
-	(*ListTasksRequest)(nil),           // 17: spearlet.ListTasksRequest
-	(*ListTasksResponse)(nil),          // 18: spearlet.ListTasksResponse
-	(*TaskInfo)(nil),                   // 19: spearlet.TaskInfo
-	(*GetTaskRequest)(nil),             // 20: spearlet.GetTaskRequest
-	(*GetTaskResponse)(nil),            // 21: spearlet.GetTaskResponse
-	(*DeleteTaskRequest)(nil),          // 22: spearlet.DeleteTaskRequest
-	(*DeleteTaskResponse)(nil),         // 23: spearlet.DeleteTaskResponse
-	(*ListExecutionsRequest)(nil),      // 24: spearlet.ListExecutionsRequest
-	(*ListExecutionsResponse)(nil),     // 25: spearlet.ListExecutionsResponse
-	(*ExecutionInfo)(nil),              // 26: spearlet.ExecutionInfo
-	(*GetHealthRequest)(nil),           // 27: spearlet.GetHealthRequest
-	(*GetHealthResponse)(nil),          // 28: spearlet.GetHealthResponse
-	(*HealthDetails)(nil),              // 29: spearlet.HealthDetails
-	(*GetStatsRequest)(nil),            // 30: spearlet.GetStatsRequest
-	(*GetStatsResponse)(nil),           // 31: spearlet.GetStatsResponse
-	(*ClusterInfo)(nil),                // 32: spearlet.ClusterInfo
-	(*NodeInfo)(nil),                   // 33: spearlet.NodeInfo
-	(*ListNodesRequest)(nil),           // 34: spearlet.ListNodesRequest
-	(*ListNodesResponse)(nil),          // 35: spearlet.ListNodesResponse
-	(*ServiceStats)(nil),               // 36: spearlet.ServiceStats
-	(*TaskStats)(nil),                  // 37: spearlet.TaskStats
-	(*ExecutionStats)(nil),             // 38: spearlet.ExecutionStats
-	(*RegisterTaskRequest)(nil),        // 39: spearlet.RegisterTaskRequest
-	(*RegisterTaskResponse)(nil),       // 40: spearlet.RegisterTaskResponse
-	(*UpdateTaskLimitsRequest)(nil),    // 41: spearlet.UpdateTaskLimitsRequest
-	(*UpdateTaskLimitsResponse)(nil),   // 42: spearlet.UpdateTaskLimitsResponse
-	(*UpdateTaskRequest)(nil),          // 43: spearlet.UpdateTaskRequest
-	(*UpdateTaskResponse)(nil),         // 44: spearlet.UpdateTaskResponse
-	(*RequeueExecutionRequest)(nil),    // 45: spearlet.RequeueExecutionRequest
-	(*RequeueExecutionResponse)(nil),   // 46: spearlet.RequeueExecutionResponse
-	(*WatchExecutionRequest)(nil),      // 47: spearlet.WatchExecutionRequest
-	(*ExecutionEvent)(nil),             // 48: spearlet.ExecutionEvent
-	(*UploadArtifactRequest)(nil),      // 49: spearlet.UploadArtifactRequest
-	(*UploadArtifactResponse)(nil),     // 50: spearlet.UploadArtifactResponse
-	nil,                                // 51: spearlet.ArtifactSpec.MetadataEntry
-	nil,                                // 52: spearlet.ExecutionContext.EnvironmentEntry
-	nil,                                // 53: spearlet.ExecutionContext.HeadersEntry
-	nil,                                // 54: spearlet.ExecutionResult.MetricsEntry
-	nil,                                // 55: spearlet.InvokeFunctionRequest.InvocationMetadataEntry
-	nil,                                // 56: spearlet.StreamExecutionResult.MetadataEntry
-	nil,                                // 57: spearlet.TaskInfo.MetadataEntry
-	nil,                                // 58: spearlet.ExecutionInfo.MetadataEntry
-	nil,                                // 59: spearlet.HealthDetails.SystemInfoEntry
-	nil,                                // 60: spearlet.TaskStats.TasksByTypeEntry
-	nil,                                // 61: spearlet.ExecutionStats.ExecutionsByFunctionEntry
-	nil,                                // 62: spearlet.RegisterTaskRequest.MetadataEntry
-	(*anypb.Any)(nil),                  // 63: google.protobuf.Any
-	(*timestamppb.Timestamp)(nil),      // 64: google.protobuf.Timestamp
+	(OnFailure)(0),                     // 3: spearlet.OnFailure
+	(*ArtifactSpec)(nil),               // 4: spearlet.ArtifactSpec
+	(*FunctionParameter)(nil),          // 5: spearlet.FunctionParameter
+	(*ExecutionContext)(nil),           // 6: spearlet.ExecutionContext
+	(*ExecutionResult)(nil),            // 7: spearlet.ExecutionResult
+	(*AttemptInfo)(nil),                // 8: spearlet.AttemptInfo
+	(*CallbackDelivery)(nil),           // 9: spearlet.CallbackDelivery
+	(*InvokeFunctionRequest)(nil),      // 10: spearlet.InvokeFunctionRequest
+	(*TaskLimits)(nil),                 // 11: spearlet.TaskLimits
+	(*InvokeFunctionResponse)(nil),     // 12: spearlet.InvokeFunctionResponse
+	(*GetExecutionStatusRequest)(nil),  // 13: spearlet.GetExecutionStatusRequest
+	(*GetExecutionStatusResponse)(nil), // 14: spearlet.GetExecutionStatusResponse
+	(*StepInfo)(nil),                   // 15: spearlet.StepInfo
+	(*CancelExecutionRequest)(nil),     // 16: spearlet.CancelExecutionRequest
+	(*CancelExecutionResponse)(nil),    // 17: spearlet.CancelExecutionResponse
+	(*StreamExecutionResult)(nil),      // 18: spearlet.StreamExecutionResult
+	(*ListTasksRequest)(nil),           // 19: spearlet.ListTasksRequest
+	(*ListTasksResponse)(nil),          // 20: spearlet.ListTasksResponse
+	(*TaskInfo)(nil),                   // 21: spearlet.TaskInfo
+	(*GetTaskRequest)(nil),             // 22: spearlet.GetTaskRequest
+	(*GetTaskResponse)(nil),            // 23: spearlet.GetTaskResponse
+	(*DeleteTaskRequest)(nil),          // 24: spearlet.DeleteTaskRequest
+	(*DeleteTaskResponse)(nil),         // 25: spearlet.DeleteTaskResponse
+	(*ListExecutionsRequest)(nil),      // 26: spearlet.ListExecutionsRequest
+	(*ListExecutionsResponse)(nil),     // 27: spearlet.ListExecutionsResponse
+	(*ExecutionInfo)(nil),              // 28: spearlet.ExecutionInfo
+	(*GetHealthRequest)(nil),           // 29: spearlet.GetHealthRequest
+	(*GetHealthResponse)(nil),          // 30: spearlet.GetHealthResponse
+	(*HealthDetails)(nil),              // 31: spearlet.HealthDetails
+	(*GetStatsRequest)(nil),            // 32: spearlet.GetStatsRequest
+	(*GetStatsResponse)(nil),           // 33: spearlet.GetStatsResponse
+	(*ClusterInfo)(nil),                // 34: spearlet.ClusterInfo
+	(*NodeInfo)(nil),                   // 35: spearlet.NodeInfo
+	(*ListNodesRequest)(nil),           // 36: spearlet.ListNodesRequest
+	(*ListNodesResponse)(nil),          // 37: spearlet.ListNodesResponse
+	(*ServiceStats)(nil),               // 38: spearlet.ServiceStats
+	(*TaskStats)(nil),                  // 39: spearlet.TaskStats
+	(*ExecutionStats)(nil),             // 40: spearlet.ExecutionStats
+	(*RegisterTaskRequest)(nil),        // 41: spearlet.RegisterTaskRequest
+	(*RegisterTaskResponse)(nil),       // 42: spearlet.RegisterTaskResponse
+	(*UpdateTaskLimitsRequest)(nil),    // 43: spearlet.UpdateTaskLimitsRequest
+	(*UpdateTaskLimitsResponse)(nil),   // 44: spearlet.UpdateTaskLimitsResponse
+	(*UpdateTaskRequest)(nil),          // 45: spearlet.UpdateTaskRequest
+	(*UpdateTaskResponse)(nil),         // 46: spearlet.UpdateTaskResponse
+	(*RequeueExecutionRequest)(nil),    // 47: spearlet.RequeueExecutionRequest
+	(*RequeueExecutionResponse)(nil),   // 48: spearlet.RequeueExecutionResponse
+	(*WatchExecutionRequest)(nil),      // 49: spearlet.WatchExecutionRequest
+	(*ExecutionEvent)(nil),             // 50: spearlet.ExecutionEvent
+	(*UploadArtifactRequest)(nil),      // 51: spearlet.UploadArtifactRequest
+	(*UploadArtifactResponse)(nil),     // 52: spearlet.UploadArtifactResponse
+	(*GraphStep)(nil),                  // 53: spearlet.GraphStep
+	(*InvokeGraphRequest)(nil),         // 54: spearlet.InvokeGraphRequest
+	nil,                                // 55: spearlet.ArtifactSpec.MetadataEntry
+	nil,                                // 56: spearlet.ExecutionContext.EnvironmentEntry
+	nil,                                // 57: spearlet.ExecutionContext.HeadersEntry
+	nil,                                // 58: spearlet.ExecutionResult.MetricsEntry
+	nil,                                // 59: spearlet.InvokeFunctionRequest.InvocationMetadataEntry
+	nil,                                // 60: spearlet.StreamExecutionResult.MetadataEntry
+	nil,                                // 61: spearlet.TaskInfo.MetadataEntry
+	nil,                                // 62: spearlet.ExecutionInfo.MetadataEntry
+	nil,                                // 63: spearlet.HealthDetails.SystemInfoEntry
+	nil,                                // 64: spearlet.TaskStats.TasksByTypeEntry
+	nil,                                // 65: spearlet.ExecutionStats.ExecutionsByFunctionEntry
+	nil,                                // 66: spearlet.RegisterTaskRequest.MetadataEntry
+	nil,                                // 67: spearlet.GraphStep.EnvironmentEntry
+	nil,                                // 68: spearlet.InvokeGraphRequest.InvocationMetadataEntry
+	(*anypb.Any)(nil),                  // 69: google.protobuf.Any
+	(*timestamppb.Timestamp)(nil),      // 70: google.protobuf.Timestamp
 }
 var file_spearlet_spearlet_proto_depIdxs = []int32{
-	51, // 0: spearlet.ArtifactSpec.metadata:type_name -> spearlet.ArtifactSpec.MetadataEntry
-	63, // 1: spearlet.FunctionParameter.value:type_name -> google.protobuf.Any
-	52, // 2: spearlet.ExecutionContext.environment:type_name -> spearlet.ExecutionContext.EnvironmentEntry
-	53, // 3: spearlet.ExecutionContext.headers:type_name -> spearlet.ExecutionContext.HeadersEntry
+	55, // 0: spearlet.ArtifactSpec.metadata:type_name -> spearlet.ArtifactSpec.MetadataEntry
+	69, // 1: spearlet.FunctionParameter.value:type_name -> google.protobuf.Any
+	56, // 2: spearlet.ExecutionContext.environment:type_name -> spearlet.ExecutionContext.EnvironmentEntry
+	57, // 3: spearlet.ExecutionContext.headers:type_name -> spearlet.ExecutionContext.HeadersEntry
 	2,  // 4: spearlet.ExecutionResult.status:type_name -> spearlet.ExecutionStatus
-	63, // 5: spearlet.ExecutionResult.result:type_name -> google.protobuf.Any
-	54, // 6: spearlet.ExecutionResult.metrics:type_name -> spearlet.ExecutionResult.MetricsEntry
-	64, // 7: spearlet.ExecutionResult.started_at:type_name -> google.protobuf.Timestamp
-	64, // 8: spearlet.ExecutionResult.completed_at:type_name -> google.protobuf.Timestamp
-	7,  // 9: spearlet.ExecutionResult.attempt_history:type_name -> spearlet.AttemptInfo
-	8,  // 10: spearlet.ExecutionResult.callback:type_name -> spearlet.CallbackDelivery
+	69, // 5: spearlet.ExecutionResult.result:type_name -> google.protobuf.Any
+	58, // 6: spearlet.ExecutionResult.metrics:type_name -> spearlet.ExecutionResult.MetricsEntry
+	70, // 7: spearlet.ExecutionResult.started_at:type_name -> google.protobuf.Timestamp
+	70, // 8: spearlet.ExecutionResult.completed_at:type_name -> google.protobuf.Timestamp
+	8,  // 9: spearlet.ExecutionResult.attempt_history:type_name -> spearlet.AttemptInfo
+	9,  // 10: spearlet.ExecutionResult.callback:type_name -> spearlet.CallbackDelivery
 	2,  // 11: spearlet.AttemptInfo.status:type_name -> spearlet.ExecutionStatus
-	64, // 12: spearlet.AttemptInfo.started_at:type_name -> google.protobuf.Timestamp
-	64, // 13: spearlet.AttemptInfo.completed_at:type_name -> google.protobuf.Timestamp
-	64, // 14: spearlet.CallbackDelivery.delivered_at:type_name -> google.protobuf.Timestamp
+	70, // 12: spearlet.AttemptInfo.started_at:type_name -> google.protobuf.Timestamp
+	70, // 13: spearlet.AttemptInfo.completed_at:type_name -> google.protobuf.Timestamp
+	70, // 14: spearlet.CallbackDelivery.delivered_at:type_name -> google.protobuf.Timestamp
 	0,  // 15: spearlet.InvokeFunctionRequest.invocation_type:type_name -> spearlet.InvocationType
-	3,  // 16: spearlet.InvokeFunctionRequest.artifact_spec:type_name -> spearlet.ArtifactSpec
-	4,  // 17: spearlet.InvokeFunctionRequest.parameters:type_name -> spearlet.FunctionParameter
+	4,  // 16: spearlet.InvokeFunctionRequest.artifact_spec:type_name -> spearlet.ArtifactSpec
+	5,  // 17: spearlet.InvokeFunctionRequest.parameters:type_name -> spearlet.FunctionParameter
 	1,  // 18: spearlet.InvokeFunctionRequest.execution_mode:type_name -> spearlet.ExecutionMode
-	5,  // 19: spearlet.InvokeFunctionRequest.context:type_name -> spearlet.ExecutionContext
-	55, // 20: spearlet.InvokeFunctionRequest.invocation_metadata:type_name -> spearlet.InvokeFunctionRequest.InvocationMetadataEntry
-	10, // 21: spearlet.InvokeFunctionRequest.limits:type_name -> spearlet.TaskLimits
-	6,  // 22: spearlet.InvokeFunctionResponse.result:type_name -> spearlet.ExecutionResult
-	6,  // 23: spearlet.GetExecutionStatusResponse.result:type_name -> spearlet.ExecutionResult
-	2,  // 24: spearlet.CancelExecutionResponse.final_status:type_name -> spearlet.ExecutionStatus
-	2,  // 25: spearlet.StreamExecutionResult.status:type_name -> spearlet.ExecutionStatus
-	63, // 26: spearlet.StreamExecutionResult.chunk_data:type_name -> google.protobuf.Any
-	56, // 27: spearlet.StreamExecutionResult.metadata:type_name -> spearlet.StreamExecutionResult.MetadataEntry
-	19, // 28: spearlet.ListTasksResponse.tasks:type_name -> spearlet.TaskInfo
-	3,  // 29: spearlet.TaskInfo.artifact_spec:type_name -> spearlet.ArtifactSpec
-	2,  // 30: spearlet.TaskInfo.last_status:type_name -> spearlet.ExecutionStatus
-	57, // 31: spearlet.TaskInfo.metadata:type_name -> spearlet.TaskInfo.MetadataEntry
-	10, // 32: spearlet.TaskInfo.limits:type_name -> spearlet.TaskLimits
-	19, // 33: spearlet.GetTaskResponse.task:type_name -> spearlet.TaskInfo
-	26, // 34: spearlet.GetTaskResponse.executions:type_name -> spearlet.ExecutionInfo
-	2,  // 35: spearlet.ListExecutionsRequest.status_filter:type_name -> spearlet.ExecutionStatus
-	26, // 36: spearlet.ListExecutionsResponse.executions:type_name -> spearlet.ExecutionInfo
-	1,  // 37: spearlet.ExecutionInfo.execution_mode:type_name -> spearlet.ExecutionMode
-	2,  // 38: spearlet.ExecutionInfo.status:type_name -> spearlet.ExecutionStatus
-	64, // 39: spearlet.ExecutionInfo.started_at:type_name -> google.protobuf.Timestamp
-	64, // 40: spearlet.ExecutionInfo.completed_at:type_name -> google.protobuf.Timestamp
-	58, // 41: spearlet.ExecutionInfo.metadata:type_name -> spearlet.ExecutionInfo.MetadataEntry
-	64, // 42: spearlet.ExecutionInfo.created_at:type_name -> google.protobuf.Timestamp
-	29, // 43: spearlet.GetHealthResponse.details:type_name -> spearlet.HealthDetails
-	32, // 44: spearlet.GetHealthResponse.cluster:type_name -> spearlet.ClusterInfo
-	59, // 45: spearlet.HealthDetails.system_info:type_name -> spearlet.HealthDetails.SystemInfoEntry
-	36, // 46: spearlet.GetStatsResponse.service_stats:type_name -> spearlet.ServiceStats
-	37, // 47: spearlet.GetStatsResponse.task_stats:type_name -> spearlet.TaskStats
-	38, // 48: spearlet.GetStatsResponse.execution_stats:type_name -> spearlet.ExecutionStats
-	32, // 49: spearlet.GetStatsResponse.cluster:type_name -> spearlet.ClusterInfo
-	33, // 50: spearlet.ClusterInfo.nodes:type_name -> spearlet.NodeInfo
-	64, // 51: spearlet.NodeInfo.started_at:type_name -> google.protobuf.Timestamp
-	64, // 52: spearlet.NodeInfo.last_heartbeat:type_name -> google.protobuf.Timestamp
-	33, // 53: spearlet.ListNodesResponse.nodes:type_name -> spearlet.NodeInfo
-	60, // 54: spearlet.TaskStats.tasks_by_type:type_name -> spearlet.TaskStats.TasksByTypeEntry
-	19, // 55: spearlet.TaskStats.most_active_tasks:type_name -> spearlet.TaskInfo
-	61, // 56: spearlet.ExecutionStats.executions_by_function:type_name -> spearlet.ExecutionStats.ExecutionsByFunctionEntry
-	3,  // 57: spearlet.RegisterTaskRequest.artifact_spec:type_name -> spearlet.ArtifactSpec
-	62, // 58: spearlet.RegisterTaskRequest.metadata:type_name -> spearlet.RegisterTaskRequest.MetadataEntry
-	10, // 59: spearlet.RegisterTaskRequest.limits:type_name -> spearlet.TaskLimits
-	19, // 60: spearlet.RegisterTaskResponse.task:type_name -> spearlet.TaskInfo
-	10, // 61: spearlet.UpdateTaskLimitsRequest.limits:type_name -> spearlet.TaskLimits
-	19, // 62: spearlet.UpdateTaskLimitsResponse.task:type_name -> spearlet.TaskInfo
-	3,  // 63: spearlet.UpdateTaskRequest.artifact_spec:type_name -> spearlet.ArtifactSpec
-	19, // 64: spearlet.UpdateTaskResponse.task:type_name -> spearlet.TaskInfo
-	2,  // 65: spearlet.RequeueExecutionResponse.status:type_name -> spearlet.ExecutionStatus
-	2,  // 66: spearlet.ExecutionEvent.status:type_name -> spearlet.ExecutionStatus
-	64, // 67: spearlet.ExecutionEvent.time:type_name -> google.protobuf.Timestamp
-	6,  // 68: spearlet.ExecutionEvent.result:type_name -> spearlet.ExecutionResult
-	9,  // 69: spearlet.FunctionService.InvokeFunction:input_type -> spearlet.InvokeFunctionRequest
-	12, // 70: spearlet.FunctionService.GetExecutionStatus:input_type -> spearlet.GetExecutionStatusRequest
-	14, // 71: spearlet.FunctionService.CancelExecution:input_type -> spearlet.CancelExecutionRequest
-	9,  // 72: spearlet.FunctionService.StreamFunction:input_type -> spearlet.InvokeFunctionRequest
-	17, // 73: spearlet.FunctionService.ListTasks:input_type -> spearlet.ListTasksRequest
-	20, // 74: spearlet.FunctionService.GetTask:input_type -> spearlet.GetTaskRequest
-	22, // 75: spearlet.FunctionService.DeleteTask:input_type -> spearlet.DeleteTaskRequest
-	24, // 76: spearlet.FunctionService.ListExecutions:input_type -> spearlet.ListExecutionsRequest
-	27, // 77: spearlet.FunctionService.GetHealth:input_type -> spearlet.GetHealthRequest
-	30, // 78: spearlet.FunctionService.GetStats:input_type -> spearlet.GetStatsRequest
-	39, // 79: spearlet.FunctionService.RegisterTask:input_type -> spearlet.RegisterTaskRequest
-	41, // 80: spearlet.FunctionService.UpdateTaskLimits:input_type -> spearlet.UpdateTaskLimitsRequest
-	45, // 81: spearlet.FunctionService.RequeueExecution:input_type -> spearlet.RequeueExecutionRequest
-	47, // 82: spearlet.FunctionService.WatchExecution:input_type -> spearlet.WatchExecutionRequest
-	49, // 83: spearlet.FunctionService.UploadArtifact:input_type -> spearlet.UploadArtifactRequest
-	43, // 84: spearlet.FunctionService.UpdateTask:input_type -> spearlet.UpdateTaskRequest
-	34, // 85: spearlet.FunctionService.ListNodes:input_type -> spearlet.ListNodesRequest
-	11, // 86: spearlet.FunctionService.InvokeFunction:output_type -> spearlet.InvokeFunctionResponse
-	13, // 87: spearlet.FunctionService.GetExecutionStatus:output_type -> spearlet.GetExecutionStatusResponse
-	15, // 88: spearlet.FunctionService.CancelExecution:output_type -> spearlet.CancelExecutionResponse
-	16, // 89: spearlet.FunctionService.StreamFunction:output_type -> spearlet.StreamExecutionResult
-	18, // 90: spearlet.FunctionService.ListTasks:output_type -> spearlet.ListTasksResponse
-	21, // 91: spearlet.FunctionService.GetTask:output_type -> spearlet.GetTaskResponse
-	23, // 92: spearlet.FunctionService.DeleteTask:output_type -> spearlet.DeleteTaskResponse
-	25, // 93: spearlet.FunctionService.ListExecutions:output_type -> spearlet.ListExecutionsResponse
-	28, // 94: spearlet.FunctionService.GetHealth:output_type -> spearlet.GetHealthResponse
-	31, // 95: spearlet.FunctionService.GetStats:output_type -> spearlet.GetStatsResponse
-	40, // 96: spearlet.FunctionService.RegisterTask:output_type -> spearlet.RegisterTaskResponse
-	42, // 97: spearlet.FunctionService.UpdateTaskLimits:output_type -> spearlet.UpdateTaskLimitsResponse
-	46, // 98: spearlet.FunctionService.RequeueExecution:output_type -> spearlet.RequeueExecutionResponse
-	48, // 99: spearlet.FunctionService.WatchExecution:output_type -> spearlet.ExecutionEvent
-	50, // 100: spearlet.FunctionService.UploadArtifact:output_type -> spearlet.UploadArtifactResponse
-	44, // 101: spearlet.FunctionService.UpdateTask:output_type -> spearlet.UpdateTaskResponse
-	35, // 102: spearlet.FunctionService.ListNodes:output_type -> spearlet.ListNodesResponse
-	86, // [86:103] is the sub-list for method output_type
-	69, // [69:86] is the sub-list for method input_type
-	69, // [69:69] is the sub-list for extension type_name
-	69, // [69:69] is the sub-list for extension extendee
-	0,  // [0:69] is the sub-list for field type_name
+	6,  // 19: spearlet.InvokeFunctionRequest.context:type_name -> spearlet.ExecutionContext
+	59, // 20: spearlet.InvokeFunctionRequest.invocation_metadata:type_name -> spearlet.InvokeFunctionRequest.InvocationMetadataEntry
+	11, // 21: spearlet.InvokeFunctionRequest.limits:type_name -> spearlet.TaskLimits
+	7,  // 22: spearlet.InvokeFunctionResponse.result:type_name -> spearlet.ExecutionResult
+	7,  // 23: spearlet.GetExecutionStatusResponse.result:type_name -> spearlet.ExecutionResult
+	15, // 24: spearlet.GetExecutionStatusResponse.steps:type_name -> spearlet.StepInfo
+	2,  // 25: spearlet.StepInfo.status:type_name -> spearlet.ExecutionStatus
+	2,  // 26: spearlet.CancelExecutionResponse.final_status:type_name -> spearlet.ExecutionStatus
+	2,  // 27: spearlet.StreamExecutionResult.status:type_name -> spearlet.ExecutionStatus
+	69, // 28: spearlet.StreamExecutionResult.chunk_data:type_name -> google.protobuf.Any
+	60, // 29: spearlet.StreamExecutionResult.metadata:type_name -> spearlet.StreamExecutionResult.MetadataEntry
+	21, // 30: spearlet.ListTasksResponse.tasks:type_name -> spearlet.TaskInfo
+	4,  // 31: spearlet.TaskInfo.artifact_spec:type_name -> spearlet.ArtifactSpec
+	2,  // 32: spearlet.TaskInfo.last_status:type_name -> spearlet.ExecutionStatus
+	61, // 33: spearlet.TaskInfo.metadata:type_name -> spearlet.TaskInfo.MetadataEntry
+	11, // 34: spearlet.TaskInfo.limits:type_name -> spearlet.TaskLimits
+	21, // 35: spearlet.GetTaskResponse.task:type_name -> spearlet.TaskInfo
+	28, // 36: spearlet.GetTaskResponse.executions:type_name -> spearlet.ExecutionInfo
+	2,  // 37: spearlet.ListExecutionsRequest.status_filter:type_name -> spearlet.ExecutionStatus
+	28, // 38: spearlet.ListExecutionsResponse.executions:type_name -> spearlet.ExecutionInfo
+	1,  // 39: spearlet.ExecutionInfo.execution_mode:type_name -> spearlet.ExecutionMode
+	2,  // 40: spearlet.ExecutionInfo.status:type_name -> spearlet.ExecutionStatus
+	70, // 41: spearlet.ExecutionInfo.started_at:type_name -> google.protobuf.Timestamp
+	70, // 42: spearlet.ExecutionInfo.completed_at:type_name -> google.protobuf.Timestamp
+	62, // 43: spearlet.ExecutionInfo.metadata:type_name -> spearlet.ExecutionInfo.MetadataEntry
+	70, // 44: spearlet.ExecutionInfo.created_at:type_name -> google.protobuf.Timestamp
+	31, // 45: spearlet.GetHealthResponse.details:type_name -> spearlet.HealthDetails
+	34, // 46: spearlet.GetHealthResponse.cluster:type_name -> spearlet.ClusterInfo
+	63, // 47: spearlet.HealthDetails.system_info:type_name -> spearlet.HealthDetails.SystemInfoEntry
+	38, // 48: spearlet.GetStatsResponse.service_stats:type_name -> spearlet.ServiceStats
+	39, // 49: spearlet.GetStatsResponse.task_stats:type_name -> spearlet.TaskStats
+	40, // 50: spearlet.GetStatsResponse.execution_stats:type_name -> spearlet.ExecutionStats
+	34, // 51: spearlet.GetStatsResponse.cluster:type_name -> spearlet.ClusterInfo
+	35, // 52: spearlet.ClusterInfo.nodes:type_name -> spearlet.NodeInfo
+	70, // 53: spearlet.NodeInfo.started_at:type_name -> google.protobuf.Timestamp
+	70, // 54: spearlet.NodeInfo.last_heartbeat:type_name -> google.protobuf.Timestamp
+	35, // 55: spearlet.ListNodesResponse.nodes:type_name -> spearlet.NodeInfo
+	64, // 56: spearlet.TaskStats.tasks_by_type:type_name -> spearlet.TaskStats.TasksByTypeEntry
+	21, // 57: spearlet.TaskStats.most_active_tasks:type_name -> spearlet.TaskInfo
+	65, // 58: spearlet.ExecutionStats.executions_by_function:type_name -> spearlet.ExecutionStats.ExecutionsByFunctionEntry
+	4,  // 59: spearlet.RegisterTaskRequest.artifact_spec:type_name -> spearlet.ArtifactSpec
+	66, // 60: spearlet.RegisterTaskRequest.metadata:type_name -> spearlet.RegisterTaskRequest.MetadataEntry
+	11, // 61: spearlet.RegisterTaskRequest.limits:type_name -> spearlet.TaskLimits
+	21, // 62: spearlet.RegisterTaskResponse.task:type_name -> spearlet.TaskInfo
+	11, // 63: spearlet.UpdateTaskLimitsRequest.limits:type_name -> spearlet.TaskLimits
+	21, // 64: spearlet.UpdateTaskLimitsResponse.task:type_name -> spearlet.TaskInfo
+	4,  // 65: spearlet.UpdateTaskRequest.artifact_spec:type_name -> spearlet.ArtifactSpec
+	21, // 66: spearlet.UpdateTaskResponse.task:type_name -> spearlet.TaskInfo
+	2,  // 67: spearlet.RequeueExecutionResponse.status:type_name -> spearlet.ExecutionStatus
+	2,  // 68: spearlet.ExecutionEvent.status:type_name -> spearlet.ExecutionStatus
+	70, // 69: spearlet.ExecutionEvent.time:type_name -> google.protobuf.Timestamp
+	7,  // 70: spearlet.ExecutionEvent.result:type_name -> spearlet.ExecutionResult
+	5,  // 71: spearlet.GraphStep.parameters:type_name -> spearlet.FunctionParameter
+	67, // 72: spearlet.GraphStep.environment:type_name -> spearlet.GraphStep.EnvironmentEntry
+	3,  // 73: spearlet.GraphStep.on_failure:type_name -> spearlet.OnFailure
+	5,  // 74: spearlet.InvokeGraphRequest.parameters:type_name -> spearlet.FunctionParameter
+	1,  // 75: spearlet.InvokeGraphRequest.execution_mode:type_name -> spearlet.ExecutionMode
+	6,  // 76: spearlet.InvokeGraphRequest.context:type_name -> spearlet.ExecutionContext
+	68, // 77: spearlet.InvokeGraphRequest.invocation_metadata:type_name -> spearlet.InvokeGraphRequest.InvocationMetadataEntry
+	53, // 78: spearlet.InvokeGraphRequest.steps:type_name -> spearlet.GraphStep
+	10, // 79: spearlet.FunctionService.InvokeFunction:input_type -> spearlet.InvokeFunctionRequest
+	13, // 80: spearlet.FunctionService.GetExecutionStatus:input_type -> spearlet.GetExecutionStatusRequest
+	16, // 81: spearlet.FunctionService.CancelExecution:input_type -> spearlet.CancelExecutionRequest
+	10, // 82: spearlet.FunctionService.StreamFunction:input_type -> spearlet.InvokeFunctionRequest
+	19, // 83: spearlet.FunctionService.ListTasks:input_type -> spearlet.ListTasksRequest
+	22, // 84: spearlet.FunctionService.GetTask:input_type -> spearlet.GetTaskRequest
+	24, // 85: spearlet.FunctionService.DeleteTask:input_type -> spearlet.DeleteTaskRequest
+	26, // 86: spearlet.FunctionService.ListExecutions:input_type -> spearlet.ListExecutionsRequest
+	29, // 87: spearlet.FunctionService.GetHealth:input_type -> spearlet.GetHealthRequest
+	32, // 88: spearlet.FunctionService.GetStats:input_type -> spearlet.GetStatsRequest
+	41, // 89: spearlet.FunctionService.RegisterTask:input_type -> spearlet.RegisterTaskRequest
+	43, // 90: spearlet.FunctionService.UpdateTaskLimits:input_type -> spearlet.UpdateTaskLimitsRequest
+	47, // 91: spearlet.FunctionService.RequeueExecution:input_type -> spearlet.RequeueExecutionRequest
+	49, // 92: spearlet.FunctionService.WatchExecution:input_type -> spearlet.WatchExecutionRequest
+	51, // 93: spearlet.FunctionService.UploadArtifact:input_type -> spearlet.UploadArtifactRequest
+	45, // 94: spearlet.FunctionService.UpdateTask:input_type -> spearlet.UpdateTaskRequest
+	36, // 95: spearlet.FunctionService.ListNodes:input_type -> spearlet.ListNodesRequest
+	54, // 96: spearlet.FunctionService.InvokeGraph:input_type -> spearlet.InvokeGraphRequest
+	54, // 97: spearlet.FunctionService.StreamGraph:input_type -> spearlet.InvokeGraphRequest
+	12, // 98: spearlet.FunctionService.InvokeFunction:output_type -> spearlet.InvokeFunctionResponse
+	14, // 99: spearlet.FunctionService.GetExecutionStatus:output_type -> spearlet.GetExecutionStatusResponse
+	17, // 100: spearlet.FunctionService.CancelExecution:output_type -> spearlet.CancelExecutionResponse
+	18, // 101: spearlet.FunctionService.StreamFunction:output_type -> spearlet.StreamExecutionResult
+	20, // 102: spearlet.FunctionService.ListTasks:output_type -> spearlet.ListTasksResponse
+	23, // 103: spearlet.FunctionService.GetTask:output_type -> spearlet.GetTaskResponse
+	25, // 104: spearlet.FunctionService.DeleteTask:output_type -> spearlet.DeleteTaskResponse
+	27, // 105: spearlet.FunctionService.ListExecutions:output_type -> spearlet.ListExecutionsResponse
+	30, // 106: spearlet.FunctionService.GetHealth:output_type -> spearlet.GetHealthResponse
+	33, // 107: spearlet.FunctionService.GetStats:output_type -> spearlet.GetStatsResponse
+	42, // 108: spearlet.FunctionService.RegisterTask:output_type -> spearlet.RegisterTaskResponse
+	44, // 109: spearlet.FunctionService.UpdateTaskLimits:output_type -> spearlet.UpdateTaskLimitsResponse
+	48, // 110: spearlet.FunctionService.RequeueExecution:output_type -> spearlet.RequeueExecutionResponse
+	50, // 111: spearlet.FunctionService.WatchExecution:output_type -> spearlet.ExecutionEvent
+	52, // 112: spearlet.FunctionService.UploadArtifact:output_type -> spearlet.UploadArtifactResponse
+	46, // 113: spearlet.FunctionService.UpdateTask:output_type -> spearlet.UpdateTaskResponse
+	37, // 114: spearlet.FunctionService.ListNodes:output_type -> spearlet.ListNodesResponse
+	12, // 115: spearlet.FunctionService.InvokeGraph:output_type -> spearlet.InvokeFunctionResponse
+	18, // 116: spearlet.FunctionService.StreamGraph:output_type -> spearlet.StreamExecutionResult
+	98, // [98:117] is the sub-list for method output_type
+	79, // [79:98] is the sub-list for method input_type
+	79, // [79:79] is the sub-list for extension type_name
+	79, // [79:79] is the sub-list for extension extendee
+	0,  // [0:79] is the sub-list for field type_name
 }
 
 func init() { file_spearlet_spearlet_proto_init() }
@@ -4591,13 +5132,14 @@ func file_spearlet_spearlet_proto_init() {
 	if File_spearlet_spearlet_proto != nil {
 		return
 	}
+	file_spearlet_spearlet_proto_msgTypes[50].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_spearlet_spearlet_proto_rawDesc), len(file_spearlet_spearlet_proto_rawDesc)),
-			NumEnums:      3,
-			NumMessages:   60,
+			NumEnums:      4,
+			NumMessages:   65,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -43,6 +43,8 @@ const (
 	FunctionService_UploadArtifact_FullMethodName     = "/spearlet.FunctionService/UploadArtifact"
 	FunctionService_UpdateTask_FullMethodName         = "/spearlet.FunctionService/UpdateTask"
 	FunctionService_ListNodes_FullMethodName          = "/spearlet.FunctionService/ListNodes"
+	FunctionService_InvokeGraph_FullMethodName        = "/spearlet.FunctionService/InvokeGraph"
+	FunctionService_StreamGraph_FullMethodName        = "/spearlet.FunctionService/StreamGraph"
 )
 
 // FunctionServiceClient is the client API for FunctionService service.
@@ -67,6 +69,11 @@ type FunctionServiceClient interface {
 	UploadArtifact(ctx context.Context, in *UploadArtifactRequest, opts ...grpc.CallOption) (*UploadArtifactResponse, error)
 	UpdateTask(ctx context.Context, in *UpdateTaskRequest, opts ...grpc.CallOption) (*UpdateTaskResponse, error)
 	ListNodes(ctx context.Context, in *ListNodesRequest, opts ...grpc.CallOption) (*ListNodesResponse, error)
+	// Runs a graph of tasks as one execution (sync or async; answered as
+	// InvokeFunction is).
+	InvokeGraph(ctx context.Context, in *InvokeGraphRequest, opts ...grpc.CallOption) (*InvokeFunctionResponse, error)
+	// Runs a graph and streams its output step's output.
+	StreamGraph(ctx context.Context, in *InvokeGraphRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[StreamExecutionResult], error)
 }
 
 type functionServiceClient struct {
@@ -265,6 +272,35 @@ func (c *functionServiceClient) ListNodes(ctx context.Context, in *ListNodesRequ
 	return out, nil
 }
 
+func (c *functionServiceClient) InvokeGraph(ctx context.Context, in *InvokeGraphRequest, opts ...grpc.CallOption) (*InvokeFunctionResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(InvokeFunctionResponse)
+	err := c.cc.Invoke(ctx, FunctionService_InvokeGraph_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *functionServiceClient) StreamGraph(ctx context.Context, in *InvokeGraphRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[StreamExecutionResult], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &FunctionService_ServiceDesc.Streams[2], FunctionService_StreamGraph_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[InvokeGraphRequest, StreamExecutionResult]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type FunctionService_StreamGraphClient = grpc.ServerStreamingClient[StreamExecutionResult]
+
 // FunctionServiceServer is the server API for FunctionService service.
 // All implementations should embed UnimplementedFunctionServiceServer
 // for forward compatibility.
@@ -287,6 +323,11 @@ type FunctionServiceServer interface {
 	UploadArtifact(context.Context, *UploadArtifactRequest) (*UploadArtifactResponse, error)
 	UpdateTask(context.Context, *UpdateTaskRequest) (*UpdateTaskResponse, error)
 	ListNodes(context.Context, *ListNodesRequest) (*ListNodesResponse, error)
+	// Runs a graph of tasks as one execution (sync or async; answered as
+	// InvokeFunction is).
+	InvokeGraph(context.Context, *InvokeGraphRequest) (*InvokeFunctionResponse, error)
+	// Runs a graph and streams its output step's output.
+	StreamGraph(*InvokeGraphRequest, grpc.ServerStreamingServer[StreamExecutionResult]) error
 }
 
 // UnimplementedFunctionServiceServer should be embedded to have
@@ -346,6 +387,12 @@ func (UnimplementedFunctionServiceServer) UpdateTask(context.Context, *UpdateTas
 }
 func (UnimplementedFunctionServiceServer) ListNodes(context.Context, *ListNodesRequest) (*ListNodesResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method ListNodes not implemented")
+}
+func (UnimplementedFunctionServiceServer) InvokeGraph(context.Context, *InvokeGraphRequest) (*InvokeFunctionResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method InvokeGraph not implemented")
+}
+func (UnimplementedFunctionServiceServer) StreamGraph(*InvokeGraphRequest, grpc.ServerStreamingServer[StreamExecutionResult]) error {
+	return status.Errorf(codes.Unimplemented, "method StreamGraph not implemented")
 }
 func (UnimplementedFunctionServiceServer) testEmbeddedByValue() {}
 
@@ -659,6 +706,35 @@ func _FunctionService_ListNodes_Handler(srv interface{}, ctx context.Context, de
 	return interceptor(ctx, in, info, handler)
 }
 
+func _FunctionService_InvokeGraph_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(InvokeGraphRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(FunctionServiceServer).InvokeGraph(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: FunctionService_InvokeGraph_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(FunctionServiceServer).InvokeGraph(ctx, req.(*InvokeGraphRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _FunctionService_StreamGraph_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(InvokeGraphRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(FunctionServiceServer).StreamGraph(m, &grpc.GenericServerStream[InvokeGraphRequest, StreamExecutionResult]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type FunctionService_StreamGraphServer = grpc.ServerStreamingServer[StreamExecutionResult]
+
 // FunctionService_ServiceDesc is the grpc.ServiceDesc for FunctionService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -726,6 +802,10 @@ var FunctionService_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "ListNodes",
 			Handler:    _FunctionService_ListNodes_Handler,
 		},
+		{
+			MethodName: "InvokeGraph",
+			Handler:    _FunctionService_InvokeGraph_Handler,
+		},
 	},
 	Streams: []grpc.StreamDesc{
 		{
@@ -736,6 +816,11 @@ var FunctionService_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "WatchExecution",
 			Handler:       _FunctionService_WatchExecution_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "StreamGraph",
+			Handler:       _FunctionService_StreamGraph_Handler,
 			ServerStreams: true,
 		},
 	},

@@ -134,6 +134,8 @@ func (a *app) newRootCmd() *cobra.Command {
 	root.AddCommand(
 		(&taskCommands{a}).newTaskCmd(),
 		(&invokeCommands{a}).newInvokeCmd(),
+		(&graphCommands{&invokeCommands{a}}).newPipeCmd(),
+		(&graphCommands{&invokeCommands{a}}).newGraphCmd(),
 		(&execCommands{a}).newExecCmd(),
 		(&nodeCommands{a}).newHealthCmd(),
 		(&nodeCommands{a}).newStatsCmd(),

@@ -189,6 +189,7 @@ type execListOpts struct {
 	task, status string
 	limit        int32
 	all, dead    bool
+	parent       string
 }
 
 func (a *execCommands) newExecListCmd() *cobra.Command {
@@ -207,11 +208,12 @@ func (a *execCommands) newExecListCmd() *cobra.Command {
 	f.Int32Var(&o.limit, "limit", 0, "maximum executions per page (0: node default)")
 	f.BoolVar(&o.all, "all", false, "follow pagination and list every execution")
 	f.BoolVar(&o.dead, "dead-letter", false, "only dead-lettered executions (retries exhausted; see spear exec requeue)")
+	f.StringVar(&o.parent, "parent", "", "only the steps of this graph, in the graph's order")
 	return cmd
 }
 
 func (a *execCommands) execList(cmd *cobra.Command, o *execListOpts) error {
-	req := &spearlet.ListExecutionsRequest{TaskId: o.task, Limit: o.limit, DeadLetteredOnly: o.dead}
+	req := &spearlet.ListExecutionsRequest{TaskId: o.task, Limit: o.limit, DeadLetteredOnly: o.dead, ParentId: o.parent}
 	if o.status != "" {
 		s, ok := parseStatus(o.status)
 		if !ok {

@@ -94,31 +94,9 @@ the execution's outcome.
 }
 
 func (a *invokeCommands) invoke(cmd *cobra.Command, taskID string, o *invokeOpts) error {
-	var mode spearlet.ExecutionMode
-	switch o.mode {
-	case "sync":
-		mode = spearlet.ExecutionMode_EXECUTION_MODE_SYNC
-	case "async":
-		mode = spearlet.ExecutionMode_EXECUTION_MODE_ASYNC
-	case "stream":
-		mode = spearlet.ExecutionMode_EXECUTION_MODE_STREAM
-	default:
-		return usageErrorf("--mode %q: want sync, async or stream", o.mode)
-	}
-	if o.timeoutMs < 0 {
-		return usageErrorf("--timeout-ms must not be negative")
-	}
-	if o.retries < 0 {
-		return usageErrorf("--retries must not be negative")
-	}
-	env, err := parseKVs("env", o.env)
+	mode, env, err := o.check()
 	if err != nil {
 		return err
-	}
-	if o.callback != "" {
-		if err := checkCallbackURL(o.callback); err != nil {
-			return err
-		}
 	}
 	req := &spearlet.InvokeFunctionRequest{
 		InvocationType: spearlet.InvocationType_INVOCATION_TYPE_EXISTING_TASK,
@@ -157,6 +135,31 @@ func (a *invokeCommands) invoke(cmd *cobra.Command, taskID string, o *invokeOpts
 	default:
 		return a.invokeSync(ctx, c, req, a.executionDeadline(cmd, o.timeoutMs))
 	}
+}
+
+// check checks the flags invoke, pipe and graph run share, and returns
+// the mode and environment they give.
+func (o *invokeOpts) check() (spearlet.ExecutionMode, map[string]string, error) {
+	mode, err := modeOf(o.mode)
+	if err != nil {
+		return 0, nil, err
+	}
+	if o.timeoutMs < 0 {
+		return 0, nil, usageErrorf("--timeout-ms must not be negative")
+	}
+	if o.retries < 0 {
+		return 0, nil, usageErrorf("--retries must not be negative")
+	}
+	env, err := parseKVs("env", o.env)
+	if err != nil {
+		return 0, nil, err
+	}
+	if o.callback != "" {
+		if err := checkCallbackURL(o.callback); err != nil {
+			return 0, nil, err
+		}
+	}
+	return mode, env, nil
 }
 
 // checkCallbackURL checks that --callback-url is an absolute http(s) URL.
@@ -207,6 +210,12 @@ func (a *invokeCommands) invokeSync(ctx context.Context, c spearlet.FunctionServ
 	if err != nil {
 		return err
 	}
+	return a.answered(ctx, resp)
+}
+
+// answered reports a sync invocation's (or graph's) answer: its output
+// and outcome.
+func (a *invokeCommands) answered(ctx context.Context, resp *spearlet.InvokeFunctionResponse) error {
 	if a.json {
 		if err := a.printJSON(resp); err != nil {
 			return err
@@ -234,6 +243,11 @@ func (a *invokeCommands) invokeAsync(ctx context.Context, c spearlet.FunctionSer
 	if err != nil {
 		return err
 	}
+	return a.accepted(resp, quiet)
+}
+
+// accepted reports an async invocation's (or graph's) acceptance.
+func (a *invokeCommands) accepted(resp *spearlet.InvokeFunctionResponse, quiet bool) error {
 	if a.json {
 		if err := a.printJSON(resp); err != nil {
 			return err
@@ -272,8 +286,14 @@ func (a *invokeCommands) invokeStream(ctx context.Context, c spearlet.FunctionSe
 	if err != nil {
 		return newRPCError(err, nil)
 	}
+	return a.followStream(stream)
+}
+
+// followStream writes a stream's chunks as they arrive and reports its
+// outcome.
+func (a *invokeCommands) followStream(stream grpc.ServerStreamingClient[spearlet.StreamExecutionResult]) error {
 	var final *spearlet.StreamExecutionResult
-	err = a.writeRaw(func(w io.Writer) (err error) {
+	err := a.writeRaw(func(w io.Writer) (err error) {
 		final, err = a.readStream(stream, w)
 		return err
 	})

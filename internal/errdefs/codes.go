@@ -70,6 +70,14 @@ var (
 	ExecutionExists         = Code{"EXECUTION_EXISTS", ErrAlreadyExists}             // execution ids are never reused
 	ExecutionNotFound       = Code{"EXECUTION_NOT_FOUND", ErrNotFound}               // no such execution (or it expired)
 	FunctionNotFound        = Code{"FUNCTION_NOT_FOUND", ErrNotFound}                // a WASM module without the function named
+	DuplicateStep           = Code{"DUPLICATE_STEP", ErrInvalidArgument}             // two steps of a graph with one id
+	GraphCycle              = Code{"GRAPH_CYCLE", ErrInvalidArgument}                // steps that depend on each other in a loop
+	GraphEmpty              = Code{"GRAPH_EMPTY", ErrInvalidArgument}                // a graph without steps
+	GraphTooLarge           = Code{"GRAPH_TOO_LARGE", ErrInvalidArgument}            // more than 1,000 steps, or a definition over its size
+	InvalidGraphOutput      = Code{"INVALID_GRAPH_OUTPUT", ErrInvalidArgument}       // output names no step, or is needed (several sinks) and not given
+	InvalidStep             = Code{"INVALID_STEP", ErrInvalidArgument}               // a step with a bad id, no task, or fields out of range
+	SelfDependency          = Code{"SELF_DEPENDENCY", ErrInvalidArgument}            // a step that depends on itself
+	UnknownDependency       = Code{"UNKNOWN_DEPENDENCY", ErrInvalidArgument}         // depends_on names no step of the graph
 	ImageNotFound           = Code{"IMAGE_NOT_FOUND", ErrFailedPrecondition}         // the container image is not on the node
 	InputNotFound           = Code{"INPUT_NOT_FOUND", ErrNotFound}                   // input_ref names nothing stored
 	InputTooLarge           = Code{"INPUT_TOO_LARGE", ErrResourceExhausted}          // over --max-input-bytes
@@ -103,6 +111,7 @@ var (
 	MissingParameter        = Code{"MISSING_PARAMETER", ErrInvalidArgument}          // a required parameter not given
 	MissingTaskID           = Code{"MISSING_TASK_ID", ErrInvalidArgument}            // no task_id to invoke
 	MissingTaskName         = Code{"MISSING_TASK_NAME", ErrInvalidArgument}          // a new task without a name or id
+	NotAGraph               = Code{"NOT_A_GRAPH", ErrFailedPrecondition}             // parent_id names an execution that is not a graph
 	NodeIDInUse             = Code{"NODE_ID_IN_USE", ErrAlreadyExists}               // another live node has this --node-id
 	NodeShuttingDown        = Code{"NODE_SHUTTING_DOWN", ErrUnavailable}             // the node is stopping: try another
 	StoreFormatMismatch     = Code{"STORE_FORMAT_MISMATCH", ErrFailedPrecondition}   // live nodes keep the store in another format
@@ -134,4 +143,7 @@ var (
 	CallerCancelled     = Code{"CALLER_CANCELLED", nil}                       // the sync or stream caller went away
 	MemoryLimitExceeded = Code{"MEMORY_LIMIT_EXCEEDED", ErrResourceExhausted} // the function ran out of its memory limit
 	PidsLimit           = Code{"PIDS_LIMIT", ErrResourceExhausted}            // the function hit its process (pids) limit
+	StepFailed          = Code{"STEP_FAILED", nil}                            // a graph's step failed for good; the message names it
+	UpstreamFailed      = Code{"UPSTREAM_FAILED", nil}                        // a graph's step never ran: its graph failed first
+	InputUnavailable    = Code{"INPUT_UNAVAILABLE", nil}                      // a graph step's parent output could not be read whole, or failed its checksum
 )

@@ -108,6 +108,13 @@ type Spec struct {
 	// Idempotent says ExecutionID was derived from an idempotency key: an
 	// existing execution with that id is the answer, not an error.
 	Idempotent bool `json:"idempotent,omitempty"`
+	// ParentID and StepID name the graph and step a step's execution
+	// runs; Upstream are the step's parents, whose outputs are its input
+	// (instead of Input); Deadline is the graph's (zero: none).
+	ParentID string     `json:"parent,omitempty"`
+	StepID   string     `json:"step,omitempty"`
+	Upstream []Upstream `json:"upstream,omitempty"`
+	Deadline time.Time  `json:"deadline,omitzero"`
 }
 
 // OutputPartial reports whether Output holds only the first part of the
@@ -169,6 +176,14 @@ type Record struct {
 	Spec         *Spec `json:"spec,omitempty"`
 	// Callback is the completion callback's delivery.
 	Callback *Callback `json:"callback,omitempty"`
+	// ParentID and StepID name the graph and step of a step's execution;
+	// Graph is a graph execution's steps and their states.
+	ParentID string `json:"parent,omitempty"`
+	StepID   string `json:"step,omitempty"`
+	Graph    *Graph `json:"graph,omitempty"`
+	// OutputOf is the execution whose stored output chunks are this one's
+	// (a graph's output step); empty: its own.
+	OutputOf string `json:"out_of,omitempty"`
 }
 
 // Attempt is one run of an execution.
@@ -205,6 +220,8 @@ func NewRecord(spec *Spec) *Record {
 		MaxRetries: spec.MaxRetries,
 		Metadata:   spec.Metadata,
 		CreatedAt:  spec.CreatedAt,
+		ParentID:   spec.ParentID,
+		StepID:     spec.StepID,
 		ExitCode:   -1,
 		Callback:   newCallback(spec.CallbackURL),
 	}

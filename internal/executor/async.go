@@ -204,6 +204,9 @@ func (m *dispatcher) runDelivery(d *store.Delivery, unreserve func()) {
 	if err == nil {
 		_, err = m.engine.runtime(art.Type)
 	}
+	if err == nil && m.graphs.graphEnded(m.baseCtx, spec) {
+		err = errGraphEnded
+	}
 	l := &live{rec: rec, done: make(chan struct{})}
 	if err := m.lives.addLive(l); err != nil {
 		if errors.Is(err, errdefs.ErrUnavailable) { // shutting down
@@ -239,6 +242,7 @@ func (m *dispatcher) completeCancelled(l *live, d *store.Delivery, rev uint64) {
 	l.rec.CompletedAt = m.opts.Now()
 	rec := *l.rec
 	l.mu.Unlock()
+	ended := &rec
 	if _, err := m.store.Records.Update(ctx, &rec, rev); err == nil {
 		m.outbox.notify(&rec)
 		m.engine.finish(l, 0)
@@ -248,9 +252,14 @@ func (m *dispatcher) completeCancelled(l *live, d *store.Delivery, rev uint64) {
 		m.lives.forget(rec.ID)
 		return
 	} else {
+		ended = cur
 		close(l.done)
 	}
-	_ = d.Ack(ctx)
+	if m.graphs.stepEnded(ended) {
+		_ = d.Ack(ctx)
+	} else {
+		_ = d.Nak(time.Second) // its redelivery advances its graph
+	}
 	m.lives.forget(rec.ID)
 }
 
@@ -282,6 +291,10 @@ func (m *dispatcher) readQueued(d *store.Delivery) (*execution.Record, uint64, b
 		return nil, 0, false
 	}
 	if rec.Status.Terminal() { // cancelled while queued, or a duplicate
+		if !m.graphs.stepEnded(rec) {
+			_ = d.Nak(retryBackoff.Delay(d.Attempt))
+			return nil, 0, false
+		}
 		_ = d.Ack(ctx)
 		return nil, 0, false
 	}
@@ -314,7 +327,11 @@ func (m *dispatcher) claim(l *live, d *store.Delivery, rev uint64) bool {
 		l.mu.Lock()
 		l.rec = cur
 		l.mu.Unlock()
-		_ = d.Ack(ctx)
+		if m.graphs.stepEnded(cur) {
+			_ = d.Ack(ctx)
+		} else {
+			_ = d.Nak(time.Second) // its redelivery advances its graph
+		}
 	case gerr != nil || cur.Status != execution.StatusRunning:
 		// The store failed, or the record changed but is not claimed:
 		// hand the message back. Another worker's claim is left alone (a
@@ -427,7 +444,7 @@ func (m *dispatcher) run(ctx context.Context, l *live, d *store.Delivery, t *tas
 	r := l.final()
 	// A run that failed on its own just as a cancel stopped it is not
 	// retried: the caller asked for it to end.
-	if retryable(r) && !l.cancelRequested() && spec.MaxRetries > 0 {
+	if retryable(r) && !l.cancelRequested() && spec.MaxRetries > 0 && !pastDeadline(spec, m.opts.Now()) {
 		if r.Attempts-spec.AttemptBase <= spec.MaxRetries {
 			if m.opts.Hooks != nil {
 				m.opts.Hooks.Retried(r)
@@ -530,7 +547,10 @@ func (m *dispatcher) complete(l *live, d *store.Delivery, wait time.Duration) {
 	// The callback is in the outbox before the execution leaves the queue:
 	// a crash in between runs nothing twice and loses no callback.
 	m.outbox.notify(rec)
-	if err := d.Ack(ctx); err != nil {
+	if !m.graphs.stepEnded(rec) {
+		// Not acked: its redelivery finds it ended and advances its graph.
+		_ = d.Nak(time.Second)
+	} else if err := d.Ack(ctx); err != nil {
 		m.log.Warn("acking finished execution", "execution", rec.ID, "err", err)
 	}
 	m.engine.finish(l, wait)

@@ -30,6 +30,9 @@ func (m *Cancels) Cancel(ctx context.Context, id, reason string, force bool) (Ca
 	if out, ok := m.cancelLocal(ctx, id, reason, force); ok {
 		return out, nil
 	}
+	if rec, rev, err := m.store.Records.Get(ctx, id); err == nil && rec.Graph != nil {
+		return m.graphs.CancelGraph(ctx, rec, rev, reason)
+	}
 	if out, ok := m.cancelRemote(ctx, id, reason, force); ok {
 		return out, nil
 	}

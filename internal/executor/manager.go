@@ -95,6 +95,7 @@ type Manager struct {
 	Async   *Async
 	Views   *Views
 	Cancels *Cancels
+	Graphs  *Graphs
 }
 
 // SyncRuns runs sync and stream executions on the caller's goroutine.
@@ -226,6 +227,7 @@ type core struct {
 	views      *Views
 	cancels    *Cancels
 	lives      *liveTable
+	graphs     *Graphs
 }
 
 // live is an execution that runs, or waits for a slot, on this node.
@@ -304,13 +306,13 @@ func New(opts Options, st *store.Store, reg *registry.Registry, runtimes map[spe
 	}
 	c.runs, c.async, c.dispatcher, c.engine = &SyncRuns{c}, &Async{c}, &dispatcher{c}, &engine{c}
 	c.outbox, c.views, c.cancels, c.lives = &outbox{c}, &Views{c}, &Cancels{c}, &liveTable{c}
-	c.fwd, c.offers = &forwarder{c}, &offers{c}
+	c.fwd, c.offers, c.graphs = &forwarder{c}, &offers{c}, &Graphs{c}
 	c.stats = newStats(opts.Now)
 	c.callbacks = callback.New(callback.Options{Allow: opts.CallbackAllow})
 	c.callbackSlots = make(chan struct{}, maxCallbacks)
 	c.persist = newPersister(st, opts.Logger, c.lives.forget)
 	c.baseCtx, c.baseCancel = context.WithCancelCause(context.Background())
-	return &Manager{core: c, Runs: c.runs, Async: c.async, Views: c.views, Cancels: c.cancels}
+	return &Manager{core: c, Runs: c.runs, Async: c.async, Views: c.views, Cancels: c.cancels, Graphs: c.graphs}
 }
 
 // Start loads history, answers cancel requests from other nodes and starts

@@ -283,6 +283,9 @@ func (m *engine) timeout(spec *execution.Spec, l task.Limits) time.Duration {
 	if l.MaxTimeoutMs > 0 {
 		d = min(d, millis(l.MaxTimeoutMs))
 	}
+	if !spec.Deadline.IsZero() { // a graph's step
+		d = min(d, spec.Deadline.Sub(m.opts.Now()))
+	}
 	return min(d, m.opts.MaxTimeout)
 }
 
@@ -304,7 +307,7 @@ func (m *engine) execute(ctx context.Context, l *live, rt spearrt.Runtime, art s
 	out := m.newOutputSink(ctx, l, spec, onChunk)
 	logs := &logSink{now: m.opts.Now, limit: m.opts.MaxLogBytes}
 	start, attempt := m.begin(l, out, logs, art.Type)
-	in, closeInput, err := m.openInput(ctx, spec)
+	in, closeInput, err := m.openInput(ctx, l, spec)
 	if err != nil {
 		out.finish(ctx)
 		m.classify(l, ctx, err)
@@ -461,7 +464,10 @@ func (m *engine) newOutputSink(ctx context.Context, l *live, spec *execution.Spe
 // openInput returns the run's standard input: the spec's bytes, or the
 // stored input it refers to. In-memory input stays a *bytes.Reader, which
 // runtimes write without a copier.
-func (m *engine) openInput(ctx context.Context, spec *execution.Spec) (io.Reader, func(), error) {
+func (m *engine) openInput(ctx context.Context, l *live, spec *execution.Spec) (io.Reader, func(), error) {
+	if len(spec.Upstream) > 0 {
+		return m.graphs.stepInput(ctx, l, spec)
+	}
 	if spec.InputRef == "" {
 		return bytes.NewReader(spec.Input), func() {}, nil
 	}
@@ -514,6 +520,8 @@ func (m *engine) classify(l *live, ctx context.Context, err error) {
 		set(execution.StatusTimeout, errdefs.ExecutionTimeout.String(), "the execution exceeded its "+cause.Error())
 	case errors.Is(cause, errCancelled):
 		set(execution.StatusCancelled, errdefs.Cancelled.String(), cause.Error())
+	case errors.Is(cause, errGraphEnded):
+		set(execution.StatusCancelled, errdefs.UpstreamFailed.String(), cause.Error())
 	case errors.Is(cause, errShutdown):
 		set(execution.StatusFailed, errdefs.NodeShutdown.String(), "the node shut down before the execution finished")
 	case errors.Is(cause, context.DeadlineExceeded):

@@ -20,6 +20,11 @@ func (m *Views) Attach(ctx context.Context, id string, send func(Chunk) error) (
 	if err := execution.ValidateID(id); err != nil {
 		return nil, err
 	}
+	if l := m.liveOf(id); l == nil {
+		if rec, err := m.Get(ctx, id); err == nil && rec.Graph != nil {
+			return m.graphs.attachGraph(ctx, rec, send)
+		}
+	}
 	a := &attachment{m: m, id: id, send: send}
 	for {
 		stored := false

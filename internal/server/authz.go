@@ -43,6 +43,8 @@ func Scopes(metricsPublic bool) map[string]auth.Scope {
 
 		pb.FunctionService_InvokeFunction_FullMethodName:  auth.Invoke,
 		pb.FunctionService_StreamFunction_FullMethodName:  auth.Invoke, // also attach
+		pb.FunctionService_InvokeGraph_FullMethodName:     auth.Invoke,
+		pb.FunctionService_StreamGraph_FullMethodName:     auth.Invoke,
 		pb.FunctionService_CancelExecution_FullMethodName: auth.Invoke,
 		routeCancel: auth.Invoke,
 

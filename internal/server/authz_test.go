@@ -27,6 +27,7 @@ var wantScopes = map[string]auth.Scope{
 	"RegisterTask": auth.Admin, "DeleteTask": auth.Admin, "UpdateTask": auth.Admin,
 	"UpdateTaskLimits": auth.Admin, "UploadArtifact": auth.Admin, "RequeueExecution": auth.Admin,
 	"InvokeFunction": auth.Invoke, "StreamFunction": auth.Invoke, "CancelExecution": auth.Invoke,
+	"InvokeGraph": auth.Invoke, "StreamGraph": auth.Invoke,
 	"GetExecutionStatus": auth.Read, "ListExecutions": auth.Read, "WatchExecution": auth.Read,
 	"ListTasks": auth.Read, "GetTask": auth.Read, "GetHealth": auth.Read, "GetStats": auth.Read, "ListNodes": auth.Read,
 }

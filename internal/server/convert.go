@@ -140,6 +140,8 @@ func infoOf(r *execution.Record) *pb.ExecutionInfo {
 		Attempts:        r.Attempts,
 		DeadLettered:    r.DeadLettered,
 		Priority:        r.Priority,
+		ParentId:        r.ParentID,
+		StepId:          r.StepID,
 	}
 }
 
@@ -167,6 +169,7 @@ func statusOf(r *execution.Record, withOutput, withLogs bool) *pb.GetExecutionSt
 	st := &pb.GetExecutionStatusResponse{
 		Found: true, ExecutionId: r.ID, TaskId: r.TaskID,
 		Result: resultOf(r, withOutput), Message: strings.ToLower(r.Status.String()),
+		ParentId: r.ParentID, StepId: r.StepID, Steps: stepsOf(r.Graph),
 	}
 	if withLogs {
 		st.Logs = logLines(r)
@@ -267,4 +270,25 @@ func validEnv(env map[string]string) error {
 		}
 	}
 	return nil
+}
+
+// stepsOf is where each step of a graph is (nil for an execution that is
+// not a graph).
+func stepsOf(g *execution.Graph) []*pb.StepInfo {
+	if g == nil {
+		return nil
+	}
+	out := make([]*pb.StepInfo, len(g.Steps))
+	for i, s := range g.Steps {
+		st := g.States[i]
+		exec := st.ExecID
+		if exec == "-" { // it could not be started
+			exec = ""
+		}
+		out[i] = &pb.StepInfo{
+			StepId: s.ID, ExecutionId: exec, TaskId: s.TaskID, Status: pb.ExecutionStatus(st.Status),
+			Attempts: st.Attempts, ErrorCode: st.ErrorCode, ErrorMessage: st.ErrorMessage, DependsOn: s.DependsOn,
+		}
+	}
+	return out
 }

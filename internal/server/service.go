@@ -195,7 +195,11 @@ func (s *invocations) resultWithOutput(ctx context.Context, r *execution.Record)
 	if !r.OutputPartial() || !r.OutputStored {
 		return res
 	}
-	head, err := s.mgr.Views.OutputHead(ctx, r.ID, replyOutputMax)
+	src := r.ID
+	if r.OutputOf != "" { // a graph: its output step's
+		src = r.OutputOf
+	}
+	head, err := s.mgr.Views.OutputHead(ctx, src, replyOutputMax)
 	if err != nil {
 		s.log.Warn("reading stored output", "execution", r.ID, "err", err)
 		return res
@@ -632,6 +636,9 @@ func (s *executionsAPI) ListExecutions(ctx context.Context, req *pb.ListExecutio
 		return nil, errdefs.InvalidStatusFilter.New("%s: use one of %s (or leave it unset for all)",
 			enumProblem("status_filter", req.StatusFilter), enumNames(req.StatusFilter.Descriptor()))
 	}
+	if req.ParentId != "" {
+		return s.listSteps(ctx, req)
+	}
 	if req.TaskId != "" {
 		if err := task.ValidateID(req.TaskId); err != nil {
 			return nil, err
@@ -877,4 +884,23 @@ func checkChecksum(sum string) error {
 		return errdefs.InvalidChecksum.New("checksum %q: want sha256:<64 hex digits>", sum)
 	}
 	return nil
+}
+
+// listSteps lists a graph's step executions, in the graph's order
+// (status_filter applies; a graph has at most 1,000 steps: one page).
+func (s *executionsAPI) listSteps(ctx context.Context, req *pb.ListExecutionsRequest) (*pb.ListExecutionsResponse, error) {
+	if err := execution.ValidateID(req.ParentId); err != nil {
+		return nil, err
+	}
+	recs, err := s.mgr.Graphs.Steps(ctx, req.ParentId)
+	if err != nil {
+		return nil, err
+	}
+	resp := &pb.ListExecutionsResponse{}
+	for _, r := range recs {
+		if req.StatusFilter == 0 || r.Status == execution.Status(req.StatusFilter) {
+			resp.Executions = append(resp.Executions, infoOf(r))
+		}
+	}
+	return resp, nil
 }

@@ -39,3 +39,11 @@ func (c connectService) WatchExecution(ctx context.Context, req *pb.WatchExecuti
 func (c connectService) StreamFunction(ctx context.Context, req *pb.InvokeFunctionRequest, stream *connect.ServerStream[pb.StreamExecutionResult]) error {
 	return c.streamTo(ctx, req, stream.Send)
 }
+
+func (g grpcService) StreamGraph(req *pb.InvokeGraphRequest, stream grpc.ServerStreamingServer[pb.StreamExecutionResult]) error {
+	return g.streamGraph(stream.Context(), req, stream.Send)
+}
+
+func (c connectService) StreamGraph(ctx context.Context, req *pb.InvokeGraphRequest, stream *connect.ServerStream[pb.StreamExecutionResult]) error {
+	return c.streamGraph(ctx, req, stream.Send)
+}

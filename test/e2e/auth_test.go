@@ -50,6 +50,8 @@ func everyMethod(c pb.FunctionServiceClient) map[string]authCall {
 	upper := &pb.InvokeFunctionRequest{InvocationType: pb.InvocationType_INVOCATION_TYPE_EXISTING_TASK, TaskId: "upper",
 		ExecutionMode: pb.ExecutionMode_EXECUTION_MODE_SYNC, Parameters: []*pb.FunctionParameter{{Name: "input", Value: pb.BytesAny([]byte("hi"))}}}
 	spec := &pb.ArtifactSpec{ArtifactType: "process", Location: filepath.Join(moduleRoot(), "samples", "process", "echo.sh")}
+	graph := &pb.InvokeGraphRequest{ExecutionMode: pb.ExecutionMode_EXECUTION_MODE_SYNC, Parameters: upper.Parameters,
+		Steps: []*pb.GraphStep{{Id: "a", TaskId: "upper"}, {Id: "b", TaskId: "upper", DependsOn: []string{"a"}}}}
 	return map[string]authCall{
 		"InvokeFunction": unary(func(ctx context.Context, o grpc.CallOption) error {
 			_, err := c.InvokeFunction(ctx, upper, o)
@@ -64,6 +66,11 @@ func everyMethod(c pb.FunctionServiceClient) map[string]authCall {
 			return err
 		}),
 		"StreamFunction": stream(func(ctx context.Context) (grpc.ClientStream, error) { return c.StreamFunction(ctx, upper) }),
+		"InvokeGraph": unary(func(ctx context.Context, o grpc.CallOption) error {
+			_, err := c.InvokeGraph(ctx, graph, o)
+			return err
+		}),
+		"StreamGraph": stream(func(ctx context.Context) (grpc.ClientStream, error) { return c.StreamGraph(ctx, graph) }),
 		"ListTasks": unary(func(ctx context.Context, o grpc.CallOption) error {
 			_, err := c.ListTasks(ctx, &pb.ListTasksRequest{}, o)
 			return err

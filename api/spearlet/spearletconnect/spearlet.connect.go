@@ -90,6 +90,12 @@ const (
 	// FunctionServiceListNodesProcedure is the fully-qualified name of the FunctionService's ListNodes
 	// RPC.
 	FunctionServiceListNodesProcedure = "/spearlet.FunctionService/ListNodes"
+	// FunctionServiceInvokeGraphProcedure is the fully-qualified name of the FunctionService's
+	// InvokeGraph RPC.
+	FunctionServiceInvokeGraphProcedure = "/spearlet.FunctionService/InvokeGraph"
+	// FunctionServiceStreamGraphProcedure is the fully-qualified name of the FunctionService's
+	// StreamGraph RPC.
+	FunctionServiceStreamGraphProcedure = "/spearlet.FunctionService/StreamGraph"
 )
 
 // FunctionServiceClient is a client for the spearlet.FunctionService service.
@@ -112,6 +118,11 @@ type FunctionServiceClient interface {
 	UploadArtifact(context.Context, *spearlet.UploadArtifactRequest) (*spearlet.UploadArtifactResponse, error)
 	UpdateTask(context.Context, *spearlet.UpdateTaskRequest) (*spearlet.UpdateTaskResponse, error)
 	ListNodes(context.Context, *spearlet.ListNodesRequest) (*spearlet.ListNodesResponse, error)
+	// Runs a graph of tasks as one execution (sync or async; answered as
+	// InvokeFunction is).
+	InvokeGraph(context.Context, *spearlet.InvokeGraphRequest) (*spearlet.InvokeFunctionResponse, error)
+	// Runs a graph and streams its output step's output.
+	StreamGraph(context.Context, *spearlet.InvokeGraphRequest) (*connect.ServerStreamForClient[spearlet.StreamExecutionResult], error)
 }
 
 // NewFunctionServiceClient constructs a client for the spearlet.FunctionService service. By
@@ -227,6 +238,18 @@ func NewFunctionServiceClient(httpClient connect.HTTPClient, baseURL string, opt
 			connect.WithSchema(functionServiceMethods.ByName("ListNodes")),
 			connect.WithClientOptions(opts...),
 		),
+		invokeGraph: connect.NewClient[spearlet.InvokeGraphRequest, spearlet.InvokeFunctionResponse](
+			httpClient,
+			baseURL+FunctionServiceInvokeGraphProcedure,
+			connect.WithSchema(functionServiceMethods.ByName("InvokeGraph")),
+			connect.WithClientOptions(opts...),
+		),
+		streamGraph: connect.NewClient[spearlet.InvokeGraphRequest, spearlet.StreamExecutionResult](
+			httpClient,
+			baseURL+FunctionServiceStreamGraphProcedure,
+			connect.WithSchema(functionServiceMethods.ByName("StreamGraph")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -249,6 +272,8 @@ type functionServiceClient struct {
 	uploadArtifact     *connect.Client[spearlet.UploadArtifactRequest, spearlet.UploadArtifactResponse]
 	updateTask         *connect.Client[spearlet.UpdateTaskRequest, spearlet.UpdateTaskResponse]
 	listNodes          *connect.Client[spearlet.ListNodesRequest, spearlet.ListNodesResponse]
+	invokeGraph        *connect.Client[spearlet.InvokeGraphRequest, spearlet.InvokeFunctionResponse]
+	streamGraph        *connect.Client[spearlet.InvokeGraphRequest, spearlet.StreamExecutionResult]
 }
 
 // InvokeFunction calls spearlet.FunctionService.InvokeFunction.
@@ -396,6 +421,20 @@ func (c *functionServiceClient) ListNodes(ctx context.Context, req *spearlet.Lis
 	return nil, err
 }
 
+// InvokeGraph calls spearlet.FunctionService.InvokeGraph.
+func (c *functionServiceClient) InvokeGraph(ctx context.Context, req *spearlet.InvokeGraphRequest) (*spearlet.InvokeFunctionResponse, error) {
+	response, err := c.invokeGraph.CallUnary(ctx, connect.NewRequest(req))
+	if response != nil {
+		return response.Msg, err
+	}
+	return nil, err
+}
+
+// StreamGraph calls spearlet.FunctionService.StreamGraph.
+func (c *functionServiceClient) StreamGraph(ctx context.Context, req *spearlet.InvokeGraphRequest) (*connect.ServerStreamForClient[spearlet.StreamExecutionResult], error) {
+	return c.streamGraph.CallServerStream(ctx, connect.NewRequest(req))
+}
+
 // FunctionServiceHandler is an implementation of the spearlet.FunctionService service.
 type FunctionServiceHandler interface {
 	InvokeFunction(context.Context, *spearlet.InvokeFunctionRequest) (*spearlet.InvokeFunctionResponse, error)
@@ -416,6 +455,11 @@ type FunctionServiceHandler interface {
 	UploadArtifact(context.Context, *spearlet.UploadArtifactRequest) (*spearlet.UploadArtifactResponse, error)
 	UpdateTask(context.Context, *spearlet.UpdateTaskRequest) (*spearlet.UpdateTaskResponse, error)
 	ListNodes(context.Context, *spearlet.ListNodesRequest) (*spearlet.ListNodesResponse, error)
+	// Runs a graph of tasks as one execution (sync or async; answered as
+	// InvokeFunction is).
+	InvokeGraph(context.Context, *spearlet.InvokeGraphRequest) (*spearlet.InvokeFunctionResponse, error)
+	// Runs a graph and streams its output step's output.
+	StreamGraph(context.Context, *spearlet.InvokeGraphRequest, *connect.ServerStream[spearlet.StreamExecutionResult]) error
 }
 
 // NewFunctionServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -527,6 +571,18 @@ func NewFunctionServiceHandler(svc FunctionServiceHandler, opts ...connect.Handl
 		connect.WithSchema(functionServiceMethods.ByName("ListNodes")),
 		connect.WithHandlerOptions(opts...),
 	)
+	functionServiceInvokeGraphHandler := connect.NewUnaryHandlerSimple(
+		FunctionServiceInvokeGraphProcedure,
+		svc.InvokeGraph,
+		connect.WithSchema(functionServiceMethods.ByName("InvokeGraph")),
+		connect.WithHandlerOptions(opts...),
+	)
+	functionServiceStreamGraphHandler := connect.NewServerStreamHandlerSimple(
+		FunctionServiceStreamGraphProcedure,
+		svc.StreamGraph,
+		connect.WithSchema(functionServiceMethods.ByName("StreamGraph")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/spearlet.FunctionService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case FunctionServiceInvokeFunctionProcedure:
@@ -563,6 +619,10 @@ func NewFunctionServiceHandler(svc FunctionServiceHandler, opts ...connect.Handl
 			functionServiceUpdateTaskHandler.ServeHTTP(w, r)
 		case FunctionServiceListNodesProcedure:
 			functionServiceListNodesHandler.ServeHTTP(w, r)
+		case FunctionServiceInvokeGraphProcedure:
+			functionServiceInvokeGraphHandler.ServeHTTP(w, r)
+		case FunctionServiceStreamGraphProcedure:
+			functionServiceStreamGraphHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -638,4 +698,12 @@ func (UnimplementedFunctionServiceHandler) UpdateTask(context.Context, *spearlet
 
 func (UnimplementedFunctionServiceHandler) ListNodes(context.Context, *spearlet.ListNodesRequest) (*spearlet.ListNodesResponse, error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("spearlet.FunctionService.ListNodes is not implemented"))
+}
+
+func (UnimplementedFunctionServiceHandler) InvokeGraph(context.Context, *spearlet.InvokeGraphRequest) (*spearlet.InvokeFunctionResponse, error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("spearlet.FunctionService.InvokeGraph is not implemented"))
+}
+
+func (UnimplementedFunctionServiceHandler) StreamGraph(context.Context, *spearlet.InvokeGraphRequest, *connect.ServerStream[spearlet.StreamExecutionResult]) error {
+	return connect.NewError(connect.CodeUnimplemented, errors.New("spearlet.FunctionService.StreamGraph is not implemented"))
 }

@@ -1,0 +1,290 @@
+package executor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"time"
+
+	"github.com/spear-go/spear/internal/errdefs"
+	"github.com/spear-go/spear/internal/execution"
+	"github.com/spear-go/spear/internal/graph"
+	"github.com/spear-go/spear/internal/retry"
+	"github.com/spear-go/spear/internal/store"
+)
+
+// GraphTask is the task id graph executions are listed under.
+const GraphTask = "_graph"
+
+// StartGraph accepts a graph execution: its root steps are queued as
+// child executions, then its record is created RUNNING. Nothing
+// coordinates it afterwards: each step's end advances the graph (see
+// advance) before its queue message is acked, so a crash anywhere is
+// repaired by the message's redelivery. rec is the graph's record as the
+// caller built it (Graph validated, its steps' runtimes resolved); an
+// existing one with its id is returned with existing true when
+// idempotent, else EXECUTION_EXISTS.
+func (m *Graphs) StartGraph(ctx context.Context, rec *execution.Record, input []byte, inputRef string, idempotent bool) (*execution.Record, time.Duration, bool, error) {
+	if old, _, err := m.store.Records.Get(ctx, rec.ID); err == nil {
+		if !idempotent {
+			return nil, 0, false, executionExists(rec.ID)
+		}
+		return old, m.graphEstimate(ctx, old.Graph), true, nil
+	} else if !errors.Is(err, errdefs.ErrNotFound) {
+		return nil, 0, false, err
+	}
+	if err := m.store.AdmitWork(); err != nil {
+		return nil, 0, false, err
+	}
+	g := rec.Graph
+	g.States = make([]execution.StepState, len(g.Steps))
+	rec.Status, rec.StartedAt, rec.Attempts = execution.StatusRunning, rec.CreatedAt, 1
+	for _, i := range graph.Next(g, m.opts.Now()).Start {
+		if err := m.startStep(ctx, rec, i, input, inputRef); err != nil {
+			return nil, 0, false, err
+		}
+	}
+	estimate := m.graphEstimate(ctx, g)
+	rec.EstimatedMs = max(1, estimate.Milliseconds())
+	if _, err := m.store.Records.Create(ctx, rec); err != nil {
+		if errors.Is(err, errdefs.ErrAlreadyExists) && idempotent { // a submission with the same key won
+			old, _, gerr := m.store.Records.GetLatest(ctx, rec.ID)
+			return old, estimate, true, gerr
+		}
+		m.cancelSteps(rec, "the graph could not be recorded")
+		return nil, 0, false, err
+	}
+	return rec, estimate, false, nil
+}
+
+// startStep queues step i's execution (idempotent: its id is derived from
+// the graph's and the step's) and records it in the graph's state.
+func (m *Graphs) startStep(ctx context.Context, rec *execution.Record, i int, input []byte, inputRef string) error {
+	g, s := rec.Graph, &rec.Graph.Steps[i]
+	env := maps.Clone(g.Env)
+	if len(s.Env) > 0 {
+		if env == nil {
+			env = map[string]string{}
+		}
+		maps.Copy(env, s.Env)
+	}
+	spec := &execution.Spec{
+		ExecutionID: execution.StepExecutionID(rec.ID, s.ID), TaskID: s.TaskID, Runtime: s.Runtime,
+		Mode: execution.ModeAsync, Env: env, TimeoutMs: s.TimeoutMs, MaxRetries: s.MaxRetries,
+		Priority: rec.Priority, CreatedAt: m.opts.Now(), Idempotent: true,
+		ParentID: rec.ID, StepID: s.ID, Deadline: g.Deadline,
+	}
+	switch {
+	case s.HasInput:
+		spec.Input = s.Input
+	case len(s.DependsOn) == 0:
+		spec.Input, spec.InputRef = input, inputRef
+	default:
+		spec.Upstream = upstreamOf(g, s)
+	}
+	child, _, _, err := m.async.Submit(ctx, spec)
+	if err != nil {
+		return err
+	}
+	g.States[i] = execution.StepState{Status: child.Status, ExecID: child.ID, Attempts: child.Attempts}
+	return nil
+}
+
+// upstreamOf lists step s's parents and how each ended.
+func upstreamOf(g *execution.Graph, s *execution.Step) []execution.Upstream {
+	ups := make([]execution.Upstream, 0, len(s.DependsOn))
+	for _, d := range s.DependsOn {
+		for j := range g.Steps {
+			if g.Steps[j].ID != d {
+				continue
+			}
+			st := g.States[j]
+			ups = append(ups, execution.Upstream{Step: d, ExecID: st.ExecID,
+				Failed: st.Status != execution.StatusCompleted, ErrorCode: st.ErrorCode, ErrorMessage: st.ErrorMessage})
+		}
+	}
+	return ups
+}
+
+// graphEstimate is the graph's critical path, each step taking what one
+// async execution of its task is estimated to take now.
+func (m *Graphs) graphEstimate(ctx context.Context, g *execution.Graph) time.Duration {
+	if g == nil {
+		return 0
+	}
+	return graph.CriticalPath(g.Steps, func(s *execution.Step) time.Duration {
+		t, err := m.registry.Get(ctx, s.TaskID)
+		if err != nil {
+			return 0
+		}
+		return m.async.estimate(ctx, t, store.Band(0), false)
+	})
+}
+
+// stepEnded advances the graph of a step's execution that reached its
+// terminal state rec. false: the graph could not be advanced now; the
+// step's queue message must not be acked (its redelivery tries again).
+func (m *Graphs) stepEnded(rec *execution.Record) bool {
+	if rec.ParentID == "" {
+		return true
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(m.baseCtx), 30*time.Second)
+	defer cancel()
+	err := graphBackoff.Do(ctx, 6, func(int) error {
+		err := m.advance(ctx, rec.ParentID, rec)
+		if errors.Is(err, errdefs.ErrNotFound) && m.opts.Now().Sub(rec.CreatedAt) > time.Minute {
+			// Its graph was never recorded (its node died accepting
+			// it): nothing waits for this step.
+			return retry.Permanent(nil)
+		}
+		return err
+	})
+	if err != nil {
+		m.log.Warn("advancing a graph; its step's end is retried", "graph", rec.ParentID, "step", rec.StepID, "err", err)
+		return false
+	}
+	return true
+}
+
+// graphBackoff spaces the tries of advancing a graph (a record changed
+// under it, or its record not written yet).
+var graphBackoff = retry.Backoff{Base: 20 * time.Millisecond, Max: 2 * time.Second}
+
+// advance brings graph id's record up to date with its steps' records
+// (ended, the one that just ended) and does what that decides: start the
+// steps whose parents ended, skip or cancel steps once it failed, end it.
+// Every write is a compare-and-set on the record read; a conflict reads
+// it again, and starting a step twice starts it once.
+func (m *Graphs) advance(ctx context.Context, id string, ended *execution.Record) error {
+	for range 50 {
+		rec, rev, err := m.store.Records.GetLatest(ctx, id)
+		if err != nil {
+			return err
+		}
+		if rec.Graph == nil {
+			return nil
+		}
+		kids, changed, err := m.refresh(ctx, rec, ended)
+		if err != nil {
+			return err
+		}
+		var p graph.Plan
+		if !rec.Status.Terminal() {
+			p = graph.Next(rec.Graph, m.opts.Now())
+			if err := m.apply(ctx, rec, kids, p); err != nil {
+				return err
+			}
+			changed = changed || len(p.Start) > 0 || len(p.Skip) > 0 || p.Outcome != nil
+		}
+		if !changed {
+			return nil
+		}
+		if _, err := m.store.Records.Update(ctx, rec, rev); errors.Is(err, errdefs.ErrFailedPrecondition) {
+			continue
+		} else if err != nil {
+			return err
+		}
+		m.afterAdvance(rec, p)
+		return nil
+	}
+	return fmt.Errorf("graph %q kept changing: %w", id, errdefs.ErrUnavailable)
+}
+
+// refresh reads the records of the graph's steps that it last saw
+// unfinished (ended is one already read) and updates their states; it
+// returns the records read, by step index, and whether a state changed.
+func (m *Graphs) refresh(ctx context.Context, rec *execution.Record, ended *execution.Record) (map[int]*execution.Record, bool, error) {
+	kids := map[int]*execution.Record{}
+	changed := false
+	for i, st := range rec.Graph.States {
+		if !st.Started() || st.Status.Terminal() && i != indexOfStep(rec.Graph, rec.Graph.Output) {
+			continue
+		}
+		kid := ended
+		if kid == nil || kid.ID != st.ExecID {
+			var err error
+			if kid, _, err = m.store.Records.GetLatest(ctx, st.ExecID); errors.Is(err, errdefs.ErrNotFound) {
+				continue // queued, its record not written yet
+			} else if err != nil {
+				return nil, false, err
+			}
+		}
+		kids[i] = kid
+		next := execution.StepState{Status: kid.Status, ExecID: kid.ID, Attempts: kid.Attempts, ErrorCode: kid.ErrorCode, ErrorMessage: kid.ErrorMessage}
+		if next != st {
+			rec.Graph.States[i], changed = next, true
+		}
+	}
+	return kids, changed, nil
+}
+
+// apply does plan p on the graph's record: starts steps, skips steps and
+// ends the graph (cancels are sent once the record is stored).
+func (m *Graphs) apply(ctx context.Context, rec *execution.Record, kids map[int]*execution.Record, p graph.Plan) error {
+	for _, i := range p.Start {
+		err := m.startStep(ctx, rec, i, nil, "")
+		if errors.Is(err, errdefs.ErrNotFound) || errors.Is(err, errdefs.ErrFailedPrecondition) || errors.Is(err, errdefs.ErrInvalidArgument) {
+			// It can never start (its task was deleted, say): it fails,
+			// and the graph with it on the next advance.
+			rec.Graph.States[i] = execution.StepState{Status: execution.StatusFailed, ExecID: "-",
+				ErrorCode: errdefs.CodeOf(err), ErrorMessage: err.Error()}
+			continue
+		}
+		if err != nil {
+			return err
+		}
+	}
+	why := "the graph failed"
+	if p.Outcome != nil && p.Outcome.Status == execution.StatusTimeout {
+		why = "the graph's deadline passed"
+	}
+	for _, i := range p.Skip {
+		rec.Graph.States[i] = graph.Skipped(why)
+	}
+	if p.Outcome != nil {
+		m.endGraph(rec, p.Outcome, kids)
+	}
+	return nil
+}
+
+// endGraph gives the graph's record its outcome; a completed graph's
+// output is its output step's.
+func (m *Graphs) endGraph(rec *execution.Record, o *graph.Outcome, kids map[int]*execution.Record) {
+	rec.Status, rec.ErrorCode, rec.ErrorMessage = o.Status, o.Code, o.Message
+	rec.CompletedAt = m.opts.Now()
+	rec.DurationMs = rec.CompletedAt.Sub(rec.StartedAt).Milliseconds()
+	if out := kids[o.Step]; o.Status == execution.StatusCompleted && out != nil {
+		rec.Output, rec.OutputSize, rec.OutputSHA256 = out.Output, out.OutputSize, out.OutputSHA256
+		rec.OutputStored, rec.OutputOf, rec.ExitCode = out.OutputStored, out.ID, out.ExitCode
+	}
+}
+
+// afterAdvance does what a stored advance decided beyond the record:
+// cancels running steps, and reports a graph's end.
+func (m *Graphs) afterAdvance(rec *execution.Record, p graph.Plan) {
+	why := "the graph failed (fail_fast)"
+	if p.Outcome != nil && p.Outcome.Status == execution.StatusTimeout {
+		why = "the graph's deadline passed"
+	}
+	for _, i := range p.Cancel {
+		id := rec.Graph.States[i].ExecID
+		m.wg.Go(func() {
+			ctx, cancel := context.WithTimeout(m.baseCtx, 10*time.Second)
+			defer cancel()
+			_, _ = m.cancels.Cancel(ctx, id, why, true)
+		})
+	}
+	if p.Outcome != nil {
+		m.outbox.notify(rec)
+	}
+}
+
+func indexOfStep(g *execution.Graph, id string) int {
+	for i := range g.Steps {
+		if g.Steps[i].ID == id {
+			return i
+		}
+	}
+	return -1
+}

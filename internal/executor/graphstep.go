@@ -1,0 +1,165 @@
+package executor
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/spear-go/spear/internal/errdefs"
+	"github.com/spear-go/spear/internal/execution"
+	"github.com/spear-go/spear/internal/graph"
+)
+
+// Graphs runs task graphs: a graph is an execution whose steps are child
+// executions in the durable queue (graph.go); this file is what a step
+// needs beyond an ordinary execution: its input, its graph's end, and
+// cancelling the whole graph.
+type Graphs struct{ *core }
+
+// errGraphEnded stops a step whose graph ended before it started.
+var errGraphEnded = errors.New("the graph ended before this step started")
+
+// graphEnded reports whether the graph of a queued step has ended (it
+// failed, timed out or was cancelled while the step waited): the step
+// then never starts.
+func (m *Graphs) graphEnded(ctx context.Context, spec *execution.Spec) bool {
+	if spec.ParentID == "" {
+		return false
+	}
+	rec, _, err := m.store.Records.Get(ctx, spec.ParentID)
+	return err == nil && rec.Status.Terminal()
+}
+
+// pastDeadline reports whether a step's graph deadline passed: the step
+// is not retried.
+func pastDeadline(spec *execution.Spec, now time.Time) bool {
+	return !spec.Deadline.IsZero() && !now.Before(spec.Deadline)
+}
+
+// stepInput is a graph step's standard input: its parent's output as it
+// is, read as it streams from the store, or the keyed JSON of several
+// parents' (graph.Keyed). A parent's output that cannot be read whole,
+// or fails its checksum, stops the run with INPUT_UNAVAILABLE.
+func (m *Graphs) stepInput(ctx context.Context, l *live, spec *execution.Spec) (io.Reader, func(), error) {
+	ups := spec.Upstream
+	if graph.Verbatim(ups) {
+		pr, pw := io.Pipe()
+		go func() {
+			err := m.copyOutput(ctx, ups[0], pw)
+			if err != nil {
+				l.stop(err, true)
+			}
+			pw.CloseWithError(err)
+		}()
+		return pr, func() { _ = pr.Close() }, nil
+	}
+	outs := make([][]byte, len(ups))
+	for i, u := range ups {
+		if u.Failed {
+			continue
+		}
+		var buf bytes.Buffer
+		if err := m.copyOutput(ctx, u, &buf); err != nil {
+			return nil, nil, err
+		}
+		outs[i] = buf.Bytes()
+	}
+	b, err := graph.Keyed(ups, outs)
+	if err != nil {
+		return nil, nil, err
+	}
+	return bytes.NewReader(b), func() {}, nil
+}
+
+// copyOutput writes parent u's whole output to w and checks it against
+// the sha256 its record holds.
+func (m *Graphs) copyOutput(ctx context.Context, u execution.Upstream, w io.Writer) error {
+	h := sha256.New()
+	send := func(c Chunk) error {
+		h.Write(c.Data)
+		_, err := w.Write(c.Data)
+		return err
+	}
+	rec, _, err := m.store.Records.GetLatest(ctx, u.ExecID)
+	if err == nil && rec.Status.Terminal() && !rec.OutputStored && rec.OutputSize == int64(len(rec.Output)) {
+		err = send(Chunk{Data: rec.Output}) // all of it is in the record
+	} else if err == nil {
+		rec, err = m.views.Attach(ctx, u.ExecID, send)
+	}
+	switch {
+	case err != nil:
+		return errdefs.InputUnavailable.New("reading step %q's output: %v", u.Step, err)
+	case rec.Status != execution.StatusCompleted:
+		return errdefs.InputUnavailable.New("step %q ended %s", u.Step, rec.Status)
+	case rec.OutputDropped:
+		return errdefs.InputUnavailable.New("step %q's output was dropped to free space", u.Step)
+	case rec.OutputSHA256 != "" && hex.EncodeToString(h.Sum(nil)) != rec.OutputSHA256:
+		return errdefs.InputUnavailable.New("step %q's output does not match its sha256 %s", u.Step, rec.OutputSHA256)
+	}
+	return nil
+}
+
+// CancelGraph ends a graph CANCELLED: its steps not started never start,
+// its running steps are stopped and waited for.
+func (m *Graphs) CancelGraph(ctx context.Context, rec *execution.Record, rev uint64, reason string) (CancelOutcome, error) {
+	for range 20 {
+		if rec.Status.Terminal() {
+			return finished(rec.Status), nil
+		}
+		for i, st := range rec.Graph.States {
+			if !st.Started() && st.Status == execution.StatusUnknown {
+				rec.Graph.States[i] = graph.Skipped("the graph was cancelled")
+			}
+		}
+		rec.Status, rec.ErrorCode, rec.ErrorMessage = execution.StatusCancelled, errdefs.Cancelled.String(), cancelCause(reason).Error()
+		rec.CompletedAt = m.opts.Now()
+		rec.DurationMs = rec.CompletedAt.Sub(rec.StartedAt).Milliseconds()
+		_, err := m.store.Records.Update(ctx, rec, rev)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, errdefs.ErrFailedPrecondition) {
+			return CancelOutcome{}, err
+		}
+		if rec, rev, err = m.store.Records.GetLatest(ctx, rec.ID); err != nil {
+			return CancelOutcome{}, err
+		}
+	}
+	if !rec.Status.Terminal() {
+		return CancelOutcome{}, fmt.Errorf("graph %q kept changing while cancelling: %w", rec.ID, errdefs.ErrUnavailable)
+	}
+	n := m.cancelSteps(rec, "the graph was cancelled")
+	if err := m.advance(ctx, rec.ID, nil); err != nil {
+		m.log.Warn("recording a cancelled graph's steps", "graph", rec.ID, "err", err)
+	}
+	m.outbox.notify(rec)
+	return CancelOutcome{Cancelled: true, Status: execution.StatusCancelled, Message: fmt.Sprintf("cancelled; %d steps stopped", n)}, nil
+}
+
+// cancelSteps cancels every started step of the graph that has not ended,
+// at once, and waits for them; it returns how many were cancelled.
+func (m *Graphs) cancelSteps(rec *execution.Record, why string) int {
+	var wg sync.WaitGroup
+	n := 0
+	for _, st := range rec.Graph.States {
+		if !st.Started() || st.Status.Terminal() {
+			continue
+		}
+		n++
+		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(m.baseCtx, 10*time.Second)
+			defer cancel()
+			if _, err := m.cancels.Cancel(ctx, st.ExecID, why, true); err != nil && !errors.Is(err, errdefs.ErrNotFound) {
+				m.log.Warn("cancelling a graph's step", "graph", rec.ID, "execution", st.ExecID, "err", err)
+			}
+		})
+	}
+	wg.Wait()
+	return n
+}

@@ -1,0 +1,3 @@
+#!/bin/sh
+# Reverses each line of its input.
+exec rev

@@ -1,0 +1,3 @@
+#!/bin/sh
+# Counts the bytes of its input.
+exec wc -c

@@ -1,0 +1,389 @@
+package e2e
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	pb "github.com/spear-go/spear/api/spearlet"
+)
+
+// Graph steps' scripts. Each appends "<step> start|end <unix ns>" to
+// $LOG (when set) so that tests see when and how often a step ran.
+const (
+	// stepSleep marks $MARK (when set), sleeps $SLEEP seconds (default
+	// 1), then echoes its input.
+	stepSleepBody = `[ -n "$LOG" ] && echo "$STEP start $(date +%s%N)" >> "$LOG"
+[ -n "$MARK" ] && : > "$MARK"
+sleep "${SLEEP:-1}"
+cat
+[ -n "$LOG" ] && echo "$STEP end $(date +%s%N)" >> "$LOG"
+exit 0
+`
+	// stepFailBody fails after $SLEEP seconds (default 0).
+	stepFailBody = `[ -n "$LOG" ] && echo "$STEP start $(date +%s%N)" >> "$LOG"
+sleep "${SLEEP:-0}"
+echo "step $STEP gives up" >&2
+exit 3
+`
+	// stepFlakyBody fails until it has run $FAILS times (counted in
+	// $COUNT), then echoes its input.
+	stepFlakyBody = `n=$(cat "$COUNT" 2>/dev/null || echo 0); n=$((n + 1)); echo $n > "$COUNT"
+[ "$n" -le "${FAILS:-2}" ] && exit 1
+cat
+`
+	// stepBigBody writes $BYTES bytes of "abc\n" lines.
+	stepBigBody = `yes abc | head -c "$BYTES"
+`
+)
+
+// graphNode is a node with the graph tests' tasks registered.
+func graphNode(t *testing.T, dataDir string, workers int) (*node, string) {
+	t.Helper()
+	n := startNode(t, dataDir, nodeOpts{workers: workers})
+	dir := t.TempDir()
+	for name, body := range map[string]string{"g-sleep": stepSleepBody, "g-fail": stepFailBody, "g-flaky": stepFlakyBody, "g-big": stepBigBody} {
+		path, _ := writeScript(t, dir, name+".sh", body)
+		n.registerProcess(t, name, path)
+	}
+	path, _ := writeScript(t, dir, "g-sum.sh", "sha256sum | cut -d' ' -f1\n")
+	n.registerProcess(t, "g-sum", path)
+	return n, dir
+}
+
+func step(id, task string, deps ...string) *pb.GraphStep {
+	return &pb.GraphStep{Id: id, TaskId: task, DependsOn: deps, Environment: map[string]string{"STEP": id}}
+}
+
+func (n *node) invokeGraph(t *testing.T, req *pb.InvokeGraphRequest) *pb.InvokeFunctionResponse {
+	t.Helper()
+	resp, err := n.client.InvokeGraph(ctx(t, finishBound), req)
+	if err != nil {
+		t.Fatalf("InvokeGraph: %v", err)
+	}
+	return resp
+}
+
+// stepsOf returns a graph's steps by id, as its status reports them.
+func (n *node) stepsOf(t *testing.T, id string) map[string]*pb.StepInfo {
+	t.Helper()
+	out := map[string]*pb.StepInfo{}
+	for _, s := range n.status(t, id).GetSteps() {
+		out[s.GetStepId()] = s
+	}
+	return out
+}
+
+// stepLog reads a $LOG file: the times each step started and ended.
+func stepLog(t *testing.T, path string) map[string][]time.Time {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil && !os.IsNotExist(err) {
+		t.Fatal(err)
+	}
+	out := map[string][]time.Time{}
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		f := strings.Fields(line)
+		if len(f) != 3 {
+			continue
+		}
+		var ns int64
+		for _, c := range f[2] {
+			ns = ns*10 + int64(c-'0')
+		}
+		out[f[0]+" "+f[1]] = append(out[f[0]+" "+f[1]], time.Unix(0, ns))
+	}
+	return out
+}
+
+// TestGraphPipe: `spear pipe upper rev wc --input abc` prints the count
+// of "CBA", and the graph has three child executions.
+func TestGraphPipe(t *testing.T) {
+	n := startNode(t, "", nodeOpts{})
+	got := strings.TrimSpace(string(runCLI(t, n, "pipe", "upper", "rev", "wc", "--input", "abc")))
+	if got != "3" {
+		t.Fatalf("spear pipe upper rev wc: %q, want 3", got)
+	}
+	id := strings.TrimSpace(string(runCLI(t, n, "pipe", "upper", "rev", "upper", "--input", "abc", "--mode", "async", "-q")))
+	st := n.waitFinal(t, id, finishBound)
+	if r := st.GetResult(); r.GetStatus() != pb.ExecutionStatus_EXECUTION_STATUS_COMPLETED || output(t, r.GetResult()) != "CBA" {
+		t.Fatalf("async pipe: %v %q %s", r.GetStatus(), output(t, r.GetResult()), r.GetErrorMessage())
+	}
+	list, err := n.client.ListExecutions(ctx(t, callTimeout), &pb.ListExecutionsRequest{ParentId: id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var steps []string
+	for _, e := range list.GetExecutions() {
+		if e.GetParentId() != id || e.GetStatus() != pb.ExecutionStatus_EXECUTION_STATUS_COMPLETED {
+			t.Errorf("child %s: parent %q status %v", e.GetExecutionId(), e.GetParentId(), e.GetStatus())
+		}
+		steps = append(steps, e.GetStepId())
+	}
+	if strings.Join(steps, " ") != "upper rev upper-2" {
+		t.Fatalf("children's steps %v, want upper rev upper-2", steps)
+	}
+	table := string(runCLI(t, n, "exec", "list", "--parent", id))
+	if strings.Count(table, id+"_") != 3 {
+		t.Fatalf("spear exec list --parent: want the 3 steps:\n%s", table)
+	}
+}
+
+// TestGraphDiamond: A→(B,C)→D: D's input is {"B":...,"C":...}, and B and C
+// run at the same time.
+func TestGraphDiamond(t *testing.T) {
+	n, dir := graphNode(t, "", 4)
+	log := filepath.Join(dir, "diamond.log")
+	b, c := step("B", "g-sleep", "A"), step("C", "g-sleep", "A")
+	for _, s := range []*pb.GraphStep{b, c} {
+		s.Environment["LOG"] = log
+	}
+	resp := n.invokeGraph(t, &pb.InvokeGraphRequest{
+		ExecutionMode: pb.ExecutionMode_EXECUTION_MODE_SYNC,
+		Parameters:    []*pb.FunctionParameter{{Name: "input", Value: pb.BytesAny([]byte("abc"))}},
+		Steps:         []*pb.GraphStep{step("A", "upper"), b, c, step("D", "echo", "B", "C")},
+	})
+	if !resp.GetSuccess() {
+		t.Fatalf("diamond: %s", resp.GetMessage())
+	}
+	var in map[string]string
+	if err := json.Unmarshal([]byte(output(t, resp.GetResult().GetResult())), &in); err != nil || in["B"] != "ABC" || in["C"] != "ABC" || len(in) != 2 {
+		t.Fatalf("D's input %q (%v), want {\"B\":\"ABC\",\"C\":\"ABC\"}", output(t, resp.GetResult().GetResult()), err)
+	}
+	times := stepLog(t, log)
+	bs, be, cs, ce := times["B start"], times["B end"], times["C start"], times["C end"]
+	if len(bs) != 1 || len(be) != 1 || len(cs) != 1 || len(ce) != 1 || !bs[0].Before(ce[0]) || !cs[0].Before(be[0]) {
+		t.Fatalf("B and C did not overlap: %v", times)
+	}
+}
+
+// TestGraphFailure: C fails (max_retries 1) while B sleeps 10 s: the graph
+// is FAILED naming C, D never starts and B's process is stopped.
+func TestGraphFailure(t *testing.T) {
+	n, dir := graphNode(t, "", 4)
+	b, c := step("B", "g-sleep", "A"), step("C", "g-fail", "A")
+	b.Environment["SLEEP"], b.Environment["MARK"] = "10", dir+"/b-started"
+	c.MaxRetries = 1
+	c.Environment["SLEEP"] = "0.3"
+	start := time.Now()
+	resp := n.invokeGraph(t, &pb.InvokeGraphRequest{
+		ExecutionMode: pb.ExecutionMode_EXECUTION_MODE_SYNC,
+		Steps:         []*pb.GraphStep{step("A", "echo"), b, c, step("D", "echo", "B", "C")},
+	})
+	ended := time.Now()
+	r := resp.GetResult()
+	if r.GetStatus() != pb.ExecutionStatus_EXECUTION_STATUS_FAILED || r.GetErrorCode() != "STEP_FAILED" || !strings.Contains(r.GetErrorMessage(), `step "C"`) {
+		t.Fatalf("graph: %v %s %q; want FAILED STEP_FAILED naming C", r.GetStatus(), r.GetErrorCode(), r.GetErrorMessage())
+	}
+	if ended.Sub(start) > 8*time.Second {
+		t.Fatalf("the graph took %v: it waited for B instead of failing fast", ended.Sub(start))
+	}
+	steps := n.stepsOf(t, resp.GetExecutionId())
+	if d := steps["D"]; d.GetExecutionId() != "" || d.GetErrorCode() != "UPSTREAM_FAILED" {
+		t.Fatalf("D: %v; want never started, UPSTREAM_FAILED", d)
+	}
+	if a := steps["C"].GetAttempts(); a != 2 {
+		t.Fatalf("C ran %d times, want 2 (max_retries 1)", a)
+	}
+	bst := n.waitFinal(t, steps["B"].GetExecutionId(), finishBound).GetResult()
+	if bst.GetStatus() != pb.ExecutionStatus_EXECUTION_STATUS_CANCELLED {
+		t.Fatalf("B: %v, want CANCELLED", bst.GetStatus())
+	}
+	gone := time.Now()
+	waitNoProcesses(t, "g-sleep.sh", 10*time.Second)
+	t.Logf("graph failed %v after its start; B's process gone %v after the graph's answer", ended.Sub(start), time.Since(gone)+gone.Sub(ended))
+}
+
+// TestGraphRetries: a step failing twice then succeeding, max_retries 2:
+// COMPLETED, that step ran 3 times and the others once.
+func TestGraphRetries(t *testing.T) {
+	n, dir := graphNode(t, "", 2)
+	f := step("F", "g-flaky", "A")
+	f.MaxRetries = 2
+	f.Environment["COUNT"] = filepath.Join(dir, "count")
+	resp := n.invokeGraph(t, &pb.InvokeGraphRequest{
+		ExecutionMode: pb.ExecutionMode_EXECUTION_MODE_SYNC,
+		Parameters:    []*pb.FunctionParameter{{Name: "input", Value: pb.BytesAny([]byte("x"))}},
+		Steps:         []*pb.GraphStep{step("A", "echo"), f, step("Z", "upper", "F")},
+	})
+	if !resp.GetSuccess() || output(t, resp.GetResult().GetResult()) != "X" {
+		t.Fatalf("graph: %s %q", resp.GetMessage(), output(t, resp.GetResult().GetResult()))
+	}
+	for id, want := range map[string]int32{"A": 1, "F": 3, "Z": 1} {
+		if got := n.stepsOf(t, resp.GetExecutionId())[id].GetAttempts(); got != want {
+			t.Errorf("step %s: %d attempts, want %d", id, got, want)
+		}
+	}
+}
+
+// TestGraphCancel: cancelling a graph mid-run stops every running step,
+// and the steps not started never start.
+func TestGraphCancel(t *testing.T) {
+	n, dir := graphNode(t, "", 4)
+	b, c := step("B", "g-sleep", "A"), step("C", "g-sleep", "A")
+	b.Environment["SLEEP"], c.Environment["SLEEP"] = "30", "30"
+	b.Environment["MARK"], c.Environment["MARK"] = dir+"/b", dir+"/c"
+	resp := n.invokeGraph(t, &pb.InvokeGraphRequest{
+		ExecutionMode: pb.ExecutionMode_EXECUTION_MODE_ASYNC,
+		Steps:         []*pb.GraphStep{step("A", "echo"), b, c, step("D", "echo", "B", "C")},
+	})
+	id := resp.GetExecutionId()
+	waitFile(t, dir+"/b", finishBound)
+	waitFile(t, dir+"/c", finishBound)
+	cancelled := time.Now()
+	out, err := n.client.CancelExecution(ctx(t, callTimeout), &pb.CancelExecutionRequest{ExecutionId: id})
+	if err != nil || !out.GetSuccess() {
+		t.Fatalf("cancel: %v %v", out, err)
+	}
+	waitNoProcesses(t, "g-sleep.sh", 10*time.Second)
+	t.Logf("every step's process gone %v after the cancel", time.Since(cancelled))
+	st := n.waitFinal(t, id, finishBound)
+	if st.GetResult().GetStatus() != pb.ExecutionStatus_EXECUTION_STATUS_CANCELLED {
+		t.Fatalf("graph: %v", st.GetResult().GetStatus())
+	}
+	steps := n.stepsOf(t, id)
+	if steps["D"].GetExecutionId() != "" {
+		t.Fatalf("D started after the cancel: %v", steps["D"])
+	}
+	for _, s := range []string{"B", "C"} {
+		if r := n.waitFinal(t, steps[s].GetExecutionId(), finishBound).GetResult(); r.GetStatus() != pb.ExecutionStatus_EXECUTION_STATUS_CANCELLED {
+			t.Errorf("step %s: %v, want CANCELLED", s, r.GetStatus())
+		}
+	}
+}
+
+// TestGraphTimeout: a graph of timeout_ms 1500 over three 1 s steps ends
+// TIMEOUT at about 1.5 s.
+func TestGraphTimeout(t *testing.T) {
+	n, _ := graphNode(t, "", 2)
+	resp := n.invokeGraph(t, &pb.InvokeGraphRequest{
+		ExecutionMode: pb.ExecutionMode_EXECUTION_MODE_SYNC, TimeoutMs: 1500,
+		Steps: []*pb.GraphStep{step("a", "g-sleep"), step("b", "g-sleep", "a"), step("c", "g-sleep", "b")},
+	})
+	r := resp.GetResult()
+	if r.GetStatus() != pb.ExecutionStatus_EXECUTION_STATUS_TIMEOUT {
+		t.Fatalf("graph: %v %s %s; want TIMEOUT", r.GetStatus(), r.GetErrorCode(), r.GetErrorMessage())
+	}
+	took := r.GetCompletedAt().AsTime().Sub(r.GetStartedAt().AsTime())
+	t.Logf("the graph timed out after %v (timeout 1.5 s)", took)
+	if took < 1400*time.Millisecond || took > 5*time.Second {
+		t.Fatalf("the graph ended after %v; want about 1.5 s", took)
+	}
+	steps := n.stepsOf(t, resp.GetExecutionId())
+	if steps["b"].GetStatus() != pb.ExecutionStatus_EXECUTION_STATUS_TIMEOUT || steps["c"].GetExecutionId() != "" {
+		t.Fatalf("steps: b %v, c %v; want b TIMEOUT, c never started", steps["b"], steps["c"])
+	}
+}
+
+// TestGraphKill: five 1 s steps async, the node killed -9 during step 3
+// and restarted: the graph completes, steps 1 and 2 were not run again.
+func TestGraphKill(t *testing.T) {
+	data := filepath.Join(t.TempDir(), "data")
+	n, dir := graphNode(t, data, 2)
+	log := filepath.Join(dir, "kill.log")
+	var steps []*pb.GraphStep
+	prev := []string{}
+	for _, id := range []string{"s1", "s2", "s3", "s4", "s5"} {
+		s := step(id, "g-sleep", prev...)
+		s.Environment["LOG"] = log
+		steps, prev = append(steps, s), []string{id}
+	}
+	resp := n.invokeGraph(t, &pb.InvokeGraphRequest{ExecutionMode: pb.ExecutionMode_EXECUTION_MODE_ASYNC,
+		Parameters: []*pb.FunctionParameter{{Name: "input", Value: pb.BytesAny([]byte("through"))}}, Steps: steps})
+	id := resp.GetExecutionId()
+	deadline := time.Now().Add(finishBound)
+	for len(stepLog(t, log)["s3 start"]) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("step 3 never started")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	n.kill()
+	n2 := startNode(t, data, nodeOpts{workers: 2})
+	st := n2.waitFinal(t, id, 2*finishBound)
+	if r := st.GetResult(); r.GetStatus() != pb.ExecutionStatus_EXECUTION_STATUS_COMPLETED || output(t, r.GetResult()) != "through" {
+		t.Fatalf("graph after the kill: %v %q %s", r.GetStatus(), output(t, r.GetResult()), r.GetErrorMessage())
+	}
+	got := n2.stepsOf(t, id)
+	for _, s := range []string{"s1", "s2"} {
+		if got[s].GetAttempts() != 1 || len(stepLog(t, log)[s+" start"]) != 1 {
+			t.Errorf("step %s ran again: %d attempts", s, got[s].GetAttempts())
+		}
+	}
+	if got["s3"].GetAttempts() != 2 {
+		t.Errorf("step 3: %d attempts, want 2 (the one the kill cut, and its rerun)", got["s3"].GetAttempts())
+	}
+}
+
+// TestGraphIdempotent: the same idempotency key twice is one graph whose
+// steps each ran once.
+func TestGraphIdempotent(t *testing.T) {
+	n, dir := graphNode(t, "", 2)
+	log := filepath.Join(dir, "idem.log")
+	req := func() *pb.InvokeGraphRequest {
+		a, b := step("a", "g-sleep"), step("b", "g-sleep", "a")
+		a.Environment["LOG"], b.Environment["LOG"] = log, log
+		a.Environment["SLEEP"], b.Environment["SLEEP"] = "0", "0"
+		return &pb.InvokeGraphRequest{ExecutionMode: pb.ExecutionMode_EXECUTION_MODE_SYNC, IdempotencyKey: "order-17", Steps: []*pb.GraphStep{a, b}}
+	}
+	first, second := n.invokeGraph(t, req()), n.invokeGraph(t, req())
+	if first.GetExecutionId() != second.GetExecutionId() || !second.GetSuccess() {
+		t.Fatalf("two graphs for one key: %s, %s (%s)", first.GetExecutionId(), second.GetExecutionId(), second.GetMessage())
+	}
+	for _, s := range []string{"a", "b"} {
+		if runs := len(stepLog(t, log)[s+" start"]); runs != 1 {
+			t.Errorf("step %s ran %d times", s, runs)
+		}
+	}
+}
+
+// TestGraphLargeEdge: a 20 MB output arrives whole at the next step.
+func TestGraphLargeEdge(t *testing.T) {
+	n, _ := graphNode(t, "", 2)
+	const size = 20 << 20
+	big := step("gen", "g-big")
+	big.Environment["BYTES"] = "20971520"
+	resp := n.invokeGraph(t, &pb.InvokeGraphRequest{ExecutionMode: pb.ExecutionMode_EXECUTION_MODE_SYNC,
+		Steps: []*pb.GraphStep{big, step("sum", "g-sum", "gen")}})
+	want := sha256.Sum256([]byte(strings.Repeat("abc\n", size/4)))
+	if got := strings.TrimSpace(output(t, resp.GetResult().GetResult())); got != hex.EncodeToString(want[:]) {
+		t.Fatalf("sha256 of the 20 MB edge as the next step read it: %q, want %x (%s)", got, want, resp.GetMessage())
+	}
+}
+
+// TestGraphBadInput: graphs refused before anything runs, each with a
+// clear code.
+func TestGraphBadInput(t *testing.T) {
+	n := startNode(t, "", nodeOpts{})
+	many := make([]*pb.GraphStep, 1001)
+	for i := range many {
+		many[i] = &pb.GraphStep{Id: "s" + strings.Repeat("x", i/26) + string(rune('a'+i%26)), TaskId: "echo"}
+	}
+	for _, tc := range []struct {
+		name  string
+		steps []*pb.GraphStep
+		code  string
+		says  string
+	}{
+		{"cycle", []*pb.GraphStep{step("a", "echo", "c"), step("b", "echo", "a"), step("c", "echo", "b")}, "GRAPH_CYCLE", "a -> c -> b -> a"},
+		{"unknown task", []*pb.GraphStep{step("a", "echo"), step("b", "nope", "a")}, "TASK_NOT_FOUND", `step "b"`},
+		{"missing dependency", []*pb.GraphStep{step("a", "echo", "x")}, "UNKNOWN_DEPENDENCY", `"x"`},
+		{"duplicate ids", []*pb.GraphStep{step("a", "echo"), step("a", "upper")}, "DUPLICATE_STEP", `"a"`},
+		{"empty", nil, "GRAPH_EMPTY", "no steps"},
+		{"too many", many, "GRAPH_TOO_LARGE", "1001"},
+		{"self", []*pb.GraphStep{step("a", "echo", "a")}, "SELF_DEPENDENCY", `"a"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := n.client.InvokeGraph(ctx(t, callTimeout), &pb.InvokeGraphRequest{ExecutionMode: pb.ExecutionMode_EXECUTION_MODE_SYNC, Steps: tc.steps})
+			e := asRPCError(t, err, nil)
+			if e.reason != tc.code || !strings.Contains(err.Error(), tc.says) {
+				t.Fatalf("%v (code %s); want %s saying %s", err, e.reason, tc.code, tc.says)
+			}
+		})
+	}
+}
