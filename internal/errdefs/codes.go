@@ -145,5 +145,6 @@ var (
 	PidsLimit           = Code{"PIDS_LIMIT", ErrResourceExhausted}            // the function hit its process (pids) limit
 	StepFailed          = Code{"STEP_FAILED", nil}                            // a graph's step failed for good; the message names it
 	UpstreamFailed      = Code{"UPSTREAM_FAILED", nil}                        // a graph's step never ran: its graph failed first
+	UpstreamRestarted   = Code{"UPSTREAM_RESTARTED", nil}                     // a streamed graph step stopped because its parent runs again; it runs again too
 	InputUnavailable    = Code{"INPUT_UNAVAILABLE", nil}                      // a graph step's parent output could not be read whole, or failed its checksum
 )

@@ -115,6 +115,9 @@ type Spec struct {
 	StepID   string     `json:"step,omitempty"`
 	Upstream []Upstream `json:"upstream,omitempty"`
 	Deadline time.Time  `json:"deadline,omitzero"`
+	// StreamsTo says a step reads this step's output as it is written:
+	// its chunks are stored from the first.
+	StreamsTo bool `json:"streams_to,omitempty"`
 }
 
 // OutputPartial reports whether Output holds only the first part of the

@@ -196,6 +196,12 @@ func (m *dispatcher) runDelivery(d *store.Delivery, unreserve func()) {
 	if !ok {
 		return
 	}
+	if !m.graphs.upstreamRuns(m.baseCtx, d.Spec) {
+		// A streamed step whose parent does not run now would wait in
+		// a run slot its parent may need: it waits in the queue.
+		_ = d.Nak(250 * time.Millisecond)
+		return
+	}
 	if m.afterRead != nil {
 		m.afterRead()
 	}
@@ -319,6 +325,9 @@ func (m *dispatcher) claim(l *live, d *store.Delivery, rev uint64) bool {
 		l.mu.Lock()
 		l.claimed = n
 		l.mu.Unlock()
+		if d.Spec.StreamsTo { // its streamed steps start now
+			m.wg.Go(func() { m.graphs.stepStarted(&claim) })
+		}
 		return true
 	}
 	cur, _, gerr := m.store.Records.GetLatest(ctx, id)
@@ -442,10 +451,15 @@ func (m *dispatcher) run(ctx context.Context, l *live, d *store.Delivery, t *tas
 		return
 	}
 	r := l.final()
+	if r.ErrorCode == errdefs.UpstreamRestarted.String() && !l.cancelRequested() {
+		// A streamed step whose parent runs again runs again with it.
+		m.requeue(l, d, 0)
+		return
+	}
 	// A run that failed on its own just as a cancel stopped it is not
 	// retried: the caller asked for it to end.
 	if retryable(r) && !l.cancelRequested() && spec.MaxRetries > 0 && !pastDeadline(spec, m.opts.Now()) {
-		if r.Attempts-spec.AttemptBase <= spec.MaxRetries {
+		if r.Attempts-spec.AttemptBase-restarts(r) <= spec.MaxRetries {
 			if m.opts.Hooks != nil {
 				m.opts.Hooks.Retried(r)
 			}
@@ -498,6 +512,18 @@ func (m *Async) Requeue(ctx context.Context, id string) (*execution.Record, erro
 		return nil, err
 	}
 	return rec, nil
+}
+
+// restarts counts the attempts of a streamed step that ended because its
+// parent ran again: they do not use its retries.
+func restarts(r *execution.Record) int32 {
+	n := int32(0)
+	for _, a := range r.History {
+		if a.ErrorCode == errdefs.UpstreamRestarted.String() {
+			n++
+		}
+	}
+	return n
 }
 
 func retryable(r *execution.Record) bool {

@@ -73,7 +73,7 @@ func (m *Graphs) startStep(ctx context.Context, rec *execution.Record, i int, in
 		ExecutionID: execution.StepExecutionID(rec.ID, s.ID), TaskID: s.TaskID, Runtime: s.Runtime,
 		Mode: execution.ModeAsync, Env: env, TimeoutMs: s.TimeoutMs, MaxRetries: s.MaxRetries,
 		Priority: rec.Priority, CreatedAt: m.opts.Now(), Idempotent: true,
-		ParentID: rec.ID, StepID: s.ID, Deadline: g.Deadline,
+		ParentID: rec.ID, StepID: s.ID, Deadline: g.Deadline, StreamsTo: graph.StreamsTo(g, i),
 	}
 	switch {
 	case s.HasInput:
@@ -101,7 +101,7 @@ func upstreamOf(g *execution.Graph, s *execution.Step) []execution.Upstream {
 			}
 			st := g.States[j]
 			ups = append(ups, execution.Upstream{Step: d, ExecID: st.ExecID,
-				Failed: st.Status != execution.StatusCompleted, ErrorCode: st.ErrorCode, ErrorMessage: st.ErrorMessage})
+				Failed: graph.FailedStep(st), ErrorCode: st.ErrorCode, ErrorMessage: st.ErrorMessage})
 		}
 	}
 	return ups

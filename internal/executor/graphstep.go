@@ -8,12 +8,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sync"
 	"time"
 
 	"github.com/spear-go/spear/internal/errdefs"
 	"github.com/spear-go/spear/internal/execution"
 	"github.com/spear-go/spear/internal/graph"
+	"github.com/spear-go/spear/internal/store"
 )
 
 // Graphs runs task graphs: a graph is an execution whose steps are child
@@ -50,7 +52,10 @@ func (m *Graphs) stepInput(ctx context.Context, l *live, spec *execution.Spec) (
 	ups := spec.Upstream
 	if graph.Verbatim(ups) {
 		pr, pw := io.Pipe()
+		watchCtx, stopWatch := context.WithCancel(ctx)
+		go m.watchUpstream(watchCtx, l, ups[0].ExecID)
 		go func() {
+			defer stopWatch()
 			err := m.copyOutput(ctx, ups[0], pw)
 			if err != nil {
 				l.stop(err, true)
@@ -81,7 +86,12 @@ func (m *Graphs) stepInput(ctx context.Context, l *live, spec *execution.Spec) (
 // the sha256 its record holds.
 func (m *Graphs) copyOutput(ctx context.Context, u execution.Upstream, w io.Writer) error {
 	h := sha256.New()
+	next := int64(0)
 	send := func(c Chunk) error {
+		if c.Seq != next { // the parent's next attempt starts over
+			return errdefs.UpstreamRestarted.New("step %q runs again: this step runs again with it", u.Step)
+		}
+		next++
 		h.Write(c.Data)
 		_, err := w.Write(c.Data)
 		return err
@@ -93,6 +103,8 @@ func (m *Graphs) copyOutput(ctx context.Context, u execution.Upstream, w io.Writ
 		rec, err = m.views.Attach(ctx, u.ExecID, send)
 	}
 	switch {
+	case errdefs.UpstreamRestarted.Is(err):
+		return err
 	case err != nil:
 		return errdefs.InputUnavailable.New("reading step %q's output: %v", u.Step, err)
 	case rec.Status != execution.StatusCompleted:
@@ -162,4 +174,75 @@ func (m *Graphs) cancelSteps(rec *execution.Record, why string) int {
 	}
 	wg.Wait()
 	return n
+}
+
+// stepStarted advances the graph of a step that streams to others, which
+// start as it runs (best effort: without it they start when it ends).
+func (m *Graphs) stepStarted(rec *execution.Record) {
+	ctx, cancel := context.WithTimeout(m.baseCtx, 30*time.Second)
+	defer cancel()
+	if err := m.advance(ctx, rec.ParentID, rec); err != nil {
+		m.log.Warn("starting a step's streamed dependents", "graph", rec.ParentID, "step", rec.StepID, "err", err)
+	}
+}
+
+// upstreamRuns reports whether the parent of a streamed step runs now, on
+// a live node, or has ended: only then may the step take a run slot,
+// where it waits for the parent's output. (A step of one parent that
+// ended reads its output whole; other steps do not wait.)
+func (m *Graphs) upstreamRuns(ctx context.Context, spec *execution.Spec) bool {
+	if !graph.Verbatim(spec.Upstream) {
+		return true
+	}
+	rec, _, err := m.store.Records.GetLatest(ctx, spec.Upstream[0].ExecID)
+	switch {
+	case errors.Is(err, errdefs.ErrNotFound):
+		return false // queued; its record not written yet
+	case err != nil:
+		return true // the run reports what it cannot read
+	}
+	return rec.Status.Terminal() || m.runsLive(rec)
+}
+
+// runsLive reports whether rec is RUNNING on a node that is alive: live
+// here, or on a node the registry lists (a record left RUNNING by a node
+// that died is not).
+func (m *Graphs) runsLive(rec *execution.Record) bool {
+	if rec.Status != execution.StatusRunning {
+		return false
+	}
+	if rec.Node == m.opts.NodeID {
+		return m.views.liveOf(rec.ID) != nil
+	}
+	return m.opts.Peers != nil && slices.ContainsFunc(m.opts.Peers(), func(n store.NodeEntry) bool { return n.ID == rec.Node })
+}
+
+// watchUpstream stops a streamed step (UPSTREAM_RESTARTED: it goes back
+// to the queue) once its parent's attempt stops without ending: it went
+// back to the queue, or its node died. Without it the step would wait in
+// its slot for output that does not come.
+func (m *Graphs) watchUpstream(ctx context.Context, l *live, parentID string) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	attempt := int32(-1)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		rec, _, err := m.store.Records.GetLatest(ctx, parentID)
+		switch {
+		case err != nil:
+			continue
+		case rec.Status.Terminal():
+			return
+		case attempt < 0:
+			attempt = rec.Attempts
+		}
+		if !m.runsLive(rec) || rec.Attempts != attempt {
+			l.stop(errdefs.UpstreamRestarted.New("the step this one reads stopped without ending (its node died, or it runs again): this step runs again with it"), true)
+			return
+		}
+	}
 }

@@ -439,7 +439,7 @@ func (m *engine) newOutputSink(ctx context.Context, l *live, spec *execution.Spe
 	// while it runs); an async execution's once it ran for storeAfter or
 	// outgrew its record: a short one with a small output keeps it in its
 	// record only, two store writes fewer.
-	storeAll := spec.Mode == execution.ModeStream
+	storeAll := spec.Mode == execution.ModeStream || spec.StreamsTo
 	storeAfter := time.Duration(0)
 	if spec.Mode == execution.ModeAsync {
 		storeAfter = showRunningAfter

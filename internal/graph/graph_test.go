@@ -113,6 +113,8 @@ func TestNext(t *testing.T) {
 	}{
 		{name: "roots start", spec: "a b:a c:b", states: "---", failFast: true, start: []int{0}},
 		{name: "after parent", spec: "a b:a c:b", states: "C--", failFast: true, start: []int{1}},
+		{name: "streamed from a running parent", spec: "a b:a c:b", states: "R--", failFast: true, start: []int{1}},
+		{name: "a parent that may fail on is waited for", spec: "a b:a", states: "R-", cont: "a"},
 		{name: "diamond waits for both", spec: "a b:a c:a d:b,c", states: "CCR-", failFast: true},
 		{name: "diamond joins", spec: "a b:a c:a d:b,c", states: "CCC-", failFast: true, start: []int{3}},
 		{name: "completed", spec: "a b:a", states: "CC", failFast: true, status: execution.StatusCompleted},

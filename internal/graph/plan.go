@@ -37,7 +37,9 @@ type Outcome struct {
 // deadline) and else allowed to finish before the graph ends.
 func Next(g *execution.Graph, now time.Time) Plan {
 	failed := firstFailure(g)
-	timedOut := !g.Deadline.IsZero() && !now.Before(g.Deadline) && !allEnded(g)
+	// Past the deadline, a graph that could still complete, or whose
+	// steps stopped at the deadline, timed out.
+	timedOut := !g.Deadline.IsZero() && !now.Before(g.Deadline) && (!allEnded(g) || failed >= 0)
 	var p Plan
 	running := 0
 	for i, st := range g.States {
@@ -45,7 +47,7 @@ func Next(g *execution.Graph, now time.Time) Plan {
 		case !st.Started() && st.Status == execution.StatusUnknown:
 			if failed >= 0 || timedOut {
 				p.Skip = append(p.Skip, i)
-			} else if ready(g, i) {
+			} else if ready(g, i) || Streamed(g, i) && g.States[indexOf(g, g.Steps[i].DependsOn[0])].Status == execution.StatusRunning {
 				p.Start = append(p.Start, i)
 			}
 		case !st.Status.Terminal():
@@ -85,17 +87,37 @@ func allEnded(g *execution.Graph) bool {
 // on_failure FAIL, or -1.
 func firstFailure(g *execution.Graph) int {
 	for i, st := range g.States {
-		if failedStep(st) && g.Steps[i].OnFailure == execution.OnFailureFail {
+		if FailedStep(st) && g.Steps[i].OnFailure == execution.OnFailureFail {
 			return i
 		}
 	}
 	return -1
 }
 
-// failedStep reports whether a step ran and ended other than COMPLETED
+// FailedStep reports whether a step ran and ended other than COMPLETED
 // (a skipped step never ran).
-func failedStep(st execution.StepState) bool {
+func FailedStep(st execution.StepState) bool {
 	return st.Started() && st.Status.Terminal() && st.Status != execution.StatusCompleted
+}
+
+// Streamed reports whether step i reads its parent's output as it is
+// written: it has one parent, whose failure fails the graph (a parent
+// with on_failure CONTINUE is waited for: its dependents get its error).
+// Such a step starts as soon as its parent runs.
+func Streamed(g *execution.Graph, i int) bool {
+	deps := g.Steps[i].DependsOn
+	return len(deps) == 1 && g.Steps[indexOf(g, deps[0])].OnFailure == execution.OnFailureFail
+}
+
+// StreamsTo reports whether a step of g reads step i's output as it is
+// written (see Streamed).
+func StreamsTo(g *execution.Graph, i int) bool {
+	for j := range g.Steps {
+		if deps := g.Steps[j].DependsOn; len(deps) == 1 && deps[0] == g.Steps[i].ID && Streamed(g, j) {
+			return true
+		}
+	}
+	return false
 }
 
 // ready reports whether every parent of step i ended so that it runs:
@@ -105,7 +127,7 @@ func ready(g *execution.Graph, i int) bool {
 		j := indexOf(g, d)
 		st := g.States[j]
 		ok := st.Status == execution.StatusCompleted ||
-			failedStep(st) && g.Steps[j].OnFailure == execution.OnFailureContinue
+			FailedStep(st) && g.Steps[j].OnFailure == execution.OnFailureContinue
 		if !ok {
 			return false
 		}

@@ -16,12 +16,13 @@ import (
 // Graph steps' scripts. Each appends "<step> start|end <unix ns>" to
 // $LOG (when set) so that tests see when and how often a step ran.
 const (
-	// stepSleep marks $MARK (when set), sleeps $SLEEP seconds (default
-	// 1), then echoes its input.
-	stepSleepBody = `[ -n "$LOG" ] && echo "$STEP start $(date +%s%N)" >> "$LOG"
+	// stepSleep reads its whole input, then marks $MARK (when set),
+	// sleeps $SLEEP seconds (default 1) and echoes the input.
+	stepSleepBody = `in=$(mktemp); cat > "$in"
+[ -n "$LOG" ] && echo "$STEP start $(date +%s%N)" >> "$LOG"
 [ -n "$MARK" ] && : > "$MARK"
 sleep "${SLEEP:-1}"
-cat
+cat "$in"; rm -f "$in"
 [ -n "$LOG" ] && echo "$STEP end $(date +%s%N)" >> "$LOG"
 exit 0
 `
@@ -203,18 +204,20 @@ func TestGraphFailure(t *testing.T) {
 // COMPLETED, that step ran 3 times and the others once.
 func TestGraphRetries(t *testing.T) {
 	n, dir := graphNode(t, "", 2)
-	f := step("F", "g-flaky", "A")
+	// The flaky step is the last: a step reading its output as it is
+	// written would run again with it.
+	f := step("F", "g-flaky", "B")
 	f.MaxRetries = 2
 	f.Environment["COUNT"] = filepath.Join(dir, "count")
 	resp := n.invokeGraph(t, &pb.InvokeGraphRequest{
 		ExecutionMode: pb.ExecutionMode_EXECUTION_MODE_SYNC,
 		Parameters:    []*pb.FunctionParameter{{Name: "input", Value: pb.BytesAny([]byte("x"))}},
-		Steps:         []*pb.GraphStep{step("A", "echo"), f, step("Z", "upper", "F")},
+		Steps:         []*pb.GraphStep{step("A", "echo"), step("B", "upper", "A"), f},
 	})
 	if !resp.GetSuccess() || output(t, resp.GetResult().GetResult()) != "X" {
 		t.Fatalf("graph: %s %q", resp.GetMessage(), output(t, resp.GetResult().GetResult()))
 	}
-	for id, want := range map[string]int32{"A": 1, "F": 3, "Z": 1} {
+	for id, want := range map[string]int32{"A": 1, "B": 1, "F": 3} {
 		if got := n.stepsOf(t, resp.GetExecutionId())[id].GetAttempts(); got != want {
 			t.Errorf("step %s: %d attempts, want %d", id, got, want)
 		}
@@ -275,8 +278,8 @@ func TestGraphTimeout(t *testing.T) {
 		t.Fatalf("the graph ended after %v; want about 1.5 s", took)
 	}
 	steps := n.stepsOf(t, resp.GetExecutionId())
-	if steps["b"].GetStatus() != pb.ExecutionStatus_EXECUTION_STATUS_TIMEOUT || steps["c"].GetExecutionId() != "" {
-		t.Fatalf("steps: b %v, c %v; want b TIMEOUT, c never started", steps["b"], steps["c"])
+	if steps["a"].GetStatus() != pb.ExecutionStatus_EXECUTION_STATUS_COMPLETED || steps["b"].GetStatus() != pb.ExecutionStatus_EXECUTION_STATUS_TIMEOUT {
+		t.Fatalf("steps: a %v, b %v; want a COMPLETED, b TIMEOUT", steps["a"], steps["b"])
 	}
 }
 
@@ -386,4 +389,80 @@ func TestGraphBadInput(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestGraphStreamed: a step printing a line every 200 ms for 2 s piped
+// into an echo step: the graph's output streams, its first chunk long
+// before the first step ends.
+func TestGraphStreamed(t *testing.T) {
+	n := startNode(t, "", nodeOpts{})
+	ticker := step("ticker", "ticker")
+	ticker.Environment["TICKS"] = "10"
+	start := time.Now()
+	stream, err := n.client.StreamGraph(ctx(t, finishBound), &pb.InvokeGraphRequest{
+		Steps: []*pb.GraphStep{ticker, step("echo", "echo", "ticker")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out strings.Builder
+	var first time.Duration
+	for {
+		msg, err := stream.Recv()
+		if err != nil {
+			t.Fatalf("stream: %v (so far %q)", err, out.String())
+		}
+		if c := output(t, msg.GetChunkData()); c != "" {
+			if out.Len() == 0 {
+				first = time.Since(start)
+			}
+			out.WriteString(c)
+		}
+		if msg.GetIsFinal() {
+			if msg.GetStatus() != pb.ExecutionStatus_EXECUTION_STATUS_COMPLETED {
+				t.Fatalf("final: %v %s %s", msg.GetStatus(), msg.GetErrorCode(), msg.GetErrorMessage())
+			}
+			break
+		}
+	}
+	t.Logf("first chunk %v after the call; all %v", first, time.Since(start))
+	if want := "tick 1\n"; !strings.HasPrefix(out.String(), want) || strings.Count(out.String(), "\n") != 10 {
+		t.Fatalf("output %q: want tick 1 to tick 10", out.String())
+	}
+	if first > 1500*time.Millisecond {
+		t.Fatalf("first chunk after %v: the echo step waited for the ticker to end instead of streaming", first)
+	}
+}
+
+// TestGraphStreamedRetry: a streamed pair is retried as one unit: the
+// parent writes, fails and runs again; its reader starts over with it, and
+// the graph's output is the last attempt's, once.
+func TestGraphStreamedRetry(t *testing.T) {
+	n := startNode(t, "", nodeOpts{workers: 2})
+	dir := t.TempDir()
+	path, _ := writeScript(t, dir, "g-half.sh", `n=$(cat "$COUNT" 2>/dev/null || echo 0); n=$((n + 1)); echo $n > "$COUNT"
+echo "first half $n"
+sleep 0.5
+[ "$n" -le 1 ] && exit 1
+echo "second half"
+`)
+	n.registerProcess(t, "g-half", path)
+	p := step("p", "g-half")
+	p.MaxRetries = 1
+	p.Environment["COUNT"] = filepath.Join(dir, "count")
+	resp := n.invokeGraph(t, &pb.InvokeGraphRequest{ExecutionMode: pb.ExecutionMode_EXECUTION_MODE_SYNC,
+		Steps: []*pb.GraphStep{p, step("c", "echo", "p")}})
+	if got := output(t, resp.GetResult().GetResult()); !resp.GetSuccess() || got != "first half 2\nsecond half\n" {
+		t.Fatalf("graph: %s; output %q, want the second attempt's only", resp.GetMessage(), got)
+	}
+	steps := n.stepsOf(t, resp.GetExecutionId())
+	if steps["p"].GetAttempts() != 2 {
+		t.Fatalf("p ran %d times, want 2", steps["p"].GetAttempts())
+	}
+	h := n.status(t, steps["c"].GetExecutionId()).GetResult().GetAttemptHistory()
+	for _, a := range h[:len(h)-1] {
+		if a.GetErrorCode() != "UPSTREAM_RESTARTED" {
+			t.Errorf("c's attempt %d ended %s; want only restarts before its last", a.GetAttempt(), a.GetErrorCode())
+		}
+	}
+	t.Logf("c ran %d times", len(h))
 }
