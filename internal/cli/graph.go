@@ -236,4 +236,3 @@ func modeOf(s string) (spearlet.ExecutionMode, error) {
 	}
 	return 0, usageErrorf("--mode %q: want sync, async or stream", s)
 }
-
