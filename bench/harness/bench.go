@@ -39,7 +39,7 @@ type Options struct {
 }
 
 // Groups are the row groups, in the order they run.
-var Groups = []string{"sync-wasm", "sync-process", "sync-docker", "stream", "scale", "cancel", "async", "estimate", "cold", "memory", "status", "store", "sandbox", "cluster"}
+var Groups = []string{"sync-wasm", "sync-process", "sync-docker", "stream", "scale", "cancel", "async", "estimate", "cold", "memory", "status", "store", "sandbox", "cluster", "graph"}
 
 // params are the sizes of a run.
 type params struct {
@@ -189,6 +189,8 @@ func (e *env) runGroup(ctx context.Context, g string) (rows []Row) {
 		rows, err = e.sandboxRows(ctx)
 	case "cluster":
 		rows, err = e.clusterRows(ctx)
+	case "graph":
+		rows, err = e.graphRows(ctx)
 	}
 	if err != nil {
 		return append(rows, fail(err)...)
@@ -216,7 +218,7 @@ func (e *env) build(ctx context.Context) error {
 	e.bins["wsleep.wasm"] = filepath.Join(e.opts.Root, "bench", "fn", "wsleep.wasm")
 	e.bins["spin.wasm"] = filepath.Join(e.opts.Root, "internal", "runtime", "wasm", "testdata", "spin.wasm")
 	static := true
-	for _, fn := range []string{"echo", "sleep", "ticks"} {
+	for _, fn := range []string{"echo", "sleep", "ticks", "cat"} {
 		src := filepath.Join(e.opts.Root, "bench", "fn", fn+".c")
 		out := filepath.Join(e.tmp, fn)
 		if err := e.run(ctx, "", "gcc", "-static", "-O2", "-o", out, src); err != nil {

@@ -38,6 +38,16 @@ func quantile(ds []time.Duration, q float64) time.Duration {
 // call is one request of a load generator; worker numbers the goroutine.
 type call func(ctx context.Context, worker int) error
 
+type latencyKey struct{}
+
+// reportLatency tells drive the latency to record for the call running
+// with ctx, when it is not the call's duration (a stream's first chunk).
+func reportLatency(ctx context.Context, d time.Duration) {
+	if p, ok := ctx.Value(latencyKey{}).(*time.Duration); ok {
+		*p = d
+	}
+}
+
 // drive runs conc goroutines calling fn back to back until dur has passed
 // or count requests were issued (whichever is set; count wins when both
 // are), and records each request's latency.
@@ -65,9 +75,13 @@ func drive(ctx context.Context, conc int, dur time.Duration, count int, fn call)
 				} else if time.Now().After(deadline) {
 					break
 				}
+				var own time.Duration
 				t0 := time.Now()
-				err := fn(ctx, w)
+				err := fn(context.WithValue(ctx, latencyKey{}, &own), w)
 				d := time.Since(t0)
+				if own > 0 { // the call measured what the row is about
+					d = own
+				}
 				if err != nil {
 					errs++
 					if firstErr == nil {

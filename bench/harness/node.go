@@ -109,6 +109,7 @@ func (e *env) startMainNode(ctx context.Context) (*node, error) {
 		"bench-wasm-echo":     {"wasm", e.bins["echo.wasm"]},
 		"bench-process-echo":  {"process", e.bins["echo"]},
 		"bench-process-ticks": {"process", e.bins["ticks"]},
+		"bench-process-cat":   {"process", e.bins["cat"]},
 		"bench-wasm-sleep":    {"wasm", e.bins["wsleep.wasm"]},
 		"bench-wasm-spin":     {"wasm", e.bins["spin.wasm"]},
 		"bench-process-sleep": {"process", e.bins["sleep"]},

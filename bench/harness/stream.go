@@ -12,6 +12,8 @@ import (
 	"strings"
 	"time"
 
+	"google.golang.org/grpc"
+
 	pb "github.com/spear-go/spear/api/spearlet"
 	"github.com/spear-go/spear/internal/errdefs"
 )
@@ -28,12 +30,20 @@ type streamOne struct {
 }
 
 func (e *env) spearStream(ctx context.Context) (streamOne, error) {
-	t0 := time.Now()
-	st, err := e.main.api.StreamFunction(ctx, &pb.InvokeFunctionRequest{
-		InvocationType: pb.InvocationType_INVOCATION_TYPE_EXISTING_TASK,
-		TaskId:         "bench-process-ticks", ExecutionMode: pb.ExecutionMode_EXECUTION_MODE_STREAM,
-		Parameters: params1(streamInput),
+	return readStream(ctx, func(ctx context.Context) (grpc.ServerStreamingClient[pb.StreamExecutionResult], error) {
+		return e.main.api.StreamFunction(ctx, &pb.InvokeFunctionRequest{
+			InvocationType: pb.InvocationType_INVOCATION_TYPE_EXISTING_TASK,
+			TaskId:         "bench-process-ticks", ExecutionMode: pb.ExecutionMode_EXECUTION_MODE_STREAM,
+			Parameters: params1(streamInput),
+		})
 	})
+}
+
+// readStream opens a stream and reads it to its final message: time to
+// its first output chunk and chunks per second after it.
+func readStream(ctx context.Context, open func(context.Context) (grpc.ServerStreamingClient[pb.StreamExecutionResult], error)) (streamOne, error) {
+	t0 := time.Now()
+	st, err := open(ctx)
 	if err != nil {
 		return streamOne{}, err
 	}

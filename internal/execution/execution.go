@@ -115,9 +115,11 @@ type Spec struct {
 	StepID   string     `json:"step,omitempty"`
 	Upstream []Upstream `json:"upstream,omitempty"`
 	Deadline time.Time  `json:"deadline,omitzero"`
-	// StreamsTo says a step reads this step's output as it is written:
-	// its chunks are stored from the first.
-	StreamsTo bool `json:"streams_to,omitempty"`
+	// StreamsTo says a step reads this step's output as it is written;
+	// LiveOutput that it, or the caller of a stream graph, does: its
+	// chunks are stored from the first.
+	StreamsTo  bool `json:"streams_to,omitempty"`
+	LiveOutput bool `json:"live_out,omitempty"`
 }
 
 // OutputPartial reports whether Output holds only the first part of the

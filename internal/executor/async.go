@@ -210,9 +210,6 @@ func (m *dispatcher) runDelivery(d *store.Delivery, unreserve func()) {
 	if err == nil {
 		_, err = m.engine.runtime(art.Type)
 	}
-	if err == nil && m.graphs.graphEnded(m.baseCtx, spec) {
-		err = errGraphEnded
-	}
 	l := &live{rec: rec, done: make(chan struct{})}
 	if err := m.lives.addLive(l); err != nil {
 		if errors.Is(err, errdefs.ErrUnavailable) { // shutting down

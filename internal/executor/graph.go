@@ -75,6 +75,7 @@ func (m *Graphs) startStep(ctx context.Context, rec *execution.Record, i int, in
 		Priority: rec.Priority, CreatedAt: m.opts.Now(), Idempotent: true,
 		ParentID: rec.ID, StepID: s.ID, Deadline: g.Deadline, StreamsTo: graph.StreamsTo(g, i),
 	}
+	spec.LiveOutput = spec.StreamsTo || rec.Mode == execution.ModeStream && s.ID == g.Output
 	switch {
 	case s.HasInput:
 		spec.Input = s.Input
@@ -83,11 +84,18 @@ func (m *Graphs) startStep(ctx context.Context, rec *execution.Record, i int, in
 	default:
 		spec.Upstream = upstreamOf(g, s)
 	}
-	child, _, _, err := m.async.Submit(ctx, spec)
-	if err != nil {
+	// Its record is created only if absent and its queue message is
+	// de-duplicated by id: starting a step again (an advance retried)
+	// queues nothing new, and a message queued again after the
+	// de-duplication window finds the record ended and only advances the
+	// graph.
+	if err := m.store.AdmitWork(); err != nil {
 		return err
 	}
-	g.States[i] = execution.StepState{Status: child.Status, ExecID: child.ID, Attempts: child.Attempts}
+	if err := m.store.Queue.Submit(ctx, spec, execution.NewRecord(spec)); err != nil {
+		return err
+	}
+	g.States[i] = execution.StepState{Status: execution.StatusPending, ExecID: spec.ExecutionID}
 	return nil
 }
 
@@ -157,6 +165,7 @@ var graphBackoff = retry.Backoff{Base: 20 * time.Millisecond, Max: 2 * time.Seco
 // Every write is a compare-and-set on the record read; a conflict reads
 // it again, and starting a step twice starts it once.
 func (m *Graphs) advance(ctx context.Context, id string, ended *execution.Record) error {
+	var started []string // steps this advance queued
 	for range 50 {
 		rec, rev, err := m.store.Records.GetLatest(ctx, id)
 		if err != nil {
@@ -164,6 +173,12 @@ func (m *Graphs) advance(ctx context.Context, id string, ended *execution.Record
 		}
 		if rec.Graph == nil {
 			return nil
+		}
+		if rec.Status.Terminal() && len(started) > 0 {
+			// It ended (cancelled, say) while this advance queued steps
+			// its record never listed: they must not run.
+			m.cancelIDs(started, "the graph ended")
+			started = nil
 		}
 		kids, changed, err := m.refresh(ctx, rec, ended)
 		if err != nil {
@@ -174,6 +189,9 @@ func (m *Graphs) advance(ctx context.Context, id string, ended *execution.Record
 			p = graph.Next(rec.Graph, m.opts.Now())
 			if err := m.apply(ctx, rec, kids, p); err != nil {
 				return err
+			}
+			for _, i := range p.Start {
+				started = append(started, rec.Graph.States[i].ExecID)
 			}
 			changed = changed || len(p.Start) > 0 || len(p.Skip) > 0 || p.Outcome != nil
 		}
@@ -191,18 +209,22 @@ func (m *Graphs) advance(ctx context.Context, id string, ended *execution.Record
 	return fmt.Errorf("graph %q kept changing: %w", id, errdefs.ErrUnavailable)
 }
 
-// refresh reads the records of the graph's steps that it last saw
-// unfinished (ended is one already read) and updates their states; it
-// returns the records read, by step index, and whether a state changed.
+// refresh updates the graph's step states from their records: that of
+// the step whose change advances the graph (ended), which is all that
+// changed (each step's start and end advance the graph themselves), and
+// the output step's; without ended, every step the graph last saw
+// unfinished. It returns the records read, by step index, and whether a
+// state changed.
 func (m *Graphs) refresh(ctx context.Context, rec *execution.Record, ended *execution.Record) (map[int]*execution.Record, bool, error) {
 	kids := map[int]*execution.Record{}
 	changed := false
 	for i, st := range rec.Graph.States {
-		if !st.Started() || st.Status.Terminal() && i != indexOfStep(rec.Graph, rec.Graph.Output) {
+		mine := ended != nil && ended.ID == st.ExecID
+		if !st.Started() || !mine && (ended != nil || st.Status.Terminal()) {
 			continue
 		}
 		kid := ended
-		if kid == nil || kid.ID != st.ExecID {
+		if !mine {
 			var err error
 			if kid, _, err = m.store.Records.GetLatest(ctx, st.ExecID); errors.Is(err, errdefs.ErrNotFound) {
 				continue // queued, its record not written yet
@@ -211,6 +233,9 @@ func (m *Graphs) refresh(ctx context.Context, rec *execution.Record, ended *exec
 			}
 		}
 		kids[i] = kid
+		if st.Status.Terminal() && !kid.Status.Terminal() || kid.Attempts < st.Attempts {
+			continue // a late report of a step the graph saw further on
+		}
 		next := execution.StepState{Status: kid.Status, ExecID: kid.ID, Attempts: kid.Attempts, ErrorCode: kid.ErrorCode, ErrorMessage: kid.ErrorMessage}
 		if next != st {
 			rec.Graph.States[i], changed = next, true
@@ -243,6 +268,13 @@ func (m *Graphs) apply(ctx context.Context, rec *execution.Record, kids map[int]
 		rec.Graph.States[i] = graph.Skipped(why)
 	}
 	if p.Outcome != nil {
+		if i := p.Outcome.Step; i >= 0 && kids[i] == nil && p.Outcome.Status == execution.StatusCompleted {
+			out, _, err := m.store.Records.GetLatest(ctx, rec.Graph.States[i].ExecID)
+			if err != nil {
+				return err
+			}
+			kids[i] = out
+		}
 		m.endGraph(rec, p.Outcome, kids)
 	}
 	return nil
@@ -267,14 +299,11 @@ func (m *Graphs) afterAdvance(rec *execution.Record, p graph.Plan) {
 	if p.Outcome != nil && p.Outcome.Status == execution.StatusTimeout {
 		why = "the graph's deadline passed"
 	}
+	ids := make([]string, 0, len(p.Cancel))
 	for _, i := range p.Cancel {
-		id := rec.Graph.States[i].ExecID
-		m.wg.Go(func() {
-			ctx, cancel := context.WithTimeout(m.baseCtx, 10*time.Second)
-			defer cancel()
-			_, _ = m.cancels.Cancel(ctx, id, why, true)
-		})
+		ids = append(ids, rec.Graph.States[i].ExecID)
 	}
+	m.cancelIDs(ids, why)
 	if p.Outcome != nil {
 		m.outbox.notify(rec)
 	}
@@ -287,4 +316,15 @@ func indexOfStep(g *execution.Graph, id string) int {
 		}
 	}
 	return -1
+}
+
+// cancelIDs cancels the executions ids in the background.
+func (m *Graphs) cancelIDs(ids []string, why string) {
+	for _, id := range ids {
+		m.wg.Go(func() {
+			ctx, cancel := context.WithTimeout(m.baseCtx, 10*time.Second)
+			defer cancel()
+			_, _ = m.cancels.Cancel(ctx, id, why, true)
+		})
+	}
 }

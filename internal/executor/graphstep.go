@@ -24,20 +24,6 @@ import (
 // cancelling the whole graph.
 type Graphs struct{ *core }
 
-// errGraphEnded stops a step whose graph ended before it started.
-var errGraphEnded = errors.New("the graph ended before this step started")
-
-// graphEnded reports whether the graph of a queued step has ended (it
-// failed, timed out or was cancelled while the step waited): the step
-// then never starts.
-func (m *Graphs) graphEnded(ctx context.Context, spec *execution.Spec) bool {
-	if spec.ParentID == "" {
-		return false
-	}
-	rec, _, err := m.store.Records.Get(ctx, spec.ParentID)
-	return err == nil && rec.Status.Terminal()
-}
-
 // pastDeadline reports whether a step's graph deadline passed: the step
 // is not retried.
 func pastDeadline(spec *execution.Spec, now time.Time) bool {
@@ -181,7 +167,9 @@ func (m *Graphs) cancelSteps(rec *execution.Record, why string) int {
 func (m *Graphs) stepStarted(rec *execution.Record) {
 	ctx, cancel := context.WithTimeout(m.baseCtx, 30*time.Second)
 	defer cancel()
-	if err := m.advance(ctx, rec.ParentID, rec); err != nil {
+	// A root step may start before its graph's record is written.
+	err := graphBackoff.Do(ctx, 5, func(int) error { return m.advance(ctx, rec.ParentID, rec) })
+	if err != nil {
 		m.log.Warn("starting a step's streamed dependents", "graph", rec.ParentID, "step", rec.StepID, "err", err)
 	}
 }

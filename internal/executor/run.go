@@ -439,7 +439,7 @@ func (m *engine) newOutputSink(ctx context.Context, l *live, spec *execution.Spe
 	// while it runs); an async execution's once it ran for storeAfter or
 	// outgrew its record: a short one with a small output keeps it in its
 	// record only, two store writes fewer.
-	storeAll := spec.Mode == execution.ModeStream || spec.StreamsTo
+	storeAll := spec.Mode == execution.ModeStream || spec.LiveOutput
 	storeAfter := time.Duration(0)
 	if spec.Mode == execution.ModeAsync {
 		storeAfter = showRunningAfter
@@ -520,8 +520,6 @@ func (m *engine) classify(l *live, ctx context.Context, err error) {
 		set(execution.StatusTimeout, errdefs.ExecutionTimeout.String(), "the execution exceeded its "+cause.Error())
 	case errors.Is(cause, errCancelled):
 		set(execution.StatusCancelled, errdefs.Cancelled.String(), cause.Error())
-	case errors.Is(cause, errGraphEnded):
-		set(execution.StatusCancelled, errdefs.UpstreamFailed.String(), cause.Error())
 	case errors.Is(cause, errShutdown):
 		set(execution.StatusFailed, errdefs.NodeShutdown.String(), "the node shut down before the execution finished")
 	case errors.Is(cause, context.DeadlineExceeded):

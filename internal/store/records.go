@@ -198,6 +198,11 @@ func (s *Records) List(ctx context.Context, f ListFilter) ([]*execution.Record, 
 		}
 		r, _, err := s.Get(ctx, id)
 		if errors.Is(err, errdefs.ErrNotFound) {
+			// The copy that answered may lag behind (a server back from
+			// a restart): the stream's leader says whether it is gone.
+			r, _, err = s.GetLatest(ctx, id)
+		}
+		if errors.Is(err, errdefs.ErrNotFound) {
 			continue // expired since listed
 		}
 		if err != nil {
