@@ -98,6 +98,11 @@ func (a *execCommands) printExecution(ctx context.Context, id string, resp *spea
 			return err
 		}
 	}
+	if steps := resp.GetSteps(); len(steps) > 0 {
+		if err := a.printSteps(steps); err != nil {
+			return err
+		}
+	}
 	if len(out) > 0 && !binary {
 		fmt.Fprintln(a.stdout, "output:")
 		iw := newIndentWriter(a.stdout)
@@ -175,6 +180,22 @@ func (a *execCommands) printAttempts(h []*spearlet.AttemptInfo) error {
 		}
 		row(tw, "  "+strconv.Itoa(int(at.GetAttempt())), statusName(at.GetStatus()), orDash(fmtTimestamp(at.GetStartedAt())),
 			orDash(dur), orDash(at.GetNode()), orDash(errText))
+	}
+	return tw.Flush()
+}
+
+// printSteps prints a graph's steps.
+func (a *execCommands) printSteps(steps []*spearlet.StepInfo) error {
+	fmt.Fprintln(a.stdout, "steps:")
+	tw := newTable(a.stdout)
+	row(tw, "  STEP", "TASK", "STATUS", "ATTEMPTS", "EXECUTION ID", "ERROR")
+	for _, s := range steps {
+		status := "not started"
+		if s.GetStatus() != spearlet.ExecutionStatus_EXECUTION_STATUS_UNKNOWN {
+			status = statusName(s.GetStatus())
+		}
+		row(tw, "  "+s.GetStepId(), s.GetTaskId(), status, strconv.Itoa(int(s.GetAttempts())),
+			orDash(s.GetExecutionId()), orDash(truncate(strings.TrimSpace(s.GetErrorCode()+" "+s.GetErrorMessage()), 60)))
 	}
 	return tw.Flush()
 }

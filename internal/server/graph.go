@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -246,4 +247,21 @@ func graphID(req *pb.InvokeGraphRequest, c *pb.ExecutionContext, now time.Time) 
 		return "", errdefs.InvalidExecutionID.New("a graph's execution id is at most %d characters (its steps' ids add to it)", maxGraphIDLen)
 	}
 	return c.ExecutionId, nil
+}
+
+// graphLogs are a graph's logs: its steps' standard error, merged in time
+// order, each line naming its step.
+func (s *invocations) graphLogs(ctx context.Context, id string) ([]string, error) {
+	steps, err := s.mgr.Graphs.Steps(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	var lines []execution.LogLine
+	for _, r := range steps {
+		for _, l := range r.Logs {
+			lines = append(lines, execution.LogLine{Time: l.Time, Line: "[" + r.StepID + "] " + l.Line})
+		}
+	}
+	slices.SortStableFunc(lines, func(a, b execution.LogLine) int { return a.Time.Compare(b.Time) })
+	return logLines(&execution.Record{Logs: lines}), nil
 }

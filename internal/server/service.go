@@ -499,6 +499,11 @@ func (s *executionsAPI) GetExecutionStatus(ctx context.Context, req *pb.GetExecu
 		return nil, err
 	}
 	resp := statusOf(rec, false, req.IncludeLogs)
+	if rec.Graph != nil && req.IncludeLogs {
+		if resp.Logs, err = s.inv.graphLogs(ctx, rec.ID); err != nil {
+			return nil, err
+		}
+	}
 	if req.IncludeResult {
 		resp.Result = s.inv.resultWithOutput(ctx, rec)
 	}

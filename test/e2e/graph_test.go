@@ -191,6 +191,9 @@ func TestGraphFailure(t *testing.T) {
 	if a := steps["C"].GetAttempts(); a != 2 {
 		t.Fatalf("C ran %d times, want 2 (max_retries 1)", a)
 	}
+	if logs := strings.Join(n.status(t, resp.GetExecutionId()).GetLogs(), "\n"); !strings.Contains(logs, "[C] step C gives up") {
+		t.Fatalf("the graph's logs do not have C's standard error:\n%s", logs)
+	}
 	bst := n.waitFinal(t, steps["B"].GetExecutionId(), finishBound).GetResult()
 	if bst.GetStatus() != pb.ExecutionStatus_EXECUTION_STATUS_CANCELLED {
 		t.Fatalf("B: %v, want CANCELLED", bst.GetStatus())
