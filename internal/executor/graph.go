@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"slices"
+	"sync"
 	"time"
 
 	"github.com/spear-go/spear/internal/errdefs"
@@ -167,7 +169,7 @@ var graphBackoff = retry.Backoff{Base: 20 * time.Millisecond, Max: 2 * time.Seco
 func (m *Graphs) advance(ctx context.Context, id string, ended *execution.Record) error {
 	var started []string // steps this advance queued
 	for range 50 {
-		rec, rev, err := m.store.Records.GetLatest(ctx, id)
+		rec, rev, err := m.graphRecord(ctx, id)
 		if err != nil {
 			return err
 		}
@@ -198,11 +200,15 @@ func (m *Graphs) advance(ctx context.Context, id string, ended *execution.Record
 		if !changed {
 			return nil
 		}
-		if _, err := m.store.Records.Update(ctx, rec, rev); errors.Is(err, errdefs.ErrFailedPrecondition) {
-			continue
-		} else if err != nil {
+		n, err := m.store.Records.Update(ctx, rec, rev)
+		if err != nil {
+			m.recent.forget(id)
+			if errors.Is(err, errdefs.ErrFailedPrecondition) {
+				continue
+			}
 			return err
 		}
+		m.recent.remember(rec, n)
 		m.afterAdvance(rec, p)
 		return nil
 	}
@@ -327,4 +333,74 @@ func (m *Graphs) cancelIDs(ids []string, why string) {
 			_, _ = m.cancels.Cancel(ctx, id, why, true)
 		})
 	}
+}
+
+// graphRecord is graph id's record and revision: as this node last wrote
+// it, when it did (the steps of a graph mostly run where it started), else
+// read from the stream's leader. A stale one fails the compare-and-set
+// and is read again.
+func (m *Graphs) graphRecord(ctx context.Context, id string) (*execution.Record, uint64, error) {
+	if rec, rev, ok := m.recent.get(id); ok {
+		return rec, rev, nil
+	}
+	return m.store.Records.GetLatest(ctx, id)
+}
+
+// recentGraphs are the records of unfinished graphs this node last
+// wrote, by id, at most maxRecentGraphs of them.
+type recentGraphs struct {
+	mu   sync.Mutex
+	recs map[string]recentGraph
+}
+
+type recentGraph struct {
+	rec *execution.Record
+	rev uint64
+}
+
+const maxRecentGraphs = 1024
+
+func (r *recentGraphs) get(id string) (*execution.Record, uint64, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	g, ok := r.recs[id]
+	if !ok {
+		return nil, 0, false
+	}
+	return cloneGraph(g.rec), g.rev, true
+}
+
+func (r *recentGraphs) remember(rec *execution.Record, rev uint64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if rec.Status.Terminal() {
+		delete(r.recs, rec.ID)
+		return
+	}
+	if r.recs == nil {
+		r.recs = map[string]recentGraph{}
+	}
+	if len(r.recs) >= maxRecentGraphs {
+		for k := range r.recs { // any one: a missing entry is only a read
+			delete(r.recs, k)
+			break
+		}
+	}
+	r.recs[rec.ID] = recentGraph{cloneGraph(rec), rev}
+}
+
+func (r *recentGraphs) forget(id string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.recs, id)
+}
+
+// cloneGraph copies a graph's record deep enough for an advance to change
+// the copy: its steps are never changed once the graph started.
+func cloneGraph(r *execution.Record) *execution.Record {
+	c := *r
+	g := *r.Graph
+	g.States = slices.Clone(g.States)
+	c.Graph = &g
+	return &c
 }

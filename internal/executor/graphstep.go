@@ -22,7 +22,11 @@ import (
 // executions in the durable queue (graph.go); this file is what a step
 // needs beyond an ordinary execution: its input, its graph's end, and
 // cancelling the whole graph.
-type Graphs struct{ *core }
+type Graphs struct {
+	*core
+	// recent are the graph records this node last wrote.
+	recent recentGraphs
+}
 
 // pastDeadline reports whether a step's graph deadline passed: the step
 // is not retried.
