@@ -196,7 +196,7 @@ func (m *dispatcher) runDelivery(d *store.Delivery, unreserve func()) {
 	if !ok {
 		return
 	}
-	if !m.graphs.upstreamRuns(m.baseCtx, d.Spec) {
+	if !m.inputs.upstreamRuns(m.baseCtx, d.Spec) {
 		// A streamed step whose parent does not run now would wait in
 		// a run slot its parent may need: it waits in the queue.
 		_ = d.Nak(250 * time.Millisecond)

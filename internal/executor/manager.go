@@ -228,6 +228,7 @@ type core struct {
 	cancels    *Cancels
 	lives      *liveTable
 	graphs     *Graphs
+	inputs     *stepInputs
 }
 
 // live is an execution that runs, or waits for a slot, on this node.
@@ -306,7 +307,7 @@ func New(opts Options, st *store.Store, reg *registry.Registry, runtimes map[spe
 	}
 	c.runs, c.async, c.dispatcher, c.engine = &SyncRuns{c}, &Async{c}, &dispatcher{c}, &engine{c}
 	c.outbox, c.views, c.cancels, c.lives = &outbox{c}, &Views{c}, &Cancels{c}, &liveTable{c}
-	c.fwd, c.offers, c.graphs = &forwarder{c}, &offers{c}, &Graphs{core: c}
+	c.fwd, c.offers, c.graphs, c.inputs = &forwarder{c}, &offers{c}, &Graphs{core: c}, &stepInputs{c}
 	c.stats = newStats(opts.Now)
 	c.callbacks = callback.New(callback.Options{Allow: opts.CallbackAllow})
 	c.callbackSlots = make(chan struct{}, maxCallbacks)

@@ -466,7 +466,7 @@ func (m *engine) newOutputSink(ctx context.Context, l *live, spec *execution.Spe
 // runtimes write without a copier.
 func (m *engine) openInput(ctx context.Context, l *live, spec *execution.Spec) (io.Reader, func(), error) {
 	if len(spec.Upstream) > 0 {
-		return m.graphs.stepInput(ctx, l, spec)
+		return m.inputs.stepInput(ctx, l, spec)
 	}
 	if spec.InputRef == "" {
 		return bytes.NewReader(spec.Input), func() {}, nil
