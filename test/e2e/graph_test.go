@@ -11,6 +11,7 @@ import (
 	"time"
 
 	pb "github.com/spear-go/spear/api/spearlet"
+	"github.com/spear-go/spear/internal/execution"
 )
 
 // Graph steps' scripts. Each appends "<step> start|end <unix ns>" to
@@ -468,4 +469,51 @@ echo "second half"
 		}
 	}
 	t.Logf("c ran %d times", len(h))
+}
+
+// TestClusterGraphNodeLoss: an async chain of five 1 s steps in a
+// 3-node cluster; the node running step 3 is killed -9 (and stays down):
+// the graph completes on the others, steps 1 and 2 not run again, step 3
+// run again after its lost attempt.
+func TestClusterGraphNodeLoss(t *testing.T) {
+	_, _, nodes := startFaultCluster(t, 2)
+	dir := t.TempDir()
+	path, _ := writeScript(t, dir, "g-sleep.sh", stepSleepBody)
+	nodes[0].registerProcess(t, "g-sleep", path)
+	waitTaskEverywhere(t, nodes, "g-sleep")
+	log := filepath.Join(dir, "steps.log")
+	var steps []*pb.GraphStep
+	prev := []string{}
+	for _, id := range []string{"s1", "s2", "s3", "s4", "s5"} {
+		s := step(id, "g-sleep", prev...)
+		s.Environment["LOG"] = log
+		steps, prev = append(steps, s), []string{id}
+	}
+	resp := nodes[0].invokeGraph(t, &pb.InvokeGraphRequest{ExecutionMode: pb.ExecutionMode_EXECUTION_MODE_ASYNC,
+		Parameters: []*pb.FunctionParameter{{Name: "input", Value: pb.BytesAny([]byte("through"))}}, Steps: steps})
+	id := resp.GetExecutionId()
+	deadline := time.Now().Add(finishBound)
+	for len(stepLog(t, log)["s3 start"]) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("step 3 never started")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	victim := nodeIndex(runningOn(t, nodes[0], execution.StepExecutionID(id, "s3")))
+	nodes[victim].kill()
+	alive := nodes[(victim+1)%3]
+	st := alive.waitFinal(t, id, 2*finishBound)
+	if r := st.GetResult(); r.GetStatus() != pb.ExecutionStatus_EXECUTION_STATUS_COMPLETED || output(t, r.GetResult()) != "through" {
+		t.Fatalf("graph after losing n%d: %v %q %s", victim+1, r.GetStatus(), output(t, r.GetResult()), r.GetErrorMessage())
+	}
+	got := alive.stepsOf(t, id)
+	for _, s := range []string{"s1", "s2"} {
+		if got[s].GetAttempts() != 1 || len(stepLog(t, log)[s+" start"]) != 1 {
+			t.Errorf("step %s ran again: %d attempts", s, got[s].GetAttempts())
+		}
+	}
+	h := alive.status(t, got["s3"].GetExecutionId()).GetResult().GetAttemptHistory()
+	if len(h) < 2 || h[0].GetErrorCode() != "ATTEMPT_LOST" || h[len(h)-1].GetStatus() != pb.ExecutionStatus_EXECUTION_STATUS_COMPLETED {
+		t.Errorf("step 3's history %v: want its lost attempt, then a completed one", h)
+	}
 }
