@@ -111,6 +111,7 @@ var (
 	MissingParameter        = Code{"MISSING_PARAMETER", ErrInvalidArgument}          // a required parameter not given
 	MissingTaskID           = Code{"MISSING_TASK_ID", ErrInvalidArgument}            // no task_id to invoke
 	MissingTaskName         = Code{"MISSING_TASK_NAME", ErrInvalidArgument}          // a new task without a name or id
+	GraphStopping           = Code{"GRAPH_STOPPING", ErrFailedPrecondition}          // requeue of a graph whose cancelled steps have not all stopped yet: try again
 	NotAGraph               = Code{"NOT_A_GRAPH", ErrFailedPrecondition}             // parent_id names an execution that is not a graph
 	NodeIDInUse             = Code{"NODE_ID_IN_USE", ErrAlreadyExists}               // another live node has this --node-id
 	NodeShuttingDown        = Code{"NODE_SHUTTING_DOWN", ErrUnavailable}             // the node is stopping: try another

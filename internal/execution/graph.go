@@ -39,10 +39,19 @@ type Graph struct {
 	// Output is the id of the step whose output is the graph's.
 	Output   string `json:"output"`
 	FailFast bool   `json:"fail_fast"`
-	// Deadline ends every step still running (zero: none).
-	Deadline time.Time `json:"deadline,omitzero"`
+	// Deadline ends every step still running (zero: none); TimeoutMs is
+	// what it was set from, for a requeue.
+	Deadline  time.Time `json:"deadline,omitzero"`
+	TimeoutMs int64     `json:"timeout_ms,omitempty"`
+	// Requeues counts how often the graph was queued again after it
+	// ended (RequeueExecution): its steps that did not complete run again.
+	Requeues int32 `json:"requeues,omitempty"`
 	// Env applies to every step (a step's own wins).
 	Env map[string]string `json:"env,omitempty"`
+	// Input is the graph's input (its root steps'), or InputRef where it
+	// is stored (a large one, or an uploaded artifact).
+	Input    []byte `json:"in,omitempty"`
+	InputRef string `json:"in_ref,omitempty"`
 	// States has one entry per step, in the order of Steps.
 	States []StepState `json:"states"`
 }
@@ -55,6 +64,10 @@ type StepState struct {
 	Attempts     int32  `json:"attempts,omitempty"`
 	ErrorCode    string `json:"err_code,omitempty"`
 	ErrorMessage string `json:"err,omitempty"`
+	// Base is the attempts the step's execution had made when a requeue
+	// of the graph ran it again: a report of an earlier run (no more
+	// attempts than Base) is stale.
+	Base int32 `json:"base,omitempty"`
 }
 
 // Started reports whether the step's execution was created.

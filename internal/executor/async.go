@@ -490,6 +490,9 @@ func (m *Async) Requeue(ctx context.Context, id string) (*execution.Record, erro
 	if err != nil {
 		return nil, err
 	}
+	if rec.Graph != nil {
+		return m.graphs.RequeueGraph(ctx, rec, rev)
+	}
 	if !rec.DeadLettered || rec.Spec == nil {
 		return nil, errdefs.NotDeadLettered.New("execution %q is %s, not dead-lettered: only executions whose retries ran out can be requeued", id, rec.Status)
 	}

@@ -19,6 +19,10 @@ import (
 // GraphTask is the task id graph executions are listed under.
 const GraphTask = "_graph"
 
+// maxInlineGraphInput is the largest graph input its record keeps; a
+// larger one is stored apart (store.Inputs).
+const maxInlineGraphInput = 64 << 10
+
 // StartGraph accepts a graph execution: its root steps are queued as
 // child executions, then its record is created RUNNING. Nothing
 // coordinates it afterwards: each step's end advances the graph (see
@@ -27,7 +31,7 @@ const GraphTask = "_graph"
 // caller built it (Graph validated, its steps' runtimes resolved); an
 // existing one with its id is returned with existing true when
 // idempotent, else EXECUTION_EXISTS.
-func (m *Graphs) StartGraph(ctx context.Context, rec *execution.Record, input []byte, inputRef string, idempotent bool) (*execution.Record, time.Duration, bool, error) {
+func (m *Graphs) StartGraph(ctx context.Context, rec *execution.Record, idempotent bool) (*execution.Record, time.Duration, bool, error) {
 	if old, _, err := m.store.Records.Get(ctx, rec.ID); err == nil {
 		if !idempotent {
 			return nil, 0, false, executionExists(rec.ID)
@@ -40,10 +44,18 @@ func (m *Graphs) StartGraph(ctx context.Context, rec *execution.Record, input []
 		return nil, 0, false, err
 	}
 	g := rec.Graph
+	if len(g.Input) > maxInlineGraphInput {
+		// Kept apart, for the root steps of a requeue.
+		ref, err := m.store.Inputs.Put(ctx, rec.ID, g.Input)
+		if err != nil {
+			return nil, 0, false, err
+		}
+		g.Input, g.InputRef = nil, ref
+	}
 	g.States = make([]execution.StepState, len(g.Steps))
 	rec.Status, rec.StartedAt, rec.Attempts = execution.StatusRunning, rec.CreatedAt, 1
 	for _, i := range graph.Next(g, m.opts.Now()).Start {
-		if err := m.startStep(ctx, rec, i, input, inputRef); err != nil {
+		if err := m.startStep(ctx, rec, i); err != nil {
 			return nil, 0, false, err
 		}
 	}
@@ -62,7 +74,7 @@ func (m *Graphs) StartGraph(ctx context.Context, rec *execution.Record, input []
 
 // startStep queues step i's execution (idempotent: its id is derived from
 // the graph's and the step's) and records it in the graph's state.
-func (m *Graphs) startStep(ctx context.Context, rec *execution.Record, i int, input []byte, inputRef string) error {
+func (m *Graphs) startStep(ctx context.Context, rec *execution.Record, i int) error {
 	g, s := rec.Graph, &rec.Graph.Steps[i]
 	env := maps.Clone(g.Env)
 	if len(s.Env) > 0 {
@@ -82,7 +94,7 @@ func (m *Graphs) startStep(ctx context.Context, rec *execution.Record, i int, in
 	case s.HasInput:
 		spec.Input = s.Input
 	case len(s.DependsOn) == 0:
-		spec.Input, spec.InputRef = input, inputRef
+		spec.Input, spec.InputRef = g.Input, g.InputRef
 	default:
 		spec.Upstream = upstreamOf(g, s)
 	}
@@ -93,6 +105,9 @@ func (m *Graphs) startStep(ctx context.Context, rec *execution.Record, i int, in
 	// graph.
 	if err := m.store.AdmitWork(); err != nil {
 		return err
+	}
+	if g.Requeues > 0 {
+		return m.restartStep(ctx, g, i, spec)
 	}
 	if err := m.store.Queue.Submit(ctx, spec, execution.NewRecord(spec)); err != nil {
 		return err
@@ -239,10 +254,10 @@ func (m *Graphs) refresh(ctx context.Context, rec *execution.Record, ended *exec
 			}
 		}
 		kids[i] = kid
-		if st.Status.Terminal() && !kid.Status.Terminal() || kid.Attempts < st.Attempts {
+		if st.Status.Terminal() && !kid.Status.Terminal() || kid.Attempts < st.Attempts || st.Base > 0 && kid.Attempts <= st.Base {
 			continue // a late report of a step the graph saw further on
 		}
-		next := execution.StepState{Status: kid.Status, ExecID: kid.ID, Attempts: kid.Attempts, ErrorCode: kid.ErrorCode, ErrorMessage: kid.ErrorMessage}
+		next := execution.StepState{Status: kid.Status, ExecID: kid.ID, Attempts: kid.Attempts, ErrorCode: kid.ErrorCode, ErrorMessage: kid.ErrorMessage, Base: st.Base}
 		if next != st {
 			rec.Graph.States[i], changed = next, true
 		}
@@ -254,7 +269,7 @@ func (m *Graphs) refresh(ctx context.Context, rec *execution.Record, ended *exec
 // ends the graph (cancels are sent once the record is stored).
 func (m *Graphs) apply(ctx context.Context, rec *execution.Record, kids map[int]*execution.Record, p graph.Plan) error {
 	for _, i := range p.Start {
-		err := m.startStep(ctx, rec, i, nil, "")
+		err := m.startStep(ctx, rec, i)
 		if errors.Is(err, errdefs.ErrNotFound) || errors.Is(err, errdefs.ErrFailedPrecondition) || errors.Is(err, errdefs.ErrInvalidArgument) {
 			// It can never start (its task was deleted, say): it fails,
 			// and the graph with it on the next advance.

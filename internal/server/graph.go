@@ -100,7 +100,8 @@ func (s *invocations) startGraph(ctx context.Context, req *pb.InvokeGraphRequest
 	if err != nil {
 		return nil, 0, false, err
 	}
-	return s.mgr.Graphs.StartGraph(ctx, rec, in, req.InputRef, req.IdempotencyKey != "")
+	rec.Graph.Input, rec.Graph.InputRef = in, req.InputRef
+	return s.mgr.Graphs.StartGraph(ctx, rec, req.IdempotencyKey != "")
 }
 
 // prepareGraph checks a graph request and builds the graph's record and
@@ -129,7 +130,7 @@ func (s *invocations) prepareGraph(ctx context.Context, req *pb.InvokeGraphReque
 	}
 	now := s.now()
 	if timeout := cmpOr(req.TimeoutMs, c.TimeoutMs); timeout > 0 {
-		g.Deadline = now.Add(time.Duration(timeout) * time.Millisecond)
+		g.Deadline, g.TimeoutMs = now.Add(time.Duration(timeout)*time.Millisecond), timeout
 	}
 	rec := execution.NewRecord(&execution.Spec{ExecutionID: id, TaskID: executor.GraphTask, Mode: mode,
 		Priority: req.Priority, Metadata: req.InvocationMetadata, CreatedAt: now, CallbackURL: req.CallbackUrl})

@@ -33,11 +33,12 @@ sleep "${SLEEP:-0}"
 echo "step $STEP gives up" >&2
 exit 3
 `
-	// stepFlakyBody fails until it has run $FAILS times (counted in
-	// $COUNT), then echoes its input.
-	stepFlakyBody = `n=$(cat "$COUNT" 2>/dev/null || echo 0); n=$((n + 1)); echo $n > "$COUNT"
+	// stepFlakyBody reads its input, then fails until it has run $FAILS
+	// times (counted in $COUNT), then echoes the input.
+	stepFlakyBody = `in=$(mktemp); cat > "$in"
+n=$(cat "$COUNT" 2>/dev/null || echo 0); n=$((n + 1)); echo $n > "$COUNT"
 [ "$n" -le "${FAILS:-2}" ] && exit 1
-cat
+cat "$in"
 `
 	// stepBigBody writes $BYTES bytes of "abc\n" lines.
 	stepBigBody = `yes abc | head -c "$BYTES"
@@ -515,5 +516,49 @@ func TestClusterGraphNodeLoss(t *testing.T) {
 	h := alive.status(t, got["s3"].GetExecutionId()).GetResult().GetAttemptHistory()
 	if len(h) < 2 || h[0].GetErrorCode() != "ATTEMPT_LOST" || h[len(h)-1].GetStatus() != pb.ExecutionStatus_EXECUTION_STATUS_COMPLETED {
 		t.Errorf("step 3's history %v: want its lost attempt, then a completed one", h)
+	}
+}
+
+// TestGraphRequeue: a graph that failed is requeued: its completed steps
+// are not run again, the failed one runs again with its retries anew, and
+// the one it skipped runs for the first time.
+func TestGraphRequeue(t *testing.T) {
+	n, dir := graphNode(t, "", 2)
+	log := filepath.Join(dir, "requeue.log")
+	a, f, z := step("A", "g-sleep"), step("F", "g-flaky", "A"), step("Z", "upper", "F")
+	a.Environment["LOG"], a.Environment["SLEEP"] = log, "0"
+	f.Environment["COUNT"], f.Environment["FAILS"] = filepath.Join(dir, "count"), "1"
+	resp := n.invokeGraph(t, &pb.InvokeGraphRequest{ExecutionMode: pb.ExecutionMode_EXECUTION_MODE_SYNC,
+		Parameters: []*pb.FunctionParameter{{Name: "input", Value: pb.BytesAny([]byte("x"))}}, Steps: []*pb.GraphStep{a, f, z}})
+	id := resp.GetExecutionId()
+	if r := resp.GetResult(); r.GetStatus() != pb.ExecutionStatus_EXECUTION_STATUS_FAILED || !strings.Contains(r.GetErrorMessage(), `step "F"`) {
+		t.Fatalf("first run: %v %s; want FAILED naming F", r.GetStatus(), r.GetErrorMessage())
+	}
+	// The graph answers FAILED as the steps it cancels stop: until they
+	// did, a requeue is refused (GRAPH_STOPPING).
+	deadline := time.Now().Add(finishBound)
+	for {
+		_, err := n.client.RequeueExecution(ctx(t, callTimeout), &pb.RequeueExecutionRequest{ExecutionId: id})
+		if err == nil {
+			break
+		}
+		if asRPCError(t, err, nil).reason != "GRAPH_STOPPING" || time.Now().After(deadline) {
+			t.Fatalf("requeue: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	st := n.waitFinal(t, id, finishBound)
+	if r := st.GetResult(); r.GetStatus() != pb.ExecutionStatus_EXECUTION_STATUS_COMPLETED || output(t, r.GetResult()) != "X" {
+		t.Fatalf("after the requeue: %v %q %s", r.GetStatus(), output(t, r.GetResult()), r.GetErrorMessage())
+	}
+	steps := n.stepsOf(t, id)
+	if runs := len(stepLog(t, log)["A start"]); runs != 1 || steps["A"].GetAttempts() != 1 {
+		t.Errorf("A ran %d times (%d attempts): want once", runs, steps["A"].GetAttempts())
+	}
+	if steps["F"].GetAttempts() != 2 {
+		t.Errorf("F: %d attempts; want 2", steps["F"].GetAttempts())
+	}
+	if _, err := n.client.RequeueExecution(ctx(t, callTimeout), &pb.RequeueExecutionRequest{ExecutionId: id}); asRPCError(t, err, nil).reason != "NOT_DEAD_LETTERED" {
+		t.Fatalf("requeue of a completed graph: %v; want NOT_DEAD_LETTERED", err)
 	}
 }
