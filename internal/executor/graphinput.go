@@ -154,3 +154,10 @@ func (m *stepInputs) watchUpstream(ctx context.Context, l *live, parentID string
 		}
 	}
 }
+
+// inputFailed reports whether a run was stopped because its input could
+// not be read whole (stepInput).
+func inputFailed(ctx context.Context) bool {
+	cause := context.Cause(ctx)
+	return ctx.Err() != nil && (errdefs.UpstreamRestarted.Is(cause) || errdefs.InputUnavailable.Is(cause))
+}

@@ -387,6 +387,10 @@ func (m *engine) settle(ctx context.Context, l *live, out *outputSink, sum outpu
 		m.fail(l, errdefs.PidsLimit, "the function hit its process limit (pids): a fork or thread was refused", true)
 	case out.overflowed():
 		m.classify(l, ctx, fmt.Errorf("%w: more than %d bytes", errOutputTooLarge, m.opts.MaxOutputBytes))
+	case inputFailed(ctx):
+		// Its input stopped short (a graph step's parent failed or runs
+		// again): whatever it did with part of it is not its result.
+		m.classify(l, ctx, context.Cause(ctx))
 	case err != nil:
 		m.classify(l, ctx, err)
 	case res.ExitCode == 0 && sum.storeErr != nil && partial:
