@@ -562,3 +562,41 @@ func TestGraphRequeue(t *testing.T) {
 		t.Fatalf("requeue of a completed graph: %v; want NOT_DEAD_LETTERED", err)
 	}
 }
+
+// TestGraphContinue: a step with on_failure CONTINUE that fails lets its
+// dependents run, given null and its error in place of its output; with
+// fail_fast off, a failing step's running sibling finishes.
+func TestGraphContinue(t *testing.T) {
+	n, _ := graphNode(t, "", 4)
+	c := step("C", "g-fail", "A")
+	c.OnFailure = pb.OnFailure_ON_FAILURE_CONTINUE
+	resp := n.invokeGraph(t, &pb.InvokeGraphRequest{ExecutionMode: pb.ExecutionMode_EXECUTION_MODE_SYNC,
+		Parameters: []*pb.FunctionParameter{{Name: "input", Value: pb.BytesAny([]byte("abc"))}},
+		Steps:      []*pb.GraphStep{step("A", "upper"), step("B", "rev", "A"), c, step("D", "echo", "B", "C")}})
+	if !resp.GetSuccess() {
+		t.Fatalf("graph: %s", resp.GetMessage())
+	}
+	var in struct {
+		B      *string
+		C      *string
+		Errors map[string]struct{ Code, Message string } `json:"$errors"`
+	}
+	out := output(t, resp.GetResult().GetResult())
+	if err := json.Unmarshal([]byte(out), &in); err != nil || in.B == nil || *in.B != "CBA" || in.C != nil ||
+		in.Errors["C"].Code != "FUNCTION_FAILED" || !strings.Contains(in.Errors["C"].Message, "gives up") {
+		t.Fatalf("D's input %s (%v): want B's output, C null and C's error", out, err)
+	}
+
+	noFailFast := false
+	b, f := step("B", "g-sleep", "A"), step("F", "g-fail", "A")
+	b.Environment["SLEEP"] = "1"
+	resp = n.invokeGraph(t, &pb.InvokeGraphRequest{ExecutionMode: pb.ExecutionMode_EXECUTION_MODE_SYNC, FailFast: &noFailFast,
+		Steps: []*pb.GraphStep{step("A", "echo"), b, f, step("D", "echo", "B", "F")}})
+	if r := resp.GetResult(); r.GetStatus() != pb.ExecutionStatus_EXECUTION_STATUS_FAILED || !strings.Contains(r.GetErrorMessage(), `step "F"`) {
+		t.Fatalf("graph without fail_fast: %v %s", r.GetStatus(), r.GetErrorMessage())
+	}
+	steps := n.stepsOf(t, resp.GetExecutionId())
+	if steps["B"].GetStatus() != pb.ExecutionStatus_EXECUTION_STATUS_COMPLETED || steps["D"].GetExecutionId() != "" {
+		t.Fatalf("without fail_fast: B %v (want it finished), D %v (want never started)", steps["B"], steps["D"])
+	}
+}
