@@ -145,11 +145,31 @@ func (s *Records) Claim(ctx context.Context, r *execution.Record, rev uint64) (u
 		return 0, uerr
 	}
 	if err != nil || s.awaitAll(ctx, []jetstream.PubAckFuture{idx}, "index execution record") != nil {
-		if err := s.indexRecord(ctx, r.TaskID, r.ID); err != nil {
-			s.log.Warn("execution not indexed: its task's listing misses it", "execution", r.ID, "err", err)
-		}
+		go s.indexSoon(r.TaskID, r.ID)
 	}
 	return n, nil
+}
+
+// indexSoon writes an execution's index entry in the background, trying
+// for as long as a cluster that lost a server may take to elect the index
+// stream's leader again: nothing else writes it once the execution runs
+// (a claim's entry that failed during an election was missing from its
+// task's listing for good, once in TestClusterChaos).
+func (s *core) indexSoon(taskID, id string) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	err := indexBackoff.Do(ctx, 0, func(int) error {
+		if s.nc.IsClosed() {
+			return retry.Permanent(nats.ErrConnectionClosed)
+		}
+		if _, err := s.index.Put(ctx, taskID+"."+id, nil); err != nil {
+			return s.unavailable("index execution record", err)
+		}
+		return nil
+	})
+	if err != nil {
+		s.log.Warn("execution not indexed: its task's listing misses it", "execution", id, "err", err)
+	}
 }
 
 // GetRecord returns the record of execution id and its revision.
