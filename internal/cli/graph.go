@@ -184,11 +184,9 @@ func (a *graphCommands) runGraph(cmd *cobra.Command, req *spearlet.InvokeGraphRe
 	}
 	req.Context = &spearlet.ExecutionContext{ExecutionId: o.execID, Environment: env}
 	if cmd.Flags().Changed("input") {
-		in, err := a.readInput(o.input)
-		if err != nil {
+		if req.Parameters, err = a.inputParams(cmd, o); err != nil {
 			return err
 		}
-		req.Parameters = []*spearlet.FunctionParameter{{Name: "input", Value: spearlet.BytesAny(in)}}
 	}
 	c, err := a.client()
 	if err != nil {

@@ -114,12 +114,8 @@ func (a *invokeCommands) invoke(cmd *cobra.Command, taskID string, o *invokeOpts
 			MaxRetries:  o.retries,
 		},
 	}
-	if cmd.Flags().Changed("input") {
-		in, err := a.readInput(o.input)
-		if err != nil {
-			return err
-		}
-		req.Parameters = []*spearlet.FunctionParameter{{Name: "input", Value: spearlet.BytesAny(in)}}
+	if req.Parameters, err = a.inputParams(cmd, o); err != nil {
+		return err
 	}
 
 	c, err := a.client()
@@ -172,6 +168,19 @@ func checkCallbackURL(s string) error {
 		return usageErrorf("--callback-url %q: want an absolute http:// or https:// URL", s)
 	}
 	return nil
+}
+
+// inputParams is --input as the request's one parameter (none without
+// the flag).
+func (a *invokeCommands) inputParams(cmd *cobra.Command, o *invokeOpts) ([]*spearlet.FunctionParameter, error) {
+	if !cmd.Flags().Changed("input") {
+		return nil, nil
+	}
+	in, err := a.readInput(o.input)
+	if err != nil {
+		return nil, err
+	}
+	return []*spearlet.FunctionParameter{{Name: "input", Value: spearlet.BytesAny(in)}}, nil
 }
 
 // readInput resolves --input: "@FILE", "-" (stdin) or literal text.

@@ -294,23 +294,7 @@ func TestGraphKill(t *testing.T) {
 	data := filepath.Join(t.TempDir(), "data")
 	n, dir := graphNode(t, data, 2)
 	log := filepath.Join(dir, "kill.log")
-	var steps []*pb.GraphStep
-	prev := []string{}
-	for _, id := range []string{"s1", "s2", "s3", "s4", "s5"} {
-		s := step(id, "g-sleep", prev...)
-		s.Environment["LOG"] = log
-		steps, prev = append(steps, s), []string{id}
-	}
-	resp := n.invokeGraph(t, &pb.InvokeGraphRequest{ExecutionMode: pb.ExecutionMode_EXECUTION_MODE_ASYNC,
-		Parameters: []*pb.FunctionParameter{{Name: "input", Value: pb.BytesAny([]byte("through"))}}, Steps: steps})
-	id := resp.GetExecutionId()
-	deadline := time.Now().Add(finishBound)
-	for len(stepLog(t, log)["s3 start"]) == 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("step 3 never started")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	id := startChain(t, n, log)
 	n.kill()
 	n2 := startNode(t, data, nodeOpts{workers: 2})
 	st := n2.waitFinal(t, id, 2*finishBound)
@@ -483,23 +467,7 @@ func TestClusterGraphNodeLoss(t *testing.T) {
 	nodes[0].registerProcess(t, "g-sleep", path)
 	waitTaskEverywhere(t, nodes, "g-sleep")
 	log := filepath.Join(dir, "steps.log")
-	var steps []*pb.GraphStep
-	prev := []string{}
-	for _, id := range []string{"s1", "s2", "s3", "s4", "s5"} {
-		s := step(id, "g-sleep", prev...)
-		s.Environment["LOG"] = log
-		steps, prev = append(steps, s), []string{id}
-	}
-	resp := nodes[0].invokeGraph(t, &pb.InvokeGraphRequest{ExecutionMode: pb.ExecutionMode_EXECUTION_MODE_ASYNC,
-		Parameters: []*pb.FunctionParameter{{Name: "input", Value: pb.BytesAny([]byte("through"))}}, Steps: steps})
-	id := resp.GetExecutionId()
-	deadline := time.Now().Add(finishBound)
-	for len(stepLog(t, log)["s3 start"]) == 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("step 3 never started")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	id := startChain(t, nodes[0], log)
 	victim := nodeIndex(runningOn(t, nodes[0], execution.StepExecutionID(id, "s3")))
 	nodes[victim].kill()
 	alive := nodes[(victim+1)%3]
@@ -599,4 +567,27 @@ func TestGraphContinue(t *testing.T) {
 	if steps["B"].GetStatus() != pb.ExecutionStatus_EXECUTION_STATUS_COMPLETED || steps["D"].GetExecutionId() != "" {
 		t.Fatalf("without fail_fast: B %v (want it finished), D %v (want never started)", steps["B"], steps["D"])
 	}
+}
+
+// startChain starts an async chain of five 1 s steps s1..s5 (logging to
+// log) with input "through" at n, and returns once step 3 started.
+func startChain(t *testing.T, n *node, log string) string {
+	t.Helper()
+	var steps []*pb.GraphStep
+	prev := []string{}
+	for _, id := range []string{"s1", "s2", "s3", "s4", "s5"} {
+		s := step(id, "g-sleep", prev...)
+		s.Environment["LOG"] = log
+		steps, prev = append(steps, s), []string{id}
+	}
+	resp := n.invokeGraph(t, &pb.InvokeGraphRequest{ExecutionMode: pb.ExecutionMode_EXECUTION_MODE_ASYNC,
+		Parameters: []*pb.FunctionParameter{{Name: "input", Value: pb.BytesAny([]byte("through"))}}, Steps: steps})
+	deadline := time.Now().Add(finishBound)
+	for len(stepLog(t, log)["s3 start"]) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("step 3 never started")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return resp.GetExecutionId()
 }
