@@ -35,7 +35,7 @@ func (m *stepInputs) stepInput(ctx context.Context, l *live, spec *execution.Spe
 			defer stopWatch()
 			err := m.copyOutput(ctx, ups[0], pw)
 			if err != nil {
-				l.stop(err, true)
+				l.failInput(err)
 			}
 			pw.CloseWithError(err)
 		}()
@@ -149,15 +149,8 @@ func (m *stepInputs) watchUpstream(ctx context.Context, l *live, parentID string
 			attempt = rec.Attempts
 		}
 		if !m.runsLive(rec) || rec.Attempts != attempt {
-			l.stop(errdefs.UpstreamRestarted.New("the step this one reads stopped without ending (its node died, or it runs again): this step runs again with it"), true)
+			l.failInput(errdefs.UpstreamRestarted.New("the step this one reads stopped without ending (its node died, or it runs again): this step runs again with it"))
 			return
 		}
 	}
-}
-
-// inputFailed reports whether a run was stopped because its input could
-// not be read whole (stepInput).
-func inputFailed(ctx context.Context) bool {
-	cause := context.Cause(ctx)
-	return ctx.Err() != nil && (errdefs.UpstreamRestarted.Is(cause) || errdefs.InputUnavailable.Is(cause))
 }

@@ -3,6 +3,7 @@ package executor
 import (
 	"context"
 	"errors"
+	"slices"
 	"time"
 
 	"github.com/spear-go/spear/internal/errdefs"
@@ -23,11 +24,7 @@ func (m *Graphs) RequeueGraph(ctx context.Context, rec *execution.Record, rev ui
 		if n := stopping(g); n > 0 {
 			return nil, errdefs.GraphStopping.New("graph %q ended, but %d of its steps are still stopping: try again in a moment", rec.ID, n)
 		}
-		for i, st := range g.States {
-			if st.Status != execution.StatusCompleted {
-				g.States[i] = execution.StepState{}
-			}
-		}
+		resetUnfinished(g)
 		g.Requeues++
 		now := m.opts.Now()
 		if g.TimeoutMs > 0 {
@@ -84,6 +81,23 @@ func (m *Graphs) restartStep(ctx context.Context, g *execution.Graph, i int, spe
 	}
 	g.States[i] = execution.StepState{Status: execution.StatusPending, ExecID: spec.ExecutionID, Attempts: old.Attempts, Base: old.Attempts}
 	return nil
+}
+
+// resetUnfinished clears the state of every step that did not complete,
+// and of every step downstream of one: a step's result stands only while
+// the outputs it read do.
+func resetUnfinished(g *execution.Graph) {
+	reset := make(map[string]bool, len(g.Steps))
+	for changed := true; changed; {
+		changed = false
+		for i, s := range g.Steps {
+			if reset[s.ID] || g.States[i].Status == execution.StatusCompleted && !slices.ContainsFunc(s.DependsOn, func(d string) bool { return reset[d] }) {
+				continue
+			}
+			reset[s.ID], changed = true, true
+			g.States[i] = execution.StepState{}
+		}
+	}
 }
 
 // stopping counts the steps of an ended graph that were started and have

@@ -246,6 +246,9 @@ type live struct {
 	// cancelCause is recorded when a cancel arrives before the run starts.
 	cancelCause error
 	force       bool
+	// inputErr is why its input stopped short (a graph step's parent
+	// failed or runs again): such a run never completes, however it ends.
+	inputErr error
 	// preCancelled says a cancel came just before it became live (see
 	// liveTable.markCancelled): that cancel is what ends it.
 	preCancelled bool
@@ -541,6 +544,23 @@ func (m *liveTable) forget(id string) {
 }
 
 // stop cancels a live execution with cause.
+// failInput records that the run's input stopped short, and stops it.
+func (l *live) failInput(err error) {
+	l.mu.Lock()
+	if l.inputErr == nil {
+		l.inputErr = err
+	}
+	l.mu.Unlock()
+	l.stop(err, true)
+}
+
+// inputFailure is why the run's input stopped short, or nil.
+func (l *live) inputFailure() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.inputErr
+}
+
 func (l *live) stop(cause error, force bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()

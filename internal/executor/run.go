@@ -387,10 +387,11 @@ func (m *engine) settle(ctx context.Context, l *live, out *outputSink, sum outpu
 		m.fail(l, errdefs.PidsLimit, "the function hit its process limit (pids): a fork or thread was refused", true)
 	case out.overflowed():
 		m.classify(l, ctx, fmt.Errorf("%w: more than %d bytes", errOutputTooLarge, m.opts.MaxOutputBytes))
-	case inputFailed(ctx):
+	case l.inputFailure() != nil:
 		// Its input stopped short (a graph step's parent failed or runs
-		// again): whatever it did with part of it is not its result.
-		m.classify(l, ctx, context.Cause(ctx))
+		// again): whatever it did with part of it is not its result, even
+		// when a cancel (its graph ended) stopped it first.
+		m.classify(l, ctx, l.inputFailure())
 	case err != nil:
 		m.classify(l, ctx, err)
 	case res.ExitCode == 0 && sum.storeErr != nil && partial:

@@ -122,7 +122,8 @@ func TestNext(t *testing.T) {
 		{name: "failure waits for siblings", spec: "a b:a c:a d:b,c", states: "CRF-", skip: []int{3}},
 		{name: "failure after siblings", spec: "a b:a c:a d:b,c", states: "CCF-", skip: []int{3}, status: execution.StatusFailed},
 		{name: "continue", spec: "a b:a c:a d:b,c", states: "CCF-", cont: "c", start: []int{3}},
-		{name: "deadline", spec: "a b:a c:b", states: "CR-", failFast: true, deadline: -time.Second, skip: []int{2}, stop: []int{1}, status: execution.StatusTimeout},
+		{name: "deadline", spec: "a b:a c:b", states: "CR-", failFast: true, deadline: -time.Second, skip: []int{2}, status: execution.StatusTimeout},
+		{name: "deadline stops the queued", spec: "a b:a c:a d:b,c", states: "CRP-", deadline: -time.Second, skip: []int{3}, stop: []int{2}, status: execution.StatusTimeout},
 		{name: "done before the deadline", spec: "a", states: "C", deadline: -time.Second, status: execution.StatusCompleted},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -15,7 +15,9 @@ type Plan struct {
 	// Skip are steps that will never start: the graph failed or timed
 	// out first. They end CANCELLED with UPSTREAM_FAILED.
 	Skip []int
-	// Cancel are running steps to stop: fail_fast, or the deadline.
+	// Cancel are unfinished steps to stop: with fail_fast, every one; at
+	// the deadline, those still queued (a running step's own deadline is
+	// its graph's: it stops then, TIMEOUT, without a cancel).
 	Cancel []int
 	// Outcome is the graph's terminal state, once it has one.
 	Outcome *Outcome
@@ -33,8 +35,9 @@ type Outcome struct {
 
 // Next decides what g does next at now. A step's final failure (with
 // on_failure FAIL) or the deadline fails the graph: the steps not started
-// are skipped, the running ones are cancelled with fail_fast (or at the
-// deadline) and else allowed to finish before the graph ends.
+// are skipped, the running ones are cancelled with fail_fast and else
+// allowed to finish before the graph ends; at the deadline they stop by
+// themselves.
 func Next(g *execution.Graph, now time.Time) Plan {
 	failed := firstFailure(g)
 	// Past the deadline, a graph that could still complete, or whose
@@ -52,7 +55,7 @@ func Next(g *execution.Graph, now time.Time) Plan {
 			}
 		case !st.Status.Terminal():
 			running++
-			if timedOut || failed >= 0 && g.FailFast {
+			if failed >= 0 && g.FailFast || timedOut && st.Status != execution.StatusRunning {
 				p.Cancel = append(p.Cancel, i)
 			}
 		}

@@ -12,6 +12,7 @@ import (
 
 	pb "github.com/spear-go/spear/api/spearlet"
 	"github.com/spear-go/spear/internal/execution"
+	"github.com/spear-go/spear/internal/testwait"
 )
 
 // Graph steps' scripts. Each appends "<step> start|end <unix ns>" to
@@ -282,7 +283,13 @@ func TestGraphTimeout(t *testing.T) {
 	if took < 1400*time.Millisecond || took > 5*time.Second {
 		t.Fatalf("the graph ended after %v; want about 1.5 s", took)
 	}
-	steps := n.stepsOf(t, resp.GetExecutionId())
+	// The graph ends as soon as it is past its deadline: b, running, ends
+	// by itself at that deadline, and says so in the graph a moment later.
+	var steps map[string]*pb.StepInfo
+	testwait.Until(t, "step b to end", func() bool {
+		steps = n.stepsOf(t, resp.GetExecutionId())
+		return steps["b"].GetStatus() != pb.ExecutionStatus_EXECUTION_STATUS_RUNNING
+	})
 	if steps["a"].GetStatus() != pb.ExecutionStatus_EXECUTION_STATUS_COMPLETED || steps["b"].GetStatus() != pb.ExecutionStatus_EXECUTION_STATUS_TIMEOUT {
 		t.Fatalf("steps: a %v, b %v; want a COMPLETED, b TIMEOUT", steps["a"], steps["b"])
 	}
