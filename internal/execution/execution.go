@@ -120,6 +120,11 @@ type Spec struct {
 	// chunks are stored from the first.
 	StreamsTo  bool `json:"streams_to,omitempty"`
 	LiveOutput bool `json:"live_out,omitempty"`
+	// Unrecorded says no record was stored when it was accepted: its queue
+	// message is its record (PENDING) until the worker that takes it
+	// creates the record, RUNNING. EstimatedMs is the record's.
+	Unrecorded  bool  `json:"unrec,omitempty"`
+	EstimatedMs int64 `json:"est_ms,omitempty"`
 }
 
 // OutputPartial reports whether Output holds only the first part of the
@@ -215,20 +220,21 @@ type Callback struct {
 // NewRecord returns the PENDING record of spec.
 func NewRecord(spec *Spec) *Record {
 	return &Record{
-		ID:         spec.ExecutionID,
-		TaskID:     spec.TaskID,
-		Function:   spec.Function,
-		Mode:       spec.Mode,
-		Status:     StatusPending,
-		Priority:   spec.Priority,
-		TimeoutMs:  spec.TimeoutMs,
-		MaxRetries: spec.MaxRetries,
-		Metadata:   spec.Metadata,
-		CreatedAt:  spec.CreatedAt,
-		ParentID:   spec.ParentID,
-		StepID:     spec.StepID,
-		ExitCode:   -1,
-		Callback:   newCallback(spec.CallbackURL),
+		ID:          spec.ExecutionID,
+		TaskID:      spec.TaskID,
+		Function:    spec.Function,
+		Mode:        spec.Mode,
+		Status:      StatusPending,
+		Priority:    spec.Priority,
+		TimeoutMs:   spec.TimeoutMs,
+		MaxRetries:  spec.MaxRetries,
+		Metadata:    spec.Metadata,
+		CreatedAt:   spec.CreatedAt,
+		EstimatedMs: spec.EstimatedMs,
+		ParentID:    spec.ParentID,
+		StepID:      spec.StepID,
+		ExitCode:    -1,
+		Callback:    newCallback(spec.CallbackURL),
 	}
 }
 

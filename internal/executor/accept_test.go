@@ -33,8 +33,10 @@ func TestKeyedSubmitCrash(t *testing.T) {
 			if _, _, _, err := crashing.Async.Submit(ctx, spec); err == nil || err.Error() != "killed" {
 				t.Fatalf("Submit with the injected crash = %v", err)
 			}
-			if _, _, err := h.st.Records.Get(ctx, spec.ExecutionID); !errors.Is(err, errdefs.ErrNotFound) {
-				t.Fatalf("a record exists before the crash point: %v", err)
+			// Queued, with no record stored yet: the queue message is its
+			// record (PENDING, revision 0).
+			if r, rev, err := h.st.Records.Get(ctx, spec.ExecutionID); err != nil || rev != 0 || r.Status != execution.StatusPending {
+				t.Fatalf("before the crash point: %v at revision %d, %v; want it queued with no record stored", r, rev, err)
 			}
 			restarted := h.newManager(Options{Workers: 1})
 			if r := h.stored(spec.ExecutionID); r.Status != execution.StatusCompleted || string(r.Output) != "once" {

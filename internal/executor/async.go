@@ -64,8 +64,8 @@ func (m *Async) Submit(ctx context.Context, spec *execution.Spec) (rec *executio
 			m.line.leave(band)
 		}
 	}()
+	spec.EstimatedMs = max(1, estimate.Milliseconds())
 	rec = execution.NewRecord(spec)
-	rec.EstimatedMs = max(1, estimate.Milliseconds())
 	if spec.IDGiven || spec.Idempotent {
 		rec, existing, err = m.submitKeyed(ctx, spec, rec, t.Limits.MaxQueued)
 		return rec, estimate, existing, err
@@ -74,10 +74,11 @@ func (m *Async) Submit(ctx context.Context, spec *execution.Spec) (rec *executio
 		rec, err = m.submitWithin(ctx, spec, rec, t.Limits.MaxQueued)
 		return rec, estimate, false, err
 	}
-	if err = m.store.Queue.Submit(ctx, spec, rec); err != nil {
-		// The record may have been written: it must not stay PENDING.
-		// Without a quorum that write waits as long as the one that
-		// failed: not with the caller.
+	if err = m.store.Queue.Accept(ctx, spec); err != nil {
+		// The message may have been stored all the same: a FAILED record
+		// makes the worker that takes it drop it. Without a quorum that
+		// write waits as long as the one that failed: not with the
+		// caller.
 		if errdefs.ClusterUnavailable.Is(err) {
 			go m.failUnqueued(rec, err)
 		} else {
@@ -271,9 +272,16 @@ func (m *dispatcher) completeCancelled(l *live, d *store.Delivery, rev uint64) {
 // run: the message was settled or handed back.
 func (m *dispatcher) readQueued(d *store.Delivery) (*execution.Record, uint64, bool) {
 	ctx, spec := m.baseCtx, d.Spec
+	if spec.Unrecorded && d.Attempt == 1 {
+		// Its record is created by its claim (unless a cancel did first).
+		return execution.NewRecord(spec), 0, true
+	}
 	// From the leader: with 3 copies, Get may answer from a replica
 	// behind it, which has not seen the record written a moment ago, or
 	// shows a requeued execution still finished (it would be dropped).
+	if d.Attempt == 1 {
+		return execution.NewRecord(spec), 0, true
+	}
 	rec, rev, err := m.store.Records.GetLatest(ctx, spec.ExecutionID)
 	if errors.Is(err, errdefs.ErrNotFound) {
 		// Not written yet (it is written with the message, and created

@@ -442,7 +442,7 @@ func (m *Manager) TaskStats(taskID string) (count int64, last execution.Status) 
 // Get returns the record of execution id: live from this node if it runs
 // here, otherwise from the store (any of its copies: reading from the
 // stream's leader would fail while a lost server's streams elect new
-// leaders).
+// leaders), or from the queue while no worker took it.
 func (m *Views) Get(ctx context.Context, id string) (*execution.Record, error) {
 	if err := execution.ValidateID(id); err != nil {
 		return nil, err
@@ -454,13 +454,6 @@ func (m *Views) Get(ctx context.Context, id string) (*execution.Record, error) {
 		return l.snapshot(), nil
 	}
 	r, _, err := m.store.Records.Get(ctx, id)
-	if errors.Is(err, errdefs.ErrNotFound) {
-		// Accepted but not recorded yet (or the store refused the record):
-		// the queue message is the execution.
-		if spec, qerr := m.store.Queue.Spec(ctx, id); qerr == nil {
-			return execution.NewRecord(spec), nil
-		}
-	}
 	return r, err
 }
 

