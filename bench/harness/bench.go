@@ -207,7 +207,7 @@ func (e *env) build(ctx context.Context) error {
 	if err := e.run(ctx, e.opts.Root, "go", "build", "-o", e.spear, "./cmd/spear"); err != nil {
 		return err
 	}
-	for _, b := range []string{"wasmhttp", "exechttp", "noop"} {
+	for _, b := range []string{"wasmhttp", "exechttp", "noop", "proxyhttp"} {
 		out := filepath.Join(e.tmp, b)
 		if err := e.run(ctx, e.opts.Root, "go", "build", "-o", out, "./bench/baseline/"+b); err != nil {
 			return err

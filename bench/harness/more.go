@@ -114,7 +114,8 @@ func (e *env) asyncRows(ctx context.Context) ([]Row, error) {
 	comp.ratios()
 	target{minThr: 0.7}.judge(&comp)
 	comp.Note = fmt.Sprintf("%d executions submitted at concurrency %d; first submit to last completion %s", len(accepted), conc, span.Round(time.Millisecond))
-	return []Row{acc, comp, e.durableRow(ctx)}, nil
+	rows := append([]Row{acc, comp}, e.asyncCurveRows(ctx, task)...)
+	return append(rows, e.asyncBreakdownRow(ctx, task), e.durableRow(ctx)), nil
 }
 
 // waitAll waits until every execution is terminal and returns how many

@@ -184,6 +184,13 @@ func (e *env) syncRows(ctx context.Context, rt string) ([]Row, error) {
 		}
 		rows = append(rows, r)
 	}
+	if rt == "wasm" {
+		r, err := e.proxyRow(ctx, task, spear)
+		if err != nil {
+			return rows, err
+		}
+		rows = append(rows, r)
+	}
 	// The same over the node's HTTP/1.1 port: like for like with the bare
 	// HTTP server, so gRPC's own cost is out of the ratio; for wasm also
 	// as JSON, what a curl user sends.
@@ -214,4 +221,19 @@ func joinNote(a, b string) string {
 		return b
 	}
 	return a + "; " + b
+}
+
+// proxyRow compares sync wasm echo at c32 with a warm Go HTTP upstream
+// behind a reverse proxy (the of-watchdog http shape): a function kept
+// running, no instance per request.
+func (e *env) proxyRow(ctx context.Context, task string, spear call) (Row, error) {
+	c, addr, err := e.startBaseline(ctx, "proxyhttp")
+	if err != nil {
+		return Row{}, err
+	}
+	defer e.procs.kill(c)
+	base := httpEcho(newHTTPClient(), "http://"+addr+"/", e.p.payload)
+	r := e.compare(ctx, "sync-wasm-proxy-c32", 32, spear, "warm Go http upstream behind a reverse proxy", base, target{minThr: 1.2})
+	r.Note = joinNote(r.Note, "Spear runs a fresh wasm instance per call; the baseline's function is a warm process")
+	return r, nil
 }

@@ -21,14 +21,16 @@ func (m *Views) OutputHead(ctx context.Context, id string, n int) ([]byte, error
 }
 
 // Wait blocks until execution id is terminal or ctx ends, and returns its
-// latest record.
+// latest record. It wakes on the record's writes (Records.Changes), so
+// the answer follows the final write at once; it also looks every
+// waitRecheck, in case a write was missed (the connection dropped).
 func (m *Views) Wait(ctx context.Context, id string) (*execution.Record, error) {
-	poll := 10 * time.Millisecond
+	changes, stop, err := m.store.Records.Changes(id)
+	if err == nil {
+		defer stop()
+	}
 	for {
-		m.mu.Lock()
-		l := m.live[id]
-		m.mu.Unlock()
-		if l != nil {
+		if l := m.liveOf(id); l != nil {
 			select {
 			case <-l.done:
 			case <-ctx.Done():
@@ -42,11 +44,17 @@ func (m *Views) Wait(ctx context.Context, id string) (*execution.Record, error) 
 		select {
 		case <-ctx.Done():
 			return r, nil
-		case <-time.After(poll):
+		case c := <-changes:
+			if c != nil && c.Status.Terminal() {
+				return c, nil
+			}
+		case <-time.After(waitRecheck):
 		}
-		poll = min(2*poll, 250*time.Millisecond)
 	}
 }
+
+// waitRecheck is how often Wait reads a record it was not told changed.
+const waitRecheck = time.Second
 
 // ofTask counts the executions of a task running or waiting on this
 // node (a finished one whose record is still being written does not count).
