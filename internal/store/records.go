@@ -56,22 +56,39 @@ func (s *core) indexRecord(ctx context.Context, taskID, id string) error {
 // stream leader refuses writes for a moment).
 var indexBackoff = retry.Backoff{Base: 50 * time.Millisecond, Max: time.Second}
 
-// PutRecord stores r, replacing any earlier version, and returns its
-// revision. The per-task index is written by CreateRecord and
-// PutRecordsAsync; an update of a record created by them needs none.
+// Put stores r, replacing any earlier version, and returns its revision;
+// r's index entry is written with it (it may be r's first write).
 func (s *Records) Put(ctx context.Context, r *execution.Record) (uint64, error) {
-	b, err := json.Marshal(r)
-	if err != nil {
-		return 0, fmt.Errorf("encode record: %w", err)
-	}
-	rev, err := s.execs.Put(ctx, r.ID, b)
-	if err != nil {
-		return 0, s.unavailable("store execution record", err)
-	}
-	return rev, nil
+	return s.indexed(ctx, r, func() (uint64, error) {
+		b, err := json.Marshal(r)
+		if err != nil {
+			return 0, fmt.Errorf("encode record: %w", err)
+		}
+		rev, err := s.execs.Put(ctx, r.ID, b)
+		if err != nil {
+			return 0, s.unavailable("store execution record", err)
+		}
+		return rev, nil
+	})
 }
 
-// PutRecordsAsync stores new records and their index entries, pipelining
+// indexed runs write, a write of r that may be its first, with r's index
+// entry written in the same round trip: an execution accepted with no
+// record (Queue.Accept) has none until its first write. An entry that
+// could not be written is written in the background (indexSoon).
+func (s *Records) indexed(ctx context.Context, r *execution.Record, write func() (uint64, error)) (uint64, error) {
+	idx, err := s.js.PublishAsync(kvSubject(BucketExecIndex, r.TaskID+"."+r.ID), nil)
+	n, werr := write()
+	if werr != nil {
+		return 0, werr
+	}
+	if err != nil || s.awaitAll(ctx, []jetstream.PubAckFuture{idx}, "index execution record") != nil {
+		go s.indexSoon(r.TaskID, r.ID)
+	}
+	return n, nil
+}
+
+// PutAll stores new records and their index entries, pipelining
 // the writes: one round trip for the whole batch rather than two per
 // record.
 func (s *Records) PutAll(ctx context.Context, recs []*execution.Record) error {
@@ -118,8 +135,16 @@ func (s *core) awaitAll(ctx context.Context, futs []jetstream.PubAckFuture, what
 }
 
 // Update stores r if the stored revision is still rev (0: if none is
-// stored); otherwise it returns an error wrapping ErrFailedPrecondition.
+// stored, and then with its index entry); otherwise it returns an error
+// wrapping ErrFailedPrecondition.
 func (s *Records) Update(ctx context.Context, r *execution.Record, rev uint64) (uint64, error) {
+	if rev == 0 { // its first write (see Get): indexed
+		return s.indexed(ctx, r, func() (uint64, error) { return s.update(ctx, r, 0) })
+	}
+	return s.update(ctx, r, rev)
+}
+
+func (s *Records) update(ctx context.Context, r *execution.Record, rev uint64) (uint64, error) {
 	b, err := json.Marshal(r)
 	if err != nil {
 		return 0, fmt.Errorf("encode record: %w", err)
@@ -140,15 +165,7 @@ func (s *Records) Update(ctx context.Context, r *execution.Record, rev uint64) (
 // that accepted the execution may not have (Queue.Accept writes none), or
 // may have died, or lost its stream's leader, before it did.
 func (s *Records) Claim(ctx context.Context, r *execution.Record, rev uint64) (uint64, error) {
-	idx, err := s.js.PublishAsync(kvSubject(BucketExecIndex, r.TaskID+"."+r.ID), nil)
-	n, uerr := s.Update(ctx, r, rev)
-	if uerr != nil {
-		return 0, uerr
-	}
-	if err != nil || s.awaitAll(ctx, []jetstream.PubAckFuture{idx}, "index execution record") != nil {
-		go s.indexSoon(r.TaskID, r.ID)
-	}
-	return n, nil
+	return s.indexed(ctx, r, func() (uint64, error) { return s.update(ctx, r, rev) })
 }
 
 // indexSoon writes an execution's index entry in the background, trying

@@ -513,6 +513,25 @@ func TestAcceptUnrecorded(t *testing.T) {
 	if got := listed(ListFilter{TaskID: "t", Limit: 10}); !slices.Equal(got, []string{"a1:RUNNING", "b1:PENDING"}) {
 		t.Fatalf("List after the claim = %v; want a1 once, RUNNING", got)
 	}
+	// A first write indexes it (a claim, or a cancel's Update at revision
+	// 0): once its message is gone from the queue (acked), its task's
+	// listing still has it.
+	if err := s.Queue.Accept(ctx, spec("c1")); err != nil {
+		t.Fatal(err)
+	}
+	c := execution.NewRecord(spec("c1"))
+	c.Status = execution.StatusCancelled
+	if _, err := s.Records.Update(ctx, c, 0); err != nil {
+		t.Fatalf("cancel of the unrecorded execution: %v", err)
+	}
+	for d := fetchOne(t, s, 5*time.Second); d != nil; d = fetchOne(t, s, 100*time.Millisecond) {
+		if err := d.Ack(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := listed(ListFilter{TaskID: "t", Limit: 10}); !slices.Equal(got, []string{"a1:RUNNING", "b1:PENDING", "c1:CANCELLED"}) {
+		t.Fatalf("List after their messages were acked = %v; want a1 and c1 still listed", got)
+	}
 }
 
 func TestQueueAckWaitRedelivers(t *testing.T) {
