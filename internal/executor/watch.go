@@ -233,6 +233,10 @@ func (m *Views) Watch(ctx context.Context, id string, send func(*execution.Recor
 	if err := execution.ValidateID(id); err != nil {
 		return err
 	}
+	changes, stop, err := m.store.Records.Changes(id)
+	if err == nil {
+		defer stop()
+	}
 	var last execution.Status
 	lastAttempts := int32(-1)
 	for {
@@ -252,14 +256,33 @@ func (m *Views) Watch(ctx context.Context, id string, send func(*execution.Recor
 		if rec.Status.Terminal() {
 			return nil
 		}
-		var done <-chan struct{}
-		if l := m.liveOf(id); l != nil {
-			done = l.done
-		}
-		if err := m.pause(ctx, done, 20*time.Millisecond); err != nil {
+		if err := m.awaitChange(ctx, id, changes); err != nil {
 			return nil
 		}
 	}
+}
+
+// awaitChange waits until execution id's record may have changed: it was
+// written (changes), its run here ended, or, should a write go unseen,
+// waitRecheck passed; a run live here is also looked at every 20 ms (its
+// RUNNING record is not rewritten as it runs). It returns ctx's error if
+// ctx ended.
+func (m *Views) awaitChange(ctx context.Context, id string, changes <-chan *execution.Record) error {
+	var done <-chan struct{}
+	wait := waitRecheck
+	if l := m.liveOf(id); l != nil {
+		done, wait = l.done, 20*time.Millisecond
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-changes:
+	case <-done:
+	case <-t.C:
+	}
+	return nil
 }
 
 // pause waits for d, done or ctx, whichever comes first; it returns ctx's
