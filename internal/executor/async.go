@@ -279,9 +279,6 @@ func (m *dispatcher) readQueued(d *store.Delivery) (*execution.Record, uint64, b
 	// From the leader: with 3 copies, Get may answer from a replica
 	// behind it, which has not seen the record written a moment ago, or
 	// shows a requeued execution still finished (it would be dropped).
-	if d.Attempt == 1 {
-		return execution.NewRecord(spec), 0, true
-	}
 	rec, rev, err := m.store.Records.GetLatest(ctx, spec.ExecutionID)
 	if errors.Is(err, errdefs.ErrNotFound) {
 		// Not written yet (it is written with the message, and created
@@ -326,7 +323,11 @@ func (m *dispatcher) claim(l *live, d *store.Delivery, rev uint64) bool {
 	l.mu.Unlock()
 	claim.Status, claim.Node, claim.StartedAt = execution.StatusRunning, m.opts.NodeID, m.opts.Now()
 	claim.Attempts++
-	if n, err := m.store.Records.Claim(ctx, &claim, rev); err == nil {
+	n, err := m.store.Records.Claim(ctx, &claim, rev)
+	if rev == 0 && errors.Is(err, errdefs.ErrFailedPrecondition) {
+		n, err = m.claimCreated(ctx, l, &claim)
+	}
+	if err == nil {
 		l.mu.Lock()
 		l.claimed = n
 		l.mu.Unlock()
@@ -356,6 +357,24 @@ func (m *dispatcher) claim(l *live, d *store.Delivery, rev uint64) bool {
 	close(l.done)
 	m.lives.forget(id)
 	return false
+}
+
+// claimCreated claims an execution read from its queue message (revision
+// 0) whose record was created since: by its submission (a keyed one writes
+// it right after the message), then it is claimed as it is now; by a
+// cancel or another worker, then the claim fails.
+func (m *dispatcher) claimCreated(ctx context.Context, l *live, claim *execution.Record) (uint64, error) {
+	cur, rev, err := m.store.Records.GetLatest(ctx, claim.ID)
+	if err != nil || cur.Status != execution.StatusPending || rev == 0 {
+		return 0, fmt.Errorf("execution %q was recorded meanwhile: %w", claim.ID, errdefs.ErrFailedPrecondition)
+	}
+	l.mu.Lock()
+	l.rec = cur
+	l.mu.Unlock()
+	*claim = *cur
+	claim.Status, claim.Node, claim.StartedAt = execution.StatusRunning, m.opts.NodeID, m.opts.Now()
+	claim.Attempts++
+	return m.store.Records.Claim(ctx, claim, rev)
 }
 
 // lostAttempt is the history entry of the attempt a stored record says is

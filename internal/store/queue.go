@@ -161,20 +161,6 @@ func (s *Queue) Submit(ctx context.Context, spec *execution.Spec, rec *execution
 	// absent: with 3 copies the record's stream may commit it after a
 	// worker, which found none, created and claimed it; a plain put would
 	// then set the running execution back to PENDING.
-	_ = b
-	if true {
-		qF, err := s.js.PublishAsync(queueSubject(spec), msg, jetstream.WithMsgID(msgID(spec)))
-		if err != nil {
-			return s.unavailable("enqueue execution", err)
-		}
-		qctx, cancel := s.bounded(ctx)
-		defer cancel()
-		if err := s.awaitAll(qctx, []jetstream.PubAckFuture{qF}, "enqueue execution"); err != nil {
-			return err
-		}
-		s.announce(spec)
-		return nil
-	}
 	recF, err := s.js.PublishAsync(kvSubject(BucketExecutions, rec.ID), b, jetstream.WithExpectLastSequencePerSubject(0))
 	if err != nil {
 		return s.unavailable("create execution record", err)
