@@ -91,8 +91,12 @@ func (m *Async) estimate(ctx context.Context, t *task.Task, band int, join bool)
 		typical = 100 * time.Millisecond
 	}
 	m.refreshLine(ctx)
-	ahead := m.line.ahead(band, join)
-	busy, slots := m.capacityFor(string(t.Artifact.Type))
+	// The line and the executions in flight are read together: one taken
+	// from the queue leaves the one as it joins the other (start).
+	m.mu.Lock()
+	ahead, inFlight := m.line.ahead(band, join), m.asyncInFlight
+	m.mu.Unlock()
+	busy, slots := m.capacityFor(string(t.Artifact.Type), inFlight)
 	if c := int(t.Limits.MaxConcurrency); c > 0 {
 		slots = min(slots, c)
 	}
@@ -101,11 +105,9 @@ func (m *Async) estimate(ctx context.Context, t *task.Task, band int, join bool)
 
 // capacityFor is the run slots of every live node that has runtime rt
 // and how many of them are taken (with the executions waiting there for
-// one): this node's now, the others' as the node registry last saw them.
-func (m *Async) capacityFor(rt string) (busy int64, slots int) {
-	m.mu.Lock()
-	inFlight := m.asyncInFlight
-	m.mu.Unlock()
+// one, and this node's inFlight): this node's now, the others' as the
+// node registry last saw them.
+func (m *Async) capacityFor(rt string, inFlight int) (busy int64, slots int) {
 	free, waiting := m.slots.state()
 	busy, slots = int64(max(inFlight, m.opts.Workers-free+waiting)), m.opts.Workers
 	if m.opts.Peers == nil {

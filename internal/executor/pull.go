@@ -135,10 +135,10 @@ func (m *dispatcher) start(d *store.Delivery) {
 		return
 	}
 	m.asyncInFlight++
-	m.mu.Unlock()
 	if d.Spec.Mode == execution.ModeAsync {
 		m.line.leave(store.Band(d.Spec.Priority)) // no longer waiting: in flight
 	}
+	m.mu.Unlock()
 	m.reserved.Add(1)
 	m.wg.Add(1)
 	go m.runDelivery(d, sync.OnceFunc(func() { m.reserved.Add(-1) }))

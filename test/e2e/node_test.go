@@ -317,16 +317,23 @@ func (n *node) waitFinal(t *testing.T, id string, bound time.Duration) *pb.GetEx
 	return n.waitStatus(t, id, bound, func(s pb.ExecutionStatus) bool { return s.Terminal() })
 }
 
-// waitStatus polls GetExecutionStatus until ok(status) holds.
+// waitStatus polls GetExecutionStatus until ok(status) holds. UNAVAILABLE
+// (a cluster electing its streams' leaders after losing a server) is
+// asked again, as a client is told to, until bound.
 func (n *node) waitStatus(t *testing.T, id string, bound time.Duration, ok func(pb.ExecutionStatus) bool) *pb.GetExecutionStatusResponse {
 	t.Helper()
 	deadline := time.Now().Add(bound)
 	for {
-		resp := n.status(t, id)
-		if resp.GetFound() && ok(resp.GetResult().GetStatus()) {
+		c, cancel := context.WithTimeout(t.Context(), callTimeout)
+		resp, err := n.client.GetExecutionStatus(c,
+			&pb.GetExecutionStatusRequest{ExecutionId: id, IncludeResult: true, IncludeLogs: true})
+		cancel()
+		switch {
+		case err != nil && (status.Code(err) != codes.Unavailable || time.Now().After(deadline)):
+			t.Fatalf("GetExecutionStatus(%s): %v", id, err)
+		case err == nil && resp.GetFound() && ok(resp.GetResult().GetStatus()):
 			return resp
-		}
-		if time.Now().After(deadline) {
+		case time.Now().After(deadline):
 			t.Fatalf("execution %s: still %v (found=%v, %q) after %v",
 				id, resp.GetResult().GetStatus(), resp.GetFound(), resp.GetMessage(), bound)
 		}
