@@ -536,7 +536,6 @@ func (m *liveTable) forget(id string) {
 	m.mu.Unlock()
 }
 
-// stop cancels a live execution with cause.
 // failInput records that the run's input stopped short, and stops it.
 func (l *live) failInput(err error) {
 	l.mu.Lock()
@@ -554,6 +553,7 @@ func (l *live) inputFailure() error {
 	return l.inputErr
 }
 
+// stop cancels a live execution with cause.
 func (l *live) stop(cause error, force bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()

@@ -134,9 +134,7 @@ func (s *Queue) Accept(ctx context.Context, spec *execution.Spec) error {
 	if err != nil {
 		return err
 	}
-	qctx, cancel := s.bounded(ctx)
-	defer cancel()
-	if _, err := s.publishQueued(qctx, queueSubject(spec), msg, jetstream.WithMsgID(msgID(spec))); err != nil {
+	if _, err := s.publishQueued(ctx, queueSubject(spec), msg, jetstream.WithMsgID(msgID(spec))); err != nil {
 		return s.unavailable("enqueue execution", err)
 	}
 	s.announce(spec)

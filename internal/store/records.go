@@ -196,26 +196,26 @@ func (s *core) indexSoon(taskID, id string) {
 // revision 0 (an Update at revision 0 writes it only if it is still
 // absent).
 func (s *Records) Get(ctx context.Context, id string) (*execution.Record, uint64, error) {
-	return s.orQueued(ctx, id)(s.getStored(ctx, id))
+	r, rev, err := s.getStored(ctx, id)
+	return s.orQueued(ctx, id, r, rev, err)
 }
 
-// orQueued returns, for a record read of id, the queued record of id when
-// none is stored (see Get). A message gone from the queue too may have
-// been taken, run and acked since the record was read: it is read again.
-func (s *Records) orQueued(ctx context.Context, id string) func(*execution.Record, uint64, error) (*execution.Record, uint64, error) {
-	return func(r *execution.Record, rev uint64, err error) (*execution.Record, uint64, error) {
-		if !errors.Is(err, errdefs.ErrNotFound) {
-			return r, rev, err
-		}
-		spec, qerr := s.queuedSpec(ctx, id)
-		if errors.Is(qerr, errdefs.ErrNotFound) {
-			return s.getLatestStored(ctx, id)
-		}
-		if qerr != nil {
-			return nil, 0, err
-		}
-		return execution.NewRecord(spec), 0, nil
+// orQueued returns a record read of id (r, rev, err) as it is, or the
+// queued record of id when none is stored (see Get). A message gone from
+// the queue too may have been taken, run and acked since the record was
+// read: it is read again.
+func (s *Records) orQueued(ctx context.Context, id string, r *execution.Record, rev uint64, err error) (*execution.Record, uint64, error) {
+	if !errors.Is(err, errdefs.ErrNotFound) {
+		return r, rev, err
 	}
+	spec, qerr := s.queuedSpec(ctx, id)
+	if errors.Is(qerr, errdefs.ErrNotFound) {
+		return s.getLatestStored(ctx, id)
+	}
+	if qerr != nil {
+		return nil, 0, err
+	}
+	return execution.NewRecord(spec), 0, nil
 }
 
 func (s *Records) getStored(ctx context.Context, id string) (*execution.Record, uint64, error) {
@@ -564,7 +564,8 @@ func (s *Records) Changes(id string) (records <-chan *execution.Record, stop fun
 // copies; with one, it is Get). Use it where a stale answer would drop work: deciding that a
 // queued execution is already finished, or gone.
 func (s *Records) GetLatest(ctx context.Context, id string) (*execution.Record, uint64, error) {
-	return s.orQueued(ctx, id)(s.getLatestStored(ctx, id))
+	r, rev, err := s.getLatestStored(ctx, id)
+	return s.orQueued(ctx, id, r, rev, err)
 }
 
 func (s *Records) getLatestStored(ctx context.Context, id string) (*execution.Record, uint64, error) {
