@@ -164,7 +164,11 @@ func (e *env) runGroup(ctx context.Context, g string) (rows []Row) {
 	case "sync-wasm":
 		rows, err = e.syncRows(ctx, "wasm")
 	case "sync-process":
-		rows, err = e.syncRows(ctx, "process")
+		if rows, err = e.syncRows(ctx, "process"); err == nil {
+			var more []Row
+			more, err = e.sparesRows(ctx)
+			rows = append(rows, more...)
+		}
 	case "sync-docker":
 		rows, err = e.syncRows(ctx, "docker")
 	case "stream":

@@ -3,6 +3,9 @@ package harness
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
+	"strings"
 
 	pb "github.com/spear-go/spear/api/spearlet"
 	"github.com/spear-go/spear/internal/errdefs"
@@ -21,19 +24,32 @@ func (e *env) sandboxRows(ctx context.Context) ([]Row, error) {
 	if level == "" || level == "off" {
 		return nil, fmt.Errorf("the main node reports sandbox %q: %w", level, errdefs.ErrFailedPrecondition)
 	}
-	off, err := e.startNode(ctx, "", "--sandbox", "off")
+	rows, err := e.againstNode(ctx, "sandbox-process", []string{"--sandbox", "off"}, map[int]target{1: {maxLat: 1.10}})
 	if err != nil {
 		return nil, err
 	}
-	defer e.stopNode(off)
-	const task = "bench-process-echo"
-	if err := off.register(ctx, task, "process", e.bins["echo"]); err != nil {
+	rows[0].Note = joinNote(rows[0].Note, "sandbox "+level)
+	return rows, nil
+}
+
+// againstNode compares sync invocations of the process echo on the main
+// node with the same on a node started with flags, in interleaved rounds
+// of the same run, at each concurrency targets names (rows id-c<conc>).
+func (e *env) againstNode(ctx context.Context, id string, flags []string, targets map[int]target) ([]Row, error) {
+	other, err := e.startNode(ctx, "", flags...)
+	if err != nil {
+		return nil, err
+	}
+	defer e.stopNode(other)
+	if err := other.register(ctx, taskEcho, "process", e.bins["echo"]); err != nil {
 		return nil, err
 	}
 	in := e.p.payload
-	on := func(ctx context.Context, _ int) error { return e.main.invokeSync(ctx, task, in) }
-	bare := func(ctx context.Context, _ int) error { return off.invokeSync(ctx, task, in) }
-	r := e.compare(ctx, "sandbox-process-c1", 1, on, "node with --sandbox off", bare, target{maxLat: 1.10})
-	r.Note = joinNote(r.Note, "sandbox "+level)
-	return []Row{r}, nil
+	main := func(ctx context.Context, _ int) error { return e.main.invokeSync(ctx, taskEcho, in) }
+	base := func(ctx context.Context, _ int) error { return other.invokeSync(ctx, taskEcho, in) }
+	var rows []Row
+	for _, conc := range slices.Sorted(maps.Keys(targets)) {
+		rows = append(rows, e.compare(ctx, fmt.Sprintf("%s-c%d", id, conc), conc, main, "node with "+strings.Join(flags, " "), base, targets[conc]))
+	}
+	return rows, nil
 }

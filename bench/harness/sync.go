@@ -145,6 +145,7 @@ func (e *env) syncRows(ctx context.Context, rt string) ([]Row, error) {
 		base     call
 		baseName string
 		t        target
+		byConc   map[int]target // t by concurrency, where it differs
 		note     string
 	)
 	switch rt {
@@ -161,7 +162,8 @@ func (e *env) syncRows(ctx context.Context, rt string) ([]Row, error) {
 			return nil, err
 		}
 		defer e.procs.kill(c)
-		base, baseName, t = httpEcho(newHTTPClient(), "http://"+addr+"/", in), "bare fork/exec http", target{1.2, 0.8}
+		base, baseName = httpEcho(newHTTPClient(), "http://"+addr+"/", in), "bare fork/exec http"
+		byConc = map[int]target{1: {maxLat: 0.8}, 32: {minThr: 1.0}}
 	case "docker":
 		if e.docker == "" {
 			return []Row{{ID: "sync-docker", Status: StatusSkip, Note: "skipped: no engine"}}, nil
@@ -175,7 +177,7 @@ func (e *env) syncRows(ctx context.Context, rt string) ([]Row, error) {
 	spear := func(ctx context.Context, _ int) error { return e.main.invokeSync(ctx, task, in) }
 	var rows []Row
 	for _, conc := range concs {
-		r := e.compare(ctx, fmt.Sprintf("sync-%s-c%d", rt, conc), conc, spear, baseName, base, t)
+		r := e.compare(ctx, fmt.Sprintf("sync-%s-c%d", rt, conc), conc, spear, baseName, base, targetAt(t, byConc, conc))
 		if note != "" && conc != 1 {
 			r.Note = joinNote(r.Note, note)
 		}
@@ -208,12 +210,20 @@ func (e *env) syncRows(ctx context.Context, rt string) ([]Row, error) {
 	for _, h := range https {
 		spearHTTP := func(ctx context.Context, _ int) error { return h.invoke(ctx, task, in) }
 		for _, conc := range concs {
-			r := e.compare(ctx, fmt.Sprintf("sync-%s-%s-c%d", rt, h.suffix, conc), conc, spearHTTP, baseName, base, t)
+			r := e.compare(ctx, fmt.Sprintf("sync-%s-%s-c%d", rt, h.suffix, conc), conc, spearHTTP, baseName, base, targetAt(t, byConc, conc))
 			r.Note = joinNote(r.Note, h.note)
 			rows = append(rows, r)
 		}
 	}
 	return rows, nil
+}
+
+// targetAt is the target at concurrency conc: byConc's, else t.
+func targetAt(t target, byConc map[int]target, conc int) target {
+	if c, ok := byConc[conc]; ok {
+		return c
+	}
+	return t
 }
 
 func joinNote(a, b string) string {

@@ -838,6 +838,22 @@ func TestTask(t *testing.T) {
 			}}},
 		},
 		{
+			name:  "create with artifact metadata",
+			args:  []string{"task", "create", "pre", "--location", "/bin/cat", "--artifact-meta", "prestart=false"},
+			setup: registerEcho,
+			calls: []rpcCall{{"RegisterTask", &spearlet.RegisterTaskRequest{
+				TaskName:     "pre",
+				ArtifactSpec: &spearlet.ArtifactSpec{ArtifactType: "process", Location: "/bin/cat", Metadata: map[string]string{"prestart": "false"}},
+			}}},
+		},
+		{
+			name:      "create with malformed artifact metadata",
+			args:      []string{"task", "create", "x", "--location", "/a", "--artifact-meta", "prestart"},
+			code:      2,
+			stderrHas: []string{"--artifact-meta"},
+			callsSet:  true,
+		},
+		{
 			name:      "create with an unknown network",
 			args:      []string{"task", "create", "x", "--location", "/a", "--network", "bridge"},
 			code:      2,

@@ -77,6 +77,7 @@ environment, which wins over the file.`,
 	f.StringVar(&cfg.DockerHost, "docker-host", "", "Docker Engine API address (default: DOCKER_HOST or the local socket)")
 	f.StringVar(&cfg.Sandbox, "sandbox", "auto", "process sandbox: auto (every level the host allows: slot uid, no_new_privs, Landlock, seccomp, cgroups, loopback-only network; see docs/SECURITY.md) or off (benchmarks, debugging)")
 	f.IntVar(&cfg.SandboxUIDBase, "sandbox-uid-base", 0, "first uid of the sandbox's run slots (1024 uids; 0: derived from the node id; set distinct bases for nodes sharing a host)")
+	f.IntVar(&cfg.ProcessSpares, "process-spares", node.DefaultProcessSpares, "process functions started ahead of their invocations, for tasks called often, at most this many on the node (0: none; see docs/RATIONALE.md)")
 	f.IntVar(&cfg.Workers, "workers", 0, "executions that run at once (default: max(4, 2 x CPUs))")
 	f.DurationVar(&cfg.DefaultTimeout, "default-timeout", 5*time.Minute, "execution timeout when the invocation names none")
 	f.DurationVar(&cfg.MaxTimeout, "max-timeout", time.Hour, "cap on any execution timeout")

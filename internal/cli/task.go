@@ -186,6 +186,7 @@ func (a *taskCommands) printTaskAnswer(resp proto.Message, t *spearlet.TaskInfo,
 // "task create" and "task update".
 type artifactOpts struct {
 	location, upload, typ, checksum, version string
+	meta                                     []string
 }
 
 // register adds the artifact flags to cmd; --location and --upload
@@ -197,6 +198,7 @@ func (o *artifactOpts) register(cmd *cobra.Command, typeUsage string) {
 	f.StringVar(&o.typ, "type", "", typeUsage)
 	f.StringVar(&o.checksum, "checksum", "", "expected artifact checksum, sha256:<hex>")
 	f.StringVar(&o.version, "version", "", "artifact version")
+	f.StringArrayVar(&o.meta, "artifact-meta", nil, "artifact metadata KEY=VALUE, the runtime's options (repeatable): process prestart=false; docker network, user, writable_rootfs, pids_limit")
 	cmd.MarkFlagsMutuallyExclusive("location", "upload")
 }
 
@@ -224,7 +226,11 @@ func (o *artifactOpts) check() error {
 // artifactSpec is the artifact the flags name; --upload uploads the file
 // first and names the location the node returns.
 func (a *taskCommands) artifactSpec(ctx context.Context, c spearlet.FunctionServiceClient, o *artifactOpts) (*spearlet.ArtifactSpec, error) {
-	spec := &spearlet.ArtifactSpec{ArtifactType: o.typ, Version: o.version, Checksum: o.checksum}
+	meta, err := parseKVs("artifact-meta", o.meta)
+	if err != nil {
+		return nil, err
+	}
+	spec := &spearlet.ArtifactSpec{ArtifactType: o.typ, Version: o.version, Checksum: o.checksum, Metadata: meta}
 	if o.upload == "" {
 		if o.location != "" {
 			loc, err := absLocation(o.location, o.typ)

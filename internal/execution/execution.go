@@ -98,6 +98,10 @@ type Spec struct {
 	CreatedAt  time.Time         `json:"created"`
 	// IDGiven says the caller chose ExecutionID (it may be a duplicate).
 	IDGiven bool `json:"id_given,omitempty"`
+	// IDUnseen says the node made ExecutionID and nobody has seen it yet:
+	// a sync run may take another one made by the node (the id a process
+	// was started ahead as: see runtime.Prestarter). Never stored.
+	IDUnseen bool `json:"-"`
 	// CallbackURL receives the final record.
 	CallbackURL string `json:"callback,omitempty"`
 	// Requeues counts how often a dead-lettered execution was queued again;

@@ -46,6 +46,9 @@ func (m *SyncRuns) Run(ctx context.Context, spec *execution.Spec, onChunk func(C
 	if forward {
 		return m.fwd.forward(ctx, spec, t, onChunk)
 	}
+	if release := reserveSpare(spec, art, rt, t.Limits); release != nil {
+		defer release()
+	}
 	return m.runHere(ctx, spec, t, art, rt, onChunk, keeper{keep: m.keepLocal})
 }
 
@@ -315,25 +318,46 @@ func (m *engine) execute(ctx context.Context, l *live, rt spearrt.Runtime, art s
 		return
 	}
 	defer closeInput()
-	inv := &spearrt.Invocation{
-		ExecutionID:      spec.ExecutionID,
-		Artifact:         art,
-		Function:         spec.Function,
-		Input:            in,
-		Env:              spec.Env,
-		Attempt:          attempt,
-		Stdout:           out,
-		Stderr:           logs,
-		MemoryLimitBytes: limits.MemoryLimitBytes,
-		PidsLimit:        limits.PidsLimit,
-		HostNetwork:      limits.Network == task.NetworkHost,
-	}
+	inv := invocation(spec, art, limits, attempt)
+	inv.Input, inv.Stdout, inv.Stderr = in, out, logs
 	res, err := rt.Run(ctx, inv)
 	end := m.opts.Now()
 	sum := out.finish(context.WithoutCancel(ctx))
 	m.recordRun(l, start, end, sum, logs, res, err)
 	m.settle(ctx, l, out, sum, res, err, limits)
 	m.recordAttempt(l)
+}
+
+// invocation returns the invocation of spec's attempt, without its input
+// and streams.
+func invocation(spec *execution.Spec, art spearrt.Artifact, limits task.Limits, attempt int32) *spearrt.Invocation {
+	return &spearrt.Invocation{
+		ExecutionID:      spec.ExecutionID,
+		Artifact:         art,
+		Function:         spec.Function,
+		Env:              spec.Env,
+		Attempt:          attempt,
+		MemoryLimitBytes: limits.MemoryLimitBytes,
+		PidsLimit:        limits.PidsLimit,
+		HostNetwork:      limits.Network == task.NetworkHost,
+	}
+}
+
+// reserveSpare gives spec, whose id nobody has seen yet, the id of a
+// function its runtime started ahead for its first attempt (see
+// spearrt.Prestarter). It returns what discards that function unless the
+// run took it, or nil when there is none.
+func reserveSpare(spec *execution.Spec, art spearrt.Artifact, rt spearrt.Runtime, limits task.Limits) func() {
+	p, ok := rt.(spearrt.Prestarter)
+	if !ok || !spec.IDUnseen {
+		return nil
+	}
+	id, release, ok := p.Reserve(invocation(spec, art, limits, 1))
+	if !ok {
+		return nil
+	}
+	spec.ExecutionID = id
+	return release
 }
 
 // begin marks the live execution running an attempt with these sinks and

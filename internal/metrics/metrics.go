@@ -40,6 +40,9 @@ type Gauges struct {
 	CachedArtifacts func() map[runtime.Type]int
 	// StoreBytes and StoreBudgetBytes are the store's size and budget (0:
 	// not known).
+	// Spares returns, by runtime, what the runtimes that start functions
+	// ahead of their invocations hold and did.
+	Spares                       func() map[runtime.Type]runtime.SpareCounts
 	StoreBytes, StoreBudgetBytes func() float64
 	// ClusterNodes returns the live nodes sharing the store (this one
 	// included); NodeSlots their run slots, total and busy, by node id.
@@ -98,8 +101,17 @@ func New(g Gauges) *Metrics {
 			"Run slots of each live node sharing the store, by node id.", []string{"node"}, nil)},
 		&gaugeVec{get: slotsOf(g.NodeSlots, true), desc: prometheus.NewDesc("spear_cluster_node_slots_busy",
 			"Run slots in use on each live node sharing the store, by node id.", []string{"node"}, nil)},
-		&gaugeVec{get: byRuntime(g.CachedArtifacts), desc: prometheus.NewDesc("spear_runtime_cached_artifacts",
+		&gaugeVec{get: byRuntime(g.CachedArtifacts, func(n int) float64 { return float64(n) }), desc: prometheus.NewDesc("spear_runtime_cached_artifacts",
 			"Artifacts a runtime holds ready between runs (compiled WASM modules), by runtime.", []string{"runtime"}, nil)},
+		&gaugeVec{get: byRuntime(g.Spares, func(c runtime.SpareCounts) float64 { return float64(c.Ready) }),
+			desc: prometheus.NewDesc("spear_runtime_spares",
+				"Functions started ahead of their invocations and waiting for one (process spares), by runtime.", []string{"runtime"}, nil)},
+		&gaugeVec{get: byRuntime(g.Spares, func(c runtime.SpareCounts) float64 { return float64(c.Used) }), kind: prometheus.CounterValue,
+			desc: prometheus.NewDesc("spear_runtime_spares_used_total",
+				"Invocations that ran in a function started ahead of them, by runtime.", []string{"runtime"}, nil)},
+		&gaugeVec{get: byRuntime(g.Spares, func(c runtime.SpareCounts) float64 { return float64(c.Discarded) }), kind: prometheus.CounterValue,
+			desc: prometheus.NewDesc("spear_runtime_spares_discarded_total",
+				"Functions started ahead of their invocations and killed unused (not taken in time, task changed, node stopping), by runtime.", []string{"runtime"}, nil)},
 	)
 	return m
 }
@@ -162,13 +174,19 @@ func (m *Metrics) CallbackDelivered(state string) { m.callbacks.WithLabelValues(
 type gaugeVec struct {
 	get  func() map[string]float64
 	desc *prometheus.Desc
+	// kind is the series' type; zero means a gauge.
+	kind prometheus.ValueType
 }
 
 func (c *gaugeVec) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
 
 func (c *gaugeVec) Collect(ch chan<- prometheus.Metric) {
+	kind := c.kind
+	if kind == 0 {
+		kind = prometheus.GaugeValue
+	}
 	for label, v := range c.get() {
-		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, v, label)
+		ch <- prometheus.MustNewConstMetric(c.desc, kind, v, label)
 	}
 }
 
@@ -186,15 +204,15 @@ func byBand(get func() []int64) func() map[string]float64 {
 	}
 }
 
-// byRuntime labels counts by runtime type.
-func byRuntime(get func() map[runtime.Type]int) func() map[string]float64 {
+// byRuntime labels a figure of each runtime's value by runtime type.
+func byRuntime[V any](get func() map[runtime.Type]V, figure func(V) float64) func() map[string]float64 {
 	return func() map[string]float64 {
 		out := map[string]float64{}
 		if get == nil {
 			return out
 		}
-		for t, n := range get() {
-			out[string(t)] = float64(n)
+		for t, v := range get() {
+			out[string(t)] = figure(v)
 		}
 		return out
 	}

@@ -22,6 +22,7 @@ import (
 	"github.com/spear-go/spear/internal/console"
 	"github.com/spear-go/spear/internal/datadir"
 	"github.com/spear-go/spear/internal/errdefs"
+	"github.com/spear-go/spear/internal/execution"
 	"github.com/spear-go/spear/internal/executor"
 	"github.com/spear-go/spear/internal/membership"
 	"github.com/spear-go/spear/internal/metrics"
@@ -57,6 +58,9 @@ type Config struct {
 	// its slots (0: derived from the node id).
 	Sandbox        string
 	SandboxUIDBase int
+	// ProcessSpares is how many process functions the node may start
+	// ahead of their invocations, for tasks called often (0: none).
+	ProcessSpares int
 
 	DefaultTimeout time.Duration
 	MaxTimeout     time.Duration
@@ -237,6 +241,7 @@ func (n *Node) newMetrics() *metrics.Metrics {
 			return q
 		},
 		CachedArtifacts:  func() map[spearrt.Type]int { return cachedArtifacts(n.runtimes) },
+		Spares:           func() map[spearrt.Type]spearrt.SpareCounts { return sparesOf(n.runtimes) },
 		StoreBytes:       func() float64 { return float64(n.store.Storage().Used) },
 		StoreBudgetBytes: func() float64 { return float64(n.store.Storage().Budget) },
 		ClusterNodes:     func() float64 { return float64(len(n.clusterNodes())) },
@@ -373,6 +378,18 @@ func (n *Node) systemInfo(storeMode string) map[string]string {
 	return info
 }
 
+// DefaultProcessSpares is the default of Config.ProcessSpares for
+// `spear serve`.
+const DefaultProcessSpares = process.DefaultSpares
+
+// spares is process.Options.Spares for --process-spares n.
+func spares(n int) int {
+	if n <= 0 {
+		return -1
+	}
+	return n
+}
+
 func (n *Node) openRuntimes(ctx context.Context, roots confine.Roots) (map[spearrt.Type]spearrt.Runtime, error) {
 	mode, err := sandbox.ParseMode(n.cfg.Sandbox)
 	if err != nil {
@@ -382,7 +399,8 @@ func (n *Node) openRuntimes(ctx context.Context, roots confine.Roots) (map[spear
 		spearrt.TypeProcess: process.New(process.Options{
 			Logger: n.log, NodeID: n.cfg.NodeID, Sandbox: mode,
 			WorkRoot: filepath.Join(n.cfg.DataDir, "work"), UIDBase: n.cfg.SandboxUIDBase,
-			ReadRoots: roots.Dirs(),
+			ReadRoots: roots.Dirs(), Spares: spares(n.cfg.ProcessSpares),
+			NewID: func() string { return execution.NewID(time.Now()) },
 		}),
 	}
 	w, err := wasm.New(ctx, wasm.Options{
@@ -453,6 +471,17 @@ func cachedArtifacts(rts map[spearrt.Type]spearrt.Runtime) map[spearrt.Type]int 
 	for t, rt := range rts {
 		if c, ok := rt.(spearrt.CacheReporter); ok {
 			out[t] = c.CachedArtifacts()
+		}
+	}
+	return out
+}
+
+// sparesOf reports the spares of the runtimes that start functions ahead.
+func sparesOf(rts map[spearrt.Type]spearrt.Runtime) map[spearrt.Type]spearrt.SpareCounts {
+	out := map[spearrt.Type]spearrt.SpareCounts{}
+	for t, rt := range rts {
+		if p, ok := rt.(spearrt.Prestarter); ok {
+			out[t] = p.Spares()
 		}
 	}
 	return out

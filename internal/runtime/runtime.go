@@ -6,9 +6,9 @@
 //
 // A runtime says what its Run can do as data, Capabilities (in the style of
 // the Capabilities of Nomad's task drivers), and offers optional lifecycle
-// methods as separate one-method interfaces (Validator, Reconciler,
-// Forgetter, CacheReporter, Closer): the node wires every runtime through
-// these, without knowing its concrete type.
+// methods as separate small interfaces (Validator, Reconciler,
+// Forgetter, CacheReporter, Prestarter, Closer): the node wires every
+// runtime through these, without knowing its concrete type.
 package runtime
 
 import (
@@ -175,6 +175,27 @@ type Forgetter interface {
 // CachedArtifacts is how many they hold now.
 type CacheReporter interface {
 	CachedArtifacts() int
+}
+
+// Prestarter is implemented by runtimes that can start a function before
+// its invocation arrives (the process runtime's spares). Reserve takes one
+// started for invocations like inv (everything set but ExecutionID, Input,
+// Stdout and Stderr) and returns the execution id it was started as: a
+// Run of an invocation like inv with that id runs in it. release discards
+// it unless a Run took it; call it once the execution is over. ok is false
+// when none is ready; every call counts as demand, so that a kind of
+// invocation called often gets spares.
+type Prestarter interface {
+	Reserve(inv *Invocation) (id string, release func(), ok bool)
+	// Spares says how many are ready now, and how many were used and
+	// discarded since the runtime started.
+	Spares() SpareCounts
+}
+
+// SpareCounts is what a Prestarter holds and did.
+type SpareCounts struct {
+	Ready           int
+	Used, Discarded uint64
 }
 
 // Closer is implemented by runtimes holding resources (caches, clients).

@@ -292,6 +292,7 @@ func (s *invocations) prepare(ctx context.Context, req *pb.InvokeFunctionRequest
 		Metadata:    req.InvocationMetadata,
 		CreatedAt:   now,
 		IDGiven:     c.ExecutionId != "",
+		IDUnseen:    c.ExecutionId == "" && req.IdempotencyKey == "",
 		Idempotent:  req.IdempotencyKey != "",
 		Priority:    req.Priority,
 		CallbackURL: req.CallbackUrl,
@@ -388,6 +389,7 @@ func (s *invocations) streamTo(ctx context.Context, req *pb.InvokeFunctionReques
 			cancel(sendErr) // the caller is gone: stop the function
 		}
 	}
+	spec.IDUnseen = false // the first message names it
 	emit(&pb.StreamExecutionResult{
 		ExecutionId: spec.ExecutionID,
 		Status:      pb.ExecutionStatus_EXECUTION_STATUS_PENDING,

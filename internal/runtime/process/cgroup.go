@@ -644,11 +644,16 @@ func readCgroupInt(path string) (int64, error) {
 // readKeyed reads a control file of "key value" lines; unreadable files
 // and values read as nothing.
 func readKeyed(path string) map[string]int64 {
-	m := map[string]int64{}
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return m
+		return map[string]int64{}
 	}
+	return parseKeyed(b)
+}
+
+// parseKeyed parses the "key value" lines of a cgroup file.
+func parseKeyed(b []byte) map[string]int64 {
+	m := map[string]int64{}
 	for line := range strings.Lines(string(b)) {
 		k, v, ok := strings.Cut(strings.TrimSpace(line), " ")
 		if !ok {

@@ -1,5 +1,7 @@
 package process
 
+import "time"
+
 // SetCgroupHook makes r call f with the directories of each run's cgroup
 // once the child is in it.
 func SetCgroupHook(r *Runtime, f func(dirs []string)) { r.cgroupHook = f }
@@ -34,3 +36,10 @@ func NodePidsCgroup(r *Runtime) (string, error) {
 	}
 	return r.cgroups.pids, r.cgroups.ensureParents(r.cgroups.pids)
 }
+
+// SetSpareTTL sets how long r's spares wait to be taken (and how soon a
+// kind of invocation must be called again to count as busy).
+func SetSpareTTL(r *Runtime, d time.Duration) { r.spares.ttl = d }
+
+// SetsRlimits reports whether r's sandbox sets the rlimits of its runs.
+func SetsRlimits(r *Runtime) bool { return r.sb != nil && r.sb.rlimits }

@@ -100,9 +100,13 @@ func (j *jail) start(x *run) error {
 	return j.launcher.start(x.cmd)
 }
 
-// limit sets the started child's rlimits: no core dumps, a cap on file
-// size and on open files. Its descendants inherit them.
+// limit sets the started child's rlimits, where the node can: no core
+// dumps, a cap on file size and on open files. Its descendants inherit
+// them.
 func (j *jail) limit(pid int) {
+	if !j.sb.rlimits {
+		return
+	}
 	for _, l := range []struct {
 		res int
 		max uint64
@@ -140,7 +144,10 @@ var featureOrder = []string{
 func (x *run) features() string {
 	have := []string{sandbox.FeatProcessGroup, sandbox.FeatEnv}
 	if x.jail != nil {
-		have = append(have, sandbox.FeatWorkDir, sandbox.FeatRlimits)
+		have = append(have, sandbox.FeatWorkDir)
+		if x.jail.sb.rlimits {
+			have = append(have, sandbox.FeatRlimits)
+		}
 		if x.jail.uid >= 0 {
 			have = append(have, sandbox.FeatUID)
 		}

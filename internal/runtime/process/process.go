@@ -38,6 +38,7 @@ import (
 	"sort"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -119,6 +120,12 @@ type Options struct {
 	// UIDBase is the first uid of the sandbox's slots; 0 means
 	// sandbox.DefaultUIDBase(NodeID).
 	UIDBase int
+	// NewID returns a new execution id; spares (see spares.go) are started
+	// as the ids it gives. Nil means no spares.
+	NewID func() string
+	// Spares is how many spares the node holds at most. Zero means
+	// DefaultSpares; a negative value means none.
+	Spares int
 }
 
 // Runtime runs process artifacts. It is safe for concurrent use.
@@ -150,6 +157,13 @@ type Runtime struct {
 
 	// bufs recycles the output readers' buffers (*[]byte).
 	bufs sync.Pool
+	// events reads the shared pids cgroup's refused forks.
+	events eventsFile
+
+	// spares are children started ahead of their invocations; nil for
+	// none. running counts the runs under way.
+	spares  *spares
+	running atomic.Int32
 }
 
 // Compile-time checks that Runtime implements the runtime interfaces.
@@ -159,6 +173,8 @@ var (
 	_ runtime.Validator          = (*Runtime)(nil)
 	_ runtime.Reconciler         = (*Runtime)(nil)
 	_ runtime.Closer             = (*Runtime)(nil)
+	_ runtime.Prestarter         = (*Runtime)(nil)
+	_ runtime.Forgetter          = (*Runtime)(nil)
 )
 
 // New returns a process runtime. When the sandbox is asked for and cannot
@@ -194,6 +210,11 @@ func New(opts Options) *Runtime {
 	if r.sb == nil && !opts.OwnCgroups {
 		r.forker = r.newPlainForkServer()
 	}
+	spares := opts.Spares
+	if spares == 0 {
+		spares = DefaultSpares
+	}
+	r.spares = newSpares(r, spares, opts.NewID)
 	switch {
 	case cg == nil:
 		r.log.Debug("process: cgroups not available; runs are not limited in processes, memory is limited with RLIMIT_AS", "reason", why)
@@ -219,11 +240,12 @@ func (r *Runtime) newPlainForkServer() *forkServer {
 	return nil
 }
 
-// Close stops the fork server and the reaper's sweep, and removes the
-// node's shared cgroup. Runs
-// must have ended.
+// Close kills the spares, stops the fork server and the reaper's sweep,
+// and removes the node's shared cgroup. Runs must have ended.
 func (r *Runtime) Close(context.Context) error {
 	r.closeOnce.Do(func() {
+		r.spares.close()
+		r.events.close()
 		if r.forker != nil {
 			r.forker.stop()
 			removeSharedCgroup(r.forker.dir)
@@ -259,7 +281,16 @@ func (r *Runtime) Validate(ctx context.Context, a runtime.Artifact) error {
 	if err := checkExecutable(a.Location); err != nil {
 		return err
 	}
+	if err := checkPrestart(a); err != nil {
+		return err
+	}
 	return inspectArtifact(a.Location, binfmtDir)
+}
+
+// Forget implements runtime.Forgetter: the spares of a's task (of the
+// version a.Digest names, or of every version) are killed.
+func (r *Runtime) Forget(_ context.Context, a runtime.Artifact) {
+	r.spares.forget(a.TaskID, a.Digest)
 }
 
 // checkExecutable checks, with one stat, that path is a regular file with
@@ -329,18 +360,29 @@ func checkExecutable(path string) error {
 // fallback, since it refuses allocations that a memory cgroup would allow
 // (runtimes that reserve large address ranges).
 func (r *Runtime) Run(ctx context.Context, inv *runtime.Invocation) (runtime.Result, error) {
-	x := &run{r: r, inv: inv, begin: time.Now(), sharedMax0: -1}
-	defer x.removeCgroup()
-	defer func() { x.jail.leave() }()
-	if err := x.prepare(ctx); err != nil {
-		return runtime.Result{}, err
+	r.running.Add(1)
+	defer r.running.Add(-1)
+	x := r.spares.take(inv)
+	if x == nil {
+		x = &run{r: r, inv: inv, begin: time.Now(), sharedMax0: -1}
+		if err := x.start(ctx); err != nil {
+			x.release()
+			return runtime.Result{}, err
+		}
 	}
-	if err := x.start(ctx); err != nil {
-		return runtime.Result{}, err
-	}
+	defer x.release()
+	x.arm(ctx)
 	x.stream()
 	fired := x.wait()
 	return x.collect(ctx, fired)
+}
+
+// start prepares and launches the child of a run, with its input.
+func (x *run) start(ctx context.Context) error {
+	if err := x.prepare(ctx, false); err != nil {
+		return err
+	}
+	return x.launch()
 }
 
 // argv returns the child's arguments: the program, then the function name

@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -64,8 +65,9 @@ type run struct {
 }
 
 // prepare checks the artifact and sets up what the child needs before it
-// exists: its cgroup with its limits, its command and its pipes.
-func (x *run) prepare(ctx context.Context) error {
+// exists: its cgroup with its limits, its command and its pipes, with its
+// input unless it is started ahead of it (a spare: see spares.go).
+func (x *run) prepare(ctx context.Context, ahead bool) error {
 	if err := checkExecutable(x.inv.Artifact.Location); err != nil {
 		return err
 	}
@@ -81,11 +83,18 @@ func (x *run) prepare(ctx context.Context) error {
 		}
 		x.jail = j
 	}
-	p, err := openPipes(x.cmd, x.inv.Input)
+	p, err := openPipes(x.cmd, ahead || x.inv.Input != nil)
 	if err != nil {
 		return err
 	}
 	x.pipes = p
+	if ahead || x.inv.Input == nil {
+		return nil
+	}
+	if err := p.feed(x.inv.Input); err != nil {
+		p.closeAll()
+		return err
+	}
 	return nil
 }
 
@@ -110,9 +119,10 @@ func (r *Runtime) newRunCgroup(inv *runtime.Invocation) *runCgroup {
 	return cg
 }
 
-// removeCgroup removes the run's cgroup, once the result has been read from
-// it.
-func (x *run) removeCgroup() {
+// release removes the run's cgroup, once the result has been read from
+// it, and gives back its sandbox slot.
+func (x *run) release() {
+	x.jail.leave()
 	if x.cg == nil {
 		return
 	}
@@ -136,9 +146,9 @@ func (r *Runtime) command(inv *runtime.Invocation) *exec.Cmd {
 	}
 }
 
-// start starts the child, arms the stop of its group for when ctx ends, and
-// puts it under its limits. On error nothing of the child is left.
-func (x *run) start(ctx context.Context) error {
+// launch starts the child and puts it under its limits. On error nothing
+// of the child is left.
+func (x *run) launch() error {
 	err := x.spawn()
 	x.startup = time.Since(x.begin)
 	x.pipes.closeChildEnds()
@@ -148,19 +158,47 @@ func (x *run) start(ctx context.Context) error {
 	}
 	x.pid = x.cmd.Process.Pid
 	x.log = x.r.log.With("execution_id", x.inv.ExecutionID, "pid", x.pid)
-	x.stop = armGroupStop(ctx, x.pid, x.cg)
 	if err := x.limit(); err != nil {
-		killGroup(x.pid)
-		x.stop.childExited()
-		x.stop.disarm()
-		_ = x.cmd.Wait()
-		x.pipes.closeOurEnds()
+		x.abort()
 		return err
 	}
+	return nil
+}
+
+// launchAhead starts the child of a spare for inv, which has no input nor
+// streams yet (see spares.go).
+func (r *Runtime) launchAhead(inv *runtime.Invocation) (*run, error) {
+	x := &run{r: r, inv: inv, begin: time.Now(), sharedMax0: -1}
+	if err := x.prepare(context.Background(), true); err != nil {
+		x.release()
+		return nil, err
+	}
+	if err := x.launch(); err != nil {
+		x.release()
+		return nil, err
+	}
+	return x, nil
+}
+
+// arm arms the stop of the child's group for when ctx ends, and starts
+// sampling its peak memory where no cgroup measures it.
+func (x *run) arm(ctx context.Context) {
+	x.stop = armGroupStop(ctx, x.pid, x.cg)
 	if !x.memCgroup {
 		x.peak = samplePeak(x.pid)
 	}
-	return nil
+}
+
+// abort kills a started child that is not run (its limits failed, or a
+// spare is discarded), reaps its group and closes our ends of its pipes.
+func (x *run) abort() {
+	killGroup(x.pid)
+	if x.cg != nil {
+		x.cg.killAll()
+	}
+	_ = x.cmd.Wait()
+	x.pipes.closeOurEnds()
+	x.awaitGroupGone()
 }
 
 // spawn starts the child: from the fork server, inside the node's shared
@@ -362,7 +400,30 @@ func (r *Runtime) sharedPidsMax(cg *runCgroup) int64 {
 	if cg != nil || dir == "" {
 		return -1
 	}
-	return readKeyed(filepath.Join(dir, "pids.events"))["max"]
+	path := filepath.Join(dir, "pids.events")
+	r.events.once.Do(func() { r.events.f, _ = os.Open(path) })
+	if f := r.events.f; f != nil {
+		var buf [128]byte
+		if n, _ := f.ReadAt(buf[:], 0); n > 0 {
+			return parseKeyed(buf[:n])["max"]
+		}
+	}
+	return readKeyed(path)["max"]
+}
+
+// eventsFile is the shared pids cgroup's pids.events, kept open: read
+// twice per run, with one pread instead of an open, a read and a close.
+type eventsFile struct {
+	once sync.Once
+	f    *os.File // nil: could not be opened
+}
+
+// close closes the file, if it was opened.
+func (e *eventsFile) close() {
+	e.once.Do(func() {})
+	if e.f != nil {
+		_ = e.f.Close()
+	}
 }
 
 // sharedCgroup is the shared pids cgroup runs are forked in; "" for none.

@@ -13,6 +13,8 @@ import (
 	"slices"
 	"sync"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/spear-go/spear/internal/sandbox"
 )
 
@@ -36,6 +38,8 @@ type sandboxed struct {
 	// shared is the shared pids cgroup the launchers live in; "" for none.
 	shared string
 	policy sandbox.ThreadPolicy
+	// rlimits: the node can set the rlimits of a run (see jail.limit).
+	rlimits bool
 	// isolated forks runs in the network namespace (when there is one);
 	// host, made on first use, forks those of network: host tasks.
 	isolated *forkServer
@@ -118,10 +122,36 @@ func newSandboxed(s sandboxSetup) (*sandboxed, error) {
 		netw.On = append(netw.On, sandbox.FeatNetNS+" (loopback only)")
 	}
 	sb.report = sandbox.Report{Mode: sandbox.ModeAuto, Levels: []sandbox.Level{
-		{Name: "process", On: []string{sandbox.FeatProcessGroup, sandbox.FeatEnv, sandbox.FeatWorkDir, sandbox.FeatRlimits}},
-		priv, cgroupsLevel(s.cg, s.cgroupsWhy), netw,
+		sb.processLevel(), priv, cgroupsLevel(s.cg, s.cgroupsWhy), netw,
 	}}
 	return sb, nil
+}
+
+// processLevel reports the process level, deciding on the rlimits: the
+// node sets them on a child running as a slot's uid only with
+// CAP_SYS_RESOURCE (a container's default set lacks it), and on its own
+// uid's children always.
+func (sb *sandboxed) processLevel() sandbox.Level {
+	l := sandbox.Level{Name: "process", On: []string{sandbox.FeatProcessGroup, sandbox.FeatEnv, sandbox.FeatWorkDir},
+		Missing: map[string]string{}}
+	sb.rlimits = sb.slots == nil || hasCapability(unix.CAP_SYS_RESOURCE)
+	if sb.rlimits {
+		l.On = append(l.On, sandbox.FeatRlimits)
+	} else {
+		l.Missing[sandbox.FeatRlimits] = "the node lacks CAP_SYS_RESOURCE, which setting the rlimits of another uid's process takes"
+	}
+	return l
+}
+
+// hasCapability reports whether capability c is in the node's effective
+// set.
+func hasCapability(c int) bool {
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &data[0]); err != nil {
+		return false
+	}
+	return data[c/32].Effective&(1<<(uint(c)%32)) != 0
 }
 
 // makeWorkDirs makes the root of the work dirs: opts.WorkRoot when every

@@ -22,14 +22,15 @@ import (
 type pipes struct {
 	child      []*os.File
 	outR, errR *os.File
-	// inW is our end of stdin while input is left to copy; nil without
-	// input, or when it was written whole before the start.
+	// inW is our end of stdin while input is left to give; nil without
+	// input, or once it was written whole (see feed).
 	inW *os.File
 }
 
-// openPipes creates the pipes of cmd's standard streams. Without input,
-// os/exec connects stdin to /dev/null. Errors wrap errdefs.ErrInternal.
-func openPipes(cmd *exec.Cmd, input io.Reader) (*pipes, error) {
+// openPipes creates the pipes of cmd's standard streams, stdin's too when
+// stdin is set (our end is kept for feed); otherwise os/exec connects stdin
+// to /dev/null. Errors wrap errdefs.ErrInternal.
+func openPipes(cmd *exec.Cmd, stdin bool) (*pipes, error) {
 	p := &pipes{}
 	outR, outW, err := os.Pipe()
 	if err != nil {
@@ -43,7 +44,7 @@ func openPipes(cmd *exec.Cmd, input io.Reader) (*pipes, error) {
 	}
 	p.errR, p.child = errR, append(p.child, errW)
 	cmd.Stdout, cmd.Stderr = outW, errW
-	if input == nil {
+	if !stdin {
 		return p, nil
 	}
 	inR, inW, err := os.Pipe()
@@ -52,21 +53,29 @@ func openPipes(cmd *exec.Cmd, input io.Reader) (*pipes, error) {
 		return nil, pipeError("stdin", err)
 	}
 	p.child = append(p.child, inR)
-	cmd.Stdin = inR
-	b, small := smallInput(input)
-	if !small {
-		p.inW = inW
-		return p, nil
-	}
-	// Input that fits in an empty pipe is written now, whole, and the
-	// pipe closed: no copier goroutine for the usual small input.
-	_, err = inW.Write(b)
-	_ = inW.Close()
-	if err != nil {
-		p.closeAll()
-		return nil, fmt.Errorf("process: writing stdin: %w: %w", errdefs.ErrInternal, err)
-	}
+	cmd.Stdin, p.inW = inR, inW
 	return p, nil
+}
+
+// feed gives the child its input: none (stdin closed at once), or input
+// that fits in an empty pipe written now, whole, and the pipe closed (no
+// copier goroutine for the usual small input); any other input is left in
+// p.inW for copyInput.
+func (p *pipes) feed(input io.Reader) error {
+	var b []byte
+	if input != nil {
+		var small bool
+		if b, small = smallInput(input); !small {
+			return nil
+		}
+	}
+	_, err := p.inW.Write(b)
+	_ = p.inW.Close()
+	p.inW = nil
+	if err != nil {
+		return fmt.Errorf("process: writing stdin: %w: %w", errdefs.ErrInternal, err)
+	}
+	return nil
 }
 
 func pipeError(stream string, err error) error {
