@@ -29,6 +29,8 @@ func (e *env) graphRows(ctx context.Context) ([]Row, error) {
 		}
 	}
 	chain := func(ctx context.Context, _ int) error {
+		ctx, cancel := context.WithTimeout(ctx, time.Minute) // a stalled graph fails the row, not the run
+		defer cancel()
 		resp, err := e.main.api.InvokeGraph(ctx, &pb.InvokeGraphRequest{ExecutionMode: pb.ExecutionMode_EXECUTION_MODE_SYNC,
 			Parameters: params1(in), Steps: steps})
 		if err != nil {

@@ -191,6 +191,10 @@ func (m *Graphs) advance(ctx context.Context, id string, ended *execution.Record
 		if rec.Graph == nil {
 			return nil
 		}
+		if err := behind(rec, ended); err != nil {
+			m.recent.forget(id) // read it from the store next time
+			return err
+		}
 		if rec.Status.Terminal() && len(started) > 0 {
 			// It ended (cancelled, say) while this advance queued steps
 			// its record never listed: they must not run.
@@ -228,6 +232,26 @@ func (m *Graphs) advance(ctx context.Context, id string, ended *execution.Record
 		return nil
 	}
 	return fmt.Errorf("graph %q kept changing: %w", id, errdefs.ErrUnavailable)
+}
+
+// behind reports an error when graph rec does not yet list as started the
+// step whose record is ended: the advance that started it queued the step
+// before storing the graph's record, and the step ran and ended (or
+// started) first. Without the error that report would change nothing and
+// be taken as done, and the graph would wait for the step for good; with
+// it, stepEnded reads the graph again.
+func behind(rec *execution.Record, ended *execution.Record) error {
+	if ended == nil || rec.Status.Terminal() {
+		return nil
+	}
+	i := indexOfStep(rec.Graph, ended.StepID)
+	if i < 0 {
+		return nil
+	}
+	if st := rec.Graph.States[i]; !st.Started() && !st.Status.Terminal() {
+		return fmt.Errorf("graph %q does not list step %s as started yet: %w", rec.ID, ended.StepID, errdefs.ErrUnavailable)
+	}
+	return nil
 }
 
 // refresh updates the graph's step states from their records: that of

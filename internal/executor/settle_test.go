@@ -2,6 +2,7 @@ package executor
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -63,5 +64,39 @@ func TestResetUnfinished(t *testing.T) {
 		if reset := !g.States[i].Started(); reset != want {
 			t.Errorf("step %s reset %v; want %v", g.Steps[i].ID, reset, want)
 		}
+	}
+}
+
+// TestGraphBehind: a step's report that its graph's record does not list
+// as started yet (the advance that queued it has not stored the graph) is
+// an error to retry, not a report that changes nothing.
+func TestGraphBehind(t *testing.T) {
+	graphOf := func(status execution.Status, st execution.StepState) *execution.Record {
+		return &execution.Record{ID: "g", Status: status, Graph: &execution.Graph{
+			Steps:  []execution.Step{{ID: "a"}, {ID: "b"}},
+			States: []execution.StepState{{Status: execution.StatusCompleted, ExecID: "g_a"}, st},
+		}}
+	}
+	ended := &execution.Record{ID: "g_b", StepID: "b", Status: execution.StatusCompleted}
+	for _, tc := range []struct {
+		name   string
+		graph  *execution.Record
+		ended  *execution.Record
+		behind bool
+	}{
+		{"not listed yet", graphOf(execution.StatusRunning, execution.StepState{Status: execution.StatusPending}), ended, true},
+		{"listed", graphOf(execution.StatusRunning, execution.StepState{Status: execution.StatusRunning, ExecID: "g_b"}), ended, false},
+		{"skipped", graphOf(execution.StatusRunning, execution.StepState{Status: execution.StatusCancelled}), ended, false},
+		{"graph ended", graphOf(execution.StatusCancelled, execution.StepState{Status: execution.StatusPending}), ended, false},
+		{"no report", graphOf(execution.StatusRunning, execution.StepState{Status: execution.StatusPending}), nil, false},
+		{"unknown step", graphOf(execution.StatusRunning, execution.StepState{Status: execution.StatusPending}),
+			&execution.Record{ID: "g_z", StepID: "z"}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := behind(tc.graph, tc.ended)
+			if (err != nil) != tc.behind || (err != nil && !errors.Is(err, errdefs.ErrUnavailable)) {
+				t.Fatalf("behind = %v, want behind %v", err, tc.behind)
+			}
+		})
 	}
 }
