@@ -12,7 +12,7 @@ import (
 )
 
 // sandboxRows measures what the process sandbox costs: sync invocations of
-// the process echo at concurrency 1 on the main node (--sandbox auto, the
+// the process echo at concurrency 1 on a fresh node (--sandbox auto, the
 // default) against the same on a node started with --sandbox off, in
 // interleaved rounds of the same run.
 func (e *env) sandboxRows(ctx context.Context) ([]Row, error) {
@@ -32,24 +32,30 @@ func (e *env) sandboxRows(ctx context.Context) ([]Row, error) {
 	return rows, nil
 }
 
-// againstNode compares sync invocations of the process echo on the main
-// node with the same on a node started with flags, in interleaved rounds
-// of the same run, at each concurrency targets names (rows id-c<conc>).
+// againstNode compares sync invocations of the process echo on a node
+// with the defaults with the same on a node started with flags, both
+// started for this (the main node has stored every earlier row's
+// executions), in interleaved rounds of the same run, at each concurrency
+// targets names (rows id-c<conc>).
 func (e *env) againstNode(ctx context.Context, id string, flags []string, targets map[int]target) ([]Row, error) {
-	other, err := e.startNode(ctx, "", flags...)
-	if err != nil {
-		return nil, err
-	}
-	defer e.stopNode(other)
-	if err := other.register(ctx, taskEcho, "process", e.bins["echo"]); err != nil {
-		return nil, err
+	nodes := make([]*node, 2)
+	for i, extra := range [][]string{nil, flags} {
+		n, err := e.startNode(ctx, "", extra...)
+		if err != nil {
+			return nil, err
+		}
+		defer e.stopNode(n)
+		if err := n.register(ctx, taskEcho, "process", e.bins["echo"]); err != nil {
+			return nil, err
+		}
+		nodes[i] = n
 	}
 	in := e.p.payload
-	main := func(ctx context.Context, _ int) error { return e.main.invokeSync(ctx, taskEcho, in) }
-	base := func(ctx context.Context, _ int) error { return other.invokeSync(ctx, taskEcho, in) }
+	defaults := func(ctx context.Context, _ int) error { return nodes[0].invokeSync(ctx, taskEcho, in) }
+	other := func(ctx context.Context, _ int) error { return nodes[1].invokeSync(ctx, taskEcho, in) }
 	var rows []Row
 	for _, conc := range slices.Sorted(maps.Keys(targets)) {
-		rows = append(rows, e.compare(ctx, fmt.Sprintf("%s-c%d", id, conc), conc, main, "node with "+strings.Join(flags, " "), base, targets[conc]))
+		rows = append(rows, e.compare(ctx, fmt.Sprintf("%s-c%d", id, conc), conc, defaults, "node with "+strings.Join(flags, " "), other, targets[conc]))
 	}
 	return rows, nil
 }

@@ -4,7 +4,7 @@ import "context"
 
 // sparesRows measures whether process spares pay (processes started ahead
 // of their invocations, see internal/runtime/process/spares.go): sync
-// invocations of the process echo on the main node (spares on, the
+// invocations of the process echo on a fresh node (spares on, the
 // default) against the same on a node started with --process-spares 0, in
 // interleaved rounds of the same run; at concurrency 1, where a spare is
 // ready for each call, and 32, where the node's CPUs are busy and spares

@@ -183,6 +183,7 @@ var graphBackoff = retry.Backoff{Base: 20 * time.Millisecond, Max: 2 * time.Seco
 // it again, and starting a step twice starts it once.
 func (m *Graphs) advance(ctx context.Context, id string, ended *execution.Record) error {
 	var started []string // steps this advance queued
+	lag := behindFirstWait
 	for range 50 {
 		rec, rev, err := m.graphRecord(ctx, id)
 		if err != nil {
@@ -193,7 +194,12 @@ func (m *Graphs) advance(ctx context.Context, id string, ended *execution.Record
 		}
 		if err := behind(rec, ended); err != nil {
 			m.recent.forget(id) // read it from the store next time
-			return err
+			if lag > behindMaxWait {
+				return err // stepEnded tries again later
+			}
+			time.Sleep(lag) // the advance that queued the step is storing the graph
+			lag *= 2
+			continue
 		}
 		if rec.Status.Terminal() && len(started) > 0 {
 			// It ended (cancelled, say) while this advance queued steps
@@ -233,6 +239,14 @@ func (m *Graphs) advance(ctx context.Context, id string, ended *execution.Record
 	}
 	return fmt.Errorf("graph %q kept changing: %w", id, errdefs.ErrUnavailable)
 }
+
+// behindFirstWait and behindMaxWait space the reads of a graph's record
+// that does not list yet the step reporting to it (see behind): its
+// write is a store round trip away.
+const (
+	behindFirstWait = 500 * time.Microsecond
+	behindMaxWait   = 16 * time.Millisecond
+)
 
 // behind reports an error when graph rec does not yet list as started the
 // step whose record is ended: the advance that started it queued the step
