@@ -101,6 +101,8 @@ type Node struct {
 	store    *store.Store
 	runtimes map[spearrt.Type]spearrt.Runtime
 	mgr      *executor.Manager
+	// ids makes the node's execution ids, and its process spares'.
+	ids      *execution.IDs
 	server   *server.Server
 	listener net.Listener
 	cancel   context.CancelFunc
@@ -128,7 +130,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		return nil, err
 	}
 	log := cfg.Logger.With("node", cfg.NodeID)
-	n := &Node{cfg: cfg, log: log, lock: lock}
+	n := &Node{cfg: cfg, log: log, lock: lock, ids: execution.NewIDs(time.Now)}
 	defer func() {
 		if err != nil {
 			n.close()
@@ -165,7 +167,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	}
 	svc := server.NewService(server.ServiceOptions{
 		NodeID: cfg.NodeID, MaxInputBytes: cfg.MaxInputBytes, CallbackAllow: allow, Logger: log,
-		SystemInfo: n.systemInfo(mode), Cluster: n.member,
+		SystemInfo: n.systemInfo(mode), Cluster: n.member, IDs: n.ids,
 	}, n.mgr, reg, n.store)
 	n.server = server.New(svc, server.Options{MaxMessageBytes: cfg.MaxMessageBytes, Metrics: m.Handler(), Pprof: cfg.Pprof,
 		Auth: keys, MetricsPublic: cfg.Security.MetricsPublic, Console: console.Handler(), Logger: log})
@@ -400,7 +402,7 @@ func (n *Node) openRuntimes(ctx context.Context, roots confine.Roots) (map[spear
 			Logger: n.log, NodeID: n.cfg.NodeID, Sandbox: mode,
 			WorkRoot: filepath.Join(n.cfg.DataDir, "work"), UIDBase: n.cfg.SandboxUIDBase,
 			ReadRoots: roots.Dirs(), Spares: spares(n.cfg.ProcessSpares),
-			NewID: func() string { return execution.NewID(time.Now()) },
+			IDs: n.ids,
 		}),
 	}
 	w, err := wasm.New(ctx, wasm.Options{

@@ -124,7 +124,7 @@ func (s *invocations) prepareGraph(ctx context.Context, req *pb.InvokeGraphReque
 			return nil, nil, err
 		}
 	}
-	id, err := graphID(req, c, s.now())
+	id, err := graphID(req, c, s.ids.New)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -229,7 +229,7 @@ const maxGraphIDLen = 128 - 1 - graph.MaxStepIDLen
 
 // graphID is a new graph's id: "graph-" and a new execution id, or one
 // derived from the idempotency key, or the caller's.
-func graphID(req *pb.InvokeGraphRequest, c *pb.ExecutionContext, now time.Time) (string, error) {
+func graphID(req *pb.InvokeGraphRequest, c *pb.ExecutionContext, newID func() string) (string, error) {
 	switch {
 	case req.IdempotencyKey != "" && c.ExecutionId != "":
 		return "", errdefs.ConflictingIDs.New("give either context.execution_id or idempotency_key, not both")
@@ -239,7 +239,7 @@ func graphID(req *pb.InvokeGraphRequest, c *pb.ExecutionContext, now time.Time) 
 		}
 		return "graph-" + strings.TrimPrefix(execution.IdempotentID(executor.GraphTask, req.IdempotencyKey), "idem-"), nil
 	case c.ExecutionId == "":
-		return "graph-" + execution.NewID(now), nil
+		return "graph-" + newID(), nil
 	}
 	if err := execution.ValidateID(c.ExecutionId); err != nil {
 		return "", err

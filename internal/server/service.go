@@ -64,6 +64,7 @@ type serviceCore struct {
 	nodeID   string
 	info     map[string]string
 	now      func() time.Time
+	ids      *execution.IDs
 	cpu      *procstat.CPU
 	rss      *procstat.RecentRSS // for GetHealth
 	log      *slog.Logger
@@ -95,6 +96,9 @@ type ServiceOptions struct {
 	Cluster ClusterView
 	Now     func() time.Time
 	Logger  *slog.Logger
+	// IDs makes the ids of executions the caller names none for; nil:
+	// ids made at Now's times.
+	IDs *execution.IDs
 }
 
 // NewService returns the FunctionService implementation.
@@ -102,12 +106,15 @@ func NewService(opts ServiceOptions, mgr *executor.Manager, reg *registry.Regist
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
+	if opts.IDs == nil {
+		opts.IDs = execution.NewIDs(opts.Now)
+	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	c := &serviceCore{
 		mgr: mgr, reg: reg, store: st, nodeID: opts.NodeID, info: opts.SystemInfo,
-		now: opts.Now, cpu: procstat.NewCPU(runtime.NumCPU()), rss: &procstat.RecentRSS{MaxAge: 250 * time.Millisecond}, log: opts.Logger,
+		now: opts.Now, ids: opts.IDs, cpu: procstat.NewCPU(runtime.NumCPU()), rss: &procstat.RecentRSS{MaxAge: 250 * time.Millisecond}, log: opts.Logger,
 		maxInput: opts.MaxInputBytes, callbackAllow: opts.CallbackAllow, cluster: opts.Cluster,
 	}
 	c.inv, c.execs, c.tasks, c.node, c.rest = &invocations{c}, &executionsAPI{c}, &tasksAPI{c}, &nodeAPI{c}, &restAPI{c}
@@ -273,7 +280,7 @@ func (s *invocations) prepare(ctx context.Context, req *pb.InvokeFunctionRequest
 		}
 		id = execution.IdempotentID(taskID, req.IdempotencyKey)
 	case id == "":
-		id = execution.NewID(now)
+		id = s.ids.New()
 	default:
 		if err := execution.ValidateID(id); err != nil {
 			return nil, err

@@ -120,9 +120,10 @@ type Options struct {
 	// UIDBase is the first uid of the sandbox's slots; 0 means
 	// sandbox.DefaultUIDBase(NodeID).
 	UIDBase int
-	// NewID returns a new execution id; spares (see spares.go) are started
-	// as the ids it gives. Nil means no spares.
-	NewID func() string
+	// IDs makes the execution ids spares (see spares.go) are started as:
+	// the node's, which its executions' ids come from too. Nil means no
+	// spares.
+	IDs IDSource
 	// Spares is how many spares the node holds at most. Zero means
 	// DefaultSpares; a negative value means none.
 	Spares int
@@ -214,7 +215,7 @@ func New(opts Options) *Runtime {
 	if spares == 0 {
 		spares = DefaultSpares
 	}
-	r.spares = newSpares(r, spares, opts.NewID)
+	r.spares = newSpares(r, spares, opts.IDs)
 	switch {
 	case cg == nil:
 		r.log.Debug("process: cgroups not available; runs are not limited in processes, memory is limited with RLIMIT_AS", "reason", why)

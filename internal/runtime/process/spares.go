@@ -108,12 +108,22 @@ func statFile(path string) (fileID, error) {
 	return fileID{dev: st.Dev, ino: st.Ino, size: fi.Size(), mtime: fi.ModTime()}, nil
 }
 
+// IDSource makes execution ids that sort in the order it makes them (see
+// execution.IDs).
+type IDSource interface {
+	// Ahead returns an id for an execution to come.
+	Ahead() string
+	// Current reports whether id, made by Ahead, still sorts after every
+	// execution made before the caller's.
+	Current(id string) bool
+}
+
 // spares holds a runtime's spares. A nil *spares holds none.
 type spares struct {
-	r     *Runtime
-	newID func() string
-	max   int
-	ttl   time.Duration
+	r   *Runtime
+	ids IDSource
+	max int
+	ttl time.Duration
 
 	mu       sync.Mutex
 	ready    map[spareKey][]*spare
@@ -137,12 +147,12 @@ type spares struct {
 
 // newSpares returns the spares of r, at most max of them; nil (none) when
 // max <= 0 or there is no id to start them as.
-func newSpares(r *Runtime, max int, newID func() string) *spares {
-	if max <= 0 || newID == nil {
+func newSpares(r *Runtime, max int, ids IDSource) *spares {
+	if max <= 0 || ids == nil {
 		return nil
 	}
 	return &spares{
-		r: r, newID: newID, max: max, ttl: spareTTL,
+		r: r, ids: ids, max: max, ttl: spareTTL,
 		ready: map[spareKey][]*spare{}, reserved: map[string]*spare{}, waiting: map[spareKey]int{},
 		lastAsk: map[spareKey]time.Time{}, noWait: map[spareKey]bool{},
 	}
@@ -184,6 +194,13 @@ func (s *spares) reserve(inv *runtime.Invocation) (string, func(), bool) {
 	busy := now.Sub(s.lastAsk[k]) < s.ttl
 	s.lastAsk[k] = now
 	sp := s.pop(k)
+	var stale *spare
+	if sp != nil && !s.ids.Current(sp.x.inv.ExecutionID) {
+		// Executions made since would sort after this one made later:
+		// ids keep creation order, so this spare cannot be used.
+		delete(s.reserved, sp.x.inv.ExecutionID)
+		stale, sp = sp, nil
+	}
 	more := (sp != nil || busy) && s.roomFor(k)
 	forgets := s.forgets
 	if more {
@@ -192,6 +209,9 @@ func (s *spares) reserve(inv *runtime.Invocation) (string, func(), bool) {
 		s.starts.Add(1)
 	}
 	s.mu.Unlock()
+	if stale != nil {
+		go s.discard(stale)
+	}
 	if more {
 		tmpl := &runtime.Invocation{
 			Artifact: inv.Artifact, Function: inv.Function, Attempt: inv.Attempt,
@@ -206,18 +226,19 @@ func (s *spares) reserve(inv *runtime.Invocation) (string, func(), bool) {
 	return id, func() { s.release(id) }, true
 }
 
-// pop takes the oldest ready spare of kind k into the reserved ones; nil
-// when there is none. s.mu is held.
+// pop takes the newest ready spare of kind k (the one whose id is the
+// likeliest to be current) into the reserved ones; nil when there is none.
+// s.mu is held.
 func (s *spares) pop(k spareKey) *spare {
 	l := s.ready[k]
 	if len(l) == 0 {
 		return nil
 	}
-	sp := l[0]
+	sp := l[len(l)-1]
 	if len(l) == 1 {
 		delete(s.ready, k)
 	} else {
-		s.ready[k] = l[1:]
+		s.ready[k] = l[:len(l)-1]
 	}
 	s.waiting[k]--
 	sp.expiry.Stop()
@@ -239,7 +260,7 @@ func (s *spares) roomFor(k spareKey) bool {
 // was called since forgets calls.
 func (s *spares) start(k spareKey, tmpl *runtime.Invocation, forgets int) {
 	defer s.starts.Done()
-	tmpl.ExecutionID = s.newID()
+	tmpl.ExecutionID = s.ids.Ahead()
 	file, err := statFile(tmpl.Artifact.Location)
 	var x *run
 	if err == nil {

@@ -8,11 +8,11 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/spear-go/spear/internal/errdefs"
+	"github.com/spear-go/spear/internal/execution"
 	"github.com/spear-go/spear/internal/runtime"
 	"github.com/spear-go/spear/internal/runtime/conformance"
 	"github.com/spear-go/spear/internal/runtime/process"
@@ -20,14 +20,15 @@ import (
 	"github.com/spear-go/spear/internal/testwait"
 )
 
-// spareRuntime returns a runtime that starts spares, as ids "spare-1",
-// "spare-2"..., closed with the test.
-func spareRuntime(t *testing.T, mode sandbox.Mode, ttl time.Duration) *process.Runtime {
+// spareRuntime returns a runtime that starts spares, as ids of ids (made
+// at the time when nil), closed with the test.
+func spareRuntime(t *testing.T, mode sandbox.Mode, ttl time.Duration, ids ...*execution.IDs) *process.Runtime {
 	t.Helper()
-	var n atomic.Int64
+	if len(ids) == 0 {
+		ids = append(ids, execution.NewIDs(time.Now))
+	}
 	rt := process.New(process.Options{
-		Sandbox: mode, ReadRoots: []string{os.TempDir()}, NodeID: "spares-test",
-		NewID: func() string { return fmt.Sprintf("spare-%d", n.Add(1)) },
+		Sandbox: mode, ReadRoots: []string{os.TempDir()}, NodeID: "spares-test", IDs: ids[0],
 	})
 	process.SetSpareTTL(rt, ttl)
 	t.Cleanup(func() { _ = rt.Close(context.Background()) })
@@ -134,6 +135,23 @@ func wantDiscarded(t *testing.T, rt *process.Runtime, which string) {
 	if c := rt.Spares(); c.Used != 0 {
 		t.Fatalf("spares %+v: one was used", c)
 	}
+}
+
+// TestSpareOfOlderID: a spare whose id an execution made since would
+// sort after is not used (ids keep creation order), and is discarded.
+func TestSpareOfOlderID(t *testing.T) {
+	ids := execution.NewIDs(time.Now)
+	rt := spareRuntime(t, sandbox.ModeOff, time.Minute, ids)
+	tmpl, _, _ := inv(script(t, idScript), "", nil)
+	rt.Reserve(tmpl)
+	rt.Reserve(tmpl)
+	testwait.Until(t, "a spare is ready", func() bool { return rt.Spares().Ready > 0 })
+	ids.New() // another execution,
+	ids.New() // then the call asking
+	if id, _, ok := rt.Reserve(tmpl); ok {
+		t.Fatalf("spare %s reserved, though two ids were made after it", id)
+	}
+	wantDiscarded(t, rt, "the spare of an older id")
 }
 
 // TestSpareOfChangedArtifact: an artifact rewritten after its spare
