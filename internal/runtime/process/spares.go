@@ -196,8 +196,9 @@ func (s *spares) reserve(inv *runtime.Invocation) (string, func(), bool) {
 	sp := s.pop(k)
 	var stale *spare
 	if sp != nil && !s.ids.Current(sp.x.inv.ExecutionID) {
-		// Executions made since would sort after this one made later:
-		// ids keep creation order, so this spare cannot be used.
+		// An execution made after the spare's id sorts after it: the call
+		// taking the spare would list before that execution, though made
+		// later. Ids keep creation order: this spare is not used.
 		delete(s.reserved, sp.x.inv.ExecutionID)
 		stale, sp = sp, nil
 	}
