@@ -437,19 +437,22 @@ func testExecFailure(t *testing.T, n *node, breakIt func(string) error, code str
 		t.Fatal(err)
 	}
 	// The node may check the artifact again before the run (when its
-	// cache of the task was refreshed): then the call is refused with the
-	// code, else the execution fails with it.
-	var tr metadata.MD
-	resp, err := n.client.InvokeFunction(ctx(t, callTimeout), invocation(t, id, pb.ExecutionMode_EXECUTION_MODE_SYNC, nil), grpc.Trailer(&tr))
-	if err != nil {
-		if e := asRPCError(t, err, tr); e.code != codes.FailedPrecondition || e.reason != code || !strings.Contains(e.msg, script) {
-			t.Errorf("sync: refused with %+v; want FAILED_PRECONDITION %s naming the script", e, code)
+	// cache of the task was refreshed): then the call, sync or async, is
+	// refused with the code, else the execution fails with it.
+	for _, mode := range []pb.ExecutionMode{pb.ExecutionMode_EXECUTION_MODE_SYNC, pb.ExecutionMode_EXECUTION_MODE_ASYNC} {
+		var tr metadata.MD
+		resp, err := n.client.InvokeFunction(ctx(t, callTimeout), invocation(t, id, mode, nil), grpc.Trailer(&tr))
+		switch {
+		case err != nil:
+			if e := asRPCError(t, err, tr); e.code != codes.FailedPrecondition || e.reason != code || !strings.Contains(e.msg, script) {
+				t.Errorf("%v: refused with %+v; want FAILED_PRECONDITION %s naming the script", mode, e, code)
+			}
+		case mode == pb.ExecutionMode_EXECUTION_MODE_ASYNC:
+			wantFailedWith(t, "async", n.waitFinal(t, resp.GetExecutionId(), finishBound).GetResult(), code, script)
+		default:
+			wantFailedWith(t, "sync", resp.GetResult(), code, script)
 		}
-	} else {
-		wantFailedWith(t, "sync", resp.GetResult(), code, script)
 	}
-	async := n.waitFinal(t, n.invoke(t, invocation(t, id, pb.ExecutionMode_EXECUTION_MODE_ASYNC, nil)).GetExecutionId(), finishBound).GetResult()
-	wantFailedWith(t, "async", async, code, script)
 }
 
 func wantFailedWith(t *testing.T, what string, res *pb.ExecutionResult, code, mention string) {
