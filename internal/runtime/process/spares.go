@@ -417,6 +417,12 @@ func (s *spares) forget(task, digest string) {
 			s.waiting[k] -= len(l)
 		}
 	}
+	for k := range s.lastAsk { // what the task's kinds were asked, and did
+		if k.task == task && (digest == "" || k.digest == digest) {
+			delete(s.lastAsk, k)
+			delete(s.noWait, k)
+		}
+	}
 	s.mu.Unlock()
 	for _, sp := range gone {
 		sp.expiry.Stop()
