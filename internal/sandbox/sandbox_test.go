@@ -4,11 +4,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/spear-go/spear/internal/sandbox"
+	"github.com/spear-go/spear/internal/testwait"
 )
 
 func TestParseMode(t *testing.T) {
@@ -134,6 +136,95 @@ func TestSweeper(t *testing.T) {
 	if os.Getuid() != 0 {
 		t.Errorf("the node's uid changed to %d", os.Getuid())
 	}
+}
+
+// TestSweeperForker: one sweep ends a uid whose processes fork without
+// pause: none of that uid is left alive after it (zombies aside, which
+// their new parent reaps).
+func TestSweeperForker(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to start processes as another uid")
+	}
+	const uid = 500200
+	c := exec.Command("sh", "-c", "while :; do sleep 300 & done")
+	c.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: uid}}
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = c.Process.Kill()
+		_ = c.Wait()
+		if t.Failed() { // leave none of the forker's thousands behind
+			w := sandbox.NewSweeper(nil, nil, func(string, ...any) {})
+			for range 5 {
+				w.Release(uid, "")
+			}
+			w.Close()
+		}
+	})
+	testwait.Until(t, "the forker's children", func() bool { return len(aliveOf(t, uid)) >= 20 })
+	var logged []string
+	w := sandbox.NewSweeper(nil, nil, func(msg string, _ ...any) { logged = append(logged, msg) })
+	w.Release(uid, "")
+	w.Close()
+	if len(logged) > 0 {
+		t.Errorf("sweeper logged %v", logged)
+	}
+	_ = c.Wait()
+	testwait.Until(t, "killed processes to be gone", func() bool {
+		left := aliveOf(t, uid)
+		for _, pid := range left {
+			if state(pid) != "Z" && state(pid) != "X" && !dying(pid) {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// aliveOf lists the pids whose real uid is uid.
+func aliveOf(t *testing.T, uid int) []string {
+	t.Helper()
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pids []string
+	for _, e := range entries {
+		var st syscall.Stat_t
+		if syscall.Stat("/proc/"+e.Name(), &st) == nil && e.Name()[0] >= '0' && e.Name()[0] <= '9' && st.Uid == uint32(uid) {
+			pids = append(pids, e.Name())
+		}
+	}
+	return pids
+}
+
+// state is a process's state letter ("" once it is gone).
+func state(pid string) string {
+	b, err := os.ReadFile("/proc/" + pid + "/stat")
+	if err != nil {
+		return ""
+	}
+	s := string(b)
+	if i := strings.LastIndexByte(s, ')'); i >= 0 && i+2 < len(s) {
+		return s[i+2 : i+3]
+	}
+	return ""
+}
+
+// dying reports whether a process has SIGKILL pending (killed, not yet
+// scheduled to exit) or is gone.
+func dying(pid string) bool {
+	b, err := os.ReadFile("/proc/" + pid + "/status")
+	if err != nil {
+		return true
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "ShdPnd:"); ok {
+			return strings.TrimSpace(v) == "0000000000000100"
+		}
+	}
+	return false
 }
 
 // TestWorkDirs: an earlier node's work dirs are cleared; two runs at once
