@@ -37,12 +37,19 @@ func (c enumJSON) Name() string { return c.name }
 
 func (enumJSON) IsBinary() bool { return false }
 
-func (enumJSON) Marshal(m any) ([]byte, error) {
+func (c enumJSON) Marshal(m any) ([]byte, error) { return c.MarshalAppend(nil, m) }
+
+// MarshalAppend writes the answers of appendAnswer itself, the rest with
+// protojson.
+func (enumJSON) MarshalAppend(b []byte, m any) ([]byte, error) {
+	if out, ok := appendAnswer(b, m); ok {
+		return out, nil
+	}
 	msg, ok := m.(proto.Message)
 	if !ok {
 		return nil, fmt.Errorf("%T is not a protobuf message", m)
 	}
-	return protojson.Marshal(msg)
+	return protojson.MarshalOptions{}.MarshalAppend(b, msg)
 }
 
 func (enumJSON) Unmarshal(b []byte, m any) error {
