@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"connectrpc.com/connect"
+	pb "github.com/spear-go/spear/api/spearlet"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -59,6 +60,9 @@ func (enumJSON) Unmarshal(b []byte, m any) error {
 	}
 	if len(bytes.TrimSpace(b)) == 0 {
 		return errors.New("zero-length payload is not a valid JSON object")
+	}
+	if req, ok := m.(*pb.InvokeFunctionRequest); ok && readInvocation(b, req) {
+		return nil
 	}
 	if protojson.Unmarshal(b, msg) == nil {
 		return nil
