@@ -231,6 +231,8 @@ func (m *dispatcher) runDelivery(d *store.Delivery, unreserve func()) {
 		} else {
 			m.complete(l, d, 0)
 		}
+	case defers(d, rev):
+		m.run(runCtx, l, d, t, art, func() bool { unreserve(); m.deferClaim(l, d, cancel); return true })
 	default:
 		m.run(runCtx, l, d, t, art, func() bool { unreserve(); return m.claim(l, d, rev) })
 	}
@@ -393,12 +395,14 @@ func lostAttempt(r *execution.Record, now time.Time) (execution.Attempt, bool) {
 }
 
 // putRecord stores the record of an execution taken from the queue:
-// fenced (putClaimed) once this node claimed it.
+// fenced (putClaimed) once this node claimed it, or ran it with its claim
+// deferred (then from revision 0: created only if nobody else did).
 func (m *dispatcher) putRecord(ctx context.Context, l *live, rec *execution.Record) error {
+	late := m.settleLate(l)
 	l.mu.Lock()
 	claimed := l.claimed != 0
 	l.mu.Unlock()
-	if claimed {
+	if claimed || late {
 		return m.putClaimed(ctx, l, rec)
 	}
 	_, err := m.store.Records.Put(ctx, rec)
@@ -408,8 +412,9 @@ func (m *dispatcher) putRecord(ctx context.Context, l *live, rec *execution.Reco
 // errFenced: a newer attempt took the execution over (see putClaimed).
 var errFenced = errors.New("fenced: a newer attempt took the execution over")
 
-// putClaimed stores rec, the record of an execution this node claimed,
-// unless the stored record moved on without it: another node claimed the
+// putClaimed stores rec, the record of an execution this node claimed (or
+// ran with its claim deferred: from revision 0, see lateclaim.go), unless
+// the stored record moved on without it: another node claimed the
 // execution (this node lost contact for longer than the ack wait, and its
 // message went to that node) or it was settled meanwhile. Then nothing is
 // written and errFenced is returned: the stale attempt must not overwrite

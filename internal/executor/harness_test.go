@@ -43,6 +43,7 @@ const testTask = "fake"
 //	pids-sleep  was refused a process and blocks until the context ends
 //	pids-ok  was refused a process but coped: exits 0, reporting a sandbox
 //	slow-stop  like sleep, but a graceful stop takes it slowStop to exit
+//	gated    like sleep until the test closes gate, then echoes
 type fakeRuntime struct {
 	clock *fakeClock // for advance; may be nil
 
@@ -51,11 +52,12 @@ type fakeRuntime struct {
 	order   []string         // execution ids in the order their runs began
 	causes  map[string]error // why a sleeping run's context ended
 	started chan string      // receives the id of each sleep run as it starts
+	gate    chan struct{}    // a gated run waits for it to close
 }
 
 func newFakeRuntime(clock *fakeClock) *fakeRuntime {
 	return &fakeRuntime{clock: clock, calls: map[string]int{}, causes: map[string]error{},
-		started: make(chan string, 64)}
+		started: make(chan string, 64), gate: make(chan struct{})}
 }
 
 func (f *fakeRuntime) Type() spearrt.Type { return spearrt.TypeProcess }
@@ -84,6 +86,18 @@ func (f *fakeRuntime) Run(ctx context.Context, inv *spearrt.Invocation) (spearrt
 		f.causes[inv.ExecutionID] = context.Cause(ctx)
 		f.mu.Unlock()
 		return spearrt.Result{}, fmt.Errorf("stopped: %w", ctx.Err())
+	case "gated": // blocks until the test closes gate, then echoes
+		f.started <- inv.ExecutionID
+		select {
+		case <-f.gate:
+		case <-ctx.Done():
+			f.mu.Lock()
+			f.causes[inv.ExecutionID] = context.Cause(ctx)
+			f.mu.Unlock()
+			return spearrt.Result{}, fmt.Errorf("stopped: %w", ctx.Err())
+		}
+		_, _ = inv.Stdout.Write(in)
+		return spearrt.Result{}, nil
 	case "slow-stop":
 		f.started <- inv.ExecutionID
 		<-ctx.Done()

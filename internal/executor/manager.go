@@ -52,6 +52,9 @@ type Options struct {
 	MaxOutputBytes int64
 	// MaxLogBytes is how much of standard error is kept.
 	MaxLogBytes int
+	// ClaimAfter is how long a fresh async execution's first attempt runs
+	// before its claim is written (0: claimAfter; see lateclaim.go).
+	ClaimAfter time.Duration
 	// Now is the clock.
 	Now    func() time.Time
 	Logger *slog.Logger
@@ -239,6 +242,9 @@ type live struct {
 	// this node claimed (0: not claimed), or of a handed-on run's RUNNING
 	// record; see dispatcher.putClaimed and offers.storeFinal.
 	claimed uint64
+	// late is the deferred claim of a fresh async execution's first
+	// attempt (lateclaim.go); nil for any other run.
+	late *lateClaim
 	// handedOn says another node handed this sync or stream run on to
 	// this one: its records are written fenced (handon.go).
 	handedOn bool

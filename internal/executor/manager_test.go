@@ -858,10 +858,13 @@ func TestFencedAttempt(t *testing.T) {
 				t.Fatal(err)
 			}
 			h.rt.waitStarted(t, spec.ExecutionID)
-			rec, rev, err := h.st.Records.Get(ctx, spec.ExecutionID)
-			if err != nil {
-				t.Fatal(err)
-			}
+			var rec *execution.Record
+			var rev uint64
+			testwait.Until(t, "the run's late claim", func() bool {
+				var err error
+				rec, rev, err = h.st.Records.Get(ctx, spec.ExecutionID)
+				return err == nil && rev > 0 && rec.Status == execution.StatusRunning
+			})
 			rec.Node, rec.Attempts = "node-b", rec.Attempts+1
 			if _, err := h.st.Records.Update(ctx, rec, rev); err != nil {
 				t.Fatal(err)
