@@ -220,7 +220,7 @@ func (m *dispatcher) runDelivery(d *store.Delivery, unreserve func()) {
 	}
 	runCtx, cancel := context.WithCancelCause(m.baseCtx)
 	defer cancel(nil)
-	go m.keepClaim(runCtx, l, d, cancel)
+	go m.claims.keepClaim(runCtx, l, d, cancel)
 	switch {
 	case err != nil:
 		m.engine.classify(l, runCtx, err)
@@ -232,9 +232,9 @@ func (m *dispatcher) runDelivery(d *store.Delivery, unreserve func()) {
 			m.complete(l, d, 0)
 		}
 	case defers(d, rev):
-		m.run(runCtx, l, d, t, art, func() bool { unreserve(); m.deferClaim(l, d, cancel); return true })
+		m.run(runCtx, l, d, t, art, func() bool { unreserve(); m.claims.deferClaim(l, d, cancel); return true })
 	default:
-		m.run(runCtx, l, d, t, art, func() bool { unreserve(); return m.claim(l, d, rev) })
+		m.run(runCtx, l, d, t, art, func() bool { unreserve(); return m.claims.claim(l, d, rev) })
 	}
 }
 
@@ -315,7 +315,7 @@ func (m *dispatcher) readQueued(d *store.Delivery) (*execution.Record, uint64, b
 // a slot, so that an attempt is counted only when it starts: a cancel that
 // reached the store first, or another node's claim, wins. false: not ours
 // to run (l is done and gone).
-func (m *dispatcher) claim(l *live, d *store.Delivery, rev uint64) bool {
+func (m *claims) claim(l *live, d *store.Delivery, rev uint64) bool {
 	ctx, id := m.baseCtx, d.Spec.ExecutionID
 	l.mu.Lock()
 	if lost, ok := lostAttempt(l.rec, m.opts.Now()); ok {
@@ -365,7 +365,7 @@ func (m *dispatcher) claim(l *live, d *store.Delivery, rev uint64) bool {
 // 0) whose record was created since: by its submission (a keyed one writes
 // it right after the message), then it is claimed as it is now; by a
 // cancel or another worker, then the claim fails.
-func (m *dispatcher) claimCreated(ctx context.Context, l *live, claim *execution.Record) (uint64, error) {
+func (m *claims) claimCreated(ctx context.Context, l *live, claim *execution.Record) (uint64, error) {
 	cur, rev, err := m.store.Records.GetLatest(ctx, claim.ID)
 	if err != nil || cur.Status != execution.StatusPending || rev == 0 {
 		return 0, fmt.Errorf("execution %q was recorded meanwhile: %w", claim.ID, errdefs.ErrFailedPrecondition)
@@ -397,7 +397,7 @@ func lostAttempt(r *execution.Record, now time.Time) (execution.Attempt, bool) {
 // putRecord stores the record of an execution taken from the queue:
 // fenced (putClaimed) once this node claimed it, or ran it with its claim
 // deferred (then from revision 0: created only if nobody else did).
-func (m *dispatcher) putRecord(ctx context.Context, l *live, rec *execution.Record) error {
+func (m *claims) putRecord(ctx context.Context, l *live, rec *execution.Record) error {
 	late := m.settleLate(l)
 	l.mu.Lock()
 	claimed := l.claimed != 0
@@ -419,7 +419,7 @@ var errFenced = errors.New("fenced: a newer attempt took the execution over")
 // message went to that node) or it was settled meanwhile. Then nothing is
 // written and errFenced is returned: the stale attempt must not overwrite
 // a newer one's result.
-func (m *dispatcher) putClaimed(ctx context.Context, l *live, rec *execution.Record) error {
+func (m *claims) putClaimed(ctx context.Context, l *live, rec *execution.Record) error {
 	l.mu.Lock()
 	rev := l.claimed
 	l.mu.Unlock()
@@ -454,7 +454,7 @@ func (m *dispatcher) run(ctx context.Context, l *live, d *store.Delivery, t *tas
 	spec := d.Spec
 	release, err := m.runs.acquire(ctx, l, spec, t)
 	if err != nil {
-		if m.dropFenced(ctx, l) {
+		if m.claims.dropFenced(ctx, l) {
 			return
 		}
 		m.engine.classify(l, ctx, err)
@@ -472,7 +472,7 @@ func (m *dispatcher) run(ctx context.Context, l *live, d *store.Delivery, t *tas
 	wait := m.opts.Now().Sub(spec.CreatedAt)
 	m.engine.execute(ctx, l, m.runtimes[art.Type], art, spec, t.Limits, nil)
 	release()
-	if m.dropFenced(ctx, l) {
+	if m.claims.dropFenced(ctx, l) {
 		return
 	}
 	if errors.Is(context.Cause(ctx), errShutdown) {
@@ -580,7 +580,7 @@ func (m *dispatcher) complete(l *live, d *store.Delivery, wait time.Duration) {
 	// output's first part and logs) or the node stops: the message is kept
 	// in progress meanwhile, so the function does not run again.
 	err := storeBackoff.Do(m.baseCtx, 0, func(attempt int) error {
-		err := m.putRecord(ctx, l, rec)
+		err := m.claims.putRecord(ctx, l, rec)
 		if errors.Is(err, errFenced) {
 			return retry.Permanent(err)
 		}
@@ -627,7 +627,7 @@ func (m *dispatcher) requeue(l *live, d *store.Delivery, delay time.Duration) {
 	l.rec.Output, l.rec.OutputSize, l.rec.OutputSHA256, l.rec.OutputStored = nil, 0, "", false
 	rec := *l.rec
 	l.mu.Unlock()
-	if err := m.putRecord(ctx, l, &rec); errors.Is(err, errFenced) {
+	if err := m.claims.putRecord(ctx, l, &rec); errors.Is(err, errFenced) {
 		close(l.done)
 		m.lives.forget(rec.ID)
 		return
@@ -649,7 +649,7 @@ func (m *dispatcher) requeue(l *live, d *store.Delivery, delay time.Duration) {
 // could not be kept in progress for a whole ack wait (it goes to another
 // node), or the stored record moved on (another node claimed the
 // execution, or it was settled elsewhere) — this node was cut off.
-func (m *dispatcher) keepClaim(ctx context.Context, l *live, d interface{ InProgress() error }, stop context.CancelCauseFunc) {
+func (m *claims) keepClaim(ctx context.Context, l *live, d interface{ InProgress() error }, stop context.CancelCauseFunc) {
 	ackWait := m.store.Workers.AckWait()
 	t := time.NewTicker(ackWait / 3)
 	defer t.Stop()
@@ -675,7 +675,7 @@ func (m *dispatcher) keepClaim(ctx context.Context, l *live, d interface{ InProg
 
 // claimMovedOn reports whether the stored record of a claimed execution
 // no longer says this node runs it.
-func (m *dispatcher) claimMovedOn(ctx context.Context, l *live) bool {
+func (m *claims) claimMovedOn(ctx context.Context, l *live) bool {
 	l.mu.Lock()
 	claimed, id := l.claimed, l.rec.ID
 	l.mu.Unlock()
@@ -689,7 +689,7 @@ func (m *dispatcher) claimMovedOn(ctx context.Context, l *live) bool {
 // dropFenced ends a run whose claim was lost (see keepClaim) without a
 // word to the store or the queue: the attempt that took over records the
 // outcome. It reports whether it did.
-func (m *dispatcher) dropFenced(ctx context.Context, l *live) bool {
+func (m *claims) dropFenced(ctx context.Context, l *live) bool {
 	cause := context.Cause(ctx)
 	if !errors.Is(cause, errFenced) {
 		return false

@@ -57,7 +57,7 @@ func defers(d *store.Delivery, rev uint64) bool {
 }
 
 // deferClaim arms the late claim of l, which runs now; stop stops the run.
-func (m *dispatcher) deferClaim(l *live, d *store.Delivery, stop context.CancelCauseFunc) {
+func (m *claims) deferClaim(l *live, d *store.Delivery, stop context.CancelCauseFunc) {
 	lc := &lateClaim{done: make(chan struct{})}
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -70,7 +70,7 @@ func (m *dispatcher) deferClaim(l *live, d *store.Delivery, stop context.CancelC
 }
 
 // claimLate writes the claim of a run still going after claimAfter.
-func (m *dispatcher) claimLate(l *live, d *store.Delivery, stop context.CancelCauseFunc) {
+func (m *claims) claimLate(l *live, d *store.Delivery, stop context.CancelCauseFunc) {
 	l.mu.Lock()
 	lc := l.late
 	if lc.state != lateWaiting {
@@ -112,7 +112,7 @@ func (m *dispatcher) claimLate(l *live, d *store.Delivery, stop context.CancelCa
 // its records are written fenced, from the late claim's revision or, with
 // none, from revision 0 — created only if nobody else did (a refused claim
 // is refused again there).
-func (m *dispatcher) settleLate(l *live) bool {
+func (m *claims) settleLate(l *live) bool {
 	l.mu.Lock()
 	lc := l.late
 	if lc == nil {

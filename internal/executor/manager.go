@@ -112,6 +112,12 @@ type Async struct{ *core }
 // it and settles it: final record, retry or dead letter.
 type dispatcher struct{ *core }
 
+// claims marks the async executions this node runs as its own in the
+// store, and fences their writes: the claim before a run (or late, while
+// it runs: lateclaim.go), the check that it still holds, and the final
+// writes made under it.
+type claims struct{ *core }
+
 // engine runs one execution: output, input, deadline, outcome.
 type engine struct{ *core }
 
@@ -225,6 +231,7 @@ type core struct {
 	offers     *offers
 	async      *Async
 	dispatcher *dispatcher
+	claims     *claims
 	engine     runner
 	outbox     notifier
 	views      *Views
@@ -240,7 +247,7 @@ type live struct {
 	rec *execution.Record
 	// claimed is the revision of the stored record of an async execution
 	// this node claimed (0: not claimed), or of a handed-on run's RUNNING
-	// record; see dispatcher.putClaimed and offers.storeFinal.
+	// record; see claims.putClaimed and offers.storeFinal.
 	claimed uint64
 	// late is the deferred claim of a fresh async execution's first
 	// attempt (lateclaim.go); nil for any other run.
@@ -315,6 +322,7 @@ func New(opts Options, st *store.Store, reg *registry.Registry, runtimes map[spe
 		attachStall: defaultAttachStall,
 	}
 	c.runs, c.async, c.dispatcher, c.engine = &SyncRuns{c}, &Async{c}, &dispatcher{c}, &engine{c}
+	c.claims = &claims{c}
 	c.outbox, c.views, c.cancels, c.lives = &outbox{c}, &Views{c}, &Cancels{c}, &liveTable{c}
 	c.fwd, c.offers, c.graphs, c.inputs = &forwarder{c}, &offers{c}, &Graphs{core: c}, &stepInputs{c}
 	c.stats = newStats(opts.Now)

@@ -14,13 +14,13 @@ import (
 
 // readInvocation reads the JSON invocation a curl user sends — a task, a
 // mode, the input as a StringValue or BytesValue, perhaps wait, priority
-// and keys — into m, without protojson's generic decoder (11 µs, against
-// about 1 µs here). It takes only what it reads exactly as protojson
-// would: strings without escapes, enum values by their full names, plain
-// integers, standard base64, each field once. Anything else (another
-// field, a null, a short enum name, an escape, a syntax error) makes it
-// give up, and the codec reads the request as before. TestReadInvocation
-// holds the two to the same message.
+// and keys — into m, without protojson's generic decoder (11 µs; this,
+// about 3.6 µs: BenchmarkJSONCodec). It takes only what it reads exactly
+// as protojson would: strings without escapes, enum values by their full
+// names, plain integers, standard base64, each field once. Anything else
+// (another field, a null, a short enum name, an escape, a syntax error)
+// makes it give up, and the codec reads the request as before.
+// TestReadInvocation holds the two to the same message.
 func readInvocation(b []byte, m *pb.InvokeFunctionRequest) bool {
 	r := jsonReader{b: b}
 	ok := r.object(func(key string) bool { return r.invocationField(key, m) })
