@@ -261,10 +261,10 @@ func (m *dispatcher) completeCancelled(l *live, d *store.Delivery, rev uint64) {
 		ended = cur
 		close(l.done)
 	}
-	if m.graphs.stepEnded(ended) {
+	if m.graphs.stepEnded(ended) && m.indexed(ctx, ended) == nil {
 		_ = d.Ack(ctx)
 	} else {
-		_ = d.Nak(time.Second) // its redelivery advances its graph
+		_ = d.Nak(time.Second) // its redelivery advances its graph, or indexes it
 	}
 	m.lives.forget(rec.ID)
 }
@@ -300,8 +300,10 @@ func (m *dispatcher) readQueued(d *store.Delivery) (*execution.Record, uint64, b
 		_ = d.Nak(retryBackoff.Delay(d.Attempt))
 		return nil, 0, false
 	}
-	if rec.Status.Terminal() { // cancelled while queued, or a duplicate
-		if !m.graphs.stepEnded(rec) {
+	if rec.Status.Terminal() { // cancelled while queued, or a duplicate, or acked by none
+		// Its index entry may have died with the node that wrote the
+		// record: it is written again (rarely: a redelivery).
+		if !m.graphs.stepEnded(rec) || m.store.Records.Index(ctx, rec.TaskID, rec.ID) != nil {
 			_ = d.Nak(retryBackoff.Delay(d.Attempt))
 			return nil, 0, false
 		}
@@ -608,11 +610,25 @@ func (m *dispatcher) complete(l *live, d *store.Delivery, wait time.Duration) {
 	if !m.graphs.stepEnded(rec) {
 		// Not acked: its redelivery finds it ended and advances its graph.
 		_ = d.Nak(time.Second)
+	} else if err := m.indexed(ctx, rec); err != nil {
+		// Not acked: its redelivery finds it ended and indexes it.
+		m.log.Warn("indexing finished execution; it is indexed when its message comes back", "execution", rec.ID, "err", err)
+		_ = d.Nak(time.Second)
 	} else if err := d.Ack(ctx); err != nil {
 		m.log.Warn("acking finished execution", "execution", rec.ID, "err", err)
 	}
 	m.engine.finish(l, wait)
 	m.lives.forget(rec.ID)
+}
+
+// indexed makes sure rec's index entry is stored before its message is
+// acked: one its first write could not store is still being written in
+// the background, and a node that died then would lose it for good.
+func (m *dispatcher) indexed(ctx context.Context, rec *execution.Record) error {
+	if !m.store.Records.IndexPending(rec.ID) {
+		return nil
+	}
+	return m.store.Records.Index(ctx, rec.TaskID, rec.ID)
 }
 
 // requeue puts the execution back to PENDING and returns it to the queue,

@@ -75,6 +75,7 @@ func (m *Cancels) Cancel(ctx context.Context, id, reason string, force bool) (Ca
 		rec.ErrorMessage = cancelCause(reason).Error()
 		rec.CompletedAt = m.opts.Now()
 		if _, err := m.store.Records.Update(ctx, rec, rev); err == nil {
+			m.withdraw(ctx, rec, rev)
 			m.stats.record(rec)
 			if m.opts.Hooks != nil { // the worker that dequeues it drops it silently
 				m.opts.Hooks.Finished(rec, m.engine.runtimeOf(rec.TaskID), 0)
@@ -92,6 +93,21 @@ func (m *Cancels) Cancel(ctx context.Context, id, reason string, force bool) (Ca
 		}
 	}
 	return CancelOutcome{}, fmt.Errorf("execution %q kept changing while cancelling: %w", id, errdefs.ErrUnavailable)
+}
+
+// withdraw takes a queued execution just recorded CANCELLED out of the
+// queue. Read from its queue message (revision 0), it may be taken by a
+// worker that runs it before its claim is written (lateclaim.go): the
+// cancel's marks on every node stop it there for a minute, and without
+// its message no worker takes it after. A graph's step stays queued: its
+// redelivery advances its graph.
+func (m *Cancels) withdraw(ctx context.Context, rec *execution.Record, rev uint64) {
+	if rev != 0 || rec.ParentID != "" {
+		return
+	}
+	if err := m.store.Queue.Withdraw(ctx, rec.ID); err != nil {
+		m.log.Warn("cancelled execution left in the queue; a worker that takes it drops its result", "execution", rec.ID, "err", err)
+	}
 }
 
 // unansweredAttempt is the history entry of the attempt a cancel ends in
@@ -231,12 +247,17 @@ func (m *Cancels) awaitStopped(ctx context.Context, id string) CancelOutcome {
 }
 
 // onCancelRequest answers another node's cancel request for an execution
-// live here (see remoteAnswer); it stays silent otherwise.
+// live here (see remoteAnswer); otherwise it stays silent and marks the
+// cancel, as cancelLocal does, for the moment the execution may become
+// live here (taken from the queue by a worker that had not claimed it).
 func (m *Cancels) onCancelRequest(id string, body []byte, respond func([]byte)) {
 	var req cancelRequest
 	_ = json.Unmarshal(body, &req)
 	m.mu.Lock()
 	_, ok := m.live[id]
+	if !ok { // it may become live here next: it starts cancelled
+		m.lives.markCancelled(id, cancelCause(req.Reason))
+	}
 	m.mu.Unlock()
 	if !ok {
 		return

@@ -298,6 +298,31 @@ func TestCancelQueued(t *testing.T) {
 	}
 }
 
+// TestCancelQueuedWithdraws: a cancel of an execution waiting in the
+// queue (accepted in one write: its message is its record) takes the
+// message out at once, so that no worker, on any node however late, takes
+// it and runs it before its claim (lateclaim.go) finds the cancel.
+func TestCancelQueuedWithdraws(t *testing.T) {
+	h := newHarness(t, Options{Workers: 1}, nil)
+	ctx := testCtx(t)
+	shutdown(h.m, time.Second) // no worker takes the message
+	m := New(Options{Workers: 1, NodeID: "node-a"}, h.st, h.reg, h.m.runtimes)
+
+	spec := newSpec("echo", execution.ModeAsync, "")
+	if err := h.st.Queue.Accept(ctx, spec); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := m.Cancels.Cancel(ctx, spec.ExecutionID, "", false); err != nil || out.Status != execution.StatusCancelled {
+		t.Fatalf("Cancel = %+v, %v", out, err)
+	}
+	if queued, err := h.st.Queue.Has(ctx, testTask, spec.ExecutionID); err != nil || queued {
+		t.Fatalf("Queue.Has after the cancel = %v, %v; want the message withdrawn", queued, err)
+	}
+	if r := h.stored(spec.ExecutionID); r.Status != execution.StatusCancelled {
+		t.Fatalf("record = %+v", r)
+	}
+}
+
 func TestCancelRunning(t *testing.T) {
 	for _, mode := range []execution.Mode{execution.ModeSync, execution.ModeAsync} {
 		t.Run(mode.String(), func(t *testing.T) {
@@ -910,23 +935,36 @@ func TestLostAttempt(t *testing.T) {
 }
 
 // TestCancelBeforeLive: a cancel that finds an execution not live here
-// (its message is being taken from the queue at that moment) makes it
-// start cancelled when it becomes live, instead of waiting for a slot it
-// would only give up.
+// (its message is being taken from the queue at that moment), asked here
+// or through another node, makes it start cancelled when it becomes live
+// here, instead of waiting for a slot it would only give up, or running
+// before its claim (lateclaim.go).
 func TestCancelBeforeLive(t *testing.T) {
-	h := newHarness(t, Options{Workers: 1}, nil)
-	spec := newSpec("echo", execution.ModeAsync, "")
-	if _, ok := h.m.cancels.cancelLocal(testCtx(t), spec.ExecutionID, "caller", false); ok {
-		t.Fatal("cancelLocal found an execution that is not live")
-	}
-	l := &live{rec: execution.NewRecord(spec), done: make(chan struct{})}
-	if err := h.m.lives.addLive(l); err != nil {
-		t.Fatal(err)
-	}
-	defer h.m.lives.forget(spec.ExecutionID)
-	_, cancel := context.WithCancelCause(context.Background())
-	defer cancel(nil)
-	if l.setCancel(cancel) || !l.cancelRequested() {
-		t.Fatal("an execution cancelled just before it became live may start")
+	for _, through := range []string{"this node", "another node"} {
+		t.Run(through, func(t *testing.T) {
+			h := newHarness(t, Options{Workers: 1, Shared: true, NodeID: "node-a"}, nil)
+			spec := newSpec("echo", execution.ModeAsync, "")
+			if through == "this node" {
+				if _, ok := h.m.cancels.cancelLocal(testCtx(t), spec.ExecutionID, "caller", false); ok {
+					t.Fatal("cancelLocal found an execution that is not live")
+				}
+			} else {
+				other := h.newManager(Options{Workers: 1, Shared: true, NodeID: "node-b"})
+				// Not queued: nobody answers, and there is nothing to record.
+				if _, err := other.Cancels.Cancel(testCtx(t), spec.ExecutionID, "", false); !errors.Is(err, errdefs.ErrNotFound) {
+					t.Fatalf("Cancel of an execution nobody has = %v, want not found", err)
+				}
+			}
+			l := &live{rec: execution.NewRecord(spec), done: make(chan struct{})}
+			if err := h.m.lives.addLive(l); err != nil {
+				t.Fatal(err)
+			}
+			defer h.m.lives.forget(spec.ExecutionID)
+			_, cancel := context.WithCancelCause(context.Background())
+			defer cancel(nil)
+			if l.setCancel(cancel) || !l.cancelRequested() || !l.wasPreCancelled() {
+				t.Fatal("an execution cancelled just before it became live may start")
+			}
+		})
 	}
 }

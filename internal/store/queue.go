@@ -202,7 +202,7 @@ func msgID(spec *execution.Spec) string {
 	return spec.ExecutionID
 }
 
-// QueuedOfTask counts a task's executions in the queue: waiting, and taken
+// OfTask counts a task's executions in the queue: waiting, and taken
 // by a worker but not finished.
 func (s *Queue) OfTask(ctx context.Context, taskID string) (int64, error) {
 	info, err := request(s.core, ctx, false, func(ctx context.Context) (*jetstream.StreamInfo, error) {
@@ -218,7 +218,7 @@ func (s *Queue) OfTask(ctx context.Context, taskID string) (int64, error) {
 	return n, nil
 }
 
-// IsQueued reports whether an execution of a task is in the queue (waiting,
+// Has reports whether an execution of a task is in the queue (waiting,
 // or taken by a worker and not finished).
 func (s *Queue) Has(ctx context.Context, taskID, id string) (bool, error) {
 	info, err := request(s.core, ctx, false, func(ctx context.Context) (*jetstream.StreamInfo, error) {
@@ -228,6 +228,20 @@ func (s *Queue) Has(ctx context.Context, taskID, id string) (bool, error) {
 		return false, s.unavailable("queue info", err)
 	}
 	return len(info.State.Subjects) > 0, nil
+}
+
+// Withdraw removes execution id's message from the queue, waiting or
+// taken by a worker: a cancel of a queued execution withdraws it, so that
+// no worker takes it later (a worker that took it already finds the
+// cancel marked where it runs it, or recorded when it writes its claim).
+func (s *Queue) Withdraw(ctx context.Context, id string) error {
+	_, err := request(s.core, ctx, true, func(ctx context.Context) (struct{}, error) {
+		return struct{}{}, s.queue.Purge(ctx, jetstream.WithPurgeSubject(queueSubjectBase+"*.*.*."+id))
+	})
+	if err != nil {
+		return s.unavailable("withdraw queued execution", err)
+	}
+	return nil
 }
 
 // queuedSpec returns the spec of execution id while it is in the queue

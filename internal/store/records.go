@@ -83,7 +83,7 @@ func (s *Records) indexed(ctx context.Context, r *execution.Record, write func()
 		return 0, werr
 	}
 	if err != nil || s.awaitAll(ctx, []jetstream.PubAckFuture{idx}, "index execution record") != nil {
-		go s.indexSoon(r.TaskID, r.ID)
+		s.indexSoon(r.TaskID, r.ID)
 	}
 	return n, nil
 }
@@ -172,8 +172,14 @@ func (s *Records) Claim(ctx context.Context, r *execution.Record, rev uint64) (u
 // for as long as a cluster that lost a server may take to elect the index
 // stream's leader again: nothing else writes it once the execution runs
 // (a claim's entry that failed during an election was missing from its
-// task's listing for good, once in TestClusterChaos).
+// task's listing for good, once in TestClusterChaos). The entry is
+// pending (IndexPending) until written; one never written stays pending.
 func (s *core) indexSoon(taskID, id string) {
+	s.unindexed.Store(id, taskID)
+	go s.writeIndexSoon(taskID, id)
+}
+
+func (s *core) writeIndexSoon(taskID, id string) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	err := indexBackoff.Do(ctx, 0, func(int) error {
@@ -187,7 +193,29 @@ func (s *core) indexSoon(taskID, id string) {
 	})
 	if err != nil {
 		s.log.Warn("execution not indexed: its task's listing misses it", "execution", id, "err", err)
+		return
 	}
+	s.unindexed.Delete(id)
+}
+
+// Index writes execution id's entry in its task's index now (a few tries;
+// it may be there already), and reports whether it is stored.
+func (s *Records) Index(ctx context.Context, taskID, id string) error {
+	if err := s.indexRecord(ctx, taskID, id); err != nil {
+		return err
+	}
+	s.unindexed.Delete(id)
+	return nil
+}
+
+// IndexPending reports whether execution id's index entry is still being
+// written in the background (its first write's could not be: indexed).
+// Until it is, a node that dies takes the entry with it: the message of
+// an execution whose entry is pending is not acked (the executor writes
+// it with Index first).
+func (s *Records) IndexPending(id string) bool {
+	_, ok := s.unindexed.Load(id)
+	return ok
 }
 
 // Get returns the record of execution id and its revision (from any

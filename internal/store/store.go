@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -145,6 +146,9 @@ type core struct {
 	usage usage
 	// quorum is what the writes say of the cluster's quorum (quorum.go).
 	quorum *quorum
+	// unindexed are the executions whose index entry indexSoon is still
+	// writing, by id (the value is the task's id).
+	unindexed sync.Map
 	// wantReplicas is Options.Replicas as given (0: auto); resolved says
 	// why opts.Replicas is what it is (cluster.go).
 	wantReplicas int

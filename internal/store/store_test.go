@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/spear-go/spear/internal/errdefs"
 	"github.com/spear-go/spear/internal/execution"
 	"github.com/spear-go/spear/internal/runtime"
@@ -531,6 +533,46 @@ func TestAcceptUnrecorded(t *testing.T) {
 	}
 	if got := listed(ListFilter{TaskID: "t", Limit: 10}); !slices.Equal(got, []string{"a1:RUNNING", "b1:PENDING", "c1:CANCELLED"}) {
 		t.Fatalf("List after their messages were acked = %v; want a1 and c1 still listed", got)
+	}
+}
+
+// TestIndexPending: a record's first write whose index entry could not be
+// stored (here: the index's stream is gone for a moment) leaves the entry
+// pending in the background, says so, and Index stores it (the executor
+// does before it acks the execution's message: a node that died with the
+// entry pending lost it for good, once in TestClusterChaos).
+func TestIndexPending(t *testing.T) {
+	ctx := testCtx(t)
+	s := openStore(t, t.TempDir(), 0)
+	st, err := s.index.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := st.(*jetstream.KeyValueBucketStatus).StreamInfo().Config
+	if err := s.js.DeleteStream(ctx, cfg.Name); err != nil {
+		t.Fatal(err)
+	}
+	r := execution.NewRecord(spec("p1"))
+	if _, err := s.Records.Update(ctx, r, 0); err != nil {
+		t.Fatalf("first write without the index: %v", err)
+	}
+	if !s.Records.IndexPending(r.ID) {
+		t.Fatal("IndexPending = false for an entry that could not be written")
+	}
+	if err := s.Records.Index(ctx, r.TaskID, r.ID); err == nil {
+		t.Fatal("Index stored an entry without its stream")
+	}
+	if _, err := s.js.CreateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Records.Index(ctx, r.TaskID, r.ID); err != nil {
+		t.Fatalf("Index once the stream is back: %v", err)
+	}
+	if s.Records.IndexPending(r.ID) {
+		t.Fatal("IndexPending = true once Index stored the entry")
+	}
+	if recs, _, err := s.Records.List(ctx, ListFilter{TaskID: "t", Limit: 10}); err != nil || len(recs) != 1 || recs[0].ID != "p1" {
+		t.Fatalf("List = %v, %v; want p1", recs, err)
 	}
 }
 

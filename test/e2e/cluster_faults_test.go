@@ -254,6 +254,21 @@ func checkCounters(t *testing.T, nodes []*node, taskID string, want int) int {
 	return int(counts[0])
 }
 
+// checkListed fails the test for each of ids missing from its task's
+// listing at n.
+func checkListed(t *testing.T, n *node, taskID string, ids []string) {
+	t.Helper()
+	listed := map[string]bool{}
+	for _, r := range listRecords(t, n, taskID) {
+		listed[r.GetExecutionId()] = true
+	}
+	for _, id := range ids {
+		if !listed[id] {
+			t.Errorf("execution %s is missing from task %s's listing", id, taskID)
+		}
+	}
+}
+
 // taskCounts is the task's execution_count at each node.
 func taskCounts(t *testing.T, nodes []*node, taskID string) []int32 {
 	t.Helper()
@@ -776,6 +791,7 @@ func TestClusterChaos(t *testing.T) {
 	// with -9 takes along what it counted in its last second and had not
 	// added to the store yet (docs/CLUSTER.md), so they may be below.
 	counted := checkCounters(t, live, "short", total)
+	checkListed(t, live[0], "short", ids)
 	t.Logf("task counter %d for %d executions (the killed nodes' last second of counts is lost)", counted, total)
 }
 
