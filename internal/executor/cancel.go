@@ -106,7 +106,7 @@ func (m *Cancels) withdraw(ctx context.Context, rec *execution.Record, rev uint6
 		return
 	}
 	if err := m.store.Queue.Withdraw(ctx, rec.ID); err != nil {
-		m.log.Warn("cancelled execution left in the queue; a worker that takes it drops its result", "execution", rec.ID, "err", err)
+		m.log.Warn("cancelled execution left in the queue: a worker that takes it a minute from now may start it, until its refused claim stops it", "execution", rec.ID, "err", err)
 	}
 }
 

@@ -47,12 +47,13 @@ func noSpace(err error) bool {
 // usage tracks the store's size against its budget.
 type usage struct {
 	limit   int64        // the budget; 0: not known
-	learned atomic.Int64 // usage when the server refused a write (limit unknown)
+	learned atomic.Int64 // the most the streams held when the server refused a write (limit unknown)
 	// measured is the usage last measured; inflight is output published
 	// and not yet acknowledged, which a measurement may not see yet.
 	measured atomic.Int64
 	inflight atomic.Int64
 	refused  atomic.Int64 // Unix nanoseconds of the latest refused write
+	learning atomic.Bool  // a refused write's usage is being measured
 }
 
 // refusedRecently is how long a refused write makes the store report
@@ -108,8 +109,29 @@ func (s *core) note(err error) {
 		return
 	}
 	s.usage.refused.Store(time.Now().UnixNano())
-	if s.usage.limit == 0 {
-		s.usage.learned.Store(s.usage.used())
+	if s.usage.limit == 0 && s.usage.learning.CompareAndSwap(false, true) {
+		go s.learnBudget()
+	}
+}
+
+// learnBudget measures what the streams hold when the server just refused
+// a write: the budget learned is the most they held at a refusal. Not the
+// usage last measured (up to a second old: far off with output pouring
+// in), nor output on its way (the server has not got it); meanwhile the
+// refusal itself holds new work back (refusedRecently).
+func (s *core) learnBudget() {
+	defer s.usage.learning.Store(false)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	n, err := s.measure(ctx)
+	if err != nil {
+		return
+	}
+	for {
+		old := s.usage.learned.Load()
+		if n <= old || s.usage.learned.CompareAndSwap(old, n) {
+			return
+		}
 	}
 }
 
@@ -155,7 +177,7 @@ func (s *Store) measureUsage(ctx context.Context, interval time.Duration) {
 // embedded server what its files take on disk, if more (deleted messages
 // take disk space until their blocks are compacted), or all of the
 // budget when the filesystem itself is nearly full.
-func (s *Store) measure(ctx context.Context) (int64, error) {
+func (s *core) measure(ctx context.Context) (int64, error) {
 	n, err := s.StorageBytes(ctx)
 	if err != nil {
 		return 0, err

@@ -425,7 +425,7 @@ func (s *Store) Close() {
 }
 
 // StorageBytes is what JetStream holds for Spear, in bytes.
-func (s *Store) StorageBytes(ctx context.Context) (int64, error) {
+func (s *core) StorageBytes(ctx context.Context) (int64, error) {
 	var total int64
 	for _, name := range []string{StreamQueue, StreamChunks, StreamCallbacks, "KV_" + BucketTasks, "KV_" + BucketExecutions,
 		"KV_" + BucketExecIndex, "KV_" + BucketTaskStats, "OBJ_" + BucketArtifacts, "OBJ_" + BucketInputs} {
