@@ -134,7 +134,10 @@ func (s *Queue) Accept(ctx context.Context, spec *execution.Spec) error {
 	if err != nil {
 		return err
 	}
-	if _, err := s.publishQueued(ctx, queueSubject(spec), msg, jetstream.WithMsgID(msgID(spec))); err != nil {
+	// No message id: a fresh id has no earlier message to be deduplicated
+	// against, and the stream's duplicate window would hold one entry per
+	// accepted execution for two minutes.
+	if _, err := s.publishQueued(ctx, queueSubject(spec), msg); err != nil {
 		return s.unavailable("enqueue execution", err)
 	}
 	s.announce(spec)
