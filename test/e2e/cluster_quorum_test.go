@@ -57,7 +57,10 @@ func TestClusterQuorum(t *testing.T) {
 	requireCompleted(t, waitFinalAnyNode(t, nodes, ids, 3*finishBound))
 	t.Logf("(a) one nats-server down: %d accepted executions, all completed", len(ids))
 
-	// (b) A second server lost: no quorum.
+	// (b) A second server lost: no quorum. The execution read below must be
+	// stored: the node that ran one answers for it from memory until its
+	// final write succeeds, which may still wait in its retry backoff.
+	waitStored(t, nodes, ids[0])
 	accepted := submitAsync(t, nodes, "slow", 6, 0)
 	nats.servers[1].kill()
 	lostAt := time.Now()
@@ -91,6 +94,15 @@ func TestClusterQuorum(t *testing.T) {
 		}
 	}
 	t.Logf("(c) all %d executions accepted before the loss (and after) completed", len(accepted))
+}
+
+// waitStored waits until every node reports execution id terminal: one
+// node at most runs it, so the others read its final record from the store.
+func waitStored(t *testing.T, nodes []*node, id string) {
+	t.Helper()
+	for _, n := range nodes {
+		waitFinalAnyNode(t, []*node{n}, []string{id}, finishBound)
+	}
 }
 
 // restart starts a killed nats-server again, with its arguments (ports,

@@ -43,3 +43,6 @@ func SetSpareTTL(r *Runtime, d time.Duration) { r.spares.ttl = d }
 
 // SetsRlimits reports whether r's sandbox sets the rlimits of its runs.
 func SetsRlimits(r *Runtime) bool { return r.sb != nil && r.sb.rlimits }
+
+// Exited reports whether child pid, not reaped yet, has exited.
+var Exited = exited

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -177,13 +178,16 @@ func TestSpareOfChangedArtifact(t *testing.T) {
 func TestSpareOfFunctionNotWaiting(t *testing.T) {
 	rt := spareRuntime(t, sandbox.ModeOff, time.Minute)
 	dir := t.TempDir()
-	count := filepath.Join(dir, "starts")
-	tmpl, _, _ := inv(script(t, fmt.Sprintf(`echo started >> %s; echo "$SPEAR_EXECUTION_ID"`, count)), "", nil)
+	pidFile := filepath.Join(dir, "pid")
+	tmpl, _, _ := inv(script(t, fmt.Sprintf(`echo $$ > %s; echo "$SPEAR_EXECUTION_ID"`, pidFile)), "", nil)
 	id, release := reserveReady(t, rt, tmpl)
 	defer release()
+	// The spare is a child not reaped until it is discarded: it has exited
+	// once waitid says so (its having written is not enough).
 	testwait.Until(t, "the spare has exited", func() bool {
-		b, _ := os.ReadFile(count)
-		return bytes.Count(b, []byte("started")) == 1
+		b, _ := os.ReadFile(pidFile)
+		pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+		return err == nil && process.Exited(pid)
 	})
 	if got := runAs(t, rt, tmpl, id, ""); got != id+"\n" {
 		t.Fatalf("output %q", got)
