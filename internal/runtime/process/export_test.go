@@ -46,3 +46,6 @@ func SetsRlimits(r *Runtime) bool { return r.sb != nil && r.sb.rlimits }
 
 // Exited reports whether child pid, not reaped yet, has exited.
 var Exited = exited
+
+// SetSpareStartHook makes r's spares call f as they start.
+func SetSpareStartHook(r *Runtime, f func()) { r.spares.startHook = f }

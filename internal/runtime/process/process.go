@@ -363,7 +363,7 @@ func checkExecutable(path string) error {
 func (r *Runtime) Run(ctx context.Context, inv *runtime.Invocation) (runtime.Result, error) {
 	r.running.Add(1)
 	defer r.running.Add(-1)
-	x := r.spares.take(inv)
+	x := r.spares.take(ctx, inv)
 	if x == nil {
 		x = &run{r: r, inv: inv, begin: time.Now(), sharedMax0: -1}
 		if err := x.start(ctx); err != nil {

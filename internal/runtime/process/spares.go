@@ -16,10 +16,12 @@ package process
 // beyond itself opts out with the artifact metadata prestart: "false".
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
 	goruntime "runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -79,12 +81,19 @@ func checkPrestart(a runtime.Artifact) error {
 	}
 }
 
-// spare is a started child waiting for its invocation.
+// spare is a child started, or starting, for an invocation to come, as
+// execution id. x and file are set, or the start failed (x nil), once
+// started is closed; expiry is set while it is ready.
 type spare struct {
-	x      *run
-	key    spareKey
-	file   fileID
-	expiry *time.Timer
+	id      string
+	key     spareKey
+	started chan struct{}
+	// claimed: reserved while it was starting; its start then hands it to
+	// the reservation rather than to the ready ones (under spares.mu).
+	claimed bool
+	x       *run
+	file    fileID
+	expiry  *time.Timer
 }
 
 // fileID identifies an artifact's content as it was when a spare was
@@ -127,9 +136,10 @@ type spares struct {
 
 	mu       sync.Mutex
 	ready    map[spareKey][]*spare
-	reserved map[string]*spare // by execution id
-	// waiting counts the ready and starting spares of each kind; alive all
-	// of them, reserved included.
+	starting map[spareKey][]*spare // not claimed yet
+	reserved map[string]*spare     // by execution id
+	// waiting counts the ready and starting spares of each kind, but the
+	// claimed ones; alive all of them, reserved included.
 	waiting map[spareKey]int
 	alive   int
 	lastAsk map[spareKey]time.Time
@@ -143,6 +153,8 @@ type spares struct {
 	starts  sync.WaitGroup
 
 	used, discarded atomic.Uint64
+	// startHook, when set (tests), is called as a spare starts.
+	startHook func()
 }
 
 // newSpares returns the spares of r, at most max of them; nil (none) when
@@ -153,7 +165,7 @@ func newSpares(r *Runtime, max int, ids IDSource) *spares {
 	}
 	return &spares{
 		r: r, ids: ids, max: max, ttl: spareTTL,
-		ready: map[spareKey][]*spare{}, reserved: map[string]*spare{}, waiting: map[spareKey]int{},
+		ready: map[spareKey][]*spare{}, starting: map[spareKey][]*spare{}, reserved: map[string]*spare{}, waiting: map[spareKey]int{},
 		lastAsk: map[spareKey]time.Time{}, noWait: map[spareKey]bool{},
 	}
 }
@@ -178,9 +190,10 @@ func (r *Runtime) Spares() runtime.SpareCounts {
 	return runtime.SpareCounts{Ready: ready, Used: s.used.Load(), Discarded: s.discarded.Load()}
 }
 
-// reserve takes a ready spare of inv's kind, and starts another when the
-// kind is busy (called again within the spares' time to live, or a spare
-// was just used).
+// reserve takes a ready spare of inv's kind, else one still starting (its
+// invocation waits for the rest of its start, which costs less than a
+// start of its own), and starts another when the kind is busy (called
+// again within the spares' time to live, or a spare was just taken).
 func (s *spares) reserve(inv *runtime.Invocation) (string, func(), bool) {
 	if s == nil {
 		return "", nil, false
@@ -194,37 +207,65 @@ func (s *spares) reserve(inv *runtime.Invocation) (string, func(), bool) {
 	busy := now.Sub(s.lastAsk[k]) < s.ttl
 	s.lastAsk[k] = now
 	sp := s.pop(k)
+	if sp == nil {
+		sp = s.claim(k)
+	}
 	var stale *spare
-	if sp != nil && !s.ids.Current(sp.x.inv.ExecutionID) {
+	if sp != nil && !s.ids.Current(sp.id) {
 		// An execution made after the spare's id sorts after it: the call
 		// taking the spare would list before that execution, though made
 		// later. Ids keep creation order: this spare is not used.
-		delete(s.reserved, sp.x.inv.ExecutionID)
+		delete(s.reserved, sp.id)
 		stale, sp = sp, nil
 	}
-	more := (sp != nil || busy) && s.roomFor(k)
-	forgets := s.forgets
-	if more {
-		s.waiting[k]++
-		s.alive++
-		s.starts.Add(1)
+	var next *spare
+	if (sp != nil || busy) && s.roomFor(k) {
+		next = s.newStarting(k)
 	}
+	forgets := s.forgets
 	s.mu.Unlock()
 	if stale != nil {
-		go s.discard(stale)
+		go s.discardStarted(stale)
 	}
-	if more {
+	if next != nil {
 		tmpl := &runtime.Invocation{
-			Artifact: inv.Artifact, Function: inv.Function, Attempt: inv.Attempt,
+			ExecutionID: next.id, Artifact: inv.Artifact, Function: inv.Function, Attempt: inv.Attempt,
 			MemoryLimitBytes: inv.MemoryLimitBytes, PidsLimit: inv.PidsLimit, HostNetwork: inv.HostNetwork,
 		}
-		go s.start(k, tmpl, forgets)
+		go s.start(next, tmpl, forgets)
 	}
 	if sp == nil {
 		return "", nil, false
 	}
-	id := sp.x.inv.ExecutionID
+	id := sp.id
 	return id, func() { s.release(id) }, true
+}
+
+// claim takes the newest starting spare of kind k into the reserved
+// ones; nil when none is starting (or the kind gets no more spares: those
+// starting are discarded once started). s.mu is held.
+func (s *spares) claim(k spareKey) *spare {
+	l := s.starting[k]
+	if len(l) == 0 || s.noWait[k] {
+		return nil
+	}
+	sp := l[len(l)-1]
+	s.starting[k] = l[:len(l)-1]
+	s.waiting[k]--
+	sp.claimed = true
+	s.reserved[sp.id] = sp
+	return sp
+}
+
+// newStarting counts a spare of kind k about to start, as an id made now.
+// s.mu is held.
+func (s *spares) newStarting(k spareKey) *spare {
+	sp := &spare{id: s.ids.Ahead(), key: k, started: make(chan struct{})}
+	s.starting[k] = append(s.starting[k], sp)
+	s.waiting[k]++
+	s.alive++
+	s.starts.Add(1)
+	return sp
 }
 
 // pop takes the newest ready spare of kind k (the one whose id is the
@@ -243,7 +284,7 @@ func (s *spares) pop(k spareKey) *spare {
 	}
 	s.waiting[k]--
 	sp.expiry.Stop()
-	s.reserved[sp.x.inv.ExecutionID] = sp
+	s.reserved[sp.id] = sp
 	return sp
 }
 
@@ -257,43 +298,52 @@ func (s *spares) roomFor(k spareKey) bool {
 		int(s.r.running.Load()) < goruntime.NumCPU()
 }
 
-// start starts a spare of kind k for invocations like tmpl, unless forget
-// was called since forgets calls.
-func (s *spares) start(k spareKey, tmpl *runtime.Invocation, forgets int) {
+// start starts spare sp for invocations like tmpl. Once started, it is
+// ready, or its reservation's if it was claimed meanwhile; it is
+// discarded if forget was called since forgets calls.
+func (s *spares) start(sp *spare, tmpl *runtime.Invocation, forgets int) {
 	defer s.starts.Done()
-	tmpl.ExecutionID = s.ids.Ahead()
+	defer close(sp.started)
+	k := sp.key
+	if s.startHook != nil {
+		s.startHook()
+	}
 	file, err := statFile(tmpl.Artifact.Location)
 	var x *run
 	if err == nil {
 		x, err = s.r.launchAhead(tmpl)
 	}
 	s.mu.Lock()
-	s.waiting[k]--
-	keep := err == nil && !s.closed && !s.noWait[k] && s.forgets == forgets
-	if keep {
-		sp := &spare{x: x, key: k, file: file}
-		sp.expiry = time.AfterFunc(s.ttl, func() { s.expire(sp) })
-		s.ready[k] = append(s.ready[k], sp)
-		s.waiting[k]++
-	}
-	if err != nil {
+	if err == nil {
+		sp.x, sp.file = x, file
+	} else {
 		s.alive--
+	}
+	keep := sp.claimed
+	if !sp.claimed {
+		s.starting[k] = slices.DeleteFunc(s.starting[k], func(o *spare) bool { return o == sp })
+		s.waiting[k]--
+		if keep = err == nil && !s.closed && !s.noWait[k] && s.forgets == forgets; keep {
+			sp.expiry = time.AfterFunc(s.ttl, func() { s.expire(sp) })
+			s.ready[k] = append(s.ready[k], sp)
+			s.waiting[k]++
+		}
 	}
 	s.mu.Unlock()
 	switch {
 	case err != nil:
 		s.r.log.Debug("process: a spare did not start", "task", k.task, "err", err)
 	case !keep:
-		s.discard(&spare{x: x})
+		s.discard(sp)
 	}
 }
 
-// take returns the run of the spare reserved for inv, given inv's input,
-// or nil when inv must start a child of its own: no spare was reserved as
-// its id, or the one reserved no longer fits (another kind of invocation,
-// an artifact changed since, a function that did not wait for its input),
-// which is discarded.
-func (s *spares) take(inv *runtime.Invocation) *run {
+// take returns the run of the spare reserved for inv, once started, given
+// inv's input, or nil when inv must start a child of its own: no spare
+// was reserved as its id, it did not start (or not before ctx ended), or
+// it no longer fits (another kind of invocation, an artifact changed
+// since, a function that did not wait for its input), and is discarded.
+func (s *spares) take(ctx context.Context, inv *runtime.Invocation) *run {
 	if s == nil {
 		return nil
 	}
@@ -302,6 +352,15 @@ func (s *spares) take(inv *runtime.Invocation) *run {
 	delete(s.reserved, inv.ExecutionID)
 	s.mu.Unlock()
 	if sp == nil {
+		return nil
+	}
+	select {
+	case <-sp.started:
+	case <-ctx.Done():
+		s.discardStarted(sp)
+		return nil
+	}
+	if sp.x == nil {
 		return nil
 	}
 	if !s.fits(sp, inv) {
@@ -363,7 +422,23 @@ func (s *spares) release(id string) {
 	delete(s.reserved, id)
 	s.mu.Unlock()
 	if sp != nil {
-		s.discard(sp)
+		s.discardStarted(sp)
+	}
+}
+
+// discardStarted discards sp once its start is over (at once if it is),
+// unless the start failed.
+func (s *spares) discardStarted(sp *spare) {
+	discard := func() {
+		if <-sp.started; sp.x != nil {
+			s.discard(sp)
+		}
+	}
+	select {
+	case <-sp.started:
+		discard()
+	default:
+		go discard()
 	}
 }
 
@@ -461,6 +536,6 @@ func (s *spares) forgetAll() {
 		if sp.expiry != nil {
 			sp.expiry.Stop()
 		}
-		s.discard(sp)
+		s.discardStarted(sp)
 	}
 }

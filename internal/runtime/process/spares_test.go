@@ -138,6 +138,46 @@ func wantDiscarded(t *testing.T, rt *process.Runtime, which string) {
 	}
 }
 
+// TestSpareStillStarting: a call that finds its kind's spare still
+// starting reserves it, and its run waits for the start instead of
+// starting a child of its own.
+func TestSpareStillStarting(t *testing.T) {
+	rt := spareRuntime(t, sandbox.ModeOff, time.Minute)
+	gate := make(chan struct{})
+	process.SetSpareStartHook(rt, func() { <-gate })
+	tmpl, _, _ := inv(script(t, idScript), "", nil)
+	rt.Reserve(tmpl) // demand
+	rt.Reserve(tmpl) // busy now: one starts, held at the gate
+	id, release, ok := rt.Reserve(tmpl)
+	if !ok {
+		t.Fatal("the spare still starting was not reserved")
+	}
+	defer release()
+	if c := rt.Spares(); c.Ready != 0 {
+		t.Fatalf("spares %+v: one was ready before the gate opened", c)
+	}
+	type result struct {
+		out string
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		in := *tmpl
+		var out, errs conformance.Buffer
+		in.ExecutionID, in.Input, in.Stdout, in.Stderr = id, strings.NewReader("in"), &out, &errs
+		_, err := rt.Run(context.Background(), &in)
+		done <- result{out.String(), err}
+	}()
+	close(gate)
+	r := <-done
+	if r.err != nil || r.out != id+":in" {
+		t.Fatalf("output %q, %v; want %q: the run is the spare's", r.out, r.err, id+":in")
+	}
+	if c := rt.Spares(); c.Used != 1 || c.Discarded != 0 {
+		t.Fatalf("spares %+v, want 1 used, none discarded", c)
+	}
+}
+
 // TestSpareOfOlderID: a spare whose id an execution made since would
 // sort after is not used (ids keep creation order), and is discarded.
 func TestSpareOfOlderID(t *testing.T) {
