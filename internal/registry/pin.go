@@ -77,12 +77,15 @@ func pinFile(ctx context.Context, path, want string, refetch func(context.Contex
 // if set, is called before a file whose stamp changed is read; its error
 // ends the check.
 func (p *pin) check(ctx context.Context, changed func() error) (string, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
+	// Stat before the lock: concurrent calls of a task do not queue for
+	// the syscall, and a stamp seen before another call stored a newer one
+	// only sends this call down the slow path.
 	fi, err := os.Stat(p.path)
 	if err != nil {
 		return "", errdefs.ArtifactNotFound.New("artifact %s: %v", p.path, err)
 	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	if s := stampOf(fi); s != (fileStamp{}) && s == p.stamp {
 		return p.digest, nil
 	}
