@@ -81,9 +81,7 @@ type env struct {
 	spear  string // the node binary
 	bins   map[string]string
 	docker string // engine version; empty without one
-	// syncRate is Spear's sync c32 throughput per task, for the async row.
-	syncRate map[string]float64
-	main     *node
+	main   *node
 }
 
 func (e *env) logf(format string, args ...any) {
@@ -107,7 +105,7 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
-	e := &env{opts: opts, p: p, tmp: tmp, bins: map[string]string{}, syncRate: map[string]float64{}}
+	e := &env{opts: opts, p: p, tmp: tmp, bins: map[string]string{}}
 	defer func() {
 		e.procs.killAll()
 		_ = os.RemoveAll(tmp)

@@ -181,9 +181,6 @@ func (e *env) syncRows(ctx context.Context, rt string) ([]Row, error) {
 		if note != "" && conc != 1 {
 			r.Note = joinNote(r.Note, note)
 		}
-		if conc == concs[len(concs)-1] && r.Spear != nil {
-			e.syncRate[task] = r.Spear.PerSec
-		}
 		rows = append(rows, r)
 	}
 	if rt == "wasm" {
