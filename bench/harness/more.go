@@ -144,8 +144,8 @@ func (e *env) completeAsync(ctx context.Context, task string, in []byte, conc in
 		}
 		return err
 	})
-	if len(r.lat) == 0 {
-		return 0, 0, fmt.Errorf("async complete: nothing accepted: %v", r.firstErr)
+	if r.errs > 0 {
+		return 0, 0, fmt.Errorf("async complete: %d submissions refused: %v", r.errs, r.firstErr)
 	}
 	done, last, err := e.waitAll(ctx, e.main, ids, 5*time.Minute)
 	if err != nil || last.IsZero() {
